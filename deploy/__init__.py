@@ -1,0 +1,1 @@
+"""wattledger deploy package."""

@@ -1,0 +1,38 @@
+"""Errors of the deployment edge: toolchain, compiler, artifacts and chain connection.
+
+They are branches of :class:`market.errors.WattledgerError`; the tree is drawn there.
+"""
+
+from __future__ import annotations
+
+from market.errors import WattledgerError
+
+
+class ToolchainError(WattledgerError):
+    """Raised when Node.js or the npm packages (solc, OpenZeppelin, anvil) are missing."""
+
+    code = "toolchain_missing"
+
+
+class CompilationError(ToolchainError):
+    """Raised when the Solidity sources do not compile; the message holds solc's report."""
+
+    code = "compilation_failed"
+
+
+class ArtifactError(WattledgerError):
+    """Raised when compiled artifacts in contracts/build are missing, unreadable or stale."""
+
+    code = "artifacts_stale"
+
+
+class ChainConnectionError(WattledgerError):
+    """Raised when a JSON-RPC endpoint cannot be reached or does not answer as a chain."""
+
+    code = "chain_unreachable"
+
+
+class DeploymentError(WattledgerError):
+    """Raised when a deployment transaction reverts or its receipt says it failed."""
+
+    code = "deployment_failed"

@@ -1,0 +1,49 @@
+"""The one exception tree of wattledger.
+
+Every error the system raises on purpose derives from :class:`WattledgerError`, so the
+command line can print it as one paragraph (no traceback) and the HTTP API can map it to
+``application/problem+json`` in one place. Each class carries a stable ``code``.
+
+::
+
+    WattledgerError                      market.errors
+    ├── InputError                       market.errors      bad value from a user or file
+    ├── ToolchainError                   deploy.errors      node, npm packages or solc missing
+    │   └── CompilationError             deploy.errors      Solidity did not compile
+    ├── ArtifactError                    deploy.errors      compiled artifacts missing or stale
+    ├── ChainConnectionError             deploy.errors      the JSON-RPC endpoint cannot be reached
+    └── DeploymentError                  deploy.errors      a deployment transaction failed
+
+Later parts add their own branches under the same root and draw them here.
+"""
+
+from __future__ import annotations
+
+
+class WattledgerError(Exception):
+    """Root of every error wattledger raises on purpose.
+
+    Raised directly only as a base; catch it to handle any expected failure. ``code`` is a
+    stable machine-readable identifier, ``hint`` an optional sentence telling how to fix it.
+    """
+
+    code: str = "wattledger_error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n{self.hint}"
+        return self.message
+
+
+class InputError(WattledgerError):
+    """Raised when a value supplied by a user, a file or a request is invalid.
+
+    The message names where the value came from (row and field, flag, or JSON path).
+    """
+
+    code = "invalid_input"

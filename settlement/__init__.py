@@ -1,0 +1,1 @@
+"""wattledger settlement package."""

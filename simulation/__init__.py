@@ -1,0 +1,1 @@
+"""wattledger simulation package."""
