@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -65,11 +66,12 @@ def anvil_command(port: int, extra_args: Sequence[str] = ()) -> list[str]:
     ]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes] | None = None,
-                     timeout: float = START_TIMEOUT_SECONDS) -> None:
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = START_TIMEOUT_SECONDS
+) -> None:
     """Block until ``url`` answers ``eth_chainId``; raise :class:`ChainConnectionError` if not."""
     deadline = time.monotonic() + timeout
-    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    payload: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise ChainConnectionError(
@@ -82,8 +84,9 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes] | None = None,
     raise ChainConnectionError(f"anvil did not answer at {url} within {timeout:.0f} s.")
 
 
-def start_anvil(port: int | None = None, extra_args: Sequence[str] = (),
-                quiet: bool = True) -> tuple[subprocess.Popen[bytes], str]:
+def start_anvil(
+    port: int | None = None, extra_args: Sequence[str] = (), quiet: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start anvil and wait until it answers; return the process and its RPC URL."""
     port = port or free_port()
     out = subprocess.DEVNULL if quiet else None

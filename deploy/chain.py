@@ -67,9 +67,7 @@ class Chain:
 
     def add_signer(self, account: LocalAccount) -> None:
         """Let transactions ``from`` this account be signed locally and sent raw."""
-        self.w3.middleware_onion.inject(
-            SignAndSendRawMiddlewareBuilder.build(account), layer=0
-        )
+        self.w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)
 
     def timestamp(self) -> int:
         """Timestamp (seconds) of the latest block."""
@@ -88,7 +86,9 @@ class Chain:
         if seconds < 0:
             raise ValueError("cannot move chain time backwards")
         if self._tester is not None:
+            # time_travel mines a block just before the target; the next one lands on it.
             self._tester.time_travel(self.timestamp() + seconds)
+            self._tester.mine_blocks(1)
             return
         self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
         self.mine(1)
@@ -127,13 +127,22 @@ def _embedded() -> Chain:
     return Chain(w3=w3, kind="eth-tester", rpc_url=None, signers=signers, _tester=tester)
 
 
+def _reason(err: Exception) -> str:
+    text = str(err)
+    if "Connection refused" in text:
+        return "connection refused (nothing is listening there)"
+    if "timed out" in text.lower():
+        return "the connection timed out"
+    return f"{type(err).__name__}: {text[:300]}"
+
+
 def _json_rpc(rpc_url: str, private_keys: tuple[str, ...]) -> Chain:
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_SECONDS}))
     try:
         chain_id = int(w3.eth.chain_id)
     except Exception as err:  # requests, JSON and RPC errors all mean "not a usable chain"
         raise ChainConnectionError(
-            f"Cannot reach a chain at {rpc_url}: {type(err).__name__}: {err}",
+            f"Cannot reach a chain at {rpc_url}: {_reason(err)}.",
             hint=(
                 "Start a local node with `wattledger node` (anvil on 127.0.0.1:8545), check the "
                 "URL and port, or leave out --rpc-url to use the embedded chain."

@@ -1,0 +1,66 @@
+"""``wattledger deploy``: deploy the system and write ``deployments/<chainId>.json``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deploy.chain import PRIVATE_KEY_ENV, connect
+from deploy.compiler import sources_changed
+from deploy.deployment import deploy_system, write_deployment
+
+HELP = "deploy the contracts to the embedded chain or --rpc-url; write deployments/<chainId>.json"
+DESCRIPTION = f"""\
+Deploy the committed artifacts in contracts/build (WattToken, the settlement token, and the
+market contracts) and write a deployment record with addresses, transaction hashes, block
+numbers and artifact hashes to deployments/<chainId>.json.
+
+Without --rpc-url the embedded eth-tester chain is used (it lives only as long as this
+command, which makes this a quick end-to-end check). With --rpc-url any JSON-RPC chain
+works: a local anvil (`wattledger node`) needs nothing else; for another chain set
+{PRIVATE_KEY_ENV} to a funded deployer's private key.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``deploy`` subcommand."""
+    parser = subparsers.add_parser(
+        "deploy",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rpc-url", metavar="URL", help="JSON-RPC endpoint (default: embedded eth-tester)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        type=Path,
+        help="folder for the deployment record (default: deployments/ in the project)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Connect, deploy every contract, write and print the record."""
+    changed = sources_changed()
+    if changed:
+        print(
+            f"warning: contracts/build is older than {', '.join(changed)}; "
+            "run `wattledger compile` to deploy the current sources",
+            file=sys.stderr,
+        )
+    chain = connect(args.rpc_url)
+    where = args.rpc_url or "the embedded eth-tester chain"
+    print(f"deploying to {where} (chain id {chain.chain_id}) ...", file=sys.stderr)
+    deployment = deploy_system(chain, progress=lambda msg: print(f"  {msg}", file=sys.stderr))
+    path = write_deployment(deployment, args.out_dir)
+    for name, contract in deployment.contracts.items():
+        print(
+            f"{name:<14} {contract.address}  block {contract.block_number:<6} "
+            f"gas {contract.gas_used:>9,}  tx {contract.tx_hash}"
+        )
+    print(f"deployment record: {path}")
+    return 0
