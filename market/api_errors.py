@@ -1,0 +1,262 @@
+"""Errors the market service answers with, each with a stable ``code`` and HTTP status.
+
+Every refusal of the market API is one of these classes (or a server-side
+:class:`ServiceUnavailable`); ``market.api`` maps them to ``application/problem+json``
+(RFC 9457) in one handler. The ``code`` values are part of the API: clients branch on them.
+
+==========================  ======  =====================================================
+code                        status  when
+==========================  ======  =====================================================
+malformed_json              400     the body is not JSON
+invalid_request             422     missing or extra fields, wrong JSON types, bad path or
+                                    query parameter
+body_too_large              413     the body exceeds the size limit
+bad_signature               400     the signature is not 65 bytes of hex, has a high ``s``
+                                    or recovers no key
+signer_mismatch             403     the signature is valid but by another key than the
+                                    message's participant (also: signed for another chain
+                                    or contract, which changes the digest)
+unregistered_participant    403     the participant is not registered on the market contract
+nonce_used                  409     the signer already used this nonce (replay)
+order_expired               422     the message's ``expiry`` has passed
+interval_closed             409     the interval's gate has closed
+interval_too_far            422     the interval is further ahead than the market accepts
+invalid_side                422     ``side`` is not 0 (buy) or 1 (sell)
+invalid_quantity            422     ``quantityWh`` is zero, negative or not an integer
+invalid_price               422     ``pricePerWh`` is zero, negative or not an integer
+out_of_bounds               422     a value is above the market's bounds or its EIP-712 type
+insufficient_collateral     409     free balance minus open orders' locks cannot cover it
+batch_too_large             413     more orders in one batch than the market accepts
+batch_rejected              (*)     a batch with at least one bad order; nothing stored;
+                                    ``errors`` lists each by index (* first error's status)
+not_your_order              403     a cancel signed by someone other than the order's owner
+order_not_open              409     cancel of an order that is no longer open (its gate
+                                    closed, or it was cancelled)
+order_not_found             404     no order has this id
+order_not_in_book           409     proof asked for an order outside its interval's book
+interval_not_closed         409     published orders, clearing or proof asked before the
+                                    interval's gate closed
+not_operator                403     an operator action not signed by the operator key
+not_found                   404     no such path
+method_not_allowed          405     the path does not take this method
+service_unavailable         503     the order store or the chain failed (not bad input)
+==========================  ======  =====================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from market.errors import InputError, WattledgerError
+
+
+class RequestError(InputError):
+    """Raised when the market refuses a request; base of every 4xx answer.
+
+    ``status`` is the HTTP status; ``extra`` holds more problem members (such as
+    ``errors`` of a batch).
+    """
+
+    code = "invalid_request"
+    status = 422
+    title = "Invalid request"
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.extra = extra or {}
+
+    def with_status(self, status: int) -> Self:
+        """Answer with ``status`` instead of the class's (a batch takes its first error's)."""
+        self.status = status
+        return self
+
+
+class MalformedJson(RequestError):
+    """Raised when a request body is not valid JSON."""
+
+    code, status, title = "malformed_json", 400, "Malformed JSON"
+
+
+class InvalidRequest(RequestError):
+    """Raised when a body or parameter does not have the documented shape or types."""
+
+    code, status, title = "invalid_request", 422, "Invalid request"
+
+
+class BodyTooLarge(RequestError):
+    """Raised when a request body exceeds the size limit."""
+
+    code, status, title = "body_too_large", 413, "Body too large"
+
+
+class BadSignature(RequestError):
+    """Raised when a signature is malformed, has a high ``s`` or recovers no key."""
+
+    code, status, title = "bad_signature", 400, "Bad signature"
+
+
+class SignerMismatch(RequestError):
+    """Raised when a valid signature was made by another key than the message names."""
+
+    code, status, title = "signer_mismatch", 403, "Signature by another key"
+
+
+class UnregisteredParticipant(RequestError):
+    """Raised when the signer is not a registered participant of the market contract."""
+
+    code, status, title = "unregistered_participant", 403, "Unregistered participant"
+
+
+class NonceUsed(RequestError):
+    """Raised when a signer's nonce was already used (a replay)."""
+
+    code, status, title = "nonce_used", 409, "Nonce already used"
+
+
+class OrderExpired(RequestError):
+    """Raised when a signed message arrives after its ``expiry``."""
+
+    code, status, title = "order_expired", 422, "Expired"
+
+
+class IntervalClosed(RequestError):
+    """Raised when an order or cancel is for an interval whose gate has closed."""
+
+    code, status, title = "interval_closed", 409, "Interval closed"
+
+
+class IntervalTooFar(RequestError):
+    """Raised when an order is for an interval further ahead than the market accepts."""
+
+    code, status, title = "interval_too_far", 422, "Interval too far ahead"
+
+
+class InvalidSide(RequestError):
+    """Raised when ``side`` is neither 0 (buy) nor 1 (sell)."""
+
+    code, status, title = "invalid_side", 422, "Invalid side"
+
+
+class InvalidQuantity(RequestError):
+    """Raised when ``quantityWh`` is zero, negative or not an integer."""
+
+    code, status, title = "invalid_quantity", 422, "Invalid quantity"
+
+
+class InvalidPrice(RequestError):
+    """Raised when ``pricePerWh`` is zero, negative or not an integer."""
+
+    code, status, title = "invalid_price", 422, "Invalid price"
+
+
+class OutOfBounds(RequestError):
+    """Raised when a value exceeds the market's bounds or its EIP-712 integer type."""
+
+    code, status, title = "out_of_bounds", 422, "Value out of bounds"
+
+
+class InsufficientCollateral(RequestError):
+    """Raised when free balance minus open orders' locks cannot cover a new order."""
+
+    code, status, title = "insufficient_collateral", 409, "Insufficient collateral"
+
+
+class BatchTooLarge(RequestError):
+    """Raised when a batch holds more orders than the market accepts at once."""
+
+    code, status, title = "batch_too_large", 413, "Batch too large"
+
+
+class BatchRejected(RequestError):
+    """Raised when any order of a batch is refused; ``errors`` lists each; none is stored."""
+
+    code, status, title = "batch_rejected", 422, "Batch rejected"
+
+
+class NotYourOrder(RequestError):
+    """Raised when a cancel is signed by someone other than the order's participant."""
+
+    code, status, title = "not_your_order", 403, "Not your order"
+
+
+class OrderNotOpen(RequestError):
+    """Raised when cancelling an order that is no longer open (gate closed, or cancelled)."""
+
+    code, status, title = "order_not_open", 409, "Order not open"
+
+
+class OrderNotFound(RequestError):
+    """Raised when no order has the requested id."""
+
+    code, status, title = "order_not_found", 404, "Order not found"
+
+
+class OrderNotInBook(RequestError):
+    """Raised when a proof is asked for an order that is not in its interval's book."""
+
+    code, status, title = "order_not_in_book", 409, "Order not in the book"
+
+
+class IntervalNotClosed(RequestError):
+    """Raised when gate-closure data is asked for an interval whose gate is still open."""
+
+    code, status, title = "interval_not_closed", 409, "Interval not closed yet"
+
+
+class NotOperator(RequestError):
+    """Raised when an operator action is not signed by the market's operator key."""
+
+    code, status, title = "not_operator", 403, "Operator signature required"
+
+
+class NotFound(RequestError):
+    """Raised for a path the API does not have."""
+
+    code, status, title = "not_found", 404, "Not found"
+
+
+class MethodNotAllowed(RequestError):
+    """Raised for a method the path does not take."""
+
+    code, status, title = "method_not_allowed", 405, "Method not allowed"
+
+
+class ServiceUnavailable(WattledgerError):
+    """Raised when the order store or the chain fails; the request may be retried (503)."""
+
+    code = "service_unavailable"
+    status = 503
+    title = "Service unavailable"
+
+
+__all__ = [
+    "BadSignature",
+    "BatchRejected",
+    "BatchTooLarge",
+    "BodyTooLarge",
+    "InsufficientCollateral",
+    "IntervalClosed",
+    "IntervalNotClosed",
+    "IntervalTooFar",
+    "InvalidPrice",
+    "InvalidQuantity",
+    "InvalidRequest",
+    "InvalidSide",
+    "MalformedJson",
+    "MethodNotAllowed",
+    "NonceUsed",
+    "NotFound",
+    "NotOperator",
+    "NotYourOrder",
+    "OrderExpired",
+    "OrderNotFound",
+    "OrderNotInBook",
+    "OrderNotOpen",
+    "OutOfBounds",
+    "RequestError",
+    "ServiceUnavailable",
+    "SignerMismatch",
+    "UnregisteredParticipant",
+]

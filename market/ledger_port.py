@@ -1,0 +1,224 @@
+"""What the market service needs from the on-chain ledger, as a small interface.
+
+The market service sees the EnergyMarket contract only through :class:`Ledger`: who is
+registered, free and locked balances, the terms that size a seller's bond, the interval
+timing, and ``commitInterval``. ``deploy.market_ledger.ChainLedger`` implements it over the
+real contract client; :class:`MemoryLedger` implements it in memory with the same collateral
+rule, for fast tests of the service logic. Keeping this interface small keeps the service free
+of web3 (market/ may import deploy at the edges only, DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from market.errors import WattledgerError
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalTiming:
+    """Interval ``t`` covers ``[epoch + t*interval_seconds, epoch + (t+1)*interval_seconds)``."""
+
+    epoch_seconds: int
+    interval_seconds: int
+
+    def start(self, interval: int) -> int:
+        """Unix time (seconds) at which delivery interval ``interval`` starts."""
+        return self.epoch_seconds + interval * self.interval_seconds
+
+    def current(self, now_seconds: int) -> int:
+        """The interval that contains ``now_seconds`` (may be negative before the epoch)."""
+        return (now_seconds - self.epoch_seconds) // self.interval_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """The market's current terms, as far as order intake needs them.
+
+    ``penalty_price_per_wh`` sizes a seller's bond (``quantity_wh * penalty_price_per_wh``);
+    ``tolerance_bps`` and ``reading_window_seconds`` are published for participants.
+    """
+
+    penalty_price_per_wh: int
+    tolerance_bps: int
+    reading_window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    """A participant's internal balances on the market contract, in token base units."""
+
+    free_base_units: int
+    locked_base_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitTrade:
+    """One trade to commit on-chain (the contract's Trade struct)."""
+
+    buy_order: bytes
+    sell_order: bytes
+    buyer: str
+    seller: str
+    quantity_wh: int
+    price_per_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReceipt:
+    """Where an interval's commit landed."""
+
+    tx_hash: str
+    block_number: int
+
+
+class LedgerError(WattledgerError):
+    """Raised when the ledger refuses or fails an operation the market service asked for."""
+
+    code = "ledger_error"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerInfo:
+    """Static facts about the deployment, published by ``GET /market``."""
+
+    chain_id: int
+    market_address: str
+    token_address: str
+    token_symbol: str
+    token_decimals: int
+    operator: str
+
+
+class Ledger(Protocol):
+    """The on-chain ledger as the market service uses it."""
+
+    def info(self) -> LedgerInfo:
+        """Chain id, contract addresses, token and operator."""
+        ...
+
+    def timing(self) -> IntervalTiming:
+        """The contract's interval timing."""
+        ...
+
+    def terms(self) -> Terms:
+        """The contract's current terms."""
+        ...
+
+    def is_registered(self, participant: str) -> bool:
+        """True when ``participant`` (0x address) is a registered market participant."""
+        ...
+
+    def balances(self, participant: str) -> Balances:
+        """Free and locked balances of ``participant``."""
+        ...
+
+    def committed_root(self, interval: int) -> bytes | None:
+        """The book root committed for ``interval``, or None when not committed."""
+        ...
+
+    def commit_interval(
+        self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
+    ) -> CommitReceipt:
+        """Commit ``interval``'s trades and book root; raise LedgerError on failure."""
+        ...
+
+
+@dataclass
+class MemoryLedger:
+    """An in-memory :class:`Ledger` with the contract's collateral rule, for tests.
+
+    ``commit_interval`` locks ``quantity * price`` of each buyer's free balance and
+    ``quantity * penalty`` of each seller's, and refuses the whole commit (changing nothing)
+    when any party lacks collateral, like the contract's custom-error revert.
+    """
+
+    chain_id: int = 31337
+    market_address: str = "0x" + "11" * 20
+    token_address: str = "0x" + "22" * 20
+    operator: str = "0x" + "33" * 20
+    epoch_seconds: int = 1_700_000_000
+    interval_seconds: int = 900
+    penalty_price_per_wh: int = 500_000_000_000_000
+    tolerance_bps: int = 500
+    reading_window_seconds: int = 3600
+    registered: set[str] = field(default_factory=set)
+    free: dict[str, int] = field(default_factory=dict)
+    locked: dict[str, int] = field(default_factory=dict)
+    commits: dict[int, tuple[bytes, tuple[CommitTrade, ...]]] = field(default_factory=dict)
+    balance_reads: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def register(self, participant: str, deposit_base_units: int = 0) -> None:
+        """Register ``participant`` and credit ``deposit_base_units`` to its free balance."""
+        key = participant.lower()
+        self.registered.add(key)
+        self.free[key] = self.free.get(key, 0) + deposit_base_units
+
+    def info(self) -> LedgerInfo:
+        return LedgerInfo(
+            chain_id=self.chain_id,
+            market_address=self.market_address,
+            token_address=self.token_address,
+            token_symbol="WATT",
+            token_decimals=18,
+            operator=self.operator,
+        )
+
+    def timing(self) -> IntervalTiming:
+        return IntervalTiming(self.epoch_seconds, self.interval_seconds)
+
+    def terms(self) -> Terms:
+        return Terms(self.penalty_price_per_wh, self.tolerance_bps, self.reading_window_seconds)
+
+    def is_registered(self, participant: str) -> bool:
+        return participant.lower() in self.registered
+
+    def balances(self, participant: str) -> Balances:
+        key = participant.lower()
+        self.balance_reads += 1
+        return Balances(self.free.get(key, 0), self.locked.get(key, 0))
+
+    def committed_root(self, interval: int) -> bytes | None:
+        entry = self.commits.get(interval)
+        return entry[0] if entry else None
+
+    def commit_interval(
+        self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
+    ) -> CommitReceipt:
+        with self._lock:
+            if interval in self.commits:
+                raise LedgerError(f"interval {interval} is already committed")
+            need: dict[str, int] = {}
+            for trade in trades:
+                buyer, seller = trade.buyer.lower(), trade.seller.lower()
+                need[buyer] = need.get(buyer, 0) + trade.quantity_wh * trade.price_per_wh
+                bond = trade.quantity_wh * self.penalty_price_per_wh
+                need[seller] = need.get(seller, 0) + bond
+            for who, amount in need.items():
+                if self.free.get(who, 0) < amount:
+                    raise LedgerError(
+                        f"InsufficientCollateral({who}, needed {amount}, "
+                        f"free {self.free.get(who, 0)})"
+                    )
+            for who, amount in need.items():
+                self.free[who] -= amount
+                self.locked[who] = self.locked.get(who, 0) + amount
+            self.commits[interval] = (book_root, tuple(trades))
+            return CommitReceipt(tx_hash="0x" + interval.to_bytes(32, "big").hex(), block_number=0)
+
+
+__all__ = [
+    "Balances",
+    "CommitReceipt",
+    "CommitTrade",
+    "IntervalTiming",
+    "Ledger",
+    "LedgerError",
+    "LedgerInfo",
+    "MemoryLedger",
+    "Terms",
+]

@@ -1,0 +1,265 @@
+"""EIP-712 typed data for orders, cancels and operator actions: hashing, signing, recovery.
+
+Authentication in wattledger is by signature (DESIGN §7). A participant signs an
+:data:`ORDER_TYPE` or :data:`CANCEL_TYPE` message with its Ethereum key exactly as a browser
+wallet's ``eth_signTypedData_v4`` does, and the market recovers the signer from the EIP-712
+digest. :func:`typed_data` builds the full ``{"types", "primaryType", "domain", "message"}``
+object, which is what a wallet is handed; ``GET /market`` publishes the domain and types.
+
+Domain
+    ``{name, version, chainId, verifyingContract}`` with ``verifyingContract`` the
+    EnergyMarket contract, so a signature made for another chain or another market deployment
+    recovers a different (unregistered) signer and is refused.
+
+Types (all integers unsigned; ``side`` is 0 for buy, 1 for sell, like a Solidity enum)::
+
+    Order(address participant,uint64 interval,uint8 side,uint64 quantityWh,
+          uint128 pricePerWh,uint64 nonce,uint64 expiry)
+    Cancel(address participant,bytes32 orderHash,uint64 nonce,uint64 expiry)
+    CloseGate(uint64 interval,uint64 nonce,uint64 expiry)          (operator only)
+
+The **order hash** is the EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator ‖ structHash)``.
+It is the order's id everywhere (API, store, on-chain trade, Merkle leaf input); because the
+domain is inside it, the same message on another chain or contract has another id.
+
+Speed: the struct hash is computed here directly (every field of these types is a static
+32-byte word, so ``encodeData`` is a concatenation) and the signer is recovered with
+coincurve. ``tests/test_signing.py`` checks both against ``eth_account``'s reference
+``encode_typed_data(full_message=...)`` on random messages. Signing uses ``eth_account``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import coincurve
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
+
+from market.api_errors import BadSignature
+from market.errors import InputError
+
+DOMAIN_NAME: Final = "wattledger"
+DOMAIN_VERSION: Final = "1"
+
+EIP712_DOMAIN_TYPE: Final = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+ORDER_TYPE: Final = [
+    {"name": "participant", "type": "address"},
+    {"name": "interval", "type": "uint64"},
+    {"name": "side", "type": "uint8"},
+    {"name": "quantityWh", "type": "uint64"},
+    {"name": "pricePerWh", "type": "uint128"},
+    {"name": "nonce", "type": "uint64"},
+    {"name": "expiry", "type": "uint64"},
+]
+CANCEL_TYPE: Final = [
+    {"name": "participant", "type": "address"},
+    {"name": "orderHash", "type": "bytes32"},
+    {"name": "nonce", "type": "uint64"},
+    {"name": "expiry", "type": "uint64"},
+]
+CLOSE_GATE_TYPE: Final = [
+    {"name": "interval", "type": "uint64"},
+    {"name": "nonce", "type": "uint64"},
+    {"name": "expiry", "type": "uint64"},
+]
+TYPES: Final[dict[str, list[dict[str, str]]]] = {
+    "Order": ORDER_TYPE,
+    "Cancel": CANCEL_TYPE,
+    "CloseGate": CLOSE_GATE_TYPE,
+}
+
+SIDE_BUY: Final = 0
+SIDE_SELL: Final = 1
+
+# secp256k1 group order; signatures with s above half of it are refused (EIP-2), as
+# OpenZeppelin's ECDSA does, so each signed message has exactly one accepted signature.
+_SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_HALF_N: Final = _SECP256K1_N // 2
+
+_UINT_BITS: Final = {"uint8": 8, "uint64": 64, "uint128": 128, "uint256": 256}
+
+
+def _encode_type(name: str, fields: list[dict[str, str]]) -> bytes:
+    return f"{name}({','.join(f['type'] + ' ' + f['name'] for f in fields)})".encode()
+
+
+TYPE_HASHES: Final = {name: keccak(_encode_type(name, f)) for name, f in TYPES.items()}
+"""``keccak256(encodeType(T))`` for each primary type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """An EIP-712 domain: ``name``, ``version``, ``chainId`` and ``verifyingContract``."""
+
+    chain_id: int
+    verifying_contract: str
+    name: str = DOMAIN_NAME
+    version: str = DOMAIN_VERSION
+
+    def as_json(self) -> dict[str, Any]:
+        """The domain as a wallet expects it in ``eth_signTypedData_v4``."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": self.verifying_contract,
+        }
+
+    @property
+    def separator(self) -> bytes:
+        """``hashStruct(EIP712Domain)`` (32 bytes)."""
+        return keccak(
+            keccak(_encode_type("EIP712Domain", EIP712_DOMAIN_TYPE))
+            + keccak(self.name.encode())
+            + keccak(self.version.encode())
+            + self.chain_id.to_bytes(32, "big")
+            + bytes(12)
+            + bytes.fromhex(self.verifying_contract[2:])
+        )
+
+
+def _word(value: Any, kind: str, field: str) -> bytes:
+    """ABI-encode one static field of a message as a 32-byte word; raise InputError if bad."""
+    if kind == "address":
+        if not isinstance(value, str) or len(value) != 42 or value[:2] not in ("0x", "0X"):
+            raise InputError(f"field {field!r}: expected a 0x-prefixed 20-byte hex address")
+        try:
+            return bytes(12) + bytes.fromhex(value[2:])
+        except ValueError:
+            raise InputError(f"field {field!r}: {value!r} is not hex") from None
+    if kind == "bytes32":
+        raw = parse_bytes32(value, field)
+        return raw
+    number = value
+    if isinstance(number, str) and number.isascii() and number.isdigit():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise InputError(f"field {field!r}: expected an unsigned integer, got {value!r}")
+    if not 0 <= number < 1 << _UINT_BITS[kind]:
+        raise InputError(f"field {field!r}: {number} does not fit {kind}")
+    return int(number).to_bytes(32, "big")
+
+
+def parse_bytes32(value: Any, field: str = "orderHash") -> bytes:
+    """Return ``value`` (``0x`` + 64 hex digits) as 32 bytes, or raise InputError."""
+    if not isinstance(value, str) or len(value) != 66 or value[:2] not in ("0x", "0X"):
+        raise InputError(f"field {field!r}: expected 0x followed by 64 hex digits")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise InputError(f"field {field!r}: {value!r} is not hex") from None
+
+
+def struct_hash(primary_type: str, message: Mapping[str, Any]) -> bytes:
+    """``hashStruct(message)`` for one of :data:`TYPES` (all fields are static words)."""
+    fields = TYPES[primary_type]
+    parts = [TYPE_HASHES[primary_type]]
+    for f in fields:
+        name = f["name"]
+        if name not in message:
+            raise InputError(f"field {name!r} is missing from the {primary_type} message")
+        parts.append(_word(message[name], f["type"], name))
+    return keccak(b"".join(parts))
+
+
+def digest(domain_separator: bytes, primary_type: str, message: Mapping[str, Any]) -> bytes:
+    """The EIP-712 signing digest ``keccak256(0x1901 ‖ domainSeparator ‖ hashStruct)``."""
+    return keccak(b"\x19\x01" + domain_separator + struct_hash(primary_type, message))
+
+
+def typed_data(domain: Domain, primary_type: str, message: Mapping[str, Any]) -> dict[str, Any]:
+    """The full typed-data object a wallet signs with ``eth_signTypedData_v4``."""
+    return {
+        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, primary_type: TYPES[primary_type]},
+        "primaryType": primary_type,
+        "domain": domain.as_json(),
+        "message": dict(message),
+    }
+
+
+def sign(
+    account: LocalAccount, domain: Domain, primary_type: str, message: Mapping[str, Any]
+) -> str:
+    """Sign ``message`` as ``eth_signTypedData_v4`` would; return the 65-byte hex signature."""
+    signable = encode_typed_data(full_message=typed_data(domain, primary_type, message))
+    signed = account.sign_message(signable)
+    return "0x" + bytes(signed.signature).hex()
+
+
+def sign_digest(private_key: bytes, message_digest: bytes) -> str:
+    """Sign a precomputed 32-byte EIP-712 digest with coincurve (fast path for load tests)."""
+    raw = coincurve.PrivateKey(private_key).sign_recoverable(message_digest, hasher=None)
+    return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
+
+
+def parse_signature(signature: Any) -> bytes:
+    """Return a 65-byte ``r ‖ s ‖ v`` signature (v normalised to 0/1); raise if malformed.
+
+    Accepts ``v`` as 27/28 (wallets) or 0/1, and refuses a high ``s`` (EIP-2).
+    """
+    if (
+        not isinstance(signature, str)
+        or len(signature) != 132
+        or signature[:2]
+        not in (
+            "0x",
+            "0X",
+        )
+    ):
+        raise BadSignature("signature: expected 0x followed by 130 hex digits (r, s, v)")
+    try:
+        raw = bytes.fromhex(signature[2:])
+    except ValueError:
+        raise BadSignature("signature: not hex") from None
+    v = raw[64]
+    if v >= 27:
+        v -= 27
+    if v not in (0, 1):
+        raise BadSignature(f"signature: v must be 27 or 28 (or 0 or 1), got {raw[64]}")
+    s = int.from_bytes(raw[32:64], "big")
+    r = int.from_bytes(raw[:32], "big")
+    if not (0 < r < _SECP256K1_N and 0 < s <= _HALF_N):
+        raise BadSignature("signature: r or s out of range (s must be in the lower half)")
+    return raw[:64] + bytes([v])
+
+
+def recover(message_digest: bytes, signature: Any) -> str:
+    """Return the lower-case 0x address that signed ``message_digest``; raise if invalid."""
+    raw = parse_signature(signature)
+    try:
+        public = coincurve.PublicKey.from_signature_and_message(raw, message_digest, hasher=None)
+    except Exception:  # coincurve raises a bare Exception when no key recovers
+        raise BadSignature("signature: does not recover to a public key") from None
+    return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
+
+
+__all__ = [
+    "CANCEL_TYPE",
+    "CLOSE_GATE_TYPE",
+    "DOMAIN_NAME",
+    "DOMAIN_VERSION",
+    "EIP712_DOMAIN_TYPE",
+    "ORDER_TYPE",
+    "SIDE_BUY",
+    "SIDE_SELL",
+    "TYPES",
+    "TYPE_HASHES",
+    "Domain",
+    "digest",
+    "parse_bytes32",
+    "parse_signature",
+    "recover",
+    "sign",
+    "sign_digest",
+    "struct_hash",
+    "typed_data",
+]
