@@ -25,6 +25,11 @@ from deploy.errors import DeploymentError
 
 DEPLOYMENTS_DIR_NAME = "deployments"
 
+# EnergyMarket defaults: 15-minute intervals; terms (penaltyPricePerWh, toleranceBps,
+# readingWindowSeconds) = 0.5 currency/kWh penalty and bond, 5 % tolerance, 1 h for readings.
+DEFAULT_INTERVAL_SECONDS = 900
+DEFAULT_MARKET_TERMS = (500_000_000_000_000, 500, 3600)
+
 
 @dataclass(frozen=True)
 class DeployedContract:
@@ -148,6 +153,25 @@ def deploy_system(chain: Chain, progress: Progress | None = None) -> Deployment:
     say("deploying WattToken")
     _, token = deploy_contract(chain, "WattToken", deployer, sender=deployer)
     contracts["WattToken"] = token
+    say("deploying EnergyMarket")
+    epoch = chain.timestamp() // DEFAULT_INTERVAL_SECONDS * DEFAULT_INTERVAL_SECONDS
+    market, record = deploy_contract(
+        chain,
+        "EnergyMarket",
+        token.address,
+        deployer,
+        epoch,
+        DEFAULT_INTERVAL_SECONDS,
+        DEFAULT_MARKET_TERMS,
+        sender=deployer,
+    )
+    contracts["EnergyMarket"] = record
+    for role in ("OPERATOR_ROLE", "REGISTRAR_ROLE", "GUARDIAN_ROLE"):
+        say(f"granting {role} to the deployer")
+        role_id = market.functions[role]().call()
+        tx_hash = market.functions.grantRole(role_id, deployer).transact({"from": deployer})
+        if chain.w3.eth.wait_for_transaction_receipt(tx_hash)["status"] != 1:
+            raise DeploymentError(f"Granting {role} to {deployer} reverted.")
     return Deployment(chain_id=chain.chain_id, deployer=deployer, contracts=contracts)
 
 

@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IEnergyMarketErrors} from "./IEnergyMarketErrors.sol";
+import {IEnergyMarketEvents} from "./IEnergyMarketEvents.sol";
+
+/// @title EnergyMarket: escrow, dynamic energy contracts, meter readings, chunked settlement
+/// @notice Units: energy in Wh (uint64), money in token base units, prices in base units per Wh
+///         (uint128). Interval t delivers during [epoch + t*intervalSeconds, epoch + (t+1)*intervalSeconds).
+///         Settlement rules are those of DESIGN.md section 5, mirrored by settlement/model.py.
+interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
+    /// @notice Terms applied to intervals committed while they are in force.
+    /// @param penaltyPricePerWh Penalty and bond rate, base units per Wh.
+    /// @param toleranceBps Shortfall tolerated without penalty, basis points of a trade's quantity.
+    /// @param readingWindowSeconds Readings are accepted for this long after an interval ends.
+    struct Terms {
+        uint128 penaltyPricePerWh;
+        uint16 toleranceBps;
+        uint64 readingWindowSeconds;
+    }
+
+    /// @notice A cleared trade as committed. Buyer and seller are positions in the party table.
+    struct CommitTrade {
+        uint32 buyer;
+        uint32 seller;
+        uint64 quantityWh;
+        uint128 pricePerWh;
+        bytes32 buyOrderId;
+        bytes32 sellOrderId;
+    }
+
+    /// @notice A party of a settlement chunk: its address and its participant index.
+    struct SettleParty {
+        address account;
+        uint32 participantIndex;
+    }
+
+    /// @notice A committed trade as replayed to settlement, with its seller's running totals.
+    /// @dev sellerSoldWh is the seller's total sold in the interval; sellerSoldBeforeWh the sum of
+    ///      the seller's earlier trades in commit order. Both were fixed (and hashed) at commit.
+    struct SettleTrade {
+        uint32 buyer;
+        uint32 seller;
+        uint64 quantityWh;
+        uint128 pricePerWh;
+        uint64 sellerSoldWh;
+        uint64 sellerSoldBeforeWh;
+    }
+
+    /// @notice A meter reading with its EIP-712 signature in compact (EIP-2098) form.
+    struct MeterReading {
+        address participant;
+        uint64 interval;
+        uint64 importedWh;
+        uint64 exportedWh;
+        bytes32 r;
+        bytes32 vs;
+    }
+
+    /// @notice Lifecycle of an interval.
+    enum IntervalStatus {
+        None,
+        Committed,
+        Settled
+    }
+
+    /// @notice Stored state of an interval, as returned by `intervalInfo`.
+    struct IntervalInfo {
+        IntervalStatus status;
+        uint64 tradeCount;
+        uint64 cursor;
+        uint64 deadline;
+        uint16 toleranceBps;
+        uint128 penaltyPricePerWh;
+        bytes32 bookRoot;
+        bytes32 remainingHash;
+    }
+
+    // ---------------------------------------------------------------- participants
+
+    /// @notice Registers `participant` with the meter key that signs its readings.
+    /// @dev Caller needs REGISTRAR_ROLE. A re-registered participant keeps its first index.
+    ///      Reverts:
+    ///      - ZeroAddress if `participant` or `meter` is zero;
+    ///      - ParticipantAlreadyRegistered if it is registered.
+    /// @param participant Trading address of the participant.
+    /// @param meter Address of the participant's meter signing key.
+    function registerParticipant(address participant, address meter) external;
+
+    /// @notice Replaces the meter key of a registered participant.
+    /// @dev Caller needs REGISTRAR_ROLE. Readings signed by the old key are rejected from now on.
+    ///      Reverts:
+    ///      - ZeroAddress if `newMeter` is zero;
+    ///      - ParticipantNotRegistered if `participant` is not registered.
+    /// @param participant Participant address.
+    /// @param newMeter Address of the new meter signing key.
+    function rotateMeter(address participant, address newMeter) external;
+
+    /// @notice Deregisters a participant: no new trades or readings; balances stay withdrawable.
+    /// @dev Caller needs REGISTRAR_ROLE. Committed trades still settle (a missing reading counts 0).
+    ///      Reverts: ParticipantNotRegistered if `participant` is not registered.
+    /// @param participant Participant address.
+    function deregisterParticipant(address participant) external;
+
+    // ---------------------------------------------------------------- escrow
+
+    /// @notice Moves `amount` tokens from the caller into its free balance (needs an allowance).
+    /// @dev Credits the amount actually received, so fee-on-transfer tokens keep the invariant.
+    ///      Reverts:
+    ///      - EnforcedPause when paused;
+    ///      - ZeroAmount if `amount` is zero;
+    ///      - ParticipantNotRegistered if the caller is not registered;
+    ///      - BalanceOverflow if the free balance would exceed 2^128 - 1;
+    ///      - SafeERC20FailedOperation or the token's error if the transfer fails.
+    /// @param amount Amount in token base units.
+    function deposit(uint256 amount) external;
+
+    /// @notice Sends `amount` of the caller's free balance to the caller. Works while paused.
+    /// @dev Reverts:
+    ///      - ZeroAmount if `amount` is zero;
+    ///      - InsufficientFreeBalance if `amount` exceeds the caller's free balance.
+    /// @param amount Amount in token base units.
+    function withdraw(uint256 amount) external;
+
+    // ---------------------------------------------------------------- intervals
+
+    /// @notice Commits the cleared trades of interval `t` as dynamic energy contracts.
+    /// @dev Caller needs OPERATOR_ROLE. Locks quantity * price of each buyer and quantity *
+    ///      penaltyPrice (the bond) of each seller, netted per party; snapshots the terms.
+    ///      Stores only a hash chain over the trades; settlement replays them as calldata.
+    ///      Reverts:
+    ///      - EnforcedPause when paused;
+    ///      - IntervalAlreadyCommitted if `t` was committed;
+    ///      - IntervalAlreadyEnded if delivery of `t` has ended;
+    ///      - IntervalOutOfRange if the deadline of `t` does not fit uint64;
+    ///      - PartiesNotAscending if `parties` is not strictly ascending;
+    ///      - ParticipantNotRegistered if a party is not registered;
+    ///      - PartyIndexOutOfRange, ZeroQuantity, ZeroPrice or SelfTrade for a malformed trade;
+    ///      - SoldQuantityOverflow if a seller sells more than 2^64 - 1 Wh;
+    ///      - InsufficientCollateral if a party's free balance cannot cover its lock.
+    /// @param t Interval number.
+    /// @param bookRoot Merkle root of the interval's signed order set.
+    /// @param parties Every buyer and seller of the interval, strictly ascending by address.
+    /// @param trades Trades in commit order; buyer and seller index into `parties`.
+    function commitInterval(uint64 t, bytes32 bookRoot, address[] calldata parties, CommitTrade[] calldata trades)
+        external;
+
+    /// @notice Accepts meter-signed readings for interval `t`; anyone may relay them.
+    /// @dev Each reading is EIP-712 typed data MeterReading(address participant,uint64 interval,
+    ///      uint64 importedWh,uint64 exportedWh) signed by the participant's registered meter key.
+    ///      Accepted from the end of the interval until (not including) its deadline.
+    ///      Reverts:
+    ///      - EnforcedPause when paused;
+    ///      - IntervalNotCommitted if `t` was not committed;
+    ///      - IntervalNotEnded before the interval's end; ReadingWindowClosed at or after the deadline;
+    ///      - ReadingIntervalMismatch if a reading names another interval;
+    ///      - ParticipantNotRegistered if its participant is not registered;
+    ///      - InvalidMeterSignature if the signature does not recover to the meter key;
+    ///      - ReadingAlreadySubmitted if the participant's reading was already accepted.
+    /// @param t Interval number.
+    /// @param readings Signed readings; sorting them by participant index saves gas.
+    function submitReadings(uint64 t, MeterReading[] calldata readings) external;
+
+    /// @notice Settles the next chunk of interval `t`'s trades; anyone may call after the deadline.
+    /// @dev The chunk is trades [firstIndex, firstIndex + trades.length) replayed from the commit;
+    ///      they must hash, with `tailHash` (the chain head after the chunk, zero for the last
+    ///      chunk), to the stored head at the cursor. Seller delivery, pro-rata allocation,
+    ///      payment, refund and penalty follow DESIGN section 5 (see SettlementMath).
+    ///      Reverts:
+    ///      - EnforcedPause when paused;
+    ///      - IntervalNotCommitted, IntervalAlreadySettled;
+    ///      - ReadingWindowOpen before the deadline;
+    ///      - ChunkNotAtCursor if `firstIndex` is not the cursor;
+    ///      - ChunkOutOfRange if the chunk is empty (with trades left) or runs past the end;
+    ///      - PartiesNotAscending, PartyIndexOutOfRange for a malformed party table;
+    ///      - TradesMismatch if the trades are not the committed ones.
+    /// @param t Interval number.
+    /// @param firstIndex Commit-order index of the chunk's first trade (the cursor).
+    /// @param parties Parties of the chunk's trades, strictly ascending by address.
+    /// @param trades The chunk's trades in commit order.
+    /// @param tailHash Hash chain head after the chunk's last trade (zero if it is the last).
+    function settle(
+        uint64 t,
+        uint256 firstIndex,
+        SettleParty[] calldata parties,
+        SettleTrade[] calldata trades,
+        bytes32 tailHash
+    ) external;
+
+    // ---------------------------------------------------------------- admin
+
+    /// @notice Sets the terms applied to intervals committed from now on.
+    /// @dev Caller needs DEFAULT_ADMIN_ROLE. Committed intervals keep their snapshot.
+    ///      Reverts: InvalidTerms if toleranceBps > 10,000 or readingWindowSeconds is zero.
+    /// @param newTerms The new terms.
+    function setTerms(Terms calldata newTerms) external;
+
+    /// @notice Pauses commit, readings, settlement and deposits. Withdrawals keep working.
+    /// @dev Caller needs GUARDIAN_ROLE. Reverts EnforcedPause if already paused.
+    function pause() external;
+
+    /// @notice Lifts a pause.
+    /// @dev Caller needs DEFAULT_ADMIN_ROLE (a guardian can stop, only the admin restarts).
+    ///      Reverts ExpectedPause if not paused.
+    function unpause() external;
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice The settlement token.
+    /// @return The ERC-20 held in escrow.
+    function token() external view returns (IERC20);
+
+    /// @notice Terms that the next commit will snapshot.
+    /// @return The current terms.
+    function terms() external view returns (Terms memory);
+
+    /// @notice Start of interval 0, Unix time in seconds.
+    /// @return The epoch.
+    function epoch() external view returns (uint64);
+
+    /// @notice Length of every interval in seconds.
+    /// @return The interval length.
+    function intervalSeconds() external view returns (uint64);
+
+    /// @notice Delivery window of interval `t`.
+    /// @param t Interval number.
+    /// @return start Unix time (s) delivery starts.
+    /// @return end Unix time (s) delivery ends (exclusive).
+    function intervalWindow(uint64 t) external view returns (uint256 start, uint256 end);
+
+    /// @notice Stored state of interval `t`.
+    /// @param t Interval number.
+    /// @return The interval's status, counts, cursor, snapshotted terms and hashes.
+    function intervalInfo(uint64 t) external view returns (IntervalInfo memory);
+
+    /// @notice Free and locked balance of `participant`.
+    /// @param participant Any address.
+    /// @return free Withdrawable balance, base units.
+    /// @return locked Balance locked by committed, unsettled trades, base units.
+    function balanceOf(address participant) external view returns (uint256 free, uint256 locked);
+
+    /// @notice Sum of all balances; equals token.balanceOf(market) unless tokens were sent directly.
+    /// @return Total escrowed, base units.
+    function totalEscrowed() external view returns (uint256);
+
+    /// @notice Registration record of `participant`.
+    /// @param participant Any address.
+    /// @return meter Meter key (zero if never registered).
+    /// @return participantIndex Dense index given at first registration.
+    /// @return registered Whether it is registered now.
+    function participantInfo(address participant)
+        external
+        view
+        returns (address meter, uint32 participantIndex, bool registered);
+
+    /// @notice Number of distinct participants ever registered.
+    /// @return The count (also the next participant index).
+    function participantCount() external view returns (uint32);
+
+    /// @notice Whether `participant`'s reading for `t` was accepted, and its exported energy.
+    /// @param t Interval number.
+    /// @param participant Participant address.
+    /// @return submitted Whether a reading was accepted.
+    /// @return exportedWh Exported energy of the reading, Wh (0 if none).
+    function readingOf(uint64 t, address participant) external view returns (bool submitted, uint64 exportedWh);
+
+    /// @notice EIP-712 digest that a meter key signs for a reading.
+    /// @param participant Participant address.
+    /// @param interval Interval number.
+    /// @param importedWh Imported energy, Wh.
+    /// @param exportedWh Exported energy, Wh.
+    /// @return The digest to sign.
+    function readingDigest(address participant, uint64 interval, uint64 importedWh, uint64 exportedWh)
+        external
+        view
+        returns (bytes32);
+}

@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title Custom errors of the EnergyMarket
+/// @notice Every revert of the market is one of these (or an OpenZeppelin error), each with the
+///         arguments a caller needs to see what went wrong. The Python client maps each to an
+///         exception class of the same name (deploy/ledger_errors.py).
+interface IEnergyMarketErrors {
+    /// @notice Thrown when an address argument that must be set is the zero address.
+    error ZeroAddress();
+
+    /// @notice Thrown when a deposit or withdrawal amount is zero.
+    error ZeroAmount();
+
+    /// @notice Thrown when the constructor gets an interval length of zero.
+    /// @param intervalSeconds The rejected interval length in seconds.
+    error InvalidIntervalLength(uint64 intervalSeconds);
+
+    /// @notice Thrown when terms are out of range: toleranceBps above 10,000 or a zero reading window.
+    /// @param penaltyPricePerWh Proposed penalty price in token base units per Wh.
+    /// @param toleranceBps Proposed tolerance in basis points of a trade's quantity.
+    /// @param readingWindowSeconds Proposed reading window in seconds after an interval's end.
+    error InvalidTerms(uint128 penaltyPricePerWh, uint16 toleranceBps, uint64 readingWindowSeconds);
+
+    /// @notice Thrown when registering an address that is already a registered participant.
+    /// @param participant The participant address.
+    error ParticipantAlreadyRegistered(address participant);
+
+    /// @notice Thrown when an action needs a registered participant and the address is not one.
+    /// @param participant The address that is not (or no longer) registered.
+    error ParticipantNotRegistered(address participant);
+
+    /// @notice Thrown when a withdrawal asks for more than the caller's free balance.
+    /// @param participant The caller.
+    /// @param requested Requested amount in token base units.
+    /// @param free Free balance in token base units.
+    error InsufficientFreeBalance(address participant, uint256 requested, uint256 free);
+
+    /// @notice Thrown when a balance would exceed 2^128 - 1 base units (balances are packed).
+    /// @param participant Owner of the balance.
+    /// @param amount The amount that did not fit, in token base units.
+    error BalanceOverflow(address participant, uint256 amount);
+
+    /// @notice Thrown when committing an interval that is already committed.
+    /// @param interval Interval number.
+    error IntervalAlreadyCommitted(uint64 interval);
+
+    /// @notice Thrown when readings or settlement refer to an interval that was never committed.
+    /// @param interval Interval number.
+    error IntervalNotCommitted(uint64 interval);
+
+    /// @notice Thrown when settling an interval that is already settled.
+    /// @param interval Interval number.
+    error IntervalAlreadySettled(uint64 interval);
+
+    /// @notice Thrown when committing an interval whose delivery has already ended.
+    /// @param interval Interval number.
+    /// @param endTime Unix time (s) at which the interval's delivery ended.
+    /// @param timestamp Current block time (s).
+    error IntervalAlreadyEnded(uint64 interval, uint256 endTime, uint256 timestamp);
+
+    /// @notice Thrown when a reading arrives before the interval's delivery has ended.
+    /// @param interval Interval number.
+    /// @param endTime Unix time (s) at which delivery ends.
+    /// @param timestamp Current block time (s).
+    error IntervalNotEnded(uint64 interval, uint256 endTime, uint256 timestamp);
+
+    /// @notice Thrown when an interval's deadline or end does not fit the uint64 time range.
+    /// @param interval Interval number.
+    error IntervalOutOfRange(uint64 interval);
+
+    /// @notice Thrown when a reading arrives at or after the interval's reading deadline.
+    /// @param interval Interval number.
+    /// @param deadline Reading deadline (Unix time, s), snapshotted at commit.
+    /// @param timestamp Current block time (s).
+    error ReadingWindowClosed(uint64 interval, uint256 deadline, uint256 timestamp);
+
+    /// @notice Thrown when settlement is attempted before the reading deadline.
+    /// @param interval Interval number.
+    /// @param deadline Reading deadline (Unix time, s).
+    /// @param timestamp Current block time (s).
+    error ReadingWindowOpen(uint64 interval, uint256 deadline, uint256 timestamp);
+
+    /// @notice Thrown when a reading's interval field differs from the interval being submitted.
+    /// @param interval Interval the batch is for.
+    /// @param readingInterval Interval named inside the reading.
+    error ReadingIntervalMismatch(uint64 interval, uint64 readingInterval);
+
+    /// @notice Thrown when a reading's signature does not recover to the participant's meter key.
+    /// @param participant Participant named in the reading.
+    /// @param signer Address recovered from the signature (zero when the signature is malformed).
+    error InvalidMeterSignature(address participant, address signer);
+
+    /// @notice Thrown when a participant's reading for the interval was already accepted.
+    /// @param interval Interval number.
+    /// @param participant Participant named in the reading.
+    error ReadingAlreadySubmitted(uint64 interval, address participant);
+
+    /// @notice Thrown when a party table is not strictly ascending by address (so has duplicates).
+    /// @param position Position in the table of the first out-of-order entry.
+    error PartiesNotAscending(uint256 position);
+
+    /// @notice Thrown when a trade refers to a party position outside the party table.
+    /// @param tradeIndex Position of the trade in the submitted list.
+    /// @param partyIndex The out-of-range party position.
+    /// @param partyCount Length of the party table.
+    error PartyIndexOutOfRange(uint256 tradeIndex, uint256 partyIndex, uint256 partyCount);
+
+    /// @notice Thrown when a trade has a quantity of zero Wh.
+    /// @param tradeIndex Position of the trade in the submitted list.
+    error ZeroQuantity(uint256 tradeIndex);
+
+    /// @notice Thrown when a trade has a price of zero base units per Wh.
+    /// @param tradeIndex Position of the trade in the submitted list.
+    error ZeroPrice(uint256 tradeIndex);
+
+    /// @notice Thrown when a trade's buyer and seller are the same participant.
+    /// @param tradeIndex Position of the trade in the submitted list.
+    /// @param participant The participant on both sides.
+    error SelfTrade(uint256 tradeIndex, address participant);
+
+    /// @notice Thrown when a seller's total sold energy in one interval exceeds 2^64 - 1 Wh.
+    /// @param seller The seller.
+    error SoldQuantityOverflow(address seller);
+
+    /// @notice Thrown when a party's free balance cannot cover what the interval locks.
+    /// @param participant The party.
+    /// @param needed Payment plus bond to lock, in token base units.
+    /// @param free Free balance in token base units.
+    error InsufficientCollateral(address participant, uint256 needed, uint256 free);
+
+    /// @notice Thrown when a settlement chunk does not start at the interval's cursor.
+    /// @param interval Interval number.
+    /// @param cursor Index of the next unsettled trade.
+    /// @param firstIndex Index the chunk claimed to start at.
+    error ChunkNotAtCursor(uint64 interval, uint256 cursor, uint256 firstIndex);
+
+    /// @notice Thrown when a settlement chunk is empty or runs past the interval's last trade.
+    /// @param interval Interval number.
+    /// @param cursor Index of the next unsettled trade.
+    /// @param length Number of trades in the chunk.
+    /// @param tradeCount Number of trades committed for the interval.
+    error ChunkOutOfRange(uint64 interval, uint256 cursor, uint256 length, uint256 tradeCount);
+
+    /// @notice Thrown when a chunk's trades do not hash to the interval's commitment at the cursor.
+    /// @param interval Interval number.
+    /// @param cursor Index of the first trade of the rejected chunk.
+    error TradesMismatch(uint64 interval, uint256 cursor);
+}

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title Events of the EnergyMarket
+/// @notice Every state change emits one of these. An auditor rebuilds every balance from them:
+///         free = deposits - withdrawals - locked collateral + settlement credits, and
+///         locked = locked collateral - settlement releases. Trades themselves travel in the
+///         calldata of `commitInterval`, bound to `IntervalCommitted` by two hashes.
+interface IEnergyMarketEvents {
+    /// @notice Emitted when the registrar registers a participant and its meter key.
+    /// @param participant Participant (trading) address.
+    /// @param meter Address of the meter key that signs the participant's readings.
+    /// @param participantIndex Dense index given at first registration; kept for life.
+    event ParticipantRegistered(address indexed participant, address indexed meter, uint32 participantIndex);
+
+    /// @notice Emitted when a participant's meter key is replaced.
+    /// @param participant Participant address.
+    /// @param oldMeter Meter key that no longer signs for the participant.
+    /// @param newMeter Meter key that signs from now on.
+    event MeterRotated(address indexed participant, address indexed oldMeter, address indexed newMeter);
+
+    /// @notice Emitted when a participant is deregistered; its balances stay withdrawable.
+    /// @param participant Participant address.
+    event ParticipantDeregistered(address indexed participant);
+
+    /// @notice Emitted when the admin changes the terms used by later commits.
+    /// @param penaltyPricePerWh Penalty (and bond) rate in token base units per Wh.
+    /// @param toleranceBps Shortfall tolerated without penalty, in basis points of quantity.
+    /// @param readingWindowSeconds Seconds after an interval's end during which readings are accepted.
+    event TermsChanged(uint128 penaltyPricePerWh, uint16 toleranceBps, uint64 readingWindowSeconds);
+
+    /// @notice Emitted when a participant deposits tokens into its free balance.
+    /// @param participant Depositor.
+    /// @param amount Amount credited (the amount actually received), in token base units.
+    event Deposited(address indexed participant, uint256 amount);
+
+    /// @notice Emitted when a participant withdraws from its free balance.
+    /// @param participant Withdrawer and receiver.
+    /// @param amount Amount in token base units.
+    event Withdrawn(address indexed participant, uint256 amount);
+
+    /// @notice Emitted when an interval's cleared trades are committed.
+    /// @param interval Interval number.
+    /// @param bookRoot Merkle root of the interval's signed order set (published by the market API).
+    /// @param settlementHead Head of the trade hash chain (see TradeChain) that settlement checks.
+    /// @param ordersDigest Fold of every trade's buy and sell order id, in commit order.
+    /// @param tradeCount Number of trades.
+    /// @param deadline Reading deadline (Unix time, s), snapshotted.
+    /// @param penaltyPricePerWh Penalty rate snapshotted for this interval, base units per Wh.
+    /// @param toleranceBps Tolerance snapshotted for this interval, basis points.
+    event IntervalCommitted(
+        uint64 indexed interval,
+        bytes32 bookRoot,
+        bytes32 settlementHead,
+        bytes32 ordersDigest,
+        uint64 tradeCount,
+        uint64 deadline,
+        uint128 penaltyPricePerWh,
+        uint16 toleranceBps
+    );
+
+    /// @notice Emitted once per party of a commit: free balance moved to locked.
+    /// @param interval Interval number.
+    /// @param participant Party.
+    /// @param amount Buyer payments plus seller bonds locked, in token base units.
+    event CollateralLocked(uint64 indexed interval, address indexed participant, uint256 amount);
+
+    /// @notice Emitted when a meter-signed reading is accepted.
+    /// @param interval Interval number.
+    /// @param participant Participant the meter belongs to.
+    /// @param importedWh Energy imported during the interval, Wh (reporting only).
+    /// @param exportedWh Energy exported during the interval, Wh (caps a seller's delivery).
+    event ReadingSubmitted(uint64 indexed interval, address indexed participant, uint64 importedWh, uint64 exportedWh);
+
+    /// @notice Emitted once per trade when it settles (exactly once).
+    /// @param interval Interval number.
+    /// @param tradeIndex Position of the trade in commit order.
+    /// @param deliveredWh Energy allocated to the trade, Wh.
+    /// @param paymentBaseUnits deliveredWh * price, moved from the buyer's lock to the seller.
+    /// @param refundBaseUnits (quantity - deliveredWh) * price, returned to the buyer.
+    /// @param penaltyBaseUnits Penalty paid from the seller's bond to the buyer.
+    event TradeSettled(
+        uint64 indexed interval,
+        uint256 tradeIndex,
+        uint64 deliveredWh,
+        uint256 paymentBaseUnits,
+        uint256 refundBaseUnits,
+        uint256 penaltyBaseUnits
+    );
+
+    /// @notice Emitted once per party per settlement chunk with its netted balance change.
+    /// @param interval Interval number.
+    /// @param participant Party.
+    /// @param releasedBaseUnits Amount removed from the party's locked balance.
+    /// @param creditedBaseUnits Amount added to the party's free balance.
+    event ParticipantSettled(
+        uint64 indexed interval, address indexed participant, uint256 releasedBaseUnits, uint256 creditedBaseUnits
+    );
+
+    /// @notice Emitted when the last trade of an interval has settled.
+    /// @param interval Interval number.
+    event IntervalSettled(uint64 indexed interval);
+}

@@ -1,0 +1,637 @@
+"""Typed client for the EnergyMarket contract, and the encodings it needs.
+
+:class:`LedgerClient` wraps every external function of ``contracts/EnergyMarket.sol`` with
+typed arguments; a revert raises the :mod:`deploy.ledger_errors` exception of the same name
+with its decoded arguments (:func:`decode_revert`).
+
+Calldata encodings (why they exist is argued in the contract's NatSpec and DESIGN §5a):
+
+* A commit sends a *party table* (every buyer and seller once, ascending by address) and
+  trades that name parties by position (:func:`encode_commit`).
+* The contract stores only a hash chain over the trades; settlement replays a chunk of them
+  with the chain head after the chunk (:func:`settlement_chain`, :func:`settle_chunk_args`).
+  :meth:`LedgerClient.settle` does this from the commit transaction's own calldata, so a
+  caller only says ``settle(t, max_trades)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError
+from web3.types import TxReceipt
+
+from deploy.chain import Chain
+from deploy.compiler import load_artifact
+from deploy.deployment import Deployment
+from deploy.ledger_errors import ERRORS_BY_NAME, IntervalNotCommitted, LedgerError, LedgerRevert
+from settlement.model import Reading, SellerPosition, Terms, Trade, seller_positions
+from settlement.readings import ReadingDomain, SignedReading
+
+ZERO_HASH = b"\x00" * 32
+OPERATOR_ROLE = keccak(text="OPERATOR_ROLE")
+REGISTRAR_ROLE = keccak(text="REGISTRAR_ROLE")
+GUARDIAN_ROLE = keccak(text="GUARDIAN_ROLE")
+DEFAULT_ADMIN_ROLE = ZERO_HASH
+STATUS_NAMES = ("none", "committed", "settled")
+DEFAULT_READING_BATCH = 100
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _error_selectors(abi: Iterable[Mapping[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for entry in abi:
+        if entry.get("type") != "error":
+            continue
+        types = [str(i["type"]) for i in entry["inputs"]]
+        signature = f"{entry['name']}({','.join(types)})"
+        table[bytes(keccak(text=signature))[:4]] = (str(entry["name"]), types)
+    return table
+
+
+_SELECTORS: dict[bytes, tuple[str, list[str]]] | None = None
+
+
+def error_selectors() -> dict[bytes, tuple[str, list[str]]]:
+    """4-byte selector -> (error name, argument types), from the compiled EnergyMarket ABI."""
+    global _SELECTORS
+    if _SELECTORS is None:
+        _SELECTORS = _error_selectors(load_artifact("EnergyMarket").abi)
+    return _SELECTORS
+
+
+def decode_revert(data: bytes | str | Mapping[str, Any] | None, reason: str = "") -> LedgerError:
+    """Return the exception for revert ``data`` (4-byte selector + ABI-encoded arguments).
+
+    Unknown selectors, panics and empty data give :class:`LedgerRevert` with ``reason``.
+    """
+    raw = _to_bytes(data)
+    if len(raw) >= 4 and raw[:4] in error_selectors():
+        name, types = error_selectors()[raw[:4]]
+        values = abi_decode(types, raw[4:]) if types else ()
+        cleaned = tuple(
+            to_checksum_address(v) if t == "address" else v
+            for t, v in zip(types, values, strict=True)
+        )
+        return ERRORS_BY_NAME[name](*cleaned)
+    return LedgerRevert(reason or ("0x" + raw.hex() if raw else "reverted without data"))
+
+
+def _to_bytes(data: bytes | str | Mapping[str, Any] | None) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, Mapping):
+        return _to_bytes(data.get("data"))
+    if isinstance(data, bytes):
+        return data
+    text = data.removeprefix("0x")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+@contextlib.contextmanager
+def mapped_reverts() -> Iterator[None]:
+    """Turn web3 contract reverts raised inside the block into :class:`LedgerError`."""
+    try:
+        yield
+    except ContractLogicError as err:
+        raise decode_revert(err.data, str(err.message or err)) from None
+
+
+# ----------------------------------------------------------------------------- encodings
+
+
+@dataclass(frozen=True)
+class CommitArgs:
+    """Calldata of ``commitInterval`` for a list of trades."""
+
+    parties: tuple[ChecksumAddress, ...]
+    trades: tuple[tuple[int, int, int, int, bytes, bytes], ...]
+
+
+def _addr_int(address: str) -> int:
+    return int(address, 16)
+
+
+def party_table(trades: Iterable[Trade]) -> tuple[ChecksumAddress, ...]:
+    """Every buyer and seller once, ascending by address (the contract's ordering)."""
+    parties = {to_checksum_address(p) for t in trades for p in (t.buyer, t.seller)}
+    return tuple(sorted(parties, key=_addr_int))
+
+
+def encode_commit(trades: Sequence[Trade]) -> CommitArgs:
+    """The party table and position-indexed trades of ``commitInterval``."""
+    parties = party_table(trades)
+    position = {p: i for i, p in enumerate(parties)}
+    encoded = tuple(
+        (
+            position[to_checksum_address(t.buyer)],
+            position[to_checksum_address(t.seller)],
+            t.quantity_wh,
+            t.price_per_wh,
+            t.buy_order_id,
+            t.sell_order_id,
+        )
+        for t in trades
+    )
+    return CommitArgs(parties=parties, trades=encoded)
+
+
+def chain_link(
+    next_hash: bytes,
+    trade: Trade,
+    seller_index: int,
+    position: SellerPosition,
+) -> bytes:
+    """One link ``h_k`` of the trade hash chain (``TradeChain.hash`` in Solidity)."""
+    return bytes(
+        keccak(
+            abi_encode(
+                [
+                    "address",
+                    "address",
+                    "uint256",
+                    "uint256",
+                    "uint256",
+                    "uint256",
+                    "uint256",
+                    "bytes32",
+                ],
+                [
+                    to_checksum_address(trade.buyer),
+                    to_checksum_address(trade.seller),
+                    seller_index,
+                    trade.quantity_wh,
+                    trade.price_per_wh,
+                    position.sold_wh,
+                    position.sold_before_wh,
+                    next_hash,
+                ],
+            )
+        )
+    )
+
+
+def settlement_chain(
+    trades: Sequence[Trade], participant_index: Mapping[str, int]
+) -> tuple[bytes, ...]:
+    """All chain heads ``h_0 .. h_n`` (``h_n`` is 32 zero bytes); ``h_0`` is what commit stores.
+
+    ``participant_index`` maps each seller (checksum address) to its participant index.
+    """
+    positions = seller_positions(trades)
+    heads = [ZERO_HASH] * (len(trades) + 1)
+    for k in range(len(trades) - 1, -1, -1):
+        seller = to_checksum_address(trades[k].seller)
+        heads[k] = chain_link(heads[k + 1], trades[k], participant_index[seller], positions[k])
+    return tuple(heads)
+
+
+def orders_digest(trades: Iterable[Trade]) -> bytes:
+    """Fold of each trade's order ids in commit order (``IntervalCommitted.ordersDigest``)."""
+    digest = ZERO_HASH
+    for t in trades:
+        digest = bytes(keccak(digest + t.buy_order_id + t.sell_order_id))
+    return digest
+
+
+@dataclass(frozen=True)
+class SettleArgs:
+    """Calldata of one ``settle`` chunk."""
+
+    first_index: int
+    parties: tuple[tuple[ChecksumAddress, int], ...]
+    trades: tuple[tuple[int, int, int, int, int, int], ...]
+    tail_hash: bytes
+
+
+def settle_chunk_args(
+    trades: Sequence[Trade],
+    participant_index: Mapping[str, int],
+    start: int,
+    stop: int,
+    heads: Sequence[bytes] | None = None,
+) -> SettleArgs:
+    """Calldata settling trades ``[start, stop)``; pass ``heads`` to avoid rehashing."""
+    heads = heads or settlement_chain(trades, participant_index)
+    positions = seller_positions(trades)
+    chunk = trades[start:stop]
+    parties = party_table(chunk)
+    where = {p: i for i, p in enumerate(parties)}
+    encoded = tuple(
+        (
+            where[to_checksum_address(t.buyer)],
+            where[to_checksum_address(t.seller)],
+            t.quantity_wh,
+            t.price_per_wh,
+            positions[start + i].sold_wh,
+            positions[start + i].sold_before_wh,
+        )
+        for i, t in enumerate(chunk)
+    )
+    return SettleArgs(
+        first_index=start,
+        parties=tuple((p, participant_index.get(p, 0)) for p in parties),
+        trades=encoded,
+        tail_hash=heads[stop],
+    )
+
+
+# ----------------------------------------------------------------------------- views
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Escrow balance of one participant, base units."""
+
+    free: int
+    locked: int
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    """Registration record of one address."""
+
+    meter: ChecksumAddress
+    participant_index: int
+    registered: bool
+
+
+@dataclass(frozen=True)
+class IntervalInfo:
+    """Stored state of one interval."""
+
+    status: str
+    trade_count: int
+    cursor: int
+    deadline: int
+    tolerance_bps: int
+    penalty_price_per_wh: int
+    book_root: bytes
+    remaining_hash: bytes
+
+
+# ----------------------------------------------------------------------------- client
+
+
+class LedgerClient:
+    """Typed access to one deployed EnergyMarket.
+
+    Transactions go from ``sender`` (default: the chain's first account, the deployer) unless
+    a call names another. Every method that sends a transaction waits for its receipt and
+    returns it; a revert raises the mapped :class:`LedgerError`.
+    """
+
+    def __init__(self, chain: Chain, address: str, sender: str | None = None) -> None:
+        self.chain = chain
+        self.w3: Web3 = chain.w3
+        self.contract: Contract = self.w3.eth.contract(
+            address=to_checksum_address(address), abi=load_artifact("EnergyMarket").abi
+        )
+        self.sender = to_checksum_address(sender or chain.accounts[0])
+        self._token: Contract | None = None
+        self._trades: dict[int, tuple[Trade, ...]] = {}
+        self._indices: dict[str, int] = {}
+
+    @classmethod
+    def from_deployment(cls, chain: Chain, deployment: Deployment) -> LedgerClient:
+        """A client for the ``EnergyMarket`` of a deployment record."""
+        return cls(chain, deployment.address("EnergyMarket"), sender=deployment.deployer)
+
+    @property
+    def address(self) -> ChecksumAddress:
+        """Address of the market."""
+        return self.contract.address
+
+    @property
+    def token(self) -> Contract:
+        """The settlement token (ERC-20 ABI of WattToken)."""
+        if self._token is None:
+            self._token = self.w3.eth.contract(
+                address=self._call(self.contract.functions.token()),
+                abi=load_artifact("WattToken").abi,
+            )
+        return self._token
+
+    # -- plumbing
+
+    def _call(self, fn: ContractFunction) -> Any:
+        with mapped_reverts():
+            return fn.call()
+
+    def transact(self, fn: ContractFunction, sender: str | None = None) -> TxReceipt:
+        """Send ``fn`` from ``sender``; return the receipt or raise the mapped error."""
+        tx: dict[str, Any] = {"from": to_checksum_address(sender or self.sender)}
+        with mapped_reverts():
+            tx_hash = fn.transact(tx)  # type: ignore[arg-type]
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        if receipt["status"] != 1:
+            with mapped_reverts():
+                fn.call(tx, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]
+            raise LedgerRevert(f"transaction {tx_hash.hex()} reverted")
+        return receipt
+
+    # -- roles and admin
+
+    def grant_role(self, role: bytes, account: str, sender: str | None = None) -> TxReceipt:
+        """Grant ``role`` (e.g. :data:`OPERATOR_ROLE`) to ``account``; needs its admin role."""
+        fn = self.contract.functions.grantRole(role, to_checksum_address(account))
+        return self.transact(fn, sender)
+
+    def has_role(self, role: bytes, account: str) -> bool:
+        """Whether ``account`` holds ``role``."""
+        return bool(self._call(self.contract.functions.hasRole(role, to_checksum_address(account))))
+
+    def set_terms(self, terms: Terms, sender: str | None = None) -> TxReceipt:
+        """Set the terms later commits snapshot (admin)."""
+        args = (terms.penalty_price_per_wh, terms.tolerance_bps, terms.reading_window_seconds)
+        return self.transact(self.contract.functions.setTerms(args), sender)
+
+    def pause(self, sender: str | None = None) -> TxReceipt:
+        """Pause commit, readings, settlement and deposits (guardian)."""
+        return self.transact(self.contract.functions.pause(), sender)
+
+    def unpause(self, sender: str | None = None) -> TxReceipt:
+        """Lift a pause (admin)."""
+        return self.transact(self.contract.functions.unpause(), sender)
+
+    def paused(self) -> bool:
+        """Whether the market is paused."""
+        return bool(self._call(self.contract.functions.paused()))
+
+    # -- participants
+
+    def register_participant(
+        self, participant: str, meter: str, sender: str | None = None
+    ) -> TxReceipt:
+        """Register ``participant`` with its meter key (registrar)."""
+        fn = self.contract.functions.registerParticipant(
+            to_checksum_address(participant), to_checksum_address(meter)
+        )
+        return self.transact(fn, sender)
+
+    def rotate_meter(
+        self, participant: str, new_meter: str, sender: str | None = None
+    ) -> TxReceipt:
+        """Replace the meter key of ``participant`` (registrar)."""
+        fn = self.contract.functions.rotateMeter(
+            to_checksum_address(participant), to_checksum_address(new_meter)
+        )
+        return self.transact(fn, sender)
+
+    def deregister_participant(self, participant: str, sender: str | None = None) -> TxReceipt:
+        """Deregister ``participant`` (registrar); its balances stay withdrawable."""
+        fn = self.contract.functions.deregisterParticipant(to_checksum_address(participant))
+        return self.transact(fn, sender)
+
+    def participant_info(self, participant: str) -> ParticipantInfo:
+        """Registration record of ``participant``."""
+        meter, index, registered = self._call(
+            self.contract.functions.participantInfo(to_checksum_address(participant))
+        )
+        return ParticipantInfo(to_checksum_address(meter), int(index), bool(registered))
+
+    def participant_index(self, participant: str) -> int:
+        """Participant index of ``participant`` (cached; indices never change)."""
+        key = to_checksum_address(participant)
+        if key not in self._indices:
+            info = self.participant_info(key)
+            if info.meter == to_checksum_address("0x" + "00" * 20):
+                raise LedgerRevert(f"{key} was never registered")
+            self._indices[key] = info.participant_index
+        return self._indices[key]
+
+    def participant_count(self) -> int:
+        """Number of participants ever registered."""
+        return int(self._call(self.contract.functions.participantCount()))
+
+    # -- escrow
+
+    def approve(self, participant: str, amount: int) -> TxReceipt:
+        """Let the market pull ``amount`` of ``participant``'s tokens."""
+        fn = self.token.functions.approve(self.address, amount)
+        return self.transact(fn, participant)
+
+    def deposit(self, participant: str, amount: int, *, approve: bool = True) -> TxReceipt:
+        """Deposit ``amount`` base units for ``participant`` (approving first by default)."""
+        if approve:
+            self.approve(participant, amount)
+        return self.transact(self.contract.functions.deposit(amount), participant)
+
+    def withdraw(self, participant: str, amount: int) -> TxReceipt:
+        """Withdraw ``amount`` base units of ``participant``'s free balance."""
+        return self.transact(self.contract.functions.withdraw(amount), participant)
+
+    def balance_of(self, participant: str) -> Balance:
+        """Free and locked balance of ``participant``."""
+        free, locked = self._call(
+            self.contract.functions.balanceOf(to_checksum_address(participant))
+        )
+        return Balance(int(free), int(locked))
+
+    def total_escrowed(self) -> int:
+        """Sum of every balance the market keeps."""
+        return int(self._call(self.contract.functions.totalEscrowed()))
+
+    # -- intervals
+
+    def terms(self) -> Terms:
+        """Terms the next commit snapshots."""
+        pp, tol, window = self._call(self.contract.functions.terms())
+        return Terms(int(pp), int(tol), int(window))
+
+    def epoch(self) -> int:
+        """Unix time (s) at which interval 0 starts."""
+        return int(self._call(self.contract.functions.epoch()))
+
+    def interval_seconds(self) -> int:
+        """Length of an interval in seconds."""
+        return int(self._call(self.contract.functions.intervalSeconds()))
+
+    def interval_window(self, t: int) -> tuple[int, int]:
+        """(start, end) of interval ``t``'s delivery, Unix seconds."""
+        start, end = self._call(self.contract.functions.intervalWindow(t))
+        return int(start), int(end)
+
+    def interval_at(self, timestamp: int) -> int:
+        """Interval whose delivery contains ``timestamp`` (0 before the epoch)."""
+        return max(0, (timestamp - self.epoch()) // self.interval_seconds())
+
+    def current_interval(self) -> int:
+        """Interval whose delivery contains the latest block's time."""
+        return self.interval_at(self.chain.timestamp())
+
+    def interval_info(self, t: int) -> IntervalInfo:
+        """Stored state of interval ``t``."""
+        s, count, cursor, deadline, tol, pp, root, remaining = self._call(
+            self.contract.functions.intervalInfo(t)
+        )
+        return IntervalInfo(
+            STATUS_NAMES[int(s)],
+            int(count),
+            int(cursor),
+            int(deadline),
+            int(tol),
+            int(pp),
+            bytes(root),
+            bytes(remaining),
+        )
+
+    def commit_interval(
+        self, t: int, book_root: bytes, trades: Sequence[Trade], sender: str | None = None
+    ) -> TxReceipt:
+        """Commit interval ``t``'s trades in this order (operator)."""
+        args = encode_commit(trades)
+        fn = self.contract.functions.commitInterval(
+            t, book_root, list(args.parties), list(args.trades)
+        )
+        receipt = self.transact(fn, sender)
+        self._trades[t] = tuple(trades)
+        return receipt
+
+    def committed_trades(self, t: int) -> tuple[Trade, ...]:
+        """Interval ``t``'s trades in commit order, decoded from the commit transaction."""
+        if t in self._trades:
+            return self._trades[t]
+        event = self.contract.events.IntervalCommitted
+        logs = event.get_logs(from_block=0, argument_filters={"interval": t})
+        if not logs:
+            raise IntervalNotCommitted(t)
+        tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
+        _, params = self.contract.decode_function_input(tx["input"])
+        parties = [to_checksum_address(p) for p in params["parties"]]
+        trades = tuple(
+            Trade(
+                buyer=parties[tr[0]],
+                seller=parties[tr[1]],
+                quantity_wh=int(tr[2]),
+                price_per_wh=int(tr[3]),
+                buy_order_id=bytes(tr[4]),
+                sell_order_id=bytes(tr[5]),
+            )
+            for tr in params["trades"]
+        )
+        self._trades[t] = trades
+        return trades
+
+    # -- readings
+
+    def domain(self) -> ReadingDomain:
+        """EIP-712 domain meter keys sign readings under."""
+        return ReadingDomain(chain_id=self.chain.chain_id, market=self.address)
+
+    def reading_digest(self, reading: Reading) -> bytes:
+        """The digest the contract expects a meter to sign for ``reading``."""
+        return bytes(
+            self._call(
+                self.contract.functions.readingDigest(
+                    to_checksum_address(reading.participant),
+                    reading.interval,
+                    reading.imported_wh,
+                    reading.exported_wh,
+                )
+            )
+        )
+
+    def submit_readings(
+        self,
+        t: int,
+        readings: Sequence[SignedReading],
+        *,
+        batch_size: int = DEFAULT_READING_BATCH,
+        sender: str | None = None,
+    ) -> list[TxReceipt]:
+        """Submit signed readings for ``t`` in batches, sorted by participant index (cheaper)."""
+        ordered = sorted(readings, key=lambda r: self.participant_index(r.reading.participant))
+        receipts = []
+        for i in range(0, len(ordered), batch_size):
+            batch = [r.as_tuple() for r in ordered[i : i + batch_size]]
+            fn = self.contract.functions.submitReadings(t, batch)
+            receipts.append(self.transact(fn, sender))
+        return receipts
+
+    def reading_of(self, t: int, participant: str) -> tuple[bool, int]:
+        """(submitted, exported Wh) of ``participant``'s reading for ``t``."""
+        submitted, exported = self._call(
+            self.contract.functions.readingOf(t, to_checksum_address(participant))
+        )
+        return bool(submitted), int(exported)
+
+    # -- settlement
+
+    def settle_chunk(self, t: int, args: SettleArgs, sender: str | None = None) -> TxReceipt:
+        """Send one raw ``settle`` chunk (see :func:`settle_chunk_args`)."""
+        fn = self.contract.functions.settle(
+            t, args.first_index, list(args.parties), list(args.trades), args.tail_hash
+        )
+        return self.transact(fn, sender)
+
+    def settle(
+        self, t: int, max_trades: int | None = None, sender: str | None = None
+    ) -> list[TxReceipt]:
+        """Settle what is left of interval ``t`` in chunks of at most ``max_trades`` trades.
+
+        This is DESIGN's ``settle(t, maxTrades)``: the trades come from the commit's calldata.
+        """
+        trades = self.committed_trades(t)
+        info = self.interval_info(t)
+        indices = {p: self.participant_index(p) for p in {tr.seller for tr in trades}}
+        heads = settlement_chain(trades, indices)
+        step = max_trades or max(1, len(trades))
+        receipts = []
+        cursor = info.cursor
+        if info.status == "committed" and cursor == len(trades):  # an empty interval
+            args = settle_chunk_args(trades, indices, 0, 0, heads)
+            receipts.append(self.settle_chunk(t, args, sender))
+        while cursor < len(trades):
+            stop = min(len(trades), cursor + step)
+            args = settle_chunk_args(trades, indices, cursor, stop, heads)
+            receipts.append(self.settle_chunk(t, args, sender))
+            cursor = stop
+        return receipts
+
+    def settle_next(self, t: int, max_trades: int, sender: str | None = None) -> TxReceipt:
+        """Settle one chunk of at most ``max_trades`` trades from the cursor."""
+        trades = self.committed_trades(t)
+        cursor = self.interval_info(t).cursor
+        indices = {p: self.participant_index(p) for p in {tr.seller for tr in trades}}
+        stop = min(len(trades), cursor + max_trades)
+        return self.settle_chunk(t, settle_chunk_args(trades, indices, cursor, stop), sender)
+
+
+__all__ = [
+    "DEFAULT_ADMIN_ROLE",
+    "GUARDIAN_ROLE",
+    "OPERATOR_ROLE",
+    "REGISTRAR_ROLE",
+    "Balance",
+    "CommitArgs",
+    "IntervalInfo",
+    "LedgerClient",
+    "ParticipantInfo",
+    "SettleArgs",
+    "chain_link",
+    "decode_revert",
+    "encode_commit",
+    "error_selectors",
+    "mapped_reverts",
+    "orders_digest",
+    "party_table",
+    "settle_chunk_args",
+    "settlement_chain",
+]
