@@ -8,6 +8,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
 
     WattledgerError                      market.errors
     ├── InputError                       market.errors      bad value from a user or file
+    │   └── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
     ├── ToolchainError                   deploy.errors      node, npm packages or solc missing
     │   └── CompilationError             deploy.errors      Solidity did not compile
     ├── ArtifactError                    deploy.errors      compiled artifacts missing or stale

@@ -1,0 +1,162 @@
+"""``wattledger clear``: clear one interval's order book from a CSV file and print JSON.
+
+The CSV and JSON formats are those of DESIGN §4 (see :mod:`market.orders_csv` and
+:meth:`market.clearing.ClearingResult.to_json_dict`). Everything is parsed and cleared before
+anything is written, and ``--output`` replaces its file atomically, so a bad input never
+leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from market.clearing import DEFAULT_K, MECHANISMS, ClearingResult, clear
+from market.errors import InputError
+from market.orders_csv import parse_orders_bytes, read_orders_csv
+
+DESCRIPTION = """\
+Clear one interval's order book with the double auction of DESIGN §4 and print the result as
+JSON on stdout (or write it to --output).
+
+ORDERS.csv has the header id,side,quantity_wh,price[,seq]: side is buy or sell, quantity_wh
+a whole number of Wh, price a whole number of token base units per Wh (0.25 currency/kWh is
+250000000000000), seq the arrival sequence (default: the row number). Use - for stdin.
+
+The JSON has price (null when nothing trades, and for pay-as-bid), volume_wh, trades (a list
+of {buy, sell, quantity_wh, price} with order ids as strings) and fills (order id -> Wh).
+Bad input exits with code 2 and names the row and field; nothing is written.
+"""
+
+_K_PATTERN = re.compile(r"([0-9]{1,30})(?:/([0-9]{1,30}))?")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``clear`` subcommand to the ``wattledger`` parser."""
+    parser = subparsers.add_parser(
+        "clear",
+        help="clear an order book CSV with the double auction and print the result as JSON",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("orders", metavar="ORDERS.csv", help="the order book CSV file, or -")
+    parser.add_argument(
+        "--mechanism",
+        choices=MECHANISMS,
+        default="uniform",
+        help="uniform: one k-double-auction price for every trade; "
+        "pay-as-bid: each trade at its bid's limit price (default: uniform)",
+    )
+    parser.add_argument(
+        "--k",
+        metavar="NUM/DEN",
+        default=None,
+        help=f"where the uniform price lies between L and U: 0 gives L, 1 gives U "
+        f"(default {DEFAULT_K[0]}/{DEFAULT_K[1]}; uniform only)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        default=None,
+        help="write the JSON to FILE (atomically replaced) instead of stdout",
+    )
+    parser.set_defaults(handler=run)
+
+
+def parse_k(text: str) -> tuple[int, int]:
+    """Parse ``--k``: ``NUM/DEN`` (or a whole ``0``/``1``) with ``0 <= NUM <= DEN``."""
+    match = _K_PATTERN.fullmatch(text.strip())
+    if not match:
+        raise InputError(f"--k: {text!r} is not a fraction NUM/DEN such as 1/2")
+    num = int(match.group(1))
+    den = int(match.group(2)) if match.group(2) is not None else 1
+    if den == 0 or num > den:
+        raise InputError(f"--k: {text} must be a fraction from 0 to 1 with a nonzero denominator")
+    return num, den
+
+
+def json_chunks(result: ClearingResult) -> Iterator[str]:
+    """The result as JSON text, one trade and one fill per line, in pieces.
+
+    Equivalent to ``json.dumps(result.to_json_dict())`` up to whitespace; written in pieces
+    so that a million trades need no single giant string.
+    """
+    data = result.to_json_dict()
+    yield "{\n"
+    yield f'  "price": {json.dumps(data["price"])},\n'
+    yield f'  "volume_wh": {json.dumps(data["volume_wh"])},\n'
+    trades = data["trades"]
+    if trades:
+        yield '  "trades": [\n'
+        last = len(trades) - 1
+        for i, trade in enumerate(trades):
+            yield "    " + json.dumps(trade) + (",\n" if i < last else "\n")
+        yield "  ],\n"
+    else:
+        yield '  "trades": [],\n'
+    fills = data["fills"]
+    if fills:
+        yield '  "fills": {\n'
+        items = list(fills.items())
+        last = len(items) - 1
+        for i, (order_id, wh) in enumerate(items):
+            yield f"    {json.dumps(order_id)}: {wh}" + (",\n" if i < last else "\n")
+        yield "  }\n"
+    else:
+        yield '  "fills": {}\n'
+    yield "}\n"
+
+
+def _write_atomically(path: Path, result: ClearingResult) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"--output: directory {str(directory)!r} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.writelines(json_chunks(result))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    """Run ``wattledger clear``; return the exit code (bad input raises InputError)."""
+    out = stdout if stdout is not None else sys.stdout
+    if args.k is not None and args.mechanism != "uniform":
+        raise InputError("--k: applies to the uniform mechanism only")
+    k = parse_k(args.k) if args.k is not None else DEFAULT_K
+    if args.orders == "-":
+        book = parse_orders_bytes(sys.stdin.buffer.read(), "<stdin>")
+    else:
+        book = read_orders_csv(args.orders)
+    result = clear(book, mechanism=args.mechanism, k=k)
+    if args.output is None:
+        try:
+            out.writelines(json_chunks(result))
+            out.flush()
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`); stop quietly, as other tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            return 1
+        return 0
+    target = Path(args.output)
+    _write_atomically(target, result)
+    price = "null" if result.price is None else str(result.price)
+    print(
+        f"wattledger: cleared {len(book)} orders: {result.volume_wh} Wh in "
+        f"{len(result.trade_quantity_wh)} trades, price {price}; wrote {target}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,184 @@
+"""Read an order book from CSV (DESIGN §4), with errors that name the row and the field.
+
+The columns are ``id,side,quantity_wh,price[,seq]`` in any order, with a header line:
+
+* ``id``: the order id (1 to 128 of ``A-Z a-z 0-9 _ . : -``), unique in the file;
+* ``side``: ``buy`` or ``sell`` (any case);
+* ``quantity_wh``: a whole number of Wh, ``1 .. MAX_QUANTITY_WH``;
+* ``price``: a whole number of token base units per Wh, ``1 .. MAX_PRICE_PER_WH``;
+* ``seq`` (optional column, and a cell may be left empty): the arrival sequence, a whole
+  number ``0 .. MAX_SEQ``; it defaults to the row number (the first order is row 1).
+
+Spaces around cells are ignored, and so are blank lines. Anything else that is not exactly
+this (a missing or unknown column, a decimal point, a sign, an exponent, a value out of
+bounds, a duplicate id, an unknown side) raises :class:`OrdersCsvError`, naming the row
+(and its line in the file) and the field. A file with only the header is an empty book, not
+an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from market.errors import InputError
+from market.orders import (
+    ID_PATTERN,
+    MAX_BOOK_ORDERS,
+    MAX_PRICE_PER_WH,
+    MAX_QUANTITY_WH,
+    MAX_SEQ,
+    MIN_PRICE_PER_WH,
+    MIN_QUANTITY_WH,
+    MIN_SEQ,
+    OrderBook,
+)
+
+REQUIRED_COLUMNS = ("id", "side", "quantity_wh", "price")
+OPTIONAL_COLUMNS = ("seq",)
+HEADER_HELP = "The header must be id,side,quantity_wh,price with an optional seq column."
+
+
+class OrdersCsvError(InputError):
+    """Raised when an orders CSV is empty, has a bad header, or has a bad row or cell.
+
+    The message names the source, the row (and its line) and the field.
+    """
+
+    code = "invalid_orders_csv"
+
+
+def _parse_int(text: str, field: str, low: int, high: int, where: str) -> int:
+    """Parse a whole number in ``[low, high]`` written with ASCII digits only."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        shown = repr(text) if text else "an empty cell"
+        raise OrdersCsvError(f"{where}, field {field!r}: {shown} is not a whole number")
+    if text.startswith("-") and digits.strip("0"):
+        raise OrdersCsvError(f"{where}, field {field!r}: {text} is negative")
+    significant = digits.lstrip("0") or "0"
+    value = int(significant) if len(significant) <= len(str(high)) else high + 1
+    if value < low:
+        raise OrdersCsvError(f"{where}, field {field!r}: {value} is below the minimum {low}")
+    if value > high:
+        raise OrdersCsvError(f"{where}, field {field!r}: {text} is above the maximum {high}")
+    return value
+
+
+def parse_orders_csv(lines: Iterable[str], source: str = "orders") -> OrderBook:
+    """Parse CSV text lines (as from an open text file) into an :class:`OrderBook`.
+
+    ``source`` names the input in error messages. Raises :class:`OrdersCsvError`.
+    """
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(cell.strip() for cell in header):
+            header = next(reader, None)
+    except csv.Error as err:
+        raise OrdersCsvError(f"{source}, line {reader.line_num}: {err}") from err
+    if header is None:
+        raise OrdersCsvError(f"{source} is empty: expected a header line", hint=HEADER_HELP)
+    names = [cell.strip().lstrip("\ufeff").strip() for cell in header]
+    where_header = f"{source}, header (line {reader.line_num})"
+    for name in names:
+        if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+            raise OrdersCsvError(f"{where_header}: unknown column {name!r}", hint=HEADER_HELP)
+        if names.count(name) > 1:
+            raise OrdersCsvError(f"{where_header}: column {name!r} appears twice")
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
+    if missing:
+        raise OrdersCsvError(
+            f"{where_header}: missing column(s) {', '.join(map(repr, missing))}", hint=HEADER_HELP
+        )
+    i_id, i_side, i_qty, i_price = (names.index(name) for name in REQUIRED_COLUMNS)
+    i_seq = names.index("seq") if "seq" in names else None
+
+    ids: list[str] = []
+    is_buy: list[bool] = []
+    quantities: list[int] = []
+    prices: list[int] = []
+    seqs: list[int] = []
+    first_row: dict[str, int] = {}
+    row = 0
+    try:
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            row += 1
+            where = f"{source}, row {row} (line {reader.line_num})"
+            if row > MAX_BOOK_ORDERS:
+                raise OrdersCsvError(f"{where}: a book holds at most {MAX_BOOK_ORDERS} orders")
+            if len(cells) != len(names):
+                raise OrdersCsvError(
+                    f"{where}: expected {len(names)} fields ({','.join(names)}), got {len(cells)}"
+                )
+            order_id = cells[i_id].strip()
+            if not ID_PATTERN.fullmatch(order_id):
+                raise OrdersCsvError(
+                    f"{where}, field 'id': {order_id!r} is not a valid order id",
+                    hint="An id is 1 to 128 characters from A-Z a-z 0-9 _ . : -",
+                )
+            if order_id in first_row:
+                raise OrdersCsvError(
+                    f"{where}, field 'id': duplicate id {order_id!r} "
+                    f"(first in row {first_row[order_id]})"
+                )
+            first_row[order_id] = row
+            side = cells[i_side].strip().lower()
+            if side not in ("buy", "sell"):
+                raise OrdersCsvError(
+                    f"{where}, field 'side': {cells[i_side].strip()!r} is not a side; "
+                    "use 'buy' or 'sell'"
+                )
+            ids.append(order_id)
+            is_buy.append(side == "buy")
+            quantities.append(
+                _parse_int(
+                    cells[i_qty].strip(), "quantity_wh", MIN_QUANTITY_WH, MAX_QUANTITY_WH, where
+                )
+            )
+            prices.append(
+                _parse_int(
+                    cells[i_price].strip(), "price", MIN_PRICE_PER_WH, MAX_PRICE_PER_WH, where
+                )
+            )
+            seq_text = cells[i_seq].strip() if i_seq is not None else ""
+            seqs.append(_parse_int(seq_text, "seq", MIN_SEQ, MAX_SEQ, where) if seq_text else row)
+    except csv.Error as err:
+        raise OrdersCsvError(f"{source}, line {reader.line_num}: {err}") from err
+    return OrderBook(
+        ids=ids,
+        is_buy=np.array(is_buy, dtype=np.bool_),
+        quantity_wh=np.array(quantities, dtype=np.int64),
+        price_per_wh=np.array(prices, dtype=np.int64),
+        seq=np.array(seqs, dtype=np.int64),
+    )
+
+
+def read_orders_csv(path: str | Path) -> OrderBook:
+    """Read and parse the orders CSV file at ``path`` (UTF-8, optional BOM).
+
+    Raises :class:`OrdersCsvError` for bad content and :class:`InputError` when the file
+    cannot be read.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the orders file: {err.strerror}") from err
+    return parse_orders_bytes(data, str(path))
+
+
+def parse_orders_bytes(data: bytes, source: str = "orders") -> OrderBook:
+    """Parse the bytes of an orders CSV file (UTF-8, optional BOM) into an OrderBook."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise OrdersCsvError(
+            f"{source}: not UTF-8 text (byte {err.start}): {err.reason}",
+        ) from err
+    return parse_orders_csv(io.StringIO(text, newline=""), source)
