@@ -91,6 +91,8 @@ class LedgerInfo:
     token_symbol: str
     token_decimals: int
     operator: str
+    eip712_name: str = "wattledger EnergyMarket"
+    eip712_version: str = "1"
 
 
 class Ledger(Protocol):

@@ -305,7 +305,12 @@ class MarketService:
         self.info: LedgerInfo = ledger.info()
         self.timing = ledger.timing()
         self._terms: Terms = ledger.terms()
-        self.domain = signing.Domain(self.info.chain_id, self.info.market_address)
+        self.domain = signing.Domain(
+            self.info.chain_id,
+            self.info.market_address,
+            name=self.info.eip712_name,
+            version=self.info.eip712_version,
+        )
         self._separator = self.domain.separator
         self._operator = self.info.operator.lower()
         store.bind_deployment(self.info.chain_id, self.info.market_address)
@@ -807,12 +812,14 @@ class MarketService:
             needs[order.participant] = needs.get(order.participant, 0) + lock
         fresh = {p: self._call_ledger(self.ledger.balances, p).free_base_units for p in needs}
         short = {p for p, need in needs.items() if fresh[p] < need}
+        # A deregistered party would make the whole commit revert; leave its orders out too.
+        short |= {p for p in needs if not self._call_ledger(self.ledger.is_registered, p)}
         included = [o for o in orders if o.participant not in short]
         excluded = [o for o in orders if o.participant in short]
         if excluded:
             log.warning(
-                "interval %d: left out %d orders of %d participants whose free balance no "
-                "longer covers them",
+                "interval %d: left out %d orders of %d participants no longer registered or "
+                "whose free balance no longer covers them",
                 interval,
                 len(excluded),
                 len(short),
@@ -871,6 +878,7 @@ class MarketService:
             for order in orders:
                 self._remove_open(order.id)
             self._free.update(fresh)
+            self._registered -= short
 
     def _commit_frozen(self, interval: int) -> bool:
         """Commit a frozen interval on-chain unless it already is; True when committed."""

@@ -8,8 +8,10 @@ object, which is what a wallet is handed; ``GET /market`` publishes the domain a
 
 Domain
     ``{name, version, chainId, verifyingContract}`` with ``verifyingContract`` the
-    EnergyMarket contract, so a signature made for another chain or another market deployment
-    recovers a different (unregistered) signer and is refused.
+    EnergyMarket contract and name and version those of the contract's own EIP-712 domain
+    (``"wattledger EnergyMarket"``, ``"1"``), so the contract could check an order signature
+    too. A signature made for another chain or market deployment recovers a different signer
+    and is refused.
 
 Types (all integers unsigned; ``side`` is 0 for buy, 1 for sell, like a Solidity enum)::
 
@@ -42,7 +44,7 @@ from eth_hash.auto import keccak
 from market.api_errors import BadSignature
 from market.errors import InputError
 
-DOMAIN_NAME: Final = "wattledger"
+DOMAIN_NAME: Final = "wattledger EnergyMarket"
 DOMAIN_VERSION: Final = "1"
 
 EIP712_DOMAIN_TYPE: Final = [
