@@ -1,0 +1,76 @@
+"""Shared set-up for market service and API tests: an in-memory ledger, a simulated clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from market.client import OrderSigner
+from market.clock import SimulatedClock
+from market.ledger_port import MemoryLedger
+from market.service import MarketConfig, MarketService, SignedMessage
+from market.store import OrderStore
+
+TOKEN = 10**18
+PRICE = 250_000_000_000_000  # 0.25 currency/kWh in base units per Wh
+PENALTY = 500_000_000_000_000
+
+
+@dataclass
+class Market:
+    """A service on a MemoryLedger with a SimulatedClock, and funded signers."""
+
+    service: MarketService
+    ledger: MemoryLedger
+    clock: SimulatedClock
+    db: Path
+    alice: OrderSigner
+    bob: OrderSigner
+    carol: OrderSigner
+
+    @property
+    def t(self) -> int:
+        """The first interval whose gate is open (a full interval of margin)."""
+        return self.service.current_interval() + 2
+
+    def reopen(self, config: MarketConfig | None = None) -> MarketService:
+        """A new service on the same store and ledger, as after a restart."""
+        self.service.store.close()
+        self.service = MarketService(
+            OrderStore(self.db), self.ledger, self.clock, config or self.service.config
+        )
+        return self.service
+
+    def close_due(self, interval: int) -> None:
+        """Advance the clock to ``interval``'s gate closure and tick."""
+        self.clock.set(max(self.clock.now(), self.service.gate_closure_at(interval)))
+        self.service.tick()
+
+
+def signed(body: dict) -> SignedMessage:
+    """A request body from OrderSigner as the service's SignedMessage."""
+    message = body.get("order") or body.get("cancel") or body.get("close")
+    return SignedMessage(message, body["signature"])
+
+
+def account(seed: int) -> LocalAccount:
+    return Account.from_key((seed).to_bytes(32, "big"))
+
+
+def make_market(
+    tmp_path: Path, deposit: int = 1_000 * TOKEN, config: MarketConfig | None = None
+) -> Market:
+    ledger = MemoryLedger(penalty_price_per_wh=PENALTY)
+    ledger.operator = account(99).address.lower()
+    clock = SimulatedClock(ledger.epoch_seconds + 10 * ledger.interval_seconds)
+    db = tmp_path / "market.db"
+    service = MarketService(OrderStore(db), ledger, clock, config)
+    signers = []
+    for seed in (1, 2, 3):
+        who = account(seed)
+        ledger.register(who.address, deposit)
+        signers.append(OrderSigner(who, service.domain))
+    return Market(service, ledger, clock, db, *signers)
