@@ -75,10 +75,10 @@ class CommitReceipt:
     block_number: int
 
 
-class LedgerError(WattledgerError):
-    """Raised when the ledger refuses or fails an operation the market service asked for."""
+class LedgerCallFailed(WattledgerError):
+    """Raised when the ledger refuses or fails a call the market service made (revert, node down)."""
 
-    code = "ledger_error"
+    code = "ledger_call_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +125,7 @@ class Ledger(Protocol):
     def commit_interval(
         self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
     ) -> CommitReceipt:
-        """Commit ``interval``'s trades and book root; raise LedgerError on failure."""
+        """Commit ``interval``'s trades and book root; raise LedgerCallFailed on failure."""
         ...
 
 
@@ -193,7 +193,7 @@ class MemoryLedger:
     ) -> CommitReceipt:
         with self._lock:
             if interval in self.commits:
-                raise LedgerError(f"interval {interval} is already committed")
+                raise LedgerCallFailed(f"interval {interval} is already committed")
             need: dict[str, int] = {}
             for trade in trades:
                 buyer, seller = trade.buyer.lower(), trade.seller.lower()
@@ -202,7 +202,7 @@ class MemoryLedger:
                 need[seller] = need.get(seller, 0) + bond
             for who, amount in need.items():
                 if self.free.get(who, 0) < amount:
-                    raise LedgerError(
+                    raise LedgerCallFailed(
                         f"InsufficientCollateral({who}, needed {amount}, "
                         f"free {self.free.get(who, 0)})"
                     )
@@ -219,7 +219,7 @@ __all__ = [
     "CommitTrade",
     "IntervalTiming",
     "Ledger",
-    "LedgerError",
+    "LedgerCallFailed",
     "LedgerInfo",
     "MemoryLedger",
     "Terms",

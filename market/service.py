@@ -80,7 +80,7 @@ from market.api_errors import (
 )
 from market.clearing import clear
 from market.clock import Clock
-from market.ledger_port import CommitTrade, Ledger, LedgerError, LedgerInfo, Terms
+from market.ledger_port import CommitTrade, Ledger, LedgerCallFailed, LedgerInfo, Terms
 from market.merkle import MerkleTree, leaf_hash
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, Order, Side
 from market.store import (
@@ -911,7 +911,7 @@ class MarketService:
                 for t in record.clearing["trades"]
             ]
             receipt = self.ledger.commit_interval(interval, root, trades)
-        except LedgerError as err:
+        except LedgerCallFailed as err:
             log.error("interval %d: commit failed, will retry: %s", interval, err)
             return False
         self.store.record_commit(interval, receipt.tx_hash, receipt.block_number)
@@ -960,7 +960,7 @@ class MarketService:
     def _call_ledger(self, method: Any, *args: Any) -> Any:
         try:
             return method(*args)
-        except LedgerError as err:
+        except LedgerCallFailed as err:
             raise ServiceUnavailable(f"the chain failed: {err.message}") from None
 
 

@@ -74,3 +74,17 @@ def make_market(
         ledger.register(who.address, deposit)
         signers.append(OrderSigner(who, service.domain))
     return Market(service, ledger, clock, db, *signers)
+
+
+def fund_participants(client, signers, amount: int) -> None:
+    """Mint ``amount`` WATT to each signer, register it (meter = itself) and deposit it all.
+
+    ``client`` is a :class:`deploy.ledger.LedgerClient` whose sender is the deployer (minter
+    and registrar).
+    """
+    deployer = client.sender
+    for who in signers:
+        client.chain.add_signer(who)
+        client.transact(client.token.functions.mint(who.address, amount), deployer)
+        client.register_participant(who.address, who.address)
+        client.deposit(who.address, amount)

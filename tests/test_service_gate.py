@@ -10,7 +10,7 @@ from market_harness import PENALTY, PRICE, account, make_market, signed
 from market.api_errors import IntervalClosed, IntervalNotClosed, NotOperator, OrderNotInBook
 from market.clearing import clear
 from market.client import OrderSigner
-from market.ledger_port import LedgerError
+from market.ledger_port import LedgerCallFailed
 from market.merkle import MerkleTree, leaf_hash, verify
 from market.orders import Order, Side
 from market.store import COMMITTED, EMPTY, FROZEN
@@ -130,7 +130,7 @@ def test_failed_commit_leaves_the_interval_frozen_and_tick_retries(m, monkeypatc
     real = m.ledger.commit_interval
 
     def down(*args, **kwargs):
-        raise LedgerError("node unreachable")
+        raise LedgerCallFailed("node unreachable")
 
     monkeypatch.setattr(m.ledger, "commit_interval", down)
     m.close_due(t)

@@ -1,0 +1,147 @@
+"""The market service's :class:`~market.ledger_port.Ledger` over the real EnergyMarket.
+
+:class:`ChainLedger` adapts :class:`deploy.ledger.LedgerClient` to the small interface the
+market service uses, so ``market/`` stays free of web3 (DESIGN §2: market imports deploy
+only at the edges, and here deploy imports market instead). Every failure of a call, a revert
+decoded by the client or a node that does not answer, becomes
+:class:`~market.ledger_port.LedgerCallFailed`, which the service treats as "retry later".
+
+Calls are serialised with a lock: the service calls from its event loop (a participant seen
+for the first time) and from the gate-closure thread, and the embedded eth-tester chain is
+not safe to use from two threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from eth_utils.address import to_checksum_address
+
+from deploy.ledger import LedgerClient
+from market.ledger_port import (
+    Balances,
+    CommitReceipt,
+    CommitTrade,
+    IntervalTiming,
+    LedgerCallFailed,
+    LedgerInfo,
+    Terms,
+)
+from market.signing import DOMAIN_NAME, DOMAIN_VERSION
+from settlement.model import Trade
+
+T = TypeVar("T")
+
+
+class ChainLedger:
+    """The EnergyMarket contract as the market service sees it; commits as ``client.sender``."""
+
+    def __init__(self, client: LedgerClient) -> None:
+        self.client = client
+        self._lock = threading.RLock()
+        self._info: LedgerInfo | None = None
+
+    def _guard(self, what: str, call: Callable[[], T]) -> T:
+        with self._lock:
+            try:
+                return call()
+            except Exception as err:  # reverts, RPC and connection errors alike
+                raise LedgerCallFailed(f"{what}: {type(err).__name__}: {err}") from None
+
+    def info(self) -> LedgerInfo:
+        """Chain id, addresses, token, operator and the contract's EIP-712 name/version."""
+        if self._info is None:
+            self._info = self._guard("reading the deployment", self._read_info)
+        return self._info
+
+    def _read_info(self) -> LedgerInfo:
+        token = self.client.token
+        name, version = DOMAIN_NAME, DOMAIN_VERSION
+        try:
+            domain: Any = self.client.contract.functions.eip712Domain().call()
+            name, version = str(domain[1]), str(domain[2])
+        except Exception:  # a contract without EIP-5267 keeps the documented defaults
+            pass
+        return LedgerInfo(
+            chain_id=self.client.chain.chain_id,
+            market_address=to_checksum_address(self.client.address),
+            token_address=to_checksum_address(token.address),
+            token_symbol=str(token.functions.symbol().call()),
+            token_decimals=int(token.functions.decimals().call()),
+            operator=to_checksum_address(self.client.sender),
+            eip712_name=name,
+            eip712_version=version,
+        )
+
+    def timing(self) -> IntervalTiming:
+        """``epoch()`` and ``intervalSeconds()`` of the contract."""
+        return self._guard(
+            "reading interval timing",
+            lambda: IntervalTiming(self.client.epoch(), self.client.interval_seconds()),
+        )
+
+    def terms(self) -> Terms:
+        """The terms the next commit snapshots."""
+
+        def read() -> Terms:
+            terms = self.client.terms()
+            return Terms(
+                terms.penalty_price_per_wh, terms.tolerance_bps, terms.reading_window_seconds
+            )
+
+        return self._guard("reading terms", read)
+
+    def is_registered(self, participant: str) -> bool:
+        """``participantInfo(participant).registered``."""
+        return self._guard(
+            f"reading registration of {participant}",
+            lambda: self.client.participant_info(participant).registered,
+        )
+
+    def balances(self, participant: str) -> Balances:
+        """``balanceOf(participant)``: free and locked base units."""
+
+        def read() -> Balances:
+            balance = self.client.balance_of(participant)
+            return Balances(balance.free, balance.locked)
+
+        return self._guard(f"reading the balance of {participant}", read)
+
+    def committed_root(self, interval: int) -> bytes | None:
+        """The committed ``bookRoot`` of ``interval``, or None while uncommitted."""
+
+        def read() -> bytes | None:
+            info = self.client.interval_info(interval)
+            return None if info.status == "none" else info.book_root
+
+        return self._guard(f"reading interval {interval}", read)
+
+    def commit_interval(
+        self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
+    ) -> CommitReceipt:
+        """``commitInterval(t, bookRoot, parties, trades)`` from the operator account."""
+        chain_trades = [
+            Trade(
+                buyer=t.buyer,
+                seller=t.seller,
+                quantity_wh=t.quantity_wh,
+                price_per_wh=t.price_per_wh,
+                buy_order_id=t.buy_order,
+                sell_order_id=t.sell_order,
+            )
+            for t in trades
+        ]
+
+        def send() -> CommitReceipt:
+            receipt = self.client.commit_interval(interval, book_root, chain_trades)
+            return CommitReceipt(
+                tx_hash="0x" + bytes(receipt["transactionHash"]).hex().removeprefix("0x"),
+                block_number=int(receipt["blockNumber"]),
+            )
+
+        return self._guard(f"committing interval {interval}", send)
+
+
+__all__ = ["ChainLedger"]
