@@ -76,7 +76,7 @@ class CommitReceipt:
 
 
 class LedgerCallFailed(WattledgerError):
-    """Raised when the ledger refuses or fails a call the market service made (revert, node down)."""
+    """Raised when a ledger call of the market service fails (a revert, or the node is down)."""
 
     code = "ledger_call_failed"
 

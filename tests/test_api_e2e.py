@@ -36,7 +36,7 @@ def deployed(chain, tmp_path):
 
 
 def test_market_publishes_the_contracts_domain_timing_and_terms(deployed):
-    service, ledger, _, (alice, *_) = deployed
+    _service, ledger, _, (alice, *_) = deployed
     market = alice.market()
     assert market["chainId"] == ledger.chain.chain_id
     assert market["contracts"]["EnergyMarket"] == ledger.address
@@ -137,7 +137,7 @@ def test_signed_orders_clear_at_gate_closure_and_the_chain_holds_the_published_r
 
 
 def test_orders_of_an_unfunded_participant_and_a_stranger_are_refused(deployed, chain):
-    _, ledger, _, (alice, *_) = deployed
+    _, _ledger, _, (alice, *_) = deployed
     t = alice.next_interval()
     with pytest.raises(MarketApiError) as caught:
         alice.submit_order(t, "buy", 10**9, PRICE)
@@ -149,7 +149,7 @@ def test_orders_of_an_unfunded_participant_and_a_stranger_are_refused(deployed, 
 
 
 def test_operator_closes_a_gate_early_over_http_and_others_cannot(deployed, chain):
-    service, ledger, _, (alice, bob, _) = deployed
+    _service, ledger, _, (alice, bob, _) = deployed
     t = alice.next_interval()
     alice.submit_order(t, "buy", 100, PRICE)
     bob.submit_order(t, "sell", 100, PRICE)
