@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deploy.cli_node",
     "deploy.cli_deploy",
     "deploy.cli_clear",
+    "deploy.cli_serve",
 )
 
 DESCRIPTION = """\

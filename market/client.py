@@ -172,7 +172,7 @@ class OrderSigner:
         return {"reading": message, "signature": "0x" + bytes(signed.signature).hex()}
 
 
-class _AppTransport(httpx.BaseTransport):
+class AppTransport(httpx.BaseTransport):
     """A synchronous transport into an ASGI app, run on an event loop in its own thread."""
 
     def __init__(self, app: Any) -> None:
@@ -217,7 +217,7 @@ class MarketClient:
         timeout_seconds: float = 30.0,
     ) -> None:
         if app is not None:
-            transport = _AppTransport(app)
+            transport = AppTransport(app)
         self._http = httpx.Client(
             base_url=base_url or "http://market.local",
             transport=transport,
@@ -402,6 +402,7 @@ def new_account() -> LocalAccount:
 __all__ = [
     "DEFAULT_EXPIRY_SECONDS",
     "METER_READING_TYPE",
+    "AppTransport",
     "MarketApiError",
     "MarketClient",
     "OrderSigner",

@@ -1,0 +1,235 @@
+"""``wattledger serve``: run the market API (order intake, gate closure, on-chain commit)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from deploy.chain import Chain, connect
+from deploy.deployment import (
+    DEFAULT_MARKET_TERMS,
+    Deployment,
+    deploy_contract,
+    deploy_system,
+    read_deployment,
+    write_deployment,
+)
+from deploy.ledger import LedgerClient
+from deploy.market_ledger import ChainLedger
+from market.errors import InputError
+from market.service import MarketConfig
+
+HELP = "run the market HTTP API: signed orders, gate closure, clearing, on-chain commit"
+DESCRIPTION = """\
+Serve the market API (DESIGN §7) on http://HOST:PORT; the OpenAPI document is at /docs.
+
+Participants submit EIP-712 signed orders; at each interval's gate closure the market freezes
+and publishes the interval's orders, clears them and commits the trades with the Merkle root
+of the order set on-chain (EnergyMarket.commitInterval) from the operator account (the
+deployer). Accepted orders are stored in SQLite (--db) before they are acknowledged; a
+restart recovers the open book and finishes any interrupted commit.
+
+Without --rpc-url the embedded eth-tester chain is used: the contracts are deployed at start,
+and the chain's development accounts (whose keys are the well-known eth-tester test keys) are
+registered and funded with WATT so clients can trade at once. With --rpc-url the deployment
+in deployments/<chainId>.json is used, or the contracts are deployed and recorded there.
+
+Examples:
+  wattledger serve                                   # embedded chain, 15-minute intervals
+  wattledger serve --interval-seconds 60             # a quick demo market
+  wattledger serve --rpc-url http://127.0.0.1:8545 --db market.db
+"""
+
+DEV_FUNDING_BASE_UNITS = 1_000_000 * 10**18
+"""WATT given to each development account by --fund-dev-accounts (one million tokens)."""
+
+log = logging.getLogger("wattledger.serve")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``serve`` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rpc-url", metavar="URL", help="JSON-RPC endpoint (default: embedded eth-tester)"
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        type=Path,
+        help="SQLite order store (default: market-<chainId>.db in the current folder; "
+        "a temporary file on the embedded chain)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_positive, default=8000, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--interval-seconds",
+        type=_positive,
+        metavar="N",
+        help="delivery interval length for a new deployment (default 900); an existing "
+        "deployment's length must match",
+    )
+    parser.add_argument(
+        "--gate-closure-seconds",
+        type=_positive,
+        metavar="N",
+        help="gate closure lead time before an interval starts (default: a third of the "
+        "interval length)",
+    )
+    parser.add_argument(
+        "--max-ahead-intervals",
+        type=_positive,
+        default=96,
+        metavar="N",
+        help="how many intervals ahead orders are accepted (default 96)",
+    )
+    parser.add_argument(
+        "--tick-seconds",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how often gate closure is checked (default 1 s)",
+    )
+    parser.add_argument(
+        "--fund-dev-accounts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="register the chain's development accounts and deposit 1,000,000 WATT for "
+        "each (default: on for the embedded chain, off otherwise)",
+    )
+    parser.add_argument(
+        "--deployments-dir",
+        metavar="DIR",
+        type=Path,
+        help="folder of deployment records (default: deployments/ in the project)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _deploy(chain: Chain, interval_seconds: int | None) -> Deployment:
+    """Deploy the system; with a non-default interval length, the market with that length."""
+
+    def say(msg: str) -> None:
+        print(f"  {msg}", file=sys.stderr)
+
+    deployment = deploy_system(chain, progress=say)
+    if interval_seconds is None:
+        return deployment
+    # deploy_system fixes the interval length; redeploy the market with the one asked for.
+    deployer = deployment.deployer
+    epoch = chain.timestamp() // interval_seconds * interval_seconds
+    say(f"deploying EnergyMarket with {interval_seconds}-second intervals")
+    market, record = deploy_contract(
+        chain,
+        "EnergyMarket",
+        deployment.address("WattToken"),
+        deployer,
+        epoch,
+        interval_seconds,
+        DEFAULT_MARKET_TERMS,
+        sender=deployer,
+    )
+    for role in ("OPERATOR_ROLE", "REGISTRAR_ROLE", "GUARDIAN_ROLE"):
+        role_id = market.functions[role]().call()
+        tx = market.functions.grantRole(role_id, deployer).transact({"from": deployer})
+        chain.w3.eth.wait_for_transaction_receipt(tx)
+    contracts = dict(deployment.contracts)
+    contracts["EnergyMarket"] = record
+    return Deployment(chain_id=deployment.chain_id, deployer=deployer, contracts=contracts)
+
+
+def fund_dev_accounts(client: LedgerClient, accounts: tuple[LocalAccount, ...]) -> None:
+    """Register each account (as its own meter) and top its free balance up to 1M WATT."""
+    for account in accounts:
+        address = account.address
+        if not client.participant_info(address).registered:
+            client.register_participant(address, address)
+        missing = DEV_FUNDING_BASE_UNITS - client.balance_of(address).free
+        if missing > 0:
+            client.transact(client.token.functions.mint(address, missing), client.sender)
+            client.deposit(address, missing)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Connect, deploy or load the deployment, open the store, recover, and serve."""
+    import uvicorn
+
+    from market.api import create_app
+    from market.clock import SystemClock
+    from market.service import MarketService
+    from market.store import OrderStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    chain = connect(args.rpc_url)
+    where = args.rpc_url or "the embedded eth-tester chain"
+    print(f"market on {where} (chain id {chain.chain_id})", file=sys.stderr)
+    deployment = (
+        None if chain.is_embedded else read_deployment(chain.chain_id, args.deployments_dir)
+    )
+    if deployment is not None and not chain.w3.eth.get_code(deployment.address("EnergyMarket")):
+        print(
+            "the recorded EnergyMarket has no code on this chain (a fresh node?); redeploying",
+            file=sys.stderr,
+        )
+        deployment = None
+    if deployment is None:
+        print("deploying the contracts ...", file=sys.stderr)
+        deployment = _deploy(chain, args.interval_seconds)
+        if not chain.is_embedded:
+            path = write_deployment(deployment, args.deployments_dir)
+            print(f"deployment record: {path}", file=sys.stderr)
+    client = LedgerClient.from_deployment(chain, deployment)
+    interval_seconds = client.interval_seconds()
+    if args.interval_seconds is not None and args.interval_seconds != interval_seconds:
+        raise InputError(
+            f"--interval-seconds {args.interval_seconds} differs from the deployed market's "
+            f"{interval_seconds}-second intervals.",
+            hint="Leave the flag out, or deploy a new market (another --deployments-dir).",
+        )
+    fund = chain.is_embedded if args.fund_dev_accounts is None else args.fund_dev_accounts
+    if fund:
+        dev = tuple(s for s in chain.signers if s.address != deployment.deployer)
+        print(f"registering and funding {len(dev)} development accounts ...", file=sys.stderr)
+        fund_dev_accounts(client, dev)
+    db = args.db
+    if db is None:
+        db = (
+            Path(tempfile.mkdtemp(prefix="wattledger-")) / "market.db"
+            if chain.is_embedded
+            else Path(f"market-{chain.chain_id}.db")
+        )
+    gate = args.gate_closure_seconds or max(interval_seconds // 3, 1)
+    config = MarketConfig(gate_closure_seconds=gate, max_ahead_intervals=args.max_ahead_intervals)
+    service = MarketService(OrderStore(db), ChainLedger(client), SystemClock(), config)
+    recovered = service.recover()
+    if recovered:
+        print(f"finished interrupted commits of intervals {recovered}", file=sys.stderr)
+    app = create_app(service, tick_seconds=args.tick_seconds)
+    print(
+        f"market API on http://{args.host}:{args.port} (docs at /docs); EnergyMarket "
+        f"{client.address}; {interval_seconds}-second intervals, gate closure {gate} s "
+        f"before; {service.open_order_count()} open orders; order store {db}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
