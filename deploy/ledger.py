@@ -16,6 +16,7 @@ Calldata encodings (why they exist is argued in the contract's NatSpec and DESIG
 
 from __future__ import annotations
 
+import ast
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_tester.exceptions import TransactionFailed
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
@@ -30,6 +32,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from deploy.chain import Chain
@@ -104,13 +107,40 @@ def _to_bytes(data: bytes | str | Mapping[str, Any] | None) -> bytes:
         return b""
 
 
+def _tester_revert_data(err: BaseException) -> bytes | None:
+    """Revert data of an eth-tester ``TransactionFailed`` (it carries bytes, or their repr)."""
+    seen: set[int] = set()
+    node: BaseException | None = err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        arg = node.args[0] if node.args else None
+        if isinstance(arg, bytes):
+            return arg
+        if isinstance(arg, str) and arg.startswith(_TESTER_PREFIX):
+            with contextlib.suppress(ValueError, SyntaxError):
+                value = ast.literal_eval(arg.removeprefix(_TESTER_PREFIX))
+                if isinstance(value, bytes):
+                    return value
+        node = node.__cause__ or node.__context__
+    return None
+
+
+_TESTER_PREFIX = "execution reverted: "
+
+
 @contextlib.contextmanager
 def mapped_reverts() -> Iterator[None]:
-    """Turn web3 contract reverts raised inside the block into :class:`LedgerError`."""
+    """Turn contract reverts raised inside the block into :class:`LedgerError`.
+
+    Handles web3's ``ContractLogicError`` (JSON-RPC nodes such as anvil) and eth-tester's
+    ``TransactionFailed`` (the embedded chain).
+    """
     try:
         yield
     except ContractLogicError as err:
         raise decode_revert(err.data, str(err.message or err)) from None
+    except TransactionFailed as err:
+        raise decode_revert(_tester_revert_data(err), str(err)) from None
 
 
 # ----------------------------------------------------------------------------- encodings
@@ -346,6 +376,11 @@ class LedgerClient:
             raise LedgerRevert(f"transaction {tx_hash.hex()} reverted")
         return receipt
 
+    def events(self, receipt: TxReceipt, name: str) -> list[dict[str, Any]]:
+        """The market's ``name`` events in ``receipt``, as ``args`` dicts (others skipped)."""
+        event = self.contract.events[name]()
+        return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
+
     # -- roles and admin
 
     def grant_role(self, role: bytes, account: str, sender: str | None = None) -> TxReceipt:
@@ -515,16 +550,32 @@ class LedgerClient:
         tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
         _, params = self.contract.decode_function_input(tx["input"])
         parties = [to_checksum_address(p) for p in params["parties"]]
+        rows = [
+            [
+                tr[k]
+                for k in (
+                    "buyer",
+                    "seller",
+                    "quantityWh",
+                    "pricePerWh",
+                    "buyOrderId",
+                    "sellOrderId",
+                )
+            ]
+            if isinstance(tr, Mapping)
+            else list(tr)
+            for tr in params["trades"]
+        ]
         trades = tuple(
             Trade(
-                buyer=parties[tr[0]],
-                seller=parties[tr[1]],
-                quantity_wh=int(tr[2]),
-                price_per_wh=int(tr[3]),
-                buy_order_id=bytes(tr[4]),
-                sell_order_id=bytes(tr[5]),
+                buyer=parties[int(row[0])],
+                seller=parties[int(row[1])],
+                quantity_wh=int(row[2]),
+                price_per_wh=int(row[3]),
+                buy_order_id=bytes(row[4]),
+                sell_order_id=bytes(row[5]),
             )
-            for tr in params["trades"]
+            for row in rows
         )
         self._trades[t] = trades
         return trades

@@ -1,0 +1,205 @@
+"""EnergyMarket.commitInterval: locking, snapshots, events and every revert."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from eth_utils.crypto import keccak
+from test_ledger_support import (
+    BOOK_ROOT,
+    DEFAULT_TERMS,
+    DEPOSIT,
+    PRICE,
+    MarketEnv,
+    raises,
+    snapshot_env,
+    trade,
+)
+
+from deploy.chain import connect
+from deploy.ledger import OPERATOR_ROLE, encode_commit, orders_digest, settlement_chain
+from deploy.ledger_errors import (
+    AccessControlUnauthorizedAccount,
+    EnforcedPause,
+    InsufficientCollateral,
+    IntervalAlreadyCommitted,
+    IntervalAlreadyEnded,
+    ParticipantNotRegistered,
+    PartiesNotAscending,
+    PartyIndexOutOfRange,
+    SelfTrade,
+    SoldQuantityOverflow,
+    ZeroPrice,
+    ZeroQuantity,
+)
+from settlement.model import Terms, collateral_locks
+
+UINT64_MAX = 2**64 - 1
+
+
+@pytest.fixture(scope="module")
+def base_env() -> MarketEnv:
+    return MarketEnv.build(connect(), n_participants=5)
+
+
+@pytest.fixture
+def env(base_env: MarketEnv) -> Iterator[MarketEnv]:
+    yield from snapshot_env(base_env)
+
+
+def test_commit_locks_payments_and_bonds_and_snapshots_terms(env: MarketEnv) -> None:
+    trades = [trade(env.p(0), env.p(1), 1_000, n=0), trade(env.p(2), env.p(1), 500, 2 * PRICE, n=1)]
+    t = env.next_interval()
+    receipt = env.ledger.commit_interval(t, BOOK_ROOT, trades)
+    locks = collateral_locks(trades, DEFAULT_TERMS.penalty_price_per_wh)
+    for p, amount in locks.items():
+        assert env.ledger.balance_of(p).locked == amount
+        assert env.ledger.balance_of(p).free == DEPOSIT - amount
+    info = env.ledger.interval_info(t)
+    _, end = env.ledger.interval_window(t)
+    assert info.status == "committed" and info.trade_count == 2 and info.cursor == 0
+    assert info.deadline == end + DEFAULT_TERMS.reading_window_seconds
+    assert (info.penalty_price_per_wh, info.tolerance_bps) == (
+        DEFAULT_TERMS.penalty_price_per_wh,
+        DEFAULT_TERMS.tolerance_bps,
+    )
+    assert info.book_root == BOOK_ROOT
+    indices = {p: env.ledger.participant_index(p) for p in env.participants}
+    assert info.remaining_hash == settlement_chain(trades, indices)[0]
+    (ev,) = env.ledger.events(receipt, "IntervalCommitted")
+    assert ev["ordersDigest"] == orders_digest(trades) and ev["tradeCount"] == 2
+    locked = {e["participant"]: e["amount"] for e in env.ledger.events(receipt, "CollateralLocked")}
+    assert locked == locks
+
+
+def test_later_change_of_terms_never_rewrites_a_committed_interval(env: MarketEnv) -> None:
+    t = env.commit([trade(env.p(0), env.p(1), 10)])
+    before = env.ledger.interval_info(t)
+    env.ledger.set_terms(Terms(1, 9_000, 5))
+    after = env.ledger.interval_info(t)
+    assert after == before
+
+
+def test_committed_trades_decode_from_commit_calldata(env: MarketEnv) -> None:
+    trades = [trade(env.p(3), env.p(1), 7, n=3), trade(env.p(0), env.p(4), 9, n=4)]
+    t = env.commit(trades)
+    env.ledger._trades.clear()
+    assert env.ledger.committed_trades(t) == tuple(trades)
+
+
+def test_empty_interval_commits(env: MarketEnv) -> None:
+    t = env.commit([])
+    assert env.ledger.interval_info(t).trade_count == 0
+
+
+def test_commit_by_non_operator_reverts(env: MarketEnv) -> None:
+    with raises(AccessControlUnauthorizedAccount, account=env.p(0), needed_role=OPERATOR_ROLE):
+        env.ledger.commit_interval(env.next_interval(), BOOK_ROOT, [], sender=env.p(0))
+
+
+def test_second_commit_of_an_interval_reverts(env: MarketEnv) -> None:
+    t = env.commit([trade(env.p(0), env.p(1), 10)])
+    with raises(IntervalAlreadyCommitted, interval=t):
+        env.commit([trade(env.p(0), env.p(1), 10)], t)
+
+
+def test_commit_after_the_interval_ended_reverts(env: MarketEnv) -> None:
+    env.chain.advance_time(2 * env.ledger.interval_seconds())
+    t = env.ledger.current_interval() - 1
+    _, end = env.ledger.interval_window(t)
+    with raises(IntervalAlreadyEnded, interval=t, end_time=end):
+        env.commit([], t)
+
+
+def test_commit_during_delivery_is_still_accepted(env: MarketEnv) -> None:
+    t = env.ledger.current_interval()
+    env.commit([trade(env.p(0), env.p(1), 1)], t)
+
+
+def test_trade_with_unknown_participant_reverts(env: MarketEnv) -> None:
+    outsider = env.chain.accounts[9]
+    with raises(ParticipantNotRegistered, participant=outsider):
+        env.commit([trade(env.p(0), outsider, 10)])
+
+
+def test_trade_with_deregistered_participant_reverts(env: MarketEnv) -> None:
+    env.ledger.deregister_participant(env.p(1))
+    with raises(ParticipantNotRegistered, participant=env.p(1)):
+        env.commit([trade(env.p(0), env.p(1), 10)])
+
+
+def test_zero_quantity_reverts(env: MarketEnv) -> None:
+    with raises(ZeroQuantity, trade_index=1):
+        env.commit([trade(env.p(0), env.p(1), 10), trade(env.p(0), env.p(1), 0)])
+
+
+def test_zero_price_reverts(env: MarketEnv) -> None:
+    with raises(ZeroPrice, trade_index=0):
+        env.commit([trade(env.p(0), env.p(1), 10, price=0)])
+
+
+def test_self_trade_reverts(env: MarketEnv) -> None:
+    with raises(SelfTrade, trade_index=0, participant=env.p(2)):
+        env.commit([trade(env.p(2), env.p(2), 10)])
+
+
+def test_trade_exceeding_collateral_reverts_with_amounts(env: MarketEnv) -> None:
+    q = DEPOSIT // PRICE + 1
+    with raises(InsufficientCollateral, participant=env.p(0), needed=q * PRICE, free=DEPOSIT):
+        env.commit([trade(env.p(0), env.p(1), q)])
+
+
+def test_seller_bond_exceeding_collateral_reverts(env: MarketEnv) -> None:
+    pp = DEFAULT_TERMS.penalty_price_per_wh
+    q = DEPOSIT // pp + 1
+    with raises(InsufficientCollateral, participant=env.p(1), needed=q * pp, free=DEPOSIT):
+        env.commit([trade(env.p(0), env.p(1), q, price=1)])
+
+
+def test_collateral_exactly_equal_to_free_balance_commits(env: MarketEnv) -> None:
+    env.ledger.set_terms(Terms(0, 0, 60))
+    env.commit([trade(env.p(0), env.p(1), DEPOSIT // PRICE)])
+    assert env.ledger.balance_of(env.p(0)).free == 0
+
+
+def test_seller_total_above_uint64_reverts(env: MarketEnv) -> None:
+    env.ledger.set_terms(Terms(0, 0, 60))
+    with raises(SoldQuantityOverflow, seller=env.p(1)):
+        env.commit(
+            [trade(env.p(0), env.p(1), UINT64_MAX, price=1), trade(env.p(2), env.p(1), 1, price=1)]
+        )
+
+
+def test_uint64_quantity_times_uint128_price_is_exact(env: MarketEnv) -> None:
+    env.ledger.set_terms(Terms(0, 0, 60))
+    with raises(InsufficientCollateral, needed=UINT64_MAX * (2**128 - 1)):
+        env.commit([trade(env.p(0), env.p(1), UINT64_MAX, price=2**128 - 1)])
+
+
+def test_party_table_must_be_ascending(env: MarketEnv) -> None:
+    args = encode_commit([trade(env.p(0), env.p(1), 10)])
+    parties = list(reversed(args.parties))
+    fn = env.ledger.contract.functions.commitInterval(env.next_interval(), BOOK_ROOT, parties, [])
+    with raises(PartiesNotAscending, position=1):
+        env.ledger.transact(fn)
+    dup = [args.parties[0], args.parties[0]]
+    fn = env.ledger.contract.functions.commitInterval(env.next_interval(), BOOK_ROOT, dup, [])
+    with raises(PartiesNotAscending, position=1):
+        env.ledger.transact(fn)
+
+
+def test_party_index_out_of_range_reverts(env: MarketEnv) -> None:
+    args = encode_commit([trade(env.p(0), env.p(1), 10)])
+    bad = [(0, 5, 10, PRICE, keccak(b"b"), keccak(b"s"))]
+    fn = env.ledger.contract.functions.commitInterval(
+        env.next_interval(), BOOK_ROOT, list(args.parties), bad
+    )
+    with raises(PartyIndexOutOfRange, trade_index=0, party_index=5, party_count=2):
+        env.ledger.transact(fn)
+
+
+def test_commit_while_paused_reverts(env: MarketEnv) -> None:
+    env.ledger.pause()
+    with raises(EnforcedPause):
+        env.commit([trade(env.p(0), env.p(1), 10)])

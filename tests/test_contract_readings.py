@@ -1,0 +1,209 @@
+"""EnergyMarket.submitReadings: EIP-712 meter signatures, windows, replay and every revert."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from eth_account import Account
+from test_ledger_support import MarketEnv, raises, snapshot_env, trade
+
+from deploy.chain import connect
+from deploy.ledger_errors import (
+    EnforcedPause,
+    IntervalNotCommitted,
+    IntervalNotEnded,
+    InvalidMeterSignature,
+    ParticipantNotRegistered,
+    ReadingAlreadySubmitted,
+    ReadingIntervalMismatch,
+    ReadingWindowClosed,
+)
+from settlement.model import Reading
+from settlement.readings import SignedReading, reading_digest, recover_meter
+
+UINT64_MAX = 2**64 - 1
+
+
+@pytest.fixture(scope="module")
+def base_env() -> MarketEnv:
+    env = MarketEnv.build(connect(), n_participants=4)
+    env.t = env.commit([trade(env.p(0), env.p(1), 100), trade(env.p(2), env.p(3), 50, n=1)])  # type: ignore[attr-defined]
+    return env
+
+
+@pytest.fixture
+def env(base_env: MarketEnv) -> Iterator[MarketEnv]:
+    yield from snapshot_env(base_env)
+
+
+def _t(env: MarketEnv) -> int:
+    return env.t  # type: ignore[attr-defined, no-any-return]
+
+
+def test_python_digest_and_signature_match_the_contract(env: MarketEnv) -> None:
+    reading = Reading(env.p(1), _t(env), 3, 99)
+    assert env.ledger.reading_digest(reading) == reading_digest(reading, env.ledger.domain())
+    signed = env.sign(reading)
+    assert recover_meter(signed, env.ledger.domain()) == env.meters[env.p(1)].address
+
+
+def test_reading_is_stored_packed_and_emitted(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    signed = [env.sign(Reading(env.p(i), t, i, 10 * i)) for i in range(4)]
+    (receipt,) = env.ledger.submit_readings(t, signed)
+    events = env.ledger.events(receipt, "ReadingSubmitted")
+    assert [(e["participant"], e["importedWh"], e["exportedWh"]) for e in events] == [
+        (env.p(i), i, 10 * i) for i in range(4)
+    ]
+    assert [env.ledger.reading_of(t, env.p(i)) for i in range(4)] == [
+        (True, 10 * i) for i in range(4)
+    ]
+
+
+def test_anyone_may_relay_readings(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    env.ledger.submit_readings(
+        t, [env.sign(Reading(env.p(1), t, 0, 1))], sender=env.chain.accounts[9]
+    )
+    assert env.ledger.reading_of(t, env.p(1)) == (True, 1)
+
+
+def test_reading_at_uint64_maximum_is_kept_exactly(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, UINT64_MAX, UINT64_MAX))])
+    assert env.ledger.reading_of(t, env.p(1)) == (True, UINT64_MAX)
+    assert env.ledger.reading_of(t, env.p(0)) == (False, 0)
+
+
+def test_reading_signed_by_wrong_key_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    intruder = Account.create()
+    with raises(InvalidMeterSignature, participant=env.p(1), signer=intruder.address):
+        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 100), intruder)])
+
+
+def test_reading_signed_by_another_participants_meter_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    with raises(InvalidMeterSignature, signer=env.meters[env.p(0)].address):
+        env.ledger.submit_readings(
+            t, [env.sign(Reading(env.p(1), t, 0, 100), env.meters[env.p(0)])]
+        )
+
+
+def test_tampered_reading_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    good = env.sign(Reading(env.p(1), t, 0, 100))
+    forged = SignedReading(Reading(env.p(1), t, 0, 101), good.r, good.vs)
+    with raises(InvalidMeterSignature, participant=env.p(1)):
+        env.ledger.submit_readings(t, [forged])
+
+
+def test_malformed_signature_reverts_with_zero_signer(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    bad = SignedReading(Reading(env.p(1), t, 0, 1), b"\x00" * 32, b"\x00" * 32)
+    with raises(InvalidMeterSignature, signer="0x" + "00" * 20):
+        env.ledger.submit_readings(t, [bad])
+
+
+def test_reading_for_another_interval_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    with raises(ReadingIntervalMismatch, interval=t, reading_interval=t + 1):
+        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t + 1, 0, 100))])
+
+
+def test_reading_signed_for_another_interval_but_relabelled_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    other = env.sign(Reading(env.p(1), t + 1, 0, 100))
+    relabelled = SignedReading(Reading(env.p(1), t, 0, 100), other.r, other.vs)
+    with raises(InvalidMeterSignature, participant=env.p(1)):
+        env.ledger.submit_readings(t, [relabelled])
+
+
+def test_replayed_reading_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    signed = env.sign(Reading(env.p(1), t, 0, 100))
+    env.ledger.submit_readings(t, [signed])
+    with raises(ReadingAlreadySubmitted, interval=t, participant=env.p(1)):
+        env.ledger.submit_readings(t, [signed])
+    second = env.sign(Reading(env.p(1), t, 0, 999))
+    with raises(ReadingAlreadySubmitted, interval=t, participant=env.p(1)):
+        env.ledger.submit_readings(t, [second])
+
+
+def test_duplicate_within_one_batch_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    signed = env.sign(Reading(env.p(2), t, 0, 5))
+    with raises(ReadingAlreadySubmitted, participant=env.p(2)):
+        env.ledger.submit_readings(t, [signed, signed])
+
+
+def test_late_reading_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_deadline(t)
+    deadline = env.ledger.interval_info(t).deadline
+    with raises(ReadingWindowClosed, interval=t, deadline=deadline):
+        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 100))])
+
+
+def test_reading_one_second_before_deadline_is_accepted(env: MarketEnv) -> None:
+    t = _t(env)
+    deadline = env.ledger.interval_info(t).deadline
+    env.chain.advance_time(deadline - 2 - env.chain.timestamp())
+    env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 100))])
+
+
+def test_reading_before_interval_end_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    _, end = env.ledger.interval_window(t)
+    with raises(IntervalNotEnded, interval=t, end_time=end):
+        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 100))])
+
+
+def test_reading_for_unregistered_participant_reverts(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    outsider = env.chain.accounts[9]
+    meter = Account.create()
+    with raises(ParticipantNotRegistered, participant=outsider):
+        env.ledger.contract.functions  # noqa: B018 - keep the client warm
+        signed = env.sign(Reading(outsider, t, 0, 1), meter)
+        fn = env.ledger.contract.functions.submitReadings(t, [signed.as_tuple()])
+        env.ledger.transact(fn)
+
+
+def test_reading_after_meter_rotation_needs_the_new_key(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    old = env.meters[env.p(1)]
+    new = Account.create()
+    env.ledger.rotate_meter(env.p(1), new.address)
+    with raises(InvalidMeterSignature, signer=old.address):
+        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1), old)])
+    env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1), new)])
+
+
+def test_reading_for_uncommitted_interval_reverts(env: MarketEnv) -> None:
+    t = _t(env) + 5
+    with raises(IntervalNotCommitted, interval=t):
+        fn = env.ledger.contract.functions.submitReadings(t, [])
+        env.ledger.transact(fn)
+
+
+def test_readings_while_paused_revert(env: MarketEnv) -> None:
+    t = _t(env)
+    env.to_reading_window(t)
+    env.ledger.pause()
+    with raises(EnforcedPause):
+        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1))])
