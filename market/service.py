@@ -471,6 +471,7 @@ class MarketService:
         prepared = Prepared(orders=[], locks=[])
         errors: list[tuple[int, RequestError]] = []
         with self._lock:
+            seq_before = self._seq
             try:
                 for entry in checked:
                     if len(entry) == 2:
@@ -491,6 +492,7 @@ class MarketService:
                 raise
             if errors:
                 self._release(prepared)
+                self._seq = seq_before  # a refused request leaves no trace, not even a gap
         if errors:
             if len(signed) == 1:
                 raise errors[0][1]
