@@ -67,6 +67,9 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 """Largest request body accepted (1 MiB: a batch of 1,000 orders is about 450 KiB)."""
 
 UINT64_MAX = 2**64 - 1
+MAX_INTERVAL = 2**63 - 1
+"""Largest interval number a path or query takes (SQLite integers are signed 64-bit; an
+order for a later interval is refused as too far ahead long before)."""
 JsonDict = dict[str, JsonValue]
 ORDER_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
@@ -556,7 +559,7 @@ def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # --- the app ---------------------------------------------------------------------------------
 
-IntervalParam = Annotated[int, Path(ge=0, le=UINT64_MAX, description="interval number")]
+IntervalParam = Annotated[int, Path(ge=0, le=MAX_INTERVAL, description="interval number")]
 OrderIdParam = Annotated[
     str, Path(pattern=ORDER_ID_PATTERN, description="order hash (bytes32 hex)")
 ]
@@ -785,7 +788,7 @@ def create_app(
             Literal["open", "cancelled", "excluded", "closed"] | None,
             Query(description="only orders with this status"),
         ] = None,
-        interval: Annotated[int | None, Query(ge=0, le=UINT64_MAX)] = None,
+        interval: Annotated[int | None, Query(ge=0, le=MAX_INTERVAL)] = None,
     ) -> Response:
         """All orders of a participant in arrival order, optionally filtered."""
         assert status is None or status in ORDER_STATUSES
