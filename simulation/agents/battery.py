@@ -1,0 +1,60 @@
+"""Battery: storage alone, or behind a PV roof and a load, trading price spreads.
+
+State of charge, power limit and round-trip efficiency are modelled by
+:class:`~simulation.agents.storage.Storage` (efficiency ``sqrt(eta)`` on each leg, whole-Wh
+SoC that never leaves ``[min_soc, max_soc]``). The price strategy is
+:class:`~simulation.agents.storage.StorageStrategy`: it bids to charge at a low limit (the
+``low_percentile`` of recent clearing prices, at most ``charge_price_per_wh``) and offers
+at a high limit (the ``high_percentile``, at least ``discharge_price_per_wh``), choosing the
+side from the last clearing price. With ``pv_peak_w > 0`` or a load, the site logic of
+:mod:`simulation.agents.site` applies: the battery serves the home first and absorbs the
+difference between what was contracted and what generation and load turned out to be.
+"""
+
+from __future__ import annotations
+
+from simulation.agents.base import AgentContext
+from simulation.agents.site import SiteAgent, Sky
+from simulation.agents.storage import Storage, StorageStrategy
+from simulation.profiles import daily_load_wh, with_noise
+from simulation.scenario import BatterySpec
+
+
+class BatteryAgent(SiteAgent):
+    """A battery (with optional PV and load) built from a ``[[agents.battery]]`` group."""
+
+    kind = "battery"
+
+    def __init__(self, name: str, context: AgentContext, spec: BatterySpec, sky: Sky) -> None:
+        super().__init__(
+            name,
+            context,
+            floor_price_per_wh=spec.floor_price_per_wh,
+            cap_price_per_wh=spec.cap_price_per_wh,
+            collateral_base_units=spec.collateral_base_units,
+        )
+        self.spec = spec
+        n, seconds = context.intervals, context.interval_seconds
+        # Draw in a fixed order (generation error, then load noise) even when a part is
+        # absent, so adding PV to a battery does not reshuffle its load noise.
+        generation = sky.generation_wh(spec.pv_peak_w, seconds)
+        generation_forecast = with_noise(generation, self.rng, spec.forecast_error)
+        expected_load = daily_load_wh(spec.load_wh_per_day, seconds, n, profile=spec.load_profile)
+        self.set_profiles(
+            generation_wh=generation,
+            generation_forecast_wh=generation_forecast,
+            load_wh=with_noise(expected_load, self.rng, spec.load_noise),
+            load_forecast_wh=expected_load,
+        )
+        self.set_storage(
+            Storage(
+                capacity_wh=spec.capacity_wh,
+                max_power_w=spec.max_power_w,
+                interval_seconds=seconds,
+                round_trip_efficiency=spec.round_trip_efficiency,
+                initial_soc=spec.initial_soc,
+                min_soc=spec.min_soc,
+                max_soc=spec.max_soc,
+            ),
+            StorageStrategy(spec.strategy, spec.round_trip_efficiency),
+        )

@@ -1,0 +1,42 @@
+"""PV prosumer: a rooftop array and a home's load behind one meter, no storage.
+
+Generation is the clear-sky curve of ``peak_w`` scaled by the scenario's shared cloudiness
+(:class:`~simulation.agents.site.Sky`). The prosumer bids from a *forecast* of it: the
+actual value times ``1 + forecast_error * e`` (``e`` standard normal, per interval, from the
+agent's own stream; clipped at zero). Its load forecast is the expected daily profile; the
+actual load adds ``load_noise``. It asks a forecast surplus at ``floor_price_per_wh`` and
+bids a forecast deficit at ``cap_price_per_wh``; when the sun or the load disappoint, the
+meter shows less export than it sold and the contract settles a shortfall.
+"""
+
+from __future__ import annotations
+
+from simulation.agents.base import AgentContext
+from simulation.agents.site import SiteAgent, Sky
+from simulation.profiles import daily_load_wh, with_noise
+from simulation.scenario import PvSpec
+
+
+class PvProsumer(SiteAgent):
+    """A rooftop PV prosumer built from a ``[[agents.pv]]`` group."""
+
+    kind = "pv"
+
+    def __init__(self, name: str, context: AgentContext, spec: PvSpec, sky: Sky) -> None:
+        super().__init__(
+            name,
+            context,
+            floor_price_per_wh=spec.floor_price_per_wh,
+            cap_price_per_wh=spec.cap_price_per_wh,
+            collateral_base_units=spec.collateral_base_units,
+        )
+        self.spec = spec
+        n, seconds = context.intervals, context.interval_seconds
+        generation = sky.generation_wh(spec.peak_w, seconds)
+        expected_load = daily_load_wh(spec.load_wh_per_day, seconds, n, profile=spec.load_profile)
+        self.set_profiles(
+            generation_wh=generation,
+            generation_forecast_wh=with_noise(generation, self.rng, spec.forecast_error),
+            load_wh=with_noise(expected_load, self.rng, spec.load_noise),
+            load_forecast_wh=expected_load,
+        )

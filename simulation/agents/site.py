@@ -1,0 +1,217 @@
+"""A metered site: own generation, own load and optional storage behind one net meter.
+
+PV prosumers, batteries, households and VPP aggregators are all sites; they differ in which
+parts they have and how those are sized. The bidding and the physics are shared here.
+
+Bidding for interval ``t`` (from forecasts; the actual values differ):
+
+* Forecast surplus ``s = generation - load``.
+* With storage, the battery first serves the site itself: when the strategy wants to sell
+  (prices are high), it covers the site's deficit as far as it can; when the strategy wants
+  to charge (prices are low), it soaks up the site's surplus.
+* What remains is traded: a surplus is asked at the site's floor price, a deficit bid at its
+  cap price. When the strategy wants to sell, the battery's remaining deliverable energy is
+  asked at the strategy's sell limit; when it wants to charge, its remaining room is bid at
+  the charge limit.
+* The site never quotes a bid and an ask that could match each other: a storage that wants
+  to sell only asks (unless it is empty and the site short), one that wants to charge only
+  bids (unless it is full and the site long).
+
+Delivery (the meter): the site aims at its contracted net export ``sold - bought``. Without
+storage, the meter simply shows ``generation - load``, so a forecast error turns into a
+shortfall (or a spill). With storage, the battery makes up the difference between the
+contracted position and what generation minus load turned out to be, within its limits:
+it discharges to cover a shortfall or extra load, and charges from an unexpected surplus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulation.agents.base import Agent, AgentContext, MarketView, MeterSample, OrderIntent
+from simulation.agents.storage import Storage, StorageStrategy
+from simulation.profiles import (
+    I64,
+    clear_sky_wh,
+    scale_bps,
+    seeded_rng,
+    weather_clearness_bps,
+)
+from simulation.scenario import WeatherSpec
+
+
+@dataclass(frozen=True)
+class Sky:
+    """The weather every PV in a scenario shares: clearness per interval and daylight."""
+
+    clearness_bps: I64
+    sunrise_hour: float
+    sunset_hour: float
+
+    @classmethod
+    def from_spec(cls, weather: WeatherSpec, seed: int, intervals: int) -> Sky:
+        """Draw the scenario's cloudiness from its own stream (``seed``, ``"weather"``)."""
+        clearness = weather_clearness_bps(
+            seeded_rng(seed, "weather"),
+            intervals,
+            mean=weather.mean_clearness,
+            persistence=weather.persistence,
+            volatility=weather.volatility,
+        )
+        return cls(clearness, weather.sunrise_hour, weather.sunset_hour)
+
+    def generation_wh(self, peak_w: int, interval_seconds: int) -> I64:
+        """Actual PV energy per interval of an array of ``peak_w``: clear sky times clearness."""
+        clear = clear_sky_wh(
+            peak_w,
+            interval_seconds,
+            len(self.clearness_bps),
+            sunrise_hour=self.sunrise_hour,
+            sunset_hour=self.sunset_hour,
+        )
+        return scale_bps(clear, self.clearness_bps)
+
+
+def _ints(values: I64, intervals: int, what: str) -> I64:
+    array = np.asarray(values, dtype=np.int64)
+    if array.shape != (intervals,) or np.any(array < 0):
+        raise ValueError(f"{what} must be {intervals} non-negative values")
+    return array
+
+
+@dataclass(frozen=True, slots=True)
+class SitePlan:
+    """What the site planned for one interval (kept for tests and the report)."""
+
+    generation_forecast_wh: int
+    load_forecast_wh: int
+    storage_sells: bool | None
+    """True: storage offered; False: storage bid to charge; None: no storage."""
+
+
+class SiteAgent(Agent):
+    """A site with generation, load and optional storage (see the module docstring)."""
+
+    kind = "site"
+
+    def __init__(
+        self,
+        name: str,
+        context: AgentContext,
+        *,
+        floor_price_per_wh: int,
+        cap_price_per_wh: int,
+        collateral_base_units: int | None = None,
+    ) -> None:
+        super().__init__(name, context, collateral_base_units=collateral_base_units)
+        n = context.intervals
+        self.floor_price_per_wh = floor_price_per_wh
+        self.cap_price_per_wh = cap_price_per_wh
+        self.generation_wh: I64 = np.zeros(n, dtype=np.int64)
+        self.generation_forecast_wh: I64 = np.zeros(n, dtype=np.int64)
+        self.load_wh: I64 = np.zeros(n, dtype=np.int64)
+        self.load_forecast_wh: I64 = np.zeros(n, dtype=np.int64)
+        self.storage: Storage | None = None
+        self.strategy: StorageStrategy | None = None
+        self.plans: list[SitePlan] = []
+        self.soc_wh_log: list[int] = []
+        """State of charge after each delivered interval (empty without storage)."""
+
+    def set_profiles(
+        self,
+        *,
+        generation_wh: I64 | None = None,
+        generation_forecast_wh: I64 | None = None,
+        load_wh: I64 | None = None,
+        load_forecast_wh: I64 | None = None,
+    ) -> None:
+        """Install actual and forecast generation and load (Wh per interval of the run)."""
+        n = self.context.intervals
+        if generation_wh is not None:
+            self.generation_wh = _ints(generation_wh, n, "generation_wh")
+            forecast = generation_wh if generation_forecast_wh is None else generation_forecast_wh
+            self.generation_forecast_wh = _ints(forecast, n, "generation_forecast_wh")
+        if load_wh is not None:
+            self.load_wh = _ints(load_wh, n, "load_wh")
+            forecast = load_wh if load_forecast_wh is None else load_forecast_wh
+            self.load_forecast_wh = _ints(forecast, n, "load_forecast_wh")
+
+    def set_storage(self, storage: Storage, strategy: StorageStrategy) -> None:
+        """Put a battery behind the meter, run by ``strategy``."""
+        self.storage, self.strategy = storage, strategy
+
+    # ------------------------------------------------------------------ bidding
+
+    def _plan(self, t: int, view: MarketView) -> list[OrderIntent]:
+        gen_f = int(self.generation_forecast_wh[t])
+        load_f = int(self.load_forecast_wh[t])
+        surplus = gen_f - load_f
+        storage, strategy = self.storage, self.strategy
+        if storage is None or strategy is None:
+            self.plans.append(SitePlan(gen_f, load_f, None))
+            if surplus > 0:
+                return [OrderIntent("sell", surplus, self.floor_price_per_wh)]
+            if surplus < 0:
+                return [OrderIntent("buy", -surplus, self.cap_price_per_wh)]
+            return []
+
+        low, high = strategy.limits(view)
+        sells = strategy.wants_to_sell(view, low, high, storage.soc_fraction)
+        self.plans.append(SitePlan(gen_f, load_f, sells))
+        can_discharge = storage.deliverable_wh()
+        can_charge = storage.chargeable_wh()
+        if sells:  # expensive: the battery covers the site's own deficit before selling
+            can_charge = 0
+            if surplus < 0:
+                cover = min(-surplus, can_discharge)
+                surplus += cover
+                can_discharge -= cover
+        else:  # cheap: it soaks up the site's own surplus, and buys for the rest
+            can_discharge = 0
+            if surplus > 0:
+                absorb = min(surplus, can_charge)
+                surplus -= absorb
+                can_charge -= absorb
+
+        intents: list[OrderIntent] = []
+        if surplus > 0:
+            intents.append(OrderIntent("sell", surplus, self.floor_price_per_wh))
+        elif surplus < 0:
+            intents.append(OrderIntent("buy", -surplus, self.cap_price_per_wh))
+        if sells and can_discharge > 0 and surplus >= 0:
+            intents.append(OrderIntent("sell", can_discharge, high))
+        elif not sells and can_charge > 0 and surplus <= 0:
+            intents.append(OrderIntent("buy", can_charge, low))
+        return intents
+
+    # ------------------------------------------------------------------ delivery
+
+    def _deliver(self, t: int, bought_wh: int, sold_wh: int) -> MeterSample:
+        generation = int(self.generation_wh[t])
+        load = int(self.load_wh[t])
+        net = generation - load  # net export before the battery acts
+        storage = self.storage
+        if storage is not None:
+            gap = (sold_wh - bought_wh) - net  # > 0: the contract wants more export
+            if gap > 0:
+                net += storage.discharge(gap)
+            elif gap < 0:
+                net -= storage.charge(-gap)
+            self.soc_wh_log.append(storage.soc_wh)
+        return MeterSample(
+            imported_wh=max(0, -net),
+            exported_wh=max(0, net),
+            load_wh=load,
+            generation_wh=generation,
+        )
+
+    def _max_exposure(self) -> tuple[int, int, int]:
+        power = self.storage.power_wh if self.storage is not None else 0
+        buy_wh = int(self.load_forecast_wh.max(initial=0)) + power
+        sell_wh = int(self.generation_forecast_wh.max(initial=0)) + power
+        price = self.cap_price_per_wh
+        if self.strategy is not None:
+            price = max(price, self.strategy.spec.charge_price_per_wh)
+        return buy_wh, price, sell_wh
