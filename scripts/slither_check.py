@@ -40,6 +40,14 @@ EXPLAINED: dict[tuple[str, str], str] = {
         "deposit measures the tokens actually received (fee-on-transfer tokens), so the transfer "
         "precedes the credit; nonReentrant (transient guard) covers deposit and withdraw."
     ),
+    ("uninitialized-state", "commitInterval"): (
+        "false positive: _intervals is written through the storage pointer `rec` in "
+        "commitInterval and settle; slither does not follow that alias."
+    ),
+    ("unused-return", "_acceptReading"): (
+        "the third value of ECDSA.tryRecover (the malformed-signature argument) is not needed: "
+        "any recover error or wrong signer reverts with InvalidMeterSignature(participant, signer)."
+    ),
     ("uninitialized-local", "_settleChunk"): (
         "a zeroed memory struct that is filled field by field before use."
     ),

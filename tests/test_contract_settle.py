@@ -215,7 +215,7 @@ def test_wrong_participant_index_reverts(env: MarketEnv) -> None:
 def test_chunk_past_the_end_or_empty_reverts(env: MarketEnv) -> None:
     trades = [trade(env.p(0), env.p(1), 10, n=i) for i in range(2)]
     t = _ready(env, trades, {})
-    too_long = settle_chunk_args(trades + [trades[0]], _indices(env), 0, 3)
+    too_long = settle_chunk_args([*trades, trades[0]], _indices(env), 0, 3)
     with raises(ChunkOutOfRange, interval=t, cursor=0, length=3, trade_count=2):
         env.ledger.settle_chunk(t, too_long)
     with raises(ChunkOutOfRange, length=0):

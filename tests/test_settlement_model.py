@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -158,7 +160,7 @@ def test_chunking_never_changes_the_result(
     whole = settle_range(trades, exported, TERMS).outcomes
     bounds = sorted({0, len(trades), *(c for c in cuts if c <= len(trades))})
     pieces = []
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         pieces.extend(settle_range(trades, exported, TERMS, lo, hi).outcomes)
     assert tuple(pieces) == whole
 

@@ -1,0 +1,165 @@
+"""Stateful: random deposits, commits, readings, chunked settles and withdrawals on the contract,
+mirrored by settlement.model.Ledger; after every step tokens are conserved, no balance is
+negative, every balance equals the model's, and every trade has settled at most once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from test_ledger_support import MarketEnv, trade
+
+from deploy.chain import connect
+from deploy.ledger_errors import LedgerError
+from settlement.model import Ledger, Reading, Terms
+
+N = 4
+DEPOSIT = 10**9
+TERMS = Terms(penalty_price_per_wh=3, tolerance_bps=1_000, reading_window_seconds=900)
+_ENV: MarketEnv | None = None
+
+
+def _env() -> MarketEnv:
+    global _ENV
+    if _ENV is None:
+        _ENV = MarketEnv.build(connect(), n_participants=N, deposit=DEPOSIT)
+        _ENV.ledger.set_terms(TERMS)
+    return _ENV
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.env = _env()
+        self.snap = self.env.chain.snapshot()
+        self.model = Ledger()
+        for p in self.env.participants:
+            self.model.register(p)
+            self.model.deposit(p, DEPOSIT)
+        self.settled_indices: dict[int, list[int]] = {}
+
+    def teardown(self) -> None:
+        self.env.chain.revert(self.snap)
+        self.env.ledger._trades.clear()
+
+    def _both(self, chain_call: Any, model_call: Any) -> Any:
+        """Run the same step on chain and model; both succeed or both raise the same error."""
+        chain_err = model_err = None
+        result = None
+        try:
+            result = chain_call()
+        except LedgerError as err:
+            chain_err = err
+        try:
+            model_call()
+        except LedgerError as err:
+            model_err = err
+        assert chain_err == model_err, (chain_err, model_err)
+        return result
+
+    @rule(p=st.integers(0, N - 1), amount=st.integers(0, DEPOSIT))
+    def deposit(self, p: int, amount: int) -> None:
+        who = self.env.p(p)
+        self._both(
+            lambda: self.env.ledger.deposit(who, amount), lambda: self.model.deposit(who, amount)
+        )
+
+    @rule(p=st.integers(0, N - 1), amount=st.integers(0, 2 * DEPOSIT))
+    def withdraw(self, p: int, amount: int) -> None:
+        who = self.env.p(p)
+        self._both(
+            lambda: self.env.ledger.withdraw(who, amount), lambda: self.model.withdraw(who, amount)
+        )
+
+    @rule(
+        raw=st.lists(
+            st.tuples(
+                st.integers(0, N - 1),
+                st.integers(0, N - 1),
+                st.integers(1, 10**8),
+                st.integers(1, 20),
+            ).filter(lambda x: x[0] != x[1]),
+            max_size=6,
+        )
+    )
+    def commit(self, raw: list[tuple[int, int, int, int]]) -> None:
+        t = self.env.next_interval()
+        if t in self.model.intervals:
+            return
+        trades = [
+            trade(self.env.p(b), self.env.p(s), q, price, n=i)
+            for i, (b, s, q, price) in enumerate(raw)
+        ]
+        self._both(lambda: self.env.commit(trades, t), lambda: self.model.commit(t, trades, TERMS))
+
+    def _jump_to(self, timestamp: int) -> None:
+        now = self.env.chain.timestamp()
+        if now + 1 < timestamp:
+            self.env.chain.advance_time(timestamp - now - 1)
+
+    @precondition(lambda self: bool(self.model.intervals))
+    @rule(p=st.integers(0, N - 1), exported=st.integers(0, 3 * 10**8), pick=st.integers(0, 10))
+    def read(self, p: int, exported: int, pick: int) -> None:
+        """A reading for an interval before its deadline (time jumps to the interval end)."""
+        now = self.env.chain.timestamp() + 1
+        open_ = [t for t in self.model.intervals if now < self.env.ledger.interval_info(t).deadline]
+        if not open_:
+            return
+        t = open_[pick % len(open_)]
+        self._jump_to(self.env.ledger.interval_window(t)[1])
+        reading = Reading(self.env.p(p), t, 0, exported)
+        signed = self.env.sign(reading)
+        self._both(
+            lambda: self.env.ledger.submit_readings(t, [signed]),
+            lambda: self.model.submit_reading(t, reading),
+        )
+
+    @rule(seconds=st.sampled_from([300, 900]))
+    def advance(self, seconds: int) -> None:
+        self.env.chain.advance_time(seconds)
+
+    @precondition(lambda self: any(not s.settled for s in self.model.intervals.values()))
+    @rule(chunk=st.integers(1, 4), pick=st.integers(0, 10))
+    def settle(self, chunk: int, pick: int) -> None:
+        """Settle the next chunk of an unsettled interval (time jumps to its deadline)."""
+        due = [t for t, s in self.model.intervals.items() if not s.settled]
+        t = due[pick % len(due)]
+        self._jump_to(self.env.ledger.interval_info(t).deadline)
+        receipt = self._both(
+            lambda: self.env.ledger.settle_next(t, chunk), lambda: self.model.settle(t, chunk)
+        )
+        event("settle: " + ("reverted" if receipt is None else "chunk settled"))
+        if receipt is not None:
+            self.settled_indices.setdefault(t, []).extend(
+                e["tradeIndex"] for e in self.env.ledger.events(receipt, "TradeSettled")
+            )
+
+    @invariant()
+    def tokens_are_conserved_and_balances_match_the_model(self) -> None:
+        balances = self.env.balances()
+        total = sum(f + lk for f, lk in balances.values())
+        assert (
+            total
+            == self.env.ledger.total_escrowed()
+            == self.env.token_balance()
+            == self.model.total_escrowed
+        )
+        for p, (free, locked) in balances.items():
+            assert free >= 0 and locked >= 0
+            m = self.model.balance(p)
+            assert (free, locked) == (m.free, m.locked), p
+
+    @invariant()
+    def every_trade_settles_at_most_once_and_in_order(self) -> None:
+        for t, indices in self.settled_indices.items():
+            state = self.model.intervals[t]
+            assert indices == list(range(len(indices)))
+            assert len(indices) == state.cursor == self.env.ledger.interval_info(t).cursor
+            if state.settled:
+                assert self.env.ledger.interval_info(t).status == "settled"
+
+
+LedgerMachine.TestCase.settings = settings(max_examples=6, stateful_step_count=20, deadline=None)
+test_ledger_state_machine = LedgerMachine.TestCase
