@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from strategies import SMALL_MAX_PRICE, ks, mechanisms, orders
 
 from market.clearing import ClearingResult, clear
-from market.orders import Order, OrderBook, Side
+from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, Order, OrderBook, Side
 from market.reference_clearing import reference_clear
 from market.units import Wh
 
@@ -229,3 +230,34 @@ def test_vectorised_clearing_agrees_with_stepping_reference(
 @given(book=orders(extreme=True), mechanism=mechanisms)
 def test_order_list_and_columnar_book_clear_the_same(book: list[Order], mechanism: str) -> None:
     _same(clear(book, mechanism), clear(OrderBook.from_orders(book), mechanism))
+
+
+HARD_CASES: dict[str, Callable[[list[Order]], object]] = {
+    "empty book": lambda b: not b,
+    "single order": lambda b: len(b) == 1,
+    "one-sided book": lambda b: len(b) > 2 and len({o.side for o in b}) == 1,
+    "bid priced exactly at an ask": lambda b: (
+        {o.price_per_wh for o in b if o.side is Side.BUY}
+        & {o.price_per_wh for o in b if o.side is Side.SELL}
+    ),
+    "tie on price and seq (id decides)": lambda b: (
+        len({(o.side, o.price_per_wh, o.seq) for o in b}) < len(b)
+    ),
+    "maximum price": lambda b: any(o.price_per_wh == MAX_PRICE_PER_WH for o in b),
+    "maximum quantity": lambda b: any(o.quantity_wh == MAX_QUANTITY_WH for o in b),
+    "minimum price": lambda b: any(o.price_per_wh == 1 for o in b),
+}
+
+
+def test_strategies_produce_the_hard_cases() -> None:
+    """Each hard case named in the issue shows up in an ordinary run of the strategy."""
+    seen: dict[str, int] = dict.fromkeys(HARD_CASES, 0)
+
+    @settings(max_examples=300, database=None, phases=[Phase.generate])
+    @given(book=orders(extreme=True))
+    def sample(book: list[Order]) -> None:
+        for case, condition in HARD_CASES.items():
+            seen[case] += bool(condition(book))
+
+    sample()
+    assert all(seen.values()), seen
