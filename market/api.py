@@ -34,7 +34,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Annotated, Any, Literal
 
-from eth_utils.address import to_checksum_address
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -58,6 +57,7 @@ from market.api_errors import (
 from market.errors import InputError, WattledgerError
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 from market.service import MarketService, Prepared, SignedMessage, order_message_json
+from market.signing import checksum_address
 from market.store import ORDER_STATUSES, StoredOrder
 
 log = logging.getLogger(__name__)
@@ -519,7 +519,7 @@ def order_view(order: StoredOrder) -> dict[str, Any]:
         "id": order.id,
         "seq": order.seq,
         "status": order.status,
-        "participant": to_checksum_address(order.participant),
+        "participant": checksum_address(order.participant),
         "interval": order.interval,
         "side": "buy" if order.side == signing.SIDE_BUY else "sell",
         "quantityWh": order.quantity_wh,
@@ -649,12 +649,12 @@ def create_app(
         return {
             "chainId": info.chain_id,
             "contracts": {
-                "EnergyMarket": to_checksum_address(info.market_address),
-                "WattToken": to_checksum_address(info.token_address),
+                "EnergyMarket": checksum_address(info.market_address),
+                "WattToken": checksum_address(info.token_address),
             },
-            "operator": to_checksum_address(info.operator),
+            "operator": checksum_address(info.operator),
             "token": {
-                "address": to_checksum_address(info.token_address),
+                "address": checksum_address(info.token_address),
                 "symbol": info.token_symbol,
                 "decimals": info.token_decimals,
             },
@@ -766,7 +766,7 @@ def create_app(
         available = max(view.free_base_units - view.reserved_base_units, 0)
         return _json(
             {
-                "address": to_checksum_address(view.address),
+                "address": checksum_address(view.address),
                 "registered": view.registered,
                 "freeBalance": str(view.free_base_units),
                 "lockedBalance": str(view.locked_base_units),
@@ -864,8 +864,8 @@ def create_app(
             "trades": [
                 {
                     **t_,
-                    "buyer": to_checksum_address(t_["buyer"]),
-                    "seller": to_checksum_address(t_["seller"]),
+                    "buyer": checksum_address(t_["buyer"]),
+                    "seller": checksum_address(t_["seller"]),
                 }
                 for t_ in clearing.get("trades", [])
             ],

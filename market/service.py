@@ -51,8 +51,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-
 from market import signing
 from market.api_errors import (
     BatchRejected,
@@ -83,6 +81,7 @@ from market.clock import Clock
 from market.ledger_port import CommitTrade, Ledger, LedgerCallFailed, LedgerInfo, Terms
 from market.merkle import MerkleTree, leaf_hash
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, Order, Side
+from market.signing import checksum_address
 from market.store import (
     CLOSED,
     COMMITTED,
@@ -267,7 +266,7 @@ def _require_fields(message: Mapping[str, Any], fields: list[dict[str, str]], wh
 def order_message_json(order: StoredOrder) -> dict[str, Any]:
     """An order's signed message in its canonical JSON form (big uints as strings)."""
     return {
-        "participant": to_checksum_address(order.participant),
+        "participant": checksum_address(order.participant),
         "interval": order.interval,
         "side": order.side,
         "quantityWh": order.quantity_wh,
@@ -905,8 +904,8 @@ class MarketService:
                 CommitTrade(
                     buy_order=bytes.fromhex(t["buyOrder"][2:]),
                     sell_order=bytes.fromhex(t["sellOrder"][2:]),
-                    buyer=to_checksum_address(t["buyer"]),
-                    seller=to_checksum_address(t["seller"]),
+                    buyer=checksum_address(t["buyer"]),
+                    seller=checksum_address(t["seller"]),
                     quantity_wh=int(t["quantityWh"]),
                     price_per_wh=int(t["pricePerWh"]),
                 )
@@ -970,7 +969,7 @@ def _cancel_json(
     message: Mapping[str, Any], participant: str, nonce: int, expiry: int
 ) -> dict[str, Any]:
     return {
-        "participant": to_checksum_address(participant),
+        "participant": checksum_address(participant),
         "orderHash": str(message["orderHash"]).lower(),
         "nonce": str(nonce),
         "expiry": str(expiry),
