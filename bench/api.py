@@ -247,7 +247,7 @@ def main() -> None:
                 "--port",
                 str(port),
                 "--fund-dev-accounts",
-            ],  # fmt: skip
+            ],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=open(work / "serve.log", "wb"),  # noqa: SIM115
