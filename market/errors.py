@@ -8,7 +8,18 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
 
     WattledgerError                      market.errors
     ├── InputError                       market.errors      bad value from a user or file
-    │   └── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
+    │   ├── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
+    │   └── RequestError                 market.api_errors  a request the market API refuses (4xx)
+    │       ├── MalformedJson, InvalidRequest, BodyTooLarge, BadSignature, SignerMismatch,
+    │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
+    │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
+    │       │   InsufficientCollateral, BatchTooLarge, BatchRejected, NotYourOrder,
+    │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
+    │       └── NotOperator, NotFound, MethodNotAllowed   (codes: market.api_errors)
+    ├── ServiceUnavailable               market.api_errors  store or chain failed (HTTP 503)
+    ├── StoreError                       market.store       order store cannot be opened/written
+    ├── LedgerCallFailed                 market.ledger_port a ledger call of the market failed
+    ├── MarketApiError                   market.client      the market answered with a problem
     ├── ToolchainError                   deploy.errors      node, npm packages or solc missing
     │   └── CompilationError             deploy.errors      Solidity did not compile
     ├── ArtifactError                    deploy.errors      compiled artifacts missing or stale
