@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -30,6 +31,11 @@ class Market:
     alice: OrderSigner
     bob: OrderSigner
     carol: OrderSigner
+    # Scratch space for API tests: orders they placed and state they snapshot.
+    open: dict[str, Any] = field(default_factory=dict)
+    bob_open: dict[str, Any] = field(default_factory=dict)
+    closing_t: int = 0
+    before: Any = None
 
     @property
     def t(self) -> int:
@@ -50,14 +56,15 @@ class Market:
         self.service.tick()
 
 
-def signed(body: dict) -> SignedMessage:
+def signed(body: dict[str, Any]) -> SignedMessage:
     """A request body from OrderSigner as the service's SignedMessage."""
-    message = body.get("order") or body.get("cancel") or body.get("close")
+    message: dict[str, Any] = body.get("order") or body.get("cancel") or body["close"]
     return SignedMessage(message, body["signature"])
 
 
 def account(seed: int) -> LocalAccount:
-    return Account.from_key((seed).to_bytes(32, "big"))
+    key: LocalAccount = Account.from_key(seed.to_bytes(32, "big"))
+    return key
 
 
 def make_market(
@@ -73,10 +80,11 @@ def make_market(
         who = account(seed)
         ledger.register(who.address, deposit)
         signers.append(OrderSigner(who, service.domain))
-    return Market(service, ledger, clock, db, *signers)
+    alice, bob, carol = signers
+    return Market(service, ledger, clock, db, alice, bob, carol)
 
 
-def fund_participants(client, signers, amount: int) -> None:
+def fund_participants(client: Any, signers: Any, amount: int) -> None:
     """Mint ``amount`` WATT to each signer, register it (meter = itself) and deposit it all.
 
     ``client`` is a :class:`deploy.ledger.LedgerClient` whose sender is the deployer (minter

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from market_harness import fund_participants
 
+from deploy.chain import Chain
 from deploy.deployment import deploy_system
 from deploy.ledger import LedgerClient
 from deploy.market_ledger import ChainLedger
@@ -21,7 +25,7 @@ PRICE = 250_000_000_000_000
 
 
 @pytest.fixture
-def deployed(chain, tmp_path):
+def deployed(chain: Chain, tmp_path: Path) -> Any:
     deployment = deploy_system(chain)
     ledger_client = LedgerClient.from_deployment(chain, deployment)
     participants = chain.signers[1:4]
@@ -35,7 +39,7 @@ def deployed(chain, tmp_path):
         client.close()
 
 
-def test_market_publishes_the_contracts_domain_timing_and_terms(deployed):
+def test_market_publishes_the_contracts_domain_timing_and_terms(deployed: Any) -> None:
     _service, ledger, _, (alice, *_) = deployed
     market = alice.market()
     assert market["chainId"] == ledger.chain.chain_id
@@ -53,7 +57,9 @@ def test_market_publishes_the_contracts_domain_timing_and_terms(deployed):
     }
 
 
-def test_signed_orders_clear_at_gate_closure_and_the_chain_holds_the_published_result(deployed):
+def test_signed_orders_clear_at_gate_closure_and_the_chain_holds_the_published_result(
+    deployed: Any,
+) -> None:
     service, ledger, clock, (alice, bob, carol) = deployed
     t = alice.next_interval()
     bid = alice.submit_order(t, "buy", 3_000, PRICE + 10_000)
@@ -136,7 +142,9 @@ def test_signed_orders_clear_at_gate_closure_and_the_chain_holds_the_published_r
     assert alice.get_order(cancelled["id"])["status"] == "cancelled"
 
 
-def test_orders_of_an_unfunded_participant_and_a_stranger_are_refused(deployed, chain):
+def test_orders_of_an_unfunded_participant_and_a_stranger_are_refused(
+    deployed: Any, chain: Chain
+) -> None:
     _, _ledger, _, (alice, *_) = deployed
     t = alice.next_interval()
     with pytest.raises(MarketApiError) as caught:
@@ -148,7 +156,9 @@ def test_orders_of_an_unfunded_participant_and_a_stranger_are_refused(deployed, 
     assert caught.value.code == "unregistered_participant"
 
 
-def test_operator_closes_a_gate_early_over_http_and_others_cannot(deployed, chain):
+def test_operator_closes_a_gate_early_over_http_and_others_cannot(
+    deployed: Any, chain: Chain
+) -> None:
     _service, ledger, _, (alice, bob, _) = deployed
     t = alice.next_interval()
     alice.submit_order(t, "buy", 100, PRICE)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from market_harness import PRICE, account, make_market
+from market_harness import PRICE, Market, account, make_market
 
 from market.api import create_app
 from market.client import AppTransport, OrderSigner
@@ -15,7 +17,7 @@ from market.signing import Domain
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path: Path) -> Any:
     m = make_market(tmp_path, deposit=10_000 * PRICE, config=MarketConfig(max_ahead_intervals=8))
     app = create_app(m.service, max_body_bytes=64 * 1024)
     transport = AppTransport(app)
@@ -29,7 +31,7 @@ def env(tmp_path):
     transport.close()
 
 
-def state(m) -> tuple:
+def state(m: Market) -> tuple[Any, ...]:
     """Everything a refused request must leave untouched."""
     store = m.service.store
     rows = store._read("SELECT id, status, filled_wh, cancel FROM orders ORDER BY seq")
@@ -47,17 +49,19 @@ def state(m) -> tuple:
     )
 
 
-def expect(response: httpx.Response, status: int, code: str) -> dict:
+def expect(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
+    problem: dict[str, Any] = response.json()
     assert problem["code"] == code and problem["status"] == status
     assert problem["type"] == f"urn:wattledger:problem:{code}"
     assert problem["detail"] and problem["title"]
     return problem
 
 
-def order_with(m, signer=None, sign_after=True, **changes) -> dict:
+def order_with(
+    m: Market, signer: Any = None, sign_after: Any = True, **changes: Any
+) -> dict[str, Any]:
     """An order body with message fields changed, re-signed unless ``sign_after`` is False."""
     signer = signer or m.alice
     body = signer.order(m.t + 1, "buy", 10, PRICE)
@@ -72,11 +76,13 @@ def order_with(m, signer=None, sign_after=True, **changes) -> dict:
     return body
 
 
-def post(http, body, path="/orders") -> httpx.Response:
+def post(http: httpx.Client, body: Any, path: str = "/orders") -> httpx.Response:
     return http.post(path, json=body)
 
 
-CASES = {
+_json_ct: dict[str, str] = {"content-type": "application/json"}
+
+CASES: dict[str, tuple[Any, int, str]] = {
     # name: (build the request, status, code)
     "malformed_json": (
         lambda m, h: h.post("/orders", content=b'{"order": ', headers=_json_ct),
@@ -353,24 +359,22 @@ CASES = {
     "wrong_method": (lambda m, h: h.put("/orders"), 405, "method_not_allowed"),
 }
 
-_json_ct = {"content-type": "application/json"}
 
-
-def _drop(message: dict, key: str) -> dict:
+def _drop(message: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in message.items() if k != key}
 
 
-def _foreign(m, chain_id=None, contract=None) -> OrderSigner:
+def _foreign(m: Market, chain_id: Any = None, contract: Any = None) -> OrderSigner:
     d = m.service.domain
     domain = Domain(chain_id or d.chain_id, contract or d.verifying_contract, d.name, d.version)
     return OrderSigner(m.alice.account, domain)
 
 
-def _replay(m) -> dict:
+def _replay(m: Market) -> dict[str, Any]:
     return {"order": m.open["order"], "signature": m.open["signature"]}
 
 
-def _cancel_after_close(m, http) -> httpx.Response:
+def _cancel_after_close(m: Market, http: httpx.Client) -> httpx.Response:
     order_id = m.open["id"]
     body = m.alice.cancel(order_id)
     m.close_due(m.closing_t)
@@ -379,7 +383,7 @@ def _cancel_after_close(m, http) -> httpx.Response:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_refused_with_its_code_and_changes_nothing(env, name):
+def test_bad_input_is_refused_with_its_code_and_changes_nothing(env: Any, name: str) -> None:
     m, http = env
     build, status, code = CASES[name]
     m.before = state(m)
@@ -390,7 +394,7 @@ def test_bad_input_is_refused_with_its_code_and_changes_nothing(env, name):
         assert [(e["index"], e["code"]) for e in problem["errors"]] == [(1, "invalid_quantity")]
 
 
-def test_a_refused_request_does_not_block_the_same_order_later(env):
+def test_a_refused_request_does_not_block_the_same_order_later(env: Any) -> None:
     m, http = env
     body = m.alice.order(m.t, "buy", 9_901, PRICE)
     expect(post(http, body), 409, "insufficient_collateral")
@@ -398,7 +402,7 @@ def test_a_refused_request_does_not_block_the_same_order_later(env):
     assert post(http, body).status_code == 201
 
 
-def test_problem_bodies_are_valid_json_with_instance(env):
+def test_problem_bodies_are_valid_json_with_instance(env: Any) -> None:
     _, http = env
     response = http.get("/orders/0x" + "ee" * 32)
     assert json.loads(response.content)["instance"] == "/orders/0x" + "ee" * 32

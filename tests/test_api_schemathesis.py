@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from market_harness import PRICE, make_market
@@ -18,7 +20,7 @@ from market.api import create_app
 _market = None
 
 
-def _app():
+def _app() -> Any:
     import tempfile
     from pathlib import Path
 
@@ -33,7 +35,7 @@ def _app():
     return create_app(m.service)
 
 
-def _signed(body):
+def _signed(body: Any) -> Any:
     from market_harness import signed
 
     return signed(body)
@@ -52,5 +54,5 @@ CHECKS = [
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_openapi_document(case):
+def test_api_conforms_to_its_openapi_document(case: Any) -> None:
     case.call_and_validate(checks=CHECKS)

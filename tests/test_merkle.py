@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from eth_hash.auto import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deploy.chain import Chain
 from deploy.compiler import EVM_VERSION, REMAPPINGS, REPO_ROOT, SHIM_PATH
 from market.merkle import EMPTY_ROOT, MerkleTree, hash_pair, leaf_hash, verify
 
@@ -15,7 +18,7 @@ def _h(label: str) -> bytes:
     return keccak(label.encode())
 
 
-def test_three_order_tree_matches_a_hand_computed_root_and_proofs():
+def test_three_order_tree_matches_a_hand_computed_root_and_proofs() -> None:
     hashes = [_h("order-1"), _h("order-2"), _h("order-3")]
     # Leaves are keccak(keccak(abi.encode(orderHash))); abi.encode(bytes32) is the hash itself.
     a, b, c = sorted(keccak(keccak(h)) for h in hashes)
@@ -30,7 +33,7 @@ def test_three_order_tree_matches_a_hand_computed_root_and_proofs():
     assert tree.proof(by_leaf[c]) == [n1]
 
 
-def test_empty_book_has_zero_root_and_single_order_root_is_its_leaf():
+def test_empty_book_has_zero_root_and_single_order_root_is_its_leaf() -> None:
     assert MerkleTree.of([]).root == EMPTY_ROOT == bytes(32)
     only = _h("only")
     tree = MerkleTree.of([only])
@@ -39,7 +42,7 @@ def test_empty_book_has_zero_root_and_single_order_root_is_its_leaf():
 
 
 @given(st.sets(st.binary(min_size=32, max_size=32), min_size=1, max_size=40))
-def test_every_member_proof_verifies_and_order_of_input_does_not_matter(hashes):
+def test_every_member_proof_verifies_and_order_of_input_does_not_matter(hashes: Any) -> None:
     ordered = sorted(hashes)
     tree = MerkleTree.of(ordered)
     assert MerkleTree.of(list(reversed(ordered))).root == tree.root
@@ -48,7 +51,7 @@ def test_every_member_proof_verifies_and_order_of_input_does_not_matter(hashes):
 
 
 @given(st.sets(st.binary(min_size=32, max_size=32), min_size=2, max_size=20))
-def test_a_proof_does_not_verify_another_order_or_a_tampered_root(hashes):
+def test_a_proof_does_not_verify_another_order_or_a_tampered_root(hashes: Any) -> None:
     members = sorted(hashes)
     outsider, members = members[0], members[1:]
     tree = MerkleTree.of(members)
@@ -57,12 +60,12 @@ def test_a_proof_does_not_verify_another_order_or_a_tampered_root(hashes):
     assert not verify(proof, bytes(32), leaf_hash(members[0]))
 
 
-def test_inner_nodes_hash_sorted_pairs():
+def test_inner_nodes_hash_sorted_pairs() -> None:
     x, y = _h("x"), _h("y")
     assert hash_pair(x, y) == hash_pair(y, x) == keccak(min(x, y) + max(x, y))
 
 
-def test_duplicate_order_hash_is_refused():
+def test_duplicate_order_hash_is_refused() -> None:
     with pytest.raises(ValueError):
         MerkleTree.of([_h("a"), _h("a")])
 
@@ -83,7 +86,7 @@ contract BookProofVerifier {
 
 
 @pytest.mark.slow
-def test_openzeppelin_merkle_proof_accepts_our_proofs_on_chain(chain):
+def test_openzeppelin_merkle_proof_accepts_our_proofs_on_chain(chain: Chain) -> None:
     import solcx
 
     output = solcx.compile_standard(

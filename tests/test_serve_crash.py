@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,7 +57,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 12
 
 @pytest.mark.anvil
 @pytest.mark.slow
-def test_orders_acked_201_survive_sigkill_and_nothing_else_appears(tmp_path):
+def test_orders_acked_201_survive_sigkill_and_nothing_else_appears(tmp_path: Path) -> None:
     traders = anvil_dev_accounts()[1:5]
     with running_anvil() as rpc_url:
         port = free_port()
@@ -70,13 +71,13 @@ def test_orders_acked_201_survive_sigkill_and_nothing_else_appears(tmp_path):
             t = market["currentInterval"] + 3
             signers = [OrderSigner(a, domain) for a in traders]
             bodies = [[s.order(t, i % 2, 10 + i, PRICE + i) for i in range(400)] for s in signers]
-            acked: dict[str, dict] = {}
-            refused: list[dict] = []
-            unanswered: list[dict] = []
+            acked: dict[str, dict[str, Any]] = {}
+            refused: list[dict[str, Any]] = []
+            unanswered: list[dict[str, Any]] = []
             lock = threading.Lock()
             first_acks = threading.Event()
 
-            def send(batch: list[dict]) -> None:
+            def send(batch: list[dict[str, Any]]) -> None:
                 with httpx.Client(base_url=url, timeout=5) as http:
                     for n, body in enumerate(batch):
                         # Every fifth request replays an earlier order: it must be refused.
@@ -115,7 +116,7 @@ def test_orders_acked_201_survive_sigkill_and_nothing_else_appears(tmp_path):
         try:
             wait_healthy(url, restarted)
             with httpx.Client(base_url=url, timeout=10) as http:
-                stored: dict[str, dict] = {}
+                stored: dict[str, dict[str, Any]] = {}
                 for trader in traders:
                     listing = http.get(f"/participants/{trader.address}/orders").json()
                     stored.update({o["id"]: o for o in listing["orders"]})

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
-from market_harness import PENALTY, PRICE, TOKEN, account, make_market, signed
+from market_harness import PENALTY, PRICE, TOKEN, Market, account, make_market, signed
 
 from market.api_errors import (
     BatchRejected,
@@ -25,11 +27,11 @@ from market.service import MarketConfig
 
 
 @pytest.fixture
-def m(tmp_path):
+def m(tmp_path: Path) -> Any:
     return make_market(tmp_path)
 
 
-def test_accepted_order_is_open_with_its_hash_as_id_and_increasing_seq(m):
+def test_accepted_order_is_open_with_its_hash_as_id_and_increasing_seq(m: Market) -> None:
     first = m.service.submit_order(signed(m.alice.order(m.t, "buy", 1000, PRICE)))
     second = m.service.submit_order(signed(m.bob.order(m.t, "sell", 1000, PRICE)))
     assert first.id.startswith("0x") and len(first.id) == 66
@@ -37,27 +39,27 @@ def test_accepted_order_is_open_with_its_hash_as_id_and_increasing_seq(m):
     assert m.service.get_order(first.id) == first
 
 
-def test_replayed_order_is_refused_as_nonce_used(m):
+def test_replayed_order_is_refused_as_nonce_used(m: Market) -> None:
     body = m.alice.order(m.t, "buy", 1000, PRICE)
     m.service.submit_order(signed(body))
     with pytest.raises(NonceUsed):
         m.service.submit_order(signed(body))
 
 
-def test_order_and_cancel_share_the_signers_nonces(m):
+def test_order_and_cancel_share_the_signers_nonces(m: Market) -> None:
     order = m.service.submit_order(signed(m.alice.order(m.t, "buy", 10, PRICE, nonce=5)))
     with pytest.raises(NonceUsed):
         m.service.cancel_order(order.id, signed(m.alice.cancel(order.id, nonce=5)))
 
 
-def test_signature_by_another_key_is_a_signer_mismatch(m):
+def test_signature_by_another_key_is_a_signer_mismatch(m: Market) -> None:
     body = m.alice.order(m.t, "buy", 10, PRICE)
     body["signature"] = m.bob.order(m.t, "buy", 10, PRICE)["signature"]
     with pytest.raises(SignerMismatch):
         m.service.submit_order(signed(body))
 
 
-def test_signature_for_another_contract_is_refused(m):
+def test_signature_for_another_contract_is_refused(m: Market) -> None:
     from market.signing import Domain
 
     foreign = OrderSigner(account(1), Domain(m.ledger.chain_id, "0x" + "ab" * 20))
@@ -65,20 +67,20 @@ def test_signature_for_another_contract_is_refused(m):
         m.service.submit_order(signed(foreign.order(m.t, "buy", 10, PRICE)))
 
 
-def test_unregistered_participant_is_refused(m):
+def test_unregistered_participant_is_refused(m: Market) -> None:
     stranger = OrderSigner(account(50), m.service.domain)
     with pytest.raises(UnregisteredParticipant):
         m.service.submit_order(signed(stranger.order(m.t, "buy", 10, PRICE)))
 
 
-def test_expiry_is_exclusive_of_now(m):
+def test_expiry_is_exclusive_of_now(m: Market) -> None:
     now = m.clock.now()
     with pytest.raises(OrderExpired):
         m.service.submit_order(signed(m.alice.order(m.t, "buy", 10, PRICE, expiry=now)))
     m.service.submit_order(signed(m.alice.order(m.t, "buy", 10, PRICE, expiry=now + 1)))
 
 
-def test_gate_closure_time_is_the_first_second_refused(m):
+def test_gate_closure_time_is_the_first_second_refused(m: Market) -> None:
     t = m.t
     m.clock.set(m.service.gate_closure_at(t) - 1)
     m.service.submit_order(signed(m.alice.order(t, "buy", 10, PRICE)))
@@ -89,7 +91,7 @@ def test_gate_closure_time_is_the_first_second_refused(m):
         m.service.submit_order(signed(m.alice.order(t - 5, "buy", 10, PRICE)))
 
 
-def test_interval_too_far_ahead_is_refused_at_the_exact_bound(tmp_path):
+def test_interval_too_far_ahead_is_refused_at_the_exact_bound(tmp_path: Path) -> None:
     m = make_market(tmp_path, config=MarketConfig(max_ahead_intervals=4))
     last = m.service.current_interval() + 4
     m.service.submit_order(signed(m.alice.order(last, "buy", 10, PRICE)))
@@ -97,7 +99,7 @@ def test_interval_too_far_ahead_is_refused_at_the_exact_bound(tmp_path):
         m.service.submit_order(signed(m.alice.order(last + 1, "buy", 10, PRICE)))
 
 
-def test_buyer_collateral_is_quantity_times_limit_across_intervals(tmp_path):
+def test_buyer_collateral_is_quantity_times_limit_across_intervals(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=3000 * PRICE)
     m.service.submit_order(signed(m.alice.order(m.t, "buy", 1000, PRICE)))
     m.service.submit_order(signed(m.alice.order(m.t + 1, "buy", 1999, PRICE)))
@@ -106,7 +108,7 @@ def test_buyer_collateral_is_quantity_times_limit_across_intervals(tmp_path):
     m.service.submit_order(signed(m.alice.order(m.t + 2, "buy", 1, PRICE)))  # exactly enough
 
 
-def test_seller_collateral_is_quantity_times_penalty_price(tmp_path):
+def test_seller_collateral_is_quantity_times_penalty_price(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=1000 * PENALTY)
     # The ask's own limit price does not matter for its bond.
     m.service.submit_order(signed(m.bob.order(m.t, "sell", 1000, 1)))
@@ -114,7 +116,7 @@ def test_seller_collateral_is_quantity_times_penalty_price(tmp_path):
         m.service.submit_order(signed(m.bob.order(m.t, "sell", 1, 1)))
 
 
-def test_a_fresh_deposit_is_seen_when_the_cached_balance_falls_short(tmp_path):
+def test_a_fresh_deposit_is_seen_when_the_cached_balance_falls_short(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=10 * PRICE)
     m.service.submit_order(signed(m.alice.order(m.t, "buy", 10, PRICE)))
     body = m.alice.order(m.t, "buy", 10, PRICE)
@@ -124,7 +126,7 @@ def test_a_fresh_deposit_is_seen_when_the_cached_balance_falls_short(tmp_path):
     m.service.submit_order(signed(body))
 
 
-def test_intake_does_not_read_the_chain_for_a_known_funded_participant(m):
+def test_intake_does_not_read_the_chain_for_a_known_funded_participant(m: Market) -> None:
     m.service.submit_order(signed(m.alice.order(m.t, "buy", 10, PRICE)))
     reads = m.ledger.balance_reads
     for _ in range(20):
@@ -132,7 +134,7 @@ def test_intake_does_not_read_the_chain_for_a_known_funded_participant(m):
     assert m.ledger.balance_reads == reads
 
 
-def test_cancel_releases_collateral_and_is_only_for_the_owner(tmp_path):
+def test_cancel_releases_collateral_and_is_only_for_the_owner(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=1000 * PRICE)
     order = m.service.submit_order(signed(m.alice.order(m.t, "buy", 1000, PRICE)))
     with pytest.raises(NotYourOrder):
@@ -144,7 +146,7 @@ def test_cancel_releases_collateral_and_is_only_for_the_owner(tmp_path):
     m.service.submit_order(signed(m.alice.order(m.t, "buy", 1000, PRICE)))
 
 
-def test_batch_is_all_or_nothing_and_lists_every_bad_order(m):
+def test_batch_is_all_or_nothing_and_lists_every_bad_order(m: Market) -> None:
     good = m.alice.order(m.t, "buy", 10, PRICE)
     replay = m.bob.order(m.t, "sell", 10, PRICE)
     m.service.submit_order(signed(replay))
@@ -159,7 +161,7 @@ def test_batch_is_all_or_nothing_and_lists_every_bad_order(m):
     m.service.submit_order(signed(good))  # its nonce was released
 
 
-def test_batch_collateral_is_cumulative_within_the_batch(tmp_path):
+def test_batch_collateral_is_cumulative_within_the_batch(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=15 * PRICE)
     bodies = [m.alice.order(m.t, "buy", 10, PRICE), m.alice.order(m.t, "buy", 10, PRICE)]
     with pytest.raises(BatchRejected) as caught:
@@ -167,14 +169,14 @@ def test_batch_collateral_is_cumulative_within_the_batch(tmp_path):
     assert caught.value.extra["errors"][0]["code"] == "insufficient_collateral"
 
 
-def test_batch_over_the_limit_is_refused(tmp_path):
+def test_batch_over_the_limit_is_refused(tmp_path: Path) -> None:
     m = make_market(tmp_path, config=MarketConfig(max_batch_orders=2))
     bodies = [m.alice.order(m.t, "buy", 1, PRICE) for _ in range(3)]
     with pytest.raises(BatchTooLarge):
         m.service.submit_orders([signed(b) for b in bodies])
 
 
-def test_restart_recovers_open_book_nonces_sequence_and_reservations(tmp_path):
+def test_restart_recovers_open_book_nonces_sequence_and_reservations(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=2000 * PRICE)
     body = m.alice.order(m.t, "buy", 1000, PRICE)
     kept = m.service.submit_order(signed(body))
@@ -190,7 +192,7 @@ def test_restart_recovers_open_book_nonces_sequence_and_reservations(tmp_path):
     assert again.seq > gone.seq
 
 
-def test_concurrent_submissions_of_one_nonce_accept_exactly_one(m):
+def test_concurrent_submissions_of_one_nonce_accept_exactly_one(m: Market) -> None:
     body = m.alice.order(m.t, "buy", 10, PRICE)
     outcomes: list[str] = []
 
@@ -209,7 +211,7 @@ def test_concurrent_submissions_of_one_nonce_accept_exactly_one(m):
     assert sorted(outcomes) == ["ok"] + ["replay"] * 7
 
 
-def test_large_amounts_stay_exact(tmp_path):
+def test_large_amounts_stay_exact(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=10**40)
     price = 2**63 - 1
     order = m.service.submit_order(signed(m.alice.order(m.t, "buy", 2**40 - 1, price)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -16,7 +18,7 @@ DOMAIN = signing.Domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
 KEY = Account.from_key("0x" + "11" * 32)
 
 
-def reference_digest(full_message: dict) -> bytes:
+def reference_digest(full_message: dict[str, Any]) -> bytes:
     """The digest eth_account computes for eth_signTypedData_v4."""
     signable = encode_typed_data(full_message=full_message)
     return keccak(b"\x19" + signable.version + signable.header + signable.body)
@@ -38,14 +40,18 @@ orders = st.fixed_dictionaries(
 
 
 @given(orders, st.integers(1, 2**64), addresses)
-def test_order_digest_equals_eth_account_reference(message, chain_id, contract):
+def test_order_digest_equals_eth_account_reference(
+    message: Any, chain_id: Any, contract: Any
+) -> None:
     domain = signing.Domain(chain_id, contract)
     ours = signing.digest(domain.separator, "Order", message)
     assert ours == reference_digest(signing.typed_data(domain, "Order", message))
 
 
 @given(addresses, st.binary(min_size=32, max_size=32), uint64, uint64)
-def test_cancel_digest_equals_eth_account_reference(participant, order_hash, nonce, expiry):
+def test_cancel_digest_equals_eth_account_reference(
+    participant: Any, order_hash: Any, nonce: Any, expiry: Any
+) -> None:
     message = {
         "participant": participant,
         "orderHash": "0x" + order_hash.hex(),
@@ -56,13 +62,13 @@ def test_cancel_digest_equals_eth_account_reference(participant, order_hash, non
     assert ours == reference_digest(signing.typed_data(DOMAIN, "Cancel", message))
 
 
-def test_close_gate_digest_equals_eth_account_reference():
+def test_close_gate_digest_equals_eth_account_reference() -> None:
     message = {"interval": 7, "nonce": 1, "expiry": 2**40}
     ours = signing.digest(DOMAIN.separator, "CloseGate", message)
     assert ours == reference_digest(signing.typed_data(DOMAIN, "CloseGate", message))
 
 
-def _wallet_payload() -> dict:
+def _wallet_payload() -> dict[str, Any]:
     """What a dapp hands a browser wallet for eth_signTypedData_v4: uints as strings."""
     return {
         "types": {
@@ -93,7 +99,7 @@ def _wallet_payload() -> dict:
     }
 
 
-def test_wallet_signed_typed_data_recovers_the_participant():
+def test_wallet_signed_typed_data_recovers_the_participant() -> None:
     payload = _wallet_payload()
     signature = Account.sign_typed_data(KEY.key, full_message=payload).signature
     assert signature[64] in (27, 28)  # wallets return v as 27/28
@@ -101,14 +107,14 @@ def test_wallet_signed_typed_data_recovers_the_participant():
     assert signing.recover(ours, "0x" + bytes(signature).hex()) == KEY.address.lower()
 
 
-def test_signature_with_v_as_0_or_1_is_accepted():
+def test_signature_with_v_as_0_or_1_is_accepted() -> None:
     digest = keccak(b"order")
     signature = bytes.fromhex(signing.sign_digest(KEY.key, digest)[2:])
     low_v = signature[:64] + bytes([signature[64] - 27])
     assert signing.recover(digest, "0x" + low_v.hex()) == KEY.address.lower()
 
 
-def test_sign_and_fast_sign_digest_recover_the_same_signer():
+def test_sign_and_fast_sign_digest_recover_the_same_signer() -> None:
     message = {k: int(v) if v.isdigit() else v for k, v in _wallet_payload()["message"].items()}
     digest = signing.digest(DOMAIN.separator, "Order", message)
     assert signing.recover(digest, signing.sign(KEY, DOMAIN, "Order", message)) == (
@@ -117,7 +123,7 @@ def test_sign_and_fast_sign_digest_recover_the_same_signer():
     assert signing.recover(digest, signing.sign_digest(KEY.key, digest)) == KEY.address.lower()
 
 
-def test_signature_for_another_domain_recovers_another_address():
+def test_signature_for_another_domain_recovers_another_address() -> None:
     message = {k: int(v) if v.isdigit() else v for k, v in _wallet_payload()["message"].items()}
     other_chain = signing.Domain(1, DOMAIN.verifying_contract)
     other_contract = signing.Domain(31337, "0x" + "99" * 20)
@@ -127,7 +133,7 @@ def test_signature_for_another_domain_recovers_another_address():
         assert signing.recover(digest, signature) != KEY.address.lower()
 
 
-def test_high_s_signature_is_refused():
+def test_high_s_signature_is_refused() -> None:
     digest = keccak(b"order")
     raw = bytes.fromhex(signing.sign_digest(KEY.key, digest)[2:])
     n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -141,12 +147,12 @@ def test_high_s_signature_is_refused():
     "signature",
     ["", "0x", "0x1234", "0x" + "zz" * 65, "0x" + "11" * 64 + "1d", "0x" + "00" * 65, 12345],
 )
-def test_malformed_signature_is_refused(signature):
+def test_malformed_signature_is_refused(signature: Any) -> None:
     with pytest.raises(BadSignature):
         signing.recover(keccak(b"order"), signature)
 
 
-def test_type_strings_are_the_published_eip712_types():
+def test_type_strings_are_the_published_eip712_types() -> None:
     assert signing._encode_type("Order", signing.ORDER_TYPE) == (
         b"Order(address participant,uint64 interval,uint8 side,uint64 quantityWh,"
         b"uint128 pricePerWh,uint64 nonce,uint64 expiry)"
