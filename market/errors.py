@@ -20,6 +20,11 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     ├── StoreError                       market.store       order store cannot be opened/written
     ├── LedgerCallFailed                 market.ledger_port a ledger call of the market failed
     ├── MarketApiError                   market.client      the market answered with a problem
+    ├── LedgerError                      deploy.ledger_errors  an EnergyMarket call reverted
+    │   ├── LedgerRevert                 deploy.ledger_errors  a revert with no known custom error
+    │   └── one class per Solidity custom error of EnergyMarket (InsufficientCollateral,
+    │       ReadingWindowClosed, TradesMismatch, AccessControlUnauthorizedAccount, ...),
+    │       named as in Solidity, decoded arguments as attributes (ERRORS_BY_NAME)
     ├── ToolchainError                   deploy.errors      node, npm packages or solc missing
     │   └── CompilationError             deploy.errors      Solidity did not compile
     ├── ArtifactError                    deploy.errors      compiled artifacts missing or stale
