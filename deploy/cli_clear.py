@@ -83,35 +83,44 @@ def parse_k(text: str) -> tuple[int, int]:
 
 
 def json_chunks(result: ClearingResult) -> Iterator[str]:
-    """The result as JSON text, one trade and one fill per line, in pieces.
+    """The result as JSON text in pieces, one trade and one fill per line.
 
-    Equivalent to ``json.dumps(result.to_json_dict())`` up to whitespace; written in pieces
-    so that a million trades need no single giant string.
+    It parses to exactly :meth:`ClearingResult.to_json_dict` (same keys, same order of trades
+    and fills). It is built straight from the result's arrays, so a million trades need
+    neither a dict per trade nor one giant string. Order ids need no escaping: they are
+    checked to be ``[A-Za-z0-9_.:-]`` (see :mod:`market.orders`).
     """
-    data = result.to_json_dict()
+    ids = result.book.ids
     yield "{\n"
-    yield f'  "price": {json.dumps(data["price"])},\n'
-    yield f'  "volume_wh": {json.dumps(data["volume_wh"])},\n'
-    trades = data["trades"]
-    if trades:
-        yield '  "trades": [\n'
-        last = len(trades) - 1
-        for i, trade in enumerate(trades):
-            yield "    " + json.dumps(trade) + (",\n" if i < last else "\n")
-        yield "  ],\n"
-    else:
-        yield '  "trades": [],\n'
-    fills = data["fills"]
-    if fills:
-        yield '  "fills": {\n'
-        items = list(fills.items())
-        last = len(items) - 1
-        for i, (order_id, wh) in enumerate(items):
-            yield f"    {json.dumps(order_id)}: {wh}" + (",\n" if i < last else "\n")
-        yield "  }\n"
-    else:
-        yield '  "fills": {}\n'
-    yield "}\n"
+    yield f'  "price": {json.dumps(result.price)},\n'
+    yield f'  "volume_wh": {int(result.volume_wh)},\n'
+    trades = zip(
+        result.trade_buy_rows.tolist(),
+        result.trade_sell_rows.tolist(),
+        result.trade_quantity_wh.tolist(),
+        result.trade_price_per_wh.tolist(),
+        strict=True,
+    )
+    lines = (
+        f'    {{"buy": "{ids[b]}", "sell": "{ids[s]}", "quantity_wh": {q}, "price": {p}}}'
+        for b, s, q, p in trades
+    )
+    yield from _joined('  "trades": [', lines, "]")
+    yield ",\n"
+    fill = result.fill_wh.tolist()
+    rows = sorted(range(len(ids)), key=ids.__getitem__)
+    yield from _joined('  "fills": {', (f'    "{ids[r]}": {fill[r]}' for r in rows), "}")
+    yield "\n}\n"
+
+
+def _joined(opening: str, items: Iterator[str], closing: str) -> Iterator[str]:
+    """``opening``, the items one per line separated by commas, then ``closing``."""
+    yield opening
+    first = True
+    for item in items:
+        yield ("\n" if first else ",\n") + item
+        first = False
+    yield closing if first else "\n  " + closing
 
 
 def _write_atomically(path: Path, result: ClearingResult) -> None:
@@ -124,6 +133,10 @@ def _write_atomically(path: Path, result: ClearingResult) -> None:
             handle.writelines(json_chunks(result))
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

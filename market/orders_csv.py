@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from market.errors import InputError
 from market.orders import (
@@ -98,59 +101,168 @@ def parse_orders_csv(lines: Iterable[str], source: str = "orders") -> OrderBook:
     i_id, i_side, i_qty, i_price = (names.index(name) for name in REQUIRED_COLUMNS)
     i_seq = names.index("seq") if "seq" in names else None
 
+    # Collect cells column by column: keeping a million row lists alive would make the cyclic
+    # garbage collector rescan them over and over.
+    width = len(names)
+    ids: list[str] = []
+    sides: list[str] = []
+    quantities: list[str] = []
+    prices: list[str] = []
+    seqs: list[str] = []
+    line_numbers: list[int] = []
+    try:
+        for cells in reader:
+            if len(cells) != width:
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line
+                where = f"{source}, row {len(ids) + 1} (line {reader.line_num})"
+                raise OrdersCsvError(
+                    f"{where}: expected {width} fields ({','.join(names)}), got {len(cells)}"
+                )
+            ids.append(cells[i_id])
+            sides.append(cells[i_side])
+            quantities.append(cells[i_qty])
+            prices.append(cells[i_price])
+            if i_seq is not None:
+                seqs.append(cells[i_seq])
+            line_numbers.append(reader.line_num)
+            if len(ids) > MAX_BOOK_ORDERS:
+                raise OrdersCsvError(
+                    f"{source}, row {len(ids)} (line {reader.line_num}): a book holds at most "
+                    f"{MAX_BOOK_ORDERS} orders"
+                )
+    except csv.Error as err:
+        raise OrdersCsvError(f"{source}, line {reader.line_num}: {err}") from err
+    columns = _Columns(ids, sides, quantities, prices, seqs if i_seq is not None else None)
+    book = _bulk(columns)
+    if book is None:
+        # Something is off: check row by row, which raises naming the row and field.
+        book = _row_by_row(columns, line_numbers, source)
+    return book
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The raw cells of the data rows, column by column (``seq`` None if no such column)."""
+
+    ids: list[str]
+    sides: list[str]
+    quantities: list[str]
+    prices: list[str]
+    seqs: list[str] | None
+
+
+_DIGIT_LINES = re.compile(r"[0-9\n]*")
+
+
+def _digits_column(column: list[str], high: int) -> NDArray[np.int64] | None:
+    """Column of plain ASCII digit strings as int64, or None if any cell is not that simple.
+
+    None sends the caller to the row-by-row check, which names the bad cell.
+    """
+    joined = "\n".join(column)
+    widest = len(str(high))
+    if (
+        not _DIGIT_LINES.fullmatch(joined)
+        or "\n\n" in joined
+        or joined.startswith("\n")
+        or joined.endswith("\n")
+        or (column and max(map(len, column)) > widest)
+    ):
+        return None
+    try:
+        return np.array(column, dtype=np.int64) if column else np.zeros(0, dtype=np.int64)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _bulk(columns: _Columns) -> OrderBook | None:
+    """The book if every cell is in its plain form and in bounds, else None (fast path)."""
+    ids, sides, quantities, prices, seqs = (
+        columns.ids,
+        columns.sides,
+        columns.quantities,
+        columns.prices,
+        columns.seqs,
+    )
+    if not set(sides) <= {"buy", "sell"}:
+        return None
+    quantity = _digits_column(quantities, MAX_QUANTITY_WH)
+    price = _digits_column(prices, MAX_PRICE_PER_WH)
+    seq = (
+        np.arange(1, len(ids) + 1, dtype=np.int64)
+        if seqs is None
+        else _digits_column(seqs, MAX_SEQ)
+    )
+    if quantity is None or price is None or seq is None:
+        return None
+    if (
+        (quantity.size and (quantity.min() < MIN_QUANTITY_WH or quantity.max() > MAX_QUANTITY_WH))
+        or (price.size and (price.min() < MIN_PRICE_PER_WH or price.max() > MAX_PRICE_PER_WH))
+        or (seq.size and (seq.min() < MIN_SEQ or seq.max() > MAX_SEQ))
+    ):
+        return None
+    try:
+        return OrderBook(
+            ids=ids,
+            is_buy=np.array(sides, dtype=object) == "buy",
+            quantity_wh=quantity,
+            price_per_wh=price,
+            seq=seq,
+        )
+    except InputError:
+        return None  # e.g. a bad or duplicate id: let the row-by-row check name its row
+
+
+def _row_by_row(columns: _Columns, line_numbers: list[int], source: str) -> OrderBook:
+    """Check every cell in turn (spaces around cells allowed); raise on the first bad one."""
     ids: list[str] = []
     is_buy: list[bool] = []
     quantities: list[int] = []
     prices: list[int] = []
     seqs: list[int] = []
     first_row: dict[str, int] = {}
-    row = 0
-    try:
-        for cells in reader:
-            if not any(cell.strip() for cell in cells):
-                continue
-            row += 1
-            where = f"{source}, row {row} (line {reader.line_num})"
-            if row > MAX_BOOK_ORDERS:
-                raise OrdersCsvError(f"{where}: a book holds at most {MAX_BOOK_ORDERS} orders")
-            if len(cells) != len(names):
-                raise OrdersCsvError(
-                    f"{where}: expected {len(names)} fields ({','.join(names)}), got {len(cells)}"
-                )
-            order_id = cells[i_id].strip()
-            if not ID_PATTERN.fullmatch(order_id):
-                raise OrdersCsvError(
-                    f"{where}, field 'id': {order_id!r} is not a valid order id",
-                    hint="An id is 1 to 128 characters from A-Z a-z 0-9 _ . : -",
-                )
-            if order_id in first_row:
-                raise OrdersCsvError(
-                    f"{where}, field 'id': duplicate id {order_id!r} "
-                    f"(first in row {first_row[order_id]})"
-                )
-            first_row[order_id] = row
-            side = cells[i_side].strip().lower()
-            if side not in ("buy", "sell"):
-                raise OrdersCsvError(
-                    f"{where}, field 'side': {cells[i_side].strip()!r} is not a side; "
-                    "use 'buy' or 'sell'"
-                )
-            ids.append(order_id)
-            is_buy.append(side == "buy")
-            quantities.append(
-                _parse_int(
-                    cells[i_qty].strip(), "quantity_wh", MIN_QUANTITY_WH, MAX_QUANTITY_WH, where
-                )
+    seq_cells = columns.seqs if columns.seqs is not None else [""] * len(columns.ids)
+    cells_by_row = zip(
+        columns.ids,
+        columns.sides,
+        columns.quantities,
+        columns.prices,
+        seq_cells,
+        line_numbers,
+        strict=True,
+    )
+    for row, (id_cell, side_cell, qty_cell, price_cell, seq_cell, line) in enumerate(
+        cells_by_row, start=1
+    ):
+        where = f"{source}, row {row} (line {line})"
+        order_id = id_cell.strip()
+        if not ID_PATTERN.fullmatch(order_id):
+            raise OrdersCsvError(
+                f"{where}, field 'id': {order_id!r} is not a valid order id",
+                hint="An id is 1 to 128 characters from A-Z a-z 0-9 _ . : -",
             )
-            prices.append(
-                _parse_int(
-                    cells[i_price].strip(), "price", MIN_PRICE_PER_WH, MAX_PRICE_PER_WH, where
-                )
+        if order_id in first_row:
+            raise OrdersCsvError(
+                f"{where}, field 'id': duplicate id {order_id!r} "
+                f"(first in row {first_row[order_id]})"
             )
-            seq_text = cells[i_seq].strip() if i_seq is not None else ""
-            seqs.append(_parse_int(seq_text, "seq", MIN_SEQ, MAX_SEQ, where) if seq_text else row)
-    except csv.Error as err:
-        raise OrdersCsvError(f"{source}, line {reader.line_num}: {err}") from err
+        first_row[order_id] = row
+        side = side_cell.strip().lower()
+        if side not in ("buy", "sell"):
+            raise OrdersCsvError(
+                f"{where}, field 'side': {side_cell.strip()!r} is not a side; use 'buy' or 'sell'"
+            )
+        ids.append(order_id)
+        is_buy.append(side == "buy")
+        quantities.append(
+            _parse_int(qty_cell.strip(), "quantity_wh", MIN_QUANTITY_WH, MAX_QUANTITY_WH, where)
+        )
+        prices.append(
+            _parse_int(price_cell.strip(), "price", MIN_PRICE_PER_WH, MAX_PRICE_PER_WH, where)
+        )
+        seq_text = seq_cell.strip()
+        seqs.append(_parse_int(seq_text, "seq", MIN_SEQ, MAX_SEQ, where) if seq_text else row)
     return OrderBook(
         ids=ids,
         is_buy=np.array(is_buy, dtype=np.bool_),

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from strategies import mechanisms, orders
 
 from deploy.cli import main
+from deploy.cli_clear import json_chunks
+from market.clearing import clear
+from market.orders import Order
 
 ORDERS = """\
 id,side,quantity_wh,price,seq
@@ -202,3 +209,25 @@ def test_command_line_process_reads_stdin_and_exits_2_on_bad_input() -> None:
     assert bad.stdout == ""
     assert "<stdin>, row 5 (line 6), field 'quantity_wh'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(book=orders(extreme=True), mechanism=mechanisms)
+def test_streamed_json_parses_to_the_result_json_dict(book: list[Order], mechanism: str) -> None:
+    result = clear(book, mechanism)
+    parsed = json.loads("".join(json_chunks(result)))
+    expected = result.to_json_dict()
+    assert parsed == expected
+    assert list(parsed["fills"]) == list(expected["fills"])  # same (sorted by id) order
+
+
+def test_output_file_gets_the_usual_mode_not_mkstemps_private_one(
+    orders_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "result.json"
+    umask = os.umask(0o022)
+    try:
+        assert run_clear([str(orders_csv), "--output", str(target)], capsys)[0] == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
