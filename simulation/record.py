@@ -14,6 +14,30 @@ From a record, pure functions derive:
   rationality, settlement completeness, data-center deadlines), each True or False with the
   first violations spelled out;
 * :func:`summarize`: the JSON-ready headline figures that ``summary.json`` holds.
+
+A driver's loop, in outline (signing, HTTP and the chain are the driver's business)::
+
+    agents = build_agents(scenario)
+    recorder = RunRecorder(scenario, chain="eth-tester")
+    for agent in agents:                       # deposit, register keys
+        recorder.add_participant(agent)        # agent.collateral_base_units(), addresses
+    prices = []
+    for t in range(scenario.simulation.intervals):
+        view = MarketView(scenario.simulation.interval_seconds, tuple(prices))
+        for agent in agents:
+            for intent in agent.orders(t, view):   # submit; agent.batch -> /orders:batch
+                recorder.add_order(t, order_id, agent.name, intent)
+        recorder.add_clearing(t, result.price, [(buy_id, sell_id, wh, price), ...])
+        recorder.mark_committed(t)             # once commitInterval went through
+        for agent in agents:
+            agent.on_fills(t, *recorder.fills_of(t, agent.name), result.price)
+            sample = agent.meter(t)            # sign (imported_wh, exported_wh), submit
+            recorder.add_meter(t, agent.name, sample)
+        recorder.add_settlements([...]); recorder.mark_settled(t)   # when settled
+        prices.append(result.price)            # pay-as-bid: the volume-weighted price
+    record = recorder.finish(agents)
+    files = write_run(record, out_dir)         # simulation.report
+    print(headline_text(record, files["report.html"]))
 """
 
 from __future__ import annotations

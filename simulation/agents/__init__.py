@@ -1,18 +1,18 @@
 """Simulated market participants, one module per kind, and :func:`build_agents`.
 
-=============  ==========================================  ===========================
-kind           class                                       module
-=============  ==========================================  ===========================
-``pv``         :class:`~.pv.PvProsumer`                    :mod:`.pv`
-``battery``    :class:`~.battery.BatteryAgent`             :mod:`.battery`
-``household``  :class:`~.household.Household`              :mod:`.household`
-``data_center``:class:`~.datacenter.DataCenterAgent`       :mod:`.datacenter`
-``vpp``        :class:`~.vpp.VppAggregator`                :mod:`.vpp`
-=============  ==========================================  ===========================
+===============  =========================================  =====================
+kind             class                                      module
+===============  =========================================  =====================
+``pv``           :class:`~.pv.PvProsumer`                   :mod:`.pv`
+``battery``      :class:`~.battery.BatteryAgent`            :mod:`.battery`
+``household``    :class:`~.household.Household`             :mod:`.household`
+``data_center``  :class:`~.datacenter.DataCenterAgent`      :mod:`.datacenter`
+``vpp``          :class:`~.vpp.VppAggregator`               :mod:`.vpp`
+===============  =========================================  =====================
 
 The interface every driver uses is :class:`~.base.Agent` (see :mod:`.base` for the call
-order); the shared site model of the first four kinds but the data center is in :mod:`.site`
-and the battery physics in :mod:`.storage`.
+order). PV prosumers, batteries, households and VPPs share the site model of :mod:`.site`;
+the battery physics and price strategy are in :mod:`.storage`.
 """
 
 from __future__ import annotations
