@@ -23,15 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eth_account import Account  # noqa: E402
-from eth_account.signers.local import LocalAccount  # noqa: E402
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
-from deploy.anvil import DEFAULT_GAS_LIMIT, running_anvil  # noqa: E402
-from deploy.chain import Chain, connect  # noqa: E402
-from deploy.deployment import deploy_system  # noqa: E402
-from deploy.ledger import LedgerClient, settle_chunk_args, settlement_chain  # noqa: E402
-from settlement.model import Reading, Trade  # noqa: E402
-from settlement.readings import sign_reading  # noqa: E402
+from deploy.anvil import DEFAULT_GAS_LIMIT, running_anvil
+from deploy.chain import Chain, connect
+from deploy.deployment import deploy_system
+from deploy.ledger import LedgerClient, settle_chunk_args, settlement_chain
+from settlement.model import Reading, Trade
+from settlement.readings import sign_reading
 
 SEED = 20240601
 PRICE = 250_000_000_000_000
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         last = results[-1]
         verdict = "meets" if last.total // last.trades <= TARGET_PER_TRADE else "MISSES"
         print(
-            f"\nall-in gas per settled trade at {last.trades} trades: {last.total // last.trades:,} "
+            f"\nall-in gas per settled trade at {last.trades} trades: "
+            f"{last.total // last.trades:,} "
             f"({verdict} the {TARGET_PER_TRADE:,} target); "
             f"ratio to CoW batch settlement (60-76k): {last.total / last.trades / 60_000:.2f}-"
             f"{last.total / last.trades / 76_000:.2f}; to naive storage (100-130k): "
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         chain.revert(snap)
         ledger._trades.pop(t, None)
         print(
-            f"\n{len(big)}-trade interval: commit {int(commit['gasUsed']):,} gas in one transaction; "
+            f"\n{len(big)}-trade interval: commit {int(commit['gasUsed']):,} gas "
+            "in one transaction; "
             f"largest settle chunk under {DEFAULT_GAS_LIMIT:,} gas (no readings, worst case): "
             f"{chunk} trades"
         )
