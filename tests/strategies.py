@@ -9,8 +9,8 @@ Books are drawn so that the hard cases are common, not rare:
 * with ``extreme=True`` the pools also hold the bounds (``MIN``/``MAX`` quantity and price),
   so payments exceed int64.
 
-``small=True`` keeps prices in ``1..SMALL_MAX_PRICE`` and quantities in ``1..6``, for oracles
-that enumerate prices.
+``small=True`` keeps prices in ``1..SMALL_MAX_PRICE`` and quantities in
+``1..small_max_quantity`` (default 6), for oracles that enumerate prices or units.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def orders(
     min_size: int = 0,
     max_size: int = 12,
     small: bool = False,
+    small_max_quantity: int = 6,
     extreme: bool = False,
     sides: tuple[Side, ...] = (Side.BUY, Side.SELL),
 ) -> list[Order]:
@@ -66,7 +67,7 @@ def orders(
     ids = draw(order_ids(min_size, max_size))
     if small:
         prices = draw(_pool(st.integers(1, SMALL_MAX_PRICE), (), False))
-        quantities = draw(_pool(st.integers(1, 6), (), False))
+        quantities = draw(_pool(st.integers(1, small_max_quantity), (), False))
     else:
         prices = draw(_pool(st.integers(1, 1000), EXTREME_PRICES, extreme))
         quantities = draw(_pool(st.integers(1, 1000), EXTREME_QUANTITIES, extreme))

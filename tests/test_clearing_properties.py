@@ -135,6 +135,46 @@ def test_cleared_volume_is_maximal_against_brute_force_oracle(
     assert clear(book, mechanism).volume_wh == uniform_price_volume_oracle(book)
 
 
+def max_gains_from_trade_brute_force(book: list[Order]) -> int:
+    """The largest total ``(bid price - ask price) * Wh`` over all ways to pair units.
+
+    Every order is split into 1 Wh units; each bid unit may take at most one ask unit priced
+    at or below it. A dynamic programme over the subsets of the smaller side's units tries
+    every pairing, so it assumes nothing about the walk.
+    """
+    bid_units = [o.price_per_wh for o in book if o.side is Side.BUY for _ in range(o.quantity_wh)]
+    ask_units = [o.price_per_wh for o in book if o.side is Side.SELL for _ in range(o.quantity_wh)]
+    many, few = (
+        (bid_units, ask_units) if len(bid_units) >= len(ask_units) else (ask_units, bid_units)
+    )
+    bids_are_many = many is bid_units
+    best = {0: 0}  # subset of `few` units used -> best gains so far
+    for unit in many:
+        step = dict(best)
+        for used, gains in best.items():
+            for j, other in enumerate(few):
+                bid, ask = (unit, other) if bids_are_many else (other, unit)
+                if not used >> j & 1 and bid >= ask:
+                    key = used | 1 << j
+                    step[key] = max(step.get(key, 0), gains + bid - ask)
+        best = step
+    return max(best.values())
+
+
+@examples(200)
+@given(book=orders(small=True, small_max_quantity=3, max_size=5), mechanism=mechanisms)
+def test_allocation_maximises_gains_from_trade_against_brute_force(
+    book: list[Order], mechanism: str
+) -> None:
+    result = clear(book, mechanism)
+    limit = _by_id(book)
+    gains = sum(
+        t.quantity_wh * (limit[t.buy].price_per_wh - limit[t.sell].price_per_wh)
+        for t in result.trades
+    )
+    assert gains == max_gains_from_trade_brute_force(book)
+
+
 @MANY
 @given(book=orders(extreme=True), k=ks())
 def test_k_price_formula_with_independent_bounds(book: list[Order], k: tuple[int, int]) -> None:
