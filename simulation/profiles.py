@@ -16,6 +16,8 @@ Conventions
   (:func:`energy_wh_at_power`): a limit must never be exceeded.
 * Randomness comes only from generators made by :func:`seeded_rng`, one independent stream per
   (seed, label...) pair. Nothing touches numpy's or Python's global random state.
+* Each random quantity draws one number per interval, in interval order, from its own stream,
+  so a run of ``n`` intervals sees exactly the first ``n`` values of a longer run.
 """
 
 from __future__ import annotations
@@ -164,9 +166,11 @@ def weather_clearness_bps(
         raise ValueError("persistence must be in [0, 1)")
     if volatility < 0.0 or not 0.0 <= mean <= 1.0:
         raise ValueError("need volatility >= 0 and 0 <= mean <= 1")
+    # The start first, then one shock per interval: a shorter run draws a prefix of a longer
+    # run's numbers, so its weather is the beginning of the longer run's weather.
+    level = mean + volatility / math.sqrt(1.0 - persistence**2) * float(rng.standard_normal())
     shocks = rng.standard_normal(intervals)
     x = np.empty(intervals, dtype=np.float64)
-    level = mean + volatility / math.sqrt(1.0 - persistence**2) * float(rng.standard_normal())
     for t in range(intervals):
         x[t] = level
         level = mean + persistence * (level - mean) + volatility * shocks[t]

@@ -250,6 +250,15 @@ def test_the_same_seed_gives_identical_orders_and_readings_and_another_seed_does
     assert _trace(reseeded)[:2] != _trace(scenario)[:2]
 
 
+def test_a_shorter_run_is_exactly_the_beginning_of_a_longer_one() -> None:
+    day = load_scenario(SCENARIOS / "datacenter-heavy.toml")
+    long_record, _ = run_offline(day)
+    short_record, _ = run_offline(day.with_intervals(30))
+    assert short_record.orders == tuple(o for o in long_record.orders if o.interval < 30)
+    assert short_record.meters == tuple(m for m in long_record.meters if m.interval < 30)
+    assert short_record.settlements == tuple(s for s in long_record.settlements if s.interval < 30)
+
+
 def test_every_kind_draws_from_its_own_stream_not_the_global_one() -> None:
     np.random.seed(0)
     marker = np.random.random()

@@ -202,8 +202,8 @@ class Agent(ABC):
     ) -> None:
         self.name = name
         self.context = context
-        self.rng: np.random.Generator = seeded_rng(context.seed, "agent", self.kind, name)
-        """This agent's own random stream (never the global one)."""
+        self.rng: np.random.Generator = self.stream("main")
+        """This agent's own general random stream (never the global one)."""
         self.participant_private_key = derive_private_key(context.seed, name, "participant")
         self.meter_private_key = derive_private_key(context.seed, name, "meter")
         self.fills: list[Fill] = []
@@ -212,6 +212,15 @@ class Agent(ABC):
         """Every interval's meter sample so far, in interval order."""
         self._collateral = collateral_base_units
         self._cycle = _Cycle()
+
+    def stream(self, quantity: str) -> np.random.Generator:
+        """A random stream of this agent for one ``quantity`` (``"load"``, ``"forecast"``...).
+
+        One stream per quantity keeps quantities independent of each other's draws: adding
+        PV to a battery does not reshuffle its load noise, and a shorter run sees the first
+        values of a longer one.
+        """
+        return seeded_rng(self.context.seed, "agent", self.kind, self.name, quantity)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

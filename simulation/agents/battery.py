@@ -35,15 +35,13 @@ class BatteryAgent(SiteAgent):
         )
         self.spec = spec
         n, seconds = context.intervals, context.interval_seconds
-        # Draw in a fixed order (generation error, then load noise) even when a part is
-        # absent, so adding PV to a battery does not reshuffle its load noise.
         generation = sky.generation_wh(spec.pv_peak_w, seconds)
-        generation_forecast = with_noise(generation, self.rng, spec.forecast_error)
+        generation_forecast = with_noise(generation, self.stream("forecast"), spec.forecast_error)
         expected_load = daily_load_wh(spec.load_wh_per_day, seconds, n, profile=spec.load_profile)
         self.set_profiles(
             generation_wh=generation,
             generation_forecast_wh=generation_forecast,
-            load_wh=with_noise(expected_load, self.rng, spec.load_noise),
+            load_wh=with_noise(expected_load, self.stream("load"), spec.load_noise),
             load_forecast_wh=expected_load,
         )
         self.set_storage(

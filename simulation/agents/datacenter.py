@@ -131,7 +131,9 @@ class DataCenterAgent(Agent):
         n, seconds = context.intervals, context.interval_seconds
         base = energy_wh_at_power(spec.base_load_w, seconds)
         self.base_forecast_wh: I64 = np.full(n, base, dtype=np.int64)
-        self.base_wh: I64 = with_noise(self.base_forecast_wh, self.rng, spec.base_load_noise)
+        self.base_wh: I64 = with_noise(
+            self.base_forecast_wh, self.stream("base-load"), spec.base_load_noise
+        )
         self.jobs = [
             JobProgress(job, energy_wh_at_power(job.max_power_w, seconds)) for job in spec.jobs
         ]

@@ -36,5 +36,6 @@ class Household(SiteAgent):
             profile=spec.load_profile,
         )
         self.set_profiles(
-            load_wh=with_noise(expected, self.rng, spec.load_noise), load_forecast_wh=expected
+            load_wh=with_noise(expected, self.stream("load"), spec.load_noise),
+            load_forecast_wh=expected,
         )

@@ -36,7 +36,9 @@ class PvProsumer(SiteAgent):
         expected_load = daily_load_wh(spec.load_wh_per_day, seconds, n, profile=spec.load_profile)
         self.set_profiles(
             generation_wh=generation,
-            generation_forecast_wh=with_noise(generation, self.rng, spec.forecast_error),
-            load_wh=with_noise(expected_load, self.rng, spec.load_noise),
+            generation_forecast_wh=with_noise(
+                generation, self.stream("forecast"), spec.forecast_error
+            ),
+            load_wh=with_noise(expected_load, self.stream("load"), spec.load_noise),
             load_forecast_wh=expected_load,
         )

@@ -49,7 +49,7 @@ class VppAggregator(SiteAgent):
         )
         self.spec = spec
         n, seconds = context.intervals, context.interval_seconds
-        sizes = 1.0 + spec.member_spread * self.rng.uniform(-1.0, 1.0, spec.homes)
+        sizes = 1.0 + spec.member_spread * self.stream("members").uniform(-1.0, 1.0, spec.homes)
         self.member_sizes: tuple[float, ...] = tuple(float(s) for s in sizes)
         generation: I64 = np.zeros(n, dtype=np.int64)
         generation_forecast: I64 = np.zeros(n, dtype=np.int64)
@@ -60,11 +60,14 @@ class VppAggregator(SiteAgent):
                 int(spec.load_wh_per_day * size), seconds, n, profile=spec.load_profile
             )
             load_forecast += expected
-            load += with_noise(expected, self.rng, spec.load_noise)
+            load += with_noise(expected, self.stream(f"load-{home}"), spec.load_noise)
             if home < spec.pv_homes:
                 member_generation = sky.generation_wh(int(spec.pv_peak_w * size), seconds)
                 generation += member_generation
-                generation_forecast += with_noise(member_generation, self.rng, spec.forecast_error)
+                forecast_stream = self.stream(f"forecast-{home}")
+                generation_forecast += with_noise(
+                    member_generation, forecast_stream, spec.forecast_error
+                )
         self.set_profiles(
             generation_wh=generation,
             generation_forecast_wh=generation_forecast,
