@@ -9,6 +9,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     WattledgerError                      market.errors
     ├── InputError                       market.errors      bad value from a user or file
     │   ├── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
+    │   ├── ScenarioError                simulation.scenario  bad scenario TOML (names the key)
     │   └── RequestError                 market.api_errors  a request the market API refuses (4xx)
     │       ├── MalformedJson, InvalidRequest, BodyTooLarge, BadSignature, SignerMismatch,
     │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
