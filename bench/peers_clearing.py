@@ -202,6 +202,7 @@ def run(path: str, repeats: dict[str, int], install: bool) -> list[dict[str, obj
                 continue
         done = subprocess.run(
             [str(venv_python(peer)), __file__, "_worker", peer, path, str(repeats[peer])],
+            cwd=VENV_ROOT,  # peers write log files into their working folder
             capture_output=True,
             text=True,
             check=False,
