@@ -201,7 +201,14 @@ def run(path: str, repeats: dict[str, int], install: bool) -> list[dict[str, obj
                 records.append(record)
                 continue
         done = subprocess.run(
-            [str(venv_python(peer)), __file__, "_worker", peer, path, str(repeats[peer])],
+            [
+                str(venv_python(peer)),
+                str(Path(__file__).resolve()),
+                "_worker",
+                peer,
+                str(Path(path).resolve()),
+                str(repeats[peer]),
+            ],
             cwd=VENV_ROOT,  # peers write log files into their working folder
             capture_output=True,
             text=True,
