@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
@@ -21,7 +23,7 @@ SAMPLE = {
 }
 
 
-def _abi_errors() -> list[dict]:
+def _abi_errors() -> list[dict[str, Any]]:
     return [e for e in load_artifact("EnergyMarket").abi if e["type"] == "error"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -159,7 +160,7 @@ def test_chunking_never_changes_the_result(
 ) -> None:
     whole = settle_range(trades, exported, TERMS).outcomes
     bounds = sorted({0, len(trades), *(c for c in cuts if c <= len(trades))})
-    pieces = []
+    pieces: list[Any] = []
     for lo, hi in itertools.pairwise(bounds):
         pieces.extend(settle_range(trades, exported, TERMS, lo, hi).outcomes)
     assert tuple(pieces) == whole
