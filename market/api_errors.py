@@ -26,6 +26,8 @@ invalid_quantity            422     ``quantityWh`` is zero, negative or not an i
 invalid_price               422     ``pricePerWh`` is zero, negative or not an integer
 out_of_bounds               422     a value is above the market's bounds or its EIP-712 type
 insufficient_collateral     409     free balance minus open orders' locks cannot cover it
+self_cross                  409     the order would trade against the participant's own
+                                    open order of the other side in the same interval
 batch_too_large             413     more orders in one batch than the market accepts
 batch_rejected              (*)     a batch with at least one bad order; nothing stored;
                                     ``errors`` lists each by index (* first error's status)
@@ -161,6 +163,16 @@ class InsufficientCollateral(RequestError):
     """Raised when free balance minus open orders' locks cannot cover a new order."""
 
     code, status, title = "insufficient_collateral", 409, "Insufficient collateral"
+
+
+class SelfCross(RequestError):
+    """Raised when an order's price crosses the same participant's own opposite open order.
+
+    The contract refuses a trade whose buyer is its seller (``SelfTrade``), so the market
+    never lets one participant's bid and ask for the same interval cross.
+    """
+
+    code, status, title = "self_cross", 409, "Order crosses own order"
 
 
 class BatchTooLarge(RequestError):

@@ -72,6 +72,7 @@ from market.api_errors import (
     OrderNotOpen,
     OutOfBounds,
     RequestError,
+    SelfCross,
     ServiceUnavailable,
     SignerMismatch,
     UnregisteredParticipant,
@@ -320,6 +321,8 @@ class MarketService:
         self._by_interval: dict[int, dict[str, StoredOrder]] = {}
         self._reserved: dict[str, int] = {}
         self._lock_of_order: dict[str, int] = {}
+        # Open and reserved orders by (participant, interval), for self-cross prevention.
+        self._own: dict[tuple[str, int], dict[str, StoredOrder]] = {}
         self._free: dict[str, int] = {}
         self._registered: set[str] = set()
         self._unregistered_until: dict[str, float] = {}
@@ -371,7 +374,44 @@ class MarketService:
             order.side, order.quantity_wh, order.price_per_wh, self._terms.penalty_price_per_wh
         )
 
+    def _add_own(self, order: StoredOrder) -> None:
+        self._own.setdefault((order.participant, order.interval), {})[order.id] = order
+
+    def _drop_own(self, order: StoredOrder) -> None:
+        key = (order.participant, order.interval)
+        own = self._own.get(key)
+        if own is not None:
+            own.pop(order.id, None)
+            if not own:
+                del self._own[key]
+
+    def _check_self_cross(self, parsed: ParsedOrder) -> None:
+        """Refuse an order that would match the participant's own opposite order.
+
+        A bid at price b and an ask at price a of one participant in one interval can only
+        be paired by the clearing walk when b >= a; refusing exactly those keeps every
+        committed trade between two different parties (the contract's ``SelfTrade``).
+        """
+        own = self._own.get((parsed.participant, parsed.interval))
+        if not own:
+            return
+        for other in own.values():
+            if other.side == parsed.side:
+                continue
+            if parsed.side == signing.SIDE_BUY:
+                bid, ask = parsed.price_per_wh, other.price_per_wh
+            else:
+                bid, ask = other.price_per_wh, parsed.price_per_wh
+            if bid >= ask:
+                raise SelfCross(
+                    f"interval {parsed.interval}: this {'bid' if parsed.side == 0 else 'ask'} "
+                    f"at {parsed.price_per_wh} crosses your own open order {other.id} at "
+                    f"{other.price_per_wh} (bid {bid} >= ask {ask})",
+                    hint="Cancel your own opposite order first, or price the orders apart.",
+                )
+
     def _add_open(self, order: StoredOrder, lock: int) -> None:
+        self._add_own(order)
         self._open[order.id] = order
         self._by_interval.setdefault(order.interval, {})[order.id] = order
         self._lock_of_order[order.id] = lock
@@ -379,6 +419,7 @@ class MarketService:
 
     def _remove_open(self, order_id: str) -> StoredOrder:
         order = self._open.pop(order_id)
+        self._drop_own(order)
         book = self._by_interval.get(order.interval)
         if book is not None:
             book.pop(order_id, None)
@@ -516,6 +557,7 @@ class MarketService:
         participant = parsed.participant
         if (participant, parsed.nonce) in self._nonces:
             raise NonceUsed(f"nonce {parsed.nonce} of {participant} was already used")
+        self._check_self_cross(parsed)
         lock = _lock_of(
             parsed.side, parsed.quantity_wh, parsed.price_per_wh, self._terms.penalty_price_per_wh
         )
@@ -545,6 +587,7 @@ class MarketService:
             received_at=now,
         )
         self._nonces.add((participant, parsed.nonce))
+        self._add_own(order)
         self._reserved[participant] = reserved + lock
         self._pending[parsed.interval] = self._pending.get(parsed.interval, 0) + 1
         return order, lock
@@ -553,6 +596,7 @@ class MarketService:
         """Undo the reservations of ``prepared``; caller holds the lock."""
         for order, lock in zip(prepared.orders, prepared.locks, strict=True):
             self._nonces.discard((order.participant, order.nonce))
+            self._drop_own(order)
             self._reserved[order.participant] -= lock
             self._pending[order.interval] -= 1
         prepared.done = True

@@ -273,6 +273,11 @@ CASES: dict[str, tuple[Any, int, str]] = {
         409,
         "insufficient_collateral",
     ),
+    "self_cross": (
+        lambda m, h: post(h, m.alice.order(m.t, "sell", 5, PRICE)),
+        409,
+        "self_cross",
+    ),
     "batch_with_one_bad_order": (
         lambda m, h: post(
             h,
@@ -400,6 +405,24 @@ def test_a_refused_request_does_not_block_the_same_order_later(env: Any) -> None
     expect(post(http, body), 409, "insufficient_collateral")
     m.ledger.free[m.alice.account.address.lower()] += 10**30
     assert post(http, body).status_code == 201
+
+
+def test_self_cross_is_refused_within_a_batch_and_apart_prices_are_accepted(env: Any) -> None:
+    m, http = env
+    t = m.t + 2
+    m.before = state(m)
+    crossing = {"orders": [m.bob.order(t, "buy", 10, PRICE), m.bob.order(t, "sell", 10, PRICE)]}
+    problem = expect(post(http, crossing, "/orders:batch"), 409, "batch_rejected")
+    assert [(e["index"], e["code"]) for e in problem["errors"]] == [(1, "self_cross")]
+    assert state(m) == m.before
+    # A bid below the participant's own ask can never be paired with it: accepted.
+    apart = {"orders": [m.bob.order(t, "buy", 10, PRICE), m.bob.order(t, "sell", 10, PRICE + 1)]}
+    assert post(http, apart, "/orders:batch").status_code == 201
+    # Once the crossing own order is cancelled, the other side is accepted.
+    assert post(http, m.alice.order(m.t, "sell", 5, PRICE)).status_code == 409
+    cancel = m.alice.cancel(m.open["id"])
+    assert http.request("DELETE", f"/orders/{m.open['id']}", json=cancel).status_code == 200
+    assert post(http, m.alice.order(m.t, "sell", 5, PRICE)).status_code == 201
 
 
 def test_problem_bodies_are_valid_json_with_instance(env: Any) -> None:
