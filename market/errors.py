@@ -14,7 +14,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │       ├── MalformedJson, InvalidRequest, BodyTooLarge, BadSignature, SignerMismatch,
     │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
-    │       │   InsufficientCollateral, BatchTooLarge, BatchRejected, NotYourOrder,
+    │       │   InsufficientCollateral, SelfCross, BatchTooLarge, BatchRejected, NotYourOrder,
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
     │       └── NotOperator, NotFound, MethodNotAllowed   (codes: market.api_errors)
     ├── ServiceUnavailable               market.api_errors  store or chain failed (HTTP 503)
