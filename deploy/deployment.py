@@ -28,6 +28,7 @@ DEPLOYMENTS_DIR_NAME = "deployments"
 # EnergyMarket defaults: 15-minute intervals; terms (penaltyPricePerWh, toleranceBps,
 # readingWindowSeconds) = 0.5 currency/kWh penalty and bond, 5 % tolerance, 1 h for readings.
 DEFAULT_INTERVAL_SECONDS = 900
+# (penaltyPricePerWh in base units per Wh, toleranceBps, readingWindowSeconds)
 DEFAULT_MARKET_TERMS = (500_000_000_000_000, 500, 3600)
 
 
@@ -145,8 +146,20 @@ def _jsonable(value: Any) -> Any:
 Progress = Callable[[str], None]
 
 
-def deploy_system(chain: Chain, progress: Progress | None = None) -> Deployment:
-    """Deploy every contract of the system in dependency order and return the record."""
+def deploy_system(
+    chain: Chain,
+    progress: Progress | None = None,
+    *,
+    interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
+    terms: tuple[int, int, int] = DEFAULT_MARKET_TERMS,
+) -> Deployment:
+    """Deploy every contract of the system in dependency order and return the record.
+
+    The market's epoch is the chain's current time rounded down to ``interval_seconds``;
+    ``terms`` is (penalty price per Wh, tolerance in bps, reading window in seconds).
+    """
+    if interval_seconds <= 0:
+        raise DeploymentError(f"interval length must be positive, got {interval_seconds} s")
     say = progress or (lambda _msg: None)
     deployer = chain.accounts[0]
     contracts: dict[str, DeployedContract] = {}
@@ -154,15 +167,15 @@ def deploy_system(chain: Chain, progress: Progress | None = None) -> Deployment:
     _, token = deploy_contract(chain, "WattToken", deployer, sender=deployer)
     contracts["WattToken"] = token
     say("deploying EnergyMarket")
-    epoch = chain.timestamp() // DEFAULT_INTERVAL_SECONDS * DEFAULT_INTERVAL_SECONDS
+    epoch = chain.timestamp() // interval_seconds * interval_seconds
     market, record = deploy_contract(
         chain,
         "EnergyMarket",
         token.address,
         deployer,
         epoch,
-        DEFAULT_INTERVAL_SECONDS,
-        DEFAULT_MARKET_TERMS,
+        interval_seconds,
+        terms,
         sender=deployer,
     )
     contracts["EnergyMarket"] = record
