@@ -61,3 +61,11 @@ def test_time_controls_on_anvil(anvil_chain: Chain) -> None:
     before = anvil_chain.timestamp()
     anvil_chain.advance_time(3600)
     assert anvil_chain.timestamp() >= before + 3600
+
+
+def test_deploy_system_sets_interval_length_and_terms(chain: Chain) -> None:
+    deployment = deploy_system(chain, interval_seconds=60, terms=(7, 100, 120))
+    market = contract_at(chain, "EnergyMarket", deployment.address("EnergyMarket"))
+    assert market.functions.intervalSeconds().call() == 60
+    assert market.functions.epoch().call() % 60 == 0
+    assert tuple(market.functions.terms().call()) == (7, 100, 120)
