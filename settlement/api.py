@@ -1,0 +1,276 @@
+"""The settlement API: ``POST /meter-readings`` and ``GET /intervals/{t}/settlement``.
+
+:func:`settlement_router` is included into the market API by ``wattledger serve``
+(``market.api.create_app(..., extra_routers=[...])``); :func:`create_settlement_app` serves the
+same router on its own for ``wattledger settle --watch --port N``. Either way refusals are
+``application/problem+json`` with a stable ``code`` (table in :mod:`settlement.errors`),
+produced by the market API's single error mapping.
+
+``POST /meter-readings``
+    Body ``{"reading": {participant, interval, importedWh, exportedWh}, "signature": "0x…"}``:
+    the EIP-712 ``MeterReading`` exactly as the meter key signed it, and its 65-byte
+    ``r ‖ s ‖ v`` signature (what :meth:`market.client.OrderSigner.reading` produces). Energy
+    fields take a JSON integer or a string of decimal digits. ``202 Accepted`` means the
+    reading is durably stored (``status: queued``); the service puts it on-chain in the next
+    batch, before the interval's reading deadline.
+
+``GET /intervals/{t}/settlement``
+    The reconciliation report of interval ``t`` from on-chain events, checked against the
+    settlement model (:mod:`settlement.report`), plus the service's own state of the interval
+    (``service``: state, readings by status, transactions, last error).
+
+``GET /settlement``
+    Every interval the service tracks, with its state and last error (failed intervals are
+    listed here with their reason).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# The market API's one error → problem+json mapping, reused so that both apps answer alike.
+from market.api import PROBLEM_JSON, BodyLimit
+from market.api import _problem as problem_response
+from market.api import _validation_error as validation_problem
+from market.api_errors import MethodNotAllowed, NotFound, RequestError
+from market.errors import WattledgerError
+from market.signing import checksum_address
+from settlement.service import SettlementService, reading_json
+
+log = logging.getLogger(__name__)
+
+MAX_INTERVAL = 2**63 - 1
+UintJson = Annotated[
+    StrictInt | StrictStr,
+    Field(description="unsigned integer (uint64): a JSON integer or a string of decimal digits"),
+]
+
+_EXAMPLE_READING: dict[str, Any] = {
+    "participant": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "interval": 1963,
+    "importedWh": 120,
+    "exportedWh": 2480,
+}
+
+
+class ReadingMessage(BaseModel):
+    """An EIP-712 ``MeterReading`` message, exactly as the meter signed it."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [dict(_EXAMPLE_READING)]}
+    )
+
+    participant: StrictStr = Field(description="the participant's 0x address (not the meter's)")
+    interval: UintJson = Field(description="delivery interval number")
+    importedWh: UintJson = Field(description="energy drawn from the grid in the interval, Wh")
+    exportedWh: UintJson = Field(description="energy fed into the grid in the interval, Wh")
+
+
+class SignedReading(BaseModel):
+    """A meter reading and the meter key's EIP-712 signature of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reading: ReadingMessage
+    signature: StrictStr = Field(description="65-byte signature r‖s‖v as 0x hex (v 27/28)")
+
+
+class ReadingView(BaseModel):
+    """A reading as the settlement service holds it."""
+
+    participant: str
+    interval: int
+    importedWh: int
+    exportedWh: int
+    meter: str = Field(description="the meter key that signed it")
+    status: str = Field(description="queued, onchain, superseded, rejected or missed")
+    reason: str | None = Field(description="why it was rejected, superseded or missed")
+    receivedAt: int = Field(description="on-chain time (Unix s) of acceptance")
+    txHash: str | None
+    blockNumber: int | None
+    signature: str
+
+
+class ServiceState(BaseModel):
+    """The settlement service's own view of an interval."""
+
+    state: str | None = Field(description="waiting, reading, settling, settled or failed")
+    readings: dict[str, int]
+    readingTransactions: int
+    settleTransactions: int
+    error: dict[str, Any] | None
+
+
+class SettlementView(BaseModel):
+    """An interval's reconciliation report (see settlement.report) and the service state."""
+
+    model_config = ConfigDict(extra="allow")
+
+    interval: int
+    status: str
+    ok: bool
+    checks: list[dict[str, Any]]
+    mismatches: list[str]
+    totals: dict[str, Any]
+    trades: list[dict[str, Any]]
+    participants: list[dict[str, Any]]
+    service: ServiceState
+
+
+class IntervalSummary(BaseModel):
+    """One interval the service tracks."""
+
+    interval: int
+    state: str
+    tradeCount: int
+    deadline: int
+    readingTransactions: int
+    settleTransactions: int
+    error: dict[str, Any] | None
+
+
+class SettlementOverview(BaseModel):
+    """Every interval the service tracks, and the account it settles from."""
+
+    settler: str
+    intervals: list[IntervalSummary]
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        s: {"content": {PROBLEM_JSON: {}}, "description": "refused (problem+json)"}
+        for s in statuses
+    }
+
+
+IntervalParam = Annotated[int, Path(ge=0, le=MAX_INTERVAL, description="interval number")]
+
+
+def settlement_router(service: SettlementService) -> APIRouter:
+    """The settlement paths for ``service``, to include in an app."""
+    router = APIRouter(tags=["settlement"])
+
+    @router.post(
+        "/meter-readings",
+        status_code=202,
+        response_model=ReadingView,
+        responses=_problems(400, 403, 404, 409, 413, 422, 503),
+    )
+    def submit_reading(body: SignedReading) -> Response:
+        """Submit one meter-signed reading. ``202`` means it is durably stored (``queued``).
+
+        Refused before anything is stored or any gas is spent: a bad signature, a reading
+        not signed by the participant's registered meter key, energy above the meter's
+        physical maximum, an interval that has not ended, was never committed, is settled
+        or whose reading deadline has passed, and a second reading of the same participant
+        for the interval.
+        """
+        stored = service.accept_reading(body.reading.model_dump(), body.signature)
+        return JSONResponse(reading_json(stored), status_code=202)
+
+    @router.get(
+        "/intervals/{t}/settlement",
+        response_model=SettlementView,
+        responses=_problems(404, 422, 503),
+    )
+    def interval_settlement(t: IntervalParam) -> Response:
+        """The reconciliation report of interval ``t`` from on-chain events, checked
+        against the settlement model, and the service's state of the interval."""
+        report = service.report(t)
+        body = report.to_json()
+        body["service"] = service.interval_status(t)
+        return JSONResponse(body)
+
+    @router.get("/settlement", response_model=SettlementOverview)
+    def overview() -> Response:
+        """Every interval the settlement service tracks, with its state and last error."""
+        return JSONResponse(
+            {
+                "settler": checksum_address(service.sender.address.lower()),
+                "intervals": [
+                    {
+                        "interval": row.interval,
+                        "state": row.state,
+                        "tradeCount": row.trade_count,
+                        "deadline": row.deadline,
+                        "readingTransactions": row.reading_txs,
+                        "settleTransactions": row.settle_txs,
+                        "error": (
+                            {"code": row.error_code, "detail": row.error_detail}
+                            if row.error_code
+                            else None
+                        ),
+                    }
+                    for row in service.intervals()
+                ],
+            }
+        )
+
+    return router
+
+
+def create_settlement_app(
+    service: SettlementService, *, max_body_bytes: int = 64 * 1024
+) -> FastAPI:
+    """The settlement API on its own (``wattledger settle --watch --port N``)."""
+    app = FastAPI(
+        title="wattledger settlement",
+        version="1",
+        summary="Meter-signed readings in, exactly-once on-chain settlement, reconciliation.",
+        description=__doc__,
+    )
+
+    @app.exception_handler(WattledgerError)
+    async def _on_domain_error(request: Request, exc: WattledgerError) -> Response:
+        return problem_response(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return problem_response(validation_problem(exc), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        err: RequestError
+        if exc.status_code == 404:
+            err = NotFound(f"no such path: {request.url.path}")
+        elif exc.status_code == 405:
+            err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            err = RequestError(str(exc.detail)).with_status(exc.status_code)
+        return problem_response(err, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem_response(exc, request.url.path)
+
+    @app.get("/health", tags=["settlement"])
+    def health() -> dict[str, Any]:
+        """Liveness: chain id, the settlement account and on-chain time."""
+        return {
+            "status": "ok",
+            "chainId": service.chain_id,
+            "market": service.market,
+            "settler": service.sender.address,
+            "now": service.clock.now(),
+        }
+
+    app.include_router(settlement_router(service))
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return app
+
+
+__all__ = [
+    "ReadingView",
+    "SettlementView",
+    "SignedReading",
+    "create_settlement_app",
+    "settlement_router",
+]

@@ -1,0 +1,146 @@
+"""Errors of the settlement service: refused readings (HTTP 4xx) and settlement failures.
+
+A refused ``POST /meter-readings`` raises one of the :class:`~market.api_errors.RequestError`
+classes below; the API maps them to ``application/problem+json`` in the same single place as
+the market's own refusals (``market.api._problem``), so a client branches on ``code`` alone.
+Every refusal happens before the reading is stored or any gas is spent.
+
+==========================  ======  =====================================================
+code                        status  when
+==========================  ======  =====================================================
+bad_signature               400     the signature is not 65 bytes of hex, has a high ``s``
+                                    or recovers no key (``market.api_errors.BadSignature``)
+invalid_request             422     missing or extra fields, a value that is not a uint64
+unregistered_meter          403     the reading's participant is not registered, so no
+                                    meter key may sign for it
+meter_mismatch              403     the signature is valid but not by the participant's
+                                    registered meter key (or signed for another market)
+reading_out_of_bounds       422     imported or exported energy above the physical maximum
+                                    configured for that meter
+reading_too_early           409     the interval's delivery has not ended yet
+interval_not_committed      404     no contracts were committed for the interval
+interval_settled            409     the interval is already settled
+reading_window_closed       409     the interval's reading deadline has passed
+reading_duplicate           409     a reading for this participant and interval was
+                                    already accepted (queued here or on-chain)
+service_unavailable         503     the chain or the reading store failed (retry)
+==========================  ======  =====================================================
+
+Service-side failures are a separate branch, :class:`SettlementError`: the chain being
+unreachable (:class:`ChainUnavailable`, retried with backoff) and a permanent failure of one
+interval (:class:`SettlementFailed`, recorded with the interval and the reason while the
+service carries on with the others).
+"""
+
+from __future__ import annotations
+
+from market.api_errors import RequestError
+from market.errors import WattledgerError
+
+
+class UnregisteredMeter(RequestError):
+    """Raised when a reading names a participant that is not registered (so has no meter)."""
+
+    code, status, title = "unregistered_meter", 403, "Unregistered meter"
+
+
+class MeterMismatch(RequestError):
+    """Raised when a reading's signature is valid but not by the registered meter key."""
+
+    code, status, title = "meter_mismatch", 403, "Not signed by the participant's meter"
+
+
+class ReadingOutOfBounds(RequestError):
+    """Raised when imported or exported energy exceeds the meter's configured maximum."""
+
+    code, status, title = "reading_out_of_bounds", 422, "Reading out of bounds"
+
+
+class ReadingTooEarly(RequestError):
+    """Raised when a reading arrives before its interval's delivery has ended (a future one)."""
+
+    code, status, title = "reading_too_early", 409, "Interval not ended"
+
+
+class UnknownInterval(RequestError):
+    """Raised when a reading or a settlement report names an interval never committed."""
+
+    code, status, title = "interval_not_committed", 404, "Interval not committed"
+
+
+class IntervalSettled(RequestError):
+    """Raised when a reading arrives for an interval that is already settled."""
+
+    code, status, title = "interval_settled", 409, "Interval already settled"
+
+
+class ReadingDeadlinePassed(RequestError):
+    """Raised when a reading arrives at or after its interval's reading deadline."""
+
+    code, status, title = "reading_window_closed", 409, "Reading window closed"
+
+
+class DuplicateReading(RequestError):
+    """Raised when the participant's reading for the interval was already accepted."""
+
+    code, status, title = "reading_duplicate", 409, "Reading already accepted"
+
+
+class SettlementError(WattledgerError):
+    """Base of the settlement service's own failures (not a refused request)."""
+
+    code = "settlement_error"
+
+
+class ChainUnavailable(SettlementError):
+    """Raised when the chain does not answer (connection refused, timeout, HTTP 5xx).
+
+    Transient: the service waits with exponential backoff and resumes from on-chain state.
+    """
+
+    code = "chain_unavailable"
+
+
+class SettlementFailed(SettlementError):
+    """Raised when an interval cannot be settled and retrying will not help.
+
+    ``interval`` names it; ``reason`` is the code of the underlying error (for example the
+    Solidity custom error ``TradesMismatch``). The service records it and carries on.
+    """
+
+    code = "settlement_failed"
+
+    def __init__(self, interval: int, reason: str, detail: str) -> None:
+        super().__init__(f"interval {interval}: {detail}")
+        self.interval = interval
+        self.reason = reason
+        self.detail = detail
+
+
+class TransactionNotMined(SettlementError):
+    """Raised when a transaction and all its fee-bumped replacements stayed unmined."""
+
+    code = "transaction_not_mined"
+
+
+class OutOfGas(SettlementError):
+    """Raised when a transaction was mined but ran out of gas; the batch is made smaller."""
+
+    code = "out_of_gas"
+
+
+__all__ = [
+    "ChainUnavailable",
+    "DuplicateReading",
+    "IntervalSettled",
+    "MeterMismatch",
+    "OutOfGas",
+    "ReadingDeadlinePassed",
+    "ReadingOutOfBounds",
+    "ReadingTooEarly",
+    "SettlementError",
+    "SettlementFailed",
+    "TransactionNotMined",
+    "UnknownInterval",
+    "UnregisteredMeter",
+]

@@ -1,0 +1,564 @@
+"""The settlement service's durable state: SQLite in WAL mode, one file per deployment.
+
+Three tables:
+
+``readings``
+    Every accepted meter reading, written *before* ``POST /meter-readings`` answers, with its
+    signature, so a reading that was acknowledged survives a crash until it is on-chain. The
+    primary key ``(interval, participant)`` is the contract's own rule (one reading per
+    participant per interval), so a duplicate is refused by the store as well.
+    A reading's ``status``:
+
+    * ``queued``: accepted, not yet seen on-chain;
+    * ``onchain``: a ``ReadingSubmitted`` event carries exactly these values;
+    * ``superseded``: another reading for the participant reached the chain first (relayed
+      by someone else) with other values;
+    * ``rejected``: the contract refused it (the meter key was rotated, the participant was
+      deregistered) — ``reason`` says how;
+    * ``missed``: the reading deadline passed before it could be submitted.
+
+``intervals``
+    What the service knows about each committed interval: deadline, trade count, its state
+    (``waiting`` for delivery to end, ``reading`` window open, ``settling``, ``settled``,
+    ``failed``), the last error and the transactions it took. It is a cache of chain state
+    for reporting: every decision is re-made from the chain.
+
+``txs``
+    A write-ahead journal of the service's own transactions: each signed transaction is
+    recorded (nonce, hash, fees) *before* it is broadcast, so after a crash the next process
+    knows what may still be in flight and waits for it (or replaces it) before it reads the
+    chain and decides anything. This is what makes a kill between "send" and "mark" safe.
+
+Durability and threads follow :mod:`market.store`: ``journal_mode=WAL``,
+``synchronous=FULL`` (a returned commit survives a power cut), one writer connection and one
+reader connection, each behind a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from market.errors import WattledgerError
+
+SCHEMA_VERSION = 1
+
+QUEUED = "queued"
+ONCHAIN = "onchain"
+SUPERSEDED = "superseded"
+REJECTED = "rejected"
+MISSED = "missed"
+READING_STATUSES = (QUEUED, ONCHAIN, SUPERSEDED, REJECTED, MISSED)
+
+WAITING = "waiting"
+READING = "reading"
+SETTLING = "settling"
+SETTLED = "settled"
+FAILED = "failed"
+INTERVAL_STATES = (WAITING, READING, SETTLING, SETTLED, FAILED)
+
+TX_SENT = "sent"
+TX_MINED = "mined"
+TX_DROPPED = "dropped"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS readings (
+    interval          INTEGER NOT NULL,
+    participant       TEXT NOT NULL,
+    imported_wh       TEXT NOT NULL,
+    exported_wh       TEXT NOT NULL,
+    signature         TEXT NOT NULL,
+    meter             TEXT NOT NULL,
+    participant_index INTEGER NOT NULL,
+    received_at       INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    reason            TEXT,
+    tx_hash           TEXT,
+    block_number      INTEGER,
+    PRIMARY KEY (interval, participant)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_by_status ON readings (status, interval);
+CREATE TABLE IF NOT EXISTS intervals (
+    interval      INTEGER PRIMARY KEY,
+    state         TEXT NOT NULL,
+    trade_count   INTEGER NOT NULL,
+    deadline      INTEGER NOT NULL,
+    reading_txs   INTEGER NOT NULL DEFAULT 0,
+    settle_txs    INTEGER NOT NULL DEFAULT 0,
+    error_code    TEXT,
+    error_detail  TEXT,
+    updated_at    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS txs (
+    hash          TEXT PRIMARY KEY,
+    sender        TEXT NOT NULL,
+    nonce         INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    interval      INTEGER,
+    gas_limit     INTEGER NOT NULL,
+    max_fee       TEXT,
+    priority_fee  TEXT,
+    gas_price     TEXT,
+    sent_at       REAL NOT NULL,
+    state         TEXT NOT NULL,
+    block_number  INTEGER,
+    status        INTEGER,
+    gas_used      INTEGER
+);
+CREATE INDEX IF NOT EXISTS txs_by_state ON txs (sender, state, nonce);
+"""
+
+
+class ReadingStoreError(WattledgerError):
+    """Raised when the reading store cannot be opened or written, or belongs elsewhere."""
+
+    code = "reading_store_error"
+
+
+class DuplicateKey(ReadingStoreError):
+    """Raised when a reading for the same participant and interval is already stored."""
+
+    code = "reading_store_duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    """One accepted reading. Addresses are lower-case ``0x`` hex; energy in Wh."""
+
+    interval: int
+    participant: str
+    imported_wh: int
+    exported_wh: int
+    signature: str
+    meter: str
+    participant_index: int
+    received_at: int
+    status: str = QUEUED
+    reason: str | None = None
+    tx_hash: str | None = None
+    block_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalRow:
+    """The service's record of one committed interval."""
+
+    interval: int
+    state: str
+    trade_count: int
+    deadline: int
+    reading_txs: int
+    settle_txs: int
+    error_code: str | None
+    error_detail: str | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """One signed transaction of the service's journal (fees in wei, as ints)."""
+
+    hash: str
+    sender: str
+    nonce: int
+    kind: str
+    interval: int | None
+    gas_limit: int
+    max_fee: int | None
+    priority_fee: int | None
+    gas_price: int | None
+    sent_at: float
+    state: str = TX_SENT
+    block_number: int | None = None
+    status: int | None = None
+    gas_used: int | None = None
+
+
+_READING_COLUMNS = (
+    "interval, participant, imported_wh, exported_wh, signature, meter, participant_index, "
+    "received_at, status, reason, tx_hash, block_number"
+)
+_INTERVAL_COLUMNS = (
+    "interval, state, trade_count, deadline, reading_txs, settle_txs, error_code, "
+    "error_detail, updated_at"
+)
+_TX_COLUMNS = (
+    "hash, sender, nonce, kind, interval, gas_limit, max_fee, priority_fee, gas_price, "
+    "sent_at, state, block_number, status, gas_used"
+)
+
+
+def _reading(row: Sequence[Any]) -> StoredReading:
+    return StoredReading(
+        interval=row[0],
+        participant=row[1],
+        imported_wh=int(row[2]),
+        exported_wh=int(row[3]),
+        signature=row[4],
+        meter=row[5],
+        participant_index=row[6],
+        received_at=row[7],
+        status=row[8],
+        reason=row[9],
+        tx_hash=row[10],
+        block_number=row[11],
+    )
+
+
+def _interval(row: Sequence[Any]) -> IntervalRow:
+    return IntervalRow(*row)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _tx(row: Sequence[Any]) -> TxRecord:
+    return TxRecord(
+        hash=row[0],
+        sender=row[1],
+        nonce=row[2],
+        kind=row[3],
+        interval=row[4],
+        gas_limit=row[5],
+        max_fee=_opt_int(row[6]),
+        priority_fee=_opt_int(row[7]),
+        gas_price=_opt_int(row[8]),
+        sent_at=row[9],
+        state=row[10],
+        block_number=row[11],
+        status=row[12],
+        gas_used=row[13],
+    )
+
+
+def _opt_str(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+class ReadingStore:
+    """SQLite (WAL, ``synchronous=FULL``) store of readings, interval states and the tx journal.
+
+    Energy and fees are stored as decimal text: a uint64 reading or a fee in wei can exceed
+    SQLite's signed 64-bit integers.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._writer = self._connect()
+            with self._writer:
+                self._writer.executescript(_SCHEMA)
+            self._reader = self._connect()
+        except sqlite3.Error as err:
+            raise ReadingStoreError(
+                f"Cannot open the reading store {self.path}: {err}",
+                hint="Check that the folder exists and is writable.",
+            ) from None
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def close(self) -> None:
+        """Close both connections."""
+        with self._write_lock, self._read_lock:
+            self._writer.close()
+            self._reader.close()
+
+    def pragma(self, name: str) -> Any:
+        """The value of a PRAGMA on the writer connection (tests and diagnostics)."""
+        with self._write_lock:
+            return self._writer.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return self._write_many([(sql, args)])
+
+    def _write_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
+        """Run statements in one ``BEGIN IMMEDIATE`` transaction; return rows changed."""
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                changed = 0
+                for sql, args in statements:
+                    changed += conn.execute(sql, args).rowcount
+                conn.execute("COMMIT")
+                return changed
+            except sqlite3.IntegrityError as err:
+                self._rollback()
+                raise DuplicateKey(f"reading store: {err}") from None
+            except sqlite3.Error as err:
+                self._rollback()
+                raise ReadingStoreError(f"reading store write failed: {err}") from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._read_lock:
+            try:
+                return self._reader.execute(sql, args).fetchall()
+            except sqlite3.Error as err:
+                raise ReadingStoreError(f"reading store read failed: {err}") from None
+
+    # -- deployment binding ---------------------------------------------------------------
+
+    def bind_deployment(self, chain_id: int, market_address: str) -> None:
+        """Record which deployment this store belongs to; refuse another one's store."""
+        want = {
+            "schema": str(SCHEMA_VERSION),
+            "chain_id": str(chain_id),
+            "market": market_address.lower(),
+        }
+        have = dict(self._read("SELECT key, value FROM meta"))
+        for key, value in want.items():
+            if key in have and have[key] != value:
+                raise ReadingStoreError(
+                    f"The reading store {self.path} belongs to {key} {have[key]}, not {value}.",
+                    hint="Use another --db file for this chain or market deployment.",
+                )
+        self._write_many(
+            ("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", item) for item in want.items()
+        )
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table, or None."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the ``meta`` table."""
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- readings ---------------------------------------------------------------------------
+
+    def insert_reading(self, reading: StoredReading) -> None:
+        """Store an accepted reading durably; DuplicateKey if one is already stored."""
+        self._write(
+            f"INSERT INTO readings ({_READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                reading.interval,
+                reading.participant,
+                str(reading.imported_wh),
+                str(reading.exported_wh),
+                reading.signature,
+                reading.meter,
+                reading.participant_index,
+                reading.received_at,
+                reading.status,
+                reading.reason,
+                reading.tx_hash,
+                reading.block_number,
+            ),
+        )
+
+    def get_reading(self, interval: int, participant: str) -> StoredReading | None:
+        """The stored reading of ``participant`` for ``interval``, or None."""
+        rows = self._read(
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE interval = ? AND participant = ?",
+            (interval, participant),
+        )
+        return _reading(rows[0]) if rows else None
+
+    def readings(self, interval: int, status: str | None = None) -> list[StoredReading]:
+        """Readings of ``interval`` (optionally with ``status``) by participant index."""
+        sql = f"SELECT {_READING_COLUMNS} FROM readings WHERE interval = ?"
+        args: list[Any] = [interval]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        return [_reading(r) for r in self._read(sql + " ORDER BY participant_index", args)]
+
+    def reading_counts(self, interval: int) -> dict[str, int]:
+        """Number of readings of ``interval`` per status."""
+        rows = self._read(
+            "SELECT status, COUNT(*) FROM readings WHERE interval = ? GROUP BY status",
+            (interval,),
+        )
+        return {str(s): int(n) for s, n in rows}
+
+    def intervals_with_queued(self) -> list[int]:
+        """Intervals that have queued readings, ascending."""
+        rows = self._read(
+            "SELECT DISTINCT interval FROM readings WHERE status = ? ORDER BY interval", (QUEUED,)
+        )
+        return [int(r[0]) for r in rows]
+
+    def mark_readings(
+        self,
+        interval: int,
+        participants: Iterable[str],
+        status: str,
+        *,
+        reason: str | None = None,
+        tx_hash: str | None = None,
+        block_number: int | None = None,
+        only_queued: bool = True,
+    ) -> int:
+        """Set the status (and reason, transaction) of readings; return how many changed."""
+        sql = (
+            "UPDATE readings SET status = ?, reason = ?, tx_hash = COALESCE(?, tx_hash), "
+            "block_number = COALESCE(?, block_number) WHERE interval = ? AND participant = ?"
+        )
+        if only_queued:
+            sql += f" AND status = '{QUEUED}'"
+        return self._write_many(
+            (sql, (status, reason, tx_hash, block_number, interval, p)) for p in participants
+        )
+
+    # -- intervals --------------------------------------------------------------------------
+
+    def upsert_interval(self, interval: int, trade_count: int, deadline: int, now: int) -> bool:
+        """Add a committed interval in state ``waiting`` unless known; True when added."""
+        return (
+            self._write(
+                "INSERT OR IGNORE INTO intervals (interval, state, trade_count, deadline, "
+                "updated_at) VALUES (?, ?, ?, ?, ?)",
+                (interval, WAITING, trade_count, deadline, now),
+            )
+            == 1
+        )
+
+    def get_interval(self, interval: int) -> IntervalRow | None:
+        """The service's record of ``interval``, or None."""
+        rows = self._read(
+            f"SELECT {_INTERVAL_COLUMNS} FROM intervals WHERE interval = ?", (interval,)
+        )
+        return _interval(rows[0]) if rows else None
+
+    def intervals(self, states: Sequence[str] | None = None) -> list[IntervalRow]:
+        """Intervals (optionally only those in ``states``), ascending."""
+        sql = f"SELECT {_INTERVAL_COLUMNS} FROM intervals"
+        args: list[Any] = []
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            args.extend(states)
+        return [_interval(r) for r in self._read(sql + " ORDER BY interval", args)]
+
+    def set_interval_state(
+        self,
+        interval: int,
+        state: str,
+        now: int,
+        *,
+        error_code: str | None = None,
+        error_detail: str | None = None,
+    ) -> None:
+        """Move ``interval`` to ``state``; the error columns are replaced (None clears them)."""
+        self._write(
+            "UPDATE intervals SET state = ?, error_code = ?, error_detail = ?, updated_at = ? "
+            "WHERE interval = ?",
+            (state, error_code, error_detail, now, interval),
+        )
+
+    def note_interval_error(self, interval: int, code: str, detail: str, now: int) -> None:
+        """Record a temporary problem of ``interval`` without changing its state."""
+        self._write(
+            "UPDATE intervals SET error_code = ?, error_detail = ?, updated_at = ? "
+            "WHERE interval = ?",
+            (code, detail, now, interval),
+        )
+
+    def count_tx(self, interval: int, kind: str) -> None:
+        """Count one mined transaction of ``kind`` (``readings`` or ``settle``) for ``interval``."""
+        column = "reading_txs" if kind == "readings" else "settle_txs"
+        self._write(f"UPDATE intervals SET {column} = {column} + 1 WHERE interval = ?", (interval,))
+
+    # -- transaction journal ---------------------------------------------------------------
+
+    def record_tx(self, tx: TxRecord) -> None:
+        """Journal a signed transaction before it is broadcast."""
+        self._write(
+            f"INSERT OR REPLACE INTO txs ({_TX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                tx.hash,
+                tx.sender,
+                tx.nonce,
+                tx.kind,
+                tx.interval,
+                tx.gas_limit,
+                _opt_str(tx.max_fee),
+                _opt_str(tx.priority_fee),
+                _opt_str(tx.gas_price),
+                tx.sent_at,
+                tx.state,
+                tx.block_number,
+                tx.status,
+                tx.gas_used,
+            ),
+        )
+
+    def unconfirmed_txs(self, sender: str) -> list[TxRecord]:
+        """Journalled transactions of ``sender`` not known to be mined or dropped, by nonce."""
+        rows = self._read(
+            f"SELECT {_TX_COLUMNS} FROM txs WHERE sender = ? AND state = ? ORDER BY nonce, sent_at",
+            (sender, TX_SENT),
+        )
+        return [_tx(r) for r in rows]
+
+    def txs(self, interval: int | None = None) -> list[TxRecord]:
+        """Every journalled transaction (of ``interval``), in the order they were sent."""
+        sql = f"SELECT {_TX_COLUMNS} FROM txs"
+        args: list[Any] = []
+        if interval is not None:
+            sql += " WHERE interval = ?"
+            args.append(interval)
+        return [_tx(r) for r in self._read(sql + " ORDER BY sent_at", args)]
+
+    def mark_tx_mined(self, tx_hash: str, block_number: int, status: int, gas_used: int) -> None:
+        """Record that ``tx_hash`` was mined."""
+        self._write(
+            "UPDATE txs SET state = ?, block_number = ?, status = ?, gas_used = ? WHERE hash = ?",
+            (TX_MINED, block_number, status, gas_used, tx_hash),
+        )
+
+    def mark_txs_dropped(self, sender: str, nonce: int, keep: str | None = None) -> None:
+        """Mark every unconfirmed transaction of ``sender`` at ``nonce`` (except ``keep``) dropped:
+        another transaction with that nonce was mined."""
+        self._write(
+            "UPDATE txs SET state = ? WHERE sender = ? AND nonce = ? AND state = ? "
+            "AND hash IS NOT ?",
+            (TX_DROPPED, sender, nonce, TX_SENT, keep),
+        )
+
+
+__all__ = [
+    "FAILED",
+    "INTERVAL_STATES",
+    "MISSED",
+    "ONCHAIN",
+    "QUEUED",
+    "READING",
+    "READING_STATUSES",
+    "REJECTED",
+    "SETTLED",
+    "SETTLING",
+    "SUPERSEDED",
+    "WAITING",
+    "DuplicateKey",
+    "IntervalRow",
+    "ReadingStore",
+    "ReadingStoreError",
+    "StoredReading",
+    "TxRecord",
+]

@@ -1,0 +1,472 @@
+"""Sending the settlement service's transactions: preflight, journal, replacement, backoff.
+
+:class:`TxSender` sends one transaction at a time from the service's own account and waits
+for it; that keeps the nonce discipline trivial and is plenty for a few transactions per
+interval. For each transaction it:
+
+1. **reconciles** the journal: a transaction journalled by an earlier process (killed between
+   "send" and "mark") is waited for until it is mined, or until ``receipt_timeout`` passes
+   (then the nonce is reused below, which replaces it);
+2. **preflights** it with ``eth_call`` on the *pending* block, so a transaction that would
+   revert (a reading already on-chain, a chunk no longer at the cursor, the window not yet
+   open) raises the mapped :class:`~deploy.ledger_errors.LedgerError` before any gas is spent;
+3. picks the nonce explicitly: the account's mined transaction count, so a journalled but
+   unmined transaction at that nonce is *replaced*, never queued behind;
+4. prices it: EIP-1559 ``maxFeePerGas = 2 * baseFee + tip`` with the node's suggested tip
+   (legacy ``gasPrice`` on a chain without a base fee); a replacement pays at least 9/8 of
+   the fees it replaces (rounded up: nodes ask for +10 %);
+5. signs it locally and **journals** it (nonce, hash, fees) in SQLite before broadcasting;
+6. waits for the receipt up to ``receipt_timeout``; if none, preflights again (the state may
+   have moved on) and sends a replacement with the same nonce and bumped fees, up to
+   ``max_replacements`` times;
+7. on a receipt, marks it mined in the journal; a failed receipt raises :class:`OutOfGas`
+   when it used all its gas, or the replayed revert otherwise.
+
+A node that stops answering raises :class:`~settlement.errors.ChainUnavailable` (after the
+reader's quick retries); the journal keeps the transaction as ``sent`` and the next
+:meth:`TxSender.send` or :meth:`TxSender.reconcile` finds out what became of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from web3.exceptions import TransactionNotFound
+from web3.types import TxReceipt
+
+from deploy.ledger import mapped_reverts
+from deploy.ledger_errors import LedgerError, LedgerRevert
+from settlement.chain_reader import ChainReader, is_transient, request_lock, to_int
+from settlement.errors import ChainUnavailable, OutOfGas, SettlementError, TransactionNotMined
+from settlement.store import ReadingStore, TxRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRIORITY_FEE_WEI = 1_000_000_000
+"""Tip used when the node does not suggest one (1 gwei)."""
+
+
+class NonceConsumed(SettlementError):
+    """Raised when the nonce a transaction was built for was used by another transaction.
+
+    The chain state the transaction was built from may have changed: re-read and rebuild.
+    """
+
+    code = "nonce_consumed"
+
+
+@dataclass(frozen=True)
+class TxPolicy:
+    """How patiently and how expensively transactions are sent.
+
+    ``receipt_timeout_seconds``: wait this long for a receipt before replacing.
+    ``poll_seconds``: receipt polling period. ``max_replacements``: fee bumps per transaction.
+    ``bump``: fee multiplier of a replacement as (numerator, denominator), rounded up.
+    """
+
+    receipt_timeout_seconds: float = 60.0
+    poll_seconds: float = 0.1
+    max_replacements: int = 6
+    bump: tuple[int, int] = (9, 8)
+
+
+@dataclass(frozen=True)
+class Fees:
+    """EIP-1559 fees (``max_fee``, ``priority_fee``) or a legacy ``gas_price``, in wei."""
+
+    max_fee: int | None = None
+    priority_fee: int | None = None
+    gas_price: int | None = None
+
+    def bumped(self, bump: tuple[int, int]) -> Fees:
+        """These fees times ``bump``, rounded up (a replacement's minimum)."""
+        num, den = bump
+
+        def up(value: int | None) -> int | None:
+            return None if value is None else -(-value * num // den)
+
+        return Fees(up(self.max_fee), up(self.priority_fee), up(self.gas_price))
+
+    def at_least(self, other: Fees) -> Fees:
+        """Field-wise maximum of these fees and ``other`` (same kind)."""
+
+        def most(a: int | None, b: int | None) -> int | None:
+            if a is None:
+                return b
+            return a if b is None else max(a, b)
+
+        fees = Fees(
+            most(self.max_fee, other.max_fee),
+            most(self.priority_fee, other.priority_fee),
+            most(self.gas_price, other.gas_price),
+        )
+        if fees.max_fee is not None and fees.priority_fee is not None:
+            fees = Fees(max(fees.max_fee, fees.priority_fee), fees.priority_fee, fees.gas_price)
+        return fees
+
+    @classmethod
+    def of(cls, tx: TxRecord) -> Fees:
+        """The fees a journalled transaction paid."""
+        return cls(tx.max_fee, tx.priority_fee, tx.gas_price)
+
+
+class TxSender:
+    """Sends contract calls from ``account``, one at a time, journalled in ``journal``."""
+
+    def __init__(
+        self,
+        reader: ChainReader,
+        account: LocalAccount,
+        journal: ReadingStore,
+        policy: TxPolicy | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reader = reader
+        self.w3 = reader.w3
+        self.account = account
+        self.address = to_checksum_address(account.address)
+        self.journal = journal
+        self.policy = policy or TxPolicy()
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._chain_id: int | None = None
+        self.replacements = 0
+        """Replacement transactions sent by this sender (for tests and reports)."""
+
+    # -- chain facts ---------------------------------------------------------------------
+
+    def _chain(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = to_int(self.reader.rpc("eth_chainId", []))
+        return self._chain_id
+
+    def _count(self, block: str) -> int:
+        return to_int(self.reader.rpc("eth_getTransactionCount", [self.address, block]))
+
+    def balance_wei(self) -> int:
+        """The sender's balance of the chain's native coin (it pays the gas)."""
+        return to_int(self.reader.rpc("eth_getBalance", [self.address, "latest"]))
+
+    def current_fees(self) -> Fees:
+        """What a new transaction should pay now."""
+        base = self.reader.block("latest").get("baseFeePerGas")
+        if base is None:
+            return Fees(gas_price=to_int(self.reader.rpc("eth_gasPrice", [])))
+        try:
+            tip = to_int(self.reader.rpc("eth_maxPriorityFeePerGas", []))
+        except ChainUnavailable:
+            raise
+        except Exception:  # a node without the method: a conventional tip
+            tip = DEFAULT_PRIORITY_FEE_WEI
+        tip = max(tip, 1)
+        return Fees(max_fee=2 * to_int(base) + tip, priority_fee=tip)
+
+    def _receipt(self, tx_hash: str) -> TxReceipt | None:
+        def read() -> TxReceipt | None:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
+
+        return self.reader.retry(f"reading the receipt of {tx_hash}", read)
+
+    # -- journal reconciliation ---------------------------------------------------------
+
+    def reconcile(self, timeout_seconds: float | None = None) -> None:
+        """Find out what became of journalled transactions still marked ``sent``.
+
+        Waits (up to ``timeout_seconds``, default the receipt timeout) for each to be mined;
+        a nonce taken by another transaction marks it dropped. Whatever is still unmined
+        after the wait stays ``sent``: the next :meth:`send` replaces it.
+        """
+        pending = self.journal.unconfirmed_txs(self.address)
+        if not pending:
+            return
+        timeout = (
+            self.policy.receipt_timeout_seconds if timeout_seconds is None else timeout_seconds
+        )
+        deadline = self._monotonic() + timeout
+        nonces = sorted({tx.nonce for tx in pending})
+        log.info("reconciling %d journalled transactions at nonces %s", len(pending), nonces)
+        for nonce in nonces:
+            hashes = [tx.hash for tx in pending if tx.nonce == nonce]
+            while True:
+                receipt = self._first_receipt(hashes)
+                if receipt is not None:
+                    self._record_mined(receipt, nonce)
+                    break
+                if self._count("latest") > nonce:
+                    receipt = self._first_receipt(hashes)
+                    if receipt is not None:
+                        self._record_mined(receipt, nonce)
+                    else:
+                        self.journal.mark_txs_dropped(self.address, nonce)
+                    break
+                if self._monotonic() >= deadline:
+                    log.warning("transaction at nonce %d is still not mined; will replace", nonce)
+                    return
+                self._sleep(self.policy.poll_seconds)
+
+    def _first_receipt(self, hashes: list[str]) -> TxReceipt | None:
+        for tx_hash in reversed(hashes):
+            receipt = self._receipt(tx_hash)
+            if receipt is not None:
+                return receipt
+        return None
+
+    def _record_mined(self, receipt: Mapping[str, Any], nonce: int) -> None:
+        tx_hash = _hex(receipt["transactionHash"])
+        self.journal.mark_tx_mined(
+            tx_hash, int(receipt["blockNumber"]), int(receipt["status"]), int(receipt["gasUsed"])
+        )
+        self.journal.mark_txs_dropped(self.address, nonce, keep=tx_hash)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def preflight(self, to: str, data: bytes, gas_limit: int) -> None:
+        """``eth_call`` the transaction on the pending block; raise its mapped revert.
+
+        Raises :class:`OutOfGas` when ``gas_limit`` would not be enough.
+        """
+        call: dict[str, Any] = {
+            "from": self.address,
+            "to": to_checksum_address(to),
+            "data": "0x" + data.hex(),
+            "gas": gas_limit,
+        }
+
+        def once() -> None:
+            try:
+                with mapped_reverts():
+                    self.w3.eth.call(call, "pending")  # type: ignore[arg-type]
+            except LedgerRevert as err:
+                if "out of gas" in str(err).lower():  # eth-tester reports it as a revert
+                    raise OutOfGas(f"{gas_limit} gas would not be enough") from None
+                raise
+            except LedgerError:
+                raise
+            except Exception as err:
+                if is_transient(err):
+                    raise
+                if "out of gas" in str(err).lower():
+                    raise OutOfGas(f"{gas_limit} gas would not be enough") from None
+                raise
+
+        self.reader.retry("preflighting a transaction", once)
+
+    def _next_nonce(self) -> int:
+        mined = self._count("latest")
+        pending = self._count("pending")
+        ours = {tx.nonce for tx in self.journal.unconfirmed_txs(self.address)}
+        if pending > mined and mined not in ours:
+            # Someone else's transactions from this account are queued: go after them.
+            return pending
+        return mined
+
+    def send(
+        self,
+        to: str,
+        data: bytes,
+        *,
+        gas_limit: int,
+        kind: str,
+        interval: int | None = None,
+    ) -> TxReceipt:
+        """Send ``data`` to ``to`` and return the mined receipt (see the module docstring).
+
+        Raises the mapped LedgerError of a revert (before sending when the preflight sees
+        it), :class:`OutOfGas`, :class:`NonceConsumed`, :class:`TransactionNotMined` or
+        :class:`ChainUnavailable`.
+        """
+        self.reconcile()
+        self.preflight(to, data, gas_limit)
+        nonce = self._next_nonce()
+        fees = self.current_fees()
+        for stale in self.journal.unconfirmed_txs(self.address):
+            if stale.nonce == nonce:
+                fees = fees.at_least(Fees.of(stale).bumped(self.policy.bump))
+        hashes: list[str] = []
+        for attempt in range(self.policy.max_replacements + 1):
+            if attempt:
+                self.preflight(to, data, gas_limit)
+                fees = self.current_fees().at_least(fees.bumped(self.policy.bump))
+                self.replacements += 1
+                log.info("replacing transaction at nonce %d with higher fees %s", nonce, fees)
+            tx_hash = self._sign_and_send(to, data, gas_limit, nonce, fees, kind, interval)
+            if tx_hash is None:  # the node refused the fees as too low for a replacement
+                continue
+            hashes.append(tx_hash)
+            receipt = self._wait(hashes, nonce)
+            if receipt is not None:
+                return self._finish(receipt, nonce, gas_limit, to, data)
+        raise TransactionNotMined(
+            f"a {kind} transaction at nonce {nonce} was not mined after "
+            f"{self.policy.max_replacements} fee bumps"
+        )
+
+    def _sign_and_send(
+        self,
+        to: str,
+        data: bytes,
+        gas_limit: int,
+        nonce: int,
+        fees: Fees,
+        kind: str,
+        interval: int | None,
+    ) -> str | None:
+        tx: dict[str, Any] = {
+            "chainId": self._chain(),
+            "nonce": nonce,
+            "to": to_checksum_address(to),
+            "data": data,
+            "gas": gas_limit,
+            "value": 0,
+        }
+        if fees.gas_price is not None:
+            tx["gasPrice"] = fees.gas_price
+        else:
+            tx["maxFeePerGas"] = fees.max_fee
+            tx["maxPriorityFeePerGas"] = fees.priority_fee
+            tx["type"] = 2
+        signed = self.account.sign_transaction(tx)
+        tx_hash = _hex(signed.hash)
+        self.journal.record_tx(
+            TxRecord(
+                hash=tx_hash,
+                sender=self.address,
+                nonce=nonce,
+                kind=kind,
+                interval=interval,
+                gas_limit=gas_limit,
+                max_fee=fees.max_fee,
+                priority_fee=fees.priority_fee,
+                gas_price=fees.gas_price,
+                sent_at=time.time(),
+            )
+        )
+        raw = "0x" + bytes(signed.raw_transaction).hex()
+        try:
+            self._broadcast(raw)
+        except _Refused as refused:
+            self.journal.mark_txs_dropped(self.address, nonce, keep=None)
+            if refused.kind == "underpriced":
+                return None
+            self.reconcile(timeout_seconds=0)
+            raise NonceConsumed(f"nonce {nonce} was already used: {refused}") from None
+        return tx_hash
+
+    def _broadcast(self, raw: str) -> None:
+        def once() -> None:
+            try:
+                with request_lock(self.w3):
+                    response = self.w3.provider.make_request(
+                        "eth_sendRawTransaction",  # type: ignore[arg-type]
+                        [raw],
+                    )
+            except Exception as err:
+                if is_transient(err):
+                    raise
+                _raise_refusal(str(err))
+                raise
+            error = response.get("error")
+            if error:
+                message = str(error.get("message", error) if isinstance(error, Mapping) else error)
+                _raise_refusal(message)
+                raise RuntimeError(f"the node refused the transaction: {message}")
+
+        with contextlib.suppress(_Known):  # the node has it already: a rebroadcast
+            self.reader.retry("broadcasting a transaction", once)
+
+    def _wait(self, hashes: list[str], nonce: int) -> TxReceipt | None:
+        deadline = self._monotonic() + self.policy.receipt_timeout_seconds
+        while True:
+            receipt = self._first_receipt(hashes)
+            if receipt is not None:
+                return receipt
+            if self._monotonic() >= deadline:
+                if self._count("latest") > nonce:
+                    receipt = self._first_receipt(hashes)
+                    if receipt is not None:
+                        return receipt
+                    self.journal.mark_txs_dropped(self.address, nonce)
+                    raise NonceConsumed(f"nonce {nonce} was used by another transaction")
+                return None
+            self._sleep(self.policy.poll_seconds)
+
+    def _finish(
+        self, receipt: TxReceipt, nonce: int, gas_limit: int, to: str, data: bytes
+    ) -> TxReceipt:
+        self._record_mined(receipt, nonce)
+        if int(receipt["status"]) == 1:
+            return receipt
+        if int(receipt["gasUsed"]) * 100 >= gas_limit * 97:
+            raise OutOfGas(f"transaction {_hex(receipt['transactionHash'])} ran out of gas")
+        block = int(receipt["blockNumber"]) - 1
+        call: dict[str, Any] = {"from": self.address, "to": to, "data": "0x" + data.hex()}
+        try:
+            with mapped_reverts():
+                self.w3.eth.call(call, block)  # type: ignore[arg-type]
+        except LedgerError:
+            raise
+        except Exception:  # the replay did not reproduce the revert; report it plainly
+            pass
+        raise LedgerRevert(f"transaction {_hex(receipt['transactionHash'])} reverted on-chain")
+
+
+class _Refused(Exception):
+    """The node refused a raw transaction for its nonce or fees."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _raise_refusal(message: str) -> None:
+    """Raise :class:`_Refused` for a nonce or fee refusal; return when the node already has
+    the transaction (a rebroadcast); return too for anything else (the caller raises)."""
+    text = message.lower()
+    if "already known" in text or "already imported" in text or "known transaction" in text:
+        raise _Known(message)
+    if "underpriced" in text or "fee too low" in text or "replacement" in text:
+        raise _Refused("underpriced", message)
+    if "nonce too low" in text or ("nonce" in text and ("low" in text or "used" in text)):
+        raise _Refused("nonce", message)
+
+
+class _Known(Exception):
+    """The node already has this exact transaction."""
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value.startswith("0x") else "0x" + value
+    return "0x" + bytes(value).hex()
+
+
+def backoff_delays(
+    first_seconds: float = 0.5, factor: float = 2.0, cap_seconds: float = 30.0
+) -> Any:
+    """Exponential backoff delays: ``first, first*factor, ...`` capped at ``cap_seconds``."""
+    delay = first_seconds
+    while True:
+        yield delay
+        delay = min(delay * factor, cap_seconds)
+
+
+__all__ = [
+    "DEFAULT_PRIORITY_FEE_WEI",
+    "Fees",
+    "NonceConsumed",
+    "TxPolicy",
+    "TxSender",
+    "backoff_delays",
+]
