@@ -1,0 +1,186 @@
+"""``wattledger audit``: re-derive and verify every committed interval from public data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from deploy.cli_clear import parse_k
+from deploy.deployment import read_deployment
+from market.audit import AuditError, ClearingRules
+from market.audit_sources import (
+    ApiOrderSource,
+    DirectoryOrderSource,
+    OrderSource,
+    archive_books,
+    run_audit,
+    web3_of,
+)
+from market.clearing import DEFAULT_K, MECHANISMS
+from market.errors import InputError
+
+HELP = "audit a market: re-verify signatures, book roots, clearing, settlement and balances"
+DESCRIPTION = """\
+Audit an EnergyMarket from public data, so that nobody has to trust its operator.
+
+For every interval committed on-chain (in --from..--to), the published signed order set (from
+the market API, --api, or an archive folder, --orders) and the chain's own record are checked:
+
+  signatures   every order's id is its EIP-712 digest and its signature recovers to its
+               participant, registered when the interval was committed
+  book_root    the Merkle root of the published set equals the committed bookRoot
+  commitment   the trades in the commitInterval calldata hash to the committed digests
+  reclear      clearing the published set gives exactly the committed trades and price
+  properties   every clearing property of DESIGN section 4 holds on the committed result
+  settlement   settlement recomputed with settlement/model.py from the on-chain readings
+               (meter signatures re-verified) equals the settlement events
+
+and once for the market at the audited block:
+
+  code         the contract's code is the EnergyMarket build the audit mirrors
+  conservation every balance rebuilt from events equals balanceOf; their sum equals
+               totalEscrowed and deposits - withdrawals, and the token balance covers it
+
+Everything is read at one block (--block, default the latest). The mechanism and k come from
+the market's GET /market (or market.json in the archive folder) unless given here; the chain
+does not record them.
+
+Output: one line per interval (PASS with its trades, volume, price and settlement state, or
+FAIL with each violated check and the numbers that show it), a market line and a summary;
+--json prints the structured report instead. Progress goes to stderr. Exit code 0 when every
+check passes, 1 on any violation, 2 when the evidence cannot be read (chain unreachable,
+address not an EnergyMarket, API unreachable, orders folder missing or malformed).
+
+Examples:
+  wattledger audit --rpc-url http://127.0.0.1:8545 --api http://127.0.0.1:8000
+  wattledger audit --rpc-url http://127.0.0.1:8545 --market 0x... --orders archive/ --json
+  wattledger audit --rpc-url URL --api URL --save-orders archive/   # audit, then archive
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``audit`` subcommand."""
+    parser = subparsers.add_parser(
+        "audit",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rpc-url", metavar="URL", required=True, help="JSON-RPC endpoint")
+    parser.add_argument(
+        "--market",
+        metavar="ADDRESS",
+        help="EnergyMarket address (default: the one in deployments/<chainId>.json)",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--api", metavar="URL", help="market API base URL (wattledger serve)")
+    source.add_argument(
+        "--orders",
+        metavar="DIR",
+        type=Path,
+        help="archive folder: <interval>.json (GET /intervals/{t}/orders bodies), optional "
+        "market.json (GET /market)",
+    )
+    parser.add_argument("--from", dest="from_t", type=_interval, metavar="T", help="first interval")
+    parser.add_argument("--to", dest="to_t", type=_interval, metavar="T", help="last interval")
+    parser.add_argument(
+        "--block", type=_interval, metavar="N", help="audit at this block (default: latest)"
+    )
+    parser.add_argument(
+        "--from-block",
+        type=_interval,
+        default=0,
+        metavar="N",
+        help="first block to scan for the market's events (its deployment block; default 0)",
+    )
+    parser.add_argument(
+        "--mechanism",
+        choices=MECHANISMS,
+        help="clearing mechanism to re-clear with (default: what the market declares)",
+    )
+    parser.add_argument(
+        "--k",
+        metavar="NUM/DEN",
+        help=f"uniform k (default: what the market declares, else {DEFAULT_K[0]}/{DEFAULT_K[1]})",
+    )
+    parser.add_argument(
+        "--save-orders",
+        metavar="DIR",
+        type=Path,
+        help="with --api: also archive market.json and every audited interval's order set here",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--deployments-dir",
+        metavar="DIR",
+        type=Path,
+        help="folder of deployment records (default: deployments/ in the project)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _interval(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
+    return value
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the evidence, audit, print the report; 0 pass, 1 violations."""
+    if args.save_orders is not None and args.api is None:
+        raise InputError("--save-orders archives what --api publishes; it needs --api")
+    if args.from_t is not None and args.to_t is not None and args.from_t > args.to_t:
+        raise InputError(f"--from {args.from_t} is after --to {args.to_t}")
+    rules = None
+    if args.mechanism is not None or args.k is not None:
+        k = parse_k(args.k) if args.k is not None else DEFAULT_K
+        rules = ClearingRules(args.mechanism or "uniform", k, "command line")
+    source: OrderSource = (
+        ApiOrderSource(args.api) if args.api is not None else DirectoryOrderSource(args.orders)
+    )
+    w3 = web3_of(args.rpc_url)
+    market = args.market
+    if market is None:
+        chain_id = int(w3.eth.chain_id)
+        deployment = read_deployment(chain_id, args.deployments_dir)
+        if deployment is None or "EnergyMarket" not in deployment.contracts:
+            raise AuditError(
+                f"No --market given and no deployment record for chain {chain_id}.",
+                hint="Pass --market ADDRESS (the EnergyMarket address GET /market lists).",
+            )
+        market = deployment.address("EnergyMarket")
+    print(
+        f"auditing {market} on {args.rpc_url} with {source.description}",
+        file=sys.stderr,
+        flush=True,
+    )
+    report = run_audit(
+        w3,
+        market,
+        source,
+        args.from_t,
+        args.to_t,
+        block=args.block,
+        from_block=args.from_block,
+        rules=rules,
+        progress=_progress,
+    )
+    if args.save_orders is not None and isinstance(source, ApiOrderSource):
+        written = archive_books(source, args.save_orders, [r.interval for r in report.intervals])
+        print(f"archived {len(written)} files in {args.save_orders}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+    return 0 if report.ok else 1
