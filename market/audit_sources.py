@@ -40,9 +40,9 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 
 from deploy.compiler import load_artifact
-from market.audit import (
+from market.audit import AuditReport, audit_evidence, select_intervals
+from market.audit_evidence import (
     AuditError,
-    AuditReport,
     ClearingRules,
     CommitRecord,
     CommittedTrade,
@@ -57,10 +57,8 @@ from market.audit import (
     PublishedBook,
     ReadingRecord,
     TradeSettledRecord,
-    audit_evidence,
     parse_published_book,
     rules_from_market_info,
-    select_intervals,
 )
 from market.client import MarketApiError, MarketClient
 from market.errors import InputError, WattledgerError
@@ -427,6 +425,10 @@ def read_ledger(
         elif name_ == "MeterRotated":
             who = to_checksum_address(args["participant"])
             meter_changes.append(MeterChange(who, to_checksum_address(args["newMeter"]), None, pos))
+        elif name_ == "ParticipantDeregistered":
+            who = to_checksum_address(args["participant"])
+            last = next((c.meter for c in reversed(meter_changes) if c.participant == who), "")
+            meter_changes.append(MeterChange(who, last, None, pos, registered=False))
         elif name_ in ("Deposited", "Withdrawn"):
             who = to_checksum_address(args["participant"])
             sign = 1 if name_ == "Deposited" else -1
