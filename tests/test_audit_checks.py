@@ -1,0 +1,270 @@
+"""The audit's pure parts, and markets the other tests do not draw.
+
+* the commitment hashes the audit recomputes agree with the ledger client's (differential);
+* the code comparison, the parsers of published sets and market info, the clearing rules;
+* the ``signatures`` check on hand-made sets (registration, duplicates, bad fields);
+* markets cleared pay-as-bid and with k = 1, and a meter key rotated between readings,
+  audited clean end to end; a wrong declared k fails ``reclear``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_audit_support import PRICE, AuditChain, MarketPlan, run_plan, simple_plan
+
+from deploy.ledger import orders_digest as ledger_orders_digest
+from deploy.ledger import settlement_chain
+from market import signing
+from market.audit import ClearingRules, audit_market
+from market.audit_checks import (
+    SIGNATURES,
+    CheckLog,
+    check_signatures,
+    code_matches,
+    orders_digest,
+    registered_at,
+    settlement_head,
+)
+from market.audit_evidence import (
+    CommittedTrade,
+    LogPosition,
+    MeterChange,
+    PublishedBook,
+    PublishedOrder,
+    parse_published_book,
+    rules_from_market_info,
+)
+from market.client import OrderSigner
+from market.errors import InputError
+from market.service import MarketConfig
+from settlement.model import Reading, Trade
+from settlement.readings import sign_reading
+
+ADDRESSES = [Account.from_key((i + 1).to_bytes(32, "big")).address for i in range(5)]
+
+
+@st.composite
+def committed_trades(draw: st.DrawFn) -> list[CommittedTrade]:
+    trades = []
+    for _ in range(draw(st.integers(0, 8))):
+        buyer, seller = draw(
+            st.lists(st.sampled_from(ADDRESSES), min_size=2, max_size=2, unique=True)
+        )
+        trades.append(
+            CommittedTrade(
+                buyer=buyer,
+                seller=seller,
+                quantity_wh=draw(st.integers(1, 2**40)),
+                price_per_wh=draw(st.integers(1, 2**100)),
+                buy_order_id="0x" + draw(st.binary(min_size=32, max_size=32)).hex(),
+                sell_order_id="0x" + draw(st.binary(min_size=32, max_size=32)).hex(),
+            )
+        )
+    return trades
+
+
+@settings(max_examples=100, deadline=None)
+@given(trades=committed_trades(), indices=st.permutations(range(5)))
+def test_commitment_hashes_agree_with_the_ledger_clients(
+    trades: list[CommittedTrade], indices: list[int]
+) -> None:
+    """Differential: the audit's pure keccak code against deploy.ledger's abi-encoding code."""
+    index = dict(zip(ADDRESSES, indices, strict=True))
+    as_model = [
+        Trade(
+            t.buyer,
+            t.seller,
+            t.quantity_wh,
+            t.price_per_wh,
+            bytes.fromhex(t.buy_order_id[2:]),
+            bytes.fromhex(t.sell_order_id[2:]),
+        )
+        for t in trades
+    ]
+    assert orders_digest(trades) == ledger_orders_digest(as_model)
+    assert settlement_head(trades, index) == settlement_chain(as_model, index)[0]
+
+
+def test_code_matches_only_fills_zero_placeholders() -> None:
+    reference = bytes([0x60, 0x80, 0, 0, 0x52])
+    assert code_matches(reference, reference) == (True, 0)
+    assert code_matches(bytes([0x60, 0x80, 7, 9, 0x52]), reference) == (True, 0)
+    assert code_matches(bytes([0x61, 0x80, 0, 0, 0x53]), reference) == (False, 2)
+    assert code_matches(reference + b"\x00", reference) == (False, 1)
+
+
+def test_published_book_parser_refuses_a_wrong_shape() -> None:
+    assert parse_published_book({"orders": []}, 3).orders == ()
+    for bad, words in (
+        ([], "expected a JSON object"),
+        ({"orders": {}}, "expected an 'orders' list"),
+        ({"interval": 4, "orders": []}, "it is the set of interval 4"),
+        ({"orders": [1]}, "order 0 is not a JSON object"),
+    ):
+        with pytest.raises(InputError) as caught:
+            parse_published_book(bad, 3, "x.json")
+        assert words in caught.value.message and "x.json" in caught.value.message
+
+
+def test_rules_come_from_the_declared_mechanism_and_are_checked() -> None:
+    info = {"mechanism": {"name": "pay-as-bid", "k": [1, 2]}}
+    assert rules_from_market_info(info, "m") == ClearingRules("pay-as-bid", (1, 2), "m")
+    assert rules_from_market_info({"mechanism": {"name": "uniform"}}, "m").k == (1, 2)
+    for bad in ({}, {"mechanism": {"name": "uniform", "k": [1]}}, {"mechanism": "uniform"}):
+        with pytest.raises(InputError):
+            rules_from_market_info(bad, "m")
+    with pytest.raises(InputError):
+        ClearingRules("vickrey")
+    with pytest.raises(InputError):
+        ClearingRules("uniform", (3, 2))
+
+
+# ----------------------------------------------------------------------------- signatures
+
+DOMAIN = signing.Domain(31337, "0x" + "ab" * 20)
+ALICE = Account.from_key(b"\x01" * 32)
+BOB = Account.from_key(b"\x02" * 32)
+
+
+def _published(signer: OrderSigner, seq: int, **fields: Any) -> PublishedOrder:
+    body = signer.order(5, "buy", 100, PRICE, nonce=seq, expiry=10**10)
+    message = {**body["order"], **fields}
+    order_id = "0x" + signing.digest(DOMAIN.separator, "Order", message).hex()
+    return PublishedOrder(order_id, seq, message, body["signature"], None)
+
+
+def _signatures(orders: list[PublishedOrder], registered: set[str]) -> list[str]:
+    log = CheckLog(5)
+    book = PublishedBook(5, None, DOMAIN.as_json(), tuple(orders))
+    check_signatures(book, DOMAIN, lambda p: p in registered, log)
+    assert {v.check for v in log.violations} <= {SIGNATURES}
+    return [v.message for v in log.violations]
+
+
+def test_signatures_of_registered_participants_pass() -> None:
+    alice, bob = OrderSigner(ALICE, DOMAIN), OrderSigner(BOB, DOMAIN)
+    assert (
+        _signatures([_published(alice, 1), _published(bob, 2)], {ALICE.address, BOB.address}) == []
+    )
+
+
+def test_an_order_of_a_participant_not_registered_at_the_commit_fails() -> None:
+    found = _signatures([_published(OrderSigner(BOB, DOMAIN), 1)], {ALICE.address})
+    assert len(found) == 1
+    assert found[0].endswith(f"participant {BOB.address} was not registered when 5 was committed")
+
+
+def test_a_changed_message_duplicate_and_bad_fields_fail_signatures() -> None:
+    alice = OrderSigner(ALICE, DOMAIN)
+    good = _published(alice, 1)
+    changed = PublishedOrder(good.id, 2, {**good.message, "quantityWh": 101}, good.signature)
+    other_interval = _published(alice, 3, interval=6)
+    bad_seq = _published(alice, 4)
+    bad_seq = PublishedOrder(bad_seq.id, -1, bad_seq.message, bad_seq.signature)
+    same_seq = _published(alice, 5)
+    same_seq = PublishedOrder(same_seq.id, 1, same_seq.message, same_seq.signature)
+    garbage = PublishedOrder("0x00", 9, {"participant": "nobody"}, "0x")
+    found = "\n".join(
+        _signatures(
+            [good, good, changed, other_interval, bad_seq, same_seq, garbage], {ALICE.address}
+        )
+    )
+    assert "is published twice" in found
+    assert "(the EIP-712 digest)" in found and "signature recovers to" in found
+    assert "signed for interval 6, not 5" in found
+    assert "seq -1 is not a non-negative integer" in found
+    assert "seq 1 is also the seq of" in found
+    assert "malformed message" in found
+
+
+def test_registration_follows_registration_rotation_and_deregistration() -> None:
+    a = ADDRESSES[0]
+    changes = [
+        MeterChange(a, ADDRESSES[1], 0, LogPosition(1, 0)),
+        MeterChange(a, ADDRESSES[2], None, LogPosition(2, 0)),
+        MeterChange(a, ADDRESSES[2], None, LogPosition(3, 0), registered=False),
+    ]
+    assert not registered_at(changes, a, LogPosition(1, 0))
+    assert registered_at(changes, a.lower(), LogPosition(1, 1))
+    assert registered_at(changes, a, LogPosition(3, 0))
+    assert not registered_at(changes, a, LogPosition(3, 1))
+    assert not registered_at(changes, "not an address", LogPosition(9, 0))
+
+
+# ----------------------------------------------------------------------------- other markets
+
+
+@pytest.fixture(scope="module")
+def base() -> AuditChain:
+    return AuditChain()
+
+
+@pytest.fixture
+def run(base: AuditChain) -> Iterator[Any]:
+    sessions = []
+
+    def go(plan: MarketPlan, config: MarketConfig | None = None) -> Any:
+        session = base.session(config)
+        sessions.append(session)
+        return session, run_plan(session, plan)
+
+    yield go
+    for session in sessions:
+        session.close()
+
+
+def test_a_pay_as_bid_market_audits_clean_with_its_declared_mechanism(run: Any) -> None:
+    session, _ = run(simple_plan(1), MarketConfig(mechanism="pay-as-bid"))
+    report = audit_market(session.chain, session.base.market, session.api)
+    assert report.ok, report.lines()
+    assert report.rules.mechanism == "pay-as-bid"
+    assert report.intervals[0].prices_per_wh == (PRICE + 20_000,)  # the bid's limit
+    uniform = audit_market(
+        session.chain, session.base.market, session.api, rules=ClearingRules(source="test")
+    )
+    assert {v.check for v in uniform.violations} == {"reclear", "properties"}
+
+
+def test_a_market_at_k_one_audits_clean_and_a_wrong_k_fails_reclear(run: Any) -> None:
+    plan = MarketPlan(
+        participants=2,
+        orders=[[(0, "buy", 1_000, PRICE + 40_000), (1, "sell", 1_000, PRICE)]],
+        export_factors=[{1: (1, 1)}],
+    )
+    session, (t,) = run(plan, MarketConfig(k=(1, 1)))
+    report = audit_market(session.chain, session.base.market, session.api)
+    assert report.ok and report.intervals[0].prices_per_wh == (PRICE + 40_000,)  # U
+    wrong = audit_market(
+        session.chain, session.base.market, session.api, rules=ClearingRules(k=(1, 2), source="t")
+    )
+    assert any(
+        v.interval == t and f"price expected {PRICE + 20_000} found {PRICE + 40_000}" in v.message
+        for v in wrong.violations
+    )
+
+
+def test_readings_signed_by_a_rotated_meter_key_audit_clean(base: AuditChain) -> None:
+    with base.session() as session:
+        t = session.next_interval()
+        for who, side, quantity, price in simple_plan(1).orders[0]:
+            assert session.submit(t, who, side, quantity, price)
+        session.close_gate(t)
+        seller = session.address(3)
+        new_meter = Account.create()
+        session.ledger.rotate_meter(seller, new_meter.address)
+        session.to_reading_window([t])
+        session.submit_readings(t, {2: (0, 2_000)})  # signed by participant 2's own key
+        domain = session.ledger.domain()
+        rotated = sign_reading(new_meter, Reading(seller, t, 0, 800), domain)
+        session.ledger.submit_readings(t, [rotated])
+        session.past_deadlines([t])
+        session.settle(t, 2)
+        report = audit_market(session.chain, base.market, session.api)
+        assert report.ok, report.lines()
+        assert report.intervals[0].notes == ()
