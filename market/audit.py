@@ -83,6 +83,8 @@ from market.audit_checks import (
     SETTLEMENT,
     SIGNATURES,
     CheckLog,
+    IntervalEvents,
+    MeterHistory,
     PublishedSet,
     Violation,
     check_book_root,
@@ -94,8 +96,7 @@ from market.audit_checks import (
     check_settlement,
     check_signatures,
     decimal_text,
-    registered_at,
-    seller_indices,
+    events_by_interval,
 )
 from market.audit_evidence import (
     AuditError,
@@ -283,12 +284,22 @@ def audit_interval(
     ledger: LedgerEvidence,
     book: PublishedBook | MissingBook | None,
     rules: ClearingRules,
+    events: IntervalEvents | None = None,
+    meters: MeterHistory | None = None,
 ) -> IntervalReport:
-    """Run every interval check on committed interval ``t``."""
+    """Run every interval check on committed interval ``t``.
+
+    ``events`` and ``meters`` are :func:`events_by_interval` and :class:`MeterHistory` of
+    ``ledger``; :func:`audit_evidence` builds them once for all intervals.
+    """
+    if events is None:
+        events = events_by_interval(ledger).get(t, IntervalEvents())
+    if meters is None:
+        meters = MeterHistory(ledger.meter_changes)
     commit = ledger.commits[t]
     state = ledger.states.get(t)
     checks = CheckLog(t)
-    check_commitment(commit, state, seller_indices(ledger.meter_changes), checks)
+    check_commitment(commit, state, meters.indices, checks)
     trades = commit.trades or ()
     if commit.trades is None:
         checks.fail(RECLEAR, "not compared: the committed trades cannot be read")
@@ -302,7 +313,7 @@ def audit_interval(
         parsed = check_signatures(
             book,
             ledger.order_domain,
-            lambda p: registered_at(ledger.meter_changes, p, commit.position),
+            lambda p: meters.registered_at(p, commit.position),
             checks,
         )
         check_book_root(book, parsed, commit, state, checks)
@@ -312,7 +323,7 @@ def audit_interval(
     if parsed is None and commit.trades is not None:
         checks.fail(RECLEAR, "not re-cleared: no published order set")
 
-    status = check_settlement(commit, trades, state, ledger, checks)
+    status = check_settlement(commit, trades, state, events, ledger, meters, checks)
     return IntervalReport(
         interval=t,
         violations=tuple(checks.violations),
@@ -339,10 +350,13 @@ def audit_evidence(
     """
     say = progress or (lambda _msg: None)
     chosen = select_intervals(ledger.commits, from_t, to_t)
+    grouped = events_by_interval(ledger)
+    meters = MeterHistory(ledger.meter_changes)
     reports = []
     for n, t in enumerate(chosen, 1):
         say(f"checking interval {t} ({n}/{len(chosen)})")
-        reports.append(audit_interval(t, ledger, books.get(t), rules))
+        events = grouped.get(t, IntervalEvents())
+        reports.append(audit_interval(t, ledger, books.get(t), rules, events, meters))
     market = CheckLog(None)
     check_code(ledger, market)
     check_conservation(ledger, market)

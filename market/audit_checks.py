@@ -7,6 +7,7 @@ whole market and builds the report. What each check compares is listed in :mod:`
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,9 +21,13 @@ from market.audit_evidence import (
     CommittedTrade,
     IntervalState,
     LedgerEvidence,
+    LockRecord,
     LogPosition,
     MeterChange,
+    PartySettledRecord,
     PublishedBook,
+    ReadingRecord,
+    TradeSettledRecord,
 )
 from market.clearing import Trade, clear
 from market.errors import InputError
@@ -31,7 +36,6 @@ from market.orders import Order, Side
 from market.properties import check_clearing_properties
 from market.units import PricePerWh, Wh, currency_from_base_units
 from settlement import model
-from settlement.readings import ReadingDomain, SignedReading, recover_meter
 
 SIGNATURES = "signatures"
 BOOK_ROOT = "book_root"
@@ -419,42 +423,116 @@ def check_properties(
     checks.fail_all(PROPERTIES, [str(v) for v in found])
 
 
-def _meter_at(changes: Sequence[MeterChange], participant: str, at: LogPosition) -> str | None:
-    """The meter key registered for ``participant`` just before ``at`` (None if never)."""
-    meter = None
-    for change in changes:
-        if change.position >= at:
-            break
-        if change.participant == participant:
-            meter = change.meter
-    return meter
+class MeterHistory:
+    """Each participant's registrations, meter rotations and deregistrations, in chain order.
+
+    Look-ups bisect one participant's changes, so the audit stays linear in the number of
+    readings and orders however long the market has run.
+    """
+
+    def __init__(self, changes: Sequence[MeterChange]) -> None:
+        self._changes: dict[str, list[MeterChange]] = {}
+        for change in sorted(changes, key=lambda c: c.position):
+            self._changes.setdefault(change.participant, []).append(change)
+        self._positions = {p: [c.position for c in cs] for p, cs in self._changes.items()}
+        self.indices: dict[str, int] = {
+            c.participant: c.participant_index
+            for cs in self._changes.values()
+            for c in cs
+            if c.participant_index is not None
+        }
+        """Participant index of every address ever registered (fixed at first registration)."""
+
+    def last_before(self, participant: str, at: LogPosition) -> MeterChange | None:
+        """The last change of ``participant`` (any address form) before ``at``, if any."""
+        try:
+            who = _address_key(participant)
+        except ValueError:
+            return None
+        positions = self._positions.get(who)
+        if not positions:
+            return None
+        i = bisect.bisect_left(positions, at)
+        return self._changes[who][i - 1] if i else None
+
+    def meter_at(self, participant: str, at: LogPosition) -> str | None:
+        """The meter key registered for ``participant`` just before ``at`` (None if never)."""
+        change = self.last_before(participant, at)
+        return None if change is None else change.meter
+
+    def registered_at(self, participant: str, at: LogPosition) -> bool:
+        """Whether ``participant`` was registered just before ``at``."""
+        change = self.last_before(participant, at)
+        return change is not None and change.registered
 
 
-def registered_at(changes: Sequence[MeterChange], participant: str, at: LogPosition) -> bool:
-    """Whether ``participant`` (any address form) was registered just before ``at``."""
-    try:
-        who = _address_key(participant)
-    except ValueError:
-        return False
-    registered = False
-    for change in changes:
-        if change.position >= at:
-            break
-        if change.participant == who:
-            registered = change.registered
-    return registered
+@dataclass
+class IntervalEvents:
+    """The events of one interval, grouped once so that each check reads only its own."""
+
+    readings: list[ReadingRecord] = field(default_factory=list)
+    trade_settlements: list[TradeSettledRecord] = field(default_factory=list)
+    party_settlements: list[PartySettledRecord] = field(default_factory=list)
+    locks: list[LockRecord] = field(default_factory=list)
 
 
-def seller_indices(changes: Sequence[MeterChange]) -> dict[str, int]:
-    """Participant index of every address ever registered (fixed at first registration)."""
-    return {c.participant: c.participant_index for c in changes if c.participant_index is not None}
+def events_by_interval(ledger: LedgerEvidence) -> dict[int, IntervalEvents]:
+    """Every interval's events, each list in chain order."""
+    grouped: dict[int, IntervalEvents] = {}
+
+    def of(t: int) -> IntervalEvents:
+        return grouped.setdefault(t, IntervalEvents())
+
+    for r in sorted(ledger.readings, key=lambda e: e.position):
+        of(r.interval).readings.append(r)
+    for e in sorted(ledger.trade_settlements, key=lambda e: e.position):
+        of(e.interval).trade_settlements.append(e)
+    for p in sorted(ledger.party_settlements, key=lambda e: e.position):
+        of(p.interval).party_settlements.append(p)
+    for lock in sorted(ledger.locks, key=lambda e: e.position):
+        of(lock.interval).locks.append(lock)
+    return grouped
+
+
+READING_TYPEHASH = signing.keccak(
+    b"MeterReading(address participant,uint64 interval,uint64 importedWh,uint64 exportedWh)"
+)
+
+
+def reading_digest(separator: bytes, reading: ReadingRecord) -> bytes:
+    """The EIP-712 digest a meter signs for ``reading`` (the contract's ``readingDigest``)."""
+    struct = signing.keccak(
+        READING_TYPEHASH
+        + _word_address(reading.participant)
+        + _word(reading.interval)
+        + _word(reading.imported_wh)
+        + _word(reading.exported_wh)
+    )
+    return signing.keccak(b"\x19\x01" + separator + struct)
+
+
+def reading_signer(separator: bytes, reading: ReadingRecord) -> str:
+    """Checksum address that signed ``reading`` (``r``, ``vs`` as EIP-2098); raise if none.
+
+    As OpenZeppelin's ``ECDSA.tryRecover``: ``v = 27 + (vs >> 255)``, ``s`` the low 255 bits,
+    and a high ``s`` is refused (:func:`market.signing.recover` checks that).
+    """
+    assert reading.signature is not None
+    r, vs = reading.signature
+    raw_vs = int.from_bytes(vs, "big")
+    s_value = raw_vs & ((1 << 255) - 1)
+    v = 27 + (raw_vs >> 255)
+    signature = "0x" + (r + s_value.to_bytes(32, "big") + bytes([v])).hex()
+    return _address_key(signing.recover(reading_digest(separator, reading), signature))
 
 
 def check_settlement(
     commit: CommitRecord,
     trades: Sequence[CommittedTrade],
     state: IntervalState | None,
+    events: IntervalEvents,
     ledger: LedgerEvidence,
+    meters: MeterHistory,
     checks: CheckLog,
 ) -> str:
     """The ``settlement`` check; returns the interval's settlement status for the report."""
@@ -469,21 +547,18 @@ def check_settlement(
         if a
     }
     found_locks: dict[str, int] = {}
-    for lock in ledger.locks:
-        if lock.interval == t:
-            found_locks[lock.participant] = (
-                found_locks.get(lock.participant, 0) + lock.amount_base_units
-            )
+    for lock in events.locks:
+        found_locks[lock.participant] = (
+            found_locks.get(lock.participant, 0) + lock.amount_base_units
+        )
     for party in sorted(set(expected_locks) | set(found_locks)):
         want, got = expected_locks.get(party, 0), found_locks.get(party, 0)
         if want != got:
             problems.append(f"collateral locked of {party}: expected {want} found {got}")
 
     exported: dict[str, int] = {}
-    domain = ReadingDomain(ledger.chain_id, ledger.market)
-    for reading in sorted(
-        (r for r in ledger.readings if r.interval == t), key=lambda r: r.position
-    ):
+    separator = ledger.order_domain.separator
+    for reading in events.readings:
         who = reading.participant
         if who in exported:
             problems.append(f"reading of {who} accepted twice")
@@ -491,33 +566,27 @@ def check_settlement(
         exported[who] = reading.exported_wh
         if reading.position < commit.position:
             problems.append(f"reading of {who} accepted before the commit")
-        meter = _meter_at(ledger.meter_changes, who, reading.position)
         if reading.signature is None:
             checks.notes.append(
                 f"meter signature of {who}'s reading not re-verified (transaction "
                 f"{reading.tx_hash} is not a direct submitReadings call)"
             )
             continue
-        signed = SignedReading(
-            model.Reading(who, t, reading.imported_wh, reading.exported_wh), *reading.signature
-        )
+        meter = meters.meter_at(who, reading.position)
         try:
-            signer = recover_meter(signed, domain)
-        except Exception as err:  # eth_account raises several types for a bad signature
-            problems.append(f"reading of {who}: signature does not recover ({err})")
+            signer = reading_signer(separator, reading)
+        except BadSignature as err:
+            problems.append(f"reading of {who}: signature does not recover ({err.message})")
             continue
-        if meter is None or signer != meter:
+        if signer != meter:
             problems.append(
                 f"reading of {who} (exported {reading.exported_wh} Wh): signed by {signer}, "
                 f"the registered meter was {meter}"
             )
 
     expected = model.settle_range(model_trades, exported, terms)
-    events = sorted(
-        (e for e in ledger.trade_settlements if e.interval == t), key=lambda e: e.position
-    )
     seen: set[int] = set()
-    for n, event in enumerate(events):
+    for n, event in enumerate(events.trade_settlements):
         k = event.trade_index
         if k in seen:
             problems.append(f"trade {k} settled twice")
@@ -542,11 +611,10 @@ def check_settlement(
     partial = model.settle_range(model_trades, exported, terms, 0, min(settled_count, len(trades)))
     found_released: dict[str, int] = {}
     found_credited: dict[str, int] = {}
-    for party_event in ledger.party_settlements:
-        if party_event.interval == t:
-            p = party_event.participant
-            found_released[p] = found_released.get(p, 0) + party_event.released_base_units
-            found_credited[p] = found_credited.get(p, 0) + party_event.credited_base_units
+    for party_event in events.party_settlements:
+        p = party_event.participant
+        found_released[p] = found_released.get(p, 0) + party_event.released_base_units
+        found_credited[p] = found_credited.get(p, 0) + party_event.credited_base_units
     for party in sorted(set(partial.deltas) | set(found_released)):
         delta = partial.deltas.get(party, model.BalanceDelta(0, 0))
         for name, a, b in (

@@ -25,10 +25,12 @@ from market.audit import ClearingRules, audit_market
 from market.audit_checks import (
     SIGNATURES,
     CheckLog,
+    MeterHistory,
     check_signatures,
     code_matches,
     orders_digest,
-    registered_at,
+    reading_digest,
+    reading_signer,
     settlement_head,
 )
 from market.audit_evidence import (
@@ -37,6 +39,7 @@ from market.audit_evidence import (
     MeterChange,
     PublishedBook,
     PublishedOrder,
+    ReadingRecord,
     parse_published_book,
     rules_from_market_info,
 )
@@ -44,7 +47,8 @@ from market.client import OrderSigner
 from market.errors import InputError
 from market.service import MarketConfig
 from settlement.model import Reading, Trade
-from settlement.readings import sign_reading
+from settlement.readings import ReadingDomain, recover_meter, sign_reading
+from settlement.readings import reading_digest as settlement_reading_digest
 
 ADDRESSES = [Account.from_key((i + 1).to_bytes(32, "big")).address for i in range(5)]
 
@@ -185,16 +189,44 @@ def test_a_changed_message_duplicate_and_bad_fields_fail_signatures() -> None:
 
 def test_registration_follows_registration_rotation_and_deregistration() -> None:
     a = ADDRESSES[0]
-    changes = [
-        MeterChange(a, ADDRESSES[1], 0, LogPosition(1, 0)),
-        MeterChange(a, ADDRESSES[2], None, LogPosition(2, 0)),
-        MeterChange(a, ADDRESSES[2], None, LogPosition(3, 0), registered=False),
-    ]
-    assert not registered_at(changes, a, LogPosition(1, 0))
-    assert registered_at(changes, a.lower(), LogPosition(1, 1))
-    assert registered_at(changes, a, LogPosition(3, 0))
-    assert not registered_at(changes, a, LogPosition(3, 1))
-    assert not registered_at(changes, "not an address", LogPosition(9, 0))
+    history = MeterHistory(
+        [
+            MeterChange(a, ADDRESSES[2], None, LogPosition(2, 0)),
+            MeterChange(a, ADDRESSES[2], None, LogPosition(3, 0), registered=False),
+            MeterChange(a, ADDRESSES[1], 0, LogPosition(1, 0)),
+        ]
+    )
+    assert not history.registered_at(a, LogPosition(1, 0))
+    assert history.registered_at(a.lower(), LogPosition(1, 1))
+    assert history.meter_at(a, LogPosition(1, 1)) == ADDRESSES[1]
+    assert history.meter_at(a, LogPosition(2, 1)) == ADDRESSES[2]
+    assert history.registered_at(a, LogPosition(3, 0))
+    assert not history.registered_at(a, LogPosition(3, 1))
+    assert not history.registered_at("not an address", LogPosition(9, 0))
+    assert history.indices == {a: 0}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    who=st.sampled_from(ADDRESSES),
+    t=st.integers(0, 2**64 - 1),
+    imported=st.integers(0, 2**64 - 1),
+    exported=st.integers(0, 2**64 - 1),
+    key=st.integers(1, 2**255),
+)
+def test_reading_digest_and_signer_agree_with_the_reading_module(
+    who: str, t: int, imported: int, exported: int, key: int
+) -> None:
+    """Differential: the audit's fast recovery against settlement.readings (eth_account)."""
+    meter = Account.from_key(key.to_bytes(32, "big"))
+    domain = ReadingDomain(31337, "0x" + "cd" * 20)
+    signed = sign_reading(meter, Reading(who, t, imported, exported), domain)
+    record = ReadingRecord(
+        t, who, imported, exported, LogPosition(1, 0), "0x", (signed.r, signed.vs)
+    )
+    separator = signing.Domain(31337, "0x" + "cd" * 20).separator
+    assert reading_digest(separator, record) == settlement_reading_digest(signed.reading, domain)
+    assert reading_signer(separator, record) == recover_meter(signed, domain) == meter.address
 
 
 # ----------------------------------------------------------------------------- other markets
