@@ -112,9 +112,11 @@ class CheckLog:
         self.notes: list[str] = []
 
     def fail(self, check: str, message: str) -> None:
+        """Record one violation of ``check``."""
         self.violations.append(Violation(check, message, self.interval))
 
     def fail_all(self, check: str, messages: list[str]) -> None:
+        """Record each message as a violation of ``check``, the first MAX_DIFFERENCES only."""
         for message in _capped(messages):
             self.fail(check, message)
 
