@@ -11,6 +11,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from deploy.chain import Chain, connect
+from deploy.cli_settle import add_serve_arguments, settlement_for_serve
 from deploy.deployment import (
     DEFAULT_MARKET_TERMS,
     Deployment,
@@ -112,6 +113,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="folder of deployment records (default: deployments/ in the project)",
     )
+    add_serve_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -223,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
     recovered = service.recover()
     if recovered:
         print(f"finished interrupted commits of intervals {recovered}", file=sys.stderr)
-    app = create_app(service, tick_seconds=args.tick_seconds)
+    routers, stop_settlement = settlement_for_serve(args, chain, client, deployment, db)
+    app = create_app(service, extra_routers=routers, tick_seconds=args.tick_seconds)
     print(
         f"market API on http://{args.host}:{args.port} (docs at /docs); EnergyMarket "
         f"{client.address}; {interval_seconds}-second intervals, gate closure {gate} s "
@@ -231,5 +234,8 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        stop_settlement()
     return 0

@@ -16,9 +16,19 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
     │       │   InsufficientCollateral, SelfCross, BatchTooLarge, BatchRejected, NotYourOrder,
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
-    │       └── NotOperator, NotFound, MethodNotAllowed   (codes: market.api_errors)
+    │       ├── NotOperator, NotFound, MethodNotAllowed   (codes: market.api_errors)
+    │       └── UnregisteredMeter, MeterMismatch, ReadingOutOfBounds, ReadingTooEarly,
+    │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed, DuplicateReading
+    │           (refused meter readings; codes: settlement.errors)
     ├── ServiceUnavailable               market.api_errors  store or chain failed (HTTP 503)
     ├── StoreError                       market.store       order store cannot be opened/written
+    ├── ReadingStoreError                settlement.store   reading store cannot be opened/written
+    │   └── DuplicateKey                 settlement.store   that participant's reading is stored
+    ├── SettlementError                  settlement.errors  the settlement service's own failures
+    │   ├── ChainUnavailable             settlement.errors  the node does not answer (backoff)
+    │   ├── SettlementFailed             settlement.errors  an interval cannot settle (recorded)
+    │   ├── TransactionNotMined, OutOfGas  settlement.errors  what became of a transaction
+    │   └── NonceConsumed                settlement.tx      its nonce was used meanwhile (rebuild)
     ├── LedgerCallFailed                 market.ledger_port a ledger call of the market failed
     ├── MarketApiError                   market.client      the market answered with a problem
     ├── AuditError                       market.audit       the audit cannot read its evidence

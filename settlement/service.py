@@ -299,6 +299,8 @@ class SettlementService:
         self._tick_lock = threading.Lock()
         self.stopping = threading.Event()
         """Set to make a running :meth:`tick` stop after its current transaction."""
+        self.on_progress: Callable[[str], None] | None = None
+        """Called with each progress line as it happens (a tick can take long)."""
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -441,6 +443,11 @@ class SettlementService:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def _emit(self, progress: list[str], line: str) -> None:
+        progress.append(line)
+        if self.on_progress is not None:
+            self.on_progress(line)
+
     def tick(self) -> list[str]:
         """Do everything that is due now; return one progress line per step taken.
 
@@ -464,7 +471,7 @@ class SettlementService:
                     raise
                 except (NonceConsumed, TransactionNotMined) as err:
                     self._note(t, err.code, err.message)
-                    progress.append(f"interval {t}: {err.message}; retrying")
+                    self._emit(progress, f"interval {t}: {err.message}; retrying")
                 except LedgerError as err:
                     self._fail(SettlementFailed(t, _reason(err), str(err)), progress)
                 except Exception as err:  # a bug must not stop the other intervals
@@ -520,7 +527,7 @@ class SettlementService:
                 MISSED,
                 reason="the reading deadline passed before the reading could be submitted",
             )
-            progress.append(f"interval {t}: {len(late)} readings missed the deadline")
+            self._emit(progress, f"interval {t}: {len(late)} readings missed the deadline")
         self._settle(t, progress)
 
     def _set_state(self, row: IntervalRow, state: str) -> None:
@@ -538,7 +545,7 @@ class SettlementService:
         )
         log.error("interval %d FAILED (%s): %s", err.interval, err.reason, err.detail)
         self._forget(err.interval)
-        progress.append(f"interval {err.interval}: FAILED ({err.reason}): {err.detail}")
+        self._emit(progress, f"interval {err.interval}: FAILED ({err.reason}): {err.detail}")
 
     def _finish(self, t: int, progress: list[str]) -> None:
         self._sync_readings(t)
@@ -553,7 +560,7 @@ class SettlementService:
         self.store.set_interval_state(t, SETTLED, self.clock.now())
         row = self.store.get_interval(t)
         txs = f"{row.reading_txs} reading and {row.settle_txs} settle transactions" if row else ""
-        progress.append(f"interval {t}: settled ({txs} from this service)")
+        self._emit(progress, f"interval {t}: settled ({txs} from this service)")
         log.info("interval %d: settled", t)
         self._forget(t)
 
@@ -672,9 +679,10 @@ class SettlementService:
                 block_number=int(receipt["blockNumber"]),
             )
             self.store.count_tx(t, "readings")
-            progress.append(
+            self._emit(
+                progress,
                 f"interval {t}: {len(batch)} readings on-chain in {tx_hash} "
-                f"({int(receipt['gasUsed']):,} gas)"
+                f"({int(receipt['gasUsed']):,} gas)",
             )
 
     def _reject(self, t: int, err: LedgerError, progress: list[str]) -> None:
@@ -692,7 +700,7 @@ class SettlementService:
             reason = "the participant was deregistered after the reading was accepted"
         if not self.store.mark_readings(t, [who], REJECTED, reason=f"{reason} ({err})"):
             raise err  # not one of ours: nothing to drop, so retrying would loop
-        progress.append(f"interval {t}: reading of {who} rejected: {reason}")
+        self._emit(progress, f"interval {t}: reading of {who} rejected: {reason}")
         log.warning("interval %d: reading of %s rejected: %s", t, who, reason)
 
     def _encode_readings(self, t: int, batch: Sequence[StoredReading]) -> bytes:
@@ -793,9 +801,10 @@ class SettlementService:
                 raise SettlementFailed(t, _reason(err), str(err)) from None
             self._trade_gas.observe(int(receipt["gasUsed"]), stop - start)
             self.store.count_tx(t, "settle")
-            progress.append(
+            self._emit(
+                progress,
                 f"interval {t}: settled trades {start}..{stop - 1} of {len(trades)} in "
-                f"{_hex(receipt['transactionHash'])} ({int(receipt['gasUsed']):,} gas)"
+                f"{_hex(receipt['transactionHash'])} ({int(receipt['gasUsed']):,} gas)",
             )
         raise SettlementFailed(t, "no_progress", "settlement made no progress in 10,000 attempts")
 
@@ -895,6 +904,7 @@ class SettlementRunner:
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.on_progress = on_progress or (lambda line: log.info("%s", line))
+        service.on_progress = self.on_progress
         self.before_tick = before_tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -919,8 +929,7 @@ class SettlementRunner:
             try:
                 if self.before_tick is not None:
                     self.before_tick()
-                for line in self.service.tick():
-                    self.on_progress(line)
+                self.service.tick()  # reports progress through on_progress as it goes
                 if unavailable:
                     log.warning("the chain answers again; settlement resumed")
                 unavailable, delays, wait = False, None, self.poll_seconds

@@ -41,7 +41,7 @@ from eth_utils.address import to_checksum_address
 from web3.exceptions import TransactionNotFound
 from web3.types import TxReceipt
 
-from deploy.ledger import mapped_reverts
+from deploy.ledger import decode_revert, mapped_reverts
 from deploy.ledger_errors import LedgerError, LedgerRevert
 from settlement.chain_reader import ChainReader, is_transient, request_lock, to_int
 from settlement.errors import ChainUnavailable, OutOfGas, SettlementError, TransactionNotMined
@@ -139,6 +139,7 @@ class TxSender:
         self._sleep = sleep
         self._monotonic = monotonic
         self._chain_id: int | None = None
+        self._block_overrides = True
         self.replacements = 0
         """Replacement transactions sent by this sender (for tests and reports)."""
 
@@ -233,35 +234,60 @@ class TxSender:
     # -- sending -------------------------------------------------------------------------
 
     def preflight(self, to: str, data: bytes, gas_limit: int) -> None:
-        """``eth_call`` the transaction on the pending block; raise its mapped revert.
+        """``eth_call`` the transaction as the next block would run it; raise its revert.
 
-        Raises :class:`OutOfGas` when ``gas_limit`` would not be enough.
+        On a JSON-RPC node this is a call on the *latest* state with the block time
+        overridden to the pending block's: the pending state of a node with a mempool
+        (anvil, geth) already contains our own unmined transaction, which would make its
+        replacement look like a duplicate. The embedded chain mines every transaction at
+        once, so its pending block is right. Raises :class:`OutOfGas` when ``gas_limit``
+        would not be enough.
         """
         call: dict[str, Any] = {
             "from": self.address,
             "to": to_checksum_address(to),
             "data": "0x" + data.hex(),
-            "gas": gas_limit,
+            "gas": hex(gas_limit),
         }
+        if self.reader.client.chain.is_embedded:
+            self.reader.retry("preflighting a transaction", lambda: self._call_pending(call))
+            return
+        when = self.reader.now()
+        self.reader.retry("preflighting a transaction", lambda: self._call_latest(call, when))
 
-        def once() -> None:
-            try:
-                with mapped_reverts():
-                    self.w3.eth.call(call, "pending")  # type: ignore[arg-type]
-            except LedgerRevert as err:
-                if "out of gas" in str(err).lower():  # eth-tester reports it as a revert
-                    raise OutOfGas(f"{gas_limit} gas would not be enough") from None
-                raise
-            except LedgerError:
-                raise
-            except Exception as err:
-                if is_transient(err):
-                    raise
-                if "out of gas" in str(err).lower():
-                    raise OutOfGas(f"{gas_limit} gas would not be enough") from None
-                raise
+    def _call_pending(self, call: dict[str, Any]) -> None:
+        call = {**call, "gas": int(call["gas"], 16)}
+        try:
+            with mapped_reverts():
+                self.w3.eth.call(call, "pending")  # type: ignore[arg-type]
+        except LedgerRevert as err:
+            if "out of gas" in str(err).lower():  # eth-tester reports it as a revert
+                raise OutOfGas(f"{call['gas']} gas would not be enough") from None
+            raise
 
-        self.reader.retry("preflighting a transaction", once)
+    def _call_latest(self, call: dict[str, Any], timestamp: int) -> None:
+        params: list[Any] = [call, "latest"]
+        if self._block_overrides:
+            params += [{}, {"time": hex(timestamp)}]
+        with request_lock(self.w3):
+            response = self.w3.provider.make_request("eth_call", params)  # type: ignore[arg-type]
+        error = response.get("error")
+        if not error:
+            return
+        message = str(error.get("message", "")) if isinstance(error, Mapping) else str(error)
+        revert_data = error.get("data") if isinstance(error, Mapping) else None
+        if "out of gas" in message.lower():
+            raise OutOfGas(f"{int(call['gas'], 16)} gas would not be enough: {message}")
+        if isinstance(revert_data, str) and len(revert_data) >= 10:
+            raise decode_revert(revert_data, message)
+        if "revert" in message.lower():
+            raise LedgerRevert(message)
+        if self._block_overrides:  # a node without block overrides: plain latest-state call
+            log.info("the node refused block overrides (%s); preflighting on latest", message)
+            self._block_overrides = False
+            self._call_latest(call, timestamp)
+            return
+        raise RuntimeError(f"eth_call failed: {message}")
 
     def _next_nonce(self) -> int:
         mined = self._count("latest")
@@ -297,13 +323,26 @@ class TxSender:
         hashes: list[str] = []
         for attempt in range(self.policy.max_replacements + 1):
             if attempt:
-                self.preflight(to, data, gas_limit)
+                try:
+                    self.preflight(to, data, gas_limit)
+                except LedgerError:  # our own transaction may have been mined just now
+                    receipt = self._first_receipt(hashes)
+                    if receipt is not None:
+                        return self._finish(receipt, nonce, gas_limit, to, data)
+                    raise
                 fees = self.current_fees().at_least(fees.bumped(self.policy.bump))
-                self.replacements += 1
                 log.info("replacing transaction at nonce %d with higher fees %s", nonce, fees)
-            tx_hash = self._sign_and_send(to, data, gas_limit, nonce, fees, kind, interval)
+            try:
+                tx_hash = self._sign_and_send(to, data, gas_limit, nonce, fees, kind, interval)
+            except NonceConsumed:  # mined while we were replacing it?
+                receipt = self._first_receipt(hashes)
+                if receipt is not None:
+                    return self._finish(receipt, nonce, gas_limit, to, data)
+                raise
             if tx_hash is None:  # the node refused the fees as too low for a replacement
                 continue
+            if attempt:
+                self.replacements += 1
             hashes.append(tx_hash)
             receipt = self._wait(hashes, nonce)
             if receipt is not None:

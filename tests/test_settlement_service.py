@@ -338,12 +338,15 @@ def test_runner_backs_off_while_the_chain_is_down_and_resumes() -> None:
 
     class FakeService:
         stopping = threading.Event()
+        on_progress: Any = None
 
         def tick(self) -> list[str]:
             ticks.append(time.monotonic())
             result = outcomes.pop(0) if outcomes else []
             if isinstance(result, Exception):
                 raise result
+            for line in result:
+                self.on_progress(line)
             return list(result)
 
     progress: list[str] = []

@@ -9,15 +9,21 @@ balance with the model at the end.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from test_ledger_support import DEFAULT_TERMS, DEPOSIT, MarketEnv, snapshot_env
+from eth_utils.crypto import keccak
+from test_ledger_support import DEFAULT_TERMS, DEPOSIT, PRICE, MarketEnv, snapshot_env
 
 from deploy.chain import Chain
+from deploy.ledger import LedgerClient
 from market.client import OrderSigner
 from market.signing import Domain
 from settlement.chain_reader import ChainReader
@@ -153,3 +159,125 @@ def test_settle_env_mirrors_deposits_in_the_model(tmp_path: Path) -> None:
     for env in settle_env(base, tmp_path):
         env.assert_balances_match_model()
         assert env.settler.address not in env.participants
+
+
+# --------------------------------------------------------------------------- many participants
+
+SELECTORS = {
+    name: "0x" + keccak(text=signature)[:4].hex()
+    for name, signature in {
+        "register": "registerParticipant(address,address)",
+        "mint": "mint(address,uint256)",
+        "approve": "approve(address,uint256)",
+        "deposit": "deposit(uint256)",
+    }.items()
+}
+
+
+@dataclass(frozen=True)
+class Population:
+    """Participants registered on a market with their meter keys, each with ``deposit``."""
+
+    participants: list[str]
+    meters: dict[str, LocalAccount]
+    deposit: int
+
+
+def populate_anvil(
+    chain: Chain, ledger: LedgerClient, n: int, deposit: int, seed: int
+) -> Population:
+    """Register, fund and deposit for ``n`` fresh participants on anvil in a few blocks.
+
+    Participants are impersonated (anvil signs for them); meter keys are deterministic from
+    ``seed``. Transactions are queued with automine off and mined in full blocks: 4,000 take
+    about four seconds where one block each would take minutes.
+    """
+    people = [Account.from_key((seed * 10**7 + i).to_bytes(32, "big")) for i in range(n)]
+    meters = [Account.from_key((seed * 10**7 + 10**6 + i).to_bytes(32, "big")) for i in range(n)]
+    url = chain.rpc_url
+    assert url is not None
+    rpc = chain.w3.provider.make_request
+    deployer = ledger.sender
+    token = ledger.token.address
+    nonce = int(chain.w3.eth.get_transaction_count(deployer))
+
+    def tx(sender: str, to: str, data: str, n: int) -> tuple[str, list[Any]]:
+        call = {"from": sender, "to": to, "gas": hex(300_000), "data": data, "nonce": hex(n)}
+        return "eth_sendTransaction", [call]
+
+    first: list[tuple[str, list[Any]]] = []
+    second: list[tuple[str, list[Any]]] = []
+    for who, meter in zip(people, meters, strict=True):
+        a = who.address
+        first.append(("anvil_setBalance", [a, hex(10**19)]))
+        reg = abi_encode(["address", "address"], [a, meter.address]).hex()
+        first.append(tx(deployer, ledger.address, SELECTORS["register"] + reg, nonce))
+        mint = abi_encode(["address", "uint256"], [a, deposit]).hex()
+        first.append(tx(deployer, token, SELECTORS["mint"] + mint, nonce + 1))
+        nonce += 2
+        approve = abi_encode(["address", "uint256"], [ledger.address, deposit]).hex()
+        second.append(tx(a, token, SELECTORS["approve"] + approve, 0))
+        amount = abi_encode(["uint256"], [deposit]).hex()
+        second.append(tx(a, ledger.address, SELECTORS["deposit"] + amount, 1))
+    rpc("anvil_autoImpersonateAccount", [True])  # type: ignore[arg-type]
+    rpc("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        with requests.Session() as http:
+            for phase in (first, second):
+                for k in range(0, len(phase), 500):
+                    batch = [
+                        {"jsonrpc": "2.0", "id": j, "method": m, "params": p}
+                        for j, (m, p) in enumerate(phase[k : k + 500])
+                    ]
+                    answers = http.post(url, json=batch, timeout=120).json()
+                    errors = [a for a in answers if "error" in a]
+                    assert not errors, errors[:3]
+                while True:  # mine full blocks until the pool is empty
+                    status = rpc("txpool_status", [])["result"]  # type: ignore[arg-type]
+                    if int(status["pending"], 16) == 0 and int(status["queued"], 16) == 0:
+                        break
+                    rpc("evm_mine", [])  # type: ignore[arg-type]
+    finally:
+        rpc("evm_setAutomine", [True])  # type: ignore[arg-type]
+        rpc("anvil_autoImpersonateAccount", [False])  # type: ignore[arg-type]
+    participants = [p.address for p in people]
+    assert ledger.balance_of(participants[-1]).free == deposit
+    return Population(participants, dict(zip(participants, meters, strict=True)), deposit)
+
+
+def ring_trades(participants: Sequence[str], count: int, seed: int) -> list[Trade]:
+    """``count`` trades: the first half of ``participants`` buy, the second half sell, each
+    buyer from two sellers in a ring (so every seller has several trades); seeded sizes."""
+    rng = random.Random(seed)
+    half = len(participants) // 2
+    buyers, sellers = participants[:half], participants[half:]
+    trades = []
+    for k in range(count):
+        buyer = buyers[(k // 2) % half]
+        seller = sellers[(k // 2 + k % 2) % half]
+        trades.append(
+            Trade(
+                buyer,
+                seller,
+                rng.randint(100, 2_000),
+                PRICE + rng.randint(-50_000, 50_000),
+                buy_order_id=(2 * k + 1).to_bytes(32, "big"),
+                sell_order_id=(2 * k + 2).to_bytes(32, "big"),
+            )
+        )
+    return trades
+
+
+def model_after(
+    population: Population, t: int, trades: Sequence[Trade], readings: Iterable[Reading]
+) -> Ledger:
+    """The model ledger after committing ``trades`` for ``t`` and settling with ``readings``."""
+    model = Ledger()
+    for p in population.participants:
+        model.register(p)
+        model.deposit(p, population.deposit)
+    model.commit(t, trades, DEFAULT_TERMS)
+    for r in readings:
+        model.submit_reading(t, r)
+    model.settle(t, 10**9)
+    return model

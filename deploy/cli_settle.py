@@ -1,0 +1,434 @@
+"""``wattledger settle``: run the settlement service on its own, or print a settlement report.
+
+The same service also runs inside ``wattledger serve`` (:func:`add_serve_arguments` and
+:func:`settlement_for_serve` are its hooks there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi import APIRouter
+
+from deploy.chain import Chain, connect
+from deploy.deployment import Deployment, read_deployment
+from deploy.ledger import LedgerClient
+from market.errors import InputError
+from settlement.chain_reader import ChainReader, request_lock, serialize_requests
+from settlement.service import (
+    DEFAULT_MAX_READING_WH,
+    SettlementConfig,
+    SettlementRunner,
+    SettlementService,
+)
+from settlement.store import FAILED, ReadingStore
+from settlement.tx import TxPolicy, TxSender
+
+HELP = "run the settlement service: meter readings, batched submission, chunked settlement"
+DESCRIPTION = """\
+Settle delivered intervals on-chain (DESIGN §5): for each committed interval, put the
+meter-signed readings it received on-chain in batches while the reading window is open, then,
+after the reading deadline, call EnergyMarket.settle in chunks until the interval is Settled.
+Every step first reads the chain (readings on-chain, the settle cursor) and every transaction
+is journalled in the SQLite store (--db) before it is sent, so a restart at any point neither
+repeats nor skips anything. The same service runs inside `wattledger serve`.
+
+Without --watch, everything that is due now is done once and the command exits (status 1 if
+an interval failed). With --watch it keeps going; with --port it also serves the settlement
+API: POST /meter-readings (EIP-712 readings signed by the meter key) and
+GET /intervals/{t}/settlement.
+
+Transactions are sent from the settlement account: the private key in $WATTLEDGER_SETTLER_KEY,
+or one of the chain's development accounts (--settler-account, default the last one). It
+pays gas only; anyone may settle.
+
+--report T prints the reconciliation report of interval T from on-chain events, checked
+against the settlement model (status 1 when a check fails); --json prints it as JSON.
+
+Examples:
+  wattledger settle --rpc-url http://127.0.0.1:8545                 # settle what is due
+  wattledger settle --rpc-url http://127.0.0.1:8545 --watch --port 8001
+  wattledger settle --rpc-url http://127.0.0.1:8545 --report 1963 --json
+"""
+
+SETTLER_KEY_ENV = "WATTLEDGER_SETTLER_KEY"
+
+log = logging.getLogger("wattledger.settle")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def _fraction(text: str) -> tuple[int, int]:
+    num, _, den = text.partition("/")
+    try:
+        pair = (int(num), int(den or "1"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NUM/DEN such as 1/2, got {text!r}") from None
+    if not 0 < pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return pair
+
+
+def _meter_limit(text: str) -> tuple[str, int]:
+    address, _, wh = text.partition("=")
+    if len(address) != 42 or not address.startswith("0x") or not wh.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ADDRESS=WH, got {text!r}")
+    return address.lower(), int(wh)
+
+
+def add_common_arguments(parser: argparse._ActionsContainer, *, prefix: str = "") -> None:
+    """Options shared by ``settle`` and ``serve``: limits, batching, the settlement account."""
+    parser.add_argument(
+        "--max-reading-wh",
+        type=_positive,
+        default=DEFAULT_MAX_READING_WH,
+        metavar="WH",
+        help="physical maximum of a meter's import or export in one interval; readings above "
+        f"it are refused (default {DEFAULT_MAX_READING_WH:,} Wh = 10 MWh)",
+    )
+    parser.add_argument(
+        "--meter-limit",
+        type=_meter_limit,
+        action="append",
+        default=[],
+        metavar="ADDRESS=WH",
+        help="a participant's own maximum per interval (repeatable)",
+    )
+    parser.add_argument(
+        "--settler-account",
+        type=int,
+        metavar="INDEX",
+        help=f"development account that sends settlement transactions (default: the last; "
+        f"${SETTLER_KEY_ENV} overrides)",
+    )
+    parser.add_argument(
+        "--gas-fraction",
+        type=_fraction,
+        default=(1, 2),
+        metavar="NUM/DEN",
+        help="share of the block gas limit one transaction may use (default 1/2)",
+    )
+    parser.add_argument(
+        "--max-batch-readings",
+        type=_positive,
+        default=1_000,
+        metavar="N",
+        help="most readings per submitReadings transaction (default 1,000; gas decides first)",
+    )
+    parser.add_argument(
+        "--max-settle-trades",
+        type=_positive,
+        default=5_000,
+        metavar="N",
+        help="most trades per settle chunk (default 5,000; gas decides first)",
+    )
+    parser.add_argument(
+        "--receipt-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for a receipt before replacing a transaction with higher fees "
+        "(default 60)",
+    )
+    parser.add_argument(
+        f"--{prefix}poll-seconds",
+        dest="settle_poll_seconds",
+        type=_seconds,
+        default=2.0,
+        metavar="S",
+        help="how often the settlement loop looks for work (default 2 s)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``settle`` subcommand."""
+    parser = subparsers.add_parser(
+        "settle",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rpc-url", metavar="URL", help="JSON-RPC endpoint of the chain")
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        type=Path,
+        help="SQLite store of readings and transactions (default settlement-<chainId>.db)",
+    )
+    parser.add_argument(
+        "--deployments-dir",
+        metavar="DIR",
+        type=Path,
+        help="folder of deployment records (default: deployments/ in the project)",
+    )
+    parser.add_argument("--watch", action="store_true", help="keep settling as intervals fall due")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind with --port")
+    parser.add_argument(
+        "--port", type=_positive, help="with --watch: serve the settlement API on this port"
+    )
+    parser.add_argument(
+        "--report", type=int, metavar="T", help="print interval T's reconciliation report"
+    )
+    parser.add_argument("--json", action="store_true", help="with --report: print JSON")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="put failed intervals back in the loop"
+    )
+    add_common_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settlement options of ``wattledger serve``."""
+    group = parser.add_argument_group("settlement service")
+    group.add_argument(
+        "--settle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the settlement service in this process: POST /meter-readings, "
+        "GET /intervals/{t}/settlement, readings on-chain and settlement in chunks "
+        "(default on)",
+    )
+    group.add_argument(
+        "--settlement-db",
+        metavar="PATH",
+        type=Path,
+        help="its SQLite store (default: settlement-<chainId>.db beside the order store)",
+    )
+    add_common_arguments(group, prefix="settle-")
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def settler_account(chain: Chain, index: int | None) -> LocalAccount:
+    """The account that sends settlement transactions (see ``--settler-account``)."""
+    key = os.environ.get(SETTLER_KEY_ENV)
+    if key:
+        account: LocalAccount = Account.from_key(key)
+        return account
+    signers = chain.signers
+    position = len(signers) - 1 if index is None else index
+    if not 0 <= position < len(signers):
+        raise InputError(
+            f"--settler-account {index}: the chain has {len(signers)} known accounts",
+            hint=f"Use 0..{len(signers) - 1}, or set {SETTLER_KEY_ENV} to a funded key.",
+        )
+    return signers[position]
+
+
+def build_service(
+    chain: Chain,
+    client: LedgerClient,
+    deployment: Deployment,
+    db: Path,
+    args: argparse.Namespace,
+) -> SettlementService:
+    """Assemble a :class:`SettlementService` from parsed options."""
+    settler = settler_account(chain, args.settler_account)
+    if settler.address.lower() == deployment.deployer.lower():
+        log.warning(
+            "the settlement account is the deployer (operator): its commits and the "
+            "settlement transactions will compete for nonces"
+        )
+    reader = ChainReader(client, start_block=deployment.contracts["EnergyMarket"].block_number)
+    store = ReadingStore(db)
+    policy = TxPolicy(receipt_timeout_seconds=args.receipt_timeout)
+    config = SettlementConfig(
+        max_reading_wh=args.max_reading_wh,
+        meter_limits_wh=dict(args.meter_limit),
+        gas_fraction=args.gas_fraction,
+        max_batch_readings=args.max_batch_readings,
+        max_settle_trades=args.max_settle_trades,
+    )
+    return SettlementService(reader, store, TxSender(reader, settler, store, policy), config)
+
+
+def _embedded_heartbeat(chain: Chain) -> Callable[[], None]:
+    """Keep the embedded chain's clock near the wall clock.
+
+    eth-tester stamps a block with the time its predecessor was mined, and mines only when a
+    transaction arrives; on a quiet chain the reading window would never close. Mining an
+    empty block when chain time lags lets deadlines pass in real time.
+    """
+    reader_w3 = chain.w3
+
+    def beat() -> None:
+        with request_lock(reader_w3):
+            pending = int(reader_w3.eth.get_block("pending")["timestamp"])
+            if pending < int(time.time()):
+                chain.mine(1)
+
+    return beat
+
+
+def settlement_for_serve(
+    args: argparse.Namespace,
+    chain: Chain,
+    client: LedgerClient,
+    deployment: Deployment,
+    market_db: Path,
+) -> tuple[list[APIRouter], Callable[[], None]]:
+    """Start the settlement service for ``wattledger serve``: its routers and a stop function."""
+    if not args.settle:
+        return [], lambda: None
+    from settlement.api import settlement_router
+
+    if chain.is_embedded:
+        serialize_requests(chain.w3)  # gate closure and settlement share the in-process chain
+    db = args.settlement_db or market_db.parent / f"settlement-{chain.chain_id}.db"
+    service = build_service(chain, client, deployment, db, args)
+    runner = SettlementRunner(
+        service,
+        args.settle_poll_seconds,
+        before_tick=_embedded_heartbeat(chain) if chain.is_embedded else None,
+    )
+    runner.start()
+    print(
+        f"settlement service: POST /meter-readings, GET /intervals/{{t}}/settlement; settling "
+        f"from {service.sender.address}; reading store {db}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return [settlement_router(service)], runner.stop
+
+
+def _load(args: argparse.Namespace) -> tuple[Chain, LedgerClient, Deployment]:
+    if args.rpc_url is None:
+        raise InputError(
+            "wattledger settle needs --rpc-url: the embedded chain lives inside one process.",
+            hint="`wattledger serve` runs the settlement service on its embedded chain; or "
+            "start `wattledger node` and pass --rpc-url http://127.0.0.1:8545.",
+        )
+    chain = connect(args.rpc_url)
+    deployment = read_deployment(chain.chain_id, args.deployments_dir)
+    if deployment is None:
+        raise InputError(
+            f"No deployment is recorded for chain {chain.chain_id}.",
+            hint="Run `wattledger deploy --rpc-url ...` or `wattledger serve --rpc-url ...` first.",
+        )
+    if not chain.w3.eth.get_code(deployment.address("EnergyMarket")):
+        raise InputError(
+            f"The recorded EnergyMarket {deployment.address('EnergyMarket')} has no code on "
+            f"chain {chain.chain_id} (a fresh node?).",
+            hint="Deploy again, or point --rpc-url at the node that has the deployment.",
+        )
+    return chain, LedgerClient.from_deployment(chain, deployment), deployment
+
+
+def _print_report(client: LedgerClient, deployment: Deployment, t: int, as_json: bool) -> int:
+    from rich.console import Console
+
+    from settlement.report import build_report, render
+
+    reader = ChainReader(client, start_block=deployment.contracts["EnergyMarket"].block_number)
+    events = reader.interval_events(t)
+    if not events.committed:
+        raise InputError(f"interval {t} was never committed on this market; nothing to report.")
+    report = build_report(events)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        Console().print(render(report))
+    return 0 if report.ok else 1
+
+
+def _summary(service: SettlementService) -> list[str]:
+    lines = []
+    for row in service.intervals():
+        error = f"  ({row.error_code}: {row.error_detail})" if row.error_code else ""
+        lines.append(
+            f"interval {row.interval}: {row.state}, {row.trade_count} trades, "
+            f"{row.reading_txs} reading and {row.settle_txs} settle transactions{error}"
+        )
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Settle what is due (once, or --watch), or print a report."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    chain, client, deployment = _load(args)
+    if args.report is not None:
+        return _print_report(client, deployment, args.report, args.json)
+    if args.port is not None and not args.watch:
+        raise InputError("--port serves the settlement API while watching; add --watch.")
+    db = args.db or Path(f"settlement-{chain.chain_id}.db")
+    service = build_service(chain, client, deployment, db, args)
+    print(
+        f"settlement on {args.rpc_url} (chain id {chain.chain_id}), EnergyMarket "
+        f"{client.address}, from {service.sender.address}; store {db}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.retry_failed:
+        print(f"retrying failed intervals {service.retry_failed()}", file=sys.stderr)
+    if not args.watch:
+        service.on_progress = lambda line: print(line, file=sys.stderr, flush=True)
+        service.tick()
+        for line in _summary(service):
+            print(line)
+        return 1 if service.store.intervals((FAILED,)) else 0
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    runner = SettlementRunner(service, args.settle_poll_seconds, on_progress=say)
+    if args.port is None:
+        runner.run()
+        return 0
+    import uvicorn
+
+    from settlement.api import create_settlement_app
+
+    runner.start()
+    try:
+        say(f"settlement API on http://{args.host}:{args.port} (docs at /docs)")
+        uvicorn.run(
+            create_settlement_app(service),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        runner.stop()
+    return 0
+
+
+__all__ = [
+    "SETTLER_KEY_ENV",
+    "add_common_arguments",
+    "add_serve_arguments",
+    "build_service",
+    "register",
+    "run",
+    "settlement_for_serve",
+    "settler_account",
+]
