@@ -67,6 +67,8 @@ from market.signing import DOMAIN_NAME, DOMAIN_VERSION
 STATUS_NAMES = ("none", "committed", "settled")
 RPC_TIMEOUT_SECONDS = 30
 MARKET_FILE = "market.json"
+LOG_CHUNK_BLOCKS = 50_000
+"""Blocks per ``eth_getLogs`` request: public endpoints refuse wider ranges."""
 
 # ----------------------------------------------------------------------------- order sets
 
@@ -390,8 +392,11 @@ def read_ledger(
     token_contract = w3.eth.contract(address=token, abi=load_artifact("WattToken").abi)
     token_balance = int(token_contract.functions.balanceOf(market).call(block_identifier=pinned))
 
-    say(f"reading the market's events up to block {pinned}")
-    raw_logs = w3.eth.get_logs({"address": market, "fromBlock": from_block, "toBlock": pinned})
+    say(f"reading the market's events from block {from_block} to {pinned}")
+    raw_logs: list[Any] = []
+    for start in range(from_block, pinned + 1, LOG_CHUNK_BLOCKS):
+        stop = min(pinned, start + LOG_CHUNK_BLOCKS - 1)
+        raw_logs.extend(w3.eth.get_logs({"address": market, "fromBlock": start, "toBlock": stop}))
     topics = _event_topics(abi)
     decoded: list[tuple[str, dict[str, Any], Any]] = []
     for log in sorted(raw_logs, key=lambda lg: (lg["blockNumber"], lg["logIndex"])):
