@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deploy.cli_deploy",
     "deploy.cli_clear",
     "deploy.cli_serve",
+    "deploy.cli_simulate",
     "deploy.cli_settle",
     "deploy.cli_audit",
 )

@@ -1,0 +1,201 @@
+"""Factories that wire the parts together: deployment, funding, market service and app.
+
+``wattledger serve`` and ``wattledger simulate`` assemble the same system (chain,
+EnergyMarket deployment, order store, :class:`~market.service.MarketService` over the
+:class:`~deploy.market_ledger.ChainLedger`, FastAPI app with the settlement router); the
+composition lives here once so that the simulation runs exactly what ``serve`` runs, only
+with a simulated clock and without a socket.
+
+Nothing here holds global state: every function takes what it wires and returns the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eth_account.signers.local import LocalAccount
+
+from deploy.chain import Chain
+from deploy.deployment import (
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MARKET_TERMS,
+    Deployment,
+    deploy_contract,
+    deploy_system,
+)
+from deploy.ledger import LedgerClient
+from deploy.market_ledger import ChainLedger
+from market.clock import Clock
+from market.service import MarketConfig, MarketService
+from market.store import OrderStore
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+
+    from settlement.chain_reader import ChainReader
+    from settlement.service import SettlementConfig, SettlementService
+
+DEV_FUNDING_BASE_UNITS = 1_000_000 * 10**18
+"""WATT given to each development account by ``serve --fund-dev-accounts`` (one million)."""
+
+Progress = Callable[[str], None]
+
+
+def deploy_market(
+    chain: Chain,
+    *,
+    interval_seconds: int | None = None,
+    progress: Progress | None = None,
+) -> Deployment:
+    """Deploy WattToken and EnergyMarket; the market with ``interval_seconds`` if given.
+
+    :func:`deploy.deployment.deploy_system` fixes 15-minute intervals; for another length
+    the market is deployed again with that length (epoch: now rounded down to it) and the
+    deployer gets its OPERATOR, REGISTRAR and GUARDIAN roles, as ``deploy_system`` gives.
+    """
+    say = progress or (lambda _msg: None)
+    deployment = deploy_system(chain, progress=say)
+    if interval_seconds is None or interval_seconds == DEFAULT_INTERVAL_SECONDS:
+        return deployment
+    deployer = deployment.deployer
+    epoch = chain.timestamp() // interval_seconds * interval_seconds
+    say(f"deploying EnergyMarket with {interval_seconds}-second intervals")
+    market, record = deploy_contract(
+        chain,
+        "EnergyMarket",
+        deployment.address("WattToken"),
+        deployer,
+        epoch,
+        interval_seconds,
+        DEFAULT_MARKET_TERMS,
+        sender=deployer,
+    )
+    for role in ("OPERATOR_ROLE", "REGISTRAR_ROLE", "GUARDIAN_ROLE"):
+        role_id = market.functions[role]().call()
+        tx = market.functions.grantRole(role_id, deployer).transact({"from": deployer})
+        chain.w3.eth.wait_for_transaction_receipt(tx)
+    contracts = dict(deployment.contracts)
+    contracts["EnergyMarket"] = record
+    return Deployment(chain_id=deployment.chain_id, deployer=deployer, contracts=contracts)
+
+
+def fund_dev_accounts(client: LedgerClient, accounts: Sequence[LocalAccount]) -> None:
+    """Register each account (as its own meter) and top its free balance up to 1M WATT."""
+    for account in accounts:
+        address = account.address
+        if not client.participant_info(address).registered:
+            client.register_participant(address, address)
+        missing = DEV_FUNDING_BASE_UNITS - client.balance_of(address).free
+        if missing > 0:
+            client.transact(client.token.functions.mint(address, missing), client.sender)
+            client.deposit(address, missing)
+
+
+def default_gate_closure_seconds(interval_seconds: int) -> int:
+    """Gate closure lead time ``serve`` uses unless told: a third of the interval."""
+    return max(interval_seconds // 3, 1)
+
+
+@dataclass
+class MarketParts:
+    """The assembled market: its ledger adapter, order store and service."""
+
+    ledger: ChainLedger
+    store: OrderStore
+    service: MarketService
+
+
+def market_service(
+    client: LedgerClient,
+    db: Path,
+    clock: Clock,
+    config: MarketConfig,
+    *,
+    ledger: ChainLedger | None = None,
+) -> MarketParts:
+    """Open the order store at ``db`` and build the market service over ``client``.
+
+    ``ledger`` replaces the plain :class:`ChainLedger` (a subclass that measures or caches).
+    """
+    adapter = ledger or ChainLedger(client)
+    store = OrderStore(db)
+    return MarketParts(adapter, store, MarketService(store, adapter, clock, config))
+
+
+def market_app(
+    service: MarketService,
+    *,
+    extra_routers: Sequence[APIRouter] = (),
+    tick_seconds: float | None = None,
+) -> FastAPI:
+    """The market API over ``service``, with ``extra_routers`` (the settlement service's)."""
+    from market.api import create_app
+
+    return create_app(service, extra_routers=extra_routers, tick_seconds=tick_seconds)
+
+
+def settlement_service(
+    client: LedgerClient,
+    db: Path,
+    settler: LocalAccount,
+    *,
+    start_block: int = 0,
+    reader: ChainReader | None = None,
+    config: SettlementConfig | None = None,
+    clock: Clock | None = None,
+) -> SettlementService:
+    """The settlement service for the market of ``client``, sending from ``settler``.
+
+    The composition of ``wattledger settle`` (:func:`deploy.cli_settle.build_service`) with
+    the service's default policy: a :class:`~settlement.chain_reader.ChainReader` scanning
+    events from ``start_block`` (the market's deployment block) unless ``reader`` is given,
+    the SQLite reading store and transaction journal at ``db``, and on-chain time unless
+    ``clock`` is given.
+    """
+    from settlement.chain_reader import ChainReader
+    from settlement.service import SettlementService
+    from settlement.store import ReadingStore
+    from settlement.tx import TxPolicy, TxSender
+
+    reader = reader or ChainReader(client, start_block=start_block)
+    store = ReadingStore(db)
+    sender = TxSender(reader, settler, store, TxPolicy())
+    return SettlementService(reader, store, sender, config, clock)
+
+
+def prefer_fast_keccak() -> bool:
+    """Make eth-hash use pysha3's C Keccak in this process, if installed; True if it does.
+
+    eth-hash picks its backend on first use and prefers pycryptodome, which is several
+    times slower; py-evm (the embedded chain) and web3 hash through it constantly, so a
+    simulation on eth-tester runs about twice as fast with pysha3 (``safe-pysha3``, a
+    dependency). The result of every hash is the same.
+    """
+    try:
+        from eth_hash.auto import keccak
+        from eth_hash.utils import load_backend
+
+        backend = load_backend("pysha3")
+    except (ImportError, ValueError):
+        return False
+    fast: Any = keccak
+    fast._backend = backend
+    fast.hasher = backend.keccak256
+    fast.preimage = backend.preimage
+    return True
+
+
+__all__ = [
+    "DEV_FUNDING_BASE_UNITS",
+    "MarketParts",
+    "default_gate_closure_seconds",
+    "deploy_market",
+    "fund_dev_accounts",
+    "market_app",
+    "market_service",
+    "prefer_fast_keccak",
+    "settlement_service",
+]

@@ -1,0 +1,234 @@
+"""``wattledger simulate``: a local testnet simulation with a report people want to look at."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deploy.compiler import REPO_ROOT
+from market.errors import InputError
+
+if TYPE_CHECKING:
+    from simulation.driver import RunState
+    from simulation.modes import System
+    from simulation.scenario import Scenario
+
+DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "neighbourhood.toml"
+
+HELP = "simulate prosumers, batteries and data centers trading on a local testnet; write a report"
+DESCRIPTION = """\
+Run a scenario of simulated participants (PV prosumers, batteries, households, data centers,
+VPP aggregators: scenarios/*.toml) through the real system for a number of 15-minute
+delivery intervals: every agent has its own participant key, meter key and collateral
+deposit; it signs its orders, which go through the market API (a VPP's through
+POST /orders:batch); at each gate closure the market clears the interval and commits the
+trades on-chain; the agents' meters sign what they measured, the readings go through
+POST /meter-readings, and the settlement service settles every interval on-chain after its
+reading deadline. A fixed seed in the scenario makes the run reproducible.
+
+Where it runs:
+  (default)                the whole system in this process on the embedded eth-tester
+                           chain: fresh contracts, the market API app reached through an
+                           ASGI client, real clearing, contracts and settlement service;
+                           chain time and the market's clock move together
+  --rpc-url URL            the same, on anvil (`wattledger node`) or another JSON-RPC chain
+  --api-url URL --rpc-url URL
+                           drive a `wattledger serve --rpc-url URL` that is already running:
+                           gates are closed early with the operator-signed
+                           POST /intervals/{t}/close (the operator key must be known: a
+                           local anvil's deployer) and chain time is moved with anvil's
+                           evm_increaseTime; at most the server's maxAheadIntervals - 2
+                           intervals
+
+Output in --out (default runs/<UTC time>/): report.html (self-contained, readable
+offline: clearing price and volume, supply and demand curves, contracted against delivered
+energy, penalties, each participant's position and energy mix, data-center load shifting,
+the run's checks), summary.json (the same for every run of a seed), orders.csv, trades.csv,
+settlements.csv, meters.csv, participants.csv and timing.json (wall time per stage). The
+headline figures and the report's path are printed at the end. Exit status 0 when every
+check of the run holds (energy and token conservation, every committed interval settled,
+data-center deadlines met, on-chain balances equal to the settlements), 1 when one fails,
+2 for bad input (a scenario file with an unknown key, a wrong type or an impossible value
+is refused before anything runs, naming the key).
+
+Examples:
+  wattledger simulate                                   # a simulated day, neighbourhood
+  wattledger simulate --intervals 24 --out runs/night   # the first six hours
+  wattledger simulate --scenario scenarios/datacenter-heavy.toml
+  wattledger simulate --rpc-url http://127.0.0.1:8545   # on a local anvil
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``simulate`` subcommand."""
+    parser = subparsers.add_parser(
+        "simulate",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--scenario",
+        metavar="FILE",
+        type=Path,
+        default=DEFAULT_SCENARIO,
+        help="scenario TOML file (default: scenarios/neighbourhood.toml)",
+    )
+    parser.add_argument(
+        "--intervals",
+        metavar="N",
+        type=_positive,
+        help="simulate N intervals instead of the scenario's simulation.intervals",
+    )
+    parser.add_argument(
+        "--rpc-url", metavar="URL", help="JSON-RPC chain to use (default: embedded eth-tester)"
+    )
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="drive an already running `wattledger serve` at URL (needs --rpc-url)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help="output folder (default: runs/<UTC time>/ in the current folder)",
+    )
+    parser.add_argument(
+        "--book-interval",
+        metavar="T",
+        type=int,
+        help="interval (0-based) whose supply and demand curves the report draws "
+        "(default: the one with the most volume)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (for logs and CI)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def default_out_dir() -> Path:
+    """``runs/<UTC time>/`` in the current folder."""
+    return Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
+    from simulation.modes import EmbeddedSystem, RemoteSystem
+
+    if args.api_url is not None:
+        if args.rpc_url is None:
+            raise InputError(
+                "--api-url needs --rpc-url: the simulation registers its participants and "
+                "moves chain time on the market's chain.",
+                hint="Pass the --rpc-url the server was started with, e.g. "
+                "--api-url http://127.0.0.1:8000 --rpc-url http://127.0.0.1:8545.",
+            )
+        say(f"driving the market at {args.api_url} on {args.rpc_url}")
+        return RemoteSystem(scenario, api_url=args.api_url, rpc_url=args.rpc_url)
+    say(f"starting the system on {args.rpc_url or 'the embedded eth-tester chain'}")
+    return EmbeddedSystem(scenario, rpc_url=args.rpc_url, progress=say)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the scenario, run it, write the report and print the headline figures."""
+    from deploy.assembly import prefer_fast_keccak
+    from simulation.record import check_record
+    from simulation.report import headline_text, write_run
+    from simulation.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, intervals=args.intervals)
+    if args.book_interval is not None and not (
+        0 <= args.book_interval < scenario.simulation.intervals
+    ):
+        raise InputError(
+            f"--book-interval {args.book_interval} is outside the run's intervals "
+            f"0..{scenario.simulation.intervals - 1}"
+        )
+    out = args.out or default_out_dir()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    prefer_fast_keccak()
+    started = time.perf_counter()
+    sim = scenario.simulation
+    say(
+        f"scenario {scenario.name} ({args.scenario}): {scenario.agents.count} agents, "
+        f"{sim.intervals} intervals of {sim.interval_seconds} s, seed {sim.seed}"
+    )
+    system = _system(args, scenario, say)
+    try:
+        record = _run_with_progress(scenario, system, show=not args.no_progress)
+        write_started = time.perf_counter()
+        files = write_run(record, out, book_interval=args.book_interval)
+        timing = dict(record.timing_seconds)
+        timing["report"] = time.perf_counter() - write_started
+        timing["total"] = time.perf_counter() - started
+        (out / "timing.json").write_text(
+            json.dumps({k: round(v, 3) for k, v in timing.items()}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+    finally:
+        system.close()
+    print(headline_text(record, files["report.html"].resolve()))
+    print(f"Run took {timing['total']:.0f} s on {record.chain}; files in {out}")
+    return 0 if all(check.ok for check in check_record(record)) else 1
+
+
+def _run_with_progress(scenario: Scenario, system: System, *, show: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from simulation.driver import run_simulation
+
+    if not show:
+        return run_simulation(scenario, system)
+    progress = Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("intervals"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    task = progress.add_task(
+        "setting up", total=scenario.simulation.intervals, status="", start=True
+    )
+
+    def update(state: RunState) -> None:
+        status = (
+            f"{state.orders:,} orders  {state.trades:,} trades  "
+            f"settled {state.settled}/{state.committed} committed"
+        )
+        if state.rejected or state.readings_refused:
+            status += f"  refused: {state.rejected} orders, {state.readings_refused} readings"
+        progress.update(
+            task, completed=state.intervals_done, description=state.phase, status=status
+        )
+
+    with progress:
+        return run_simulation(scenario, system, on_progress=update)

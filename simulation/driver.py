@@ -1,0 +1,381 @@
+"""The simulation run loop: agents trade through the real market API for every interval.
+
+:func:`run_simulation` takes a scenario and a :class:`~simulation.modes.System` (the market
+in-process on the embedded chain or on ``--rpc-url``, or an already running ``serve``) and
+returns the :class:`~simulation.record.RunRecord` the report is made from.
+
+Set-up
+    Every agent becomes a participant: the deployer sends it a little native currency for
+    gas, registers it with its meter key and mints its collateral; the agent approves and
+    deposits the collateral itself (:meth:`System.onboard`).
+
+The loop
+    Simulation interval ``t`` is on-chain interval ``T = T0 + t``, where ``T0`` is the first
+    interval whose gate is still open after set-up. Time only moves forward, to two points
+    per interval::
+
+        gate closure of T      close the gate (the market freezes, clears and commits T);
+                               fetch T's clearing; agents learn their fills (on_fills) and
+                               what their meters measured (meter); each meter signs its
+                               reading; agents place their orders for T+1 (signed, each
+                               through POST /orders, a VPP's through POST /orders:batch)
+        end of T-1 (start of T)
+                               the signed readings of T-1 go to POST /meter-readings; every
+                               committed interval whose reading deadline has passed is
+                               settled (settlement service, in chunks)
+
+    After the last interval, time moves to the end of the last interval (its readings) and
+    past the last reading deadline, and settlement finishes. The agents' order of calls
+    (orders, fills, meter for t = 0, 1, ...) is the one :mod:`simulation.agents.base` demands.
+
+What is recorded
+    Orders as the API accepted them (ids are the order hashes), the clearing as the API
+    publishes it (``GET /intervals/{t}/clearing``), the agents' meter samples, and each
+    trade's settlement from the contract's ``TradeSettled`` events. Checks only the driver
+    can make are added to the record: every order was accepted, the escrow's balances sum to
+    its token balance, and every participant's on-chain balance equals its deposit plus its
+    net position from the settlement events.
+
+Timing
+    Wall time per stage goes to :attr:`RunRecord.timing_seconds`: ``setup``, ``agents``
+    (strategies, physics, signing), ``api`` (HTTP requests, in the market's process too),
+    ``clearing`` (gate closure: freeze, clear, store), ``chain`` (every contract call and
+    transaction, and moving chain time) and ``settlement`` (the settlement service's own work).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from market.client import OrderSigner
+from settlement.model import Reading
+from simulation.agents import Agent, MarketView, OrderIntent, build_agents
+from simulation.modes import (
+    Participant,
+    SimulationError,
+    System,
+    local_account,
+    signed_reading_body,
+)
+from simulation.record import RunRecord, RunRecorder, SettlementRecord, positions
+from simulation.scenario import Scenario
+
+PRICE_MEMORY_INTERVALS = 192
+"""How many past clearing prices agents are shown (two days of 15-minute intervals)."""
+
+
+@dataclass
+class RunState:
+    """Counters the progress display shows while a run goes on."""
+
+    intervals_done: int = 0
+    intervals: int = 0
+    orders: int = 0
+    rejected: int = 0
+    readings_refused: int = 0
+    trades: int = 0
+    committed: int = 0
+    settled: int = 0
+    phase: str = "setting up"
+
+
+ProgressHook = Callable[[RunState], None]
+
+
+@dataclass
+class _Trade:
+    """A committed trade, kept until it settles (commit order = ``TradeSettled`` index)."""
+
+    buy_order_id: str
+    sell_order_id: str
+    buyer: str
+    seller: str
+    quantity_wh: int
+    price_per_wh: int
+
+
+@dataclass
+class _Interval:
+    """The driver's bookkeeping of one on-chain interval."""
+
+    t: int
+    trades: list[_Trade] = field(default_factory=list)
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    committed: bool = False
+    settled: bool = False
+
+
+def run_simulation(
+    scenario: Scenario,
+    system: System,
+    *,
+    on_progress: ProgressHook | None = None,
+) -> RunRecord:
+    """Run ``scenario`` on ``system``; return the finished record (nothing is written)."""
+    return _Run(scenario, system, on_progress or (lambda _state: None)).run()
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, system: System, on_progress: ProgressHook) -> None:
+        self.scenario = scenario
+        self.system = system
+        self.sw = system.stopwatch
+        self.on_progress = on_progress
+        self.state = RunState(intervals=scenario.simulation.intervals)
+        self.recorder = RunRecorder(scenario, chain=system.label)
+        self.agents: list[Agent] = []
+        self.signers: dict[str, OrderSigner] = {}
+        self.nonces: dict[str, itertools.count[int]] = {}
+        self.name_of: dict[str, str] = {}
+        self.intervals: dict[int, _Interval] = {}
+        self.prices: list[int | None] = []
+        self.accepted: dict[int, int] = {}
+        self.t0 = 0
+
+    # ------------------------------------------------------------------ top level
+
+    def run(self) -> RunRecord:
+        sim = self.scenario.simulation
+        timing = self.system.timing
+        with self.sw.stage("setup", split_chain=False):
+            self._setup()
+        self.t0 = timing.current(self.system.now()) + 2
+        self._place_orders(0)
+        last = self.t0 + sim.intervals - 1
+        for t in range(sim.intervals):
+            interval = self.t0 + t
+            self._advance(timing.gate_closure(interval))
+            self._close(t)
+            if t < sim.intervals - 1:
+                self._place_orders(t + 1)
+            self._deliver_readings(interval - 2)
+            self._settle()
+            self.state.intervals_done = t + 1
+            self._report("trading")
+        self._report("settling")
+        self._advance(timing.end(last))
+        self._deliver_readings(last - 1)
+        self._deliver_readings(last)
+        self._settle()
+        self._advance(timing.deadline(last))
+        self._settle()
+        pending = [i.t for i in self.intervals.values() if i.committed and not i.settled]
+        if pending:
+            raise SimulationError(
+                f"intervals {pending} (simulation numbering) were committed but did not "
+                "settle after their reading deadline"
+            )
+        with self.sw.stage("checks", split_chain=False):
+            self._final_checks()
+        self._report("done")
+        self.recorder.timing_seconds.update(self.sw.seconds)
+        return self.recorder.finish(self.agents)
+
+    def _report(self, phase: str) -> None:
+        self.state.phase = phase
+        self.on_progress(self.state)
+
+    def _advance(self, unix_seconds: int) -> None:
+        with self.sw.stage("chain"):
+            self.system.advance_to(unix_seconds)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _setup(self) -> None:
+        self.agents = build_agents(self.scenario)
+        participants = []
+        for agent in self.agents:
+            account = local_account(agent.participant_private_key)
+            self.signers[agent.name] = OrderSigner(account, self.system.domain)
+            self.nonces[agent.name] = itertools.count(1)
+            self.name_of[account.address.lower()] = agent.name
+            participants.append(
+                Participant(agent.name, account, agent.meter_address, agent.collateral_base_units())
+            )
+            self.recorder.add_participant(agent, account.address)
+        self._report("registering participants")
+        self.system.onboard(participants)
+
+    # ------------------------------------------------------------------ orders
+
+    def _place_orders(self, t: int) -> None:
+        interval = self.t0 + t
+        view = MarketView(
+            self.scenario.simulation.interval_seconds,
+            tuple(self.prices[-PRICE_MEMORY_INTERVALS:]),
+        )
+        expiry = self.system.timing.gate_closure(interval)
+        placed: list[tuple[Agent, list[OrderIntent]]] = []
+        submissions: list[tuple[bool, list[dict[str, Any]]]] = []
+        with self.sw.stage("agents"):
+            for agent in self.agents:
+                intents = agent.orders(t, view)
+                if not intents:
+                    continue
+                signer, nonces = self.signers[agent.name], self.nonces[agent.name]
+                bodies = [
+                    signer.order(
+                        interval,
+                        i.side,
+                        i.quantity_wh,
+                        i.price_per_wh,
+                        nonce=next(nonces),
+                        expiry=expiry,
+                    )
+                    for i in intents
+                ]
+                placed.append((agent, intents))
+                submissions.append((agent.batch, bodies))
+        with self.sw.stage("api"):
+            results = self.system.api.submit_orders(submissions)
+        for (agent, intents), stored in zip(placed, results, strict=True):
+            for intent, order in zip(intents, stored, strict=True):
+                if order is None:
+                    self.state.rejected += 1
+                    continue
+                self.recorder.add_order(t, order["id"], agent.name, intent)
+                self.accepted[t] = self.accepted.get(t, 0) + 1
+                self.state.orders += 1
+
+    # ------------------------------------------------------------------ gate closure
+
+    def _close(self, t: int) -> None:
+        interval = self.t0 + t
+        record = _Interval(t)
+        self.intervals[interval] = record
+        has_orders = self.accepted.get(t, 0) > 0
+        price: int | None = None
+        trades: list[tuple[str, str, int, int]] = []
+        if has_orders:
+            with self.sw.stage("clearing"):
+                self.system.close_gate(interval)
+            with self.sw.stage("api"):
+                clearing = self.system.api.get(f"/intervals/{interval}/clearing")
+            if clearing["state"] != "committed":
+                raise SimulationError(
+                    f"interval {interval}: gate closed but the market reports "
+                    f"{clearing['state']!r}, not committed"
+                )
+            price = None if clearing["pricePerWh"] is None else int(clearing["pricePerWh"])
+            for trade in clearing["trades"]:
+                quantity, trade_price = int(trade["quantityWh"]), int(trade["pricePerWh"])
+                trades.append((trade["buyOrder"], trade["sellOrder"], quantity, trade_price))
+                record.trades.append(
+                    _Trade(
+                        trade["buyOrder"],
+                        trade["sellOrder"],
+                        self.name_of[trade["buyer"].lower()],
+                        self.name_of[trade["seller"].lower()],
+                        quantity,
+                        trade_price,
+                    )
+                )
+            record.committed = True
+            self.state.committed += 1
+            self.state.trades += len(trades)
+        self.recorder.add_clearing(t, price, trades)
+        if record.committed:
+            self.recorder.mark_committed(t)
+        self.prices.append(_reference_price(price, trades))
+        separator = self.system.domain.separator
+        with self.sw.stage("agents"):
+            for agent in self.agents:
+                bought, sold = self.recorder.fills_of(t, agent.name)
+                agent.on_fills(t, bought, sold, price)
+                sample = agent.meter(t)
+                self.recorder.add_meter(t, agent.name, sample)
+                if bought or sold:
+                    address = self.signers[agent.name].account.address
+                    reading = Reading(address, interval, sample.imported_wh, sample.exported_wh)
+                    record.readings.append(
+                        signed_reading_body(agent.meter_private_key, separator, reading)
+                    )
+
+    # ------------------------------------------------------------------ settlement
+
+    def _deliver_readings(self, interval: int) -> None:
+        """The meters of ``interval``'s parties post their signed readings."""
+        record = self.intervals.get(interval)
+        if record is None or not record.readings:
+            return
+        with self.sw.stage("api"):
+            self.state.readings_refused += self.system.submit_readings(interval, record.readings)
+        record.readings = []
+
+    def _settle(self) -> None:
+        now = self.system.now()
+        due = [
+            i
+            for i, r in sorted(self.intervals.items())
+            if r.committed and not r.settled and self.system.timing.deadline(i) <= now
+        ]
+        with self.sw.stage("settlement"):
+            progress = self.system.settle(due)
+        by_interval: dict[int, list[Any]] = {}
+        for outcome in progress.outcomes:
+            by_interval.setdefault(outcome.interval, []).append(outcome)
+        for interval, outcomes in by_interval.items():
+            record = self.intervals[interval]
+            settled = []
+            for o in outcomes:
+                trade = record.trades[o.index]
+                settled.append(
+                    SettlementRecord(
+                        record.t,
+                        trade.buy_order_id,
+                        trade.sell_order_id,
+                        trade.buyer,
+                        trade.seller,
+                        trade.quantity_wh,
+                        o.delivered_wh,
+                        trade.price_per_wh,
+                        o.payment_base_units,
+                        o.refund_base_units,
+                        o.penalty_base_units,
+                    )
+                )
+            self.recorder.add_settlements(settled)
+        for interval in progress.settled:
+            record = self.intervals[interval]
+            if not record.settled:
+                record.settled = True
+                self.recorder.mark_settled(record.t)
+                self.state.settled += 1
+
+    # ------------------------------------------------------------------ checks
+
+    def _final_checks(self) -> None:
+        """Checks against the chain that only the driver can make (added to the record)."""
+        ledger = self.system.ledger
+        checks = self.recorder.extra_checks
+        checks["all_orders_accepted"] = self.state.rejected == 0
+        checks["all_readings_accepted"] = self.state.readings_refused == 0
+        escrowed = ledger.total_escrowed()
+        held = int(ledger.token.functions.balanceOf(ledger.address).call())
+        checks["escrow_equals_token_balance"] = escrowed == held
+        interim = self.recorder.finish(self.agents)
+        net = positions(interim)
+        matches = True
+        for p in interim.participants:
+            balance = ledger.balance_of(p.address)
+            expected = p.collateral_base_units + net[p.name].net_base_units
+            if balance.locked != 0 or balance.free != expected:
+                matches = False
+        checks["ledger_balances_match_settlements"] = matches
+
+
+def _reference_price(price: int | None, trades: Sequence[tuple[str, str, int, int]]) -> int | None:
+    """What agents see as the interval's price: the uniform price, or under pay-as-bid the
+    volume-weighted trade price rounded down; ``None`` when nothing traded."""
+    if not trades:
+        return None
+    if price is not None:
+        return price
+    volume = sum(q for _, _, q, _ in trades)
+    return sum(q * p for _, _, q, p in trades) // volume
+
+
+__all__ = ["PRICE_MEMORY_INTERVALS", "ProgressHook", "RunState", "run_simulation"]
