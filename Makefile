@@ -1,5 +1,5 @@
 # wattledger: the two set-up commands.
-#   make demo   installs everything (Python venv + npm packages) and runs the main job
+#   make demo   installs everything (Python venv + npm packages) and runs the simulation demo
 #   make test   installs everything and runs lint, type checks and the whole test suite
 # Only python3 (3.11+) and node/npm are needed on the machine.
 
@@ -25,8 +25,7 @@ $(NODE_STAMP): package.json package-lock.json
 	touch $@
 
 demo: setup
-	$(BIN)/wattledger compile --check
-	$(BIN)/wattledger deploy
+	$(BIN)/wattledger simulate
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from simulation.scenario import Scenario
 
 DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "neighbourhood.toml"
+DEFAULT_INTERVALS = 48
+"""Half a simulated day: midnight to noon, night trading and the morning's solar. A whole day
+of the default scenario takes about five minutes on the embedded chain, more than a demo
+should; ``--intervals all`` runs it."""
 
 HELP = "simulate prosumers, batteries and data centers trading on a local testnet; write a report"
 DESCRIPTION = """\
@@ -57,7 +61,8 @@ data-center deadlines met, on-chain balances equal to the settlements), 1 when o
 is refused before anything runs, naming the key).
 
 Examples:
-  wattledger simulate                                   # a simulated day, neighbourhood
+  wattledger simulate                                   # neighbourhood, midnight to noon
+  wattledger simulate --intervals all                   # the whole simulated day
   wattledger simulate --intervals 24 --out runs/night   # the first six hours
   wattledger simulate --scenario scenarios/datacenter-heavy.toml
   wattledger simulate --rpc-url http://127.0.0.1:8545   # on a local anvil
@@ -81,9 +86,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--intervals",
-        metavar="N",
-        type=_positive,
-        help="simulate N intervals instead of the scenario's simulation.intervals",
+        metavar="N|all",
+        type=_intervals,
+        help=f"simulate N intervals (default: the scenario's first {DEFAULT_INTERVALS}, from "
+        "midnight to noon, about two minutes on the embedded chain); `all` runs the "
+        "scenario's simulation.intervals (a whole day for the shipped scenarios, about five "
+        "minutes)",
     )
     parser.add_argument(
         "--rpc-url", metavar="URL", help="JSON-RPC chain to use (default: embedded eth-tester)"
@@ -110,6 +118,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-progress", action="store_true", help="no progress bar (for logs and CI)"
     )
     parser.set_defaults(handler=run)
+
+
+ALL_INTERVALS = 0
+"""``--intervals all``: the scenario's own length."""
+
+
+def _intervals(text: str) -> int:
+    if text == "all":
+        return ALL_INTERVALS
+    return _positive(text)
 
 
 def _positive(text: str) -> int:
@@ -151,7 +169,11 @@ def run(args: argparse.Namespace) -> int:
     from simulation.report import headline_text, write_run
     from simulation.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario, intervals=args.intervals)
+    scenario = full = load_scenario(args.scenario)
+    if args.intervals is None:
+        scenario = full.with_intervals(min(DEFAULT_INTERVALS, full.simulation.intervals))
+    elif args.intervals != ALL_INTERVALS:
+        scenario = full.with_intervals(args.intervals)
     if args.book_interval is not None and not (
         0 <= args.book_interval < scenario.simulation.intervals
     ):
@@ -169,9 +191,14 @@ def run(args: argparse.Namespace) -> int:
     prefer_fast_keccak()
     started = time.perf_counter()
     sim = scenario.simulation
+    of_all = (
+        f" of its {full.simulation.intervals} (--intervals all for every one)"
+        if sim.intervals < full.simulation.intervals
+        else ""
+    )
     say(
         f"scenario {scenario.name} ({args.scenario}): {scenario.agents.count} agents, "
-        f"{sim.intervals} intervals of {sim.interval_seconds} s, seed {sim.seed}"
+        f"{sim.intervals} intervals of {sim.interval_seconds} s{of_all}, seed {sim.seed}"
     )
     system = _system(args, scenario, say)
     try:
