@@ -11,22 +11,28 @@ Set-up
 
 The loop
     Simulation interval ``t`` is on-chain interval ``T = T0 + t``, where ``T0`` is the first
-    interval whose gate is still open after set-up. Time only moves forward, to two points
-    per interval::
+    interval whose gate is still open after set-up; interval timing (epoch, length, reading
+    window) is the contract's. Time only moves forward, one step per interval, to the gate
+    closure of ``T``::
 
-        gate closure of T      close the gate (the market freezes, clears and commits T);
-                               fetch T's clearing; agents learn their fills (on_fills) and
-                               what their meters measured (meter); each meter signs its
-                               reading; agents place their orders for T+1 (signed, each
-                               through POST /orders, a VPP's through POST /orders:batch)
-        end of T-1 (start of T)
-                               the signed readings of T-1 go to POST /meter-readings; every
-                               committed interval whose reading deadline has passed is
-                               settled (settlement service, in chunks)
+        close T's gate         the market freezes, clears and commits T (before T starts,
+                               so before its end, as commitInterval demands)
+        fetch T's clearing     GET /intervals/T/clearing; agents learn their fills
+                               (on_fills) and what their meters measured (meter); the
+                               meter of every party to a contract of T signs its reading
+        orders for T+1         each agent signs its orders: POST /orders each, a VPP's
+                               all at once through POST /orders:batch
+        readings of T-2        to POST /meter-readings: T-2's delivery ended when T-1
+                               began, and its reading window runs for the contract's
+                               readingWindowSeconds (an hour by default)
+        settle                 the settlement service submits queued readings and settles,
+                               in chunks, every committed interval past its deadline
 
-    After the last interval, time moves to the end of the last interval (its readings) and
-    past the last reading deadline, and settlement finishes. The agents' order of calls
-    (orders, fills, meter for t = 0, 1, ...) is the one :mod:`simulation.agents.base` demands.
+    After the last interval time moves to its end (the last readings go in) and past the
+    last reading deadline, and settlement finishes. The agents' calls come in the order
+    :mod:`simulation.agents.base` demands (orders, fills, meter for t = 0, 1, ...). Orders
+    are submitted one at a time in agent order, so arrival sequence, and with it the
+    clearing of equal prices, is the same in every run of a seed.
 
 What is recorded
     Orders as the API accepted them (ids are the order hashes), the clearing as the API
@@ -37,10 +43,12 @@ What is recorded
     net position from the settlement events.
 
 Timing
-    Wall time per stage goes to :attr:`RunRecord.timing_seconds`: ``setup``, ``agents``
-    (strategies, physics, signing), ``api`` (HTTP requests, in the market's process too),
-    ``clearing`` (gate closure: freeze, clear, store), ``chain`` (every contract call and
-    transaction, and moving chain time) and ``settlement`` (the settlement service's own work).
+    Wall time per stage goes to :attr:`RunRecord.timing_seconds`: ``setup`` (deployment
+    excluded: registration, minting and deposits, chain included), ``agents`` (strategies,
+    physics, signing), ``api`` (HTTP requests, in the market's process too), ``clearing``
+    (gate closure: freeze, clear, store), ``settlement`` (the settlement service's own work),
+    ``chain`` (every contract call and transaction and moving chain time, wherever it is
+    made) and ``checks`` (the final checks against the chain).
 """
 
 from __future__ import annotations
@@ -53,13 +61,8 @@ from typing import Any
 from market.client import OrderSigner
 from settlement.model import Reading
 from simulation.agents import Agent, MarketView, OrderIntent, build_agents
-from simulation.modes import (
-    Participant,
-    SimulationError,
-    System,
-    local_account,
-    signed_reading_body,
-)
+from simulation.edges import SimulationError, local_account, signed_reading_body
+from simulation.modes import Participant, System
 from simulation.record import RunRecord, RunRecorder, SettlementRecord, positions
 from simulation.scenario import Scenario
 

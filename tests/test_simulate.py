@@ -19,7 +19,8 @@ from deploy.assembly import prefer_fast_keccak
 from deploy.cli import main
 from settlement.model import Reading
 from simulation.driver import run_simulation
-from simulation.modes import EmbeddedSystem, reading_digest
+from simulation.edges import reading_digest
+from simulation.modes import EmbeddedSystem
 from simulation.record import RunRecord, check_record, summarize
 from simulation.scenario import load_scenario, parse_scenario
 
