@@ -81,10 +81,13 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    print(f"anvil is running at {url} (chain id 31337); Ctrl-C stops it", flush=True)
     try:
+        # Announce inside the try: an interrupt right after the announcement still stops
+        # anvil cleanly.
+        print(f"anvil is running at {url} (chain id 31337); Ctrl-C stops it", flush=True)
         process.wait()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anvil
         print("stopping anvil ...", file=sys.stderr)
         stop_anvil(process)
         print("anvil stopped", file=sys.stderr)
