@@ -23,7 +23,6 @@ from deploy.deployment import (
     DEFAULT_INTERVAL_SECONDS,
     DEFAULT_MARKET_TERMS,
     Deployment,
-    deploy_contract,
     deploy_system,
 )
 from deploy.ledger import LedgerClient
@@ -48,38 +47,18 @@ def deploy_market(
     chain: Chain,
     *,
     interval_seconds: int | None = None,
+    terms: tuple[int, int, int] | None = None,
     progress: Progress | None = None,
 ) -> Deployment:
-    """Deploy WattToken and EnergyMarket; the market with ``interval_seconds`` if given.
-
-    :func:`deploy.deployment.deploy_system` fixes 15-minute intervals; for another length
-    the market is deployed again with that length (epoch: now rounded down to it) and the
-    deployer gets its OPERATOR, REGISTRAR and GUARDIAN roles, as ``deploy_system`` gives.
-    """
-    say = progress or (lambda _msg: None)
-    deployment = deploy_system(chain, progress=say)
-    if interval_seconds is None or interval_seconds == DEFAULT_INTERVAL_SECONDS:
-        return deployment
-    deployer = deployment.deployer
-    epoch = chain.timestamp() // interval_seconds * interval_seconds
-    say(f"deploying EnergyMarket with {interval_seconds}-second intervals")
-    market, record = deploy_contract(
+    """Deploy WattToken and EnergyMarket with ``interval_seconds`` (default 900) and
+    ``terms`` (penalty price per Wh, tolerance in bps, reading window in seconds; default
+    :data:`~deploy.deployment.DEFAULT_MARKET_TERMS`). The deployer holds every role."""
+    return deploy_system(
         chain,
-        "EnergyMarket",
-        deployment.address("WattToken"),
-        deployer,
-        epoch,
-        interval_seconds,
-        DEFAULT_MARKET_TERMS,
-        sender=deployer,
+        progress,
+        interval_seconds=interval_seconds or DEFAULT_INTERVAL_SECONDS,
+        terms=terms or DEFAULT_MARKET_TERMS,
     )
-    for role in ("OPERATOR_ROLE", "REGISTRAR_ROLE", "GUARDIAN_ROLE"):
-        role_id = market.functions[role]().call()
-        tx = market.functions.grantRole(role_id, deployer).transact({"from": deployer})
-        chain.w3.eth.wait_for_transaction_receipt(tx)
-    contracts = dict(deployment.contracts)
-    contracts["EnergyMarket"] = record
-    return Deployment(chain_id=deployment.chain_id, deployer=deployer, contracts=contracts)
 
 
 def fund_dev_accounts(client: LedgerClient, accounts: Sequence[LocalAccount]) -> None:

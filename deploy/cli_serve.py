@@ -8,15 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eth_account.signers.local import LocalAccount
-
+from deploy.assembly import deploy_market, fund_dev_accounts
 from deploy.chain import Chain, connect
 from deploy.cli_settle import add_serve_arguments, settlement_for_serve
 from deploy.deployment import (
-    DEFAULT_MARKET_TERMS,
     Deployment,
-    deploy_contract,
-    deploy_system,
     read_deployment,
     write_deployment,
 )
@@ -45,9 +41,6 @@ Examples:
   wattledger serve --interval-seconds 60             # a quick demo market
   wattledger serve --rpc-url http://127.0.0.1:8545 --db market.db
 """
-
-DEV_FUNDING_BASE_UNITS = 1_000_000 * 10**18
-"""WATT given to each development account by --fund-dev-accounts (one million tokens)."""
 
 log = logging.getLogger("wattledger.serve")
 
@@ -133,42 +126,7 @@ def _deploy(chain: Chain, interval_seconds: int | None) -> Deployment:
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr)
 
-    deployment = deploy_system(chain, progress=say)
-    if interval_seconds is None:
-        return deployment
-    # deploy_system fixes the interval length; redeploy the market with the one asked for.
-    deployer = deployment.deployer
-    epoch = chain.timestamp() // interval_seconds * interval_seconds
-    say(f"deploying EnergyMarket with {interval_seconds}-second intervals")
-    market, record = deploy_contract(
-        chain,
-        "EnergyMarket",
-        deployment.address("WattToken"),
-        deployer,
-        epoch,
-        interval_seconds,
-        DEFAULT_MARKET_TERMS,
-        sender=deployer,
-    )
-    for role in ("OPERATOR_ROLE", "REGISTRAR_ROLE", "GUARDIAN_ROLE"):
-        role_id = market.functions[role]().call()
-        tx = market.functions.grantRole(role_id, deployer).transact({"from": deployer})
-        chain.w3.eth.wait_for_transaction_receipt(tx)
-    contracts = dict(deployment.contracts)
-    contracts["EnergyMarket"] = record
-    return Deployment(chain_id=deployment.chain_id, deployer=deployer, contracts=contracts)
-
-
-def fund_dev_accounts(client: LedgerClient, accounts: tuple[LocalAccount, ...]) -> None:
-    """Register each account (as its own meter) and top its free balance up to 1M WATT."""
-    for account in accounts:
-        address = account.address
-        if not client.participant_info(address).registered:
-            client.register_participant(address, address)
-        missing = DEV_FUNDING_BASE_UNITS - client.balance_of(address).free
-        if missing > 0:
-            client.transact(client.token.functions.mint(address, missing), client.sender)
-            client.deposit(address, missing)
+    return deploy_market(chain, interval_seconds=interval_seconds, progress=say)
 
 
 def run(args: argparse.Namespace) -> int:

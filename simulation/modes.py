@@ -63,14 +63,13 @@ from deploy.assembly import (
     settlement_service,
 )
 from deploy.chain import Chain, connect
-from deploy.deployment import Deployment
+from deploy.deployment import DEFAULT_MARKET_TERMS, Deployment
 from deploy.ledger import LedgerClient
 from market.client import OrderSigner
 from market.clock import SimulatedClock
 from market.errors import InputError
 from market.service import MarketConfig, MarketService
 from market.signing import Domain
-from settlement.model import Terms
 from simulation.edges import (
     MarketApi,
     SettlementFeed,
@@ -256,8 +255,11 @@ class EmbeddedSystem(System):
         self.label = _chain_label(self.chain)
         sim, market = scenario.simulation, scenario.market
         say("deploying the contracts")
+        reading_window = DEFAULT_MARKET_TERMS[2]
         self.deployment: Deployment = deploy_market(
-            self.chain, interval_seconds=sim.interval_seconds
+            self.chain,
+            interval_seconds=sim.interval_seconds,
+            terms=(market.penalty_price_per_wh, market.tolerance_bps, reading_window),
         )
         ledger = SimulationLedgerClient(
             self.chain,
@@ -267,12 +269,6 @@ class EmbeddedSystem(System):
             gas_limit=fixed_gas_limit(self.chain),
         )
         self.ledger = ledger
-        current = ledger.terms()
-        wanted = Terms(
-            market.penalty_price_per_wh, market.tolerance_bps, current.reading_window_seconds
-        )
-        if wanted != current:
-            ledger.set_terms(wanted)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="wattledger-sim-", dir=_scratch_root())
@@ -294,7 +290,7 @@ class EmbeddedSystem(System):
             ledger.epoch(),
             interval_seconds,
             config.gate_closure_seconds,
-            wanted.reading_window_seconds,
+            ledger.terms().reading_window_seconds,
         )
         self.domain = parts.service.domain
         deployed_at = self.deployment.contracts["EnergyMarket"].block_number
