@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
+from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 from test_ledger_support import (
     BOOK_ROOT,
@@ -18,13 +19,20 @@ from test_ledger_support import (
 )
 
 from deploy.chain import connect
-from deploy.ledger import OPERATOR_ROLE, encode_commit, orders_digest, settlement_chain
+from deploy.ledger import (
+    OPERATOR_ROLE,
+    encode_commit,
+    mapped_reverts,
+    orders_digest,
+    settlement_chain,
+)
 from deploy.ledger_errors import (
     AccessControlUnauthorizedAccount,
     EnforcedPause,
     InsufficientCollateral,
     IntervalAlreadyCommitted,
     IntervalAlreadyEnded,
+    LedgerRevert,
     ParticipantNotRegistered,
     PartiesNotAscending,
     PartyIndexOutOfRange,
@@ -203,3 +211,37 @@ def test_commit_while_paused_reverts(env: MarketEnv) -> None:
     env.ledger.pause()
     with raises(EnforcedPause):
         env.commit([trade(env.p(0), env.p(1), 10)])
+
+
+def _commit_calldata(t: int, parties: Sequence[str], rows: list[list[int]]) -> bytes:
+    """commitInterval calldata with every CommitTrade word given raw (not range-checked): a
+    static tuple array is ABI-encoded exactly like uint256[6][]."""
+    body = encode(["uint64", "bytes32", "address[]", "uint256[6][]"], [t, BOOK_ROOT, parties, rows])
+    return bytes(keccak(text=_COMMIT_SIGNATURE)[:4]) + body
+
+
+_COMMIT_SIGNATURE = (
+    "commitInterval(uint64,bytes32,address[],(uint32,uint32,uint64,uint128,bytes32,bytes32)[])"
+)
+
+
+def test_out_of_range_abi_values_revert_like_the_abi_decoder(env: MarketEnv) -> None:
+    """The per-trade loop reads calldata words itself, so it must refuse what Solidity's decoder
+    would: a quantity above uint64 or a price above uint128 (revert without data)."""
+    parties = list(encode_commit([trade(env.p(0), env.p(1), 10)]).parties)
+    t = env.next_interval()
+    ok = [0, 1, 10, PRICE, 1, 2]
+    for bad in ([0, 1, 2**64, PRICE, 1, 2], [0, 1, 10, 2**128, 1, 2]):
+        data = _commit_calldata(t, parties, [ok, bad])
+        with pytest.raises(LedgerRevert), mapped_reverts():
+            env.chain.w3.eth.call({"from": env.admin, "to": env.ledger.address, "data": data})
+    data = _commit_calldata(t, parties, [ok])
+    env.chain.w3.eth.call({"from": env.admin, "to": env.ledger.address, "data": data})
+
+
+def test_party_position_beyond_uint32_reports_the_raw_position(env: MarketEnv) -> None:
+    parties = list(encode_commit([trade(env.p(0), env.p(1), 10)]).parties)
+    data = _commit_calldata(env.next_interval(), parties, [[2**40, 1, 10, PRICE, 1, 2]])
+    out_of_range = raises(PartyIndexOutOfRange, trade_index=0, party_index=2**40, party_count=2)
+    with out_of_range, mapped_reverts():
+        env.chain.w3.eth.call({"from": env.admin, "to": env.ledger.address, "data": data})

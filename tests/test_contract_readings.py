@@ -207,3 +207,65 @@ def test_readings_while_paused_revert(env: MarketEnv) -> None:
     env.ledger.pause()
     with raises(EnforcedPause):
         env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1))])
+
+
+@pytest.fixture(scope="module")
+def wide_env() -> MarketEnv:
+    """Eight participants: indices 0..7 span two exported-energy lane words (four per word)."""
+    env = MarketEnv.build(connect(), n_participants=8)
+    env.t = env.commit([trade(env.p(0), env.p(7), 100)])  # type: ignore[attr-defined]
+    return env
+
+
+def _submit_in_order(env: MarketEnv, t: int, signed: list[SignedReading]) -> None:
+    """submitReadings with the batch exactly as given (the client would sort it)."""
+    fn = env.ledger.contract.functions.submitReadings(t, [s.as_tuple() for s in signed])
+    env.ledger.transact(fn)
+
+
+def test_unsorted_batch_across_lane_words_stores_every_reading(wide_env: MarketEnv) -> None:
+    env = wide_env
+    snap = env.chain.snapshot()
+    try:
+        t = _t(env)
+        env.to_reading_window(t)
+        order = [5, 0, 6, 1, 7, 2, 4]  # jumps between lane words 0 and 1 every time
+        _submit_in_order(env, t, [env.sign(Reading(env.p(i), t, 0, 1_000 + i)) for i in order])
+        assert [env.ledger.reading_of(t, env.p(i)) for i in range(8)] == [
+            (True, 1_000 + i) if i in order else (False, 0) for i in range(8)
+        ]
+        # A later batch fills the gap in a word an earlier batch wrote.
+        _submit_in_order(env, t, [env.sign(Reading(env.p(3), t, 0, UINT64_MAX))])
+        assert env.ledger.reading_of(t, env.p(3)) == (True, UINT64_MAX)
+        assert env.ledger.reading_of(t, env.p(2)) == (True, 1_002)
+    finally:
+        env.chain.revert(snap)
+
+
+def test_duplicate_after_switching_lane_words_reverts(wide_env: MarketEnv) -> None:
+    env = wide_env
+    snap = env.chain.snapshot()
+    try:
+        t = _t(env)
+        env.to_reading_window(t)
+        first = env.sign(Reading(env.p(0), t, 0, 1))
+        with raises(ReadingAlreadySubmitted, interval=t, participant=env.p(0)):
+            _submit_in_order(env, t, [first, env.sign(Reading(env.p(5), t, 0, 2)), first])
+        assert env.ledger.reading_of(t, env.p(5)) == (False, 0)  # the batch reverted whole
+    finally:
+        env.chain.revert(snap)
+
+
+def test_zero_export_reading_is_recorded_without_a_lane(wide_env: MarketEnv) -> None:
+    env = wide_env
+    snap = env.chain.snapshot()
+    try:
+        t = _t(env)
+        env.to_reading_window(t)
+        _submit_in_order(
+            env, t, [env.sign(Reading(env.p(4), t, 9, 0)), env.sign(Reading(env.p(5), t, 0, 7))]
+        )
+        assert env.ledger.reading_of(t, env.p(4)) == (True, 0)
+        assert env.ledger.reading_of(t, env.p(5)) == (True, 7)
+    finally:
+        env.chain.revert(snap)

@@ -2,7 +2,9 @@
 pragma solidity ^0.8.24;
 
 /// @title SettlementMath: the delivery, payment and penalty rules of one trade (DESIGN section 5)
-/// @notice Pure integer rules, mirrored line by line by settlement/model.py.
+/// @notice Pure integer rules, mirrored line by line by settlement/model.py. Callers pass
+///         committed values (quantity and sold totals below 2^64, delivery at most the quantity,
+///         prices below 2^128), so the arithmetic is unchecked; each function states its bound.
 library SettlementMath {
     uint256 internal constant BPS = 10_000;
 
@@ -25,7 +27,11 @@ library SettlementMath {
         returns (uint256)
     {
         if (exportedWh >= soldWh) return quantityWh;
-        return ((soldBeforeWh + quantityWh) * exportedWh) / soldWh - (soldBeforeWh * exportedWh) / soldWh;
+        // B + q <= S < 2^64 and D < S here, so no product reaches 2^128 and the first floor is
+        // at least the second; S > 0 because the seller sold q > 0.
+        unchecked {
+            return ((soldBeforeWh + quantityWh) * exportedWh) / soldWh - (soldBeforeWh * exportedWh) / soldWh;
+        }
     }
 
     /// @notice Shortfall tolerated without penalty: floor(toleranceBps * quantity / 10,000) Wh.
@@ -33,7 +39,9 @@ library SettlementMath {
     /// @param toleranceBps Tolerance, basis points.
     /// @return Tolerated shortfall, Wh (rounded down, in the buyer's favour).
     function toleranceWh(uint256 quantityWh, uint256 toleranceBps) internal pure returns (uint256) {
-        return (quantityWh * toleranceBps) / BPS;
+        unchecked {
+            return (quantityWh * toleranceBps) / BPS; // q < 2^64, toleranceBps <= 10,000
+        }
     }
 
     /// @notice Penalty a seller pays the buyer from its bond, in base units.
@@ -50,8 +58,11 @@ library SettlementMath {
         pure
         returns (uint256)
     {
-        uint256 shortfall = quantityWh - delivered;
-        if (shortfall > toleranceWh(quantityWh, toleranceBps)) return shortfall * penaltyPricePerWh;
-        return 0;
+        unchecked {
+            // delivered <= q < 2^64 and the penalty price < 2^128: no wrap.
+            uint256 shortfall = quantityWh - delivered;
+            if (shortfall > toleranceWh(quantityWh, toleranceBps)) return shortfall * penaltyPricePerWh;
+            return 0;
+        }
     }
 }

@@ -7,27 +7,27 @@ pragma solidity ^0.8.24;
 ///           h_n = 0,  h_k = keccak256(abi.encode(buyer, seller, sellerIndex, quantityWh,
 ///                                                 pricePerWh, sellerSoldWh, sellerSoldBeforeWh, h_{k+1}))
 ///         so the stored head h_0 commits to every trade, and after settling trades [c, c+m) the
-///         contract keeps h_{c+m}: each chunk is checked before any balance moves.
+///         contract keeps h_{c+m}: each chunk is checked before any balance moves. A link is
+///         LINK_BYTES of memory holding those eight words in that order (the abi.encode layout);
+///         callers fill words 0..6 and `seal` writes h_{k+1} and hashes.
 library TradeChain {
-    /// @notice The fields of one link, in hashing order. A caller reuses one instance for a
-    ///         whole chain so that nothing is allocated per trade.
-    struct Link {
-        address buyer;
-        address seller;
-        uint256 sellerIndex;
-        uint256 quantityWh;
-        uint256 pricePerWh;
-        uint256 sellerSoldWh;
-        uint256 sellerSoldBeforeWh;
-        bytes32 next;
+    uint256 internal constant LINK_BYTES = 256;
+
+    /// @notice Allocates the memory of one link, reused for a whole chain.
+    /// @return link Memory address of the link's first word.
+    function newLink() internal pure returns (uint256 link) {
+        assembly ("memory-safe") {
+            link := mload(0x40)
+            mstore(0x40, add(link, LINK_BYTES))
+        }
     }
 
-    /// @notice h_k = keccak256(abi.encode(link fields)); `l.next` holds h_{k+1}.
-    /// @dev A memory struct of static fields is eight consecutive words, exactly abi.encode's layout.
+    /// @notice h_k from a link whose words 0..6 are filled and h_{k+1} = `next`.
     /// @return h The link h_k.
-    function hash(Link memory l) internal pure returns (bytes32 h) {
+    function seal(uint256 link, bytes32 next) internal pure returns (bytes32 h) {
         assembly ("memory-safe") {
-            h := keccak256(l, 0x100)
+            mstore(add(link, 224), next)
+            h := keccak256(link, LINK_BYTES)
         }
     }
 
