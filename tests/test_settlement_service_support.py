@@ -225,7 +225,7 @@ def populate_anvil(
         with requests.Session() as http:
             for phase in (first, second):
                 for k in range(0, len(phase), 500):
-                    batch = [
+                    batch: list[dict[str, Any]] = [
                         {"jsonrpc": "2.0", "id": j, "method": m, "params": p}
                         for j, (m, p) in enumerate(phase[k : k + 500])
                     ]
