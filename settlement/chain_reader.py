@@ -258,7 +258,12 @@ class ChainReader:
 
         def once() -> Any:
             if self._session is not None:
-                payload: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+                payload: dict[str, Any] = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": method,
+                    "params": list(params),
+                }
                 answer = self._session.post(self._url, json=payload, timeout=RPC_TIMEOUT_SECONDS)
                 answer.raise_for_status()
                 response: Mapping[str, Any] = answer.json()
