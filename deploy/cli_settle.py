@@ -372,13 +372,13 @@ def _summary(service: SettlementService) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Settle what is due (once, or --watch), or print a report."""
+    if args.port is not None and not args.watch:
+        raise InputError("--port serves the settlement API while watching; add --watch.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     chain, client, deployment = _load(args)
     if args.report is not None:
         return _print_report(client, deployment, args.report, args.json)
-    if args.port is not None and not args.watch:
-        raise InputError("--port serves the settlement API while watching; add --watch.")
     db = args.db or Path(f"settlement-{chain.chain_id}.db")
     service = build_service(chain, client, deployment, db, args)
     print(

@@ -210,6 +210,7 @@ class CommittedInterval:
     penalty_price_per_wh: int
     tolerance_bps: int
     block_number: int
+    tx_hash: str = ""
 
 
 # ----------------------------------------------------------------------------- the reader
@@ -250,6 +251,8 @@ class ChainReader:
             host = urlparse(self._url).hostname or ""
             self._session.trust_env = host not in ("127.0.0.1", "localhost", "::1")
         self._readings: dict[int, tuple[int, dict[str, ReadingEvent]]] = {}
+        self._commits: dict[int, CommittedInterval] = {}
+        self._registered: tuple[int, list[str]] = (start_block, [])
 
     # -- raw JSON-RPC ---------------------------------------------------------------------
 
@@ -374,11 +377,54 @@ class ChainReader:
         """Chain time: the timestamp the next transaction's block will have (pending block)."""
         try:
             return to_int(self.block("pending")["timestamp"])
-        except (
-            RuntimeError,
-            KeyError,
-        ):  # a node without a pending block: the latest is the best guess
+        except (RuntimeError, KeyError):  # no pending block: the latest is the best guess
             return to_int(self.block("latest")["timestamp"])
+
+    def now_and_reading_of(self, t: int, participant: str) -> tuple[int, tuple[bool, int]]:
+        """:meth:`now` and :meth:`reading_of` in one round trip (a JSON-RPC batch) where the
+        node takes batches; intake asks both for every reading."""
+        if self._session is None:
+            return self.now(), self.reading_of(t, participant)
+        data = _READING_OF + abi_encode(
+            ["uint64", "address"], [t, to_checksum_address(participant)]
+        )
+        calls = [
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "eth_getBlockByNumber",
+                "params": ["pending", False],
+            },
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "eth_call",
+                "params": [
+                    {"from": self._caller, "to": self.market, "data": "0x" + data.hex()},
+                    "latest",
+                ],
+            },
+        ]
+        session = self._session
+
+        def once() -> list[Any]:
+            answer = session.post(self._url, json=calls, timeout=RPC_TIMEOUT_SECONDS)
+            answer.raise_for_status()
+            replies = answer.json()
+            if not isinstance(replies, list) or len(replies) != 2:
+                raise RuntimeError(f"the node did not answer the batch: {replies!r}"[:300])
+            by_id = {r.get("id"): r for r in replies}
+            for reply in by_id.values():
+                if reply.get("error") or reply.get("result") is None:
+                    raise RuntimeError(f"batch call failed: {reply!r}"[:300])
+            return [by_id[0]["result"], by_id[1]["result"]]
+
+        try:
+            block, result = self.retry("reading chain time and a reading", once)
+        except RuntimeError:  # a node without batches or a pending block: one call each
+            return self.now(), self.reading_of(t, participant)
+        submitted, exported = abi_decode(["bool", "uint64"], bytes.fromhex(result[2:]))
+        return to_int(block["timestamp"]), (bool(submitted), int(exported))
 
     def latest_block(self) -> int:
         """Number of the latest block."""
@@ -449,23 +495,58 @@ class ChainReader:
         return out
 
     def committed_intervals(self, from_block: int, to_block: int) -> list[CommittedInterval]:
-        """``IntervalCommitted`` events in blocks ``[from_block, to_block]``."""
+        """``IntervalCommitted`` events in blocks ``[from_block, to_block]`` (remembered: later
+        scans of an interval's events start at its commit block)."""
         if to_block < from_block:
             return []
-        out = []
-        for entry in self._logs("IntervalCommitted", None, from_block, to_block):
-            args = entry["args"]
-            out.append(
-                CommittedInterval(
-                    interval=int(args["interval"]),
-                    trade_count=int(args["tradeCount"]),
-                    deadline=int(args["deadline"]),
-                    penalty_price_per_wh=int(args["penaltyPricePerWh"]),
-                    tolerance_bps=int(args["toleranceBps"]),
-                    block_number=int(entry["blockNumber"]),
-                )
-            )
+        out = [
+            self._commit_of(entry)
+            for entry in self._logs("IntervalCommitted", None, from_block, to_block)
+        ]
+        for c in out:
+            self._commits[c.interval] = c
         return out
+
+    @staticmethod
+    def _commit_of(entry: Mapping[str, Any]) -> CommittedInterval:
+        args = entry["args"]
+        return CommittedInterval(
+            interval=int(args["interval"]),
+            trade_count=int(args["tradeCount"]),
+            deadline=int(args["deadline"]),
+            penalty_price_per_wh=int(args["penaltyPricePerWh"]),
+            tolerance_bps=int(args["toleranceBps"]),
+            block_number=int(entry["blockNumber"]),
+            tx_hash=_tx_hash(entry),
+        )
+
+    def remember_commit(self, t: int, block_number: int) -> None:
+        """Note that interval ``t`` was committed in ``block_number`` (a restart knows it from
+        its store), so its event scans need not start at the deployment block."""
+        if t not in self._commits:
+            self._commits[t] = CommittedInterval(t, 0, 0, 0, 0, block_number)
+
+    def commit_of(self, t: int) -> CommittedInterval | None:
+        """Interval ``t``'s ``IntervalCommitted`` event, or None if it was never committed.
+
+        Looked up from its block when known, else by one scan from the deployment block.
+        """
+        known = self._commits.get(t)
+        if known is not None and known.tx_hash:
+            return known
+        start = self.start_block if known is None else known.block_number
+        stop: int | str = "latest" if known is None else known.block_number
+        found = self._logs("IntervalCommitted", {"interval": t}, start, stop)
+        if not found:
+            return None
+        commit = self._commit_of(found[-1])
+        self._commits[t] = commit
+        return commit
+
+    def _first_block(self, t: int) -> int:
+        """Where interval ``t``'s events start: its commit block (else the deployment's)."""
+        commit = self.commit_of(t)
+        return self.start_block if commit is None else commit.block_number
 
     def reading_events(
         self, t: int, from_block: int | None = None, to_block: int | str = "latest"
@@ -479,7 +560,12 @@ class ChainReader:
                 block_number=int(e["blockNumber"]),
                 tx_hash=_tx_hash(e),
             )
-            for e in self._logs("ReadingSubmitted", {"interval": t}, from_block, to_block)
+            for e in self._logs(
+                "ReadingSubmitted",
+                {"interval": t},
+                self._first_block(t) if from_block is None else from_block,
+                to_block,
+            )
         ]
 
     def submitted_readings(self, t: int) -> dict[str, ReadingEvent]:
@@ -489,9 +575,10 @@ class ChainReader:
         1,000 readings on-chain in batches does not decode them all again for every batch.
         """
         latest = self.latest_block()
-        start, known = self._readings.get(t, (self.start_block, {}))
+        first = self._first_block(t)
+        start, known = self._readings.get(t, (first, {}))
         if latest + 1 < start:  # the chain went back (a reset node): read everything again
-            start, known = self.start_block, {}
+            start, known = first, {}
         known = dict(known)
         if start <= latest:
             for e in self.reading_events(t, start, latest):
@@ -500,43 +587,47 @@ class ChainReader:
         return dict(known)
 
     def participants(self) -> list[str]:
-        """Every address ever registered (``ParticipantRegistered``), lower-case."""
-        seen = dict.fromkeys(
-            str(e["args"]["participant"]).lower() for e in self._logs("ParticipantRegistered")
-        )
-        return list(seen)
+        """Every address ever registered (``ParticipantRegistered``), lower-case, in order."""
+        latest = self.latest_block()
+        start, known = self._registered
+        if start <= latest:
+            seen = dict.fromkeys(known)
+            for e in self._logs("ParticipantRegistered", None, start, latest):
+                seen.setdefault(str(e["args"]["participant"]).lower())
+            self._registered = (latest + 1, list(seen))
+        return list(self._registered[1])
 
     def committed_trades(self, t: int) -> tuple[Trade, ...]:
         """Interval ``t``'s trades in commit order, from the commit transaction's calldata.
 
-        Raises :class:`SettlementFailed` when the commit's calldata cannot be decoded as a
-        direct ``commitInterval`` call (a commit relayed through another contract).
+        Raises :class:`SettlementFailed` when ``t`` has no commit or its calldata cannot be
+        decoded as a direct ``commitInterval`` call (a commit relayed through a contract).
         """
-
-        def read() -> tuple[Trade, ...]:
-            return self.client.committed_trades(t)
-
+        commit = self.commit_of(t)
+        if commit is None:
+            raise SettlementFailed(t, "interval_not_committed", "no IntervalCommitted event")
+        tx = self.retry(
+            f"reading the commit of interval {t}",
+            lambda: self.w3.eth.get_transaction(commit.tx_hash),  # type: ignore[arg-type]
+        )
         try:
-            return self.retry(f"reading the trades of interval {t}", read)
-        except ChainUnavailable:
-            raise
+            return decode_commit(self.client, bytes(tx["input"]), t)
         except Exception as err:
-            if is_transient(err):
-                raise ChainUnavailable(str(err)) from None
             raise SettlementFailed(
                 t,
                 "trades_unavailable",
-                f"cannot replay the committed trades from the commit transaction: "
-                f"{type(err).__name__}: {err}",
+                f"cannot replay the committed trades from the commit transaction "
+                f"{commit.tx_hash}: {type(err).__name__}: {err}",
             ) from None
 
     def interval_events(self, t: int, *, escrow: bool = True) -> IntervalEvents:
         """Every event of interval ``t`` and its stored state, for reconciliation."""
         info = self.interval(t)
-        committed = bool(self._logs("IntervalCommitted", {"interval": t}))
+        committed = self.commit_of(t) is not None
         trades = self.committed_trades(t) if committed else ()
+        first = self._first_block(t)
         locked: dict[str, int] = {}
-        for e in self._logs("CollateralLocked", {"interval": t}):
+        for e in self._logs("CollateralLocked", {"interval": t}, first):
             who = str(e["args"]["participant"]).lower()
             locked[who] = locked.get(who, 0) + int(e["args"]["amount"])
         readings: dict[str, ReadingEvent] = {}
@@ -555,7 +646,7 @@ class ChainReader:
                 block_number=int(e["blockNumber"]),
                 tx_hash=_tx_hash(e),
             )
-            for e in self._logs("TradeSettled", {"interval": t})
+            for e in self._logs("TradeSettled", {"interval": t}, first)
         )
         parties = tuple(
             ParticipantSettledEvent(
@@ -563,7 +654,7 @@ class ChainReader:
                 released=int(e["args"]["releasedBaseUnits"]),
                 credited=int(e["args"]["creditedBaseUnits"]),
             )
-            for e in self._logs("ParticipantSettled", {"interval": t})
+            for e in self._logs("ParticipantSettled", {"interval": t}, first)
         )
         return IntervalEvents(
             interval=t,
@@ -581,10 +672,34 @@ class ChainReader:
             readings=readings,
             trade_settled=settled,
             participant_settled=parties,
-            interval_settled_events=len(self._logs("IntervalSettled", {"interval": t})),
+            interval_settled_events=len(self._logs("IntervalSettled", {"interval": t}, first)),
             escrow=self.escrow() if escrow else None,
             reading_duplicates=tuple(duplicates),
         )
+
+
+def decode_commit(client: LedgerClient, calldata: bytes, t: int) -> tuple[Trade, ...]:
+    """The trades of a ``commitInterval(t, bookRoot, parties, trades)`` call's calldata."""
+    fn, params = client.contract.decode_function_input(calldata)
+    if fn.fn_name != "commitInterval" or int(params["t"]) != t:
+        raise ValueError(f"the transaction calls {fn.fn_name}, not commitInterval({t}, ...)")
+    parties = [to_checksum_address(p) for p in params["parties"]]
+    fields = ("buyer", "seller", "quantityWh", "pricePerWh", "buyOrderId", "sellOrderId")
+    rows = [
+        [row[k] for k in fields] if isinstance(row, Mapping) else list(row)
+        for row in params["trades"]
+    ]
+    return tuple(
+        Trade(
+            buyer=parties[int(row[0])],
+            seller=parties[int(row[1])],
+            quantity_wh=int(row[2]),
+            price_per_wh=int(row[3]),
+            buy_order_id=bytes(row[4]),
+            sell_order_id=bytes(row[5]),
+        )
+        for row in rows
+    )
 
 
 def _tx_hash(entry: Mapping[str, Any]) -> str:

@@ -296,6 +296,9 @@ class SettlementService:
         self._heads: dict[int, tuple[bytes, ...]] = {}
         self._reading_gas = _Gas(self.config.reading_gas, READING_GAS_CEILING)
         self._trade_gas = _Gas(self.config.settle_trade_gas, TRADE_GAS_CEILING)
+        for row in store.intervals():
+            if row.commit_block is not None:
+                reader.remember_commit(row.interval, row.commit_block)
         self._tick_lock = threading.Lock()
         self.stopping = threading.Event()
         """Set to make a running :meth:`tick` stop after its current transaction."""
@@ -337,7 +340,10 @@ class SettlementService:
                     f"{limit} Wh per interval"
                 )
         t = reading.interval
-        now = self._chain("reading chain time", self.clock.now)
+        now, (submitted, exported) = self._chain(
+            "reading chain time and readings",
+            lambda: self.reader.now_and_reading_of(t, reading.participant),
+        )
         _, end = self._chain("reading the interval window", lambda: self.reader.window(t))
         if now < end:
             raise ReadingTooEarly(
@@ -367,9 +373,6 @@ class SettlementService:
                 f"(status {existing.status})",
                 extra={"existing": reading_json(existing)},
             )
-        submitted, exported = self._chain(
-            "reading on-chain readings", lambda: self.reader.reading_of(t, reading.participant)
-        )
         if submitted:
             raise DuplicateReading(
                 f"a reading of {reading.participant} for interval {t} is already on-chain "
@@ -400,7 +403,7 @@ class SettlementService:
         try:
             return call()
         except ChainUnavailable as err:
-            raise ServiceUnavailable(f"the chain is unavailable: {err.message}") from None
+            raise ServiceUnavailable(f"the chain is unavailable ({what}): {err.message}") from None
 
     def _store(self, what: str, call: Callable[[], Any]) -> Any:
         try:
@@ -488,7 +491,10 @@ class SettlementService:
         while start <= latest:
             stop = min(latest, start + SCAN_STEP_BLOCKS - 1)
             for c in self.reader.committed_intervals(start, stop):
-                if self.store.upsert_interval(c.interval, c.trade_count, c.deadline, now):
+                added = self.store.upsert_interval(
+                    c.interval, c.trade_count, c.deadline, now, c.block_number
+                )
+                if added:
                     log.info(
                         "interval %d: committed with %d trades; reading deadline %d",
                         c.interval,

@@ -95,7 +95,8 @@ CREATE TABLE IF NOT EXISTS intervals (
     settle_txs    INTEGER NOT NULL DEFAULT 0,
     error_code    TEXT,
     error_detail  TEXT,
-    updated_at    INTEGER NOT NULL DEFAULT 0
+    updated_at    INTEGER NOT NULL DEFAULT 0,
+    commit_block  INTEGER
 );
 CREATE TABLE IF NOT EXISTS txs (
     hash          TEXT PRIMARY KEY,
@@ -160,6 +161,7 @@ class IntervalRow:
     error_code: str | None
     error_detail: str | None
     updated_at: int
+    commit_block: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,7 @@ _READING_COLUMNS = (
 )
 _INTERVAL_COLUMNS = (
     "interval, state, trade_count, deadline, reading_txs, settle_txs, error_code, "
-    "error_detail, updated_at"
+    "error_detail, updated_at, commit_block"
 )
 _TX_COLUMNS = (
     "hash, sender, nonce, kind, interval, gas_limit, max_fee, priority_fee, gas_price, "
@@ -240,6 +242,36 @@ def _tx(row: Sequence[Any]) -> TxRecord:
     )
 
 
+def _reading_row(reading: StoredReading) -> tuple[Any, ...]:
+    return (
+        reading.interval,
+        reading.participant,
+        str(reading.imported_wh),
+        str(reading.exported_wh),
+        reading.signature,
+        reading.meter,
+        reading.participant_index,
+        reading.received_at,
+        reading.status,
+        reading.reason,
+        reading.tx_hash,
+        reading.block_number,
+    )
+
+
+class _Ticket:
+    """One reading waiting for the group commit that writes it."""
+
+    def __init__(self, reading: StoredReading) -> None:
+        self.reading = reading
+        self.done = threading.Event()
+        self.error: ReadingStoreError | None = None
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 def _opt_str(value: int | None) -> str | None:
     return None if value is None else str(value)
 
@@ -265,6 +297,9 @@ class ReadingStore:
             ) from None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._group = threading.Condition()
+        self._queue: list[_Ticket] = []
+        self._group_busy = False
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -353,24 +388,64 @@ class ReadingStore:
     # -- readings ---------------------------------------------------------------------------
 
     def insert_reading(self, reading: StoredReading) -> None:
-        """Store an accepted reading durably; DuplicateKey if one is already stored."""
-        self._write(
-            f"INSERT INTO readings ({_READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                reading.interval,
-                reading.participant,
-                str(reading.imported_wh),
-                str(reading.exported_wh),
-                reading.signature,
-                reading.meter,
-                reading.participant_index,
-                reading.received_at,
-                reading.status,
-                reading.reason,
-                reading.tx_hash,
-                reading.block_number,
-            ),
-        )
+        """Store an accepted reading durably; DuplicateKey if one is already stored.
+
+        Group commit: readings arriving together from many request threads are written in
+        one transaction (one fsync) by whichever thread finds the writer free; each caller
+        returns only once the transaction holding its reading has committed. A duplicate
+        rolls back to its own savepoint and fails alone.
+        """
+        ticket = _Ticket(reading)
+        with self._group:
+            self._queue.append(ticket)
+            while not ticket.done.is_set() and self._group_busy:
+                self._group.wait()
+            if ticket.done.is_set():
+                ticket.raise_error()
+                return
+            self._group_busy = True
+        try:
+            while True:
+                with self._group:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        break
+                self._write_group(batch)
+        finally:
+            with self._group:
+                self._group_busy = False
+                self._group.notify_all()
+        ticket.raise_error()
+
+    def _write_group(self, batch: list[_Ticket]) -> None:
+        sql = f"INSERT INTO readings ({_READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for k, ticket in enumerate(batch):
+                    conn.execute(f"SAVEPOINT r{k}")
+                    try:
+                        conn.execute(sql, _reading_row(ticket.reading))
+                    except sqlite3.IntegrityError as err:
+                        conn.execute(f"ROLLBACK TO r{k}")
+                        ticket.error = DuplicateKey(f"reading store: {err}")
+                    conn.execute(f"RELEASE r{k}")
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                for ticket in batch:
+                    ticket.error = ReadingStoreError(f"reading store write failed: {err}")
+            except BaseException as err:
+                self._rollback()
+                for ticket in batch:
+                    ticket.error = ReadingStoreError(f"reading store write failed: {err!r}")
+                raise
+            finally:
+                with self._group:
+                    for ticket in batch:
+                        ticket.done.set()
+                    self._group.notify_all()
 
     def get_reading(self, interval: int, participant: str) -> StoredReading | None:
         """The stored reading of ``participant`` for ``interval``, or None."""
@@ -428,16 +503,33 @@ class ReadingStore:
 
     # -- intervals --------------------------------------------------------------------------
 
-    def upsert_interval(self, interval: int, trade_count: int, deadline: int, now: int) -> bool:
-        """Add a committed interval in state ``waiting`` unless known; True when added."""
-        return (
-            self._write(
-                "INSERT OR IGNORE INTO intervals (interval, state, trade_count, deadline, "
-                "updated_at) VALUES (?, ?, ?, ?, ?)",
-                (interval, WAITING, trade_count, deadline, now),
-            )
-            == 1
+    def upsert_interval(
+        self,
+        interval: int,
+        trade_count: int,
+        deadline: int,
+        now: int,
+        commit_block: int | None = None,
+    ) -> bool:
+        """Add a committed interval in state ``waiting`` unless known; True when added.
+
+        ``commit_block`` (where its ``IntervalCommitted`` event is) is filled in when known.
+        """
+        changed = self._write_many(
+            [
+                (
+                    "INSERT OR IGNORE INTO intervals (interval, state, trade_count, deadline, "
+                    "updated_at, commit_block) VALUES (?, ?, ?, ?, ?, ?)",
+                    (interval, WAITING, trade_count, deadline, now, commit_block),
+                ),
+            ]
         )
+        if not changed and commit_block is not None:
+            self._write(
+                "UPDATE intervals SET commit_block = ? WHERE interval = ? AND commit_block IS NULL",
+                (commit_block, interval),
+            )
+        return changed == 1
 
     def get_interval(self, interval: int) -> IntervalRow | None:
         """The service's record of ``interval``, or None."""

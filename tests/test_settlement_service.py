@@ -369,3 +369,30 @@ def test_fee_bumps_round_up_and_never_lower_a_fee() -> None:
     assert Fees(max_fee=5, priority_fee=1).at_least(bumped) == bumped
     assert Fees(gas_price=10).bumped((9, 8)) == Fees(gas_price=12)
     assert Fees(max_fee=3, priority_fee=9).at_least(Fees(max_fee=2, priority_fee=1)) == Fees(9, 9)
+
+
+def test_group_commit_stores_concurrent_readings_and_refuses_only_duplicates(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from settlement.store import DuplicateKey, StoredReading
+
+    store = ReadingStore(tmp_path / "group.db")
+    participants = [f"0x{i:040x}" for i in range(120)] + [f"0x{i:040x}" for i in range(0, 120, 6)]
+
+    def insert(p: str) -> str:
+        try:
+            store.insert_reading(
+                StoredReading(3, p, 1, 2, "0x" + "ab" * 65, "0x" + "cd" * 20, 0, 9)
+            )
+        except DuplicateKey:
+            return "duplicate"
+        return "stored"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(insert, participants))
+    assert outcomes.count("stored") == 120 and outcomes.count("duplicate") == 20
+    assert {r.participant for r in ReadingStore(tmp_path / "group.db").readings(3)} == set(
+        participants
+    )
