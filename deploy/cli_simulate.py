@@ -56,7 +56,8 @@ the run's checks), summary.json (the same for every run of a seed), orders.csv, 
 settlements.csv, meters.csv, participants.csv and timing.json (wall time per stage). The
 headline figures and the report's path are printed at the end. Exit status 0 when every
 check of the run holds (energy and token conservation, every committed interval settled,
-data-center deadlines met, on-chain balances equal to the settlements), 1 when one fails,
+data-center deadlines met, on-chain balances equal to the settlements, and with --audit the
+audit of the market), 1 when one fails,
 2 for bad input (a scenario file with an unknown key, a wrong type or an impossible value
 is refused before anything runs, naming the key).
 
@@ -113,6 +114,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         help="interval (0-based) whose supply and demand curves the report draws "
         "(default: the one with the most volume)",
+    )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="at the end, audit every committed interval as `wattledger audit` does (the "
+        "published order sets re-cleared and checked against the chain) and add the "
+        "outcome to the run's checks",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (for logs and CI)"
@@ -202,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     )
     system = _system(args, scenario, say)
     try:
-        record = _run_with_progress(scenario, system, show=not args.no_progress)
+        record, audit_lines = _run_with_progress(
+            scenario, system, show=not args.no_progress, audit=args.audit
+        )
         write_started = time.perf_counter()
         files = write_run(record, out, book_interval=args.book_interval)
         timing = dict(record.timing_seconds)
@@ -214,12 +224,16 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         system.close()
+    if audit_lines:
+        print(audit_lines[-1])
     print(headline_text(record, files["report.html"].resolve()))
     print(f"Run took {timing['total']:.0f} s on {record.chain}; files in {out}")
     return 0 if all(check.ok for check in check_record(record)) else 1
 
 
-def _run_with_progress(scenario: Scenario, system: System, *, show: bool) -> Any:
+def _run_with_progress(
+    scenario: Scenario, system: System, *, show: bool, audit: bool
+) -> tuple[Any, list[str]]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -231,8 +245,14 @@ def _run_with_progress(scenario: Scenario, system: System, *, show: bool) -> Any
 
     from simulation.driver import run_simulation
 
+    final: list[RunState] = []
+
+    def keep(state: RunState) -> None:
+        final[:] = [state]
+
     if not show:
-        return run_simulation(scenario, system)
+        record = run_simulation(scenario, system, on_progress=keep, audit=audit)
+        return record, final[0].audit if final else []
     progress = Progress(
         TextColumn("{task.description:<18}"),
         BarColumn(),
@@ -247,6 +267,7 @@ def _run_with_progress(scenario: Scenario, system: System, *, show: bool) -> Any
     )
 
     def update(state: RunState) -> None:
+        keep(state)
         status = (
             f"{state.orders:,} orders  {state.trades:,} trades  "
             f"settled {state.settled}/{state.committed} committed"
@@ -258,4 +279,5 @@ def _run_with_progress(scenario: Scenario, system: System, *, show: bool) -> Any
         )
 
     with progress:
-        return run_simulation(scenario, system, on_progress=update)
+        record = run_simulation(scenario, system, on_progress=update, audit=audit)
+    return record, final[0].audit if final else []

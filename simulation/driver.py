@@ -83,6 +83,8 @@ class RunState:
     committed: int = 0
     settled: int = 0
     phase: str = "setting up"
+    audit: list[str] = field(default_factory=list)
+    """The audit's report lines, when the run was audited."""
 
 
 ProgressHook = Callable[[RunState], None]
@@ -116,13 +118,23 @@ def run_simulation(
     system: System,
     *,
     on_progress: ProgressHook | None = None,
+    audit: bool = False,
 ) -> RunRecord:
-    """Run ``scenario`` on ``system``; return the finished record (nothing is written)."""
-    return _Run(scenario, system, on_progress or (lambda _state: None)).run()
+    """Run ``scenario`` on ``system``; return the finished record (nothing is written).
+
+    ``audit``: at the end, audit every committed interval as ``wattledger audit`` would
+    (published order sets re-cleared and checked against the chain) and add the outcome to
+    the record's checks as ``audit_passes`` (the audit's own lines go to ``on_progress``'s
+    :attr:`RunState.audit`).
+    """
+    return _Run(scenario, system, on_progress or (lambda _state: None), audit).run()
 
 
 class _Run:
-    def __init__(self, scenario: Scenario, system: System, on_progress: ProgressHook) -> None:
+    def __init__(
+        self, scenario: Scenario, system: System, on_progress: ProgressHook, audit: bool
+    ) -> None:
+        self.audit = audit
         self.scenario = scenario
         self.system = system
         self.sw = system.stopwatch
@@ -173,6 +185,10 @@ class _Run:
             )
         with self.sw.stage("checks", split_chain=False):
             self._final_checks()
+        if self.audit:
+            self._report("auditing")
+            with self.sw.stage("audit", split_chain=False):
+                self._audit()
         self._report("done")
         self.recorder.timing_seconds.update(self.sw.seconds)
         return self.recorder.finish(self.agents)
@@ -349,6 +365,15 @@ class _Run:
                 self.state.settled += 1
 
     # ------------------------------------------------------------------ checks
+
+    def _audit(self) -> None:
+        committed = sorted(i for i, r in self.intervals.items() if r.committed)
+        if not committed:
+            self.recorder.extra_checks["audit_passes"] = True
+            return
+        report = self.system.audit(committed)
+        self.state.audit = report.lines()
+        self.recorder.extra_checks["audit_passes"] = report.ok
 
     def _final_checks(self) -> None:
         """Checks against the chain that only the driver can make (added to the record)."""

@@ -51,7 +51,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -84,6 +84,9 @@ from simulation.edges import (
     instrument_chain,
 )
 from simulation.scenario import Scenario
+
+if TYPE_CHECKING:
+    from market.audit import AuditReport
 
 # --------------------------------------------------------------------------- market timing
 
@@ -146,6 +149,8 @@ class System(ABC):
     label: str
     """Names the chain in the report (``eth-tester``, ``anvil at URL (chain 31337)``...)."""
     stopwatch: Stopwatch
+    deployed_block: int = 0
+    """Where the market's events start (its deployment block, when known)."""
 
     @abstractmethod
     def now(self) -> int:
@@ -167,6 +172,21 @@ class System(ABC):
     def settle(self, due: Sequence[int]) -> SettlementProgress:
         """Let settlement catch up with the current time; ``due`` are the committed
         intervals whose reading deadline has passed and that have not settled yet."""
+
+    def audit(self, intervals: Sequence[int]) -> AuditReport:
+        """Audit ``intervals`` as anyone could (``wattledger audit``): the signed order sets
+        the market API publishes, re-cleared and checked against the chain's record."""
+        from market.audit import audit_market
+
+        orders = {t: self.api.get(f"/intervals/{t}/orders") for t in intervals}
+        return audit_market(
+            self.ledger.chain,
+            self.ledger.address,
+            orders,
+            min(intervals),
+            max(intervals),
+            from_block=self.deployed_block,
+        )
 
     def onboard(self, participants: Sequence[Participant]) -> int:
         """Register participants with their meter keys, mint and deposit their collateral.
@@ -294,6 +314,7 @@ class EmbeddedSystem(System):
         )
         self.domain = parts.service.domain
         deployed_at = self.deployment.contracts["EnergyMarket"].block_number
+        self.deployed_block = deployed_at
         settler = self.chain.signers[-1]
         if settler.address.lower() == self.deployment.deployer.lower():
             raise SimulationError("the chain has a single known account; settlement needs two")

@@ -125,7 +125,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     out = tmp_path_factory.mktemp("default") / "run"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = simulate("--intervals", "4", "--out", str(out))
+        code = simulate("--intervals", "4", "--audit", "--out", str(out))
     yield out, stdout.getvalue(), code
 
 
@@ -149,6 +149,7 @@ def test_default_scenario_runs_end_to_end_and_every_check_holds(
         "all_readings_accepted": True,
         "escrow_equals_token_balance": True,
         "ledger_balances_match_settlements": True,
+        "audit_passes": True,
     }
     market, settlement = summary["market"], summary["settlement"]
     assert market["trades"] > 0 and market["traded_wh"] > 0
@@ -162,6 +163,7 @@ def test_the_run_prints_headline_figures_and_the_report_path(
 ) -> None:
     out, printed, _ = default_run
     assert "Energy traded" in printed and "Checks" in printed and "all hold" in printed
+    assert re.search(r"^PASS: audited \d+ committed intervals", printed, re.MULTILINE), printed
     report = (out / "report.html").resolve()
     assert re.search(rf"^Report +{re.escape(str(report))}$", printed, re.MULTILINE), printed
 
@@ -244,22 +246,13 @@ def test_the_real_system_agrees_with_the_offline_reference_market(
 def test_audit_passes_on_a_clean_simulation_run(
     town_runs: tuple[RunRecord, RunRecord, Any],
 ) -> None:
-    from market.audit import audit_market
-
-    _, _, system = town_runs
+    record, _, system = town_runs
     try:
-        intervals = sorted(system.service.store.intervals_in_state("committed"))
-        assert intervals
-        orders = {t: system.api.get(f"/intervals/{t}/orders") for t in intervals}
-        report = audit_market(
-            system.chain,
-            system.ledger.address,
-            orders,
-            min(intervals),
-            max(intervals),
-            from_block=system.deployment.contracts["EnergyMarket"].block_number,
-        )
-        assert report.ok, report.summary()
+        committed = sorted(system.service.store.intervals_in_state("committed"))
+        assert len(committed) == sum(r.committed for r in record.interval_results) > 0
+        report = system.audit(committed)
+        assert report.ok, "\n".join(report.lines())
+        assert [r.interval for r in report.intervals] == committed
     finally:
         system.close()
 
