@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from deploy.anvil import free_port, running_anvil  # noqa: E402
 from deploy.chain import anvil_dev_accounts  # noqa: E402
 from market.client import OrderSigner  # noqa: E402
-from market.signing import Domain  # noqa: E402
+from market.signing import SIDE_BUY, Domain  # noqa: E402
 
 SEED = 20260101
 CONCURRENCY = 32
@@ -59,6 +59,8 @@ CEILING_REQUESTS = 20_000
 RATE_PER_SECOND = 1_000
 RATE_SECONDS = 5
 PRICE = 250_000_000_000_000
+"""Midpoint price in base units per Wh: bids are below it, asks at or above it."""
+PRICE_SPREAD = 10**13
 
 
 # --- the trivial ceiling app -------------------------------------------------------------
@@ -93,21 +95,37 @@ def serve_ceiling(port: int) -> None:
 # --- the load generator (runs in its own process) ----------------------------------------
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return status
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+def _count(statuses: Counter[int], codes: Counter[str], status: int, body: bytes) -> None:
+    """Count an answer; for a refusal, count its problem ``code`` (and a batch's inner ones)."""
+    statuses[status] += 1
+    if status < 300:
+        return
+    try:
+        problem = json.loads(body)
+        code = str(problem.get("code", "?"))
+    except (ValueError, AttributeError):
+        codes[f"HTTP {status} (no problem+json)"] += 1
+        return
+    codes[code] += 1
+    for inner in problem.get("errors") or () if code == "batch_rejected" else ():
+        codes[f"batch_rejected/{inner.get('code', '?')}"] += 1
 
 
 async def _closed_loop(port: int, requests: list[bytes], concurrency: int) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    codes: Counter[str] = Counter()
     iterator: Iterator[bytes] = iter(requests)
 
     async def worker() -> None:
@@ -115,14 +133,19 @@ async def _closed_loop(port: int, requests: list[bytes], concurrency: int) -> di
         for request in iterator:
             start = time.perf_counter()
             writer.write(request)
-            status = await _read_response(reader)
+            status, body = await _read_response(reader)
             latencies.append(time.perf_counter() - start)
-            statuses[status] += 1
+            _count(statuses, codes, status, body)
         writer.close()
 
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"elapsed": time.perf_counter() - began, "latencies": latencies, "statuses": statuses}
+    return {
+        "elapsed": time.perf_counter() - began,
+        "latencies": latencies,
+        "statuses": statuses,
+        "codes": codes,
+    }
 
 
 async def _open_loop(port: int, requests: list[bytes], rate: float) -> dict[str, Any]:
@@ -132,13 +155,14 @@ async def _open_loop(port: int, requests: list[bytes], rate: float) -> dict[str,
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    codes: Counter[str] = Counter()
 
     async def one(request: bytes, scheduled: float) -> None:
         reader, writer = await pool.get()
         writer.write(request)
-        status = await _read_response(reader)
+        status, body = await _read_response(reader)
         latencies.append(time.perf_counter() - scheduled)
-        statuses[status] += 1
+        _count(statuses, codes, status, body)
         pool.put_nowait((reader, writer))
 
     began = time.perf_counter()
@@ -150,7 +174,12 @@ async def _open_loop(port: int, requests: list[bytes], rate: float) -> dict[str,
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(request, scheduled)))
     await asyncio.gather(*tasks)
-    return {"elapsed": time.perf_counter() - began, "latencies": latencies, "statuses": statuses}
+    return {
+        "elapsed": time.perf_counter() - began,
+        "latencies": latencies,
+        "statuses": statuses,
+        "codes": codes,
+    }
 
 
 def _request(path: str, body: bytes) -> bytes:
@@ -175,6 +204,7 @@ def load_main(spec_path: str) -> None:
             {
                 "elapsed": result["elapsed"],
                 "statuses": dict(result["statuses"]),
+                "codes": dict(result["codes"]),
                 "p50_ms": 1000 * latencies[len(latencies) // 2],
                 "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
                 "mean_ms": 1000 * statistics.fmean(latencies),
@@ -268,9 +298,14 @@ def main() -> None:
             nonce = iter(range(1, 10**9))
 
             def signed_order() -> dict[str, Any]:
+                # Bids strictly below the midpoint, asks at or above it: no account's bid
+                # ever crosses its own ask, so every order is valid (no self_cross).
                 signer = rng.choice(signers)
                 side = rng.randrange(2)
-                price = PRICE + rng.randrange(-(10**13), 10**13)
+                if side == SIDE_BUY:
+                    price = PRICE - rng.randrange(1, PRICE_SPREAD)
+                else:
+                    price = PRICE + rng.randrange(0, PRICE_SPREAD)
                 return signer.order(
                     t, side, rng.randrange(1, 5_000), price, nonce=next(nonce),
                     expiry=int(time.time()) + 3600,
@@ -328,15 +363,25 @@ def report(results: list[dict[str, Any]]) -> None:
         )
         refused = {k: v for k, v in r["statuses"].items() if k != str(ok[name])}
         if refused:
-            print(f"  non-201 answers: {refused}")
+            print(f"  non-201 answers by HTTP status: {refused}")
+            codes = dict(sorted(r.get("codes", {}).items(), key=lambda kv: (-kv[1], kv[0])))
+            print(f"  refusals by problem code: {codes}")
     print()
     if rates["ceiling"]:
         print(f"single / ceiling requests per second: {rates['single'] / rates['ceiling']:.2f}")
-    print(f"batched orders/s / single orders/s:   {rates['batch'] / rates['single']:.2f}")
+    if rates["single"]:
+        print(f"batched orders/s / single orders/s:   {rates['batch'] / rates['single']:.2f}")
+    paced = by["paced"]
+    paced_all = sum(paced["statuses"].values())
+    paced_ok = paced["statuses"].get("201", 0)
     checks = [
-        ("single >= 1,500 orders/s", rates["single"] >= 1_500),
-        ("batched >= 5,000 orders/s", rates["batch"] >= 5_000),
-        ("p99 <= 50 ms at 1,000 orders/s", by["paced"]["p99_ms"] <= 50),
+        (f"single {rates['single']:,.0f} orders/s (>= 1,500)", rates["single"] >= 1_500),
+        (f"batched {rates['batch']:,.0f} orders/s (>= 5,000)", rates["batch"] >= 5_000),
+        (
+            f"p99 {paced['p99_ms']:.1f} ms at {RATE_PER_SECOND:,} orders/s with "
+            f"{paced_ok:,}/{paced_all:,} accepted (<= 50 ms, all accepted)",
+            paced["p99_ms"] <= 50 and paced_ok == paced_all,
+        ),
     ]
     print("targets: " + "; ".join(f"{what}: {'met' if met else 'MISSED'}" for what, met in checks))
 
