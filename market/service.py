@@ -277,6 +277,59 @@ def order_message_json(order: StoredOrder) -> dict[str, Any]:
     }
 
 
+class _OwnOrders:
+    """One participant's open and reserved orders in one interval: price by id for each
+    side, and the best price of each side (highest bid, lowest ask) kept at hand, so the
+    self-cross check costs the same however many orders the participant has.
+
+    The best is found again (one pass over that side) only after the best order itself
+    left; adding never needs a pass.
+    """
+
+    __slots__ = ("_best", "_prices", "_stale")
+
+    def __init__(self) -> None:
+        self._prices: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        # Per side: (price, order id) of the best order, or None when the side is empty;
+        # stale when the best order left and the best must be found again.
+        self._best: list[tuple[int, str] | None] = [None, None]
+        self._stale = [False, False]
+
+    def add(self, side: int, order_id: str, price_per_wh: int) -> None:
+        self._prices[side][order_id] = price_per_wh
+        if self._stale[side]:
+            return
+        best = self._best[side]
+        if best is None or _better(side, price_per_wh, best[0]):
+            self._best[side] = (price_per_wh, order_id)
+
+    def drop(self, side: int, order_id: str) -> None:
+        if self._prices[side].pop(order_id, None) is None:
+            return
+        best = self._best[side]
+        if best is not None and best[1] == order_id:
+            self._stale[side] = True
+
+    def best(self, side: int) -> tuple[int, str] | None:
+        """``(price, order id)`` of the highest own bid (side 0) or lowest own ask (side 1)."""
+        if self._stale[side]:
+            prices = self._prices[side]
+            pick = max if side == signing.SIDE_BUY else min
+            self._best[side] = (
+                pick((price, order_id) for order_id, price in prices.items()) if prices else None
+            )
+            self._stale[side] = False
+        return self._best[side]
+
+    def empty(self) -> bool:
+        return not self._prices[0] and not self._prices[1]
+
+
+def _better(side: int, price_per_wh: int, than: int) -> bool:
+    """Whether ``price_per_wh`` is a better own price for ``side`` than ``than``."""
+    return price_per_wh > than if side == signing.SIDE_BUY else price_per_wh < than
+
+
 def _lock_of(side: int, quantity_wh: int, price_per_wh: int, penalty_price_per_wh: int) -> int:
     """Worst-case collateral an order can lock at commit (DESIGN §5), in base units."""
     if side == signing.SIDE_BUY:
@@ -322,7 +375,7 @@ class MarketService:
         self._reserved: dict[str, int] = {}
         self._lock_of_order: dict[str, int] = {}
         # Open and reserved orders by (participant, interval), for self-cross prevention.
-        self._own: dict[tuple[str, int], dict[str, StoredOrder]] = {}
+        self._own: dict[tuple[str, int], _OwnOrders] = {}
         self._free: dict[str, int] = {}
         self._registered: set[str] = set()
         self._unregistered_until: dict[str, float] = {}
@@ -375,14 +428,18 @@ class MarketService:
         )
 
     def _add_own(self, order: StoredOrder) -> None:
-        self._own.setdefault((order.participant, order.interval), {})[order.id] = order
+        key = (order.participant, order.interval)
+        own = self._own.get(key)
+        if own is None:
+            own = self._own[key] = _OwnOrders()
+        own.add(order.side, order.id, order.price_per_wh)
 
     def _drop_own(self, order: StoredOrder) -> None:
         key = (order.participant, order.interval)
         own = self._own.get(key)
         if own is not None:
-            own.pop(order.id, None)
-            if not own:
+            own.drop(order.side, order.id)
+            if own.empty():
                 del self._own[key]
 
     def _check_self_cross(self, parsed: ParsedOrder) -> None:
@@ -390,25 +447,28 @@ class MarketService:
 
         A bid at price b and an ask at price a of one participant in one interval can only
         be paired by the clearing walk when b >= a; refusing exactly those keeps every
-        committed trade between two different parties (the contract's ``SelfTrade``).
+        committed trade between two different parties (the contract's ``SelfTrade``). Only
+        the best own order of the other side needs comparing: the highest own bid, or the
+        lowest own ask.
         """
         own = self._own.get((parsed.participant, parsed.interval))
-        if not own:
+        if own is None:
             return
-        for other in own.values():
-            if other.side == parsed.side:
-                continue
-            if parsed.side == signing.SIDE_BUY:
-                bid, ask = parsed.price_per_wh, other.price_per_wh
-            else:
-                bid, ask = other.price_per_wh, parsed.price_per_wh
-            if bid >= ask:
-                raise SelfCross(
-                    f"interval {parsed.interval}: this {'bid' if parsed.side == 0 else 'ask'} "
-                    f"at {parsed.price_per_wh} crosses your own open order {other.id} at "
-                    f"{other.price_per_wh} (bid {bid} >= ask {ask})",
-                    hint="Cancel your own opposite order first, or price the orders apart.",
-                )
+        other = own.best(1 - parsed.side)
+        if other is None:
+            return
+        other_price, other_id = other
+        if parsed.side == signing.SIDE_BUY:
+            bid, ask = parsed.price_per_wh, other_price
+        else:
+            bid, ask = other_price, parsed.price_per_wh
+        if bid >= ask:
+            raise SelfCross(
+                f"interval {parsed.interval}: this {'bid' if parsed.side == 0 else 'ask'} "
+                f"at {parsed.price_per_wh} crosses your own open order {other_id} at "
+                f"{other_price} (bid {bid} >= ask {ask})",
+                hint="Cancel your own opposite order first, or price the orders apart.",
+            )
 
     def _add_open(self, order: StoredOrder, lock: int) -> None:
         self._add_own(order)

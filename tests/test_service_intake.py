@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from market_harness import PENALTY, PRICE, TOKEN, Market, account, make_market, signed
 
 from market.api_errors import (
@@ -19,6 +21,7 @@ from market.api_errors import (
     NotYourOrder,
     OrderExpired,
     OrderNotOpen,
+    SelfCross,
     SignerMismatch,
     UnregisteredParticipant,
 )
@@ -220,3 +223,41 @@ def test_large_amounts_stay_exact(tmp_path: Path) -> None:
         (2**40 - 1) * price
     )
     assert TOKEN == 10**18
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("order"), st.sampled_from(["buy", "sell"]), st.integers(1, 6)),
+            st.tuples(st.just("cancel"), st.integers(0, 50), st.just(0)),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_self_cross_is_refused_exactly_when_a_naive_scan_finds_a_crossing_own_order(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, Any, int]]
+) -> None:
+    m = make_market(tmp_path_factory.mktemp("cross"), deposit=10**6 * PRICE)
+    mine: dict[str, tuple[str, int]] = {}  # open order id -> (side, price), the reference
+    for kind, what, level in steps:
+        if kind == "cancel":
+            if mine:
+                order_id = sorted(mine)[what % len(mine)]
+                m.service.cancel_order(order_id, signed(m.alice.cancel(order_id)))
+                del mine[order_id]
+            continue
+        price = level * PRICE
+        crosses = any(
+            side != what and (price >= p if what == "buy" else p >= price)
+            for side, p in mine.values()
+        )
+        body = m.alice.order(m.t, what, 1, price)
+        if crosses:
+            with pytest.raises(SelfCross):
+                m.service.submit_order(signed(body))
+        else:
+            mine[m.service.submit_order(signed(body)).id] = (what, price)
