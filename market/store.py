@@ -24,14 +24,12 @@ Threads
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from market.errors import WattledgerError
+from market.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 
@@ -175,62 +173,13 @@ def _interval(row: Sequence[Any]) -> IntervalRecord:
     )
 
 
-class OrderStore:
+class OrderStore(SqliteStore):
     """SQLite (WAL, ``synchronous=FULL``) store of orders, nonces and gate closures."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        try:
-            self._writer = self._connect()
-            with self._writer:
-                self._writer.executescript(_SCHEMA)
-            self._reader = self._connect()
-        except sqlite3.Error as err:
-            raise StoreError(
-                f"Cannot open the order store {self.path}: {err}",
-                hint="Check that the folder exists and is writable.",
-            ) from None
-        self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        return conn
-
-    def close(self) -> None:
-        """Close both connections."""
-        with self._write_lock, self._read_lock:
-            self._writer.close()
-            self._reader.close()
-
-    def pragma(self, name: str) -> Any:
-        """The value of a PRAGMA on the writer connection (for tests and diagnostics)."""
-        with self._write_lock:
-            return self._writer.execute(f"PRAGMA {name}").fetchone()[0]
-
-    # -- writing -----------------------------------------------------------------------------
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._writer, self._write_lock)
-
-    def bind_deployment(self, chain_id: int, market_address: str) -> None:
-        """Record which deployment this store belongs to; refuse another one's store."""
-        want = {"schema": str(SCHEMA_VERSION), "chain_id": str(chain_id)}
-        want["market"] = market_address.lower()
-        with self._transaction() as cur:
-            have = dict(cur.execute("SELECT key, value FROM meta").fetchall())
-            for key, value in want.items():
-                if key in have and have[key] != value:
-                    raise StoreError(
-                        f"The order store {self.path} belongs to {key} {have[key]}, not {value}.",
-                        hint="Use another --db file for this chain or market deployment.",
-                    )
-            cur.executemany(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", list(want.items())
-            )
+    kind = "order store"
+    error = StoreError
+    schema = _SCHEMA
+    schema_version = SCHEMA_VERSION
 
     def insert_orders(self, orders: Sequence[StoredOrder]) -> None:
         """Store accepted orders and their nonces in one durable transaction.
@@ -320,10 +269,6 @@ class OrderStore:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._read_lock:
-            return self._reader.execute(sql, args).fetchall()
-
     def max_seq(self) -> int:
         """The highest arrival sequence number stored (0 when empty)."""
         return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM orders")[0][0])
@@ -394,44 +339,6 @@ class OrderStore:
         """The highest interval whose gate has closed, or None."""
         value = self._read("SELECT MAX(interval) FROM intervals")[0][0]
         return None if value is None else int(value)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` on the writer, rolled back on any exception."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._conn = conn
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Cursor:
-        self._lock.acquire()
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-        return self._conn.cursor()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, _tb: Any
-    ) -> None:
-        try:
-            if kind is None:
-                try:
-                    self._conn.execute("COMMIT")
-                except sqlite3.Error as commit_err:
-                    self._rollback()
-                    raise StoreError(f"order store commit failed: {commit_err}") from None
-            else:
-                self._rollback()
-                if isinstance(err, sqlite3.Error) and not isinstance(err, StoreError):
-                    raise StoreError(f"order store write failed: {err}") from err
-        finally:
-            self._lock.release()
-
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
 
 
 __all__ = [

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from market.errors import WattledgerError
+from market.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 
@@ -276,48 +277,24 @@ def _opt_str(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-class ReadingStore:
+class ReadingStore(SqliteStore):
     """SQLite (WAL, ``synchronous=FULL``) store of readings, interval states and the tx journal.
 
     Energy and fees are stored as decimal text: a uint64 reading or a fee in wei can exceed
     SQLite's signed 64-bit integers.
     """
 
+    kind = "reading store"
+    error = ReadingStoreError
+    duplicate = DuplicateKey
+    schema = _SCHEMA
+    schema_version = SCHEMA_VERSION
+
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        try:
-            self._writer = self._connect()
-            with self._writer:
-                self._writer.executescript(_SCHEMA)
-            self._reader = self._connect()
-        except sqlite3.Error as err:
-            raise ReadingStoreError(
-                f"Cannot open the reading store {self.path}: {err}",
-                hint="Check that the folder exists and is writable.",
-            ) from None
-        self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
+        super().__init__(path)
         self._group = threading.Condition()
         self._queue: list[_Ticket] = []
         self._group_busy = False
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        return conn
-
-    def close(self) -> None:
-        """Close both connections."""
-        with self._write_lock, self._read_lock:
-            self._writer.close()
-            self._reader.close()
-
-    def pragma(self, name: str) -> Any:
-        """The value of a PRAGMA on the writer connection (tests and diagnostics)."""
-        with self._write_lock:
-            return self._writer.execute(f"PRAGMA {name}").fetchone()[0]
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -326,55 +303,10 @@ class ReadingStore:
 
     def _write_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
         """Run statements in one ``BEGIN IMMEDIATE`` transaction; return rows changed."""
-        with self._write_lock:
-            conn = self._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                changed = 0
-                for sql, args in statements:
-                    changed += conn.execute(sql, args).rowcount
-                conn.execute("COMMIT")
-                return changed
-            except sqlite3.IntegrityError as err:
-                self._rollback()
-                raise DuplicateKey(f"reading store: {err}") from None
-            except sqlite3.Error as err:
-                self._rollback()
-                raise ReadingStoreError(f"reading store write failed: {err}") from None
-            except BaseException:
-                self._rollback()
-                raise
+        with self._transaction() as cur:
+            return sum(cur.execute(sql, args).rowcount for sql, args in statements)
 
-    def _rollback(self) -> None:
-        if self._writer.in_transaction:
-            self._writer.execute("ROLLBACK")
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._read_lock:
-            try:
-                return self._reader.execute(sql, args).fetchall()
-            except sqlite3.Error as err:
-                raise ReadingStoreError(f"reading store read failed: {err}") from None
-
-    # -- deployment binding ---------------------------------------------------------------
-
-    def bind_deployment(self, chain_id: int, market_address: str) -> None:
-        """Record which deployment this store belongs to; refuse another one's store."""
-        want = {
-            "schema": str(SCHEMA_VERSION),
-            "chain_id": str(chain_id),
-            "market": market_address.lower(),
-        }
-        have = dict(self._read("SELECT key, value FROM meta"))
-        for key, value in want.items():
-            if key in have and have[key] != value:
-                raise ReadingStoreError(
-                    f"The reading store {self.path} belongs to {key} {have[key]}, not {value}.",
-                    hint="Use another --db file for this chain or market deployment.",
-                )
-        self._write_many(
-            ("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", item) for item in want.items()
-        )
+    # -- meta -----------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
         """A value of the ``meta`` table, or None."""
