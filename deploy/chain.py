@@ -9,19 +9,26 @@ controls (advance time, mine, snapshot) that both eth-tester and anvil offer.
 * ``connect("http://127.0.0.1:8545")`` reaches anvil (``wattledger node``) or any other
   JSON-RPC chain. Anvil's ten default accounts are known; on another chain pass the
   deployer's key with ``private_keys`` (or set ``WATTLEDGER_PRIVATE_KEY``).
+
+Many view calls at once (:meth:`Chain.view_calls`) run against one state: on eth-tester in
+one py-evm state whose account and storage caches the calls share (a fifth of the cost of a
+call each), on a JSON-RPC node as one batch request pinned to one block.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
+from eth_typing import Address, ChecksumAddress
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 from web3.middleware import SignAndSendRawMiddlewareBuilder
+from web3.types import RPCEndpoint
 
 from deploy.errors import ChainConnectionError
 
@@ -34,6 +41,16 @@ ANVIL_CHAIN_ID = 31337
 DEV_ACCOUNT_COUNT = 10
 PRIVATE_KEY_ENV = "WATTLEDGER_PRIVATE_KEY"
 RPC_TIMEOUT_SECONDS = 30
+VIEW_GAS = 30_000_000
+"""Gas given to a view call (the conventional ``eth_call`` cap)."""
+
+
+@dataclass(frozen=True)
+class ViewCall:
+    """One read-only contract call: ABI-encoded ``data`` sent to ``to``."""
+
+    to: str
+    data: bytes
 
 
 @dataclass
@@ -92,6 +109,90 @@ class Chain:
             return
         self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
         self.mine(1)
+
+    def block_number(self) -> int:
+        """Number of the latest block (what a read at ``latest`` sees), as cheaply as the
+        chain allows: eth-tester's head header, or a bare ``eth_blockNumber`` request."""
+        if self._tester is not None:
+            return int(self._tester.backend.chain.get_canonical_head().block_number)
+        response = self.w3.provider.make_request(RPCEndpoint("eth_blockNumber"), [])
+        if response.get("error") or "result" not in response:
+            return int(self.w3.eth.block_number)  # let web3 raise its own error
+        result = response["result"]
+        return int(result, 16) if isinstance(result, str) else int(result)
+
+    def block_hash(self, number: int) -> bytes:
+        """Hash of the canonical block ``number``."""
+        if self._tester is not None:
+            return bytes(self._tester.backend.chain.get_canonical_block_hash(number))
+        return bytes(self.w3.eth.get_block(number)["hash"])
+
+    def view_calls(
+        self, calls: Sequence[ViewCall], *, sender: str | None = None
+    ) -> tuple[int, list[bytes]]:
+        """Run ``calls`` against the state of one block; return its number and each output.
+
+        eth-tester: one py-evm state for all calls (what ``eth_call`` at ``latest`` runs each
+        in a state of its own, rebuilt from the state root, with every account and storage
+        word read from the trie again). A JSON-RPC node: one batch request of ``eth_call``
+        at one block number. A call that reverts raises web3's ``ContractLogicError`` with
+        the revert data, as ``fn.call()`` does on a node.
+        """
+        origin = sender or (self.signers[0].address if self.signers else "0x" + "00" * 20)
+        if not calls:
+            return self.block_number(), []
+        if self._tester is not None:
+            return self._tester_views(calls, origin)
+        number = self.block_number()
+        tag = hex(number)
+        batch = [
+            (
+                RPCEndpoint("eth_call"),
+                [{"from": origin, "to": c.to, "data": "0x" + c.data.hex()}, tag],
+            )
+            for c in calls
+        ]
+        provider: Any = self.w3.provider
+        replies = provider.make_batch_request(batch)
+        if not isinstance(replies, list) or len(replies) != len(calls):
+            raise RuntimeError(f"the node did not answer the batch of calls: {replies!r}"[:300])
+        out = []
+        for reply in replies:
+            error = reply.get("error")
+            if error:
+                data = error.get("data") if isinstance(error, dict) else None
+                message = error.get("message", error) if isinstance(error, dict) else error
+                raise ContractLogicError(str(message), data=data)
+            result = reply["result"]
+            out.append(bytes.fromhex(result[2:]) if isinstance(result, str) else bytes(result))
+        return number, out
+
+    def _tester_views(self, calls: Sequence[ViewCall], origin: str) -> tuple[int, list[bytes]]:
+        from eth.vm.message import Message
+
+        evm = self._tester.backend.chain
+        header = evm.get_canonical_head()
+        state = evm.get_vm(at_header=header).state
+        sender = Address(bytes.fromhex(origin[2:]))
+        context = state.get_transaction_context_class()(gas_price=0, origin=sender)
+        code: dict[Address, bytes] = {}
+        out = []
+        for call in calls:
+            to = Address(bytes.fromhex(call.to[2:]))
+            if to not in code:
+                code[to] = state.get_code(to)
+            message = Message(
+                gas=VIEW_GAS, to=to, sender=sender, value=0, data=call.data, code=code[to]
+            )
+            snapshot = state.snapshot()
+            computation = state.computation_class.apply_message(state, message, context)
+            state.revert(snapshot)
+            if computation.is_error:
+                error = computation.error
+                data = error.args[0] if error.args and isinstance(error.args[0], bytes) else b""
+                raise ContractLogicError(f"execution reverted: {error!r}", data="0x" + data.hex())
+            out.append(bytes(computation.output))
+        return int(header.block_number), out
 
     def snapshot(self) -> Any:
         """Take a snapshot of chain state; pass the result to :meth:`revert`."""
