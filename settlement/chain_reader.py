@@ -41,10 +41,11 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from web3 import Web3
-from web3.exceptions import ProviderConnectionError, TimeExhausted
+from web3.exceptions import ContractLogicError, ProviderConnectionError, TimeExhausted
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
+from deploy.chain import ViewCall
 from deploy.ledger import STATUS_NAMES, IntervalInfo, LedgerClient
 from market.signing import keccak
 from settlement.errors import ChainUnavailable, SettlementFailed
@@ -65,6 +66,8 @@ ZERO_ADDRESS = "0x" + "00" * 20
 QUICK_RETRIES = 3
 QUICK_RETRY_SECONDS = 0.2
 RPC_TIMEOUT_SECONDS = 30
+TAIL_BLOCKS = 1_024
+"""Recent blocks whose market logs the reader keeps in memory on the embedded chain."""
 
 # ----------------------------------------------------------------------------- threads
 
@@ -245,6 +248,7 @@ class ChainReader:
         # machine it ignores proxy settings from the environment, whose lookup costs requests
         # about 3 ms per call (the hot path makes two or three calls per reading).
         self._url = client.chain.rpc_url or ""
+        self._embedded = client.chain.is_embedded
         self._session: requests.Session | None = None
         if client.chain.rpc_url is not None:
             self._session = requests.Session()
@@ -253,6 +257,7 @@ class ChainReader:
         self._readings: dict[int, tuple[int, dict[str, ReadingEvent]]] = {}
         self._commits: dict[int, CommittedInterval] = {}
         self._registered: tuple[int, list[str]] = (start_block, [])
+        self._tail: tuple[int, int, bytes, list[Any]] = (-1, -1, b"", [])
 
     # -- raw JSON-RPC ---------------------------------------------------------------------
 
@@ -286,6 +291,14 @@ class ChainReader:
         return with_retries(what, call, retries=self._retries, sleep=self._sleep)
 
     def _view(self, to: str, data: bytes, types: Sequence[str]) -> tuple[Any, ...]:
+        if self._embedded:
+            # Straight into py-evm: web3's and eth-tester's request formatting around an
+            # eth_call costs several times the EVM's own work.
+            try:
+                _, (raw,) = self.client.chain.view_calls([ViewCall(to, data)], sender=self._caller)
+            except ContractLogicError as err:
+                raise RuntimeError(f"eth_call failed: {err.message}") from None
+            return tuple(abi_decode(list(types), raw))
         result = self.rpc(
             "eth_call", [{"from": self._caller, "to": to, "data": "0x" + data.hex()}, "latest"]
         )
@@ -375,59 +388,26 @@ class ChainReader:
 
     def now(self) -> int:
         """Chain time: the timestamp the next transaction's block will have (pending block)."""
+        return self.now_and_latest()[0]
+
+    def now_and_latest(self) -> tuple[int, int]:
+        """:meth:`now` and the number of the latest block, from one request: the pending
+        block is the one after the latest."""
         try:
-            return to_int(self.block("pending")["timestamp"])
-        except (RuntimeError, KeyError):  # no pending block: the latest is the best guess
-            return to_int(self.block("latest")["timestamp"])
-
-    def now_and_reading_of(self, t: int, participant: str) -> tuple[int, tuple[bool, int]]:
-        """:meth:`now` and :meth:`reading_of` in one round trip (a JSON-RPC batch) where the
-        node takes batches; intake asks both for every reading."""
-        if self._session is None:
-            return self.now(), self.reading_of(t, participant)
-        data = _READING_OF + abi_encode(
-            ["uint64", "address"], [t, to_checksum_address(participant)]
-        )
-        calls = [
-            {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "eth_getBlockByNumber",
-                "params": ["pending", False],
-            },
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "eth_call",
-                "params": [
-                    {"from": self._caller, "to": self.market, "data": "0x" + data.hex()},
-                    "latest",
-                ],
-            },
-        ]
-        session = self._session
-
-        def once() -> list[Any]:
-            answer = session.post(self._url, json=calls, timeout=RPC_TIMEOUT_SECONDS)
-            answer.raise_for_status()
-            replies = answer.json()
-            if not isinstance(replies, list) or len(replies) != 2:
-                raise RuntimeError(f"the node did not answer the batch: {replies!r}"[:300])
-            by_id = {r.get("id"): r for r in replies}
-            for reply in by_id.values():
-                if reply.get("error") or reply.get("result") is None:
-                    raise RuntimeError(f"batch call failed: {reply!r}"[:300])
-            return [by_id[0]["result"], by_id[1]["result"]]
-
-        try:
-            block, result = self.retry("reading chain time and a reading", once)
-        except RuntimeError:  # a node without batches or a pending block: one call each
-            return self.now(), self.reading_of(t, participant)
-        submitted, exported = abi_decode(["bool", "uint64"], bytes.fromhex(result[2:]))
-        return to_int(block["timestamp"]), (bool(submitted), int(exported))
+            pending = self.block("pending")
+            return to_int(pending["timestamp"]), to_int(pending["number"]) - 1
+        except (
+            RuntimeError,
+            KeyError,
+            TypeError,
+        ):  # no pending block: the latest is the best guess
+            latest = self.block("latest")
+            return to_int(latest["timestamp"]), to_int(latest["number"])
 
     def latest_block(self) -> int:
         """Number of the latest block."""
+        if self._embedded:
+            return self.client.chain.block_number()
         return to_int(self.rpc("eth_blockNumber", []))
 
     def gas_limit(self) -> int:
@@ -469,13 +449,15 @@ class ChainReader:
         while topics and topics[-1] is None:
             topics.pop()
         start = self.start_block if from_block is None else from_block
-        params: dict[str, Any] = {
-            "address": self.market,
-            "fromBlock": start,
-            "toBlock": to_block,
-            "topics": topics,
-        }
-        raw = self.retry(f"reading {event} events", lambda: self.w3.eth.get_logs(params))  # type: ignore[arg-type]
+        raw = self._tail_logs(topics, start, to_block)
+        if raw is None:
+            params: dict[str, Any] = {
+                "address": self.market,
+                "fromBlock": start,
+                "toBlock": to_block,
+                "topics": topics,
+            }
+            raw = self.retry(f"reading {event} events", lambda: self.w3.eth.get_logs(params))  # type: ignore[arg-type]
         plain = [i for i in inputs if not i.get("indexed")]
         plain_types = [str(i["type"]) for i in plain]
         out = []
@@ -493,6 +475,72 @@ class ChainReader:
                 }
             )
         return out
+
+    def events(
+        self,
+        event: str,
+        filters: Mapping[str, Any] | None = None,
+        from_block: int | None = None,
+        to_block: int | str = "latest",
+    ) -> list[dict[str, Any]]:
+        """The market's ``event`` logs in ``[from_block, to_block]`` matching ``filters``
+        (indexed arguments by name), each ``{"args", "blockNumber", "transactionHash"}``."""
+        return self._logs(event, filters, from_block, to_block)
+
+    def _tail_logs(
+        self, topics: Sequence[str | None], start: int, to_block: int | str
+    ) -> list[Any] | None:
+        """The market's logs matching ``topics`` in ``[start, to_block]`` from the tail of
+        recent blocks kept in memory (embedded chain only), or None when the range is not
+        one the tail keeps (the caller asks the node).
+
+        On eth-tester a log query costs about 0.1 s whatever its topics (it decodes every
+        receipt of every block in the range), and the service asks several per tick over
+        the same few new blocks (commits, readings of each interval; the simulation's
+        settlement feed too). The tail fetches each block's market logs once. It covers
+        the last :data:`TAIL_BLOCKS` blocks and is dropped when the chain went back (a
+        snapshot reverted): the hash of its last block is checked on every use.
+        """
+        if not self._embedded:
+            return None
+        chain = self.client.chain
+        latest = chain.block_number()
+        stop = latest if to_block == "latest" else int(to_block)
+        stop = min(stop, latest)
+        if start < latest - TAIL_BLOCKS or stop < start:
+            return None if stop >= start else []
+        first, last, last_hash, entries = self._tail
+        if last >= 0 and (last > latest or chain.block_hash(last) != last_hash):
+            first, last, entries = -1, -1, []  # the chain went back
+        if last < 0 or start > last + 1:
+            first, last, entries = start, start - 1, []
+        if start < first:
+            entries = self._market_logs(start, first - 1) + entries
+            first = start
+        if stop > last:
+            entries = entries + self._market_logs(last + 1, stop)
+            last = stop
+        floor = latest - TAIL_BLOCKS
+        if first < floor:
+            entries = [e for e in entries if int(e["blockNumber"]) >= floor]
+            first = floor
+        self._tail = (first, last, chain.block_hash(last), entries)
+        wanted = [None if t is None else bytes.fromhex(t[2:]) for t in topics]
+        return [
+            e
+            for e in entries
+            if start <= int(e["blockNumber"]) <= stop
+            and len(e["topics"]) >= len(wanted)
+            and all(w is None or bytes(t) == w for w, t in zip(wanted, e["topics"], strict=False))
+        ]
+
+    def _market_logs(self, from_block: int, to_block: int) -> list[Any]:
+        params: dict[str, Any] = {
+            "address": self.market,
+            "fromBlock": from_block,
+            "toBlock": to_block,
+        }
+        return list(self.retry("reading events", lambda: self.w3.eth.get_logs(params)))  # type: ignore[arg-type]
 
     def committed_intervals(self, from_block: int, to_block: int) -> list[CommittedInterval]:
         """``IntervalCommitted`` events in blocks ``[from_block, to_block]`` (remembered: later
@@ -568,13 +616,17 @@ class ChainReader:
             )
         ]
 
-    def submitted_readings(self, t: int) -> dict[str, ReadingEvent]:
-        """The readings of interval ``t`` that are on-chain, by participant (lower-case).
+    def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingEvent]:
+        """The readings of interval ``t`` that are on-chain, by participant (lower-case), as
+        of block ``latest`` (default: the latest block).
 
         Kept per interval and extended from the last block seen, so that a service putting
-        1,000 readings on-chain in batches does not decode them all again for every batch.
+        1,000 readings on-chain in batches does not decode them all again for every batch,
+        and intake, which asks for every reading it takes, scans the logs only when a block
+        was mined since it last asked.
         """
-        latest = self.latest_block()
+        if latest is None:
+            latest = self.latest_block()
         first = self._first_block(t)
         start, known = self._readings.get(t, (first, {}))
         if latest + 1 < start:  # the chain went back (a reset node): read everything again

@@ -9,7 +9,8 @@ interval. For each transaction it:
    (then the nonce is reused below, which replaces it);
 2. **preflights** it with ``eth_call`` on the *pending* block, so a transaction that would
    revert (a reading already on-chain, a chunk no longer at the cursor, the window not yet
-   open) raises the mapped :class:`~deploy.ledger_errors.LedgerError` before any gas is spent;
+   open) raises the mapped :class:`~deploy.ledger_errors.LedgerError` before any gas is spent
+   (unless :attr:`TxPolicy.preflight` is off);
 3. picks the nonce explicitly: the account's mined transaction count, so a journalled but
    unmined transaction at that nonce is *replaced*, never queued behind;
 4. prices it: EIP-1559 ``maxFeePerGas = 2 * baseFee + tip`` with the node's suggested tip
@@ -69,12 +70,19 @@ class TxPolicy:
     ``receipt_timeout_seconds``: wait this long for a receipt before replacing.
     ``poll_seconds``: receipt polling period. ``max_replacements``: fee bumps per transaction.
     ``bump``: fee multiplier of a replacement as (numerator, denominator), rounded up.
+    ``preflight``: dry-run each transaction with ``eth_call`` before its first broadcast, so
+    that a transaction that would revert costs no gas. Without it a revert is found from the
+    receipt and raises the same error (after the gas is spent): worth it where gas is free
+    and a dry run costs as much as the transaction, as on the embedded chain of a simulation,
+    whose service made the reads the transaction relies on itself a moment before.
+    Replacements are always preflighted (the chain may have moved on while waiting).
     """
 
     receipt_timeout_seconds: float = 60.0
     poll_seconds: float = 0.1
     max_replacements: int = 6
     bump: tuple[int, int] = (9, 8)
+    preflight: bool = True
 
 
 @dataclass(frozen=True)
@@ -314,7 +322,8 @@ class TxSender:
         :class:`ChainUnavailable`.
         """
         self.reconcile()
-        self.preflight(to, data, gas_limit)
+        if self.policy.preflight:
+            self.preflight(to, data, gas_limit)
         nonce = self._next_nonce()
         fees = self.current_fees()
         for stale in self.journal.unconfirmed_txs(self.address):
