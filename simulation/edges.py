@@ -24,7 +24,7 @@ import contextlib
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,7 +32,6 @@ import httpx
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_tester.exceptions import TransactionFailed
 from eth_utils.abi import get_abi_output_types
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
@@ -50,7 +49,6 @@ from market.signing import keccak, sign_digest
 from settlement.chain_reader import ChainReader
 from settlement.model import Reading
 from settlement.readings import READING_TYPEHASH
-from settlement.report import ReadingEvent
 
 T = TypeVar("T")
 
@@ -117,9 +115,10 @@ class Stopwatch:
 def instrument_chain(chain: Chain, stopwatch: Stopwatch) -> None:
     """Time every request to ``chain`` as ``chain`` on ``stopwatch``.
 
-    A web3 middleware in the outermost layer times requests with their formatting, and the
-    provider's ``make_request`` is wrapped for the raw requests the settlement service's
-    chain reader sends past the middleware.
+    A web3 middleware in the outermost layer times requests with their formatting; the
+    provider's ``make_request`` and ``make_batch_request`` are wrapped for the raw requests
+    sent past the middleware, and the chain's :meth:`~deploy.chain.Chain.view_calls` and
+    :meth:`~deploy.chain.Chain.block_number` for the reads that go straight to py-evm.
     """
 
     class _Timed(Web3Middleware):
@@ -141,6 +140,27 @@ def instrument_chain(chain: Chain, stopwatch: Stopwatch) -> None:
             return response
 
     provider.make_request = timed
+    if hasattr(provider, "make_batch_request"):
+        raw_batch = provider.make_batch_request
+
+        def timed_batch(requests: Any) -> Any:
+            with stopwatch.chain_call():
+                return raw_batch(requests)
+
+        provider.make_batch_request = timed_batch
+    # Reads that go straight to the embedded chain's py-evm, past the provider.
+    views, block_number = chain.view_calls, chain.block_number
+
+    def timed_views(calls: Any, *, sender: str | None = None) -> Any:
+        with stopwatch.chain_call():
+            return views(calls, sender=sender)
+
+    def timed_block_number() -> int:
+        with stopwatch.chain_call():
+            return block_number()
+
+    chain.view_calls = timed_views  # type: ignore[method-assign]
+    chain.block_number = timed_block_number  # type: ignore[method-assign]
 
 
 class SimulationLedgerClient(LedgerClient):
@@ -464,65 +484,16 @@ class MarketApi:
 
 
 class SimulationChainReader(ChainReader):
-    """The settlement service's chain reader, timed, and quicker on the embedded chain.
+    """The settlement service's chain reader with every request timed as ``chain`` (on a
+    JSON-RPC node the reader talks over its own HTTP session, past web3's provider)."""
 
-    * Every request counts as ``chain`` on the stopwatch (on a JSON-RPC node the reader
-      talks over its own HTTP session, past web3's provider).
-    * View calls on eth-tester go straight to its py-evm backend, as
-      :class:`SimulationLedgerClient`'s do.
-    * An interval's ``ReadingSubmitted`` events are looked for from the block that
-      committed it: a reading of ``t`` cannot precede ``t``'s commit (``submitReadings``
-      reverts ``IntervalNotCommitted``), so the scan finds the same events as one from the
-      deployment. It matters on eth-tester, whose log filter looks each transaction of the
-      range up by scanning back from the newest block, which made a scan from the
-      deployment grow with the run. ``commit_block(t)`` says where ``t`` was committed
-      (None when unknown: the scan starts at the deployment).
-    """
-
-    def __init__(
-        self,
-        client: LedgerClient,
-        stopwatch: Stopwatch,
-        commit_block: Callable[[int], int | None],
-        *,
-        start_block: int = 0,
-    ) -> None:
+    def __init__(self, client: LedgerClient, stopwatch: Stopwatch, *, start_block: int = 0) -> None:
         super().__init__(client, start_block=start_block)
         self.stopwatch = stopwatch
-        self._commit_block = commit_block
-        tester = getattr(client.w3.provider, "ethereum_tester", None)
-        self._backend: Any = getattr(tester, "backend", None) if client.chain.is_embedded else None
-        self._caller_bytes = bytes.fromhex(self._caller[2:])
 
     def rpc(self, method: str, params: Sequence[Any]) -> Any:
         with self.stopwatch.chain_call():
             return super().rpc(method, params)
-
-    def _view(self, to: str, data: bytes, types: Sequence[str]) -> tuple[Any, ...]:
-        if self._backend is None:
-            return super()._view(to, data, types)
-        with self.stopwatch.chain_call():
-            try:
-                raw = self._backend.call(
-                    {
-                        "from": self._caller_bytes,
-                        "to": bytes.fromhex(to[2:]),
-                        "data": data,
-                        "value": 0,
-                        "gas": 30_000_000,
-                    },
-                    "latest",
-                )
-            except TransactionFailed as err:
-                raise RuntimeError(f"eth_call failed: {err}") from None
-        return tuple(abi_decode(list(types), raw))
-
-    def reading_events(
-        self, t: int, from_block: int | None = None, to_block: int | str = "latest"
-    ) -> list[ReadingEvent]:
-        if from_block is None or from_block <= self.start_block:
-            from_block = self._commit_block(t) or from_block
-        return super().reading_events(t, from_block, to_block)
 
 
 @dataclass(frozen=True)
@@ -551,21 +522,26 @@ class SettlementFeed:
 
     Each look scans only the blocks mined since the previous one, so it stays cheap however
     long the run (a scan from the deployment every time would grow with the chain).
+    ``reader``: the chain reader to read events with; in-process, the settlement service's
+    own, whose tail of recent logs then serves both (on eth-tester a log query costs about
+    0.1 s however few blocks it spans).
     """
 
-    def __init__(self, ledger: LedgerClient, from_block: int) -> None:
+    def __init__(
+        self, ledger: LedgerClient, from_block: int, reader: ChainReader | None = None
+    ) -> None:
         self.ledger = ledger
         self.next_block = from_block
+        self.reader = reader or ChainReader(ledger, start_block=from_block)
 
     def poll(self) -> SettlementProgress:
         """The events in the blocks since the last poll."""
-        latest = int(self.ledger.w3.eth.block_number)
+        latest = self.reader.latest_block()
         progress = SettlementProgress()
         if latest < self.next_block:
             return progress
-        events = self.ledger.contract.events
-        span = {"from_block": self.next_block, "to_block": latest}
-        for entry in events.TradeSettled().get_logs(**span):
+        events = self.reader.events
+        for entry in events("TradeSettled", None, self.next_block, latest):
             args = entry["args"]
             progress.outcomes.append(
                 TradeOutcome(
@@ -577,7 +553,7 @@ class SettlementFeed:
                     int(args["penaltyBaseUnits"]),
                 )
             )
-        for entry in events.IntervalSettled().get_logs(**span):
+        for entry in events("IntervalSettled", None, self.next_block, latest):
             progress.settled.append(int(entry["args"]["interval"]))
         self.next_block = latest + 1
         return progress

@@ -70,6 +70,7 @@ from market.clock import SimulatedClock
 from market.errors import InputError
 from market.service import MarketConfig, MarketService
 from market.signing import Domain
+from settlement.tx import TxPolicy
 from simulation.edges import (
     MarketApi,
     SettlementFeed,
@@ -318,21 +319,20 @@ class EmbeddedSystem(System):
         settler = self.chain.signers[-1]
         if settler.address.lower() == self.deployment.deployer.lower():
             raise SimulationError("the chain has a single known account; settlement needs two")
-        reader = SimulationChainReader(
-            ledger, self.stopwatch, self._commit_block, start_block=deployed_at
-        )
+        reader = SimulationChainReader(ledger, self.stopwatch, start_block=deployed_at)
         self.settlement = settlement_service(
             ledger, workdir / "settlement.db", settler, reader=reader
         )
-        self.feed = SettlementFeed(ledger, deployed_at)
+        if self.chain.is_embedded:
+            # No dry run before each transaction: on py-evm it costs as much as the
+            # transaction, gas is free here, and a revert raises the same error from the
+            # receipt (see TxPolicy.preflight).
+            self.settlement.sender.policy = TxPolicy(preflight=False)
+        self.feed = SettlementFeed(ledger, deployed_at, reader=reader)
         from settlement.api import settlement_router
 
         app = market_app(parts.service, extra_routers=[settlement_router(self.settlement)])
         self.api = MarketApi(app=app)
-
-    def _commit_block(self, interval: int) -> int | None:
-        record = self.service.store.get_interval(interval)
-        return None if record is None else record.commit_block
 
     def onboard(self, participants: Sequence[Participant]) -> int:
         sent = super().onboard(participants)
@@ -425,7 +425,12 @@ class RemoteSystem(System):
         d = market["eip712"]["domain"]
         self.domain = Domain(int(d["chainId"]), d["verifyingContract"], d["name"], d["version"])
         self._operator_signer = OrderSigner(self.operator, self.domain)
-        self.feed = SettlementFeed(self.ledger, int(self.chain.w3.eth.block_number) + 1)
+        first = int(self.chain.w3.eth.block_number) + 1
+        self.feed = SettlementFeed(
+            self.ledger,
+            first,
+            reader=SimulationChainReader(self.ledger, self.stopwatch, start_block=first),
+        )
         self.settle_timeout_seconds = settle_timeout_seconds
         self._awaiting: dict[int, set[str]] = {}
         self._now = max(self.chain.timestamp(), int(market["now"]))
