@@ -16,10 +16,12 @@ from market.service import MarketConfig
 from market.signing import Domain
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Any:
+@pytest.fixture(params=["intake", "fastapi"])
+def env(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     m = make_market(tmp_path, deposit=10_000 * PRICE, config=MarketConfig(max_ahead_intervals=8))
     app = create_app(m.service, max_body_bytes=64 * 1024)
+    if request.param == "fastapi":
+        app.intake = None  # POST /orders and /orders:batch through FastAPI's routes instead
     transport = AppTransport(app)
     http = httpx.Client(transport=transport, base_url="http://market.test")
     # Some state to protect: an open order of Alice and one of Bob in an interval that closes.
@@ -90,6 +92,58 @@ CASES: dict[str, tuple[Any, int, str]] = {
         "malformed_json",
     ),
     "not_an_object": (lambda m, h: post(h, [1, 2]), 422, "invalid_request"),
+    "empty_body": (
+        lambda m, h: h.post("/orders", content=b"", headers=_json_ct),
+        422,
+        "invalid_request",
+    ),
+    "not_utf8": (
+        lambda m, h: h.post("/orders", content=b'{"order": "\xff"}', headers=_json_ct),
+        400,
+        "malformed_json",
+    ),
+    "integer_beyond_the_json_parser": (
+        lambda m, h: h.post("/orders", content=b"1" * 5000, headers=_json_ct),
+        400,
+        "malformed_json",
+    ),
+    "batch_not_a_list": (
+        lambda m, h: post(h, {"orders": 5}, "/orders:batch"),
+        422,
+        "invalid_request",
+    ),
+    "batch_with_a_wrong_type": (
+        lambda m, h: post(
+            h,
+            {
+                "orders": [
+                    m.alice.order(m.t, "buy", 1, PRICE),
+                    order_with(m, sign_after=False, quantityWh=1.5),
+                ]
+            },
+            "/orders:batch",
+        ),
+        422,
+        "invalid_quantity",
+    ),
+    "batch_with_an_extra_field": (
+        lambda m, h: post(
+            h, {"orders": [m.alice.order(m.t, "buy", 1, PRICE)], "x": 1}, "/orders:batch"
+        ),
+        422,
+        "invalid_request",
+    ),
+    "wrong_type_reported_before_a_later_missing_field": (
+        lambda m, h: post(
+            h,
+            {
+                "order": _drop(order_with(m, sign_after=False, side=[1])["order"], "nonce"),
+                "signature": "0x",
+            },
+        ),
+        422,
+        "invalid_side",
+    ),
     "not_json_content_type": (
         lambda m, h: h.post("/orders", content=b"hello", headers={"content-type": "text/plain"}),
         422,

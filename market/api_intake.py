@@ -1,0 +1,299 @@
+"""Order intake over HTTP without FastAPI's per-request machinery: ``POST /orders`` and
+``POST /orders:batch``.
+
+These two paths carry almost all of the market's traffic. Going through FastAPI costs a
+route match, a dependency solve, a pydantic validation, a ``model_dump`` and several
+middleware layers per request, more than checking the order's signature does. So the app
+(:class:`market.api.MarketApp`) hands exactly these two requests to :class:`OrderIntake`,
+which reads the body, checks its shape by hand, and answers, and leaves every other request
+to FastAPI. The FastAPI routes of the two paths still exist: they document the bodies in the
+OpenAPI (from the pydantic models, which are kept for that) and call the same
+:meth:`OrderIntake.submit`, so there is one implementation.
+
+Same answers as the pydantic models gave
+    :func:`check_signed_order` mirrors ``SignedOrder``/``OrderMessage``/``OrderBatch`` field
+    by field: exactly these fields (``missing`` or ``extra`` is ``invalid_request``), JSON
+    types ``StrictInt | StrictStr`` for the integers and ``StrictStr`` for the participant
+    and the signature. The first wrong field, in declaration order, names the problem, as
+    the first pydantic error did: a wrong type of ``quantityWh``, ``pricePerWh``, ``side``
+    or ``signature`` is that field's code, anything else ``invalid_request``. The body must
+    be sent as ``application/json`` (or ``+json``); an empty body is ``invalid_request``, a
+    body that does not parse ``malformed_json``, a body over the limit ``body_too_large``.
+    Values (ranges, bounds, signature validity) are then the service's to check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Protocol
+
+from market.api_errors import (
+    BadSignature,
+    BodyTooLarge,
+    InvalidPrice,
+    InvalidQuantity,
+    InvalidRequest,
+    InvalidSide,
+    MalformedJson,
+    RequestError,
+)
+from market.errors import WattledgerError
+from market.service import MarketService, Prepared, SignedMessage
+from market.store import StoredOrder
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ORDER_PATH = "/orders"
+BATCH_PATH = "/orders:batch"
+
+_ORDER_FIELDS = ("participant", "interval", "side", "quantityWh", "pricePerWh", "nonce", "expiry")
+_ORDER_FIELD_SET = frozenset(_ORDER_FIELDS)
+_SIGNED_FIELD_SET = frozenset(("order", "signature"))
+_BATCH_FIELD_SET = frozenset(("orders",))
+
+# A wrong JSON type of these fields gets the field's own code (as in market.api).
+_FIELD_ERRORS: dict[str, type[RequestError]] = {
+    "quantityWh": InvalidQuantity,
+    "pricePerWh": InvalidPrice,
+    "side": InvalidSide,
+    "signature": BadSignature,
+}
+
+
+class Committer(Protocol):
+    """Stores prepared orders durably (``market.api.GroupCommitter``)."""
+
+    async def commit(self, prepared: Prepared) -> None:
+        """Return once ``prepared`` is durably stored; raise if storing failed."""
+
+
+def _shape_error(loc: Sequence[str | int], kind: str, msg: str) -> RequestError:
+    """The error for the first wrong field at ``loc`` (``body``-relative, as FastAPI's)."""
+    where = ".".join(str(p) for p in ("body", *loc))
+    detail = f"{where}: {msg}"
+    field = next((p for p in reversed(loc) if isinstance(p, str) and p in _FIELD_ERRORS), None)
+    if field is not None and kind not in ("missing", "extra_forbidden"):
+        return _FIELD_ERRORS[field](detail)
+    errors = [{"loc": ["body", *(str(p) for p in loc)], "type": kind, "msg": msg}]
+    return InvalidRequest(detail, extra={"errors": errors})
+
+
+def _check_object(value: Any, loc: tuple[str | int, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _shape_error(loc, "model_type", "Input should be a valid dictionary or object")
+    return value
+
+
+def _field(value: dict[str, Any], name: str, loc: tuple[str | int, ...]) -> Any:
+    try:
+        return value[name]
+    except KeyError:
+        raise _shape_error((*loc, name), "missing", "Field required") from None
+
+
+def _check_extra(value: dict[str, Any], field_set: frozenset[str], loc: tuple[Any, ...]) -> None:
+    if len(value) == len(field_set):
+        return  # every declared field is present (checked before), so there is no other
+    for name in value:
+        if name not in field_set:
+            raise _shape_error((*loc, name), "extra_forbidden", "Extra inputs are not permitted")
+
+
+def _check_order_message(value: Any, loc: tuple[str | int, ...]) -> dict[str, Any]:
+    order = _check_object(value, loc)
+    if type(_field(order, "participant", loc)) is not str:
+        raise _shape_error((*loc, "participant"), "string_type", "Input should be a string")
+    for name in _ORDER_FIELDS[1:]:
+        kind = type(_field(order, name, loc))
+        if kind is not int and kind is not str:
+            raise _shape_error(
+                (*loc, name),
+                "int_type",
+                "Input should be a JSON integer or a string of decimal digits",
+            )
+    _check_extra(order, _ORDER_FIELD_SET, loc)
+    return order
+
+
+def check_signed_order(body: Any, loc: tuple[str | int, ...] = ()) -> SignedMessage:
+    """Check one ``SignedOrder`` body's shape; return it as a :class:`SignedMessage`."""
+    signed = _check_object(body, loc)
+    order = _check_order_message(_field(signed, "order", loc), (*loc, "order"))
+    signature = _field(signed, "signature", loc)
+    if type(signature) is not str:
+        raise _shape_error((*loc, "signature"), "string_type", "Input should be a string")
+    _check_extra(signed, _SIGNED_FIELD_SET, loc)
+    return SignedMessage(order, signature)
+
+
+def check_batch(body: Any) -> list[SignedMessage]:
+    """Check an ``OrderBatch`` body's shape; return its orders."""
+    batch = _check_object(body, ())
+    orders = _field(batch, "orders", ())
+    if not isinstance(orders, list):
+        raise _shape_error(("orders",), "list_type", "Input should be a valid list")
+    signed = [check_signed_order(item, ("orders", i)) for i, item in enumerate(orders)]
+    _check_extra(batch, _BATCH_FIELD_SET, ())
+    return signed
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """Whether a Content-Type header announces JSON (``application/json`` or ``+json``)."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    main, _, sub = media.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def parse_json_body(body: bytes, content_type: str | None) -> Any:
+    """The JSON value of a request body; InvalidRequest or MalformedJson if there is none."""
+    if not body:
+        raise InvalidRequest(
+            "body: Field required",
+            extra={"errors": [{"loc": ["body"], "type": "missing", "msg": "Field required"}]},
+        )
+    if not is_json_content_type(content_type):
+        raise InvalidRequest(
+            "the body must be a JSON object sent with Content-Type: application/json",
+            extra={
+                "errors": [
+                    {
+                        "loc": ["body"],
+                        "type": "model_attributes_type",
+                        "msg": "Input should be a valid dictionary or object",
+                    }
+                ]
+            },
+        )
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as err:
+        raise MalformedJson(f"the body is not valid JSON: {err.msg}") from None
+    except (ValueError, RecursionError) as err:  # bad UTF-8, an integer of >4300 digits, nesting
+        raise MalformedJson(f"the body is not valid JSON: {err}") from None
+
+
+class OrderIntake:
+    """Checks, stores and answers ``POST /orders`` and ``POST /orders:batch``."""
+
+    def __init__(
+        self,
+        service: MarketService,
+        committer: Committer,
+        max_body_bytes: int,
+        problem: Callable[[BaseException, str | None], Any],
+        view: Callable[[StoredOrder], dict[str, Any]],
+    ) -> None:
+        self.service = service
+        self.committer = committer
+        self.max_body_bytes = max_body_bytes
+        self._problem = problem
+        self._view = view
+
+    async def submit(self, path: str, body: bytes, content_type: str | None) -> bytes:
+        """Accept the orders of one request durably; return the ``201`` body (JSON bytes).
+
+        Raises the :class:`RequestError` (or ``ServiceUnavailable``) to answer with instead.
+        """
+        value = parse_json_body(body, content_type)
+        if path == BATCH_PATH:
+            prepared = self.service.prepare_orders(check_batch(value))
+            await self.committer.commit(prepared)
+            content: Any = {"orders": [self._view(o) for o in prepared.orders]}
+        else:
+            prepared = self.service.prepare_orders([check_signed_order(value)])
+            await self.committer.commit(prepared)
+            content = self._view(prepared.orders[0])
+        return json.dumps(content, separators=(",", ":")).encode()
+
+    def handles(self, scope: Scope) -> bool:
+        """Whether ``scope`` is a request this fast path answers."""
+        return (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in (ORDER_PATH, BATCH_PATH)
+            and not scope.get("root_path")
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request for which :meth:`handles` is true (an ASGI app)."""
+        path: str = scope["path"]
+        content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_body_bytes:
+                    await self._refuse(BodyTooLarge(self._too_large()), path, scope, send)
+                    return
+        try:
+            body = await self._read_body(receive)
+            if body is None:
+                return  # the client went away
+            answer = await self.submit(path, body, content_type)
+        except Exception as err:
+            if not isinstance(err, WattledgerError):
+                log.exception("unexpected error on POST %s", path)
+            await self._refuse(err, path, scope, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 201,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    def _too_large(self) -> str:
+        return f"the body exceeds {self.max_body_bytes} bytes"
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise BodyTooLarge(self._too_large())
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _refuse(self, err: BaseException, path: str, scope: Scope, send: Send) -> None:
+        response = self._problem(err, path)
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)
+
+
+__all__ = [
+    "BATCH_PATH",
+    "ORDER_PATH",
+    "OrderIntake",
+    "check_batch",
+    "check_signed_order",
+    "is_json_content_type",
+    "parse_json_body",
+]
