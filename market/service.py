@@ -48,7 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from market import signing
@@ -753,7 +753,7 @@ class MarketService:
                 raise ServiceUnavailable(f"the order store failed: {err.message}") from None
             self._nonces.add((participant, nonce))
             self._remove_open(order.id)
-            return replace(order, status="cancelled", cancel=record)
+            return order._replace(status="cancelled", cancel=record)
 
     # -- reading -------------------------------------------------------------------------
 

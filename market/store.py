@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from market.errors import WattledgerError
 from market.sqlite_store import SqliteStore
@@ -98,9 +98,14 @@ class StoreError(WattledgerError):
     code = "store_error"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredOrder:
-    """One accepted order as stored. ``id`` is its EIP-712 order hash (``0x`` hex)."""
+class StoredOrder(NamedTuple):
+    """One accepted order as stored. ``id`` is its EIP-712 order hash (``0x`` hex).
+
+    A named tuple rather than a dataclass on purpose: the service holds every open order in
+    memory, and a tuple of plain values is one the garbage collector stops tracking, so a
+    full collection does not walk the whole book (tens of milliseconds for 30,000 slotted
+    dataclass orders, a pause every request waiting then sees).
+    """
 
     id: str
     seq: int
