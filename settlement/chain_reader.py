@@ -393,6 +393,9 @@ class ChainReader:
     def now_and_latest(self) -> tuple[int, int]:
         """:meth:`now` and the number of the latest block, from one request: the pending
         block is the one after the latest."""
+        building = self.client.chain.pending() if self._embedded else None
+        if building is not None:
+            return building[0], building[1] - 1
         try:
             pending = self.block("pending")
             return to_int(pending["timestamp"]), to_int(pending["number"]) - 1
@@ -535,12 +538,8 @@ class ChainReader:
         ]
 
     def _market_logs(self, from_block: int, to_block: int) -> list[Any]:
-        params: dict[str, Any] = {
-            "address": self.market,
-            "fromBlock": from_block,
-            "toBlock": to_block,
-        }
-        return list(self.retry("reading events", lambda: self.w3.eth.get_logs(params)))  # type: ignore[arg-type]
+        chain = self.client.chain
+        return self.retry("reading events", lambda: chain.logs(self.market, from_block, to_block))
 
     def committed_intervals(self, from_block: int, to_block: int) -> list[CommittedInterval]:
         """``IntervalCommitted`` events in blocks ``[from_block, to_block]`` (remembered: later
