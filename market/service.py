@@ -45,6 +45,7 @@ Gate closure of interval ``t`` (``gate_closure_seconds`` before ``t`` starts)
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -175,27 +176,31 @@ class Proof:
 
 def _uint(value: Any, field_name: str, bits: int, error: type[RequestError]) -> int:
     """Parse a JSON uint (int or string of digits); ``error`` for a non-integer."""
-    number = value
-    if isinstance(number, str) and 0 < len(number) <= 80 and number.isascii():
-        text = number.strip()
-        if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
-            number = int(text)
-    if isinstance(number, bool) or not isinstance(number, int):
-        raise error(f"{field_name}: expected an unsigned integer, got {value!r}")
+    kind = type(value)
+    if kind is int:
+        number = value
+    elif kind is str and value.isdigit() and value.isascii() and len(value) <= 80:
+        number = int(value)  # the common case, decided without the general path below
+    else:
+        number = value
+        if isinstance(number, str) and 0 < len(number) <= 80 and number.isascii():
+            text = number.strip()
+            if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
+                number = int(text)
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise error(f"{field_name}: expected an unsigned integer, got {value!r}")
     if number < 0:
         raise error(f"{field_name}: {number} is negative")
-    if number >= 1 << bits:
+    if number >> bits:
         raise OutOfBounds(f"{field_name}: {number} does not fit uint{bits}")
-    return number
+    return int(number)
+
+
+_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
 
 def _address(value: Any, field_name: str) -> str:
-    if (
-        not isinstance(value, str)
-        or len(value) != 42
-        or value[:2] not in ("0x", "0X")
-        or not all(c in "0123456789abcdefABCDEF" for c in value[2:])
-    ):
+    if not isinstance(value, str) or _ADDRESS.fullmatch(value) is None:
         raise InvalidRequest(f"{field_name}: expected a 0x-prefixed 20-byte hex address")
     return "0x" + value[2:].lower()
 
@@ -227,7 +232,7 @@ class ParsedOrder:
 
 def parse_order(message: Mapping[str, Any]) -> ParsedOrder:
     """Check an ``Order`` message's fields and bounds; raise the matching RequestError."""
-    _require_fields(message, signing.ORDER_TYPE, "order")
+    _require_fields(message, "Order", "order")
     quantity = _uint(message["quantityWh"], "quantityWh", 64, InvalidQuantity)
     if quantity == 0:
         raise InvalidQuantity("quantityWh: must be at least 1 Wh")
@@ -252,16 +257,24 @@ def parse_order(message: Mapping[str, Any]) -> ParsedOrder:
     )
 
 
-def _require_fields(message: Mapping[str, Any], fields: list[dict[str, str]], what: str) -> None:
+_FIELD_NAMES = {
+    primary_type: (tuple(f["name"] for f in fields), frozenset(f["name"] for f in fields))
+    for primary_type, fields in signing.TYPES.items()
+}
+
+
+def _require_fields(message: Mapping[str, Any], primary_type: str, what: str) -> None:
     if not isinstance(message, Mapping):
         raise InvalidRequest(f"{what}: expected a JSON object")
-    names = [f["name"] for f in fields]
-    missing = [n for n in names if n not in message]
+    ordered, names = _FIELD_NAMES[primary_type]
+    if message.keys() == names:
+        return
+    missing = [n for n in ordered if n not in message]
     extra = [k for k in message if k not in names]
-    if missing or extra:
-        raise InvalidRequest(
-            f"{what}: missing fields {missing}, unknown fields {extra}; expected exactly {names}"
-        )
+    raise InvalidRequest(
+        f"{what}: missing fields {missing}, unknown fields {extra}; expected exactly "
+        f"{list(ordered)}"
+    )
 
 
 def order_message_json(order: StoredOrder) -> dict[str, Any]:
@@ -533,7 +546,16 @@ class MarketService:
     def _authenticate(self, signed: SignedMessage) -> tuple[ParsedOrder, bytes]:
         """Field checks and signature recovery (no shared state; runs outside the lock)."""
         parsed = parse_order(signed.message)
-        order_hash = signing.digest(self._separator, "Order", parsed.as_message())
+        order_hash = signing.order_digest(
+            self._separator,
+            parsed.participant,
+            parsed.interval,
+            parsed.side,
+            parsed.quantity_wh,
+            parsed.price_per_wh,
+            parsed.nonce,
+            parsed.expiry,
+        )
         signer = signing.recover(order_hash, signed.signature)
         if signer != parsed.participant:
             raise SignerMismatch(
@@ -704,7 +726,7 @@ class MarketService:
     def cancel_order(self, order_id: str, signed: SignedMessage) -> StoredOrder:
         """Cancel an open order with its participant's signed ``Cancel`` message."""
         message = signed.message
-        _require_fields(message, signing.CANCEL_TYPE, "cancel")
+        _require_fields(message, "Cancel", "cancel")
         participant = _address(message["participant"], "participant")
         order_hash = signing.parse_bytes32(message["orderHash"], "orderHash").hex()
         nonce = _uint(message["nonce"], "nonce", 64, InvalidRequest)
@@ -1035,7 +1057,7 @@ class MarketService:
     def operator_close_gate(self, interval: int, signed: SignedMessage) -> IntervalRecord:
         """Close ``interval`` now, on a ``CloseGate`` message signed by the operator key."""
         message = signed.message
-        _require_fields(message, signing.CLOSE_GATE_TYPE, "close")
+        _require_fields(message, "CloseGate", "close")
         t = _uint(message["interval"], "interval", 64, InvalidRequest)
         nonce = _uint(message["nonce"], "nonce", 64, InvalidRequest)
         expiry = _uint(message["expiry"], "expiry", 64, InvalidRequest)

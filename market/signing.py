@@ -203,6 +203,41 @@ def digest(domain_separator: bytes, primary_type: str, message: Mapping[str, Any
     return keccak(b"\x19\x01" + domain_separator + struct_hash(primary_type, message))
 
 
+_ORDER_TYPE_HASH: Final = TYPE_HASHES["Order"]
+
+
+def order_digest(
+    domain_separator: bytes,
+    participant: str,
+    interval: int,
+    side: int,
+    quantity_wh: int,
+    price_per_wh: int,
+    nonce: int,
+    expiry: int,
+) -> bytes:
+    """:func:`digest` of an ``Order`` whose fields are already checked, without the generic
+    per-field encoding (the intake's hot path; ``tests/test_signing.py`` compares the two).
+
+    ``participant`` is ``0x`` + 40 hex digits; every integer must fit its EIP-712 type
+    (``int.to_bytes`` raises OverflowError otherwise, so a wrong caller cannot mis-hash).
+    """
+    encoded = b"".join(
+        (
+            _ORDER_TYPE_HASH,
+            bytes(12),
+            bytes.fromhex(participant[2:]),
+            interval.to_bytes(32, "big"),
+            side.to_bytes(32, "big"),
+            quantity_wh.to_bytes(32, "big"),
+            price_per_wh.to_bytes(32, "big"),
+            nonce.to_bytes(32, "big"),
+            expiry.to_bytes(32, "big"),
+        )
+    )
+    return keccak(b"\x19\x01" + domain_separator + keccak(encoded))
+
+
 def typed_data(domain: Domain, primary_type: str, message: Mapping[str, Any]) -> dict[str, Any]:
     """The full typed-data object a wallet signs with ``eth_signTypedData_v4``."""
     return {
@@ -284,6 +319,7 @@ __all__ = [
     "checksum_address",
     "digest",
     "keccak",
+    "order_digest",
     "parse_bytes32",
     "parse_signature",
     "recover",

@@ -48,6 +48,24 @@ def test_order_digest_equals_eth_account_reference(
     assert ours == reference_digest(signing.typed_data(domain, "Order", message))
 
 
+@given(orders, st.integers(1, 2**64), addresses)
+def test_order_digest_fast_path_equals_the_generic_digest(
+    message: Any, chain_id: Any, contract: Any
+) -> None:
+    separator = signing.Domain(chain_id, contract).separator
+    fast = signing.order_digest(
+        separator,
+        message["participant"],
+        message["interval"],
+        message["side"],
+        message["quantityWh"],
+        message["pricePerWh"],
+        message["nonce"],
+        message["expiry"],
+    )
+    assert fast == signing.digest(separator, "Order", message)
+
+
 @given(addresses, st.binary(min_size=32, max_size=32), uint64, uint64)
 def test_cancel_digest_equals_eth_account_reference(
     participant: Any, order_hash: Any, nonce: Any, expiry: Any
