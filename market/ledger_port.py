@@ -118,6 +118,12 @@ class Ledger(Protocol):
         """Free and locked balances of ``participant``."""
         ...
 
+    def balances_of(self, participants: Sequence[str]) -> dict[str, Balances]:
+        """Free and locked balances of each of ``participants`` (keyed as given), all read at
+        one moment: gate closure reads every party of an interval, and one request for all
+        costs what one call each costs for a few."""
+        ...
+
     def committed_root(self, interval: int) -> bytes | None:
         """The book root committed for ``interval``, or None when not committed."""
         ...
@@ -183,6 +189,9 @@ class MemoryLedger:
         key = participant.lower()
         self.balance_reads += 1
         return Balances(self.free.get(key, 0), self.locked.get(key, 0))
+
+    def balances_of(self, participants: Sequence[str]) -> dict[str, Balances]:
+        return {p: self.balances(p) for p in participants}
 
     def committed_root(self, interval: int) -> bytes | None:
         entry = self.commits.get(interval)

@@ -937,7 +937,8 @@ class MarketService:
         for order in orders:
             lock = _lock_of(order.side, order.quantity_wh, order.price_per_wh, penalty)
             needs[order.participant] = needs.get(order.participant, 0) + lock
-        fresh = {p: self._call_ledger(self.ledger.balances, p).free_base_units for p in needs}
+        read = self._call_ledger(self.ledger.balances_of, list(needs))
+        fresh = {p: read[p].free_base_units for p in needs}
         short = {p for p, need in needs.items() if fresh[p] < need}
         # A deregistered party would make the whole commit revert; leave its orders out too.
         short |= {p for p in needs if not self._call_ledger(self.ledger.is_registered, p)}
