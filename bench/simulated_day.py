@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy.anvil import running_anvil
 from deploy.assembly import prefer_fast_keccak
-from simulation.driver import run_simulation
+from simulation.driver import RunState, run_simulation
 from simulation.modes import EmbeddedSystem
 from simulation.record import RunRecord, check_record, summarize
 from simulation.scenario import load_scenario
@@ -51,23 +51,55 @@ class Result:
     setup_seconds: float
     """Deployment, registration and deposits of every participant."""
     blocks: int
+    """Blocks mined during the trading day."""
+    transactions: int
+    """Transactions in those blocks (commits, reading batches, settle chunks)."""
+    readings: int
+    """Meter readings the settlement service accepted."""
 
 
-def run(chain: str, scenario_path: Path, intervals: int, rpc_url: str | None) -> Result:
+def run(
+    chain: str, scenario_path: Path, intervals: int, rpc_url: str | None, audit: bool
+) -> Result:
     scenario = load_scenario(scenario_path, intervals=intervals)
     started = time.perf_counter()
     system = EmbeddedSystem(scenario, rpc_url=rpc_url)
     deployed = time.perf_counter() - started
     try:
+        state: list[RunState] = []
+        first_block: list[int] = []
+
+        def progress(now: RunState) -> None:
+            if now.phase == "trading" and not first_block:
+                first_block.append(int(system.chain.w3.eth.block_number))
+            state[:] = [now]
+
         begin = time.perf_counter()
-        record = run_simulation(scenario, system)
+        record = run_simulation(scenario, system, on_progress=progress, audit=audit)
         total = time.perf_counter() - begin
-        blocks = int(system.chain.w3.eth.block_number)
+        w3 = system.chain.w3
+        last = int(w3.eth.block_number)
+        start = first_block[0] if first_block else last
+        transactions = sum(
+            int(w3.eth.get_block_transaction_count(n)) for n in range(start, last + 1)
+        )
+        store = system.settlement.store
+        readings = sum(
+            store.reading_counts(row.interval).get("onchain", 0) for row in store.intervals()
+        )
     finally:
         system.close()
-    setup = deployed + record.timing_seconds.get("setup", 0.0)
-    trading = total - record.timing_seconds.get("setup", 0.0)
-    return Result(chain, record, trading, setup, blocks)
+    timing = record.timing_seconds
+    setup = deployed + timing.get("setup", 0.0)
+    trading = total - timing.get("setup", 0.0) - timing.get("audit", 0.0)
+    if audit:
+        print(
+            f"  ({chain}: audit of every committed interval {timing.get('audit', 0.0):.1f} s, "
+            "not counted in the day)"
+        )
+        for line in state[0].audit if state else []:
+            print(f"    {line}")
+    return Result(chain, record, trading, setup, last - start + 1, transactions, readings)
 
 
 def chain_share(result: Result) -> float:
@@ -86,16 +118,18 @@ def report(result: Result) -> None:
     print(f"{result.chain}:")
     print(
         f"  day {result.wall_seconds:7.1f} s  ({result.wall_seconds / target:.1f}x the "
-        f"{target:.0f} s target)   set-up {result.setup_seconds:6.1f} s   "
-        f"{result.blocks:,} blocks"
+        f"{target:.0f} s target)   set-up {result.setup_seconds:6.1f} s (not counted)"
     )
     print(f"  stages: {shares}")
     market, settled = summary["market"], summary["settlement"]
     print(
-        f"  {summary['participants']['total']} agents, {market['orders']:,} orders, "
-        f"{market['trades']:,} trades, {settled['settled_intervals']}/"
-        f"{settled['committed_intervals']} intervals settled; "
-        f"{result.wall_seconds / result.record.intervals:.2f} s per interval; checks: "
+        f"  done: {summary['participants']['total']} agents, {market['orders']:,} orders, "
+        f"{market['trades']:,} trades, {result.readings:,} readings on-chain, "
+        f"{result.transactions:,} transactions in {result.blocks:,} blocks, "
+        f"{settled['settled_intervals']}/{settled['committed_intervals']} intervals settled"
+    )
+    print(
+        f"  {result.wall_seconds / result.record.intervals:.2f} s per interval; checks: "
         + ("all hold" if not failed else "FAILED " + ", ".join(failed))
     )
 
@@ -105,16 +139,22 @@ def main() -> int:
     parser.add_argument("--intervals", type=int, default=96)
     parser.add_argument("--scenario", type=Path, default=ROOT / "scenarios" / "bench-200.toml")
     parser.add_argument("--chains", default="eth-tester,anvil")
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="audit every committed interval after the day, as `wattledger audit` does "
+        "(its time is shown apart, not counted in the day)",
+    )
     args = parser.parse_args()
     prefer_fast_keccak()
     chains = [c.strip() for c in args.chains.split(",") if c.strip()]
     results: dict[str, Result] = {}
     for chain in chains:
         if chain == "eth-tester":
-            results[chain] = run(chain, args.scenario, args.intervals, None)
+            results[chain] = run(chain, args.scenario, args.intervals, None, args.audit)
         elif chain == "anvil":
             with running_anvil() as url:
-                results[chain] = run(chain, args.scenario, args.intervals, url)
+                results[chain] = run(chain, args.scenario, args.intervals, url, args.audit)
         else:
             parser.error(f"unknown chain {chain!r}; use eth-tester and/or anvil")
         report(results[chain])

@@ -24,7 +24,7 @@ import contextlib
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -149,18 +149,16 @@ def instrument_chain(chain: Chain, stopwatch: Stopwatch) -> None:
 
         provider.make_batch_request = timed_batch
     # Reads that go straight to the embedded chain's py-evm, past the provider.
-    views, block_number = chain.view_calls, chain.block_number
+    for name in ("view_calls", "block_number", "block_hash", "pending", "logs", "receipt"):
+        setattr(chain, name, _timed(getattr(chain, name), stopwatch))
 
-    def timed_views(calls: Any, *, sender: str | None = None) -> Any:
+
+def _timed(method: Callable[..., T], stopwatch: Stopwatch) -> Callable[..., T]:
+    def timed(*args: Any, **kwargs: Any) -> T:
         with stopwatch.chain_call():
-            return views(calls, sender=sender)
+            return method(*args, **kwargs)
 
-    def timed_block_number() -> int:
-        with stopwatch.chain_call():
-            return block_number()
-
-    chain.view_calls = timed_views  # type: ignore[method-assign]
-    chain.block_number = timed_block_number  # type: ignore[method-assign]
+    return timed
 
 
 class SimulationLedgerClient(LedgerClient):
