@@ -282,6 +282,8 @@ def parse_signature(signature: Any) -> bytes:
         raw = bytes.fromhex(signature[2:])
     except ValueError:
         raise BadSignature("signature: not hex") from None
+    if len(raw) != 65:  # bytes.fromhex skips whitespace, so 132 characters can be fewer bytes
+        raise BadSignature("signature: expected 0x followed by 130 hex digits (r, s, v)")
     v = raw[64]
     if v >= 27:
         v -= 27

@@ -265,6 +265,13 @@ CASES: dict[str, tuple[Any, int, str]] = {
         400,
         "bad_signature",
     ),
+    "signature_with_whitespace": (
+        lambda m, h: post(
+            h, {**m.alice.order(m.t, "buy", 1, PRICE), "signature": "0x" + "ab" * 64 + "  "}
+        ),
+        400,
+        "bad_signature",
+    ),
     "signature_short": (
         lambda m, h: post(h, {**m.alice.order(m.t, "buy", 1, PRICE), "signature": "0xabcd"}),
         400,

@@ -163,7 +163,16 @@ def test_high_s_signature_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "signature",
-    ["", "0x", "0x1234", "0x" + "zz" * 65, "0x" + "11" * 64 + "1d", "0x" + "00" * 65, 12345],
+    [
+        "",
+        "0x",
+        "0x1234",
+        "0x" + "zz" * 65,
+        "0x" + "11" * 64 + "1d",
+        "0x" + "00" * 65,
+        "0x" + "11" * 64 + "  ",
+        12345,
+    ],
 )
 def test_malformed_signature_is_refused(signature: Any) -> None:
     with pytest.raises(BadSignature):
