@@ -41,7 +41,8 @@ from market.api_errors import (
 )
 from market.errors import WattledgerError
 from market.service import MarketService, Prepared, SignedMessage
-from market.store import StoredOrder
+from market.signing import SIDE_BUY, checksum_address
+from market.store import OPEN, StoredOrder
 
 log = logging.getLogger(__name__)
 
@@ -207,12 +208,30 @@ class OrderIntake:
         if path == BATCH_PATH:
             prepared = self.service.prepare_orders(check_batch(value))
             await self.committer.commit(prepared)
-            content: Any = {"orders": [self._view(o) for o in prepared.orders]}
-        else:
-            prepared = self.service.prepare_orders([check_signed_order(value)])
-            await self.committer.commit(prepared)
-            content = self._view(prepared.orders[0])
-        return json.dumps(content, separators=(",", ":")).encode()
+            views = ",".join([self._accepted_json(o) for o in prepared.orders])
+            return f'{{"orders":[{views}]}}'.encode()
+        prepared = self.service.prepare_orders([check_signed_order(value)])
+        await self.committer.commit(prepared)
+        return self._accepted_json(prepared.orders[0]).encode()
+
+    def _accepted_json(self, order: StoredOrder) -> str:
+        """``OrderView`` JSON of a just-accepted order, the same text ``json.dumps`` of
+        ``view(order)`` gives, written directly (an eighth of the time: every value is a
+        number or a string of hex digits or decimal digits, so nothing needs escaping)."""
+        if order.status != OPEN or order.filled_wh is not None or order.cancel is not None:
+            return json.dumps(self._view(order), separators=(",", ":"))
+        participant = checksum_address(order.participant)
+        price = order.price_per_wh
+        side = "buy" if order.side == SIDE_BUY else "sell"
+        return (
+            f'{{"id":"{order.id}","seq":{order.seq},"status":"open",'
+            f'"participant":"{participant}","interval":{order.interval},"side":"{side}",'
+            f'"quantityWh":{order.quantity_wh},"pricePerWh":"{price}","filledWh":null,'
+            f'"receivedAt":{order.received_at},"order":{{"participant":"{participant}",'
+            f'"interval":{order.interval},"side":{order.side},"quantityWh":{order.quantity_wh},'
+            f'"pricePerWh":"{price}","nonce":"{order.nonce}","expiry":"{order.expiry}"}},'
+            f'"signature":"{order.signature}","cancel":null}}'
+        )
 
     def handles(self, scope: Scope) -> bool:
         """Whether ``scope`` is a request this fast path answers."""

@@ -1,0 +1,52 @@
+"""The order intake's own answer writing agrees with the generic view."""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from market_harness import PRICE, make_market
+
+from market.api import create_app, order_view
+from market.store import StoredOrder
+
+fresh_orders = st.builds(
+    StoredOrder,
+    id=st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex()),
+    seq=st.integers(1, 2**62),
+    participant=st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex()),
+    interval=st.integers(0, 2**64 - 1),
+    side=st.sampled_from([0, 1]),
+    quantity_wh=st.integers(1, 2**40),
+    price_per_wh=st.integers(1, 2**128 - 1),
+    nonce=st.integers(0, 2**64 - 1),
+    expiry=st.integers(0, 2**64 - 1),
+    signature=st.binary(min_size=65, max_size=65).map(lambda b: "0x" + b.hex()),
+    received_at=st.integers(0, 2**40),
+    status=st.just("open"),
+    filled_wh=st.none(),
+    cancel=st.none(),
+)
+
+
+@functools.cache
+def _intake() -> Any:
+    return create_app(make_market(Path(tempfile.mkdtemp(prefix="intake-"))).service).intake
+
+
+@given(order=fresh_orders)
+def test_accepted_order_json_is_the_json_of_its_view(order: Any) -> None:
+    text = _intake()._accepted_json(order)
+    assert text == json.dumps(order_view(order), separators=(",", ":"))
+
+
+def test_an_order_that_is_not_fresh_is_written_by_the_generic_view() -> None:
+    intake = _intake()
+    order = StoredOrder("0x" + "ab" * 32, 1, "0x" + "cd" * 20, 5, 1, 10, PRICE, 1, 2, "0x", 3)
+    cancelled = order._replace(status="cancelled", cancel={"at": 4})
+    assert json.loads(intake._accepted_json(cancelled)) == order_view(cancelled)
