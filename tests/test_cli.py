@@ -80,7 +80,7 @@ def test_node_starts_anvil_and_stops_cleanly_on_interrupt() -> None:
         answer = requests.post(f"http://127.0.0.1:{port}", json=payload, timeout=5).json()
         assert int(answer["result"], 16) == 31337
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0  # generous: a loaded CI machine is slow, not broken
     finally:
         if proc.poll() is None:
             proc.kill()
