@@ -18,6 +18,7 @@ call each), on a JSON-RPC node as one batch request pinned to one block.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,9 +27,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import Address, ChecksumAddress
 from web3 import Web3
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
 from web3.middleware import SignAndSendRawMiddlewareBuilder
-from web3.types import RPCEndpoint
+from web3.types import RPCEndpoint, TxReceipt
 
 from deploy.errors import ChainConnectionError
 
@@ -109,6 +110,22 @@ class Chain:
             return
         self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
         self.mine(1)
+
+    def wait_for_receipt(self, tx_hash: Any, timeout_seconds: float = 120.0) -> TxReceipt:
+        """The receipt of ``tx_hash``, polling from 5 ms and doubling to 0.5 s (web3's
+        ``wait_for_transaction_receipt`` polls every 0.1 s, and a local node mines within
+        a few milliseconds); web3's ``TimeExhausted`` after ``timeout_seconds``."""
+        deadline = time.monotonic() + timeout_seconds
+        delay = 0.005
+        while True:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                pass
+            if time.monotonic() >= deadline:
+                raise TimeExhausted(f"no receipt for {tx_hash!r} after {timeout_seconds} s")
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
 
     def block_number(self) -> int:
         """Number of the latest block (what a read at ``latest`` sees), as cheaply as the

@@ -370,7 +370,7 @@ class LedgerClient:
         tx: dict[str, Any] = {"from": to_checksum_address(sender or self.sender)}
         with mapped_reverts():
             tx_hash = fn.transact(tx)  # type: ignore[arg-type]
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        receipt = self.chain.wait_for_receipt(tx_hash)
         if receipt["status"] != 1:
             with mapped_reverts():
                 fn.call(tx, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]

@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PRIORITY_FEE_WEI = 1_000_000_000
 """Tip used when the node does not suggest one (1 gwei)."""
+FIRST_POLL_SECONDS = 0.005
+"""First wait for a receipt; the waits double up to :attr:`TxPolicy.poll_seconds`. A local
+node (anvil) mines a transaction a few milliseconds after taking it, so a first look after
+the full poll period would wait 0.1 s per transaction for nothing."""
 
 
 class NonceConsumed(SettlementError):
@@ -442,6 +446,7 @@ class TxSender:
 
     def _wait(self, hashes: list[str], nonce: int) -> TxReceipt | None:
         deadline = self._monotonic() + self.policy.receipt_timeout_seconds
+        delay = min(FIRST_POLL_SECONDS, self.policy.poll_seconds)
         while True:
             receipt = self._first_receipt(hashes)
             if receipt is not None:
@@ -454,7 +459,8 @@ class TxSender:
                     self.journal.mark_txs_dropped(self.address, nonce)
                     raise NonceConsumed(f"nonce {nonce} was used by another transaction")
                 return None
-            self._sleep(self.policy.poll_seconds)
+            self._sleep(delay)
+            delay = min(2 * delay, self.policy.poll_seconds)
 
     def _finish(
         self, receipt: TxReceipt, nonce: int, gas_limit: int, to: str, data: bytes

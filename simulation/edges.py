@@ -228,7 +228,7 @@ class SimulationLedgerClient(LedgerClient):
         }
         with mapped_reverts():
             tx_hash = fn.transact(tx)  # type: ignore[arg-type]
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        receipt = self.chain.wait_for_receipt(tx_hash)
         if receipt["status"] != 1:
             with mapped_reverts():
                 fn.call(tx, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]
@@ -345,7 +345,7 @@ class TxBatch:
         """Check every receipt not yet checked (waiting for it); raise if a transaction
         failed. Returns the number of transactions sent in all."""
         for what, tx_hash in self._hashes:
-            receipt = self.chain.w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=120)
+            receipt = self.chain.wait_for_receipt(HexBytes(tx_hash))
             if receipt["status"] != 1:
                 raise SimulationError(f"set-up transaction failed: {what} (0x{tx_hash.hex()})")
         self._hashes.clear()
