@@ -24,6 +24,7 @@ Same answers as the pydantic models gave
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -205,13 +206,16 @@ class OrderIntake:
         Raises the :class:`RequestError` (or ``ServiceUnavailable``) to answer with instead.
         """
         value = parse_json_body(body, content_type)
+        signed = check_batch(value) if path == BATCH_PATH else [check_signed_order(value)]
+        if len(signed) <= self.service.config.max_batch_orders:
+            unknown = self.service.unknown_participants(signed)
+            if unknown:  # first sight: the chain reads happen beside the event loop, not on it
+                await asyncio.to_thread(self.service.look_up, unknown)
+        prepared = self.service.prepare_orders(signed)
+        await self.committer.commit(prepared)
         if path == BATCH_PATH:
-            prepared = self.service.prepare_orders(check_batch(value))
-            await self.committer.commit(prepared)
             views = ",".join([self._accepted_json(o) for o in prepared.orders])
             return f'{{"orders":[{views}]}}'.encode()
-        prepared = self.service.prepare_orders([check_signed_order(value)])
-        await self.committer.commit(prepared)
         return self._accepted_json(prepared.orders[0]).encode()
 
     def _accepted_json(self, order: StoredOrder) -> str:

@@ -502,6 +502,31 @@ class MarketService:
         self._reserved[order.participant] -= lock
         return order
 
+    def unknown_participants(self, signed: Sequence[SignedMessage]) -> set[str]:
+        """Participants of ``signed`` whose registration or free balance has not been read
+        from the chain yet (intake would read them, a blocking call, on first sight)."""
+        unknown = set()
+        for item in signed:
+            participant = item.message.get("participant")
+            if isinstance(participant, str) and _ADDRESS.fullmatch(participant):
+                key = "0x" + participant[2:].lower()
+                if key not in self._registered or key not in self._free:
+                    unknown.add(key)
+        return unknown
+
+    def look_up(self, participants: set[str]) -> None:
+        """Read the registration and free balance of ``participants`` from the chain.
+
+        For a worker thread, so that the API's event loop does not wait for the chain on a
+        participant's first order. A failure is not raised here: intake meets it again.
+        """
+        for participant in participants:
+            try:
+                self._check_registered(participant)
+                self._free_balance(participant)
+            except (RequestError, ServiceUnavailable):
+                continue
+
     def _check_registered(self, participant: str) -> None:
         if participant in self._registered:
             return

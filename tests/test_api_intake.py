@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 from market_harness import PRICE, make_market
 
 from market.api import create_app, order_view
+from market.client import AppTransport
 from market.store import StoredOrder
 
 fresh_orders = st.builds(
@@ -50,3 +53,25 @@ def test_an_order_that_is_not_fresh_is_written_by_the_generic_view() -> None:
     order = StoredOrder("0x" + "ab" * 32, 1, "0x" + "cd" * 20, 5, 1, 10, PRICE, 1, 2, "0x", 3)
     cancelled = order._replace(status="cancelled", cancel={"at": 4})
     assert json.loads(intake._accepted_json(cancelled)) == order_view(cancelled)
+
+
+def test_a_first_order_reads_the_chain_beside_the_event_loop(tmp_path: Path) -> None:
+    m = make_market(tmp_path)
+    transport = AppTransport(create_app(m.service))
+    threads: list[threading.Thread] = []
+    for name in ("is_registered", "balances"):
+        original = getattr(m.ledger, name)
+
+        def recording(*args: Any, _original: Any = original) -> Any:
+            threads.append(threading.current_thread())
+            return _original(*args)
+
+        setattr(m.ledger, name, recording)
+    with httpx.Client(transport=transport, base_url="http://market.test") as http:
+        first = http.post("/orders", json=m.alice.order(m.t, "buy", 10, PRICE))
+        batch = [m.bob.order(m.t, "sell", 10, PRICE + 1), m.carol.order(m.t, "buy", 1, PRICE)]
+        second = http.post("/orders:batch", json={"orders": batch})
+    transport.close()
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert len(threads) == 6  # registration and free balance of each of the three, once
+    assert transport._thread not in threads
