@@ -148,8 +148,9 @@ class Chain:
 
     def logs(self, address: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
         """Every log ``address`` emitted in blocks ``[from_block, to_block]``, in chain order,
-        each ``{"address", "topics", "data", "blockNumber", "transactionHash", "logIndex"}``
-        (topics and hashes as bytes).
+        each ``{"address", "topics", "data", "blockNumber", "blockHash", "transactionHash",
+        "transactionIndex", "logIndex"}`` (topics and hashes as bytes), the fields web3's
+        event decoding (``process_log``) reads.
 
         On eth-tester straight from py-evm's receipts: its ``eth_getLogs`` looks every
         transaction of the range up by scanning back from the newest block and serialises
@@ -163,7 +164,9 @@ class Chain:
                     "topics": [bytes(t) for t in e["topics"]],
                     "data": bytes(e["data"]),
                     "blockNumber": int(e["blockNumber"]),
+                    "blockHash": bytes(e["blockHash"]),
                     "transactionHash": bytes(e["transactionHash"]),
+                    "transactionIndex": int(e["transactionIndex"]),
                     "logIndex": int(e["logIndex"]),
                 }
                 for e in self.w3.eth.get_logs(params)
@@ -178,8 +181,8 @@ class Chain:
             if not block.transactions:
                 continue
             index = 0
-            for tx, receipt in zip(
-                block.transactions, block.get_receipts(evm.chaindb), strict=True
+            for tx_index, (tx, receipt) in enumerate(
+                zip(block.transactions, block.get_receipts(evm.chaindb), strict=True)
             ):
                 for entry in receipt.logs:
                     if entry.address == wanted:
@@ -189,7 +192,9 @@ class Chain:
                                 "topics": [t.to_bytes(32, "big") for t in entry.topics],
                                 "data": bytes(entry.data),
                                 "blockNumber": number,
+                                "blockHash": bytes(block.hash),
                                 "transactionHash": bytes(tx.hash),
+                                "transactionIndex": tx_index,
                                 "logIndex": index,
                             }
                         )

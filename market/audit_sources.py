@@ -332,7 +332,11 @@ def _field(item: Any, name: str, index: int) -> Any:
 
 
 LedgerReader = Callable[..., LedgerEvidence]
-"""``reader(w3, market_address, block=None, from_block=0) -> LedgerEvidence``."""
+"""``reader(w3, market_address, block=None, from_block=0, logs=None) -> LedgerEvidence``."""
+
+LogSource = Callable[[str, int, int], list[dict[str, Any]]]
+"""``logs(address, from_block, to_block)``: the address's logs in chain order, each with the
+fields of an ``eth_getLogs`` entry (:meth:`deploy.chain.Chain.logs`)."""
 
 
 def read_ledger(
@@ -341,8 +345,14 @@ def read_ledger(
     block: int | None = None,
     from_block: int = 0,
     progress: Callable[[str], None] | None = None,
+    logs: LogSource | None = None,
 ) -> LedgerEvidence:
     """Read the market's whole record at ``block`` (default: the latest block).
+
+    ``logs`` reads the market's events instead of ``eth_getLogs``: the embedded chain's
+    :meth:`~deploy.chain.Chain.logs` reads them straight from py-evm, where eth-tester's
+    ``eth_getLogs`` looks every transaction up by scanning back from the newest block
+    (minutes for a market with a few thousand transactions).
 
     Raises :class:`AuditError` when ``market_address`` is not an address, has no code, or
     does not answer as an EnergyMarket.
@@ -396,7 +406,12 @@ def read_ledger(
     raw_logs: list[Any] = []
     for start in range(from_block, pinned + 1, LOG_CHUNK_BLOCKS):
         stop = min(pinned, start + LOG_CHUNK_BLOCKS - 1)
-        raw_logs.extend(w3.eth.get_logs({"address": market, "fromBlock": start, "toBlock": stop}))
+        if logs is not None:
+            raw_logs.extend(logs(market, start, stop))
+        else:
+            raw_logs.extend(
+                w3.eth.get_logs({"address": market, "fromBlock": start, "toBlock": stop})
+            )
     topics = _event_topics(abi)
     decoded: list[tuple[str, dict[str, Any], Any]] = []
     for log in sorted(raw_logs, key=lambda lg: (lg["blockNumber"], lg["logIndex"])):
@@ -648,7 +663,12 @@ def run_audit(
         chosen_rules = ClearingRules(source=f"DESIGN default; {orders.description} declares none")
     try:
         ledger = (reader or read_ledger)(
-            w3, market_address, block=block, from_block=from_block, progress=say
+            w3,
+            market_address,
+            block=block,
+            from_block=from_block,
+            progress=say,
+            logs=getattr(chain, "logs", None),  # a deploy.chain.Chain reads its own logs
         )
     except WattledgerError:
         raise

@@ -171,6 +171,8 @@ def test_every_honest_market_passes_and_every_bent_number_fails(
             return
 
         ledger = read_ledger(session.chain.w3, base.market)
+        # the embedded chain's own log reader (what audit_market used above) reads the same
+        assert read_ledger(session.chain.w3, base.market, logs=session.chain.logs) == ledger
         source = MappingOrderSource({t: session.api.interval_orders(t) for t in committed})
         books: dict[int, PublishedBook] = {}
         for t in committed:
