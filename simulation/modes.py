@@ -178,6 +178,7 @@ class System(ABC):
         """Audit ``intervals`` as anyone could (``wattledger audit``): the signed order sets
         the market API publishes, re-cleared and checked against the chain's record."""
         from market.audit import audit_market
+        from market.audit_evidence import rules_from_market_info
 
         orders = {t: self.api.get(f"/intervals/{t}/orders") for t in intervals}
         return audit_market(
@@ -187,6 +188,7 @@ class System(ABC):
             min(intervals),
             max(intervals),
             from_block=self.deployed_block,
+            rules=rules_from_market_info(self.api.get("/market"), "GET /market"),
         )
 
     def onboard(self, participants: Sequence[Participant]) -> int:

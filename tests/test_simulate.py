@@ -163,7 +163,8 @@ def test_the_run_prints_headline_figures_and_the_report_path(
 ) -> None:
     out, printed, _ = default_run
     assert "Energy traded" in printed and "Checks" in printed and "all hold" in printed
-    assert re.search(r"^PASS: audited \d+ committed intervals", printed, re.MULTILINE), printed
+    audited = re.search(r"^PASS: audited \d+ committed intervals.*$", printed, re.MULTILINE)
+    assert audited and audited[0].endswith("(GET /market)"), printed  # the declared mechanism
     report = (out / "report.html").resolve()
     assert re.search(rf"^Report +{re.escape(str(report))}$", printed, re.MULTILINE), printed
 
