@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploy.assembly import deploy_market, fund_dev_accounts
 from deploy.chain import Chain, connect
@@ -21,6 +24,9 @@ from deploy.ledger import LedgerClient
 from deploy.market_ledger import ChainLedger
 from market.errors import InputError
 from market.service import MarketConfig
+
+if TYPE_CHECKING:
+    import uvicorn
 
 HELP = "run the market HTTP API: signed orders, gate closure, clearing, on-chain commit"
 DESCRIPTION = """\
@@ -198,8 +204,35 @@ def run(args: argparse.Namespace) -> int:
     # otherwise walk it all, a pause of tens of milliseconds that every waiting request sees.
     gc.collect()
     gc.freeze()
+    server_config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False
+    )
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        _quiet_server_class()(server_config).run()
     finally:
         stop_settlement()
+        service.store.close()
+        print("stopped: settlement service stopped, order store closed", file=sys.stderr)
     return 0
+
+
+def _quiet_server_class() -> type[uvicorn.Server]:
+    """uvicorn's Server, except that a SIGTERM or SIGINT it shut down on is not raised again.
+
+    uvicorn re-raises the captured signal once its own shutdown is done, so that the default
+    action ends the process: on SIGTERM that kills it before ``run``'s ``finally`` stops the
+    settlement service and closes the stores (exit -15). The signal has done its work by then
+    (the server shut down), so ``run`` returns normally and ``serve`` exits 0.
+    """
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
+    return QuietServer
