@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections import defaultdict
@@ -384,6 +385,57 @@ def signed_reading_body(
     }
 
 
+async def asgi_request(app: Any, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    """One HTTP request straight into an ASGI ``app`` in this process: (status, body).
+
+    What httpx's ASGI transport does, less its request and response machinery, which costs
+    about 0.4 ms a request, more than the market's own intake of an order.
+    """
+    content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+    headers = [(b"host", b"market.local"), (b"content-length", str(len(content)).encode())]
+    if body is not None:
+        headers.append((b"content-type", b"application/json"))
+    raw_path, _, query = path.encode().partition(b"?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": raw_path.decode(),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 0),
+        "server": ("market.local", 80),
+    }
+    request_sent = False
+    answered = asyncio.Event()
+    status = 500
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal request_sent
+        if request_sent:  # the client hangs up only once the whole answer is in
+            await answered.wait()
+            return {"type": "http.disconnect"}
+        request_sent = True
+        return {"type": "http.request", "body": content, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                answered.set()
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
 class MarketApi:
     """The market API as the driver uses it: one async HTTP client, used in order.
 
@@ -396,25 +448,27 @@ class MarketApi:
     """
 
     def __init__(self, *, app: Any = None, base_url: str | None = None) -> None:
-        transport = httpx.ASGITransport(app=app) if app is not None else None
+        self._app = app
         self._in_process = app is not None
         self._loop = asyncio.new_event_loop()
-        self._http = httpx.AsyncClient(
-            transport=transport, base_url=base_url or "http://market.local", timeout=120.0
-        )
+        self._http = httpx.AsyncClient(base_url=base_url or "http://market.local", timeout=120.0)
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(work)
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
-        response = await self._http.request(method, path, json=body)
-        if response.status_code >= 400:
+        if self._app is not None:
+            status, content = await asgi_request(self._app, method, path, body)
+        else:
+            response = await self._http.request(method, path, json=body)
+            status, content = response.status_code, response.content
+        if status >= 400:
             try:
-                problem = response.json()
+                problem = json.loads(content)
             except ValueError:
-                problem = {"code": "http_error", "detail": response.text[:500]}
-            raise MarketApiError(response.status_code, problem)
-        return response.json()
+                problem = {"code": "http_error", "detail": content[:500].decode(errors="replace")}
+            raise MarketApiError(status, problem)
+        return json.loads(content)
 
     def get(self, path: str) -> Any:
         """``GET path``."""

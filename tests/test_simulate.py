@@ -321,3 +321,47 @@ def test_api_url_without_rpc_url_is_refused(
     assert simulate("--api-url", "http://127.0.0.1:9", "--out", str(out)) == 2
     assert "--api-url needs --rpc-url" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_in_process_requests_answer_as_httpx_asgi_transport_does() -> None:
+    import asyncio
+    import json
+
+    import httpx
+    from fastapi import FastAPI, HTTPException
+
+    from simulation.edges import asgi_request
+
+    app = FastAPI()
+
+    @app.get("/echo")
+    async def echo(q: int = 0) -> dict[str, int]:
+        return {"q": q}
+
+    @app.post("/things", status_code=201)
+    async def create(body: dict[str, int]) -> dict[str, int]:
+        if body.get("n", 0) < 0:
+            raise HTTPException(409, "negative")
+        return {"n": body["n"] * 2}
+
+    async def both(method: str, path: str, body: object) -> None:
+        direct = await asgi_request(app, method, path, body)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.request(method, path, json=body)
+        assert direct[0] == response.status_code
+        assert json.loads(direct[1]) == response.json()
+
+    loop = asyncio.new_event_loop()
+    try:
+        for method, path, body in [
+            ("GET", "/echo?q=7", None),
+            ("POST", "/things", {"n": 21}),
+            ("POST", "/things", {"n": -1}),
+            ("POST", "/things", {"n": "x"}),
+            ("GET", "/missing", None),
+        ]:
+            loop.run_until_complete(both(method, path, body))
+        assert loop.run_until_complete(asgi_request(app, "GET", "/echo?q=7"))[0] == 200
+    finally:
+        loop.close()
