@@ -720,12 +720,21 @@ class MarketService:
         except StoreError as err:
             self.abort_prepared(batches)
             raise ServiceUnavailable(f"the order store failed: {err.message}") from None
+        # _add_open without its _add_own and reservation (both made by _reserve): the
+        # reservation becomes the open order's lock, the own-order entry stays as it is.
+        open_orders, by_interval, lock_of_order = self._open, self._by_interval, self._lock_of_order
+        pending = self._pending
         with self._lock:
             for prepared in batches:
                 for order, lock in zip(prepared.orders, prepared.locks, strict=True):
-                    self._reserved[order.participant] -= lock
-                    self._add_open(order, lock)
-                    self._pending[order.interval] -= 1
+                    order_id = order.id
+                    open_orders[order_id] = order
+                    book = by_interval.get(order.interval)
+                    if book is None:
+                        book = by_interval[order.interval] = {}
+                    book[order_id] = order
+                    lock_of_order[order_id] = lock
+                    pending[order.interval] -= 1
                 prepared.done = True
             self._drained.notify_all()
 
