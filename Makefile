@@ -35,9 +35,14 @@ lint: setup
 test: lint
 	$(BIN)/pytest
 
+# Every benchmark, one after another (simulated_day.py alone takes about six minutes); each prints
+# ratios measured in the same run and a last line to quote.
 bench: setup
 	$(BIN)/python bench/clearing.py
 	$(BIN)/python bench/gas.py
+	$(BIN)/python bench/api.py
+	$(BIN)/python bench/settle.py
+	$(BIN)/python bench/simulated_day.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
