@@ -183,6 +183,31 @@ def encode_commit(trades: Sequence[Trade]) -> CommitArgs:
     return CommitArgs(parties=parties, trades=encoded)
 
 
+def decode_commit(contract: Contract, calldata: bytes, t: int) -> tuple[Trade, ...]:
+    """The trades, in commit order, of a ``commitInterval(t, bookRoot, parties, trades)``
+    call's calldata (the inverse of :func:`encode_commit`); ValueError for another call."""
+    fn, params = contract.decode_function_input(calldata)
+    if fn.fn_name != "commitInterval" or int(params["t"]) != t:
+        raise ValueError(f"the transaction calls {fn.fn_name}, not commitInterval({t}, ...)")
+    parties = [to_checksum_address(p) for p in params["parties"]]
+    fields = ("buyer", "seller", "quantityWh", "pricePerWh", "buyOrderId", "sellOrderId")
+    rows = [
+        [row[k] for k in fields] if isinstance(row, Mapping) else list(row)
+        for row in params["trades"]
+    ]
+    return tuple(
+        Trade(
+            buyer=parties[int(row[0])],
+            seller=parties[int(row[1])],
+            quantity_wh=int(row[2]),
+            price_per_wh=int(row[3]),
+            buy_order_id=bytes(row[4]),
+            sell_order_id=bytes(row[5]),
+        )
+        for row in rows
+    )
+
+
 def chain_link(
     next_hash: bytes,
     trade: Trade,
@@ -565,35 +590,7 @@ class LedgerClient:
         if not logs:
             raise IntervalNotCommitted(t)
         tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
-        _, params = self.contract.decode_function_input(tx["input"])
-        parties = [to_checksum_address(p) for p in params["parties"]]
-        rows = [
-            [
-                tr[k]
-                for k in (
-                    "buyer",
-                    "seller",
-                    "quantityWh",
-                    "pricePerWh",
-                    "buyOrderId",
-                    "sellOrderId",
-                )
-            ]
-            if isinstance(tr, Mapping)
-            else list(tr)
-            for tr in params["trades"]
-        ]
-        trades = tuple(
-            Trade(
-                buyer=parties[int(row[0])],
-                seller=parties[int(row[1])],
-                quantity_wh=int(row[2]),
-                price_per_wh=int(row[3]),
-                buy_order_id=bytes(row[4]),
-                sell_order_id=bytes(row[5]),
-            )
-            for row in rows
-        )
+        trades = decode_commit(self.contract, bytes(tx["input"]), t)
         self._trades[t] = trades
         return trades
 

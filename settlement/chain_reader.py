@@ -46,7 +46,7 @@ from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
 from deploy.chain import ViewCall
-from deploy.ledger import STATUS_NAMES, IntervalInfo, LedgerClient
+from deploy.ledger import STATUS_NAMES, IntervalInfo, LedgerClient, decode_commit
 from market.signing import keccak
 from settlement.errors import ChainUnavailable, SettlementFailed
 from settlement.model import Trade
@@ -662,7 +662,7 @@ class ChainReader:
             lambda: self.w3.eth.get_transaction(commit.tx_hash),  # type: ignore[arg-type]
         )
         try:
-            return decode_commit(self.client, bytes(tx["input"]), t)
+            return decode_commit(self.client.contract, bytes(tx["input"]), t)
         except Exception as err:
             raise SettlementFailed(
                 t,
@@ -727,30 +727,6 @@ class ChainReader:
             escrow=self.escrow() if escrow else None,
             reading_duplicates=tuple(duplicates),
         )
-
-
-def decode_commit(client: LedgerClient, calldata: bytes, t: int) -> tuple[Trade, ...]:
-    """The trades of a ``commitInterval(t, bookRoot, parties, trades)`` call's calldata."""
-    fn, params = client.contract.decode_function_input(calldata)
-    if fn.fn_name != "commitInterval" or int(params["t"]) != t:
-        raise ValueError(f"the transaction calls {fn.fn_name}, not commitInterval({t}, ...)")
-    parties = [to_checksum_address(p) for p in params["parties"]]
-    fields = ("buyer", "seller", "quantityWh", "pricePerWh", "buyOrderId", "sellOrderId")
-    rows = [
-        [row[k] for k in fields] if isinstance(row, Mapping) else list(row)
-        for row in params["trades"]
-    ]
-    return tuple(
-        Trade(
-            buyer=parties[int(row[0])],
-            seller=parties[int(row[1])],
-            quantity_wh=int(row[2]),
-            price_per_wh=int(row[3]),
-            buy_order_id=bytes(row[4]),
-            sell_order_id=bytes(row[5]),
-        )
-        for row in rows
-    )
 
 
 def _tx_hash(entry: Mapping[str, Any]) -> str:
