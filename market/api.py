@@ -13,7 +13,7 @@ JSON conventions
 Errors
     Every refusal is ``application/problem+json`` (RFC 9457) with ``type``, ``title``,
     ``status``, ``detail`` and a stable ``code`` (table in :mod:`market.api_errors`), mapped
-    from the exception tree in :func:`_problem` and nowhere else. Request-shape errors
+    from the exception tree in :func:`problem_response` and nowhere else. Request-shape errors
     (FastAPI's validation, or the order intake's own checks, which follow the same models)
     become ``malformed_json`` (400) or ``invalid_request`` (422); a wrong type in
     ``quantityWh``, ``pricePerWh``, ``side`` or ``signature`` gets that field's own code, so
@@ -378,7 +378,7 @@ _FIELD_CODES: dict[str, type[RequestError]] = {
 }
 
 
-def _problem(err: BaseException, instance: str | None = None) -> JSONResponse:
+def problem_response(err: BaseException, instance: str | None = None) -> JSONResponse:
     """The problem+json response for ``err`` (the single error → HTTP mapping)."""
     if isinstance(err, RequestError):
         status, code, title = err.status, err.code, err.title
@@ -410,7 +410,7 @@ def _problem(err: BaseException, instance: str | None = None) -> JSONResponse:
     return JSONResponse(content, status_code=status, media_type=PROBLEM_JSON)
 
 
-def _validation_error(exc: RequestValidationError) -> RequestError:
+def validation_problem(exc: RequestValidationError) -> RequestError:
     errors = exc.errors()
     for e in errors:
         if e.get("type") == "json_invalid":
@@ -475,7 +475,7 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = _problem(
+        response = problem_response(
             BodyTooLarge(f"the body exceeds {self.max_bytes} bytes"), scope.get("path")
         )
         await response(scope, receive, send)
@@ -632,7 +632,7 @@ def create_app(
     closes gates on time (``wattledger serve``); tests drive ``tick`` themselves.
     """
     committer = GroupCommitter(service)
-    intake = OrderIntake(service, committer, max_body_bytes, _problem, order_view)
+    intake = OrderIntake(service, committer, max_body_bytes, problem_response, order_view)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -657,11 +657,11 @@ def create_app(
 
     @app.exception_handler(WattledgerError)
     async def _on_domain_error(request: Request, exc: WattledgerError) -> Response:
-        return _problem(exc, request.url.path)
+        return problem_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return _problem(_validation_error(exc), request.url.path)
+        return problem_response(validation_problem(exc), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -672,7 +672,7 @@ def create_app(
             err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         else:
             err = RequestError(str(exc.detail)).with_status(exc.status_code)
-        response = _problem(err, request.url.path)
+        response = problem_response(err, request.url.path)
         if exc.headers:
             response.headers.update(exc.headers)
         return response
@@ -680,7 +680,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def _on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _problem(exc, request.url.path)
+        return problem_response(exc, request.url.path)
 
     @app.get("/health", response_model=Health, tags=["market"])
     def health() -> dict[str, Any]:
@@ -973,4 +973,6 @@ __all__ = [
     "MarketApp",
     "create_app",
     "order_view",
+    "problem_response",
+    "validation_problem",
 ]

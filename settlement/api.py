@@ -36,9 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # The market API's one error → problem+json mapping, reused so that both apps answer alike.
-from market.api import PROBLEM_JSON, BodyLimit
-from market.api import _problem as problem_response
-from market.api import _validation_error as validation_problem
+from market.api import PROBLEM_JSON, BodyLimit, problem_response, validation_problem
 from market.api_errors import MethodNotAllowed, NotFound, RequestError
 from market.errors import WattledgerError
 from market.signing import checksum_address

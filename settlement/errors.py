@@ -2,7 +2,7 @@
 
 A refused ``POST /meter-readings`` raises one of the :class:`~market.api_errors.RequestError`
 classes below; the API maps them to ``application/problem+json`` in the same single place as
-the market's own refusals (``market.api._problem``), so a client branches on ``code`` alone.
+the market's own refusals (``market.api.problem_response``), so a client branches on ``code`` alone.
 Every refusal happens before the reading is stored or any gas is spent.
 
 ==========================  ======  =====================================================
