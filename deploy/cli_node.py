@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C stops the node even when it was started with SIGINT ignored, as a shell without
+    # job control starts a background command (`wattledger node &` in a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         # Announce inside the try: an interrupt right after the announcement still stops
         # anvil cleanly.
