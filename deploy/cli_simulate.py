@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "neighbourhood.toml"
 DEFAULT_INTERVALS = 48
 """Half a simulated day: midnight to noon, night trading and the morning's solar. A whole day
-of the default scenario takes about five minutes on the embedded chain, more than a demo
-should; ``--intervals all`` runs it."""
+of the default scenario takes about twice as long (a minute and a half on the embedded
+chain); ``--intervals all`` runs it."""
 
 HELP = "simulate prosumers, batteries and data centers trading on a local testnet; write a report"
 DESCRIPTION = """\
@@ -90,9 +90,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N|all",
         type=_intervals,
         help=f"simulate N intervals (default: the scenario's first {DEFAULT_INTERVALS}, from "
-        "midnight to noon, about two minutes on the embedded chain); `all` runs the "
-        "scenario's simulation.intervals (a whole day for the shipped scenarios, about five "
-        "minutes)",
+        "midnight to noon, under a minute on the embedded chain); `all` runs the "
+        "scenario's simulation.intervals (a whole day for the shipped scenarios, about a "
+        "minute and a half)",
     )
     parser.add_argument(
         "--rpc-url", metavar="URL", help="JSON-RPC chain to use (default: embedded eth-tester)"
