@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from deploy.assembly import deploy_market, fund_dev_accounts
 from deploy.chain import Chain, connect
+from deploy.cli_args import positive_int
 from deploy.cli_settle import add_serve_arguments, settlement_for_serve
 from deploy.deployment import (
     Deployment,
@@ -71,24 +72,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "a temporary file on the embedded chain)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_positive, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="TCP port (default 8000)")
     parser.add_argument(
         "--interval-seconds",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="delivery interval length for a new deployment (default 900); an existing "
         "deployment's length must match",
     )
     parser.add_argument(
         "--gate-closure-seconds",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="gate closure lead time before an interval starts (default: a third of the "
         "interval length)",
     )
     parser.add_argument(
         "--max-ahead-intervals",
-        type=_positive,
+        type=positive_int,
         default=96,
         metavar="N",
         help="how many intervals ahead orders are accepted (default 96)",
@@ -115,16 +116,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_serve_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _deploy(chain: Chain, interval_seconds: int | None) -> Deployment:

@@ -20,6 +20,7 @@ from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter
 
 from deploy.chain import Chain, connect
+from deploy.cli_args import positive_int
 from deploy.deployment import Deployment, read_deployment
 from deploy.ledger import LedgerClient
 from market.errors import InputError
@@ -65,16 +66,6 @@ SETTLER_KEY_ENV = "WATTLEDGER_SETTLER_KEY"
 log = logging.getLogger("wattledger.settle")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -107,7 +98,7 @@ def add_common_arguments(parser: argparse._ActionsContainer, *, prefix: str = ""
     """Options shared by ``settle`` and ``serve``: limits, batching, the settlement account."""
     parser.add_argument(
         "--max-reading-wh",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_READING_WH,
         metavar="WH",
         help="physical maximum of a meter's import or export in one interval; readings above "
@@ -137,14 +128,14 @@ def add_common_arguments(parser: argparse._ActionsContainer, *, prefix: str = ""
     )
     parser.add_argument(
         "--max-batch-readings",
-        type=_positive,
+        type=positive_int,
         default=1_000,
         metavar="N",
         help="most readings per submitReadings transaction (default 1,000; gas decides first)",
     )
     parser.add_argument(
         "--max-settle-trades",
-        type=_positive,
+        type=positive_int,
         default=5_000,
         metavar="N",
         help="most trades per settle chunk (default 5,000; gas decides first)",
@@ -191,7 +182,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--watch", action="store_true", help="keep settling as intervals fall due")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind with --port")
     parser.add_argument(
-        "--port", type=_positive, help="with --watch: serve the settlement API on this port"
+        "--port", type=positive_int, help="with --watch: serve the settlement API on this port"
     )
     parser.add_argument(
         "--report", type=int, metavar="T", help="print interval T's reconciliation report"

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy.cli_args import positive_int
 from deploy.compiler import REPO_ROOT
 from market.errors import InputError
 
@@ -135,17 +136,7 @@ ALL_INTERVALS = 0
 def _intervals(text: str) -> int:
     if text == "all":
         return ALL_INTERVALS
-    return _positive(text)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return positive_int(text)
 
 
 def default_out_dir() -> Path:
