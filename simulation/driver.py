@@ -22,9 +22,9 @@ The loop
                                meter of every party to a contract of T signs its reading
         orders for T+1         each agent signs its orders: POST /orders each, a VPP's
                                all at once through POST /orders:batch
-        readings of T-2        to POST /meter-readings: T-2's delivery ended when T-1
-                               began, and its reading window runs for the contract's
-                               readingWindowSeconds (an hour by default)
+        readings of T-2        in one POST /meter-readings:batch: T-2's delivery ended
+                               when T-1 began, and its reading window runs for the
+                               contract's readingWindowSeconds (an hour by default)
         settle                 the settlement service submits queued readings and settles,
                                in chunks, every committed interval past its deadline
 
@@ -57,6 +57,8 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from eth_utils.address import to_checksum_address
 
 from market.client import OrderSigner
 from settlement.model import Reading
@@ -386,9 +388,10 @@ class _Run:
         checks["escrow_equals_token_balance"] = escrowed == held
         interim = self.recorder.finish(self.agents)
         net = positions(interim)
+        _, balances = ledger.balances_of([p.address for p in interim.participants])
         matches = True
         for p in interim.participants:
-            balance = ledger.balance_of(p.address)
+            balance = balances[to_checksum_address(p.address)]
             expected = p.collateral_base_units + net[p.name].net_base_units
             if balance.locked != 0 or balance.free != expected:
                 matches = False
