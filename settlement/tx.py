@@ -39,7 +39,6 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
-from web3.exceptions import TransactionNotFound
 from web3.types import TxReceipt
 
 from deploy.ledger import decode_revert, mapped_reverts
@@ -159,7 +158,8 @@ class TxSender:
 
     def _chain(self) -> int:
         if self._chain_id is None:
-            self._chain_id = to_int(self.reader.rpc("eth_chainId", []))
+            chain = self.reader.client.chain
+            self._chain_id = self.reader.retry("reading the chain id", lambda: chain.chain_id)
         return self._chain_id
 
     def _count(self, block: str) -> int:
@@ -184,17 +184,14 @@ class TxSender:
         return Fees(max_fee=2 * to_int(base) + tip, priority_fee=tip)
 
     def _receipt(self, tx_hash: str) -> TxReceipt | None:
-        if self.reader.client.chain.is_embedded:
-            # Status and gas straight from py-evm (eth-tester's receipt serialises every log).
-            found: Any = self.reader.client.chain.receipt(bytes.fromhex(tx_hash[2:]))
-            if found is not None:
-                return found  # type: ignore[no-any-return]
+        """The receipt of ``tx_hash`` or None, as :meth:`deploy.chain.Chain.receipt` reads it:
+        web3's shape without web3's formatters (which walk each of a batch's 200 logs), from
+        py-evm directly on the embedded chain."""
+        chain = self.reader.client.chain
 
         def read() -> TxReceipt | None:
-            try:
-                return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                return None
+            with request_lock(self.w3):
+                return chain.receipt(tx_hash)
 
         return self.reader.retry(f"reading the receipt of {tx_hash}", read)
 
