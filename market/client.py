@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -391,6 +391,13 @@ class MarketClient:
         body = self.signer(meter).reading(participant, interval, imported_wh, exported_wh)
         result: dict[str, Any] = self._request("POST", "/meter-readings", body)
         return result
+
+    def submit_readings(self, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /meter-readings:batch`` with readings already signed by their meters
+        (:meth:`OrderSigner.reading` bodies); all are stored or none. Returns the stored
+        readings in the order given."""
+        result = self._request("POST", "/meter-readings:batch", {"readings": list(bodies)})
+        return list(result["readings"])
 
 
 def new_account() -> LocalAccount:

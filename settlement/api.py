@@ -1,4 +1,4 @@
-"""The settlement API: ``POST /meter-readings`` and ``GET /intervals/{t}/settlement``.
+"""The settlement API: ``POST /meter-readings[:batch]`` and ``GET /intervals/{t}/settlement``.
 
 :func:`settlement_router` is included into the market API by ``wattledger serve``
 (``market.api.create_app(..., extra_routers=[...])``); :func:`create_settlement_app` serves the
@@ -13,6 +13,18 @@ produced by the market API's single error mapping.
     fields take a JSON integer or a string of decimal digits. ``202 Accepted`` means the
     reading is durably stored (``status: queued``); the service puts it on-chain in the next
     batch, before the interval's reading deadline.
+
+``POST /meter-readings:batch``
+    Body ``{"readings": [<the same signed reading as above>, ...]}``, at most
+    ``max_intake_readings`` (1,000 by default; more is ``batch_too_large``, 413), each checked
+    exactly as ``POST /meter-readings`` checks one. All are stored or none: ``202`` with
+    ``{"readings": [...]}`` in request order once every one is durably stored; a refused
+    batch answers ``batch_rejected`` (with the first error's status) listing each bad
+    reading in ``errors`` (``index``, ``code``, ``status``, ``detail``), as
+    ``POST /orders:batch`` does. A reading repeating an earlier one's participant and
+    interval is ``reading_duplicate``. Meters of one site, or a data hub relaying many, send
+    an interval's readings in one request: the chain is read once per request and interval,
+    not once per reading, and one transaction stores them all.
 
 ``GET /intervals/{t}/settlement``
     The reconciliation report of interval ``t`` from on-chain events, checked against the
@@ -36,7 +48,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # The market API's one error → problem+json mapping, reused so that both apps answer alike.
-from market.api import PROBLEM_JSON, BodyLimit, problem_response, validation_problem
+from market.api import (
+    DEFAULT_MAX_BODY_BYTES,
+    PROBLEM_JSON,
+    BodyLimit,
+    problem_response,
+    validation_problem,
+)
 from market.api_errors import MethodNotAllowed, NotFound, RequestError
 from market.errors import WattledgerError
 from market.signing import checksum_address
@@ -80,6 +98,17 @@ class SignedReading(BaseModel):
     signature: StrictStr = Field(description="65-byte signature r‖s‖v as 0x hex (v 27/28)")
 
 
+class ReadingBatch(BaseModel):
+    """Many meter-signed readings at once (a site's meters, a data hub); all are accepted
+    or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    readings: list[SignedReading] = Field(
+        description="signed readings, at most max_intake_readings (GET /settlement)"
+    )
+
+
 class ReadingView(BaseModel):
     """A reading as the settlement service holds it."""
 
@@ -94,6 +123,12 @@ class ReadingView(BaseModel):
     txHash: str | None
     blockNumber: int | None
     signature: str
+
+
+class ReadingList(BaseModel):
+    """The readings of a batch as stored, in request order."""
+
+    readings: list[ReadingView]
 
 
 class ServiceState(BaseModel):
@@ -138,6 +173,7 @@ class SettlementOverview(BaseModel):
     """Every interval the service tracks, and the account it settles from."""
 
     settler: str
+    maxIntakeReadings: int = Field(description="most readings one POST /meter-readings:batch takes")
     intervals: list[IntervalSummary]
 
 
@@ -173,6 +209,25 @@ def settlement_router(service: SettlementService) -> APIRouter:
         stored = service.accept_reading(body.reading.model_dump(), body.signature)
         return JSONResponse(reading_json(stored), status_code=202)
 
+    @router.post(
+        "/meter-readings:batch",
+        status_code=202,
+        response_model=ReadingList,
+        responses=_problems(400, 403, 404, 409, 413, 422, 503),
+    )
+    def submit_readings(body: ReadingBatch) -> Response:
+        """Submit many meter-signed readings at once; all are stored or none.
+
+        Each reading is checked as ``POST /meter-readings`` checks one. A refused batch
+        answers ``batch_rejected`` with ``errors``: one entry per bad reading (``index``,
+        ``code``, ``status``, ``detail``); more than ``maxIntakeReadings`` (``GET
+        /settlement``) is ``batch_too_large``.
+        """
+        stored = service.accept_readings(
+            [(r.reading.model_dump(), r.signature) for r in body.readings]
+        )
+        return JSONResponse({"readings": [reading_json(r) for r in stored]}, status_code=202)
+
     @router.get(
         "/intervals/{t}/settlement",
         response_model=SettlementView,
@@ -192,6 +247,7 @@ def settlement_router(service: SettlementService) -> APIRouter:
         return JSONResponse(
             {
                 "settler": checksum_address(service.sender.address.lower()),
+                "maxIntakeReadings": service.config.max_intake_readings,
                 "intervals": [
                     {
                         "interval": row.interval,
@@ -215,9 +271,13 @@ def settlement_router(service: SettlementService) -> APIRouter:
 
 
 def create_settlement_app(
-    service: SettlementService, *, max_body_bytes: int = 64 * 1024
+    service: SettlementService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 ) -> FastAPI:
-    """The settlement API on its own (``wattledger settle --watch --port N``)."""
+    """The settlement API on its own (``wattledger settle --watch --port N``).
+
+    Bodies up to ``max_body_bytes``, by default the market API's limit (1 MiB), which a
+    full batch of readings (about 300 bytes each) fits.
+    """
     app = FastAPI(
         title="wattledger settlement",
         version="1",
@@ -266,6 +326,8 @@ def create_settlement_app(
 
 
 __all__ = [
+    "ReadingBatch",
+    "ReadingList",
     "ReadingView",
     "SettlementView",
     "SignedReading",

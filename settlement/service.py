@@ -1,12 +1,13 @@
 """The settlement service: meter readings in, exactly-once on-chain settlement out.
 
-:class:`SettlementService` takes meter-signed readings (``POST /meter-readings``, see
-:mod:`settlement.api`), keeps them durably (:mod:`settlement.store`), puts them on-chain in
-batches while the interval's reading window is open, and once the reading deadline has
-passed calls ``settle`` in chunks until the interval is ``Settled``. It runs inside
-``wattledger serve`` and on its own as ``wattledger settle``; either way a
-:class:`SettlementRunner` calls :meth:`SettlementService.tick` every few seconds, and tests and
-simulations call ``tick()`` themselves after moving chain time.
+:class:`SettlementService` takes meter-signed readings (``POST /meter-readings`` and
+``POST /meter-readings:batch``, see :mod:`settlement.api`), keeps them durably
+(:mod:`settlement.store`), puts them on-chain in batches while the interval's reading window
+is open, and once the reading deadline has passed calls ``settle`` in chunks until the
+interval is ``Settled``. It runs inside ``wattledger serve`` and on its own as
+``wattledger settle``; either way a :class:`SettlementRunner` calls
+:meth:`SettlementService.tick` every few seconds, and tests and simulations call ``tick()``
+themselves after moving chain time.
 
 Intake (before anything is stored or any gas is spent)
     A reading is the EIP-712 ``MeterReading(participant, interval, importedWh, exportedWh)``
@@ -19,6 +20,10 @@ Intake (before anything is stored or any gas is spent)
     reading deadline (on-chain time) has not passed; and no reading of the participant for
     the interval is stored here or on-chain. It is then written to SQLite
     (``synchronous=FULL``) and only then acknowledged (``202``, status ``queued``).
+    ``POST /meter-readings:batch`` makes the same checks of every reading (one code path,
+    :meth:`SettlementService.accept_readings`; the single reading is its one-item case), but
+    reads the chain once per request and interval instead of once per reading, and stores
+    all of them in one transaction or none.
 
 The loop (:meth:`SettlementService.tick`)
     1. Reconcile the transaction journal: wait for (or give up on) transactions that an
@@ -72,7 +77,14 @@ from deploy import ledger_errors as chain_errors
 from deploy.ledger import IntervalInfo, settle_chunk_args, settlement_chain
 from deploy.ledger_errors import LedgerError
 from market import signing
-from market.api_errors import InvalidRequest, OutOfBounds, ServiceUnavailable
+from market.api_errors import (
+    BatchRejected,
+    BatchTooLarge,
+    InvalidRequest,
+    OutOfBounds,
+    RequestError,
+    ServiceUnavailable,
+)
 from market.clock import Clock
 from settlement.chain_reader import ChainClock, ChainReader, MeterInfo
 from settlement.errors import (
@@ -138,8 +150,9 @@ class SettlementConfig:
     ``meter_limits_wh``: per-participant maxima (lower-case address → Wh) that override it.
     ``gas_fraction``: share of the block gas limit one transaction may use (numerator,
     denominator). ``max_batch_readings`` and ``max_settle_trades`` cap batches and chunks
-    further. ``reading_gas`` and ``settle_trade_gas``: gas per reading and per settled trade
-    assumed before any has been measured (measured: about 20k and 10-20k).
+    further. ``max_intake_readings``: most readings one ``POST /meter-readings:batch`` takes.
+    ``reading_gas`` and ``settle_trade_gas``: gas per reading and per settled trade assumed
+    before any has been measured (measured: about 20k and 10-20k).
     ``deadline_margin_seconds``: refuse readings this close to the deadline (time to get
     them mined).
     """
@@ -148,6 +161,7 @@ class SettlementConfig:
     meter_limits_wh: Mapping[str, int] = field(default_factory=dict)
     gas_fraction: tuple[int, int] = (1, 2)
     max_batch_readings: int = 1_000
+    max_intake_readings: int = 1_000
     max_settle_trades: int = 5_000
     reading_gas: int = 25_000
     settle_trade_gas: int = 25_000
@@ -262,6 +276,43 @@ class _Gas:
         self.ceiling = 2 * self.ceiling
 
 
+@dataclass(frozen=True, slots=True)
+class _Authentic:
+    """A reading of a request (at ``index``) whose fields, signature, meter key and bounds
+    passed; ``signature`` normalized."""
+
+    index: int
+    reading: ParsedReading
+    meter: MeterInfo
+    signature: str
+
+
+def _refusal(count: int, errors: Mapping[int, RequestError]) -> RequestError:
+    """What a request of ``count`` readings with these refusals (by index) raises: the error
+    itself for one reading; for more, :class:`BatchRejected` listing each (``readings[i]``),
+    with the status of the first."""
+    ordered = sorted(errors.items())
+    if count == 1:
+        return ordered[0][1]
+    first_index, first = ordered[0]
+    return BatchRejected(
+        f"{len(ordered)} of {count} readings refused; none was stored "
+        f"(first: readings[{first_index}]: {first.message})",
+        extra={
+            "errors": [
+                {
+                    "index": i,
+                    "code": e.code,
+                    "status": e.status,
+                    "detail": e.message,
+                    **e.extra,
+                }
+                for i, e in ordered
+            ]
+        },
+    ).with_status(first.status)
+
+
 class SettlementService:
     """Readings intake, batched submission and chunked settlement for one market deployment.
 
@@ -313,8 +364,91 @@ class SettlementService:
     def accept_reading(self, message: Mapping[str, Any], signature: Any) -> StoredReading:
         """Check a signed reading and store it durably; raise the refusal's RequestError.
 
+        The one-reading case of :meth:`accept_readings`: the same checks, the same errors.
         Nothing is stored and no transaction is sent unless every check passes.
         """
+        return self.accept_readings([(message, signature)])[0]
+
+    def accept_readings(
+        self, items: Sequence[tuple[Mapping[str, Any], Any]]
+    ) -> list[StoredReading]:
+        """Check signed readings ``(message, signature)`` and store them durably, all or none.
+
+        Each reading gets every check :meth:`accept_reading` makes, in the same order, but the
+        chain is read once per request (time and latest block) and once per distinct
+        interval (window, ``intervalInfo``, readings on-chain), and all are written in one
+        store transaction. A reading repeating an earlier one's participant and interval is
+        a duplicate. Returns the stored readings in request order.
+
+        Refusals: one reading raises its own error. Of more, :class:`BatchRejected` (status
+        of the first error) lists every bad reading by ``index``; :class:`BatchTooLarge`
+        when there are more than ``max_intake_readings``. Nothing is stored then.
+        ``ServiceUnavailable`` (chain or store failed) is raised as it is.
+        """
+        if len(items) > self.config.max_intake_readings:
+            raise BatchTooLarge(
+                f"{len(items)} readings in one batch; at most {self.config.max_intake_readings}"
+            )
+        if not items:
+            raise InvalidRequest("a batch needs at least one reading")
+        errors: dict[int, RequestError] = {}
+        by_interval: dict[int, list[_Authentic]] = {}
+        for index, (message, signature) in enumerate(items):
+            try:
+                item = self._authenticate(index, message, signature)
+            except RequestError as err:
+                errors[index] = err
+                continue
+            by_interval.setdefault(item.reading.interval, []).append(item)
+        accepted: list[StoredReading | None] = [None] * len(items)
+        intervals: dict[int, tuple[int, int]] = {}
+        now = latest = 0
+        if by_interval:
+            now, latest = self._chain("reading chain time", self.reader.now_and_latest)
+        for t, group in by_interval.items():
+            try:
+                info = self._open_interval(t, now)
+            except RequestError as err:
+                errors.update((item.index, err) for item in group)
+                continue
+            intervals[t] = (info.trade_count, info.deadline)
+            fresh = self._fresh_readings(t, group, latest, errors)
+            for item in fresh:
+                accepted[item.index] = StoredReading(
+                    interval=t,
+                    participant=item.reading.participant,
+                    imported_wh=item.reading.imported_wh,
+                    exported_wh=item.reading.exported_wh,
+                    signature=item.signature,
+                    meter=item.meter.meter,
+                    participant_index=item.meter.participant_index,
+                    received_at=now,
+                )
+        if errors:
+            raise _refusal(len(items), errors)
+        stored = [r for r in accepted if r is not None]
+        try:
+            self.store.insert_readings(stored, intervals, now)
+        except DuplicateKey as err:
+            duplicate = DuplicateReading(
+                f"a reading of {err.participant} for interval {err.interval} was already accepted"
+            )
+            index = next(
+                (
+                    k
+                    for k, r in enumerate(stored)
+                    if (r.interval, r.participant) == (err.interval, err.participant)
+                ),
+                0,
+            )
+            raise _refusal(len(items), {index: duplicate}) from None
+        except ReadingStoreError as err:
+            raise ServiceUnavailable(f"the reading store failed: {err.message}") from None
+        return stored
+
+    def _authenticate(self, index: int, message: Mapping[str, Any], signature: Any) -> _Authentic:
+        """The checks of one reading that need no chain state but its meter: fields,
+        signature, the participant's meter key, the meter's physical maximum."""
         reading = parse_reading(message)
         signer = signing.recover(reading_digest(self._separator, reading), signature)
         meter = self._meter(reading.participant)
@@ -342,8 +476,10 @@ class SettlementService:
                     f"reading.{name}: {value} Wh is above this meter's physical maximum of "
                     f"{limit} Wh per interval"
                 )
-        t = reading.interval
-        now, latest = self._chain("reading chain time", self.reader.now_and_latest)
+        return _Authentic(index, reading, meter, normalized_signature(signature))
+
+    def _open_interval(self, t: int, now: int) -> IntervalInfo:
+        """Interval ``t``'s info if it takes readings at ``now``; else the refusal."""
         _, end = self._chain("reading the interval window", lambda: self.reader.window(t))
         if now < end:
             raise ReadingTooEarly(
@@ -364,44 +500,50 @@ class SettlementService:
             raise ReadingDeadlinePassed(
                 f"interval {t}: readings were accepted until {info.deadline}; it is {now} on-chain"
             )
-        existing = self._store(
-            "reading the store", lambda: self.store.get_reading(t, reading.participant)
-        )
-        if existing is not None:
-            raise DuplicateReading(
-                f"a reading of {reading.participant} for interval {t} was already accepted "
-                f"(status {existing.status})",
-                extra={"existing": reading_json(existing)},
-            )
-        onchain = self._chain(
-            "reading the readings on-chain",
-            lambda: self.reader.submitted_readings(t, latest).get(reading.participant),
-        )
-        if onchain is not None:
-            raise DuplicateReading(
-                f"a reading of {reading.participant} for interval {t} is already on-chain "
-                f"(exported {onchain.exported_wh} Wh)"
-            )
-        stored = StoredReading(
-            interval=t,
-            participant=reading.participant,
-            imported_wh=reading.imported_wh,
-            exported_wh=reading.exported_wh,
-            signature=normalized_signature(signature),
-            meter=meter.meter,
-            participant_index=meter.participant_index,
-            received_at=now,
-        )
-        try:
-            self.store.upsert_interval(t, info.trade_count, info.deadline, now)
-            self.store.insert_reading(stored)
-        except DuplicateKey:
-            raise DuplicateReading(
-                f"a reading of {reading.participant} for interval {t} was already accepted"
-            ) from None
-        except ReadingStoreError as err:
-            raise ServiceUnavailable(f"the reading store failed: {err.message}") from None
-        return stored
+        return info
+
+    def _fresh_readings(
+        self, t: int, group: Sequence[_Authentic], latest: int, errors: dict[int, RequestError]
+    ) -> list[_Authentic]:
+        """The readings of ``group`` (all for interval ``t``) that no reading precedes: none
+        stored here, none on-chain as of block ``latest``, none earlier in the request. The
+        others' refusals go into ``errors``."""
+        participants = [item.reading.participant for item in group]
+        stored = self._store("reading the store", lambda: self.store.readings_of(t, participants))
+        onchain: dict[str, Any] | None = None
+        first: dict[str, int] = {}
+        fresh = []
+        for item in group:
+            participant = item.reading.participant
+            existing = stored.get(participant)
+            if existing is not None:
+                errors[item.index] = DuplicateReading(
+                    f"a reading of {participant} for interval {t} was already accepted "
+                    f"(status {existing.status})",
+                    extra={"existing": reading_json(existing)},
+                )
+                continue
+            if onchain is None:
+                onchain = self._chain(
+                    "reading the readings on-chain",
+                    lambda: self.reader.submitted_readings(t, latest),
+                )
+            event = onchain.get(participant)
+            if event is not None:
+                errors[item.index] = DuplicateReading(
+                    f"a reading of {participant} for interval {t} is already on-chain "
+                    f"(exported {event.exported_wh} Wh)"
+                )
+                continue
+            if participant in first:
+                errors[item.index] = DuplicateReading(
+                    f"readings[{first[participant]}] is already a reading of {participant} "
+                    f"for interval {t}"
+                )
+                continue
+            first[participant] = item.index
+            fresh.append(item)
+        return fresh
 
     def _chain(self, what: str, call: Callable[[], Any]) -> Any:
         try:

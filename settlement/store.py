@@ -3,8 +3,9 @@
 Three tables:
 
 ``readings``
-    Every accepted meter reading, written *before* ``POST /meter-readings`` answers, with its
-    signature, so a reading that was acknowledged survives a crash until it is on-chain. The
+    Every accepted meter reading, written *before* ``POST /meter-readings`` (or ``:batch``,
+    whose readings share one transaction) answers, with its signature, so a reading that was
+    acknowledged survives a crash until it is on-chain. The
     primary key ``(interval, participant)`` is the contract's own rule (one reading per
     participant per interval), so a duplicate is refused by the store as well.
     A reading's ``status``:
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,9 +127,25 @@ class ReadingStoreError(WattledgerError):
 
 
 class DuplicateKey(ReadingStoreError):
-    """Raised when a reading for the same participant and interval is already stored."""
+    """Raised when a reading for the same participant and interval is already stored.
+
+    ``interval`` and ``participant`` name the reading that collided (None when unknown), so
+    a caller that wrote many at once can say which one it was.
+    """
 
     code = "reading_store_duplicate"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        interval: int | None = None,
+        participant: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.interval = interval
+        self.participant = participant
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +216,12 @@ _TX_COLUMNS = (
 )
 
 
+_ADD_INTERVAL = (
+    "INSERT OR IGNORE INTO intervals (interval, state, trade_count, deadline, updated_at) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+
+
 def _reading(row: Sequence[Any]) -> StoredReading:
     return StoredReading(
         interval=row[0],
@@ -261,10 +284,15 @@ def _reading_row(reading: StoredReading) -> tuple[Any, ...]:
 
 
 class _Ticket:
-    """One reading waiting for the group commit that writes it."""
+    """Readings of one caller waiting for the group commit that writes them (all or none),
+    with the intervals (``interval -> (trade_count, deadline)``) to add unless known."""
 
-    def __init__(self, reading: StoredReading) -> None:
-        self.reading = reading
+    def __init__(
+        self, readings: Sequence[StoredReading], intervals: Mapping[int, tuple[int, int]], now: int
+    ) -> None:
+        self.readings = readings
+        self.intervals = intervals
+        self.now = now
         self.done = threading.Event()
         self.error: ReadingStoreError | None = None
 
@@ -320,14 +348,28 @@ class ReadingStore(SqliteStore):
     # -- readings ---------------------------------------------------------------------------
 
     def insert_reading(self, reading: StoredReading) -> None:
-        """Store an accepted reading durably; DuplicateKey if one is already stored.
+        """Store an accepted reading durably; DuplicateKey if one is already stored."""
+        self.insert_readings([reading])
+
+    def insert_readings(
+        self,
+        readings: Sequence[StoredReading],
+        intervals: Mapping[int, tuple[int, int]] | None = None,
+        now: int = 0,
+    ) -> None:
+        """Store accepted readings durably in one transaction, all or none.
+
+        ``intervals`` (``interval -> (trade_count, deadline)``) are added in state
+        ``waiting`` with ``updated_at = now`` unless known, in the same transaction, so an
+        accepted reading never lacks its interval's row. DuplicateKey, naming the reading,
+        if any of them is stored already (or repeated); then none is stored.
 
         Group commit: readings arriving together from many request threads are written in
         one transaction (one fsync) by whichever thread finds the writer free; each caller
-        returns only once the transaction holding its reading has committed. A duplicate
-        rolls back to its own savepoint and fails alone.
+        returns only once the transaction holding its readings has committed. A duplicate
+        rolls back to its caller's savepoint and fails that caller alone.
         """
-        ticket = _Ticket(reading)
+        ticket = _Ticket(readings, intervals or {}, now)
         with self._group:
             self._queue.append(ticket)
             while not ticket.done.is_set() and self._group_busy:
@@ -357,11 +399,21 @@ class ReadingStore(SqliteStore):
                 conn.execute("BEGIN IMMEDIATE")
                 for k, ticket in enumerate(batch):
                     conn.execute(f"SAVEPOINT r{k}")
+                    current: StoredReading | None = None
                     try:
-                        conn.execute(sql, _reading_row(ticket.reading))
+                        for t, (trade_count, deadline) in ticket.intervals.items():
+                            conn.execute(
+                                _ADD_INTERVAL, (t, WAITING, trade_count, deadline, ticket.now)
+                            )
+                        for current in ticket.readings:
+                            conn.execute(sql, _reading_row(current))
                     except sqlite3.IntegrityError as err:
                         conn.execute(f"ROLLBACK TO r{k}")
-                        ticket.error = DuplicateKey(f"reading store: {err}")
+                        ticket.error = DuplicateKey(
+                            f"reading store: {err}",
+                            interval=None if current is None else current.interval,
+                            participant=None if current is None else current.participant,
+                        )
                     conn.execute(f"RELEASE r{k}")
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
@@ -386,6 +438,19 @@ class ReadingStore(SqliteStore):
             (interval, participant),
         )
         return _reading(rows[0]) if rows else None
+
+    def readings_of(self, interval: int, participants: Sequence[str]) -> dict[str, StoredReading]:
+        """The stored readings of ``participants`` for ``interval``, by participant."""
+        found: dict[str, StoredReading] = {}
+        for k in range(0, len(participants), 500):  # SQLite's limit on bound parameters
+            chunk = participants[k : k + 500]
+            rows = self._read(
+                f"SELECT {_READING_COLUMNS} FROM readings WHERE interval = ? "
+                f"AND participant IN ({','.join('?' * len(chunk))})",
+                (interval, *chunk),
+            )
+            found.update((r.participant, r) for r in map(_reading, rows))
+        return found
 
     def readings(self, interval: int, status: str | None = None) -> list[StoredReading]:
         """Readings of ``interval`` (optionally with ``status``) by participant index."""
