@@ -155,6 +155,15 @@ class Chain:
         result = response["result"]
         return int(result, 16) if isinstance(result, str) else int(result)
 
+    def head(self) -> tuple[int, bytes, int]:
+        """(number, hash, timestamp) of the latest block: py-evm's head header on the embedded
+        chain, one ``eth_getBlockByNumber`` on a node."""
+        if self._tester is not None:
+            header = self._tester.backend.chain.get_canonical_head()
+            return int(header.block_number), bytes(header.hash), int(header.timestamp)
+        block = self.w3.eth.get_block("latest")
+        return int(block["number"]), bytes(block["hash"]), int(block["timestamp"])
+
     def pending(self) -> tuple[int, int] | None:
         """(timestamp, number) of the block being built on the embedded chain (the block the
         next transaction lands in), read from py-evm; None on a JSON-RPC node (ask it)."""

@@ -26,6 +26,7 @@ on two threads, and py-evm is not thread-safe).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import threading
@@ -184,6 +185,22 @@ _TOTAL_ESCROWED = _selector("totalEscrowed()")
 _EPOCH = _selector("epoch()")
 _INTERVAL_SECONDS = _selector("intervalSeconds()")
 _INTERVAL_INFO_TYPE = "(uint8,uint64,uint64,uint64,uint16,uint128,bytes32,bytes32)"
+_INFO_TYPES = [_INTERVAL_INFO_TYPE]
+
+
+def _interval_info(decoded: Sequence[Any]) -> IntervalInfo:
+    """An ``intervalInfo`` answer (decoded as ``(_INTERVAL_INFO_TYPE,)``) as IntervalInfo."""
+    ((status, count, cursor, deadline, tol, pp, root, remaining),) = decoded
+    return IntervalInfo(
+        STATUS_NAMES[int(status)],
+        int(count),
+        int(cursor),
+        int(deadline),
+        int(tol),
+        int(pp),
+        bytes(root),
+        bytes(remaining),
+    )
 
 
 # ----------------------------------------------------------------------------- values
@@ -258,6 +275,7 @@ class ChainReader:
         self._commits: dict[int, CommittedInterval] = {}
         self._registered: tuple[int, list[str]] = (start_block, [])
         self._tail: tuple[int, int, bytes, list[Any]] = (-1, -1, b"", [])
+        self._intervals: dict[int, tuple[int, bytes, IntervalInfo]] = {}
 
     # -- raw JSON-RPC ---------------------------------------------------------------------
 
@@ -314,21 +332,52 @@ class ChainReader:
         return MeterInfo(str(meter).lower(), int(index), bool(registered))
 
     def interval(self, t: int) -> IntervalInfo:
-        """``intervalInfo(t)``."""
-        data = _INTERVAL_INFO + abi_encode(["uint64"], [t])
-        ((status, count, cursor, deadline, tol, pp, root, remaining),) = self._view(
-            self.market, data, [_INTERVAL_INFO_TYPE]
-        )
-        return IntervalInfo(
-            STATUS_NAMES[int(status)],
-            int(count),
-            int(cursor),
-            int(deadline),
-            int(tol),
-            int(pp),
-            bytes(root),
-            bytes(remaining),
-        )
+        """``intervalInfo(t)``.
+
+        On the embedded chain an answer is kept with the block it was read at, and given
+        again while it still holds (a view there costs about 12 ms, the check a few tens of
+        microseconds; the service asks for every open interval on every tick):
+
+        * the chain's head is still that block;
+        * or that block is still canonical and the interval was ``settled`` (final), or
+          ``committed`` with every block since stamped before its reading deadline: only
+          ``settle`` changes a committed interval (status, cursor, remaining hash), and it
+          reverts before the deadline.
+        """
+        if not self._embedded:
+            return _interval_info(self._view(self.market, self._interval_call(t), _INFO_TYPES))
+        cached = self._intervals.get(t)
+        if cached is not None and self._still_holds(*cached):
+            return cached[2]
+        chain = self.client.chain
+        try:
+            number, (raw,) = chain.view_calls(
+                [ViewCall(self.market, self._interval_call(t))], sender=self._caller
+            )
+        except ContractLogicError as err:
+            raise RuntimeError(f"eth_call failed: {err.message}") from None
+        info = _interval_info(tuple(abi_decode(_INFO_TYPES, raw)))
+        if info.status == "none":
+            self._intervals.pop(t, None)
+        else:
+            self._intervals[t] = (number, chain.block_hash(number), info)
+        return info
+
+    @staticmethod
+    def _interval_call(t: int) -> bytes:
+        return _INTERVAL_INFO + abi_encode(["uint64"], [t])
+
+    def _still_holds(self, number: int, block_hash: bytes, info: IntervalInfo) -> bool:
+        """Whether ``info``, read at block ``number`` (``block_hash``), is still the chain's."""
+        chain = self.client.chain
+        head, head_hash, head_time = chain.head()
+        if head == number:
+            return head_hash == block_hash
+        if head < number or chain.block_hash(number) != block_hash:
+            return False  # the chain went back (a snapshot reverted)
+        if info.status == "settled":
+            return True
+        return info.status == "committed" and head_time < info.deadline
 
     def reading_of(self, t: int, participant: str) -> tuple[bool, int]:
         """``readingOf(t, participant)``: (accepted, exported Wh)."""
@@ -528,14 +577,7 @@ class ChainReader:
             entries = [e for e in entries if int(e["blockNumber"]) >= floor]
             first = floor
         self._tail = (first, last, chain.block_hash(last), entries)
-        wanted = [None if t is None else bytes.fromhex(t[2:]) for t in topics]
-        return [
-            e
-            for e in entries
-            if start <= int(e["blockNumber"]) <= stop
-            and len(e["topics"]) >= len(wanted)
-            and all(w is None or bytes(t) == w for w, t in zip(wanted, e["topics"], strict=False))
-        ]
+        return _matching(entries, topics, start, stop)
 
     def _market_logs(self, from_block: int, to_block: int) -> list[Any]:
         chain = self.client.chain
@@ -727,6 +769,27 @@ class ChainReader:
             escrow=self.escrow() if escrow else None,
             reading_duplicates=tuple(duplicates),
         )
+
+
+def _matching(
+    entries: Sequence[Mapping[str, Any]], topics: Sequence[str | None], start: int, stop: int
+) -> list[Any]:
+    """The ``entries`` (in chain order, topics as bytes) of blocks ``[start, stop]`` whose
+    topics match ``topics`` (None matches any). The blocks are found by bisection: the tail
+    holds up to a thousand blocks of logs, and most queries want the last few."""
+    low = bisect.bisect_left(entries, start, key=_block_of)
+    high = bisect.bisect_right(entries, stop, lo=low, key=_block_of)
+    wanted = [(i, bytes.fromhex(t[2:])) for i, t in enumerate(topics) if t is not None]
+    count = len(topics)
+    return [
+        e
+        for e in entries[low:high]
+        if len(e["topics"]) >= count and all(e["topics"][i] == w for i, w in wanted)
+    ]
+
+
+def _block_of(entry: Mapping[str, Any]) -> int:
+    return int(entry["blockNumber"])
 
 
 def _tx_hash(entry: Mapping[str, Any]) -> str:
