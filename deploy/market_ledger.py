@@ -11,9 +11,11 @@ for the first time) and from the gate-closure thread, and the embedded eth-teste
 not safe to use from two threads at once.
 
 Gate closure reads the balances of every party of an interval at once
-(:meth:`ChainLedger.balances_of`): one batch of view calls
-(:meth:`~deploy.ledger.LedgerClient.balances_of`) instead of a call each, which was most of a
-gate closure (on eth-tester about 5 ms a call, a second per interval for 200 parties).
+(:meth:`ChainLedger.balances_of`): one ``balancesOf(address[])`` view call per thousand
+addresses, all at one block (:meth:`~deploy.ledger.LedgerClient.balances_of`). A call per
+party was most of a gate closure (on eth-tester about 5 ms a call, a second per interval for
+200 parties); a batch of ``balanceOf`` calls still ran one EVM message, or one JSON-RPC
+request of a batch, per party, and balancesOf runs one for them all.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from eth_utils.address import to_checksum_address
-
+from deploy.addresses import checksum_address
 from deploy.ledger import LedgerClient
 from market.ledger_port import (
     Balances,
@@ -71,11 +72,11 @@ class ChainLedger:
             pass
         return LedgerInfo(
             chain_id=self.client.chain.chain_id,
-            market_address=to_checksum_address(self.client.address),
-            token_address=to_checksum_address(token.address),
+            market_address=checksum_address(self.client.address),
+            token_address=checksum_address(token.address),
             token_symbol=str(token.functions.symbol().call()),
             token_decimals=int(token.functions.decimals().call()),
-            operator=to_checksum_address(self.client.sender),
+            operator=checksum_address(self.client.sender),
             eip712_name=name,
             eip712_version=version,
         )
@@ -122,7 +123,7 @@ class ChainLedger:
             _, found = self.client.balances_of(participants)
             out = {}
             for p in participants:
-                balance = found[to_checksum_address(p)]
+                balance = found[checksum_address(p)]
                 out[p] = Balances(balance.free, balance.locked)
             return out
 

@@ -240,6 +240,19 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @return locked Balance locked by committed, unsettled trades, base units.
     function balanceOf(address participant) external view returns (uint256 free, uint256 locked);
 
+    /// @notice Free and locked balances of many addresses in one call, in the order given.
+    /// @dev One call where a gate closure would otherwise make one per party. An address that was
+    ///      never registered or never deposited gives (0, 0); duplicates are answered each time.
+    ///      Never reverts on valid calldata; gas grows with the number of addresses (one cold
+    ///      storage read each), so callers split long lists.
+    /// @param participants Any addresses.
+    /// @return free Withdrawable balance of each address, base units.
+    /// @return locked Balance of each address locked by committed, unsettled trades, base units.
+    function balancesOf(address[] calldata participants)
+        external
+        view
+        returns (uint256[] memory free, uint256[] memory locked);
+
     /// @notice Sum of all balances; equals token.balanceOf(market) unless tokens were sent directly.
     /// @return Total escrowed, base units.
     function totalEscrowed() external view returns (uint256);

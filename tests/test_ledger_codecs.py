@@ -1,0 +1,389 @@
+"""The ledger client's hand-written ABI codecs against the eth_abi / web3 encodings they replace.
+
+Each fast function in :mod:`deploy.ledger` (and the checksum cache of :mod:`deploy.addresses`)
+is checked on random input against a slow reference kept here: the code it replaced, or
+web3's own encoder of the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from web3 import Web3
+
+from deploy.addresses import checksum_address, checksum_of_bytes
+from deploy.compiler import load_artifact
+from deploy.ledger import (
+    BALANCES_OF_SELECTOR,
+    COMMIT_SELECTOR,
+    CommitArgs,
+    balances_of_calldata,
+    chain_link,
+    commit_calldata,
+    decode_balances,
+    decode_commit,
+    decode_commit_calldata,
+    encode_commit,
+    party_table,
+    settle_chunk_args,
+    settlement_chain,
+)
+from settlement.model import SellerPosition, Trade, seller_positions
+
+MARKET = Web3().eth.contract(abi=load_artifact("EnergyMarket").abi)
+UINT64 = 2**64
+UINT128 = 2**128
+
+# ----------------------------------------------------------------------------- references
+
+
+def reference_decode_commit(calldata: bytes, t: int) -> tuple[Trade, ...]:
+    """The decoder decode_commit replaced: web3's decode_function_input (eth_abi)."""
+    fn, params = MARKET.decode_function_input(calldata)
+    if fn.fn_name != "commitInterval" or int(params["t"]) != t:
+        raise ValueError(f"the transaction calls {fn.fn_name}, not commitInterval({t}, ...)")
+    parties = [to_checksum_address(p) for p in params["parties"]]
+    fields = ("buyer", "seller", "quantityWh", "pricePerWh", "buyOrderId", "sellOrderId")
+    rows = [
+        [row[k] for k in fields] if isinstance(row, Mapping) else list(row)
+        for row in params["trades"]
+    ]
+    return tuple(
+        Trade(
+            buyer=parties[int(row[0])],
+            seller=parties[int(row[1])],
+            quantity_wh=int(row[2]),
+            price_per_wh=int(row[3]),
+            buy_order_id=bytes(row[4]),
+            sell_order_id=bytes(row[5]),
+        )
+        for row in rows
+    )
+
+
+def reference_chain_link(
+    next_hash: bytes, trade: Trade, seller_index: int, position: SellerPosition
+) -> bytes:
+    """The link chain_link replaced: eth_abi's encoding of TradeChain.hash's arguments."""
+    types = ["address", "address", "uint256", "uint256", "uint256", "uint256", "uint256", "bytes32"]
+    values = [
+        to_checksum_address(trade.buyer),
+        to_checksum_address(trade.seller),
+        seller_index,
+        trade.quantity_wh,
+        trade.price_per_wh,
+        position.sold_wh,
+        position.sold_before_wh,
+        next_hash,
+    ]
+    return bytes(keccak(abi_encode(types, values)))
+
+
+def reference_settlement_chain(
+    trades: Sequence[Trade], participant_index: Mapping[str, int]
+) -> tuple[bytes, ...]:
+    positions = seller_positions(trades)
+    heads = [b"\x00" * 32] * (len(trades) + 1)
+    for k in range(len(trades) - 1, -1, -1):
+        seller = to_checksum_address(trades[k].seller)
+        heads[k] = reference_chain_link(
+            heads[k + 1], trades[k], participant_index[seller], positions[k]
+        )
+    return tuple(heads)
+
+
+def web3_commit_calldata(t: int, root: bytes, parties: Sequence[str], rows: Any) -> bytes:
+    """What web3 sends for ``commitInterval(t, root, parties, rows)``."""
+    data = MARKET.encode_abi("commitInterval", args=[t, root, list(parties), list(rows)])
+    return bytes.fromhex(data[2:])
+
+
+# ----------------------------------------------------------------------------- strategies
+
+addresses = st.binary(min_size=20, max_size=20).map(lambda b: to_checksum_address(b))
+bytes32 = st.binary(min_size=32, max_size=32)
+
+
+@st.composite
+def trade_lists(draw: st.DrawFn, max_trades: int = 30) -> list[Trade]:
+    """Trades among a few random parties (no self-trades), with full-range fields."""
+    pool = draw(st.lists(addresses, min_size=2, max_size=8, unique_by=str.lower))
+    n = draw(st.integers(0, max_trades))
+    out = []
+    for _ in range(n):
+        buyer, seller = draw(st.permutations(pool))[:2]
+        lower = draw(st.booleans())
+        out.append(
+            Trade(
+                buyer=buyer.lower() if lower else buyer,
+                seller=seller,
+                quantity_wh=draw(st.integers(1, UINT64 - 1)),
+                price_per_wh=draw(st.integers(1, UINT128 - 1)),
+                buy_order_id=draw(bytes32),
+                sell_order_id=draw(bytes32),
+            )
+        )
+    return out
+
+
+def _canonical(trades: Sequence[Trade]) -> tuple[Trade, ...]:
+    """``trades`` with checksum addresses (what a decoder gives back)."""
+    return tuple(
+        Trade(
+            to_checksum_address(t.buyer),
+            to_checksum_address(t.seller),
+            t.quantity_wh,
+            t.price_per_wh,
+            t.buy_order_id,
+            t.sell_order_id,
+        )
+        for t in trades
+    )
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+@settings(max_examples=60)
+@given(raw=st.binary(min_size=20, max_size=20), case=st.sampled_from((str.lower, str.upper)))
+def test_cached_checksum_equals_eth_utils_for_any_spelling(raw: bytes, case: Any) -> None:
+    spelled = "0x" + case(raw.hex())
+    assert checksum_address(spelled) == to_checksum_address(spelled)
+    assert checksum_of_bytes(raw) == to_checksum_address(raw)
+
+
+def test_cached_checksum_rejects_what_eth_utils_rejects() -> None:
+    for bad in ("0x1234", "0x" + "zz" * 20, ""):
+        with pytest.raises(ValueError):
+            to_checksum_address(bad)
+        with pytest.raises(ValueError):
+            checksum_address(bad)
+    with pytest.raises(ValueError):
+        checksum_of_bytes(b"\x01" * 19)
+
+
+# ----------------------------------------------------------------------------- commit
+
+
+@settings(max_examples=60)
+@given(trades=trade_lists())
+def test_party_table_is_sorted_by_address_value(trades: list[Trade]) -> None:
+    parties = {to_checksum_address(p) for t in trades for p in (t.buyer, t.seller)}
+    assert party_table(trades) == tuple(sorted(parties, key=lambda a: int(a, 16)))
+
+
+@settings(max_examples=60)
+@given(trades=trade_lists(), t=st.integers(0, UINT64 - 1), root=bytes32)
+def test_commit_calldata_equals_web3_encoding(trades: list[Trade], t: int, root: bytes) -> None:
+    args = encode_commit(trades)
+    data = commit_calldata(t, root, args)
+    assert data == web3_commit_calldata(t, root, args.parties, args.trades)
+    assert data[:4] == COMMIT_SELECTOR
+
+
+@settings(max_examples=60)
+@given(trades=trade_lists(), t=st.integers(0, UINT64 - 1), root=bytes32)
+def test_decode_commit_agrees_with_eth_abi_and_inverts_the_encoder(
+    trades: list[Trade], t: int, root: bytes
+) -> None:
+    args = encode_commit(trades)
+    data = web3_commit_calldata(t, root, args.parties, args.trades)
+    decoded = decode_commit_calldata(data, t)
+    assert decoded == reference_decode_commit(data, t) == _canonical(trades)
+    assert decode_commit(None, data, t) == decoded
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("t", UINT64), ("t", -1), ("position", 2**32), ("quantity", UINT64), ("price", UINT128)],
+)
+def test_commit_calldata_refuses_values_outside_their_abi_type(field: str, value: int) -> None:
+    ok = {"t": 1, "position": 0, "quantity": 1, "price": 1}
+    v = ok | {field: value}
+    parties = (to_checksum_address(b"\x01" * 20), to_checksum_address(b"\x02" * 20))
+    row = (v["position"], 1, v["quantity"], v["price"], b"\x00" * 32, b"\x00" * 32)
+    commit_calldata(
+        1, b"\x00" * 32, CommitArgs(parties, ((0, 1, 1, 1, b"\x00" * 32, b"\x00" * 32),))
+    )
+    with pytest.raises(ValueError):
+        commit_calldata(v["t"], b"\x00" * 32, CommitArgs(parties, (row,)))
+
+
+# Words of a small valid commit's arguments (after the selector): 0 t, 1 root, 2 parties
+# offset, 3 trades offset, 4 party count, 5-6 parties, 7 trade count, 8-13 the trade.
+_A, _B = to_checksum_address(b"\x0a" * 20), to_checksum_address(b"\x0b" * 20)
+_SMALL = [Trade(_A, _B, 5, 7, b"\x01" * 32, b"\x02" * 32)]
+
+
+def _small_commit() -> bytearray:
+    return bytearray(commit_calldata(3, b"\xbb" * 32, encode_commit(_SMALL)))
+
+
+def _set_word(data: bytearray, index: int, value: int) -> bytearray:
+    data[4 + 32 * index : 4 + 32 * (index + 1)] = value.to_bytes(32, "big")
+    return data
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "why"),
+    [
+        (0, 4, "another interval"),
+        (0, UINT64 + 3, "interval beyond uint64"),
+        (2, 0, "parties offset inside the head"),
+        (2, 2**255, "parties offset beyond the data"),
+        (3, 10_000, "trades offset beyond the data"),
+        (4, 100, "more parties than the data holds"),
+        (4, 2**200, "absurd party count"),
+        (5, 2**160 + 1, "party with high bytes set"),
+        (7, 2, "more trades than the data holds"),
+        (8, 2, "buyer position beyond the table"),
+        (9, 2**32, "seller position beyond uint32"),
+        (10, UINT64, "quantity beyond uint64"),
+        (11, UINT128, "price beyond uint128"),
+    ],
+)
+def test_decode_commit_rejects_malformed_calldata(index: int, value: int, why: str) -> None:
+    data = bytes(_set_word(_small_commit(), index, value))
+    with pytest.raises(ValueError):
+        decode_commit_calldata(data, 3)
+    with pytest.raises(Exception):  # noqa: B017 - the reference raises eth_abi's or web3's own
+        reference_decode_commit(data, 3)
+
+
+def test_decode_commit_refuses_an_offset_into_the_head() -> None:
+    """Party offset 0 reads the interval as the party count and the next two head words as
+    parties; eth_abi refuses a pointer into the head, and so does the fast decoder."""
+    words = bytearray(commit_calldata(2, b"\x00" * 32, encode_commit(_SMALL)))
+    data = bytes(_set_word(words, 2, 0))
+    with pytest.raises(ValueError, match="parties offset"):
+        decode_commit_calldata(data, 2)
+    with pytest.raises(Exception):  # noqa: B017 - eth_abi's InvalidPointer
+        reference_decode_commit(data, 2)
+
+
+def test_decode_commit_rejects_other_calls_and_short_data() -> None:
+    data = bytes(_small_commit())
+    assert decode_commit_calldata(data, 3) == tuple(_SMALL)
+    with pytest.raises(ValueError, match="does not call commitInterval"):
+        decode_commit_calldata(BALANCES_OF_SELECTOR + data[4:], 3)
+    for cut in (0, 3, 4, 4 + 32 * 3, len(data) - 1):
+        with pytest.raises(ValueError):
+            decode_commit_calldata(data[:cut], 3)
+
+
+def test_decode_commit_ignores_bytes_after_the_arguments_like_the_evm() -> None:
+    data = bytes(_small_commit()) + b"\xff" * 40
+    assert decode_commit_calldata(data, 3) == reference_decode_commit(data, 3) == tuple(_SMALL)
+
+
+_EDGE_WORDS = (0, 1, 2, 3, 4, 0x40, 0x80, 0xC0, 0xE0, 0x100, 2**32, 2**64, 2**128, 2**160 + 1)
+# Mostly the head, the party table and the first trade, where a corrupted word changes layout.
+_EDIT_INDEX = st.integers(0, 14) | st.integers(0, 60)
+_EDIT_VALUE = st.sampled_from(_EDGE_WORDS) | st.integers(0, 2**256 - 1)
+
+
+@settings(max_examples=200)
+@given(
+    trades=trade_lists(max_trades=4),
+    edits=st.lists(st.tuples(_EDIT_INDEX, _EDIT_VALUE), max_size=3),
+    cut=st.none() | st.integers(0, 600),
+)
+def test_decode_commit_accepts_exactly_what_eth_abi_accepts(
+    trades: list[Trade], edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    """Corrupted words (offsets, lengths, positions, ranges) and truncations: the fast decoder
+    returns the reference's trades, or both refuse the calldata."""
+    data = bytearray(commit_calldata(9, b"\x00" * 32, encode_commit(trades)))
+    for index, value in edits:
+        if 4 + 32 * (index + 1) <= len(data):
+            _set_word(data, index, value)
+    raw = bytes(data if cut is None else data[:cut])
+    try:
+        expected: tuple[Trade, ...] | None = reference_decode_commit(raw, 9)
+    except Exception:  # eth_abi's DecodingError, web3's errors, IndexError for a position
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):
+            decode_commit_calldata(raw, 9)
+    else:
+        assert decode_commit_calldata(raw, 9) == expected
+
+
+# ----------------------------------------------------------------------------- hash chain
+
+
+@settings(max_examples=60)
+@given(trades=trade_lists(), data=st.data())
+def test_settlement_chain_equals_eth_abi_links(trades: list[Trade], data: st.DataObject) -> None:
+    sellers = sorted({to_checksum_address(t.seller) for t in trades})
+    index: dict[str, int] = {s: data.draw(st.integers(0, 2**32 - 1)) for s in sellers}
+    heads = settlement_chain(trades, index)
+    assert heads == reference_settlement_chain(trades, index)
+    positions = seller_positions(trades)
+    for k, t in enumerate(trades):
+        seller_index = index[to_checksum_address(t.seller)]
+        link = chain_link(heads[k + 1], t, seller_index, positions[k])
+        assert link == reference_chain_link(heads[k + 1], t, seller_index, positions[k])
+
+
+@settings(max_examples=30)
+@given(trades=trade_lists(max_trades=12), data=st.data())
+def test_settle_chunk_args_name_parties_by_position_in_the_chunk_table(
+    trades: list[Trade], data: st.DataObject
+) -> None:
+    index: dict[str, int] = {to_checksum_address(t.seller): i for i, t in enumerate(trades)}
+    start = data.draw(st.integers(0, len(trades)))
+    stop = data.draw(st.integers(start, len(trades)))
+    args = settle_chunk_args(trades, index, start, stop)
+    table = [p for p, _ in args.parties]
+    assert table == sorted(table, key=lambda a: int(a, 16))
+    for t, row in zip(trades[start:stop], args.trades, strict=True):
+        assert (table[row[0]], table[row[1]]) == (
+            to_checksum_address(t.buyer),
+            to_checksum_address(t.seller),
+        )
+    assert args.tail_hash == reference_settlement_chain(trades, index)[stop]
+
+
+def test_chain_link_refuses_a_malformed_address() -> None:
+    bad = Trade("0x1234", _B, 1, 1, b"\x00" * 32, b"\x00" * 32)
+    with pytest.raises(ValueError):
+        chain_link(b"\x00" * 32, bad, 0, SellerPosition(1, 0))
+
+
+# ----------------------------------------------------------------------------- balancesOf
+
+
+@settings(max_examples=40)
+@given(participants=st.lists(addresses, max_size=20))
+def test_balances_of_calldata_equals_web3_encoding(participants: list[str]) -> None:
+    expected = MARKET.encode_abi("balancesOf", args=[participants])
+    assert balances_of_calldata(participants) == bytes.fromhex(expected[2:])
+
+
+@settings(max_examples=40)
+@given(pairs=st.lists(st.tuples(st.integers(0, 2**256 - 1), st.integers(0, 2**256 - 1))))
+def test_decode_balances_equals_eth_abi(pairs: list[tuple[int, int]]) -> None:
+    free = [f for f, _ in pairs]
+    locked = [x for _, x in pairs]
+    raw = abi_encode(["uint256[]", "uint256[]"], [free, locked])
+    assert decode_balances(raw, len(pairs)) == (free, locked)
+    assert [list(v) for v in abi_decode(["uint256[]", "uint256[]"], raw)] == [free, locked]
+
+
+def test_decode_balances_refuses_an_answer_of_the_wrong_shape() -> None:
+    raw = abi_encode(["uint256[]", "uint256[]"], [[1, 2], [3, 4]])
+    for bad, count in ((raw, 3), (raw[:-32], 2), (raw[:40], 2), (b"", 0)):
+        with pytest.raises(ValueError):
+            decode_balances(bad, count)
+    uneven = abi_encode(["uint256[]", "uint256[]"], [[1, 2], [3]])
+    with pytest.raises(ValueError):
+        decode_balances(uneven, 2)
