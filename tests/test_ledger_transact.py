@@ -1,0 +1,62 @@
+"""LedgerClient.transact_data: the commit's calldata sent as built, with or without a fixed gas
+limit, and a mined revert replayed so the contract's custom error surfaces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_ledger_support import BOOK_ROOT, MarketEnv, raises, snapshot_env, trade
+
+from deploy.chain import connect
+from deploy.ledger import LedgerClient, commit_calldata, encode_commit
+from deploy.ledger_errors import IntervalAlreadyCommitted, ZeroQuantity
+
+GAS_LIMIT = 5_000_000
+
+
+@pytest.fixture(scope="module")
+def base_env() -> MarketEnv:
+    return MarketEnv.build(connect(), n_participants=3)
+
+
+@pytest.fixture
+def env(base_env: MarketEnv) -> Iterator[MarketEnv]:
+    yield from snapshot_env(base_env)
+
+
+def _fixed(env: MarketEnv) -> LedgerClient:
+    return LedgerClient(env.chain, env.ledger.address, gas_limit=GAS_LIMIT)
+
+
+def test_commit_sends_exactly_the_built_calldata(env: MarketEnv) -> None:
+    trades = [trade(env.p(0), env.p(1), 10), trade(env.p(2), env.p(1), 7, n=1)]
+    t = env.next_interval()
+    receipt = env.ledger.commit_interval(t, BOOK_ROOT, trades)
+    tx = env.chain.w3.eth.get_transaction(receipt["transactionHash"])
+    assert bytes(tx["input"]) == commit_calldata(t, BOOK_ROOT, encode_commit(trades))
+    assert tx["to"] == env.ledger.address
+    assert tx["gas"] != GAS_LIMIT  # estimated
+
+
+def test_a_fixed_gas_limit_is_the_transactions_gas(env: MarketEnv) -> None:
+    client = _fixed(env)
+    receipt = client.commit_interval(env.next_interval(), BOOK_ROOT, [trade(env.p(0), env.p(1), 3)])
+    assert env.chain.w3.eth.get_transaction(receipt["transactionHash"])["gas"] == GAS_LIMIT
+    receipt = client.withdraw(env.p(2), 1)
+    assert env.chain.w3.eth.get_transaction(receipt["transactionHash"])["gas"] == GAS_LIMIT
+    assert receipt["status"] == 1
+
+
+@pytest.mark.parametrize("gas_limit", [None, GAS_LIMIT])
+def test_a_reverting_commit_raises_the_contracts_error(
+    env: MarketEnv, gas_limit: int | None
+) -> None:
+    client = LedgerClient(env.chain, env.ledger.address, gas_limit=gas_limit)
+    t = client.current_interval() + 1
+    client.commit_interval(t, BOOK_ROOT, [trade(env.p(0), env.p(1), 3)])
+    with raises(IntervalAlreadyCommitted, interval=t):
+        client.commit_interval(t, BOOK_ROOT, [trade(env.p(0), env.p(1), 3)])
+    with raises(ZeroQuantity, trade_index=0):
+        client.commit_interval(t + 1, BOOK_ROOT, [trade(env.p(0), env.p(1), 0)])
+    assert client.interval_info(t + 1).status == "none"
