@@ -334,13 +334,6 @@ def decode_commit_calldata(calldata: bytes, t: int) -> tuple[Trade, ...]:
     return tuple(trades)
 
 
-def decode_commit(contract: Contract | None, calldata: bytes, t: int) -> tuple[Trade, ...]:
-    """:func:`decode_commit_calldata`; ``contract`` is not needed (the commit's encoding is
-    fixed) and is accepted for callers that pass it."""
-    del contract
-    return decode_commit_calldata(calldata, t)
-
-
 def _link(
     next_hash: bytes,
     buyer: bytes,
@@ -918,7 +911,6 @@ __all__ = [
     "chain_link",
     "commit_calldata",
     "decode_balances",
-    "decode_commit",
     "decode_commit_calldata",
     "decode_revert",
     "encode_commit",

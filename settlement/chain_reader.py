@@ -47,7 +47,7 @@ from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
 from deploy.chain import ViewCall
-from deploy.ledger import STATUS_NAMES, IntervalInfo, LedgerClient, decode_commit
+from deploy.ledger import STATUS_NAMES, IntervalInfo, LedgerClient, decode_commit_calldata
 from market.signing import keccak
 from settlement.errors import ChainUnavailable, SettlementFailed
 from settlement.model import Trade
@@ -704,7 +704,7 @@ class ChainReader:
             lambda: self.w3.eth.get_transaction(commit.tx_hash),  # type: ignore[arg-type]
         )
         try:
-            return decode_commit(self.client.contract, bytes(tx["input"]), t)
+            return decode_commit_calldata(bytes(tx["input"]), t)
         except Exception as err:
             raise SettlementFailed(
                 t,

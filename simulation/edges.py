@@ -39,11 +39,10 @@ from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3.contract.contract import ContractFunction
 from web3.middleware import Web3Middleware
-from web3.types import RPCEndpoint, RPCResponse, TxReceipt
+from web3.types import RPCEndpoint, RPCResponse
 
 from deploy.chain import Chain
 from deploy.ledger import LedgerClient, mapped_reverts
-from deploy.ledger_errors import LedgerRevert
 from deploy.market_ledger import ChainLedger
 from market.client import MarketApiError
 from market.errors import WattledgerError
@@ -187,9 +186,8 @@ class SimulationLedgerClient(LedgerClient):
         sender: str | None = None,
         gas_limit: int | None = None,
     ) -> None:
-        super().__init__(chain, address, sender=sender)
+        super().__init__(chain, address, sender=sender, gas_limit=gas_limit)
         self.stopwatch = stopwatch
-        self.gas_limit = gas_limit
         self._sender_bytes = bytes.fromhex(self.sender[2:])
         tester = getattr(chain.w3.provider, "ethereum_tester", None)
         self._backend: Any = getattr(tester, "backend", None) if chain.is_embedded else None
@@ -224,23 +222,6 @@ class SimulationLedgerClient(LedgerClient):
             for kind, v in zip(output_types, abi_decode(output_types, raw), strict=True)
         ]
         return values[0] if len(values) == 1 else values
-
-    def transact(self, fn: ContractFunction, sender: str | None = None) -> TxReceipt:
-        """:meth:`LedgerClient.transact`, with the fixed gas limit when one is set."""
-        if self.gas_limit is None:
-            return super().transact(fn, sender)
-        tx: dict[str, Any] = {
-            "from": to_checksum_address(sender or self.sender),
-            "gas": self.gas_limit,
-        }
-        with mapped_reverts():
-            tx_hash = fn.transact(tx)  # type: ignore[arg-type]
-        receipt = self.chain.wait_for_receipt(tx_hash)
-        if receipt["status"] != 1:
-            with mapped_reverts():
-                fn.call(tx, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]
-            raise LedgerRevert(f"transaction {tx_hash.hex()} reverted")
-        return receipt
 
 
 class SimulationLedger(ChainLedger):
