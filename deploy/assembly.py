@@ -109,11 +109,18 @@ def market_app(
     *,
     extra_routers: Sequence[APIRouter] = (),
     tick_seconds: float | None = None,
+    inline_commits: bool = False,
 ) -> FastAPI:
-    """The market API over ``service``, with ``extra_routers`` (the settlement service's)."""
+    """The market API over ``service``, with ``extra_routers`` (the settlement service's);
+    ``inline_commits`` only for an in-process client (see ``market.api.GroupCommitter``)."""
     from market.api import create_app
 
-    return create_app(service, extra_routers=extra_routers, tick_seconds=tick_seconds)
+    return create_app(
+        service,
+        extra_routers=extra_routers,
+        tick_seconds=tick_seconds,
+        inline_commits=inline_commits,
+    )
 
 
 def settlement_service(

@@ -333,7 +333,13 @@ class EmbeddedSystem(System):
         self.feed = SettlementFeed(ledger, deployed_at, reader=reader)
         from settlement.api import settlement_router
 
-        app = market_app(parts.service, extra_routers=[settlement_router(self.settlement)])
+        # The driver sends one request at a time from this process: orders are stored on
+        # the event loop, without a worker thread's handover per order.
+        app = market_app(
+            parts.service,
+            extra_routers=[settlement_router(self.settlement)],
+            inline_commits=True,
+        )
         self.api = MarketApi(app=app)
 
     def onboard(self, participants: Sequence[Participant]) -> int:

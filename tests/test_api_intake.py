@@ -75,3 +75,58 @@ def test_a_first_order_reads_the_chain_beside_the_event_loop(tmp_path: Path) -> 
     assert (first.status_code, second.status_code) == (201, 201)
     assert len(threads) == 6  # registration and free balance of each of the three, once
     assert transport._thread not in threads
+
+
+def _storing_threads(m: Any, fail: list[bool]) -> list[threading.Thread]:
+    """Record the thread of every order-store write; raise StoreError while ``fail[0]``."""
+    from market.store import StoreError
+
+    threads: list[threading.Thread] = []
+    original = m.service.store.insert_orders
+
+    def recording(rows: Any) -> None:
+        threads.append(threading.current_thread())
+        if fail[0]:
+            raise StoreError("disk full")
+        original(rows)
+
+    m.service.store.insert_orders = recording
+    return threads
+
+
+def test_inline_commits_store_orders_on_the_event_loop_and_a_server_on_a_worker(
+    tmp_path: Path,
+) -> None:
+    for inline in (True, False):
+        folder = tmp_path / str(inline)
+        folder.mkdir()
+        m = make_market(folder)
+        threads = _storing_threads(m, [False])
+        transport = AppTransport(create_app(m.service, inline_commits=inline))
+        with httpx.Client(transport=transport, base_url="http://market.test") as http:
+            http.post("/orders", json=m.alice.order(m.t, "buy", 10, PRICE))  # first sight
+            order = m.bob.order(m.t, "sell", 10, PRICE + 1)
+            http.post("/orders", json=m.bob.order(m.t, "sell", 5, PRICE + 2))
+            threads.clear()
+            answer = http.post("/orders", json=order)
+        transport.close()
+        assert answer.status_code == 201
+        assert m.service.store.get_order(answer.json()["id"]) is not None
+        assert len(threads) == 1
+        assert (threads[0] is transport._thread) == inline
+
+
+def test_an_inline_commit_that_fails_answers_503_and_releases_the_order(tmp_path: Path) -> None:
+    m = make_market(tmp_path)
+    fail = [True]
+    _storing_threads(m, fail)
+    transport = AppTransport(create_app(m.service, inline_commits=True))
+    order = m.alice.order(m.t, "buy", 10, PRICE)
+    with httpx.Client(transport=transport, base_url="http://market.test") as http:
+        refused = http.post("/orders", json=order)
+        fail[0] = False
+        accepted = http.post("/orders", json=order)  # nonce and collateral were released
+    transport.close()
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "service_unavailable"
+    assert accepted.status_code == 201
