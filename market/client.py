@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import coincurve
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -90,7 +91,7 @@ class OrderSigner:
     def __post_init__(self) -> None:
         self._separator = self.domain.separator
         self._nonces = _Nonces()
-        self._key = bytes(self.account.key)
+        self._key = coincurve.PrivateKey(bytes(self.account.key))
 
     def _expiry(self, expiry: int | None) -> int:
         return expiry if expiry is not None else int(time.time()) + DEFAULT_EXPIRY_SECONDS
@@ -111,16 +112,34 @@ class OrderSigner:
         expiry: int | None = None,
     ) -> dict[str, Any]:
         """The ``POST /orders`` body: an ``Order`` message and its signature."""
+        side_code = _side(side)
+        nonce_value = nonce if nonce is not None else self._nonces.next()
+        expiry_value = self._expiry(expiry)
         message = {
             "participant": self.account.address,
             "interval": interval,
-            "side": _side(side),
+            "side": side_code,
             "quantityWh": quantity_wh,
             "pricePerWh": str(price_per_wh),
-            "nonce": str(nonce if nonce is not None else self._nonces.next()),
-            "expiry": str(self._expiry(expiry)),
+            "nonce": str(nonce_value),
+            "expiry": str(expiry_value),
         }
-        return {"order": message, "signature": self._sign("Order", message)}
+        try:
+            digest = signing.order_digest(
+                self._separator,
+                self.account.address,
+                interval,
+                side_code,
+                quantity_wh,
+                price_per_wh,
+                nonce_value,
+                expiry_value,
+            )
+        except (OverflowError, TypeError, AttributeError):
+            # A value outside its EIP-712 type (a client testing refusals): the generic
+            # encoder signs what it can and the market refuses it with the field's name.
+            digest = signing.digest(self._separator, "Order", message)
+        return {"order": message, "signature": signing.sign_digest(self._key, digest)}
 
     def cancel(
         self, order_id: str, *, nonce: int | None = None, expiry: int | None = None

@@ -58,6 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import coincurve
 from eth_utils.address import to_checksum_address
 
 from market.client import OrderSigner
@@ -147,6 +148,7 @@ class _Run:
         self.signers: dict[str, OrderSigner] = {}
         self.nonces: dict[str, itertools.count[int]] = {}
         self.name_of: dict[str, str] = {}
+        self.meter_keys: dict[str, coincurve.PrivateKey] = {}
         self.intervals: dict[int, _Interval] = {}
         self.prices: list[int | None] = []
         self.accepted: dict[int, int] = {}
@@ -312,8 +314,15 @@ class _Run:
                     address = self.signers[agent.name].account.address
                     reading = Reading(address, interval, sample.imported_wh, sample.exported_wh)
                     record.readings.append(
-                        signed_reading_body(agent.meter_private_key, separator, reading)
+                        signed_reading_body(self._meter_key(agent), separator, reading)
                     )
+
+    def _meter_key(self, agent: Agent) -> coincurve.PrivateKey:
+        """The agent's meter key, made once (making one derives its public key)."""
+        key = self.meter_keys.get(agent.name)
+        if key is None:
+            key = self.meter_keys[agent.name] = coincurve.PrivateKey(agent.meter_private_key)
+        return key
 
     # ------------------------------------------------------------------ settlement
 

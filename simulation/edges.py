@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import coincurve
 import httpx
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
@@ -357,7 +358,7 @@ def reading_digest(domain_separator: bytes, reading: Reading) -> bytes:
 
 
 def signed_reading_body(
-    meter_private_key: bytes, domain_separator: bytes, reading: Reading
+    meter_private_key: bytes | coincurve.PrivateKey, domain_separator: bytes, reading: Reading
 ) -> dict[str, Any]:
     """The ``POST /meter-readings`` body (an item of ``POST /meter-readings:batch``):
     ``reading`` signed by the meter key."""

@@ -187,3 +187,34 @@ def test_type_strings_are_the_published_eip712_types() -> None:
     assert signing._encode_type("Cancel", signing.CANCEL_TYPE) == (
         b"Cancel(address participant,bytes32 orderHash,uint64 nonce,uint64 expiry)"
     )
+
+
+@given(
+    st.integers(0, 2**64 - 1),
+    st.sampled_from(["buy", "sell"]),
+    st.integers(1, 2**64 - 1),
+    st.integers(1, 2**128 - 1),
+    uint64,
+    uint64,
+)
+def test_order_signer_signs_what_the_market_recovers_the_participant_from(
+    interval: int, side: str, quantity: int, price: int, nonce: int, expiry: int
+) -> None:
+    from market.client import OrderSigner
+
+    signer = OrderSigner(KEY, DOMAIN)
+    body = signer.order(interval, side, quantity, price, nonce=nonce, expiry=expiry)
+    message = dict(body["order"])
+    for key in ("pricePerWh", "nonce", "expiry"):
+        message[key] = int(message[key])
+    generic = signing.digest(DOMAIN.separator, "Order", message)
+    assert signing.recover(generic, body["signature"]) == KEY.address.lower()
+    assert body["signature"] == signing.sign(KEY, DOMAIN, "Order", message)
+
+
+def test_order_signer_still_signs_an_out_of_range_order_for_the_market_to_refuse() -> None:
+    from market.client import OrderSigner
+
+    body = OrderSigner(KEY, DOMAIN).order(2**64, "buy", 1, 1, nonce=1, expiry=2)
+    assert body["order"]["interval"] == 2**64
+    assert len(body["signature"]) == 132
