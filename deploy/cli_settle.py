@@ -45,8 +45,8 @@ repeats nor skips anything. The same service runs inside `wattledger serve`.
 
 Without --watch, everything that is due now is done once and the command exits (status 1 if
 an interval failed). With --watch it keeps going; with --port it also serves the settlement
-API: POST /meter-readings (EIP-712 readings signed by the meter key) and
-GET /intervals/{t}/settlement.
+API: POST /meter-readings and POST /meter-readings:batch (EIP-712 readings signed by the
+meter key, one or many per request) and GET /intervals/{t}/settlement.
 
 Transactions are sent from the settlement account: the private key in $WATTLEDGER_SETTLER_KEY,
 or one of the chain's development accounts (--settler-account, default the last one). It
@@ -202,7 +202,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--settle",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="run the settlement service in this process: POST /meter-readings, "
+        help="run the settlement service in this process: POST /meter-readings[:batch], "
         "GET /intervals/{t}/settlement, readings on-chain and settlement in chunks "
         "(default on)",
     )
@@ -302,7 +302,8 @@ def settlement_for_serve(
     )
     runner.start()
     print(
-        f"settlement service: POST /meter-readings, GET /intervals/{{t}}/settlement; settling "
+        f"settlement service: POST /meter-readings[:batch], GET /intervals/{{t}}/settlement; "
+        f"settling "
         f"from {service.sender.address}; reading store {db}",
         file=sys.stderr,
         flush=True,

@@ -114,7 +114,7 @@ def deploy_contract(
     factory = chain.w3.eth.contract(abi=artifact.abi, bytecode="0x" + artifact.bytecode)
     try:
         tx_hash = factory.constructor(*args).transact({"from": sender})
-        receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+        receipt = chain.wait_for_receipt(tx_hash)
     except Exception as err:
         raise DeploymentError(
             f"Deploying {name} from {sender} failed: {type(err).__name__}: {err}",
@@ -183,7 +183,7 @@ def deploy_system(
         say(f"granting {role} to the deployer")
         role_id = market.functions[role]().call()
         tx_hash = market.functions.grantRole(role_id, deployer).transact({"from": deployer})
-        if chain.w3.eth.wait_for_transaction_receipt(tx_hash)["status"] != 1:
+        if chain.wait_for_receipt(tx_hash)["status"] != 1:
             raise DeploymentError(f"Granting {role} to {deployer} reverted.")
     return Deployment(chain_id=chain.chain_id, deployer=deployer, contracts=contracts)
 

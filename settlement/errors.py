@@ -1,8 +1,9 @@
 """Errors of the settlement service: refused readings (HTTP 4xx) and settlement failures.
 
-A refused ``POST /meter-readings`` raises one of the :class:`~market.api_errors.RequestError`
-classes below; the API maps them to ``application/problem+json`` in the same single place as
-the market's own refusals (``market.api.problem_response``), so a client branches on ``code`` alone.
+A refused ``POST /meter-readings`` (or a reading of ``POST /meter-readings:batch``) raises one
+of the :class:`~market.api_errors.RequestError` classes below; the API maps them to
+``application/problem+json`` in the same single place as the market's own refusals
+(``market.api.problem_response``), so a client branches on ``code`` alone.
 Every refusal happens before the reading is stored or any gas is spent.
 
 ==========================  ======  =====================================================
@@ -23,6 +24,11 @@ interval_settled            409     the interval is already settled
 reading_window_closed       409     the interval's reading deadline has passed
 reading_duplicate           409     a reading for this participant and interval was
                                     already accepted (queued here or on-chain)
+batch_too_large             413     more readings in one batch than ``max_intake_readings``
+                                    (``GET /settlement``); ``market.api_errors``
+batch_rejected              (*)     a batch with at least one bad reading; nothing stored;
+                                    ``errors`` lists each bad reading's index and code,
+                                    the status is the first one's (``market.api_errors``)
 service_unavailable         503     the chain or the reading store failed (retry)
 ==========================  ======  =====================================================
 
