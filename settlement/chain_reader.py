@@ -188,6 +188,18 @@ _INTERVAL_INFO_TYPE = "(uint8,uint64,uint64,uint64,uint16,uint128,bytes32,bytes3
 _INFO_TYPES = [_INTERVAL_INFO_TYPE]
 
 
+def _batch_result(method: str, reply: Any) -> Any:
+    """One reply of a batch request: its ``result``, or a RuntimeError as :meth:`ChainReader.rpc`
+    would raise it."""
+    if not isinstance(reply, Mapping):
+        return RuntimeError(f"{method} failed: no answer ({reply!r})"[:300])
+    error = reply.get("error")
+    if error or "result" not in reply:
+        message = error.get("message", error) if isinstance(error, Mapping) else error
+        return RuntimeError(f"{method} failed: {message}")
+    return reply["result"]
+
+
 def _interval_info(decoded: Sequence[Any]) -> IntervalInfo:
     """An ``intervalInfo`` answer (decoded as ``(_INTERVAL_INFO_TYPE,)``) as IntervalInfo."""
     ((status, count, cursor, deadline, tol, pp, root, remaining),) = decoded
@@ -276,6 +288,7 @@ class ChainReader:
         self._registered: tuple[int, list[str]] = (start_block, [])
         self._tail: tuple[int, int, bytes, list[Any]] = (-1, -1, b"", [])
         self._intervals: dict[int, tuple[int, bytes, IntervalInfo]] = {}
+        self._batches = True
 
     # -- raw JSON-RPC ---------------------------------------------------------------------
 
@@ -303,6 +316,39 @@ class ChainReader:
             return response["result"]
 
         return self.retry(f"calling {method}", once)
+
+    def rpc_batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Independent reads ``(method, params)`` in one JSON-RPC batch request: each call's
+        ``result``, or a RuntimeError (not raised) where the node answered that call with an
+        error.
+
+        On a node every request costs a round trip of HTTP and JSON handling on both sides
+        (1-1.5 ms on this machine), a batch one for all. A node that refuses batches, and the
+        embedded chain, get the calls one by one (same answers). Only for reads: the whole
+        batch is retried on a transient failure.
+        """
+        if self._batches and not self._embedded:
+            provider: Any = self.w3.provider
+            batch = [(RPCEndpoint(method), list(params)) for method, params in calls]
+
+            def once() -> Any:
+                with request_lock(self.w3):
+                    return provider.make_batch_request(batch)
+
+            replies = self.retry("reading the chain", once)
+            if isinstance(replies, list) and len(replies) == len(calls):
+                return [
+                    _batch_result(method, r) for (method, _), r in zip(calls, replies, strict=True)
+                ]
+            log.info("the node refused a batch request (%r); sending calls one by one", replies)
+            self._batches = False
+        out: list[Any] = []
+        for method, params in calls:
+            try:
+                out.append(self.rpc(method, params))
+            except RuntimeError as err:
+                out.append(err)
+        return out
 
     def retry(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call`` with the reader's quick retries of transient errors."""

@@ -354,6 +354,8 @@ class SettlementService:
             if row.commit_block is not None:
                 reader.remember_commit(row.interval, row.commit_block)
         self._tick_lock = threading.Lock()
+        self._tick_now: int | None = None
+        self._block_gas_limit: int | None = None
         self.stopping = threading.Event()
         """Set to make a running :meth:`tick` stop after its current transaction."""
         self.on_progress: Callable[[str], None] | None = None
@@ -604,36 +606,59 @@ class SettlementService:
         next tick resumes from chain state).
         """
         with self._tick_lock:
-            progress: list[str] = []
-            self.sender.reconcile()
-            self._discover()
-            now = self.clock.now()
-            for row in self.store.intervals((WAITING, READING, SETTLING)):
-                if self.stopping.is_set():
-                    break
-                t = row.interval
-                try:
-                    self._advance(row, now, progress)
-                except SettlementFailed as err:
-                    self._fail(err, progress)
-                except (ChainUnavailable, ReadingStoreError):
-                    raise
-                except (NonceConsumed, TransactionNotMined) as err:
-                    self._note(t, err.code, err.message)
-                    self._emit(progress, f"interval {t}: {err.message}; retrying")
-                except LedgerError as err:
-                    self._fail(SettlementFailed(t, _reason(err), str(err)), progress)
-                except Exception as err:  # a bug must not stop the other intervals
-                    log.exception("interval %d: unexpected error", t)
-                    self._note(t, "internal_error", f"{type(err).__name__}: {err}")
-            return progress
+            try:
+                return self._tick()
+            finally:
+                self._tick_now = None
+                self._block_gas_limit = None
 
-    def _discover(self) -> None:
-        """Add intervals committed since the last scan (``IntervalCommitted`` events)."""
-        latest = self.reader.latest_block()
+    def _tick(self) -> list[str]:
+        """One tick (under the tick lock): chain time and the latest block are read once."""
+        progress: list[str] = []
+        self.sender.reconcile()
+        now, latest = self._now_and_latest()
+        self._tick_now = now
+        self._discover(now, latest)
+        for row in self.store.intervals((WAITING, READING, SETTLING)):
+            if self.stopping.is_set():
+                break
+            t = row.interval
+            try:
+                self._advance(row, now, progress)
+            except SettlementFailed as err:
+                self._fail(err, progress)
+            except (ChainUnavailable, ReadingStoreError):
+                raise
+            except (NonceConsumed, TransactionNotMined) as err:
+                self._note(t, err.code, err.message)
+                self._emit(progress, f"interval {t}: {err.message}; retrying")
+            except LedgerError as err:
+                self._fail(SettlementFailed(t, _reason(err), str(err)), progress)
+            except Exception as err:  # a bug must not stop the other intervals
+                log.exception("interval %d: unexpected error", t)
+                self._note(t, "internal_error", f"{type(err).__name__}: {err}")
+        return progress
+
+    def _now_and_latest(self) -> tuple[int, int]:
+        """(the clock's time, the latest block), in one request when the clock is chain time."""
+        if isinstance(self.clock, ChainClock) and self.clock.reader is self.reader:
+            now, latest = self.reader.now_and_latest()
+            return now, latest
+        return self.clock.now(), self.reader.latest_block()
+
+    def _now(self) -> int:
+        """The time of the running tick (read once at its start), else the clock's now.
+
+        A tick stamps the intervals it moves with it instead of asking the clock each time:
+        on-chain time is one request to the node.
+        """
+        return self._tick_now if self._tick_now is not None else self.clock.now()
+
+    def _discover(self, now: int, latest: int) -> None:
+        """Add intervals committed up to block ``latest`` since the last scan
+        (``IntervalCommitted`` events)."""
         scanned = self.store.get_meta("scan_block")
         start = self.reader.start_block if scanned is None else int(scanned) + 1
-        now = self.clock.now()
         while start <= latest:
             stop = min(latest, start + SCAN_STEP_BLOCKS - 1)
             for c in self.reader.committed_intervals(start, stop):
@@ -652,7 +677,7 @@ class SettlementService:
 
     def _advance(self, row: IntervalRow, now: int, progress: list[str]) -> None:
         t = row.interval
-        info = self.reader.interval(t)
+        info = self._status(t, now)
         if info.status == "settled":
             self._finish(t, progress)
             return
@@ -680,20 +705,37 @@ class SettlementService:
                 reason="the reading deadline passed before the reading could be submitted",
             )
             self._emit(progress, f"interval {t}: {len(late)} readings missed the deadline")
-        self._settle(t, progress)
+        self._settle(t, progress, info)
+
+    def _status(self, t: int, now: int) -> IntervalInfo:
+        """``intervalInfo(t)`` as far as the tick at ``now`` needs it.
+
+        Read from the chain once per service (which also catches a reset or different
+        chain after a restart), and again once the reading deadline has passed. Until then
+        the answer cannot change: once committed, only ``settle`` changes an interval, and
+        it reverts before the deadline (what this service does in the reading window, it
+        checks by its own reads and preflights).
+        """
+        known = self._committed.get(t)
+        if known is not None and now < known.deadline:
+            return known
+        info = self.reader.interval(t)
+        if info.status == "committed":
+            self._committed[t] = info
+        return info
 
     def _set_state(self, row: IntervalRow, state: str) -> None:
         if row.state != state:
-            self.store.set_interval_state(row.interval, state, self.clock.now())
+            self.store.set_interval_state(row.interval, state, self._now())
             log.info("interval %d: %s", row.interval, state)
 
     def _note(self, t: int, code: str, detail: str) -> None:
-        self.store.note_interval_error(t, code, detail, self.clock.now())
+        self.store.note_interval_error(t, code, detail, self._now())
         log.warning("interval %d: %s", t, detail)
 
     def _fail(self, err: SettlementFailed, progress: list[str]) -> None:
         self.store.set_interval_state(
-            err.interval, FAILED, self.clock.now(), error_code=err.reason, error_detail=err.detail
+            err.interval, FAILED, self._now(), error_code=err.reason, error_detail=err.detail
         )
         log.error("interval %d FAILED (%s): %s", err.interval, err.reason, err.detail)
         self._forget(err.interval)
@@ -709,7 +751,7 @@ class SettlementService:
                 MISSED,
                 reason="the interval was settled before the reading was submitted",
             )
-        self.store.set_interval_state(t, SETTLED, self.clock.now())
+        self.store.set_interval_state(t, SETTLED, self._now())
         row = self.store.get_interval(t)
         txs = f"{row.reading_txs} reading and {row.settle_txs} settle transactions" if row else ""
         self._emit(progress, f"interval {t}: settled ({txs} from this service)")
@@ -767,8 +809,16 @@ class SettlementService:
         return todo
 
     def _budget(self) -> tuple[int, int]:
-        """(gas one transaction may use, the block gas limit)."""
-        block_limit = self.reader.gas_limit()
+        """(gas one transaction may use, the block gas limit).
+
+        The block gas limit is read once per tick: it moves by at most 1/1024 a block, and a
+        transaction is budgeted a fraction of it.
+        """
+        block_limit = self._block_gas_limit
+        if block_limit is None:
+            block_limit = self.reader.gas_limit()
+            if self._tick_now is not None:
+                self._block_gas_limit = block_limit
         num, den = self.config.gas_fraction
         return block_limit * num // den, block_limit
 
@@ -900,12 +950,14 @@ class SettlementService:
             self._heads[t] = heads
         return trades, indices, heads
 
-    def _settle(self, t: int, progress: list[str]) -> None:
+    def _settle(self, t: int, progress: list[str], read: IntervalInfo | None = None) -> None:
+        """Settle ``t`` chunk by chunk from the cursor; ``read``: its ``intervalInfo`` just
+        read by the caller (the first chunk starts from it)."""
         trades, indices, heads = self._chunk_inputs(t)
         for _ in range(10_000):
             if self.stopping.is_set():
                 return
-            info = self.reader.interval(t)
+            info, read = read or self.reader.interval(t), None
             if info.status == "settled":
                 self._finish(t, progress)
                 return
@@ -966,6 +1018,10 @@ class SettlementService:
                 f"interval {t}: settled trades {start}..{stop - 1} of {len(trades)} in "
                 f"{_hex(receipt['transactionHash'])} ({int(receipt['gasUsed']):,} gas)",
             )
+            if stop == len(trades):
+                # A mined chunk that reached the last trade left the interval Settled.
+                self._finish(t, progress)
+                return
         raise SettlementFailed(t, "no_progress", "settlement made no progress in 10,000 attempts")
 
     # -- views -----------------------------------------------------------------------------

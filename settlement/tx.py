@@ -151,6 +151,11 @@ class TxSender:
         self._monotonic = monotonic
         self._chain_id: int | None = None
         self._block_overrides = True
+        self._nonce: int | None = None
+        self._replaced_at: int | None = None
+        """The next nonce, known here after a transaction of ours was mined (None: read it)."""
+        self._fees: tuple[int, Fees] | None = None
+        """Fees read at a block (its number), reused while it is the latest."""
         self.replacements = 0
         """Replacement transactions sent by this sender (for tests and reports)."""
 
@@ -170,18 +175,84 @@ class TxSender:
         return to_int(self.reader.rpc("eth_getBalance", [self.address, "latest"]))
 
     def current_fees(self) -> Fees:
-        """What a new transaction should pay now."""
-        base = self.reader.block("latest").get("baseFeePerGas")
+        """What a new transaction should pay now (read at most once per block)."""
+        if self.reader.client.chain.is_embedded:
+            number = self.reader.latest_block()
+            if self._fees is not None and self._fees[0] == number:
+                return self._fees[1]
+            fees = self._fees_of(self.reader.block("latest"), self._tip)
+        else:
+            latest, tip = self.reader.rpc_batch(
+                [("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])]
+            )
+            fees = self._fees_of(_answer(latest, "the latest block"), lambda: tip)
+        return fees
+
+    def _fees_of(self, latest: Any, tip_answer: Callable[[], Any]) -> Fees:
+        """Fees for a transaction after the block header ``latest``; ``tip_answer`` gives the
+        node's suggested tip (or raises, or returns the error, where it has none)."""
+        if not latest:
+            raise RuntimeError("the node has no latest block")
+        number = to_int(latest["number"])
+        base = latest.get("baseFeePerGas")  # eth-tester's snake_case header: legacy pricing
         if base is None:
-            return Fees(gas_price=to_int(self.reader.rpc("eth_gasPrice", [])))
-        try:
-            tip = to_int(self.reader.rpc("eth_maxPriorityFeePerGas", []))
-        except ChainUnavailable:
-            raise
-        except Exception:  # a node without the method: a conventional tip
-            tip = DEFAULT_PRIORITY_FEE_WEI
-        tip = max(tip, 1)
-        return Fees(max_fee=2 * to_int(base) + tip, priority_fee=tip)
+            fees = Fees(gas_price=to_int(self.reader.rpc("eth_gasPrice", [])))
+        else:
+            try:
+                answer = tip_answer()
+                if isinstance(answer, Exception):
+                    raise answer
+                tip = to_int(answer)
+            except ChainUnavailable:
+                raise
+            except Exception:  # a node without the method: a conventional tip
+                tip = DEFAULT_PRIORITY_FEE_WEI
+            tip = max(tip, 1)
+            fees = Fees(max_fee=2 * to_int(base) + tip, priority_fee=tip)
+        self._fees = (number, fees)
+        return fees
+
+    def _tip(self) -> Any:
+        return self.reader.rpc("eth_maxPriorityFeePerGas", [])
+
+    def _facts(self, preflight: bool) -> tuple[int | None, int | None, Fees]:
+        """What a new transaction is built from: (chain time for its preflight, the next
+        nonce, fees), None where not needed (no preflight; the nonce known here).
+
+        On a node the reads go in one batch request (pending block, latest block, tip, and
+        the transaction counts when the nonce is not known); they used to be five or six
+        round trips per transaction.
+        """
+        need_nonce = self._nonce is None
+        if self.reader.client.chain.is_embedded:
+            return None, self._next_nonce() if need_nonce else self._nonce, self.current_fees()
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_getBlockByNumber", ["latest", False]),
+            ("eth_maxPriorityFeePerGas", []),
+        ]
+        if preflight:
+            calls.append(("eth_getBlockByNumber", ["pending", False]))
+        if need_nonce:
+            calls += [
+                ("eth_getTransactionCount", [self.address, "latest"]),
+                ("eth_getTransactionCount", [self.address, "pending"]),
+            ]
+        answers = self.reader.rpc_batch(calls)
+        latest = _answer(answers[0], "the latest block")
+        fees = self._fees_of(latest, lambda: answers[1])
+        when: int | None = None
+        if preflight:
+            pending = answers[2]
+            if isinstance(pending, Mapping) and "timestamp" in pending:
+                when = to_int(pending["timestamp"])
+            else:  # no pending block: the latest is the best guess (as ChainReader.now)
+                when = to_int(latest["timestamp"])
+        nonce = self._nonce
+        if need_nonce:
+            mined = to_int(_answer(answers[-2], "the transaction count"))
+            pending_count = to_int(_answer(answers[-1], "the pending transaction count"))
+            nonce = self._choose_nonce(mined, pending_count)
+        return when, nonce, fees
 
     def _receipt(self, tx_hash: str) -> TxReceipt | None:
         """The receipt of ``tx_hash`` or None, as :meth:`deploy.chain.Chain.receipt` reads it:
@@ -248,7 +319,7 @@ class TxSender:
 
     # -- sending -------------------------------------------------------------------------
 
-    def preflight(self, to: str, data: bytes, gas_limit: int) -> None:
+    def preflight(self, to: str, data: bytes, gas_limit: int, when: int | None = None) -> None:
         """``eth_call`` the transaction as the next block would run it; raise its revert.
 
         On a JSON-RPC node this is a call on the *latest* state with the block time
@@ -256,7 +327,8 @@ class TxSender:
         (anvil, geth) already contains our own unmined transaction, which would make its
         replacement look like a duplicate. The embedded chain mines every transaction at
         once, so its pending block is right. Raises :class:`OutOfGas` when ``gas_limit``
-        would not be enough.
+        would not be enough. ``when``: chain time (the pending block's timestamp) if the
+        caller has just read it.
         """
         call: dict[str, Any] = {
             "from": self.address,
@@ -267,7 +339,8 @@ class TxSender:
         if self.reader.client.chain.is_embedded:
             self.reader.retry("preflighting a transaction", lambda: self._call_pending(call))
             return
-        when = self.reader.now()
+        if when is None:
+            when = self.reader.now()
         self.reader.retry("preflighting a transaction", lambda: self._call_latest(call, when))
 
     def _call_pending(self, call: dict[str, Any]) -> None:
@@ -305,8 +378,12 @@ class TxSender:
         raise RuntimeError(f"eth_call failed: {message}")
 
     def _next_nonce(self) -> int:
-        mined = self._count("latest")
-        pending = self._count("pending")
+        return self._choose_nonce(self._count("latest"), self._count("pending"))
+
+    def _choose_nonce(self, mined: int, pending: int) -> int:
+        """The nonce of a new transaction, from the account's mined and pending counts: the
+        mined count (replacing a journalled transaction of ours still unmined there),
+        unless someone else's transactions from this account are queued."""
         ours = {tx.nonce for tx in self.journal.unconfirmed_txs(self.address)}
         if pending > mined and mined not in ours:
             # Someone else's transactions from this account are queued: go after them.
@@ -328,11 +405,22 @@ class TxSender:
         it), :class:`OutOfGas`, :class:`NonceConsumed`, :class:`TransactionNotMined` or
         :class:`ChainUnavailable`.
         """
+        try:
+            return self._send(to, data, gas_limit=gas_limit, kind=kind, interval=interval)
+        except BaseException:
+            self._nonce = None  # whatever happened, read the account's nonce again
+            raise
+
+    def _send(
+        self, to: str, data: bytes, *, gas_limit: int, kind: str, interval: int | None
+    ) -> TxReceipt:
         self.reconcile()
+        if self.journal.unconfirmed_txs(self.address):
+            self._nonce = None  # one of ours is still unmined: the counts decide
+        when, nonce, fees = self._facts(self.policy.preflight)
+        assert nonce is not None
         if self.policy.preflight:
-            self.preflight(to, data, gas_limit)
-        nonce = self._next_nonce()
-        fees = self.current_fees()
+            self.preflight(to, data, gas_limit, when)
         for stale in self.journal.unconfirmed_txs(self.address):
             if stale.nonce == nonce:
                 fees = fees.at_least(Fees.of(stale).bumped(self.policy.bump))
@@ -359,6 +447,7 @@ class TxSender:
                 continue
             if attempt:
                 self.replacements += 1
+                self._replaced_at = nonce
             hashes.append(tx_hash)
             receipt = self._wait(hashes, nonce)
             if receipt is not None:
@@ -463,6 +552,9 @@ class TxSender:
         self, receipt: TxReceipt, nonce: int, gas_limit: int, to: str, data: bytes
     ) -> TxReceipt:
         self._record_mined(receipt, nonce)
+        # Mined (reverted or not), so the account's next nonce is the one after; a
+        # replacement may have raced another sender, so after one the counts decide.
+        self._nonce = nonce + 1 if self._replaced_at != nonce else None
         if int(receipt["status"]) == 1:
             return receipt
         if int(receipt["gasUsed"]) * 100 >= gas_limit * 97:
@@ -497,6 +589,15 @@ def _raise_refusal(message: str) -> None:
         raise _Refused("underpriced", message)
     if "nonce too low" in text or ("nonce" in text and ("low" in text or "used" in text)):
         raise _Refused("nonce", message)
+
+
+def _answer(value: Any, what: str) -> Any:
+    """A batch answer: the value, or its error raised."""
+    if isinstance(value, Exception):
+        raise value
+    if value is None:
+        raise RuntimeError(f"the node has no answer for {what}")
+    return value
 
 
 class _Known(Exception):
