@@ -289,6 +289,9 @@ class ChainReader:
         self._tail: tuple[int, int, bytes, list[Any]] = (-1, -1, b"", [])
         self._intervals: dict[int, tuple[int, bytes, IntervalInfo]] = {}
         self._batches = True
+        self.header_gas_limit: int | None = None
+        """The block gas limit in the header :meth:`now_and_latest` last read from a node
+        (None on the embedded chain): a tick that reads chain time needs no other read of it."""
 
     # -- raw JSON-RPC ---------------------------------------------------------------------
 
@@ -491,16 +494,21 @@ class ChainReader:
         building = self.client.chain.pending() if self._embedded else None
         if building is not None:
             return building[0], building[1] - 1
+        self.header_gas_limit = None
         try:
             pending = self.block("pending")
-            return to_int(pending["timestamp"]), to_int(pending["number"]) - 1
+            now, latest = to_int(pending["timestamp"]), to_int(pending["number"]) - 1
+            header = pending
         except (
             RuntimeError,
             KeyError,
             TypeError,
         ):  # no pending block: the latest is the best guess
-            latest = self.block("latest")
-            return to_int(latest["timestamp"]), to_int(latest["number"])
+            header = self.block("latest")
+            now, latest = to_int(header["timestamp"]), to_int(header["number"])
+        if "gasLimit" in header:
+            self.header_gas_limit = to_int(header["gasLimit"])
+        return now, latest
 
     def latest_block(self) -> int:
         """Number of the latest block."""

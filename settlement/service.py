@@ -356,6 +356,7 @@ class SettlementService:
         self._tick_lock = threading.Lock()
         self._tick_now: int | None = None
         self._block_gas_limit: int | None = None
+        self._header_gas_limit: int | None = None
         self.stopping = threading.Event()
         """Set to make a running :meth:`tick` stop after its current transaction."""
         self.on_progress: Callable[[str], None] | None = None
@@ -618,6 +619,7 @@ class SettlementService:
         self.sender.reconcile()
         now, latest = self._now_and_latest()
         self._tick_now = now
+        self._block_gas_limit = self._header_gas_limit
         self._discover(now, latest)
         for row in self.store.intervals((WAITING, READING, SETTLING)):
             if self.stopping.is_set():
@@ -640,9 +642,12 @@ class SettlementService:
         return progress
 
     def _now_and_latest(self) -> tuple[int, int]:
-        """(the clock's time, the latest block), in one request when the clock is chain time."""
+        """(the clock's time, the latest block), in one request when the clock is chain time
+        (whose block header also gives the block gas limit: ``_header_gas_limit``)."""
+        self._header_gas_limit = None
         if isinstance(self.clock, ChainClock) and self.clock.reader is self.reader:
             now, latest = self.reader.now_and_latest()
+            self._header_gas_limit = self.reader.header_gas_limit
             return now, latest
         return self.clock.now(), self.reader.latest_block()
 

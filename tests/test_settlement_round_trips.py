@@ -4,6 +4,7 @@
   the calls one by one would be (a call the node refuses becomes its error, in place).
 * The sender reads its account's nonce once and counts on from its own mined transactions;
   after another sender took the nonce, the next transaction reads it again.
+* A tick reads chain time once, and the block gas limit from the same header.
 * ``intervalInfo`` of an interval in its reading window is read once, not on every tick;
   once the deadline has passed it is read again and the interval settles as before.
 """
@@ -36,11 +37,14 @@ class CountingReader(ChainReader):
         super().__init__(*args, **kwargs)
         self.trips: list[tuple[str, ...]] = []
         self.interval_reads = 0
+        self.latest_block_reads = 0
 
     def rpc(self, method: str, params: Sequence[Any]) -> Any:
         self.trips.append((method,))
         if method == "eth_call" and str(params[0].get("data", "")).startswith(INTERVAL_INFO):
             self.interval_reads += 1
+        if method == "eth_getBlockByNumber" and params[0] == "latest":
+            self.latest_block_reads += 1
         return super().rpc(method, params)
 
     def rpc_batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
@@ -169,7 +173,9 @@ def test_interval_is_read_once_in_the_reading_window_and_again_at_the_deadline(
     env.service.tick()
     assert len(reader.trips) - before <= 2  # chain time and the readings on-chain
     env.market.to_deadline(t)
+    reader.latest_block_reads = 0
     env.service.tick()
+    assert reader.latest_block_reads == 0  # the gas limit came with chain time's header
     assert reader.interval_reads == 1  # once the deadline passed; the last chunk settles it
     assert env.market.ledger.interval_info(t).status == "settled"
     assert env.service.store.get_interval(t).state == "settled"  # type: ignore[union-attr]
