@@ -207,19 +207,23 @@ class Chain:
             if not block.transactions:
                 continue
             index = 0
+            block_hash = bytes(block.hash)
             for tx_index, (tx, receipt) in enumerate(
                 zip(block.transactions, block.get_receipts(evm.chaindb), strict=True)
             ):
+                tx_hash: bytes | None = None  # py-evm re-encodes the transaction per .hash
                 for entry in receipt.logs:
                     if entry.address == wanted:
+                        if tx_hash is None:
+                            tx_hash = bytes(tx.hash)
                         out.append(
                             {
                                 "address": checksum,
                                 "topics": [t.to_bytes(32, "big") for t in entry.topics],
                                 "data": bytes(entry.data),
                                 "blockNumber": number,
-                                "blockHash": bytes(block.hash),
-                                "transactionHash": bytes(tx.hash),
+                                "blockHash": block_hash,
+                                "transactionHash": tx_hash,
                                 "transactionIndex": tx_index,
                                 "logIndex": index,
                             }
