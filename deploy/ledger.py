@@ -525,6 +525,21 @@ class IntervalInfo:
     book_root: bytes
     remaining_hash: bytes
 
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> IntervalInfo:
+        """The struct ``intervalInfo(t)`` returns, as its eight decoded ABI values."""
+        status, count, cursor, deadline, tol, pp, root, remaining = values
+        return cls(
+            STATUS_NAMES[int(status)],
+            int(count),
+            int(cursor),
+            int(deadline),
+            int(tol),
+            int(pp),
+            bytes(root),
+            bytes(remaining),
+        )
+
 
 # ----------------------------------------------------------------------------- client
 
@@ -772,19 +787,7 @@ class LedgerClient:
 
     def interval_info(self, t: int) -> IntervalInfo:
         """Stored state of interval ``t``."""
-        s, count, cursor, deadline, tol, pp, root, remaining = self._call(
-            self.contract.functions.intervalInfo(t)
-        )
-        return IntervalInfo(
-            STATUS_NAMES[int(s)],
-            int(count),
-            int(cursor),
-            int(deadline),
-            int(tol),
-            int(pp),
-            bytes(root),
-            bytes(remaining),
-        )
+        return IntervalInfo.from_values(self._call(self.contract.functions.intervalInfo(t)))
 
     def commit_interval(
         self, t: int, book_root: bytes, trades: Sequence[Trade], sender: str | None = None

@@ -47,7 +47,7 @@ from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
 from deploy.chain import ViewCall
-from deploy.ledger import STATUS_NAMES, IntervalInfo, LedgerClient, decode_commit_calldata
+from deploy.ledger import IntervalInfo, LedgerClient, decode_commit_calldata
 from market.signing import keccak
 from settlement.errors import ChainUnavailable, SettlementFailed
 from settlement.model import Trade
@@ -202,17 +202,8 @@ def _batch_result(method: str, reply: Any) -> Any:
 
 def _interval_info(decoded: Sequence[Any]) -> IntervalInfo:
     """An ``intervalInfo`` answer (decoded as ``(_INTERVAL_INFO_TYPE,)``) as IntervalInfo."""
-    ((status, count, cursor, deadline, tol, pp, root, remaining),) = decoded
-    return IntervalInfo(
-        STATUS_NAMES[int(status)],
-        int(count),
-        int(cursor),
-        int(deadline),
-        int(tol),
-        int(pp),
-        bytes(root),
-        bytes(remaining),
-    )
+    (values,) = decoded
+    return IntervalInfo.from_values(values)
 
 
 # ----------------------------------------------------------------------------- values
