@@ -547,6 +547,9 @@ def _embedded() -> Chain:
     from eth_tester import EthereumTester, PyEVMBackend
     from web3 import EthereumTesterProvider
 
+    from deploy.trie_cache import install as install_trie_node_cache
+
+    install_trie_node_cache()
     backend = PyEVMBackend()
     tester = EthereumTester(backend)
     w3 = Web3(EthereumTesterProvider(tester))
