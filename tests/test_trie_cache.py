@@ -2,9 +2,13 @@
 
 * differential: the same random sets and deletes on a stock ``HexaryTrie`` and on a
   :class:`CachingHexaryTrie` (each over its own database, both sharing one small cache that
-  turns over often) give the same root, the same database and the same reads after every
-  step, including for keys never set, and through fresh tries opened at the root (as py-evm
-  opens one per transaction);
+  turns over often, or one that never does) give the same root, the same database and the
+  same reads after every step, including for keys never set, and through fresh tries opened
+  at the root (as py-evm opens one per transaction);
+* nodes enter the cache as the trie writes them: a fresh reader finds the new root there,
+  and with room for every node no read ever decodes; the cache keeps a copy taken at write
+  time, which later edits of the writer's lists (flat or nested) do not reach, and it keeps
+  only nodes made of ``bytes`` and lists, which decoding gives back exactly;
 * a node handed out is a copy: ``HexaryTrie`` edits branch nodes in place, and an edit of a
   returned node (flat, or nested with embedded nodes) never reaches the next reader;
 * the cap: the cache never holds more entries than its cap, and answers right after a clear
@@ -51,6 +55,8 @@ values = st.binary(min_size=0, max_size=40)
 operation = st.one_of(
     st.tuples(st.just("set"), keys, values), st.tuples(st.just("delete"), keys, st.just(b""))
 )
+ROOMY = 1 << 16
+"""A cap no test here fills: the cache never turns over."""
 
 
 @contextmanager
@@ -87,7 +93,7 @@ def read(t: HexaryTrie, key: bytes) -> tuple[str, object]:
 @given(
     ops=st.lists(operation, min_size=1, max_size=30),
     prune=st.booleans(),
-    max_entries=st.integers(2, 12),
+    max_entries=st.one_of(st.integers(2, 12), st.just(ROOMY)),
 )
 def test_caching_trie_equals_stock_trie_after_every_set_and_delete(
     ops: list[tuple[str, bytes, bytes]], prune: bool, max_entries: int
@@ -106,6 +112,11 @@ def test_caching_trie_equals_stock_trie_after_every_set_and_delete(
             assert cached.root_hash == stock.root_hash
             assert cached.db == stock.db
             reader = CachingHexaryTrie(cached.db, root_hash=cached.root_hash)
+            if stock.root_hash != HexaryTrie.BLANK_NODE_HASH:
+                # The writer stored its new root in the cache: a fresh reader finds it there.
+                hits, misses = cache.hits, cache.misses
+                assert reader.get_node(reader.root_hash) == stock.get_node(stock.root_hash)
+                assert (cache.hits, cache.misses) == (hits + 1, misses)
             for k in KEYS:
                 assert read(cached, k) == read(stock, k)
                 assert read(reader, k) == read(stock, k)
@@ -119,6 +130,10 @@ def test_caching_trie_equals_stock_trie_after_every_set_and_delete(
                     assert [read(old_reader, k) for k in KEYS] == expected
                 earlier.append((stock.root_hash, [read(stock, k) for k in KEYS]))
             ever_filled |= stock.root_hash != HexaryTrie.BLANK_NODE_HASH
+            if max_entries == ROOMY:
+                # Every node of every trie here was written by the caching trie, so with
+                # room for all of them no read (of the writer or of any reader) decodes.
+                assert cache.misses == 0
         assert (cache.hits + cache.misses > 0) == ever_filled
 
 
@@ -165,13 +180,93 @@ def test_setting_through_cached_nodes_leaves_other_readers_of_the_old_root_intac
         assert writer.get(b"\x10\x01") == b""
 
 
+def test_a_node_written_is_cached_as_a_copy_taken_at_write_time() -> None:
+    embedded: Any = [b"\x3a", b"v"]  # a leaf too short to be hashed: it sits in its parent
+    flat: Any = [b"\x20" + bytes(31), bytes(40)]  # a leaf stored under its hash
+    # An extension stored under its hash, holding a branch that holds the embedded leaf.
+    nested: Any = [b"\x10" + bytes(20), [b"", embedded.copy()] + [b""] * 15]
+    small_root: Any = [b"\x20\x01", b"v"]  # shorter than a hash; a root is hashed all the same
+    with fresh_cache(64) as cache:
+        writer: Any = CachingHexaryTrie({})
+        written = []
+        for node in (flat, nested):
+            node_hash = writer._persist_node(node)
+            assert node_hash == keccak(rlp.encode(node))
+            written.append((node_hash, rlp.decode(rlp.encode(node))))
+        root_hash = writer._set_raw_node(small_root)
+        assert root_hash == keccak(rlp.encode(small_root))
+        written.append((root_hash, [b"\x20\x01", b"v"]))
+        assert writer._persist_node(embedded) == embedded
+        assert writer._persist_node(b"") == b""
+        assert (cache.written, len(cache)) == (3, 3)
+        # The writer goes on editing its lists in place, at every depth.
+        flat[1] = b"changed"
+        nested[1][1][1] = b"changed"
+        nested[1][1].append(b"more")
+        nested[1][0] = b"changed"
+        small_root.append(b"more")
+        stock: Any = HexaryTrie(writer.db)
+        for node_hash, original in written:
+            reader = CachingHexaryTrie(writer.db, root_hash=node_hash)
+            assert reader.get_node(node_hash) == original
+            assert stock.get_node(node_hash) == original
+        assert (cache.hits, cache.misses) == (3, 0)
+
+
+def test_a_node_holding_anything_but_bytes_and_lists_is_left_to_a_later_read() -> None:
+    class Bytes(bytes):
+        pass
+
+    leaf = [b"\x20" + bytes(31), bytes(40)]
+    unlike_decoded: list[Any] = [
+        [leaf[0], bytearray(leaf[1])],
+        [leaf[0], Bytes(leaf[1])],
+        [b"\x10", [b"", (b"\x3a", b"v")] + [b""] * 15],
+        (leaf[0], leaf[1]),
+    ]
+    with fresh_cache(64) as cache:
+        for node in unlike_decoded:
+            # RLP encodes each of them as it would the equal node of bytes and lists.
+            db = {keccak(rlp.encode(node)): rlp.encode(node)}
+            (node_hash,) = db
+            cache.put(node_hash, node)
+            assert (cache.written, len(cache)) == (0, 0)
+            got = cache.get(db, node_hash)
+            assert got == rlp.decode(db[node_hash])
+            assert type(got) is list
+            assert all(type(item) in (bytes, list) for item in got)
+            cache.clear()
+        assert (cache.hits, cache.misses) == (0, len(unlike_decoded))
+
+
+def test_a_written_node_is_kept_once_and_put_back_in_the_young_generation() -> None:
+    nodes = [[b"\x20" + bytes([i]) * 31, bytes(40)] for i in range(4)]
+    hashes = [keccak(rlp.encode(node)) for node in nodes]
+    cache = DecodedNodeCache(4)  # two generations of two
+    cache.put(hashes[0], nodes[0])
+    cache.put(hashes[0], nodes[0])
+    assert (cache.written, len(cache)) == (1, 1)
+    cache.put(hashes[1], nodes[1])
+    cache.put(hashes[2], nodes[2])  # a turnover: nodes 0 and 1 are old now
+    assert (cache.written, len(cache)) == (3, 3)
+    cache.put(hashes[0], nodes[0])  # written again: back into the young generation
+    cache.put(hashes[3], nodes[3])  # a turnover: node 1 (old, untouched) is dropped
+    assert (cache.written, len(cache)) == (5, 3)
+    db: dict[bytes, bytes] = {}
+    with pytest.raises(KeyError):
+        cache.get(db, hashes[1])
+    for i in (0, 2, 3):
+        assert cache.get(db, hashes[i]) == nodes[i]
+    assert (cache.hits, cache.misses) == (3, 0)
+
+
 @settings(max_examples=60)
 @given(
-    lookups=st.lists(st.integers(0, 19), min_size=1, max_size=120),
+    lookups=st.lists(st.tuples(st.booleans(), st.integers(0, 19)), min_size=1, max_size=120),
     max_entries=st.integers(2, 16),
 )
 def test_cache_never_exceeds_its_cap_and_answers_right(
-    lookups: list[int], max_entries: int
+    lookups: list[tuple[bool, int]], max_entries: int
 ) -> None:
     # Twenty hashed nodes: flat branches and leaves, and nodes holding embedded nodes.
     nodes: list[list[Any]] = []
@@ -185,11 +280,17 @@ def test_cache_never_exceeds_its_cap_and_answers_right(
     db = {keccak(rlp.encode(node)): rlp.encode(node) for node in nodes}
     hashes = list(db)
     cache = DecodedNodeCache(max_entries)
-    for n, i in enumerate(lookups, start=1):
-        got = cache.get(db, hashes[i])
-        assert got == rlp.decode(db[hashes[i]])
+    gets = 0
+    for n, (write, i) in enumerate(lookups, start=1):
+        if write:
+            # As a trie stores a node it has in hand (a fresh list, as decoded).
+            cache.put(hashes[i], rlp.decode(db[hashes[i]]))
+        else:
+            got = cache.get(db, hashes[i])
+            assert got == rlp.decode(db[hashes[i]])
+            gets += 1
         assert len(cache) <= max_entries
-        assert cache.hits + cache.misses == n
+        assert cache.hits + cache.misses == gets
         if n % 7 == 0:
             cache.clear()
             assert len(cache) == 0
@@ -254,12 +355,16 @@ def test_embedded_market_ends_in_the_same_storage_with_and_without_the_cache(
         for module in (eth.db.storage, eth.db.account):
             patch.setattr(module, "HexaryTrie", stock)
         hits_before = trie_cache.NODE_CACHE.hits
+        written_before = trie_cache.NODE_CACHE.written
         without_cache = market_storage_roots(connect(), t)
         assert trie_cache.NODE_CACHE.hits == hits_before
+        assert trie_cache.NODE_CACHE.written == written_before
     assert state_trie(eth.db.storage) is CachingHexaryTrie
     hits_before = trie_cache.NODE_CACHE.hits
+    written_before = trie_cache.NODE_CACHE.written
     with_cache = market_storage_roots(connect(), t)
     assert trie_cache.NODE_CACHE.hits > hits_before
+    assert trie_cache.NODE_CACHE.written > written_before
     assert with_cache == without_cache
     assert all(root != stock.BLANK_NODE_HASH for root in with_cache[0].values())
 
