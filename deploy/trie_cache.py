@@ -82,17 +82,12 @@ _PATCHED_MODULES = (eth.db.storage, eth.db.account)
 """The modules whose ``HexaryTrie`` py-evm's state builds its storage and account tries with."""
 
 
-def _freeze(node: list[Any]) -> tuple[Any, ...]:
-    """``node`` with every list (at any depth) turned into a tuple."""
-    return tuple(_freeze(item) if type(item) is list else item for item in node)
-
-
 _ONLY_BYTES = frozenset((bytes,))
 
 
 def _freeze_checked(node: list[Any]) -> tuple[Any, ...] | None:
-    """``node`` frozen as by :func:`_freeze`, or None when anything in it (at any depth) is
-    neither ``bytes`` nor a ``list``."""
+    """``node`` with every list (at any depth) turned into a tuple, or None when anything in
+    it (at any depth) is neither ``bytes`` nor a ``list``."""
     frozen: list[Any] = []
     for item in node:
         if type(item) is bytes:
@@ -107,8 +102,19 @@ def _freeze_checked(node: list[Any]) -> tuple[Any, ...] | None:
     return tuple(frozen)
 
 
+def _storable(node: Any) -> list[Any] | tuple[Any, ...] | None:
+    """What the cache keeps of ``node``: a list copy of a flat node of ``bytes``, nested
+    tuples of one with embedded nodes, None for anything that decoding would not give back
+    (not a list; a tuple, ``bytearray`` or ``bytes`` subclass inside)."""
+    if type(node) is not list:
+        return None
+    if _ONLY_BYTES.issuperset(map(type, node)):
+        return node.copy()
+    return _freeze_checked(node)
+
+
 def _thaw(node: tuple[Any, ...]) -> list[Any]:
-    """A fresh nested-list copy of a node stored by :func:`_freeze`."""
+    """A fresh nested-list copy of a node stored as nested tuples."""
     return [_thaw(item) if type(item) is tuple else item for item in node]
 
 
@@ -159,13 +165,10 @@ class DecodedNodeCache:
     def _load(self, db: Any, node_hash: bytes) -> Any:
         node = decode_node(db[node_hash])
         self.misses += 1
-        if type(node) is not list:
-            return node
-        if any(type(item) is list for item in node):
-            self._store(node_hash, _freeze(node))
-            return node
-        self._store(node_hash, node)
-        return node.copy()
+        stored = _storable(node)
+        if stored is not None:
+            self._store(node_hash, stored)
+        return node
 
     def put(self, node_hash: bytes, node: Any) -> None:
         """Keep a copy of ``node``, which a trie has just stored under ``node_hash``, its
@@ -181,14 +184,9 @@ class DecodedNodeCache:
             return
         stored = self._old.get(node_hash)
         if stored is None:
-            if type(node) is not list:
+            stored = _storable(node)
+            if stored is None:
                 return
-            if _ONLY_BYTES.issuperset(map(type, node)):
-                stored = node.copy()
-            else:
-                stored = _freeze_checked(node)
-                if stored is None:
-                    return
         self.written += 1
         self._store(node_hash, stored)
 

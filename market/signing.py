@@ -263,9 +263,11 @@ def sign_digest(private_key: bytes | coincurve.PrivateKey, message_digest: bytes
     ``private_key``: the key's 32 bytes, or a ``coincurve.PrivateKey`` made once from them
     (what a signer of many messages keeps: making one derives the public key, which costs
     as much as the signature)."""
-    key = private_key if isinstance(private_key, coincurve.PrivateKey) else None
-    if key is None:
-        key = coincurve.PrivateKey(bytes(private_key))  # type: ignore[arg-type]
+    key = (
+        private_key
+        if isinstance(private_key, coincurve.PrivateKey)
+        else coincurve.PrivateKey(bytes(private_key))
+    )
     raw = key.sign_recoverable(message_digest, hasher=None)
     return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
 

@@ -356,7 +356,6 @@ class SettlementService:
         self._tick_lock = threading.Lock()
         self._tick_now: int | None = None
         self._block_gas_limit: int | None = None
-        self._header_gas_limit: int | None = None
         self.stopping = threading.Event()
         """Set to make a running :meth:`tick` stop after its current transaction."""
         self.on_progress: Callable[[str], None] | None = None
@@ -617,9 +616,8 @@ class SettlementService:
         """One tick (under the tick lock): chain time and the latest block are read once."""
         progress: list[str] = []
         self.sender.reconcile()
-        now, latest = self._now_and_latest()
+        now, latest, self._block_gas_limit = self._now_and_latest()
         self._tick_now = now
-        self._block_gas_limit = self._header_gas_limit
         self._discover(now, latest)
         for row in self.store.intervals((WAITING, READING, SETTLING)):
             if self.stopping.is_set():
@@ -641,15 +639,13 @@ class SettlementService:
                 self._note(t, "internal_error", f"{type(err).__name__}: {err}")
         return progress
 
-    def _now_and_latest(self) -> tuple[int, int]:
-        """(the clock's time, the latest block), in one request when the clock is chain time
-        (whose block header also gives the block gas limit: ``_header_gas_limit``)."""
-        self._header_gas_limit = None
+    def _now_and_latest(self) -> tuple[int, int, int | None]:
+        """(the clock's time, the latest block, the block gas limit or None), in one request
+        when the clock is chain time (whose block header also gives the gas limit)."""
         if isinstance(self.clock, ChainClock) and self.clock.reader is self.reader:
             now, latest = self.reader.now_and_latest()
-            self._header_gas_limit = self.reader.header_gas_limit
-            return now, latest
-        return self.clock.now(), self.reader.latest_block()
+            return now, latest, self.reader.header_gas_limit
+        return self.clock.now(), self.reader.latest_block(), None
 
     def _now(self) -> int:
         """The time of the running tick (read once at its start), else the clock's now.

@@ -152,8 +152,10 @@ class TxSender:
         self._chain_id: int | None = None
         self._block_overrides = True
         self._nonce: int | None = None
-        self._replaced_at: int | None = None
         """The next nonce, known here after a transaction of ours was mined (None: read it)."""
+        self._replaced_at: int | None = None
+        """The nonce of the last transaction this sender replaced (its mined successor may
+        have raced another sender, so the nonce is read again after it)."""
         self._fees: tuple[int, Fees] | None = None
         """Fees read at a block (its number), reused while it is the latest."""
         self.replacements = 0

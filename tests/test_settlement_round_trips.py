@@ -64,6 +64,15 @@ def counting_env(chain: Chain, tmp_path: Path, n: int = 4) -> tuple[SettleEnv, C
     return env, reader
 
 
+def in_reading_window(chain: Chain, tmp_path: Path) -> tuple[SettleEnv, CountingReader, int]:
+    """A counting environment with an interval of two trades committed and in its reading
+    window."""
+    env, reader = counting_env(chain, tmp_path)
+    t = env.commit([trade(env.p(0), env.p(1), 100), trade(env.p(2), env.p(3), 50, n=1)])
+    env.market.to_reading_window(t)
+    return env, reader, t
+
+
 def readings_data(env: SettleEnv, t: int, participant: str, exported_wh: int) -> bytes:
     body = env.body(t, participant, exported_wh)
     stored = env.service.accept_reading(body["reading"], body["signature"])
@@ -103,9 +112,7 @@ def test_batch_on_the_embedded_chain_answers_one_by_one(chain: Chain, tmp_path: 
 def test_nonce_is_read_once_for_consecutive_transactions(
     anvil_chain: Chain, tmp_path: Path
 ) -> None:
-    env, reader = counting_env(anvil_chain, tmp_path)
-    t = env.commit([trade(env.p(0), env.p(1), 100), trade(env.p(2), env.p(3), 50, n=1)])
-    env.market.to_reading_window(t)
+    env, reader, t = in_reading_window(anvil_chain, tmp_path)
     first = env.settler_nonce()
     receipts = [
         env.service.sender.send(
@@ -127,9 +134,7 @@ def test_nonce_is_read_once_for_consecutive_transactions(
 def test_nonce_is_read_again_after_another_sender_took_it(
     anvil_chain: Chain, tmp_path: Path
 ) -> None:
-    env, reader = counting_env(anvil_chain, tmp_path)
-    t = env.commit([trade(env.p(0), env.p(1), 100), trade(env.p(2), env.p(3), 50, n=1)])
-    env.market.to_reading_window(t)
+    env, reader, t = in_reading_window(anvil_chain, tmp_path)
     sender = env.service.sender
     market = env.market.ledger.address
     sender.send(market, readings_data(env, t, env.p(1), 40), gas_limit=300_000, kind="readings")
@@ -160,9 +165,7 @@ def test_nonce_is_read_again_after_another_sender_took_it(
 def test_interval_is_read_once_in_the_reading_window_and_again_at_the_deadline(
     anvil_chain: Chain, tmp_path: Path
 ) -> None:
-    env, reader = counting_env(anvil_chain, tmp_path)
-    t = env.commit([trade(env.p(0), env.p(1), 100), trade(env.p(2), env.p(3), 50, n=1)])
-    env.market.to_reading_window(t)
+    env, reader, t = in_reading_window(anvil_chain, tmp_path)
     env.accept(t, {env.p(1): 90, env.p(3): 10})
     reader.interval_reads = 0
     for _ in range(3):
