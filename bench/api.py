@@ -45,10 +45,10 @@ from pydantic import BaseModel
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deploy.anvil import free_port, running_anvil  # noqa: E402
-from deploy.chain import anvil_dev_accounts  # noqa: E402
+from chain.anvil import free_port, running_anvil  # noqa: E402
+from chain.connection import anvil_dev_accounts  # noqa: E402
+from ledger.eip712 import SIDE_BUY, Domain  # noqa: E402
 from market.client import OrderSigner  # noqa: E402
-from market.signing import SIDE_BUY, Domain  # noqa: E402
 
 SEED = 20260101
 CONCURRENCY = 32

@@ -33,12 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from deploy.anvil import DEFAULT_GAS_LIMIT, running_anvil
-from deploy.chain import Chain, connect
+from chain.anvil import DEFAULT_GAS_LIMIT, running_anvil
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
 from deploy.deployment import deploy_system
-from deploy.ledger import LedgerClient, settle_chunk_args, settlement_chain
-from settlement.model import Reading, Trade
-from settlement.readings import sign_reading
+from ledger.calldata import settle_chunk_args
+from ledger.eip712 import sign_reading
+from ledger.records import Reading, Trade
+from ledger.trade_chain import settlement_chain
 
 SEED = 20240601
 PRICE = 250_000_000_000_000

@@ -46,15 +46,17 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
-from deploy.anvil import running_anvil
-from deploy.chain import Chain, connect
-from deploy.deployment import DEFAULT_MARKET_TERMS, Deployment, deploy_system
-from deploy.ledger import LedgerClient
+from chain.anvil import running_anvil
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
+from chain.deployment import Deployment
+from deploy.deployment import DEFAULT_MARKET_TERMS, deploy_system
+from ledger.eip712 import Domain
+from ledger.records import Reading, Terms, Trade
 from market.client import AppTransport, OrderSigner
-from market.signing import Domain
 from settlement.api import create_settlement_app
 from settlement.chain_reader import ChainReader, serialize_requests
-from settlement.model import Ledger, Reading, Terms, Trade
+from settlement.model import Ledger
 from settlement.service import SettlementService
 from settlement.store import ReadingStore
 from settlement.tx import TxPolicy, TxSender

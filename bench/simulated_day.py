@@ -38,10 +38,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploy.anvil import running_anvil
+from chain.anvil import running_anvil
 from deploy.assembly import prefer_fast_keccak
+from deploy.systems import EmbeddedSystem
 from simulation.driver import RunState, run_simulation
-from simulation.modes import EmbeddedSystem
 from simulation.record import RunRecord, check_record, summarize
 from simulation.scenario import load_scenario
 

@@ -2,7 +2,7 @@
 
 ``wattledger serve`` and ``wattledger simulate`` assemble the same system (chain,
 EnergyMarket deployment, order store, :class:`~market.service.MarketService` over the
-:class:`~deploy.market_ledger.ChainLedger`, FastAPI app with the settlement router); the
+:class:`~market.chain_ledger.ChainLedger`, FastAPI app with the settlement router); the
 composition lives here once so that the simulation runs exactly what ``serve`` runs, only
 with a simulated clock and without a socket.
 
@@ -18,15 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 
-from deploy.chain import Chain
-from deploy.deployment import (
-    DEFAULT_INTERVAL_SECONDS,
-    DEFAULT_MARKET_TERMS,
-    Deployment,
-    deploy_system,
-)
-from deploy.ledger import LedgerClient
-from deploy.market_ledger import ChainLedger
+from chain.client import LedgerClient
+from chain.connection import Chain
+from chain.deployment import Deployment
+from deploy.deployment import DEFAULT_INTERVAL_SECONDS, DEFAULT_MARKET_TERMS, deploy_system
+from market.chain_ledger import ChainLedger
 from market.clock import Clock
 from market.service import MarketConfig, MarketService
 from market.store import OrderStore
@@ -112,8 +108,8 @@ def market_app(
     inline_commits: bool = False,
 ) -> FastAPI:
     """The market API over ``service``, with ``extra_routers`` (the settlement service's);
-    ``inline_commits`` only for an in-process client (see ``market.api.GroupCommitter``)."""
-    from market.api import create_app
+    ``inline_commits`` only for an in-process client (see ``market.http.app.GroupCommitter``)."""
+    from market.http.app import create_app
 
     return create_app(
         service,

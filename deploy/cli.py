@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own ``deploy.cli_<name>`` module exposing
 ``register(subparsers)``, which adds a parser whose ``handler`` default is a function
-``handler(args) -> int``. Expected failures (:class:`market.errors.WattledgerError`) print
+``handler(args) -> int``. Expected failures (:class:`ledger.errors.WattledgerError`) print
 as one paragraph on stderr with exit code 2 (1 for a failed check); ``--debug`` shows the
 traceback instead.
 """
@@ -14,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from market.errors import InputError, WattledgerError
+from ledger.errors import InputError, WattledgerError
 
 # Order here is the order in `wattledger --help`.
 COMMAND_MODULES: tuple[str, ...] = (

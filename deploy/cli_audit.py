@@ -7,19 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from audit.evidence import AuditError, ClearingRules
+from audit.run import run_audit
+from audit.sources import ApiOrderSource, DirectoryOrderSource, OrderSource, archive_books, web3_of
+from chain.deployment import read_deployment
 from deploy.cli_clear import parse_k
-from deploy.deployment import read_deployment
-from market.audit import AuditError, ClearingRules
-from market.audit_sources import (
-    ApiOrderSource,
-    DirectoryOrderSource,
-    OrderSource,
-    archive_books,
-    run_audit,
-    web3_of,
-)
+from ledger.errors import InputError
 from market.clearing import DEFAULT_K, MECHANISMS
-from market.errors import InputError
 
 HELP = "audit a market: re-verify signatures, book roots, clearing, settlement and balances"
 DESCRIPTION = """\

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from ledger.errors import InputError
 from market.clearing import DEFAULT_K, MECHANISMS, ClearingResult, clear
-from market.errors import InputError
 from market.orders_csv import parse_orders_bytes, read_orders_csv
 
 DESCRIPTION = """\

@@ -6,12 +6,8 @@ import argparse
 import sys
 import time
 
-from deploy.compiler import (
-    build_dir,
-    compile_contracts,
-    stale_files,
-    write_artifacts,
-)
+from chain.artifacts import build_dir
+from deploy.compiler import compile_contracts, stale_files, write_artifacts
 
 HELP = "compile contracts/*.sol into contracts/build (needs `npm ci`)"
 DESCRIPTION = """\

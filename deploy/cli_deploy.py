@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from deploy.chain import PRIVATE_KEY_ENV, connect
-from deploy.compiler import sources_changed
-from deploy.deployment import deploy_system, write_deployment
+from chain.artifacts import sources_changed
+from chain.connection import PRIVATE_KEY_ENV, connect
+from chain.deployment import write_deployment
+from deploy.deployment import deploy_system
 
 HELP = "deploy the contracts to the embedded chain or --rpc-url; write deployments/<chainId>.json"
 DESCRIPTION = f"""\

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from types import FrameType
 
-from deploy.anvil import DEFAULT_PORT, HOST, anvil_command, stop_anvil, wait_until_ready
-from deploy.chain import ANVIL_MNEMONIC
+from chain.anvil import DEFAULT_PORT, HOST, anvil_command, stop_anvil, wait_until_ready
+from chain.connection import ANVIL_MNEMONIC
 
 HELP = "run a local anvil testnet node on 127.0.0.1 (Ctrl-C stops it)"
 DESCRIPTION = f"""\

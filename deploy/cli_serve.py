@@ -12,18 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
+from chain.deployment import Deployment, read_deployment, write_deployment
 from deploy.assembly import deploy_market, fund_dev_accounts
-from deploy.chain import Chain, connect
 from deploy.cli_args import positive_int
 from deploy.cli_settle import add_serve_arguments, settlement_for_serve
-from deploy.deployment import (
-    Deployment,
-    read_deployment,
-    write_deployment,
-)
-from deploy.ledger import LedgerClient
-from deploy.market_ledger import ChainLedger
-from market.errors import InputError
+from ledger.errors import InputError
+from market.chain_ledger import ChainLedger
 from market.service import MarketConfig
 
 if TYPE_CHECKING:
@@ -131,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     """Connect, deploy or load the deployment, open the store, recover, and serve."""
     import uvicorn
 
-    from market.api import create_app
     from market.clock import SystemClock
+    from market.http.app import create_app
     from market.service import MarketService
     from market.store import OrderStore
 

@@ -19,11 +19,11 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter
 
-from deploy.chain import Chain, connect
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
+from chain.deployment import Deployment, read_deployment
 from deploy.cli_args import positive_int
-from deploy.deployment import Deployment, read_deployment
-from deploy.ledger import LedgerClient
-from market.errors import InputError
+from ledger.errors import InputError
 from settlement.chain_reader import ChainReader, request_lock, serialize_requests
 from settlement.service import (
     DEFAULT_MAX_READING_WH,

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chain.artifacts import REPO_ROOT
 from deploy.cli_args import positive_int
-from deploy.compiler import REPO_ROOT
-from market.errors import InputError
+from ledger.errors import InputError
 
 if TYPE_CHECKING:
     from simulation.driver import RunState
-    from simulation.modes import System
     from simulation.scenario import Scenario
+    from simulation.system import System
 
 DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "neighbourhood.toml"
 DEFAULT_INTERVALS = 48
@@ -145,7 +145,7 @@ def default_out_dir() -> Path:
 
 
 def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
-    from simulation.modes import EmbeddedSystem, RemoteSystem
+    from deploy.systems import EmbeddedSystem, RemoteSystem
 
     if args.api_url is not None:
         if args.rpc_url is None:

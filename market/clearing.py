@@ -59,9 +59,9 @@ from typing import Any, Literal, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from market.errors import InputError
+from ledger.errors import InputError
+from ledger.units import BaseUnits, PricePerWh, Wh
 from market.orders import I64, Order, OrderBook
-from market.units import BaseUnits, PricePerWh, Wh
 
 Mechanism = Literal["uniform", "pay-as-bid"]
 MECHANISMS: tuple[Mechanism, ...] = ("uniform", "pay-as-bid")

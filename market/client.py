@@ -31,8 +31,8 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
-from market import signing
-from market.errors import WattledgerError
+from ledger import eip712 as signing
+from ledger.errors import WattledgerError
 
 DEFAULT_EXPIRY_SECONDS = 3600
 """How long a signed message stays submittable unless told otherwise."""

@@ -2,7 +2,7 @@
 
 The market service sees the EnergyMarket contract only through :class:`Ledger`: who is
 registered, free and locked balances, the terms that size a seller's bond, the interval
-timing, and ``commitInterval``. ``deploy.market_ledger.ChainLedger`` implements it over the
+timing, and ``commitInterval``. ``market.chain_ledger.ChainLedger`` implements it over the
 real contract client; :class:`MemoryLedger` implements it in memory with the same collateral
 rule, for fast tests of the service logic. Keeping this interface small keeps the service free
 of web3 (market/ may import deploy at the edges only, DESIGN §2).
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from market.errors import WattledgerError
+from ledger.errors import WattledgerError
 
 
 @dataclass(frozen=True, slots=True)

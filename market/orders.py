@@ -36,8 +36,8 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from market.errors import InputError
-from market.units import PricePerWh, Wh
+from ledger.errors import InputError
+from ledger.units import PricePerWh, Wh
 
 MIN_QUANTITY_WH = 1
 """Smallest order quantity in Wh (orders are divisible down to 1 Wh)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from market.errors import InputError
+from ledger.errors import InputError
 from market.orders import (
     ID_PATTERN,
     MAX_BOOK_ORDERS,

@@ -1,11 +1,11 @@
 """The market service: order intake, collateral check, gate closure, clearing and commit.
 
 :class:`MarketService` is the one place where the market's rules for signed orders live; the
-HTTP API (``market.api``) is a thin layer over it, and a simulation can drive it in-process
+HTTP API (``market.http.app``) is a thin layer over it, and a simulation can drive it in-process
 with a :class:`~market.clock.SimulatedClock`.
 
 Intake (``POST /orders``)
-    An order is the EIP-712 ``Order`` message of :mod:`market.signing` plus its signature.
+    An order is the EIP-712 ``Order`` message of :mod:`ledger.eip712` plus its signature.
     It is accepted when, in this order of checks: every field is in range; the signature
     recovers to ``participant``; the participant is registered on-chain; ``expiry`` has not
     passed; the interval's gate is still open and the interval is at most
@@ -34,7 +34,7 @@ Collateral (DESIGN §5)
 
 Gate closure of interval ``t`` (``gate_closure_seconds`` before ``t`` starts)
     Freeze ``t``'s open orders (intake for ``t`` stops first and waits for orders already
-    being written), drop uncovered ones, build the book root (:mod:`market.merkle`), clear
+    being written), drop uncovered ones, build the book root (:mod:`ledger.merkle`), clear
     the book (:func:`market.clearing.clear`), store all of it durably (from then on
     ``GET /intervals/{t}/orders`` publishes the set with signatures), then call
     ``commitInterval(t, bookRoot, trades)``. A failed or interrupted commit leaves ``t``
@@ -52,8 +52,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from market import signing
-from market.api_errors import (
+from ledger import eip712 as signing
+from ledger.addresses import checksum_address
+from ledger.errors import RequestError
+from ledger.merkle import MerkleTree, leaf_hash
+from market.clearing import clear
+from market.clock import Clock
+from market.http.errors import (
     BatchRejected,
     BatchTooLarge,
     InsufficientCollateral,
@@ -72,18 +77,13 @@ from market.api_errors import (
     OrderNotInBook,
     OrderNotOpen,
     OutOfBounds,
-    RequestError,
     SelfCross,
     ServiceUnavailable,
     SignerMismatch,
     UnregisteredParticipant,
 )
-from market.clearing import clear
-from market.clock import Clock
 from market.ledger_port import CommitTrade, Ledger, LedgerCallFailed, LedgerInfo, Terms
-from market.merkle import MerkleTree, leaf_hash
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, Order, Side
-from market.signing import checksum_address
 from market.store import (
     CLOSED,
     COMMITTED,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from market.errors import WattledgerError
+from ledger.errors import WattledgerError
 
 
 class SqliteStore:

@@ -1,7 +1,7 @@
 """The settlement API: ``POST /meter-readings[:batch]`` and ``GET /intervals/{t}/settlement``.
 
 :func:`settlement_router` is included into the market API by ``wattledger serve``
-(``market.api.create_app(..., extra_routers=[...])``); :func:`create_settlement_app` serves the
+(``market.http.app.create_app(..., extra_routers=[...])``); :func:`create_settlement_app` serves the
 same router on its own for ``wattledger settle --watch --port N``. Either way refusals are
 ``application/problem+json`` with a stable ``code`` (table in :mod:`settlement.errors`),
 produced by the market API's single error mapping.
@@ -47,17 +47,18 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger.addresses import checksum_address
+from ledger.errors import RequestError, WattledgerError
+
 # The market API's one error → problem+json mapping, reused so that both apps answer alike.
-from market.api import (
+from market.http.app import (
     DEFAULT_MAX_BODY_BYTES,
     PROBLEM_JSON,
     BodyLimit,
     problem_response,
     validation_problem,
 )
-from market.api_errors import MethodNotAllowed, NotFound, RequestError
-from market.errors import WattledgerError
-from market.signing import checksum_address
+from market.http.errors import MethodNotAllowed, NotFound
 from settlement.service import SettlementService, reading_json
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """What the settlement service reads from the chain, fast, and with transient errors told apart.
 
-:class:`ChainReader` sits beside :class:`deploy.ledger.LedgerClient` and adds what the service
+:class:`ChainReader` sits beside :class:`chain.client.LedgerClient` and adds what the service
 needs on its hot path and for reconciliation:
 
 * view calls sent as raw ``eth_call`` with precomputed selectors (``participantInfo``,
@@ -46,11 +46,12 @@ from web3.exceptions import ContractLogicError, ProviderConnectionError, TimeExh
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
-from deploy.chain import ViewCall
-from deploy.ledger import IntervalInfo, LedgerClient, decode_commit_calldata
-from market.signing import keccak
+from chain.client import LedgerClient
+from chain.connection import ViewCall
+from ledger.calldata import decode_commit_calldata
+from ledger.hashing import keccak
+from ledger.records import IntervalInfo, Trade
 from settlement.errors import ChainUnavailable, SettlementFailed
-from settlement.model import Trade
 from settlement.report import (
     EscrowSnapshot,
     IntervalEvents,

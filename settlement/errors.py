@@ -1,16 +1,16 @@
 """Errors of the settlement service: refused readings (HTTP 4xx) and settlement failures.
 
 A refused ``POST /meter-readings`` (or a reading of ``POST /meter-readings:batch``) raises one
-of the :class:`~market.api_errors.RequestError` classes below; the API maps them to
+of the :class:`~ledger.errors.RequestError` classes below; the API maps them to
 ``application/problem+json`` in the same single place as the market's own refusals
-(``market.api.problem_response``), so a client branches on ``code`` alone.
+(``market.http.app.problem_response``), so a client branches on ``code`` alone.
 Every refusal happens before the reading is stored or any gas is spent.
 
 ==========================  ======  =====================================================
 code                        status  when
 ==========================  ======  =====================================================
 bad_signature               400     the signature is not 65 bytes of hex, has a high ``s``
-                                    or recovers no key (``market.api_errors.BadSignature``)
+                                    or recovers no key (``ledger.errors.BadSignature``)
 invalid_request             422     missing or extra fields, a value that is not a uint64
 unregistered_meter          403     the reading's participant is not registered, so no
                                     meter key may sign for it
@@ -25,10 +25,10 @@ reading_window_closed       409     the interval's reading deadline has passed
 reading_duplicate           409     a reading for this participant and interval was
                                     already accepted (queued here or on-chain)
 batch_too_large             413     more readings in one batch than ``max_intake_readings``
-                                    (``GET /settlement``); ``market.api_errors``
+                                    (``GET /settlement``); ``market.http.errors``
 batch_rejected              (*)     a batch with at least one bad reading; nothing stored;
                                     ``errors`` lists each bad reading's index and code,
-                                    the status is the first one's (``market.api_errors``)
+                                    the status is the first one's (``market.http.errors``)
 service_unavailable         503     the chain or the reading store failed (retry)
 ==========================  ======  =====================================================
 
@@ -40,8 +40,7 @@ service carries on with the others).
 
 from __future__ import annotations
 
-from market.api_errors import RequestError
-from market.errors import WattledgerError
+from ledger.errors import RequestError, WattledgerError
 
 
 class UnregisteredMeter(RequestError):

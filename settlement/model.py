@@ -29,9 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NewType
 
-from deploy.ledger_errors import (
+from ledger.contract_errors import (
     BalanceOverflow,
     ChunkOutOfRange,
     InsufficientCollateral,
@@ -47,58 +46,11 @@ from deploy.ledger_errors import (
     ZeroPrice,
     ZeroQuantity,
 )
-
-Wh = NewType("Wh", int)
-BaseUnits = NewType("BaseUnits", int)
+from ledger.records import Reading, SellerPosition, Terms, Trade, seller_positions
 
 BPS = 10_000
 UINT64_MAX = 2**64 - 1
 UINT128_MAX = 2**128 - 1
-ZERO_ORDER_ID = b"\x00" * 32
-
-
-@dataclass(frozen=True)
-class Terms:
-    """Market terms snapshotted by a commit.
-
-    ``penalty_price_per_wh`` is both the bond rate and the penalty rate (base units per Wh);
-    ``tolerance_bps`` the shortfall tolerated without penalty, in basis points of quantity;
-    ``reading_window_seconds`` how long after an interval's end readings are accepted.
-    """
-
-    penalty_price_per_wh: int
-    tolerance_bps: int
-    reading_window_seconds: int = 3600
-
-
-@dataclass(frozen=True)
-class Trade:
-    """A cleared trade (a dynamic energy contract once committed)."""
-
-    buyer: str
-    seller: str
-    quantity_wh: int
-    price_per_wh: int
-    buy_order_id: bytes = ZERO_ORDER_ID
-    sell_order_id: bytes = ZERO_ORDER_ID
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A meter reading of one participant for one interval (signature checked elsewhere)."""
-
-    participant: str
-    interval: int
-    imported_wh: int
-    exported_wh: int
-
-
-@dataclass(frozen=True)
-class SellerPosition:
-    """A trade's seller totals fixed at commit: ``sold_wh`` (S) and ``sold_before_wh`` (B_k)."""
-
-    sold_wh: int
-    sold_before_wh: int
 
 
 @dataclass(frozen=True)
@@ -169,20 +121,6 @@ def penalty_base_units(
     if shortfall > tolerance_wh(quantity_wh, tolerance_bps):
         return shortfall * penalty_price_per_wh
     return 0
-
-
-def seller_positions(trades: Sequence[Trade]) -> tuple[SellerPosition, ...]:
-    """Each trade's seller totals in commit order: S (seller's sold total) and B_k."""
-    running: dict[str, int] = {}
-    before: list[int] = []
-    for trade in trades:
-        b = running.get(trade.seller, 0)
-        before.append(b)
-        running[trade.seller] = b + trade.quantity_wh
-    return tuple(
-        SellerPosition(sold_wh=running[t.seller], sold_before_wh=b)
-        for t, b in zip(trades, before, strict=True)
-    )
 
 
 def collateral_locks(trades: Iterable[Trade], penalty_price_per_wh: int) -> dict[str, int]:
@@ -280,7 +218,7 @@ class IntervalState:
 class Ledger:
     """The market's escrow and interval bookkeeping, without time, signatures or roles.
 
-    Methods raise the same :mod:`deploy.ledger_errors` exceptions (with the same arguments)
+    Methods raise the same :mod:`ledger.contract_errors` exceptions (with the same arguments)
     as the contract for the same bad input, so a stateful test can compare the two.
     Time windows, signatures and roles are the chain's business and are not modelled.
     """

@@ -40,14 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from settlement.model import (
-    Terms,
-    Trade,
-    TradeOutcome,
-    seller_positions,
-    settle_range,
-    settle_trade,
-)
+from ledger.records import Terms, Trade, seller_positions
+from settlement.model import TradeOutcome, settle_range, settle_trade
 
 # ----------------------------------------------------------------------------- inputs
 

@@ -73,19 +73,24 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import to_checksum_address
 
-from deploy import ledger_errors as chain_errors
-from deploy.ledger import IntervalInfo, settle_chunk_args, settlement_chain
-from deploy.ledger_errors import LedgerError
-from market import signing
-from market.api_errors import (
+from ledger import contract_errors as chain_errors
+from ledger import eip712 as signing
+from ledger.addresses import checksum_address
+from ledger.calldata import settle_chunk_args
+from ledger.contract_errors import LedgerError
+from ledger.eip712 import READING_TYPEHASH
+from ledger.errors import RequestError
+from ledger.hashing import keccak
+from ledger.records import IntervalInfo, Trade
+from ledger.trade_chain import settlement_chain
+from market.clock import Clock
+from market.http.errors import (
     BatchRejected,
     BatchTooLarge,
     InvalidRequest,
     OutOfBounds,
-    RequestError,
     ServiceUnavailable,
 )
-from market.clock import Clock
 from settlement.chain_reader import ChainClock, ChainReader, MeterInfo
 from settlement.errors import (
     ChainUnavailable,
@@ -101,8 +106,6 @@ from settlement.errors import (
     UnknownInterval,
     UnregisteredMeter,
 )
-from settlement.model import Trade
-from settlement.readings import READING_TYPEHASH
 from settlement.report import SettlementReport, build_report
 from settlement.store import (
     FAILED,
@@ -235,7 +238,7 @@ def reading_digest(domain_separator: bytes, reading: ParsedReading) -> bytes:
         + reading.imported_wh.to_bytes(32, "big")
         + reading.exported_wh.to_bytes(32, "big")
     )
-    return signing.keccak(b"\x19\x01" + domain_separator + signing.keccak(body))
+    return keccak(b"\x19\x01" + domain_separator + keccak(body))
 
 
 def compact_signature(signature: str) -> tuple[bytes, bytes]:
@@ -1128,11 +1131,11 @@ def encode_static_args(types: Sequence[str], args: Sequence[Any]) -> bytes:
 def reading_json(r: StoredReading) -> dict[str, Any]:
     """The JSON view of a stored reading (``POST /meter-readings`` answers with it)."""
     return {
-        "participant": signing.checksum_address(r.participant),
+        "participant": checksum_address(r.participant),
         "interval": r.interval,
         "importedWh": r.imported_wh,
         "exportedWh": r.exported_wh,
-        "meter": signing.checksum_address(r.meter),
+        "meter": checksum_address(r.meter),
         "status": r.status,
         "reason": r.reason,
         "receivedAt": r.received_at,

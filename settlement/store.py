@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from market.errors import WattledgerError
+from ledger.errors import WattledgerError
 from market.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1

@@ -9,7 +9,7 @@ interval. For each transaction it:
    (then the nonce is reused below, which replaces it);
 2. **preflights** it with ``eth_call`` on the *pending* block, so a transaction that would
    revert (a reading already on-chain, a chunk no longer at the cursor, the window not yet
-   open) raises the mapped :class:`~deploy.ledger_errors.LedgerError` before any gas is spent
+   open) raises the mapped :class:`~ledger.contract_errors.LedgerError` before any gas is spent
    (unless :attr:`TxPolicy.preflight` is off);
 3. picks the nonce explicitly: the account's mined transaction count, so a journalled but
    unmined transaction at that nonce is *replaced*, never queued behind;
@@ -41,8 +41,8 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3.types import TxReceipt
 
-from deploy.ledger import decode_revert, mapped_reverts
-from deploy.ledger_errors import LedgerError, LedgerRevert
+from chain.reverts import decode_revert, mapped_reverts
+from ledger.contract_errors import LedgerError, LedgerRevert
 from settlement.chain_reader import ChainReader, is_transient, request_lock, to_int
 from settlement.errors import ChainUnavailable, OutOfGas, SettlementError, TransactionNotMined
 from settlement.store import ReadingStore, TxRecord
@@ -257,7 +257,7 @@ class TxSender:
         return when, nonce, fees
 
     def _receipt(self, tx_hash: str) -> TxReceipt | None:
-        """The receipt of ``tx_hash`` or None, as :meth:`deploy.chain.Chain.receipt` reads it:
+        """The receipt of ``tx_hash`` or None, as :meth:`chain.connection.Chain.receipt` reads it:
         web3's shape without web3's formatters (which walk each of a batch's 200 logs), from
         py-evm directly on the embedded chain."""
         chain = self.reader.client.chain

@@ -1,6 +1,6 @@
 """The simulation run loop: agents trade through the real market API for every interval.
 
-:func:`run_simulation` takes a scenario and a :class:`~simulation.modes.System` (the market
+:func:`run_simulation` takes a scenario and a :class:`~simulation.system.System` (the market
 in-process on the embedded chain or on ``--rpc-url``, or an already running ``serve``) and
 returns the :class:`~simulation.record.RunRecord` the report is made from.
 
@@ -61,13 +61,13 @@ from typing import Any
 import coincurve
 from eth_utils.address import to_checksum_address
 
+from ledger.records import Reading
 from market.client import OrderSigner
-from settlement.model import Reading
 from simulation.agents import Agent, MarketView, OrderIntent, build_agents
 from simulation.edges import SimulationError, local_account, signed_reading_body
-from simulation.modes import Participant, System
 from simulation.record import RunRecord, RunRecorder, SettlementRecord, positions
 from simulation.scenario import Scenario
+from simulation.system import Participant, System
 
 PRICE_MEMORY_INTERVALS = 192
 """How many past clearing prices agents are shown (two days of 15-minute intervals)."""

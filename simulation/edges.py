@@ -1,7 +1,7 @@
 """The simulation's edges: the chain, HTTP and signing, each timed, each as cheap as it can be.
 
-:mod:`simulation.modes` assembles a running market from these; :mod:`simulation.driver` uses
-them through a :class:`~simulation.modes.System`.
+:mod:`simulation.system` assembles a running market from these; :mod:`simulation.driver` uses
+them through a :class:`~simulation.system.System`.
 
 * :class:`Stopwatch` and :func:`instrument_chain`: wall time per stage, with every request to
   the chain counted as ``chain`` wherever it is made (market service, settlement service,
@@ -42,15 +42,16 @@ from web3.contract.contract import ContractFunction
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
-from deploy.chain import Chain
-from deploy.ledger import LedgerClient, mapped_reverts
-from deploy.market_ledger import ChainLedger
+from chain.client import LedgerClient
+from chain.connection import Chain
+from chain.reverts import mapped_reverts
+from ledger.eip712 import READING_TYPEHASH, sign_digest
+from ledger.errors import WattledgerError
+from ledger.hashing import keccak
+from ledger.records import Reading
+from market.chain_ledger import ChainLedger
 from market.client import MarketApiError
-from market.errors import WattledgerError
-from market.signing import keccak, sign_digest
 from settlement.chain_reader import ChainReader
-from settlement.model import Reading
-from settlement.readings import READING_TYPEHASH
 
 T = TypeVar("T")
 
@@ -124,8 +125,8 @@ def instrument_chain(chain: Chain, stopwatch: Stopwatch) -> None:
 
     A web3 middleware in the outermost layer times requests with their formatting; the
     provider's ``make_request`` and ``make_batch_request`` are wrapped for the raw requests
-    sent past the middleware, and the chain's :meth:`~deploy.chain.Chain.view_calls` and
-    :meth:`~deploy.chain.Chain.block_number` for the reads that go straight to py-evm.
+    sent past the middleware, and the chain's :meth:`~chain.connection.Chain.view_calls` and
+    :meth:`~chain.connection.Chain.block_number` for the reads that go straight to py-evm.
     """
 
     class _Timed(Web3Middleware):

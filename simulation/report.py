@@ -23,7 +23,7 @@ position and energy mix; and each data center's load shifting against the price.
 =====================  ===========================================================
 
 All CSV numbers are exact integers in Wh, base units and base units per Wh. The report
-shows rounded kWh, currency/kWh and tokens for reading; :mod:`market.units` makes the
+shows rounded kWh, currency/kWh and tokens for reading; :mod:`ledger.units` makes the
 conversion exact before it is rounded for display.
 """
 
@@ -37,7 +37,7 @@ from decimal import Decimal
 from html import escape
 from pathlib import Path
 
-from market.units import (
+from ledger.units import (
     PRICE_PER_WH_PER_CURRENCY_PER_KWH,
     currency_from_base_units,
     currency_per_kwh_from_price_per_wh,

@@ -12,7 +12,7 @@ floats), so ``floor_price_per_kwh = 0.08`` and ``floor_price_per_kwh = "0.08"`` 
 (``0.25`` -> ``250_000_000_000_000``); energies are in kWh and become integer Wh; money is
 in currency (tokens) and becomes integer base units (18 decimals). A value finer than the
 base unit (``0.0005`` kWh, ``1e-16`` currency/kWh) is an error, never rounded. The exact
-conversions are those of :mod:`market.units` (DESIGN §3).
+conversions are those of :mod:`ledger.units` (DESIGN §3).
 
 Schema
 ------
@@ -81,7 +81,7 @@ Errors
 ------
 ::
 
-    InputError                       market.errors
+    InputError                       ledger.errors
     └── ScenarioError                simulation.scenario   a scenario file is unreadable or invalid
 """
 
@@ -98,14 +98,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from market.errors import InputError
-from market.orders import MAX_PRICE_PER_WH, MIN_PRICE_PER_WH
-from market.units import (
+from ledger.errors import InputError
+from ledger.units import (
     PRICE_PER_WH_PER_CURRENCY_PER_KWH,
     base_units_from_currency,
     price_per_wh_from_currency_per_kwh,
     wh_from_kwh,
 )
+from market.orders import MAX_PRICE_PER_WH, MIN_PRICE_PER_WH
 from simulation.profiles import LOAD_SHAPES, SECONDS_PER_DAY, energy_wh_at_power
 
 # --------------------------------------------------------------------------- errors
@@ -158,7 +158,7 @@ def _exact(value: object) -> Fraction:
 
 
 def _units(convert: Callable[[Any], int], what: str, value: object) -> int:
-    """Run a :mod:`market.units` conversion, turning its InputError into a key complaint."""
+    """Run a :mod:`ledger.units` conversion, turning its InputError into a key complaint."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
         raise _Invalid(f"expected a number, got {_type_name(value)} {value!r}")
     try:

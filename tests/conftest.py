@@ -3,7 +3,7 @@
 * ``chain``: a fresh in-process eth-tester chain for each test.
 * ``anvil_url``: one real anvil process for the whole session, on a free port on 127.0.0.1,
   killed at the end. Tests that use it carry the ``anvil`` marker; they are never skipped.
-* ``anvil_chain``: a :class:`deploy.chain.Chain` on that anvil, reverted to a snapshot after
+* ``anvil_chain``: a :class:`chain.connection.Chain` on that anvil, reverted to a snapshot after
   each test so tests stay independent.
 
 Hypothesis profiles: ``ci`` (the default) keeps example counts meaningful but bounded;
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from deploy.anvil import start_anvil, stop_anvil
-from deploy.chain import Chain, connect
+from chain.anvil import start_anvil, stop_anvil
+from chain.connection import Chain, connect
 
 settings.register_profile(
     "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True

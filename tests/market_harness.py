@@ -87,7 +87,7 @@ def make_market(
 def fund_participants(client: Any, signers: Any, amount: int) -> None:
     """Mint ``amount`` WATT to each signer, register it (meter = itself) and deposit it all.
 
-    ``client`` is a :class:`deploy.ledger.LedgerClient` whose sender is the deployer (minter
+    ``client`` is a :class:`chain.client.LedgerClient` whose sender is the deployer (minter
     and registrar).
     """
     deployer = client.sender

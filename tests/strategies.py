@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from ledger.units import PricePerWh, Wh
 from market.orders import (
     MAX_PRICE_PER_WH,
     MAX_QUANTITY_WH,
@@ -26,7 +27,6 @@ from market.orders import (
     Order,
     Side,
 )
-from market.units import PricePerWh, Wh
 
 SMALL_MAX_PRICE = 12
 ID_ALPHABET = "abcxyzAB019_.:-"

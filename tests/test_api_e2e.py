@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 from market_harness import fund_participants
 
-from deploy.chain import Chain
+from chain.client import LedgerClient
+from chain.connection import Chain
 from deploy.deployment import deploy_system
-from deploy.ledger import LedgerClient
-from deploy.market_ledger import ChainLedger
-from market.api import create_app
+from ledger.eip712 import Domain, digest, recover
+from ledger.merkle import MerkleTree, leaf_hash, verify
+from market.chain_ledger import ChainLedger
 from market.client import MarketApiError, MarketClient
 from market.clock import SimulatedClock
-from market.merkle import MerkleTree, leaf_hash, verify
+from market.http.app import create_app
 from market.service import MarketService
-from market.signing import Domain, digest, recover
 from market.store import OrderStore
 
 TOKEN = 10**18

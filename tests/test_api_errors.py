@@ -10,10 +10,10 @@ import httpx
 import pytest
 from market_harness import PRICE, Market, account, make_market
 
-from market.api import create_app
+from ledger.eip712 import Domain
 from market.client import AppTransport, OrderSigner
+from market.http.app import create_app
 from market.service import MarketConfig
-from market.signing import Domain
 
 
 @pytest.fixture(params=["intake", "fastapi"])
@@ -69,7 +69,7 @@ def order_with(
     body = signer.order(m.t + 1, "buy", 10, PRICE)
     message = {**body["order"], **changes}
     if sign_after:
-        from market import signing
+        from ledger import eip712 as signing
 
         digest = signing.digest(signer.domain.separator, "Order", message)
         body = {"order": message, "signature": signing.sign_digest(signer._key, digest)}

@@ -15,7 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from market.api import create_app
+from market.http.app import create_app
 
 _market = None
 

@@ -18,11 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_audit_support import PRICE, AuditChain, MarketPlan, run_plan, simple_plan
 
-from deploy.ledger import orders_digest as ledger_orders_digest
-from deploy.ledger import settlement_chain
-from market import signing
-from market.audit import ClearingRules, audit_market
-from market.audit_checks import (
+from audit.checks import (
     SIGNATURES,
     CheckLog,
     MeterHistory,
@@ -33,7 +29,8 @@ from market.audit_checks import (
     reading_signer,
     settlement_head,
 )
-from market.audit_evidence import (
+from audit.evidence import (
+    ClearingRules,
     CommittedTrade,
     LogPosition,
     MeterChange,
@@ -43,12 +40,16 @@ from market.audit_evidence import (
     parse_published_book,
     rules_from_market_info,
 )
+from audit.run import audit_market
+from ledger import eip712 as signing
+from ledger.eip712 import ReadingDomain, recover_meter, sign_reading
+from ledger.eip712 import reading_digest as settlement_reading_digest
+from ledger.errors import InputError
+from ledger.records import Reading, Trade
+from ledger.trade_chain import orders_digest as ledger_orders_digest
+from ledger.trade_chain import settlement_chain
 from market.client import OrderSigner
-from market.errors import InputError
 from market.service import MarketConfig
-from settlement.model import Reading, Trade
-from settlement.readings import ReadingDomain, recover_meter, sign_reading
-from settlement.readings import reading_digest as settlement_reading_digest
 
 ADDRESSES = [Account.from_key((i + 1).to_bytes(32, "big")).address for i in range(5)]
 
@@ -78,7 +79,7 @@ def committed_trades(draw: st.DrawFn) -> list[CommittedTrade]:
 def test_commitment_hashes_agree_with_the_ledger_clients(
     trades: list[CommittedTrade], indices: list[int]
 ) -> None:
-    """Differential: the audit's pure keccak code against deploy.ledger's abi-encoding code."""
+    """Differential: the audit's pure keccak code against chain.client's abi-encoding code."""
     index = dict(zip(ADDRESSES, indices, strict=True))
     as_model = [
         Trade(
@@ -217,7 +218,7 @@ def test_registration_follows_registration_rotation_and_deregistration() -> None
 def test_reading_digest_and_signer_agree_with_the_reading_module(
     who: str, t: int, imported: int, exported: int, key: int
 ) -> None:
-    """Differential: the audit's fast recovery against settlement.readings (eth_account)."""
+    """Differential: the audit's fast recovery against ledger.eip712 (eth_account)."""
     meter = Account.from_key(key.to_bytes(32, "big"))
     domain = ReadingDomain(31337, "0x" + "cd" * 20)
     signed = sign_reading(meter, Reading(who, t, imported, exported), domain)

@@ -20,10 +20,10 @@ import pytest
 import uvicorn
 from test_audit_support import AuditChain, Session, run_plan, simple_plan
 
-from deploy.anvil import free_port
-from deploy.chain import connect
+from chain.anvil import free_port
+from chain.connection import connect
+from chain.deployment import write_deployment
 from deploy.cli import main
-from deploy.deployment import write_deployment
 
 pytestmark = pytest.mark.anvil
 
@@ -227,7 +227,7 @@ def test_bad_input_exits_2_with_one_paragraph(
 
 
 def test_help_names_every_check(capsys: pytest.CaptureFixture[str]) -> None:
-    from market.audit import INTERVAL_CHECKS, MARKET_CHECKS
+    from audit.report import INTERVAL_CHECKS, MARKET_CHECKS
 
     with pytest.raises(SystemExit):
         main(["audit", "--help"])
@@ -239,7 +239,7 @@ def test_the_audit_reads_only_the_public_record(served: Served) -> None:
     """Nothing in the audit needs a key: a fresh Web3 with no accounts reproduces the result."""
     from web3 import Web3
 
-    from market.audit import audit_market
+    from audit.run import audit_market
 
     w3 = Web3(Web3.HTTPProvider(served.rpc_url))
     report = audit_market(w3, served.market, served.api_url)

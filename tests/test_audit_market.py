@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_audit_support import PRICE, TOKEN, AuditChain, MarketPlan, run_plan
 
-from market.audit import (
+from audit.report import (
     BOOK_ROOT,
     CONSERVATION,
     RECLEAR,
@@ -29,9 +29,9 @@ from market.audit import (
     LedgerEvidence,
     PublishedBook,
     audit_evidence,
-    audit_market,
 )
-from market.audit_sources import ApiOrderSource, MappingOrderSource, read_ledger
+from audit.run import audit_market
+from audit.sources import ApiOrderSource, MappingOrderSource, read_ledger
 
 PRICE_STEP = 10_000_000_000  # 0.00001 currency/kWh
 EXPORT_FACTORS = [(0, 1), (1, 2), (19, 20), (1, 1), (3, 2)]

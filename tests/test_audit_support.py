@@ -22,18 +22,19 @@ from eth_account.signers.local import LocalAccount
 from market_harness import fund_participants
 from web3.middleware import Web3Middleware
 
-from deploy.chain import Chain, connect
-from deploy.deployment import Deployment, deploy_system
-from deploy.ledger import LedgerClient
-from deploy.market_ledger import ChainLedger
-from market.api import create_app
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
+from chain.deployment import Deployment
+from deploy.deployment import deploy_system
+from ledger.eip712 import sign_reading
+from ledger.records import Reading
+from market.chain_ledger import ChainLedger
 from market.client import MarketApiError, MarketClient
 from market.clock import SimulatedClock
+from market.http.app import create_app
 from market.ledger_port import CommitReceipt, CommitTrade
 from market.service import MarketConfig, MarketService
 from market.store import OrderStore
-from settlement.model import Reading
-from settlement.readings import sign_reading
 
 TOKEN = 10**18
 PRICE = 250_000_000_000_000

@@ -33,7 +33,8 @@ from test_audit_support import (
 )
 from web3 import Web3
 
-from market.audit import (
+from audit.evidence import ClearingRules
+from audit.report import (
     BOOK_ROOT,
     CODE,
     COMMITMENT,
@@ -43,13 +44,12 @@ from market.audit import (
     SETTLEMENT,
     SIGNATURES,
     AuditReport,
-    ClearingRules,
     LedgerEvidence,
-    audit_market,
 )
-from market.audit_sources import ApiOrderSource, archive_books, read_ledger
+from audit.run import audit_market
+from audit.sources import ApiOrderSource, archive_books, read_ledger
+from ledger.hashing import keccak
 from market.ledger_port import CommitTrade
-from market.signing import keccak
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ledger_support import MarketEnv, trade
 
-from deploy.chain import Chain, http_provider, local_session
+from chain.connection import Chain, http_provider, local_session
 from settlement.chain_reader import ChainReader, _matching
 
 
@@ -159,7 +159,7 @@ def test_a_local_node_is_reached_past_a_proxy_set_in_the_environment(
 ) -> None:
     from web3 import Web3
 
-    from deploy.chain import connect
+    from chain.connection import connect
 
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens on the discard port
@@ -176,7 +176,7 @@ def test_a_local_node_is_reached_past_a_proxy_set_in_the_environment(
 def test_chain_id_is_asked_once_per_chain(
     anvil_chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from deploy.chain import connect
+    from chain.connection import connect
 
     chain = connect(anvil_chain.rpc_url)
     provider: Any = chain.w3.provider

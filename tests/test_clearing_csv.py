@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from market.errors import InputError
+from ledger.errors import InputError
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 from market.orders_csv import OrdersCsvError, parse_orders_bytes, read_orders_csv
 

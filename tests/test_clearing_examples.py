@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from ledger.errors import InputError
+from ledger.units import PricePerWh, Wh
 from market.clearing import ClearingResult, clear, k_price
-from market.errors import InputError
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, Order, OrderBook, Side
 from market.reference_clearing import reference_clear
-from market.units import PricePerWh, Wh
 
 
 def bid(order_id: str, quantity: int, price: int, seq: int = 0) -> Order:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from market.errors import InputError
+from ledger.errors import InputError
+from ledger.units import PricePerWh, Wh
 from market.orders import (
     MAX_PRICE_PER_WH,
     MAX_QUANTITY_WH,
@@ -14,7 +15,6 @@ from market.orders import (
     OrderBook,
     Side,
 )
-from market.units import PricePerWh, Wh
 
 
 def good(**changes: object) -> dict[str, object]:

@@ -9,10 +9,10 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from strategies import SMALL_MAX_PRICE, ks, mechanisms, orders
 
+from ledger.units import Wh
 from market.clearing import ClearingResult, clear
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, Order, OrderBook, Side
 from market.reference_clearing import reference_clear
-from market.units import Wh
 
 
 def examples(n: int) -> settings:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from deploy.anvil import free_port
+from chain.anvil import free_port
 from deploy.cli import COMMAND_MODULES, build_parser, main
 
 WATTLEDGER = [sys.executable, "-m", "deploy.cli"]

@@ -10,18 +10,16 @@ from pathlib import Path
 import pytest
 import solcx
 
+from chain.artifacts import REPO_ROOT, load_artifact, sources_changed
+from chain.errors import ArtifactError, CompilationError, ToolchainError
 from deploy.compiler import (
-    REPO_ROOT,
     SHIM_PATH,
     compile_contracts,
     compiler_version,
-    load_artifact,
-    sources_changed,
     stale_files,
     standard_json_input,
     write_artifacts,
 )
-from deploy.errors import ArtifactError, CompilationError, ToolchainError
 
 TOKEN_SOURCE = (REPO_ROOT / "contracts" / "WattToken.sol").read_text()
 

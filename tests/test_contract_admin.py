@@ -8,11 +8,10 @@ import pytest
 from eth_account import Account
 from test_ledger_support import MarketEnv, raises, snapshot_env
 
-from deploy.chain import connect
+from chain.connection import connect
+from chain.errors import DeploymentError
 from deploy.deployment import DEFAULT_MARKET_TERMS, deploy_contract
-from deploy.errors import DeploymentError
-from deploy.ledger import GUARDIAN_ROLE, OPERATOR_ROLE, REGISTRAR_ROLE
-from deploy.ledger_errors import (
+from ledger.contract_errors import (
     AccessControlUnauthorizedAccount,
     EnforcedPause,
     ExpectedPause,
@@ -21,7 +20,8 @@ from deploy.ledger_errors import (
     ParticipantNotRegistered,
     ZeroAddress,
 )
-from settlement.model import Terms
+from ledger.records import Terms
+from ledger.roles import GUARDIAN_ROLE, OPERATOR_ROLE, REGISTRAR_ROLE
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from test_ledger_support import DEFAULT_TERMS, DEPOSIT, MarketEnv, raises, trade
 
-from deploy.chain import Chain
-from deploy.ledger_errors import InsufficientFreeBalance, InvalidMeterSignature, ReadingWindowOpen
-from settlement.model import Reading, settle_interval
+from chain.connection import Chain
+from ledger.contract_errors import InsufficientFreeBalance, InvalidMeterSignature, ReadingWindowOpen
+from ledger.records import Reading
+from settlement.model import settle_interval
 
 pytestmark = pytest.mark.anvil
 

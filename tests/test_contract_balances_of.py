@@ -10,10 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ledger_support import DEPOSIT, MarketEnv, snapshot_env, trade
 
-import deploy.ledger as ledger_module
-from deploy.chain import Chain, connect
-from deploy.ledger import Balance, balances_of_calldata, decode_balances, mapped_reverts
-from deploy.ledger_errors import LedgerRevert
+import chain.client as ledger_module
+from chain.connection import Chain, connect
+from chain.reverts import mapped_reverts
+from ledger.calldata import balances_of_calldata, decode_balances
+from ledger.contract_errors import LedgerRevert
+from ledger.records import Balance
 
 # Addresses that were never registered (no balance slot at all).
 UNKNOWN = tuple(to_checksum_address(bytes([0xEE, i]) * 10) for i in range(4))

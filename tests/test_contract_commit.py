@@ -18,15 +18,10 @@ from test_ledger_support import (
     trade,
 )
 
-from deploy.chain import connect
-from deploy.ledger import (
-    OPERATOR_ROLE,
-    encode_commit,
-    mapped_reverts,
-    orders_digest,
-    settlement_chain,
-)
-from deploy.ledger_errors import (
+from chain.connection import connect
+from chain.reverts import mapped_reverts
+from ledger.calldata import encode_commit
+from ledger.contract_errors import (
     AccessControlUnauthorizedAccount,
     EnforcedPause,
     InsufficientCollateral,
@@ -41,7 +36,10 @@ from deploy.ledger_errors import (
     ZeroPrice,
     ZeroQuantity,
 )
-from settlement.model import Terms, collateral_locks
+from ledger.records import Terms
+from ledger.roles import OPERATOR_ROLE
+from ledger.trade_chain import orders_digest, settlement_chain
+from settlement.model import collateral_locks
 
 UINT64_MAX = 2**64 - 1
 

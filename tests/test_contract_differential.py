@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ledger_support import DEPOSIT, MarketEnv, trade
 
-from deploy.chain import connect
-from settlement.model import Reading, Terms, Trade, settle_interval
+from chain.connection import connect
+from ledger.records import Reading, Terms, Trade
+from settlement.model import settle_interval
 
 N = 5
 

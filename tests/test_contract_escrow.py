@@ -8,10 +8,10 @@ import pytest
 from eth_account import Account
 from test_ledger_support import DEPOSIT, MarketEnv, raises, snapshot_env, trade
 
-from deploy.chain import connect
+from chain.client import LedgerClient
+from chain.connection import connect
 from deploy.deployment import DEFAULT_MARKET_TERMS, deploy_contract
-from deploy.ledger import REGISTRAR_ROLE, LedgerClient
-from deploy.ledger_errors import (
+from ledger.contract_errors import (
     BalanceOverflow,
     EnforcedPause,
     InsufficientFreeBalance,
@@ -19,6 +19,7 @@ from deploy.ledger_errors import (
     ReentrancyGuardReentrantCall,
     ZeroAmount,
 )
+from ledger.roles import REGISTRAR_ROLE
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from eth_account import Account
 from test_ledger_support import MarketEnv, raises, snapshot_env, trade
 
-from deploy.chain import connect
-from deploy.ledger_errors import (
+from chain.connection import connect
+from ledger.contract_errors import (
     EnforcedPause,
     IntervalNotCommitted,
     IntervalNotEnded,
@@ -19,8 +19,8 @@ from deploy.ledger_errors import (
     ReadingIntervalMismatch,
     ReadingWindowClosed,
 )
-from settlement.model import Reading
-from settlement.readings import SignedReading, reading_digest, recover_meter
+from ledger.eip712 import SignedReading, reading_digest, recover_meter
+from ledger.records import Reading
 
 UINT64_MAX = 2**64 - 1
 

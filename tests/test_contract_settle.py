@@ -15,9 +15,9 @@ from test_ledger_support import (
     trade,
 )
 
-from deploy.chain import connect
-from deploy.ledger import settle_chunk_args, settlement_chain
-from deploy.ledger_errors import (
+from chain.connection import connect
+from ledger.calldata import settle_chunk_args
+from ledger.contract_errors import (
     ChunkNotAtCursor,
     ChunkOutOfRange,
     EnforcedPause,
@@ -28,7 +28,9 @@ from deploy.ledger_errors import (
     ReadingWindowOpen,
     TradesMismatch,
 )
-from settlement.model import Reading, Terms, Trade, settle_interval
+from ledger.records import Reading, Terms, Trade
+from ledger.trade_chain import settlement_chain
+from settlement.model import settle_interval
 
 UINT64_MAX = 2**64 - 1
 

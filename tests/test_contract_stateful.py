@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from test_ledger_support import MarketEnv, trade
 
-from deploy.chain import connect
-from deploy.ledger_errors import LedgerError
-from settlement.model import Ledger, Reading, Terms
+from chain.connection import connect
+from ledger.contract_errors import LedgerError
+from ledger.records import Reading, Terms
+from settlement.model import Ledger
 
 N = 4
 DEPOSIT = 10**9

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.chain import Chain, connect
-from deploy.compiler import artifact_hash
-from deploy.deployment import contract_at, deploy_system, read_deployment, write_deployment
-from deploy.errors import ChainConnectionError
+from chain.artifacts import artifact_hash
+from chain.connection import Chain, connect
+from chain.deployment import contract_at, read_deployment, write_deployment
+from chain.errors import ChainConnectionError
+from deploy.deployment import deploy_system
 
 
 def _check_deployed(chain: Chain, tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_deploy_on_anvil_writes_record(anvil_chain: Chain, tmp_path: Path) -> No
 
 
 def test_dead_endpoint_is_a_clear_connection_error() -> None:
-    from deploy.anvil import free_port
+    from chain.anvil import free_port
 
     with pytest.raises(ChainConnectionError) as info:
         connect(f"http://127.0.0.1:{free_port()}")

@@ -1,6 +1,6 @@
 """The ledger client's hand-written ABI codecs against the eth_abi / web3 encodings they replace.
 
-Each fast function in :mod:`deploy.ledger` (and the checksum cache of :mod:`deploy.addresses`)
+Each fast function in :mod:`chain.client` (and the checksum cache of :mod:`ledger.addresses`)
 is checked on random input against a slow reference kept here: the code it replaced, or
 web3's own encoder of the same call.
 """
@@ -19,23 +19,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from web3 import Web3
 
-from deploy.addresses import checksum_address, checksum_of_bytes
-from deploy.compiler import load_artifact
-from deploy.ledger import (
+from chain.artifacts import load_artifact
+from ledger.addresses import checksum_address, checksum_of_bytes
+from ledger.calldata import (
     BALANCES_OF_SELECTOR,
     COMMIT_SELECTOR,
     CommitArgs,
     balances_of_calldata,
-    chain_link,
     commit_calldata,
     decode_balances,
     decode_commit_calldata,
     encode_commit,
     party_table,
     settle_chunk_args,
-    settlement_chain,
 )
-from settlement.model import SellerPosition, Trade, seller_positions
+from ledger.records import SellerPosition, Trade, seller_positions
+from ledger.trade_chain import chain_link, settlement_chain
 
 MARKET = Web3().eth.contract(abi=load_artifact("EnergyMarket").abi)
 UINT64 = 2**64

@@ -7,10 +7,10 @@ from typing import Any
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-from deploy.compiler import load_artifact
-from deploy.ledger import decode_revert, error_selectors
-from deploy.ledger_errors import ERRORS_BY_NAME, InsufficientCollateral, LedgerError, LedgerRevert
-from market.errors import WattledgerError
+from chain.artifacts import load_artifact
+from chain.reverts import decode_revert, error_selectors
+from ledger.contract_errors import ERRORS_BY_NAME, InsufficientCollateral, LedgerError, LedgerRevert
+from ledger.errors import WattledgerError
 
 SAMPLE = {
     "address": "0x00000000000000000000000000000000000000aA",

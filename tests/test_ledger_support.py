@@ -16,11 +16,11 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from deploy.chain import Chain, connect
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
 from deploy.deployment import DEFAULT_MARKET_TERMS, deploy_system
-from deploy.ledger import LedgerClient
-from settlement.model import Reading, Terms, Trade
-from settlement.readings import SignedReading, sign_reading
+from ledger.eip712 import SignedReading, sign_reading
+from ledger.records import Reading, Terms, Trade
 
 TOKEN = 10**18
 DEPOSIT = 1_000_000 * TOKEN

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 from test_ledger_support import BOOK_ROOT, MarketEnv, raises, snapshot_env, trade
 
-from deploy.chain import connect
-from deploy.ledger import LedgerClient, commit_calldata, encode_commit
-from deploy.ledger_errors import IntervalAlreadyCommitted, ZeroQuantity
+from chain.client import LedgerClient
+from chain.connection import connect
+from ledger.calldata import commit_calldata, encode_commit
+from ledger.contract_errors import IntervalAlreadyCommitted, ZeroQuantity
 
 GAS_LIMIT = 5_000_000
 

@@ -9,9 +9,10 @@ from eth_hash.auto import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deploy.chain import Chain
-from deploy.compiler import EVM_VERSION, REMAPPINGS, REPO_ROOT, SHIM_PATH
-from market.merkle import EMPTY_ROOT, MerkleTree, hash_pair, leaf_hash, verify
+from chain.artifacts import REPO_ROOT
+from chain.connection import Chain
+from deploy.compiler import EVM_VERSION, REMAPPINGS, SHIM_PATH
+from ledger.merkle import EMPTY_ROOT, MerkleTree, hash_pair, leaf_hash, verify
 
 
 def _h(label: str) -> bytes:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from strategies import ks, mechanisms, orders
 from test_clearing_properties import uniform_price_volume_oracle
 
+from ledger.units import PricePerWh, Wh
 from market.clearing import Trade, clear
 from market.orders import Order, Side
 from market.properties import (
@@ -28,7 +29,6 @@ from market.properties import (
     max_single_price_volume,
     price_bounds,
 )
-from market.units import PricePerWh, Wh
 
 MANY = settings(max_examples=300, deadline=None)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import simulation.scenario as scenario_module
-from market.errors import InputError
+from ledger.errors import InputError
 from simulation.scenario import (
     AGENT_KINDS,
     JOB_KEYS,

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.anvil import free_port, running_anvil
-from deploy.chain import anvil_dev_accounts
+from chain.anvil import free_port, running_anvil
+from chain.connection import anvil_dev_accounts
+from ledger.eip712 import Domain
 from market.client import OrderSigner
-from market.signing import Domain
 
 PRICE = 250_000_000_000_000
 REPO = Path(__file__).resolve().parent.parent

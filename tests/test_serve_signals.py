@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_serve_crash import start_serve, wait_healthy
 
-from deploy.anvil import free_port, running_anvil
+from chain.anvil import free_port, running_anvil
 
 
 @pytest.mark.anvil

@@ -9,17 +9,12 @@ from typing import Any
 import pytest
 from market_harness import PENALTY, PRICE, Market, account, make_market, signed
 
-from market.api_errors import (
-    IntervalClosed,
-    IntervalNotClosed,
-    NotOperator,
-    OrderNotInBook,
-    RequestError,
-)
+from ledger.errors import RequestError
+from ledger.merkle import MerkleTree, leaf_hash, verify
 from market.clearing import clear
 from market.client import OrderSigner
+from market.http.errors import IntervalClosed, IntervalNotClosed, NotOperator, OrderNotInBook
 from market.ledger_port import LedgerCallFailed
-from market.merkle import MerkleTree, leaf_hash, verify
 from market.orders import Order, Side
 from market.store import COMMITTED, EMPTY, FROZEN
 

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from market_harness import PENALTY, PRICE, TOKEN, Market, account, make_market, signed
 
-from market.api_errors import (
+from market.client import OrderSigner
+from market.http.errors import (
     BatchRejected,
     BatchTooLarge,
     InsufficientCollateral,
@@ -25,7 +26,6 @@ from market.api_errors import (
     SignerMismatch,
     UnregisteredParticipant,
 )
-from market.client import OrderSigner
 from market.service import MarketConfig
 
 
@@ -63,7 +63,7 @@ def test_signature_by_another_key_is_a_signer_mismatch(m: Market) -> None:
 
 
 def test_signature_for_another_contract_is_refused(m: Market) -> None:
-    from market.signing import Domain
+    from ledger.eip712 import Domain
 
     foreign = OrderSigner(account(1), Domain(m.ledger.chain_id, "0x" + "ab" * 20))
     with pytest.raises(SignerMismatch):

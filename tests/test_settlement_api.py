@@ -20,19 +20,19 @@ from market_harness import fund_participants
 from test_ledger_support import PRICE, MarketEnv, trade
 from test_settlement_service_support import SettleEnv, settle_env
 
-from deploy.chain import Chain, connect
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
 from deploy.deployment import deploy_system
-from deploy.ledger import LedgerClient
-from deploy.market_ledger import ChainLedger
-from market.api import create_app
+from ledger.eip712 import Domain
+from ledger.records import Reading
+from market.chain_ledger import ChainLedger
 from market.client import AppTransport, MarketClient, OrderSigner
 from market.clock import SimulatedClock
+from market.http.app import create_app
 from market.service import MarketService
-from market.signing import Domain
 from market.store import OrderStore
 from settlement.api import create_settlement_app, settlement_router
 from settlement.chain_reader import ChainReader
-from settlement.model import Reading
 from settlement.service import SettlementConfig, SettlementService
 from settlement.store import ReadingStore
 from settlement.tx import TxSender

@@ -20,10 +20,10 @@ from eth_account import Account
 from test_ledger_support import MarketEnv, trade
 from test_settlement_service_support import SettleEnv, settle_env
 
-from deploy.chain import connect
+from chain.connection import connect
+from ledger.records import Reading
 from market.client import AppTransport, MarketApiError, MarketClient
 from settlement.api import create_settlement_app
-from settlement.model import Reading
 from settlement.service import SettlementConfig
 from settlement.store import DuplicateKey, ReadingStore, StoredReading
 

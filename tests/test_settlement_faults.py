@@ -34,14 +34,15 @@ import httpx
 import pytest
 from test_settlement_service_support import Population, model_after, populate_anvil, ring_trades
 
-from deploy.anvil import free_port, start_anvil, stop_anvil
-from deploy.chain import Chain, anvil_dev_accounts, connect
-from deploy.deployment import deploy_system, read_deployment, write_deployment
-from deploy.ledger import LedgerClient
+from chain.anvil import free_port, start_anvil, stop_anvil
+from chain.client import LedgerClient
+from chain.connection import Chain, anvil_dev_accounts, connect
+from chain.deployment import read_deployment, write_deployment
+from deploy.deployment import deploy_system
+from ledger.eip712 import Domain
+from ledger.records import Reading, Trade
 from market.client import OrderSigner
-from market.signing import Domain
 from settlement.chain_reader import ChainReader
-from settlement.model import Reading, Trade
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

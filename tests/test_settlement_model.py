@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy.ledger_errors import (
+from ledger.contract_errors import (
     ChunkOutOfRange,
     InsufficientCollateral,
     InsufficientFreeBalance,
@@ -23,16 +23,13 @@ from deploy.ledger_errors import (
     ZeroPrice,
     ZeroQuantity,
 )
+from ledger.records import Reading, Terms, Trade, seller_positions
 from settlement.model import (
     UINT64_MAX,
     Ledger,
-    Reading,
-    Terms,
-    Trade,
     collateral_locks,
     delivered_wh,
     penalty_base_units,
-    seller_positions,
     settle_interval,
     settle_range,
     tolerance_wh,

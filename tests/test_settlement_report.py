@@ -14,12 +14,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from settlement.model import (
-    Terms,
-    Trade,
-    collateral_locks,
-    settle_range,
-)
+from ledger.records import Terms, Trade
+from settlement.model import collateral_locks, settle_range
 from settlement.report import (
     EscrowSnapshot,
     IntervalEvents,
@@ -200,7 +196,7 @@ def test_report_of_a_real_settlement_on_the_embedded_chain(cursor: int, tmp_path
     from test_ledger_support import MarketEnv, trade
     from test_settlement_service_support import FAST_POLICY, SettleEnv
 
-    from deploy.chain import connect
+    from chain.connection import connect
     from settlement.service import SettlementConfig
 
     market = MarketEnv.build(connect(), n_participants=4)

@@ -20,7 +20,7 @@ import pytest
 from test_ledger_support import MarketEnv, trade
 from test_settlement_service_support import FAST_POLICY, SettleEnv
 
-from deploy.chain import Chain
+from chain.connection import Chain
 from settlement.chain_reader import ChainReader
 from settlement.service import SettlementConfig
 from settlement.tx import NonceConsumed

@@ -19,7 +19,7 @@ from schemathesis.checks import (
 from test_ledger_support import MarketEnv, trade
 from test_settlement_service_support import FAST_POLICY, SettleEnv
 
-from deploy.chain import connect
+from chain.connection import connect
 from settlement.api import create_settlement_app
 from settlement.service import SettlementConfig
 

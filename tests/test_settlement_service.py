@@ -15,12 +15,12 @@ from eth_account import Account
 from test_ledger_support import PRICE, MarketEnv, trade
 from test_settlement_service_support import SettleEnv, settle_env
 
-from deploy.chain import connect
-from deploy.ledger import settlement_chain
+from chain.connection import connect
+from ledger.records import Reading, Trade
+from ledger.trade_chain import settlement_chain
 from settlement import service as service_module
 from settlement.chain_reader import with_retries
 from settlement.errors import ChainUnavailable
-from settlement.model import Reading, Trade
 from settlement.service import SettlementConfig, SettlementRunner
 from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, REJECTED, SETTLED, ReadingStore
 from settlement.tx import Fees, TxSender

@@ -18,8 +18,8 @@ import pytest
 from test_ledger_support import MarketEnv, trade
 from test_settlement_service_support import SettleEnv
 
-from deploy.chain import Chain
-from settlement.model import Reading
+from chain.connection import Chain
+from ledger.records import Reading
 from settlement.service import SettlementConfig
 from settlement.tx import TxPolicy
 

@@ -19,16 +19,16 @@ from market_harness import fund_participants
 from test_ledger_support import trade
 from test_settlement_service_support import populate_anvil
 
-from deploy.chain import Chain, connect
+from chain.client import LedgerClient
+from chain.connection import Chain, connect
+from chain.deployment import write_deployment
 from deploy.cli import build_parser, main
 from deploy.cli_settle import _embedded_heartbeat, settlement_for_serve
-from deploy.deployment import deploy_system, write_deployment
-from deploy.ledger import LedgerClient
+from deploy.deployment import deploy_system
+from ledger.eip712 import Domain, sign_reading
+from ledger.records import Reading
 from market.client import AppTransport, OrderSigner
-from market.signing import Domain
 from settlement.chain_reader import request_lock
-from settlement.model import Reading
-from settlement.readings import sign_reading
 
 
 def test_settle_needs_an_rpc_url(capsys: pytest.CaptureFixture[str]) -> None:

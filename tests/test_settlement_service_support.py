@@ -22,12 +22,13 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from test_ledger_support import DEFAULT_TERMS, DEPOSIT, PRICE, MarketEnv, snapshot_env
 
-from deploy.chain import Chain
-from deploy.ledger import LedgerClient
+from chain.client import LedgerClient
+from chain.connection import Chain
+from ledger.eip712 import Domain
+from ledger.records import Reading, Trade
 from market.client import OrderSigner
-from market.signing import Domain
 from settlement.chain_reader import ChainReader
-from settlement.model import Ledger, Reading, Trade
+from settlement.model import Ledger
 from settlement.service import SettlementConfig, SettlementService
 from settlement.store import ReadingStore
 from settlement.tx import TxPolicy, TxSender
@@ -153,7 +154,7 @@ def settle_env(
 
 
 def test_settle_env_mirrors_deposits_in_the_model(tmp_path: Path) -> None:
-    from deploy.chain import connect
+    from chain.connection import connect
 
     base = MarketEnv.build(connect(), n_participants=2)
     for env in settle_env(base, tmp_path):

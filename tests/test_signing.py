@@ -11,8 +11,8 @@ from eth_hash.auto import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
-from market import signing
-from market.api_errors import BadSignature
+from ledger import eip712 as signing
+from ledger.errors import BadSignature
 
 DOMAIN = signing.Domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
 KEY = Account.from_key("0x" + "11" * 32)

@@ -17,10 +17,10 @@ from sim_offline import run_offline
 
 from deploy.assembly import prefer_fast_keccak
 from deploy.cli import main
-from settlement.model import Reading
+from deploy.systems import EmbeddedSystem
+from ledger.records import Reading
 from simulation.driver import run_simulation
 from simulation.edges import reading_digest
-from simulation.modes import EmbeddedSystem
 from simulation.record import RunRecord, check_record, summarize
 from simulation.scenario import load_scenario, parse_scenario
 
@@ -259,9 +259,9 @@ def test_audit_passes_on_a_clean_simulation_run(
 
 
 def test_meter_readings_are_signed_over_the_contracts_digest(chain: Any) -> None:
+    from chain.client import LedgerClient
     from deploy.deployment import deploy_system
-    from deploy.ledger import LedgerClient
-    from market.signing import Domain
+    from ledger.eip712 import Domain
 
     deployment = deploy_system(chain)
     client = LedgerClient.from_deployment(chain, deployment)

@@ -19,7 +19,7 @@ import pytest
 from sim_offline import run_offline
 from test_simulate import TOWN
 
-from deploy.anvil import free_port
+from chain.anvil import free_port
 from deploy.cli import main
 from simulation.record import summarize
 from simulation.scenario import load_scenario

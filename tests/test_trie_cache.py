@@ -36,9 +36,9 @@ from test_ledger_support import MarketEnv, trade
 from trie.exceptions import MissingTrieNode
 from trie.hexary import HexaryTrie
 
-from deploy import trie_cache
-from deploy.chain import Chain, connect
-from deploy.trie_cache import CachingHexaryTrie, DecodedNodeCache, install
+from chain import trie_cache
+from chain.connection import Chain, connect
+from chain.trie_cache import CachingHexaryTrie, DecodedNodeCache, install
 
 # Few, short keys sharing prefixes, and short values: branches, extensions and leaves small
 # enough to be embedded in their parent (nested nodes), next to hashed ones.

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from market.errors import InputError
-from market.units import (
+from ledger.errors import InputError
+from ledger.units import (
     base_units_from_currency,
     currency_from_base_units,
     currency_per_kwh_from_price_per_wh,

@@ -1,7 +1,7 @@
 """Errors the market service answers with, each with a stable ``code`` and HTTP status.
 
 Every refusal of the market API is one of these classes (or a server-side
-:class:`ServiceUnavailable`); ``market.api`` maps them to ``application/problem+json``
+:class:`ServiceUnavailable`); ``market.http.app`` maps them to ``application/problem+json``
 (RFC 9457) in one handler. The ``code`` values are part of the API: clients branch on them.
 
 ==========================  ======  =====================================================
@@ -47,32 +47,7 @@ service_unavailable         503     the order store or the chain failed (not bad
 
 from __future__ import annotations
 
-from typing import Any, Self
-
-from market.errors import InputError, WattledgerError
-
-
-class RequestError(InputError):
-    """Raised when the market refuses a request; base of every 4xx answer.
-
-    ``status`` is the HTTP status; ``extra`` holds more problem members (such as
-    ``errors`` of a batch).
-    """
-
-    code = "invalid_request"
-    status = 422
-    title = "Invalid request"
-
-    def __init__(
-        self, message: str, *, hint: str | None = None, extra: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.extra = extra or {}
-
-    def with_status(self, status: int) -> Self:
-        """Answer with ``status`` instead of the class's (a batch takes its first error's)."""
-        self.status = status
-        return self
+from ledger.errors import RequestError, WattledgerError
 
 
 class MalformedJson(RequestError):
@@ -91,12 +66,6 @@ class BodyTooLarge(RequestError):
     """Raised when a request body exceeds the size limit."""
 
     code, status, title = "body_too_large", 413, "Body too large"
-
-
-class BadSignature(RequestError):
-    """Raised when a signature is malformed, has a high ``s`` or recovers no key."""
-
-    code, status, title = "bad_signature", 400, "Bad signature"
 
 
 class SignerMismatch(RequestError):
@@ -244,7 +213,6 @@ class ServiceUnavailable(WattledgerError):
 
 
 __all__ = [
-    "BadSignature",
     "BatchRejected",
     "BatchTooLarge",
     "BodyTooLarge",
@@ -267,7 +235,6 @@ __all__ = [
     "OrderNotInBook",
     "OrderNotOpen",
     "OutOfBounds",
-    "RequestError",
     "ServiceUnavailable",
     "SignerMismatch",
     "UnregisteredParticipant",

@@ -6,21 +6,21 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
 
 ::
 
-    WattledgerError                      market.errors
-    ├── InputError                       market.errors      bad value from a user or file
+    WattledgerError                      ledger.errors
+    ├── InputError                       ledger.errors      bad value from a user or file
     │   ├── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
     │   ├── ScenarioError                simulation.scenario  bad scenario TOML (names the key)
-    │   └── RequestError                 market.api_errors  a request the market API refuses (4xx)
+    │   └── RequestError                 market.http.errors  a request the market API refuses (4xx)
     │       ├── MalformedJson, InvalidRequest, BodyTooLarge, BadSignature, SignerMismatch,
     │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
     │       │   InsufficientCollateral, SelfCross, BatchTooLarge, BatchRejected, NotYourOrder,
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
-    │       ├── NotOperator, NotFound, MethodNotAllowed   (codes: market.api_errors)
+    │       ├── NotOperator, NotFound, MethodNotAllowed   (codes: market.http.errors)
     │       └── UnregisteredMeter, MeterMismatch, ReadingOutOfBounds, ReadingTooEarly,
     │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed, DuplicateReading
     │           (refused meter readings; codes: settlement.errors)
-    ├── ServiceUnavailable               market.api_errors  store or chain failed (HTTP 503)
+    ├── ServiceUnavailable               market.http.errors  store or chain failed (HTTP 503)
     ├── StoreError                       market.store       order store cannot be opened/written
     ├── ReadingStoreError                settlement.store   reading store cannot be opened/written
     │   └── DuplicateKey                 settlement.store   that participant's reading is stored
@@ -31,23 +31,25 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │   └── NonceConsumed                settlement.tx      its nonce was used meanwhile (rebuild)
     ├── LedgerCallFailed                 market.ledger_port a ledger call of the market failed
     ├── MarketApiError                   market.client      the market answered with a problem
-    ├── AuditError                       market.audit       the audit cannot read its evidence
+    ├── AuditError                       audit.report       the audit cannot read its evidence
     ├── SimulationError                  simulation.edges   a simulation run cannot go on
-    ├── LedgerError                      deploy.ledger_errors  an EnergyMarket call reverted
-    │   ├── LedgerRevert                 deploy.ledger_errors  a revert with no known custom error
+    ├── LedgerError                      ledger.contract_errors  an EnergyMarket call reverted
+    │   ├── LedgerRevert                 ledger.contract_errors  a revert with no known custom error
     │   └── one class per Solidity custom error of EnergyMarket (InsufficientCollateral,
     │       ReadingWindowClosed, TradesMismatch, AccessControlUnauthorizedAccount, ...),
     │       named as in Solidity, decoded arguments as attributes (ERRORS_BY_NAME)
-    ├── ToolchainError                   deploy.errors      node, npm packages or solc missing
-    │   └── CompilationError             deploy.errors      Solidity did not compile
-    ├── ArtifactError                    deploy.errors      compiled artifacts missing or stale
-    ├── ChainConnectionError             deploy.errors      the JSON-RPC endpoint cannot be reached
-    └── DeploymentError                  deploy.errors      a deployment transaction failed
+    ├── ToolchainError                   chain.errors      node, npm packages or solc missing
+    │   └── CompilationError             chain.errors      Solidity did not compile
+    ├── ArtifactError                    chain.errors      compiled artifacts missing or stale
+    ├── ChainConnectionError             chain.errors      the JSON-RPC endpoint cannot be reached
+    └── DeploymentError                  chain.errors      a deployment transaction failed
 
 Later parts add their own branches under the same root and draw them here.
 """
 
 from __future__ import annotations
+
+from typing import Any, Self
 
 
 class WattledgerError(Exception):
@@ -77,3 +79,32 @@ class InputError(WattledgerError):
     """
 
     code = "invalid_input"
+
+
+class RequestError(InputError):
+    """Raised when the market refuses a request; base of every 4xx answer.
+
+    ``status`` is the HTTP status; ``extra`` holds more problem members (such as
+    ``errors`` of a batch).
+    """
+
+    code = "invalid_request"
+    status = 422
+    title = "Invalid request"
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.extra = extra or {}
+
+    def with_status(self, status: int) -> Self:
+        """Answer with ``status`` instead of the class's (a batch takes its first error's)."""
+        self.status = status
+        return self
+
+
+class BadSignature(RequestError):
+    """Raised when a signature is malformed, has a high ``s`` or recovers no key."""
+
+    code, status, title = "bad_signature", 400, "Bad signature"

@@ -43,7 +43,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFou
 from web3.middleware import SignAndSendRawMiddlewareBuilder
 from web3.types import RPCEndpoint, TxReceipt
 
-from deploy.errors import ChainConnectionError
+from chain.errors import ChainConnectionError
 
 ChainKind = Literal["eth-tester", "json-rpc"]
 
@@ -547,7 +547,7 @@ def _embedded() -> Chain:
     from eth_tester import EthereumTester, PyEVMBackend
     from web3 import EthereumTesterProvider
 
-    from deploy.trie_cache import install as install_trie_node_cache
+    from chain.trie_cache import install as install_trie_node_cache
 
     install_trie_node_cache()
     backend = PyEVMBackend()

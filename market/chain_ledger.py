@@ -1,6 +1,6 @@
 """The market service's :class:`~market.ledger_port.Ledger` over the real EnergyMarket.
 
-:class:`ChainLedger` adapts :class:`deploy.ledger.LedgerClient` to the small interface the
+:class:`ChainLedger` adapts :class:`chain.client.LedgerClient` to the small interface the
 market service uses, so ``market/`` stays free of web3 (DESIGN §2: market imports deploy
 only at the edges, and here deploy imports market instead). Every failure of a call, a revert
 decoded by the client or a node that does not answer, becomes
@@ -12,7 +12,7 @@ not safe to use from two threads at once.
 
 Gate closure reads the balances of every party of an interval at once
 (:meth:`ChainLedger.balances_of`): one ``balancesOf(address[])`` view call per thousand
-addresses, all at one block (:meth:`~deploy.ledger.LedgerClient.balances_of`). A call per
+addresses, all at one block (:meth:`~chain.client.LedgerClient.balances_of`). A call per
 party was most of a gate closure (on eth-tester about 5 ms a call, a second per interval for
 200 parties); a batch of ``balanceOf`` calls still ran one EVM message, or one JSON-RPC
 request of a batch, per party, and balancesOf runs one for them all.
@@ -24,8 +24,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from deploy.addresses import checksum_address
-from deploy.ledger import LedgerClient
+from chain.client import LedgerClient
+from ledger.addresses import checksum_address
+from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
+from ledger.records import Trade
 from market.ledger_port import (
     Balances,
     CommitReceipt,
@@ -35,8 +37,6 @@ from market.ledger_port import (
     LedgerInfo,
     Terms,
 )
-from market.signing import DOMAIN_NAME, DOMAIN_VERSION
-from settlement.model import Trade
 
 T = TypeVar("T")
 

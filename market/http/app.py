@@ -12,7 +12,7 @@ JSON conventions
 
 Errors
     Every refusal is ``application/problem+json`` (RFC 9457) with ``type``, ``title``,
-    ``status``, ``detail`` and a stable ``code`` (table in :mod:`market.api_errors`), mapped
+    ``status``, ``detail`` and a stable ``code`` (table in :mod:`market.http.errors`), mapped
     from the exception tree in :func:`problem_response` and nowhere else. Request-shape errors
     (FastAPI's validation, or the order intake's own checks, which follow the same models)
     become ``malformed_json`` (400) or ``invalid_request`` (422); a wrong type in
@@ -21,7 +21,7 @@ Errors
 
 Order intake
     ``POST /orders`` and ``POST /orders:batch``, nearly all of the traffic, are answered by
-    :mod:`market.api_intake` before FastAPI's routing: it checks the body's shape by hand
+    :mod:`market.http.intake` before FastAPI's routing: it checks the body's shape by hand
     against the ``SignedOrder`` and ``OrderBatch`` models, which stay to document the bodies
     here. Per request this saves more time than checking the order's signature takes.
 
@@ -48,9 +48,11 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictS
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from market import signing
-from market.api_errors import BadSignature as BadSignatureError
-from market.api_errors import (
+from ledger import eip712 as signing
+from ledger.addresses import checksum_address
+from ledger.errors import BadSignature as BadSignatureError
+from ledger.errors import InputError, RequestError, WattledgerError
+from market.http.errors import (
     BodyTooLarge,
     InvalidPrice,
     InvalidQuantity,
@@ -59,14 +61,11 @@ from market.api_errors import (
     MalformedJson,
     MethodNotAllowed,
     NotFound,
-    RequestError,
     ServiceUnavailable,
 )
-from market.api_intake import BATCH_PATH, ORDER_PATH, OrderIntake
-from market.errors import InputError, WattledgerError
+from market.http.intake import BATCH_PATH, ORDER_PATH, OrderIntake
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 from market.service import MarketService, Prepared, SignedMessage, order_message_json
-from market.signing import checksum_address
 from market.store import ORDER_STATUSES, StoredOrder
 
 log = logging.getLogger(__name__)
@@ -604,7 +603,7 @@ class MarketApp(FastAPI):
     """The market's FastAPI app, with order intake answered before FastAPI's routing.
 
     ``POST /orders`` and ``POST /orders:batch`` go straight to :attr:`intake`
-    (:mod:`market.api_intake`); every other request, and the OpenAPI document, is FastAPI's.
+    (:mod:`market.http.intake`); every other request, and the OpenAPI document, is FastAPI's.
     """
 
     intake: OrderIntake | None = None

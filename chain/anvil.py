@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from deploy.compiler import REPO_ROOT
-from deploy.errors import ChainConnectionError, ToolchainError
+from chain.artifacts import REPO_ROOT
+from chain.errors import ChainConnectionError, ToolchainError
 
 ANVIL_PACKAGE = "@foundry-rs/anvil-linux-amd64"
 HOST = "127.0.0.1"

@@ -1,8 +1,8 @@
 """The audit's checks: each compares what was published or recorded with what it must be.
 
 Every function here is pure. A check appends :class:`Violation` s (with the numbers that show
-them) and notes to a :class:`CheckLog`; :mod:`market.audit` runs them per interval and on the
-whole market and builds the report. What each check compares is listed in :mod:`market.audit`.
+them) and notes to a :class:`CheckLog`; :mod:`audit.report` runs them per interval and on the
+whole market and builds the report. What each check compares is listed in :mod:`audit.report`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from market import signing
-from market.api_errors import BadSignature
-from market.audit_evidence import (
+from audit.evidence import (
     ClearingRules,
     CommitRecord,
     CommittedTrade,
@@ -29,12 +27,16 @@ from market.audit_evidence import (
     ReadingRecord,
     TradeSettledRecord,
 )
+from ledger import eip712 as signing
+from ledger import records
+from ledger.addresses import checksum_address
+from ledger.errors import BadSignature, InputError
+from ledger.hashing import keccak
+from ledger.merkle import EMPTY_ROOT, MerkleTree
+from ledger.units import PricePerWh, Wh, currency_from_base_units
 from market.clearing import Trade, clear
-from market.errors import InputError
-from market.merkle import EMPTY_ROOT, MerkleTree
 from market.orders import Order, Side
 from market.properties import check_clearing_properties
-from market.units import PricePerWh, Wh, currency_from_base_units
 from settlement import model
 
 SIGNATURES = "signatures"
@@ -123,7 +125,7 @@ class CheckLog:
 
 def _address_key(address: str) -> str:
     """Addresses compare in checksum form."""
-    return signing.checksum_address("0x" + address[2:].lower())
+    return checksum_address("0x" + address[2:].lower())
 
 
 def _word_address(address: str) -> bytes:
@@ -138,7 +140,7 @@ def orders_digest(trades: Sequence[CommittedTrade]) -> bytes:
     """``IntervalCommitted.ordersDigest``: ``d_{k+1} = keccak256(d_k ‖ buyId_k ‖ sellId_k)``."""
     digest = bytes(32)
     for t in trades:
-        digest = signing.keccak(
+        digest = keccak(
             digest + bytes.fromhex(t.buy_order_id[2:]) + bytes.fromhex(t.sell_order_id[2:])
         )
     return digest
@@ -150,11 +152,11 @@ def settlement_head(trades: Sequence[CommittedTrade], seller_index: Mapping[str,
     ``h_n = 0`` and ``h_k = keccak256(abi.encode(buyer, seller, sellerIndex, quantityWh,
     pricePerWh, sellerSoldWh, sellerSoldBeforeWh, h_{k+1}))``; every field is one static word.
     """
-    positions = model.seller_positions([_model_trade(t) for t in trades])
+    positions = records.seller_positions([_model_trade(t) for t in trades])
     head = bytes(32)
     for k in range(len(trades) - 1, -1, -1):
         t = trades[k]
-        head = signing.keccak(
+        head = keccak(
             _word_address(t.buyer)
             + _word_address(t.seller)
             + _word(seller_index[t.seller])
@@ -167,8 +169,8 @@ def settlement_head(trades: Sequence[CommittedTrade], seller_index: Mapping[str,
     return head
 
 
-def _model_trade(t: CommittedTrade) -> model.Trade:
-    return model.Trade(t.buyer, t.seller, t.quantity_wh, t.price_per_wh)
+def _model_trade(t: CommittedTrade) -> records.Trade:
+    return records.Trade(t.buyer, t.seller, t.quantity_wh, t.price_per_wh)
 
 
 def code_matches(deployed: bytes, reference: bytes) -> tuple[bool, int]:
@@ -496,28 +498,28 @@ def events_by_interval(ledger: LedgerEvidence) -> dict[int, IntervalEvents]:
     return grouped
 
 
-READING_TYPEHASH = signing.keccak(
+READING_TYPEHASH = keccak(
     b"MeterReading(address participant,uint64 interval,uint64 importedWh,uint64 exportedWh)"
 )
 
 
 def reading_digest(separator: bytes, reading: ReadingRecord) -> bytes:
     """The EIP-712 digest a meter signs for ``reading`` (the contract's ``readingDigest``)."""
-    struct = signing.keccak(
+    struct = keccak(
         READING_TYPEHASH
         + _word_address(reading.participant)
         + _word(reading.interval)
         + _word(reading.imported_wh)
         + _word(reading.exported_wh)
     )
-    return signing.keccak(b"\x19\x01" + separator + struct)
+    return keccak(b"\x19\x01" + separator + struct)
 
 
 def reading_signer(separator: bytes, reading: ReadingRecord) -> str:
     """Checksum address that signed ``reading`` (``r``, ``vs`` as EIP-2098); raise if none.
 
     As OpenZeppelin's ``ECDSA.tryRecover``: ``v = 27 + (vs >> 255)``, ``s`` the low 255 bits,
-    and a high ``s`` is refused (:func:`market.signing.recover` checks that).
+    and a high ``s`` is refused (:func:`ledger.eip712.recover` checks that).
     """
     assert reading.signature is not None
     r, vs = reading.signature
@@ -541,7 +543,7 @@ def check_settlement(
     t = commit.interval
     problems: list[str] = []
     model_trades = [_model_trade(x) for x in trades]
-    terms = model.Terms(commit.penalty_price_per_wh, commit.tolerance_bps)
+    terms = records.Terms(commit.penalty_price_per_wh, commit.tolerance_bps)
 
     expected_locks = {
         p: a

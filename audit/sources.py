@@ -21,8 +21,8 @@ The chain (:func:`read_ledger`)
     The settlement service has no event reader yet that the audit could share, so this one
     is the audit's own; it reads the market's logs directly and needs nothing but the node.
 
-:func:`run_audit` ties both to :func:`market.audit.audit_evidence`; it is what
-:func:`market.audit.audit_market` and ``wattledger audit`` call.
+:func:`run_audit` ties both to :func:`audit.report.audit_evidence`; it is what
+:func:`audit.run.audit_market` and ``wattledger audit`` call.
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
 
-from deploy.compiler import load_artifact
-from market.audit import AuditReport, audit_evidence, select_intervals
-from market.audit_evidence import (
+from audit.evidence import (
     AuditError,
     ClearingRules,
     CommitRecord,
@@ -60,9 +58,10 @@ from market.audit_evidence import (
     parse_published_book,
     rules_from_market_info,
 )
+from chain.artifacts import load_artifact
+from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
+from ledger.errors import InputError
 from market.client import MarketApiError, MarketClient
-from market.errors import InputError, WattledgerError
-from market.signing import DOMAIN_NAME, DOMAIN_VERSION
 
 STATUS_NAMES = ("none", "committed", "settled")
 RPC_TIMEOUT_SECONDS = 30
@@ -272,7 +271,7 @@ def _write_json(path: Path, value: Any) -> Path:
 
 
 def web3_of(chain: Any) -> Web3:
-    """A ``Web3`` from a :class:`deploy.chain.Chain`, a ``Web3`` or a JSON-RPC URL.
+    """A ``Web3`` from a :class:`chain.connection.Chain`, a ``Web3`` or a JSON-RPC URL.
 
     A URL needs no funded account (the audit only reads); an endpoint that does not answer is
     :class:`AuditError`.
@@ -336,7 +335,7 @@ LedgerReader = Callable[..., LedgerEvidence]
 
 LogSource = Callable[[str, int, int], list[dict[str, Any]]]
 """``logs(address, from_block, to_block)``: the address's logs in chain order, each with the
-fields of an ``eth_getLogs`` entry (:meth:`deploy.chain.Chain.logs`)."""
+fields of an ``eth_getLogs`` entry (:meth:`chain.connection.Chain.logs`)."""
 
 
 def read_ledger(
@@ -350,7 +349,7 @@ def read_ledger(
     """Read the market's whole record at ``block`` (default: the latest block).
 
     ``logs`` reads the market's events instead of ``eth_getLogs``: the embedded chain's
-    :meth:`~deploy.chain.Chain.logs` reads them straight from py-evm, where eth-tester's
+    :meth:`~chain.connection.Chain.logs` reads them straight from py-evm, where eth-tester's
     ``eth_getLogs`` looks every transaction up by scanning back from the newest block
     (minutes for a market with a few thousand transactions).
 
@@ -641,50 +640,6 @@ def _reading_records(
 # ----------------------------------------------------------------------------- the run
 
 
-def run_audit(
-    chain: Any,
-    market_address: str,
-    source: OrderSourceLike,
-    from_t: int | None = None,
-    to_t: int | None = None,
-    *,
-    block: int | None = None,
-    from_block: int = 0,
-    rules: ClearingRules | None = None,
-    reader: LedgerReader | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> AuditReport:
-    """Read the chain and the published sets, then audit (see :func:`market.audit.audit_market`)."""
-    say = progress or (lambda _msg: None)
-    w3 = web3_of(chain)
-    orders = order_source(source)
-    chosen_rules = rules or orders.rules()
-    if chosen_rules is None:
-        chosen_rules = ClearingRules(source=f"DESIGN default; {orders.description} declares none")
-    try:
-        ledger = (reader or read_ledger)(
-            w3,
-            market_address,
-            block=block,
-            from_block=from_block,
-            progress=say,
-            logs=getattr(chain, "logs", None),  # a deploy.chain.Chain reads its own logs
-        )
-    except WattledgerError:
-        raise
-    except Exception as err:  # the node failed part-way (RPC, timeout, pruned state)
-        raise AuditError(
-            f"Reading the market's record from the chain failed: {type(err).__name__}: "
-            f"{str(err)[:300]}."
-        ) from err
-    chosen = select_intervals(ledger.commits, from_t, to_t)
-    books: dict[int, PublishedBook | MissingBook] = {}
-    for n, t in enumerate(chosen, 1):
-        say(f"fetching the published order set of interval {t} ({n}/{len(chosen)})")
-        books[t] = orders.book(t)
-    return audit_evidence(ledger, books, chosen_rules, from_t, to_t, say)
-
-
 __all__ = [
     "ApiOrderSource",
     "DirectoryOrderSource",
@@ -695,6 +650,5 @@ __all__ = [
     "archive_books",
     "order_source",
     "read_ledger",
-    "run_audit",
     "web3_of",
 ]

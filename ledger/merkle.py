@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from market.signing import keccak
+from ledger.hashing import keccak
 
 EMPTY_ROOT = bytes(32)
 """The book root of an interval without orders."""

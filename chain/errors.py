@@ -1,11 +1,11 @@
 """Errors of the deployment edge: toolchain, compiler, artifacts and chain connection.
 
-They are branches of :class:`market.errors.WattledgerError`; the tree is drawn there.
+They are branches of :class:`ledger.errors.WattledgerError`; the tree is drawn there.
 """
 
 from __future__ import annotations
 
-from market.errors import WattledgerError
+from ledger.errors import WattledgerError
 
 
 class ToolchainError(WattledgerError):

@@ -4,7 +4,7 @@ Each Solidity custom error (the market's own and the OpenZeppelin ones in its AB
 class here with the same name, carrying the decoded arguments as attributes in snake case
 (``InsufficientCollateral.needed``). :data:`ERRORS_BY_NAME` is the one table from Solidity
 error name to Python class; ``tests/test_ledger_errors.py`` fails when the compiled ABI has
-an error the table lacks. :func:`deploy.ledger.decode_revert` builds them from revert data,
+an error the table lacks. :func:`chain.reverts.decode_revert` builds them from revert data,
 and :mod:`settlement.model` raises the same classes, so the model and the chain can be
 compared exception for exception.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from market.errors import WattledgerError
+from ledger.errors import WattledgerError
 
 
 class LedgerError(WattledgerError):

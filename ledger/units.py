@@ -24,7 +24,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import NewType
 
-from market.errors import InputError
+from ledger.errors import InputError
 
 Wh = NewType("Wh", int)
 """Energy in watt-hours."""

@@ -32,42 +32,19 @@ coincurve. ``tests/test_signing.py`` checks both against ``eth_account``'s refer
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import coincurve
+from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_hash.auto import keccak as _eth_hash_keccak
+from eth_utils.address import to_checksum_address
 
-from market.api_errors import BadSignature
-from market.errors import InputError
-
-try:  # pysha3's C keccak is about ten times faster than eth-hash's pycryptodome backend
-    from sha3 import keccak_256 as _keccak_256
-
-    def keccak(data: bytes) -> bytes:
-        """Keccak-256 of ``data`` (Ethereum's hash), via pysha3."""
-        return bytes(_keccak_256(data).digest())
-
-except ImportError:  # pragma: no cover - depends on the installed packages
-
-    def keccak(data: bytes) -> bytes:
-        """Keccak-256 of ``data`` (Ethereum's hash), via eth-hash."""
-        return _eth_hash_keccak(data)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def checksum_address(address: str) -> str:
-    """EIP-55 checksum form of a 0x address (cached: it costs a keccak per call)."""
-    raw = address[2:].lower()
-    digest_hex = keccak(raw.encode()).hex()
-    return "0x" + "".join(
-        c.upper() if int(h, 16) >= 8 else c for c, h in zip(raw, digest_hex[:40], strict=True)
-    )
-
+from ledger.errors import BadSignature, InputError
+from ledger.hashing import keccak
+from ledger.records import Reading
 
 DOMAIN_NAME: Final = "wattledger EnergyMarket"
 DOMAIN_VERSION: Final = "1"
@@ -315,6 +292,106 @@ def recover(message_digest: bytes, signature: Any) -> str:
     return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
 
 
+READING_TYPE = (
+    "MeterReading(address participant,uint64 interval,uint64 importedWh,uint64 exportedWh)"
+)
+
+
+READING_TYPEHASH = keccak(READING_TYPE.encode())
+
+
+READING_TYPES: dict[str, list[dict[str, str]]] = {
+    "MeterReading": [
+        {"name": "participant", "type": "address"},
+        {"name": "interval", "type": "uint64"},
+        {"name": "importedWh", "type": "uint64"},
+        {"name": "exportedWh", "type": "uint64"},
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ReadingDomain:
+    """The EIP-712 domain of one deployed market."""
+
+    chain_id: int
+    market: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The domain as eth_account's typed-data ``domain`` object."""
+        return {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": self.chain_id,
+            "verifyingContract": to_checksum_address(self.market),
+        }
+
+
+@dataclass(frozen=True)
+class SignedReading:
+    """A reading with its meter signature in compact form (``r``, ``vs``), 32 bytes each."""
+
+    reading: Reading
+    r: bytes
+    vs: bytes
+
+    def as_tuple(self) -> tuple[str, int, int, int, bytes, bytes]:
+        """ABI tuple for ``submitReadings``."""
+        rd = self.reading
+        return (
+            to_checksum_address(rd.participant),
+            rd.interval,
+            rd.imported_wh,
+            rd.exported_wh,
+            self.r,
+            self.vs,
+        )
+
+
+def _message(reading: Reading) -> dict[str, Any]:
+    return {
+        "participant": to_checksum_address(reading.participant),
+        "interval": reading.interval,
+        "importedWh": reading.imported_wh,
+        "exportedWh": reading.exported_wh,
+    }
+
+
+def reading_digest(reading: Reading, domain: ReadingDomain) -> bytes:
+    """The 32-byte EIP-712 digest a meter signs (the contract's ``readingDigest``)."""
+    signable = encode_typed_data(
+        domain_data=domain.as_dict(), message_types=READING_TYPES, message_data=_message(reading)
+    )
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def compact_signature(v: int, r: int, s: int) -> tuple[bytes, bytes]:
+    """Return EIP-2098 ``(r, vs)`` for a signature with ``v`` in {27, 28} and low ``s``."""
+    if v not in (27, 28):
+        raise ValueError(f"v must be 27 or 28, got {v}")
+    vs = s | ((v - 27) << 255)
+    return r.to_bytes(32, "big"), vs.to_bytes(32, "big")
+
+
+def sign_reading(meter: LocalAccount, reading: Reading, domain: ReadingDomain) -> SignedReading:
+    """Sign ``reading`` with the meter key ``meter`` for the market in ``domain``."""
+    signed = meter.sign_typed_data(
+        domain_data=domain.as_dict(), message_types=READING_TYPES, message_data=_message(reading)
+    )
+    r, vs = compact_signature(int(signed.v), int(signed.r), int(signed.s))
+    return SignedReading(reading=reading, r=r, vs=vs)
+
+
+def recover_meter(signed: SignedReading, domain: ReadingDomain) -> str:
+    """Return the checksum address that signed ``signed`` (as the contract recovers it)."""
+    vs = int.from_bytes(signed.vs, "big")
+    v = 27 + (vs >> 255)
+    s = vs & ((1 << 255) - 1)
+    digest = reading_digest(signed.reading, domain)
+    address: str = Account._recover_hash(digest, vrs=(v, int.from_bytes(signed.r, "big"), s))
+    return to_checksum_address(address)
+
+
 __all__ = [
     "CANCEL_TYPE",
     "CLOSE_GATE_TYPE",
@@ -322,20 +399,26 @@ __all__ = [
     "DOMAIN_VERSION",
     "EIP712_DOMAIN_TYPE",
     "ORDER_TYPE",
+    "READING_TYPE",
+    "READING_TYPEHASH",
     "SIDE_BUY",
     "SIDE_SELL",
     "TYPES",
     "TYPE_HASHES",
     "Domain",
-    "checksum_address",
+    "ReadingDomain",
+    "SignedReading",
+    "compact_signature",
     "digest",
-    "keccak",
     "order_digest",
     "parse_bytes32",
     "parse_signature",
+    "reading_digest",
     "recover",
+    "recover_meter",
     "sign",
     "sign_digest",
+    "sign_reading",
     "struct_hash",
     "typed_data",
 ]

@@ -1,10 +1,10 @@
 """What the audit reads: the chain's record and the published order sets, as plain values.
 
-:class:`LedgerEvidence` is everything :func:`market.audit_sources.read_ledger` reads from one
+:class:`LedgerEvidence` is everything :func:`audit.sources.read_ledger` reads from one
 EnergyMarket at one block; :class:`PublishedBook` one interval's published signed order set
 (``GET /intervals/{t}/orders``), its fields kept as published so that the audit, not the
 parser, judges them; :class:`ClearingRules` the mechanism the market declares. Pure values: the
-checks in :mod:`market.audit_checks` take them, and tests build or bend them freely.
+checks in :mod:`audit.checks` take them, and tests build or bend them freely.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from market import signing
+from ledger import eip712 as signing
+from ledger.errors import InputError, WattledgerError
 from market.clearing import MECHANISMS
-from market.errors import InputError, WattledgerError
 
 
 class AuditError(WattledgerError):

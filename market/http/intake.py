@@ -4,7 +4,7 @@
 These two paths carry almost all of the market's traffic. Going through FastAPI costs a
 route match, a dependency solve, a pydantic validation, a ``model_dump`` and several
 middleware layers per request, more than checking the order's signature does. So the app
-(:class:`market.api.MarketApp`) hands exactly these two requests to :class:`OrderIntake`,
+(:class:`market.http.app.MarketApp`) hands exactly these two requests to :class:`OrderIntake`,
 which reads the body, checks its shape by hand, and answers, and leaves every other request
 to FastAPI. The FastAPI routes of the two paths still exist: they document the bodies in the
 OpenAPI (from the pydantic models, which are kept for that) and call the same
@@ -30,19 +30,18 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol
 
-from market.api_errors import (
-    BadSignature,
+from ledger.addresses import checksum_address
+from ledger.eip712 import SIDE_BUY
+from ledger.errors import BadSignature, RequestError, WattledgerError
+from market.http.errors import (
     BodyTooLarge,
     InvalidPrice,
     InvalidQuantity,
     InvalidRequest,
     InvalidSide,
     MalformedJson,
-    RequestError,
 )
-from market.errors import WattledgerError
 from market.service import MarketService, Prepared, SignedMessage
-from market.signing import SIDE_BUY, checksum_address
 from market.store import OPEN, StoredOrder
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ _ORDER_FIELD_SET = frozenset(_ORDER_FIELDS)
 _SIGNED_FIELD_SET = frozenset(("order", "signature"))
 _BATCH_FIELD_SET = frozenset(("orders",))
 
-# A wrong JSON type of these fields gets the field's own code (as in market.api).
+# A wrong JSON type of these fields gets the field's own code (as in market.http.app).
 _FIELD_ERRORS: dict[str, type[RequestError]] = {
     "quantityWh": InvalidQuantity,
     "pricePerWh": InvalidPrice,
@@ -70,7 +69,7 @@ _FIELD_ERRORS: dict[str, type[RequestError]] = {
 
 
 class Committer(Protocol):
-    """Stores prepared orders durably (``market.api.GroupCommitter``)."""
+    """Stores prepared orders durably (``market.http.app.GroupCommitter``)."""
 
     async def commit(self, prepared: Prepared) -> None:
         """Return once ``prepared`` is durably stored; raise if storing failed."""

@@ -10,7 +10,7 @@ signed order set the market published and the chain's own record, and checks:
     EIP-5267 ``eip712Domain()``); its signature recovers to its ``participant``, who was a
     registered participant when the interval was committed; no id appears twice.
 ``book_root``
-    The Merkle root (:mod:`market.merkle`) of the published ids equals the ``bookRoot`` of
+    The Merkle root (:mod:`ledger.merkle`) of the published ids equals the ``bookRoot`` of
     ``IntervalCommitted`` and of ``intervalInfo(t)``, and the root the publication states.
 ``commitment``
     The trades read from the ``commitInterval`` calldata are the committed ones: their count
@@ -42,10 +42,10 @@ and, for the market as a whole at the audited block:
     committed artifact, bytes of immutables aside), so the settlement rules it re-runs are the
     ones the chain runs.
 
-Layout: :mod:`market.audit_evidence` holds what the audit reads, as plain values
-(:class:`LedgerEvidence`, :class:`PublishedBook`); :mod:`market.audit_checks` the comparisons;
+Layout: :mod:`audit.evidence` holds what the audit reads, as plain values
+(:class:`LedgerEvidence`, :class:`PublishedBook`); :mod:`audit.checks` the comparisons;
 this module runs them (:func:`audit_evidence`, pure) and builds the :class:`AuditReport`.
-Reading the chain and the published sets is the edge, :mod:`market.audit_sources`;
+Reading the chain and the published sets is the edge, :mod:`audit.sources`;
 :func:`audit_market` is the library entry that does both.
 
 What the audit trusts, and why
@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from market.audit_checks import (
+from audit.checks import (
     BOOK_ROOT,
     CODE,
     COMMITMENT,
@@ -98,7 +98,7 @@ from market.audit_checks import (
     decimal_text,
     events_by_interval,
 )
-from market.audit_evidence import (
+from audit.evidence import (
     AuditError,
     ClearingRules,
     CommitRecord,
@@ -118,10 +118,10 @@ from market.audit_evidence import (
     parse_published_book,
     rules_from_market_info,
 )
-from market.units import currency_per_kwh_from_price_per_wh
+from ledger.units import currency_per_kwh_from_price_per_wh
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
-    from market.audit_sources import LedgerReader, OrderSourceLike
+    pass
 
 
 @dataclass(frozen=True)
@@ -383,47 +383,6 @@ def select_intervals(
     )
 
 
-def audit_market(
-    chain: Any,
-    market_address: str,
-    order_source: OrderSourceLike,
-    from_t: int | None = None,
-    to_t: int | None = None,
-    *,
-    block: int | None = None,
-    from_block: int = 0,
-    rules: ClearingRules | None = None,
-    reader: LedgerReader | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> AuditReport:
-    """Audit a market: the library entry (the ``wattledger audit`` command calls it too).
-
-    ``chain`` is a :class:`deploy.chain.Chain`, a ``Web3`` or a JSON-RPC URL.
-    ``order_source`` is where the published order sets come from: a market API base URL, a
-    :class:`market.client.MarketClient`, a directory of ``<t>.json`` files (with an optional
-    ``market.json``), a mapping ``{t: GET /intervals/{t}/orders body}``, or an
-    :class:`market.audit_sources.OrderSource`. ``block`` pins the audit to a block (default:
-    the latest); ``from_block`` is where the event scan starts (the market's deployment
-    block, to read fewer logs). ``rules`` overrides the mechanism the source declares.
-    ``reader`` replaces the chain reader (tests use it to tamper with the events the audit
-    reads). Raises :class:`AuditError` when the evidence cannot be read.
-    """
-    from market.audit_sources import run_audit  # the I/O edge, imported only when used
-
-    return run_audit(
-        chain,
-        market_address,
-        order_source,
-        from_t,
-        to_t,
-        block=block,
-        from_block=from_block,
-        rules=rules,
-        reader=reader,
-        progress=progress,
-    )
-
-
 __all__ = [
     "BOOK_ROOT",
     "CODE",
@@ -458,7 +417,6 @@ __all__ = [
     "Violation",
     "audit_evidence",
     "audit_interval",
-    "audit_market",
     "parse_published_book",
     "rules_from_market_info",
     "select_intervals",

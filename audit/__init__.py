@@ -1,0 +1,1 @@
+"""Re-deriving and checking every interval from public data."""

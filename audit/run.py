@@ -1,0 +1,107 @@
+"""Running an audit: read the chain and the published sets, then check them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from audit.evidence import (
+    AuditError,
+    ClearingRules,
+    MissingBook,
+    PublishedBook,
+)
+from audit.report import AuditReport, audit_evidence, select_intervals
+from audit.sources import LedgerReader, OrderSourceLike, order_source, read_ledger, web3_of
+from ledger.errors import WattledgerError
+
+
+def audit_market(
+    chain: Any,
+    market_address: str,
+    order_source: OrderSourceLike,
+    from_t: int | None = None,
+    to_t: int | None = None,
+    *,
+    block: int | None = None,
+    from_block: int = 0,
+    rules: ClearingRules | None = None,
+    reader: LedgerReader | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AuditReport:
+    """Audit a market: the library entry (the ``wattledger audit`` command calls it too).
+
+    ``chain`` is a :class:`chain.connection.Chain`, a ``Web3`` or a JSON-RPC URL.
+    ``order_source`` is where the published order sets come from: a market API base URL, a
+    :class:`market.client.MarketClient`, a directory of ``<t>.json`` files (with an optional
+    ``market.json``), a mapping ``{t: GET /intervals/{t}/orders body}``, or an
+    :class:`audit.sources.OrderSource`. ``block`` pins the audit to a block (default:
+    the latest); ``from_block`` is where the event scan starts (the market's deployment
+    block, to read fewer logs). ``rules`` overrides the mechanism the source declares.
+    ``reader`` replaces the chain reader (tests use it to tamper with the events the audit
+    reads). Raises :class:`AuditError` when the evidence cannot be read.
+    """
+    from audit.run import run_audit  # the I/O edge, imported only when used
+
+    return run_audit(
+        chain,
+        market_address,
+        order_source,
+        from_t,
+        to_t,
+        block=block,
+        from_block=from_block,
+        rules=rules,
+        reader=reader,
+        progress=progress,
+    )
+
+
+def run_audit(
+    chain: Any,
+    market_address: str,
+    source: OrderSourceLike,
+    from_t: int | None = None,
+    to_t: int | None = None,
+    *,
+    block: int | None = None,
+    from_block: int = 0,
+    rules: ClearingRules | None = None,
+    reader: LedgerReader | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AuditReport:
+    """Read the chain and the published sets, then audit (see :func:`audit.run.audit_market`)."""
+    say = progress or (lambda _msg: None)
+    w3 = web3_of(chain)
+    orders = order_source(source)
+    chosen_rules = rules or orders.rules()
+    if chosen_rules is None:
+        chosen_rules = ClearingRules(source=f"DESIGN default; {orders.description} declares none")
+    try:
+        ledger = (reader or read_ledger)(
+            w3,
+            market_address,
+            block=block,
+            from_block=from_block,
+            progress=say,
+            logs=getattr(chain, "logs", None),  # a chain.connection.Chain reads its own logs
+        )
+    except WattledgerError:
+        raise
+    except Exception as err:  # the node failed part-way (RPC, timeout, pruned state)
+        raise AuditError(
+            f"Reading the market's record from the chain failed: {type(err).__name__}: "
+            f"{str(err)[:300]}."
+        ) from err
+    chosen = select_intervals(ledger.commits, from_t, to_t)
+    books: dict[int, PublishedBook | MissingBook] = {}
+    for n, t in enumerate(chosen, 1):
+        say(f"fetching the published order set of interval {t} ({n}/{len(chosen)})")
+        books[t] = orders.book(t)
+    return audit_evidence(ledger, books, chosen_rules, from_t, to_t, say)
+
+
+__all__ = [
+    "audit_market",
+    "run_audit",
+]

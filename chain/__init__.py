@@ -1,0 +1,1 @@
+"""Every byte to or from a node: connection, contract client, events, artifacts."""

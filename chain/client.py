@@ -1,0 +1,414 @@
+"""Typed client for the EnergyMarket contract.
+
+:class:`LedgerClient` wraps every external function of ``contracts/EnergyMarket.sol`` with
+typed arguments; a revert raises the :mod:`ledger.contract_errors` exception of the same name
+with its decoded arguments (:func:`chain.reverts.decode_revert`).
+
+The calldata of the hot calls is built by :mod:`ledger.calldata` and :mod:`ledger.trade_chain`
+(why, and how they are checked, is said there): :meth:`LedgerClient.commit_interval` sends
+the commit's calldata as it is built (:meth:`LedgerClient.transact_data`), and
+:meth:`LedgerClient.settle` replays a chunk of trades from the commit transaction's own
+calldata, so a caller only says ``settle(t, max_trades)``. Checksum addresses come from a
+cache (:mod:`ledger.addresses`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eth_typing import ChecksumAddress
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from chain.artifacts import load_artifact
+from chain.connection import Chain, ViewCall
+from chain.deployment import Deployment
+from chain.reverts import mapped_reverts
+from ledger.addresses import checksum_address
+from ledger.calldata import (
+    SettleArgs,
+    balances_of_calldata,
+    commit_calldata,
+    decode_balances,
+    decode_commit_calldata,
+    encode_commit,
+    settle_chunk_args,
+)
+from ledger.contract_errors import IntervalNotCommitted, LedgerRevert
+from ledger.eip712 import ReadingDomain, SignedReading
+from ledger.records import (
+    Balance,
+    IntervalInfo,
+    ParticipantInfo,
+    Reading,
+    Terms,
+    Trade,
+)
+from ledger.trade_chain import settlement_chain
+
+DEFAULT_READING_BATCH = 100
+BALANCES_CHUNK = 1_000
+"""Addresses per ``balancesOf`` call: about 2.5M gas (a cold storage read each), far below
+the 30M gas a node gives a view call, and a 64 KB answer."""
+
+
+class LedgerClient:
+    """Typed access to one deployed EnergyMarket.
+
+    Transactions go from ``sender`` (default: the chain's first account, the deployer) unless
+    a call names another. Every method that sends a transaction waits for its receipt and
+    returns it; a revert raises the mapped :class:`LedgerError`. ``gas_limit``, when set, is
+    the gas of every transaction instead of the node's estimate (on eth-tester an estimate
+    runs the transaction a dozen times).
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        address: str,
+        sender: str | None = None,
+        gas_limit: int | None = None,
+    ) -> None:
+        self.chain = chain
+        self.gas_limit = gas_limit
+        self.w3: Web3 = chain.w3
+        self.contract: Contract = self.w3.eth.contract(
+            address=checksum_address(address), abi=load_artifact("EnergyMarket").abi
+        )
+        self.sender = checksum_address(sender or chain.accounts[0])
+        self._token: Contract | None = None
+        self._trades: dict[int, tuple[Trade, ...]] = {}
+        self._indices: dict[str, int] = {}
+
+    @classmethod
+    def from_deployment(cls, chain: Chain, deployment: Deployment) -> LedgerClient:
+        """A client for the ``EnergyMarket`` of a deployment record."""
+        return cls(chain, deployment.address("EnergyMarket"), sender=deployment.deployer)
+
+    @property
+    def address(self) -> ChecksumAddress:
+        """Address of the market."""
+        return self.contract.address
+
+    @property
+    def token(self) -> Contract:
+        """The settlement token (ERC-20 ABI of WattToken)."""
+        if self._token is None:
+            self._token = self.w3.eth.contract(
+                address=self._call(self.contract.functions.token()),
+                abi=load_artifact("WattToken").abi,
+            )
+        return self._token
+
+    # -- plumbing
+
+    def _call(self, fn: ContractFunction) -> Any:
+        with mapped_reverts():
+            return fn.call()
+
+    def transact(self, fn: ContractFunction, sender: str | None = None) -> TxReceipt:
+        """Send ``fn`` from ``sender``; return the receipt or raise the mapped error."""
+        data = bytes.fromhex(fn._encode_transaction_data()[2:])
+        return self.transact_data(data, sender, fn.fn_name, to=fn.address)
+
+    def transact_data(
+        self,
+        data: bytes,
+        sender: str | None = None,
+        what: str = "transaction",
+        *,
+        to: str | None = None,
+    ) -> TxReceipt:
+        """Send calldata ``data`` to ``to`` (default: the market) from ``sender``, with
+        :attr:`gas_limit` when set; return the receipt or raise the mapped error.
+
+        A transaction mined as failed is replayed as a call at the state it ran on (the
+        block before its own), so the contract's custom error surfaces. ``what`` names the
+        call in the error when the replay does not revert (the state moved on)."""
+        tx: dict[str, Any] = {
+            "from": checksum_address(sender or self.sender),
+            "to": checksum_address(to) if to is not None else self.address,
+            "data": "0x" + data.hex(),
+        }
+        if self.gas_limit is not None:
+            tx["gas"] = self.gas_limit
+        with mapped_reverts():
+            tx_hash = self.w3.eth.send_transaction(tx)  # type: ignore[arg-type]
+        receipt = self.chain.wait_for_receipt(tx_hash)
+        if receipt["status"] != 1:
+            with mapped_reverts():
+                self.w3.eth.call(tx, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]
+            raise LedgerRevert(f"{what}: transaction {tx_hash.hex()} reverted")
+        return receipt
+
+    def events(self, receipt: TxReceipt, name: str) -> list[dict[str, Any]]:
+        """The market's ``name`` events in ``receipt``, as ``args`` dicts (others skipped)."""
+        event = self.contract.events[name]()
+        return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
+
+    # -- roles and admin
+
+    def grant_role(self, role: bytes, account: str, sender: str | None = None) -> TxReceipt:
+        """Grant ``role`` (e.g. :data:`OPERATOR_ROLE`) to ``account``; needs its admin role."""
+        fn = self.contract.functions.grantRole(role, checksum_address(account))
+        return self.transact(fn, sender)
+
+    def has_role(self, role: bytes, account: str) -> bool:
+        """Whether ``account`` holds ``role``."""
+        return bool(self._call(self.contract.functions.hasRole(role, checksum_address(account))))
+
+    def set_terms(self, terms: Terms, sender: str | None = None) -> TxReceipt:
+        """Set the terms later commits snapshot (admin)."""
+        args = (terms.penalty_price_per_wh, terms.tolerance_bps, terms.reading_window_seconds)
+        return self.transact(self.contract.functions.setTerms(args), sender)
+
+    def pause(self, sender: str | None = None) -> TxReceipt:
+        """Pause commit, readings, settlement and deposits (guardian)."""
+        return self.transact(self.contract.functions.pause(), sender)
+
+    def unpause(self, sender: str | None = None) -> TxReceipt:
+        """Lift a pause (admin)."""
+        return self.transact(self.contract.functions.unpause(), sender)
+
+    def paused(self) -> bool:
+        """Whether the market is paused."""
+        return bool(self._call(self.contract.functions.paused()))
+
+    # -- participants
+
+    def register_participant(
+        self, participant: str, meter: str, sender: str | None = None
+    ) -> TxReceipt:
+        """Register ``participant`` with its meter key (registrar)."""
+        fn = self.contract.functions.registerParticipant(
+            checksum_address(participant), checksum_address(meter)
+        )
+        return self.transact(fn, sender)
+
+    def rotate_meter(
+        self, participant: str, new_meter: str, sender: str | None = None
+    ) -> TxReceipt:
+        """Replace the meter key of ``participant`` (registrar)."""
+        fn = self.contract.functions.rotateMeter(
+            checksum_address(participant), checksum_address(new_meter)
+        )
+        return self.transact(fn, sender)
+
+    def deregister_participant(self, participant: str, sender: str | None = None) -> TxReceipt:
+        """Deregister ``participant`` (registrar); its balances stay withdrawable."""
+        fn = self.contract.functions.deregisterParticipant(checksum_address(participant))
+        return self.transact(fn, sender)
+
+    def participant_info(self, participant: str) -> ParticipantInfo:
+        """Registration record of ``participant``."""
+        meter, index, registered = self._call(
+            self.contract.functions.participantInfo(checksum_address(participant))
+        )
+        return ParticipantInfo(checksum_address(meter), int(index), bool(registered))
+
+    def participant_index(self, participant: str) -> int:
+        """Participant index of ``participant`` (cached; indices never change)."""
+        key = checksum_address(participant)
+        if key not in self._indices:
+            info = self.participant_info(key)
+            if info.meter == checksum_address("0x" + "00" * 20):
+                raise LedgerRevert(f"{key} was never registered")
+            self._indices[key] = info.participant_index
+        return self._indices[key]
+
+    def participant_count(self) -> int:
+        """Number of participants ever registered."""
+        return int(self._call(self.contract.functions.participantCount()))
+
+    # -- escrow
+
+    def approve(self, participant: str, amount: int) -> TxReceipt:
+        """Let the market pull ``amount`` of ``participant``'s tokens."""
+        fn = self.token.functions.approve(self.address, amount)
+        return self.transact(fn, participant)
+
+    def deposit(self, participant: str, amount: int, *, approve: bool = True) -> TxReceipt:
+        """Deposit ``amount`` base units for ``participant`` (approving first by default)."""
+        if approve:
+            self.approve(participant, amount)
+        return self.transact(self.contract.functions.deposit(amount), participant)
+
+    def withdraw(self, participant: str, amount: int) -> TxReceipt:
+        """Withdraw ``amount`` base units of ``participant``'s free balance."""
+        return self.transact(self.contract.functions.withdraw(amount), participant)
+
+    def balance_of(self, participant: str) -> Balance:
+        """Free and locked balance of ``participant``."""
+        free, locked = self._call(self.contract.functions.balanceOf(checksum_address(participant)))
+        return Balance(int(free), int(locked))
+
+    def balances_of(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
+        """Free and locked balances of ``participants``, all read at one block: its number,
+        and each balance by checksum address.
+
+        One ``balancesOf`` view per :data:`BALANCES_CHUNK` addresses, every chunk run
+        against the same block (:meth:`Chain.view_calls <chain.connection.Chain.view_calls>`):
+        a gate closure reads 200 parties in one call where it took one call each."""
+        keys = list(dict.fromkeys(checksum_address(p) for p in participants))
+        chunks = [keys[i : i + BALANCES_CHUNK] for i in range(0, len(keys), BALANCES_CHUNK)]
+        calls = [ViewCall(self.address, balances_of_calldata(chunk)) for chunk in chunks]
+        with mapped_reverts():
+            block, outputs = self.chain.view_calls(calls, sender=self.sender)
+        balances: dict[str, Balance] = {}
+        for chunk, raw in zip(chunks, outputs, strict=True):
+            frees, lockeds = decode_balances(raw, len(chunk))
+            for key, free, locked in zip(chunk, frees, lockeds, strict=True):
+                balances[key] = Balance(free, locked)
+        return block, balances
+
+    def total_escrowed(self) -> int:
+        """Sum of every balance the market keeps."""
+        return int(self._call(self.contract.functions.totalEscrowed()))
+
+    # -- intervals
+
+    def terms(self) -> Terms:
+        """Terms the next commit snapshots."""
+        pp, tol, window = self._call(self.contract.functions.terms())
+        return Terms(int(pp), int(tol), int(window))
+
+    def epoch(self) -> int:
+        """Unix time (s) at which interval 0 starts."""
+        return int(self._call(self.contract.functions.epoch()))
+
+    def interval_seconds(self) -> int:
+        """Length of an interval in seconds."""
+        return int(self._call(self.contract.functions.intervalSeconds()))
+
+    def interval_window(self, t: int) -> tuple[int, int]:
+        """(start, end) of interval ``t``'s delivery, Unix seconds."""
+        start, end = self._call(self.contract.functions.intervalWindow(t))
+        return int(start), int(end)
+
+    def interval_at(self, timestamp: int) -> int:
+        """Interval whose delivery contains ``timestamp`` (0 before the epoch)."""
+        return max(0, (timestamp - self.epoch()) // self.interval_seconds())
+
+    def current_interval(self) -> int:
+        """Interval whose delivery contains the latest block's time."""
+        return self.interval_at(self.chain.timestamp())
+
+    def interval_info(self, t: int) -> IntervalInfo:
+        """Stored state of interval ``t``."""
+        return IntervalInfo.from_values(self._call(self.contract.functions.intervalInfo(t)))
+
+    def commit_interval(
+        self, t: int, book_root: bytes, trades: Sequence[Trade], sender: str | None = None
+    ) -> TxReceipt:
+        """Commit interval ``t``'s trades in this order (operator)."""
+        data = commit_calldata(t, book_root, encode_commit(trades))
+        receipt = self.transact_data(data, sender, f"commitInterval({t})")
+        self._trades[t] = tuple(trades)
+        return receipt
+
+    def committed_trades(self, t: int) -> tuple[Trade, ...]:
+        """Interval ``t``'s trades in commit order, decoded from the commit transaction."""
+        if t in self._trades:
+            return self._trades[t]
+        event = self.contract.events.IntervalCommitted
+        logs = event.get_logs(from_block=0, argument_filters={"interval": t})
+        if not logs:
+            raise IntervalNotCommitted(t)
+        tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
+        trades = decode_commit_calldata(bytes(tx["input"]), t)
+        self._trades[t] = trades
+        return trades
+
+    # -- readings
+
+    def domain(self) -> ReadingDomain:
+        """EIP-712 domain meter keys sign readings under."""
+        return ReadingDomain(chain_id=self.chain.chain_id, market=self.address)
+
+    def reading_digest(self, reading: Reading) -> bytes:
+        """The digest the contract expects a meter to sign for ``reading``."""
+        return bytes(
+            self._call(
+                self.contract.functions.readingDigest(
+                    checksum_address(reading.participant),
+                    reading.interval,
+                    reading.imported_wh,
+                    reading.exported_wh,
+                )
+            )
+        )
+
+    def submit_readings(
+        self,
+        t: int,
+        readings: Sequence[SignedReading],
+        *,
+        batch_size: int = DEFAULT_READING_BATCH,
+        sender: str | None = None,
+    ) -> list[TxReceipt]:
+        """Submit signed readings for ``t`` in batches, sorted by participant index (cheaper)."""
+        ordered = sorted(readings, key=lambda r: self.participant_index(r.reading.participant))
+        receipts = []
+        for i in range(0, len(ordered), batch_size):
+            batch = [r.as_tuple() for r in ordered[i : i + batch_size]]
+            fn = self.contract.functions.submitReadings(t, batch)
+            receipts.append(self.transact(fn, sender))
+        return receipts
+
+    def reading_of(self, t: int, participant: str) -> tuple[bool, int]:
+        """(submitted, exported Wh) of ``participant``'s reading for ``t``."""
+        submitted, exported = self._call(
+            self.contract.functions.readingOf(t, checksum_address(participant))
+        )
+        return bool(submitted), int(exported)
+
+    # -- settlement
+
+    def settle_chunk(self, t: int, args: SettleArgs, sender: str | None = None) -> TxReceipt:
+        """Send one raw ``settle`` chunk (see :func:`settle_chunk_args`)."""
+        fn = self.contract.functions.settle(
+            t, args.first_index, list(args.parties), list(args.trades), args.tail_hash
+        )
+        return self.transact(fn, sender)
+
+    def settle(
+        self, t: int, max_trades: int | None = None, sender: str | None = None
+    ) -> list[TxReceipt]:
+        """Settle what is left of interval ``t`` in chunks of at most ``max_trades`` trades.
+
+        This is DESIGN's ``settle(t, maxTrades)``: the trades come from the commit's calldata.
+        """
+        trades = self.committed_trades(t)
+        info = self.interval_info(t)
+        indices = {p: self.participant_index(p) for p in {tr.seller for tr in trades}}
+        heads = settlement_chain(trades, indices)
+        step = max_trades or max(1, len(trades))
+        receipts = []
+        cursor = info.cursor
+        if info.status == "committed" and cursor == len(trades):  # an empty interval
+            args = settle_chunk_args(trades, indices, 0, 0, heads)
+            receipts.append(self.settle_chunk(t, args, sender))
+        while cursor < len(trades):
+            stop = min(len(trades), cursor + step)
+            args = settle_chunk_args(trades, indices, cursor, stop, heads)
+            receipts.append(self.settle_chunk(t, args, sender))
+            cursor = stop
+        return receipts
+
+    def settle_next(self, t: int, max_trades: int, sender: str | None = None) -> TxReceipt:
+        """Settle one chunk of at most ``max_trades`` trades from the cursor."""
+        trades = self.committed_trades(t)
+        cursor = self.interval_info(t).cursor
+        indices = {p: self.participant_index(p) for p in {tr.seller for tr in trades}}
+        stop = min(len(trades), cursor + max_trades)
+        return self.settle_chunk(t, settle_chunk_args(trades, indices, cursor, stop), sender)
+
+
+__all__ = [
+    "BALANCES_CHUNK",
+    "LedgerClient",
+]

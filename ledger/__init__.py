@@ -1,0 +1,1 @@
+"""The contract's language, pure: units, records, EIP-712, codecs, Merkle trees, errors."""

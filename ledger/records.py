@@ -1,0 +1,122 @@
+"""The contract's records: terms, trades, readings, and the answers of its views.
+
+Plain frozen values shared by every part, from clearing to audit. Units are in the
+names: energy in Wh, money in token base units, prices in base units per Wh, all ``int``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_typing import ChecksumAddress
+
+ZERO_ORDER_ID = b"\x00" * 32
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Market terms snapshotted by a commit.
+
+    ``penalty_price_per_wh`` is both the bond rate and the penalty rate (base units per Wh);
+    ``tolerance_bps`` the shortfall tolerated without penalty, in basis points of quantity;
+    ``reading_window_seconds`` how long after an interval's end readings are accepted.
+    """
+
+    penalty_price_per_wh: int
+    tolerance_bps: int
+    reading_window_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class Trade:
+    """A cleared trade (a dynamic energy contract once committed)."""
+
+    buyer: str
+    seller: str
+    quantity_wh: int
+    price_per_wh: int
+    buy_order_id: bytes = ZERO_ORDER_ID
+    sell_order_id: bytes = ZERO_ORDER_ID
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A meter reading of one participant for one interval (signature checked elsewhere)."""
+
+    participant: str
+    interval: int
+    imported_wh: int
+    exported_wh: int
+
+
+@dataclass(frozen=True)
+class SellerPosition:
+    """A trade's seller totals fixed at commit: ``sold_wh`` (S) and ``sold_before_wh`` (B_k)."""
+
+    sold_wh: int
+    sold_before_wh: int
+
+
+def seller_positions(trades: Sequence[Trade]) -> tuple[SellerPosition, ...]:
+    """Each trade's seller totals in commit order: S (seller's sold total) and B_k."""
+    running: dict[str, int] = {}
+    before: list[int] = []
+    for trade in trades:
+        b = running.get(trade.seller, 0)
+        before.append(b)
+        running[trade.seller] = b + trade.quantity_wh
+    return tuple(
+        SellerPosition(sold_wh=running[t.seller], sold_before_wh=b)
+        for t, b in zip(trades, before, strict=True)
+    )
+
+
+STATUS_NAMES = ("none", "committed", "settled")
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Escrow balance of one participant, base units."""
+
+    free: int
+    locked: int
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    """Registration record of one address."""
+
+    meter: ChecksumAddress
+    participant_index: int
+    registered: bool
+
+
+@dataclass(frozen=True)
+class IntervalInfo:
+    """Stored state of one interval."""
+
+    status: str
+    trade_count: int
+    cursor: int
+    deadline: int
+    tolerance_bps: int
+    penalty_price_per_wh: int
+    book_root: bytes
+    remaining_hash: bytes
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> IntervalInfo:
+        """The struct ``intervalInfo(t)`` returns, as its eight decoded ABI values."""
+        status, count, cursor, deadline, tol, pp, root, remaining = values
+        return cls(
+            STATUS_NAMES[int(status)],
+            int(count),
+            int(cursor),
+            int(deadline),
+            int(tol),
+            int(pp),
+            bytes(root),
+            bytes(remaining),
+        )

@@ -1,0 +1,210 @@
+"""Where a simulation runs: the whole system in-process, or an already running market.
+
+A driver (:mod:`simulation.driver`) talks to a :class:`System`: HTTP into the market API
+through :attr:`System.api`, the chain through :attr:`System.ledger` (a
+:class:`~chain.client.LedgerClient` whose sender is the deployer, which registers
+participants and mints their collateral), and four controls: :meth:`System.advance_to`
+(time), :meth:`System.close_gate`, :meth:`System.submit_readings` and :meth:`System.settle`.
+The pieces they are made of (timed chain access, the HTTP client, reading signatures) are
+in :mod:`simulation.edges`.
+
+:class:`EmbeddedSystem` (``wattledger simulate``, with or without ``--rpc-url``)
+    Deploys fresh contracts on the embedded eth-tester chain, or on the chain at
+    ``--rpc-url``, and assembles what ``wattledger serve`` runs (:mod:`deploy.assembly`):
+    the SQLite order store and :class:`~market.service.MarketService` over the real
+    contract, the settlement service (:class:`~settlement.service.SettlementService`) with
+    its reading store and transaction journal, and the FastAPI app with the settlement
+    router, reached through an ASGI transport (no socket). The market's clock is a
+    :class:`~market.clock.SimulatedClock` that moves with chain time: :meth:`advance_to`
+    moves both, so gate closure, ``commitInterval`` (only before the interval's end), the
+    reading window (from the interval's end to its deadline) and settlement happen in the
+    order the contract demands, a day in minutes. Gate closure is the market service's own
+    ``tick()`` and settlement the settlement service's own ``tick()``, which is what the
+    background loops of ``serve`` call.
+
+:class:`RemoteSystem` (``--api-url URL --rpc-url URL``)
+    Drives a ``wattledger serve`` that is already running (with its settlement service).
+    The server's clock is the wall clock, so gates are closed early with the operator-signed
+    ``POST /intervals/{t}/close``; that needs the operator's key, known for a local anvil
+    (its first development account, the deployer). Chain time is moved with anvil's
+    ``evm_increaseTime``; the server's settlement service, which goes by chain time,
+    then submits readings and settles on its own loop, and the driver waits for it.
+    Limits: the server accepts orders at most ``maxAheadIntervals`` ahead of *its* clock,
+    so a run has at most that many intervals minus two; interval length, mechanism and
+    terms are the server's, and the scenario must agree with them.
+
+Outcomes of settlement are read from the contract's ``TradeSettled`` and ``IntervalSettled``
+events (:class:`~simulation.edges.SettlementFeed`), the same in both modes.
+
+Time is measured per stage with a :class:`~simulation.edges.Stopwatch`. Every request to the
+chain, from the market service, the settlement service or the driver, is timed as ``chain``
+wherever it happens (:func:`~simulation.edges.instrument_chain`), so the other stages (API,
+clearing, settlement) show only their own work.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eth_account.signers.local import LocalAccount
+
+from chain.client import LedgerClient
+from ledger.eip712 import Domain
+from simulation.edges import (
+    MarketApi,
+    SettlementFeed,
+    SettlementProgress,
+    SimulationError,
+    Stopwatch,
+    TxBatch,
+)
+
+if TYPE_CHECKING:
+    from audit.report import AuditReport
+
+# --------------------------------------------------------------------------- market timing
+
+
+@dataclass(frozen=True)
+class MarketTiming:
+    """When things happen to on-chain interval ``T`` (Unix seconds), from the contract."""
+
+    epoch_seconds: int
+    interval_seconds: int
+    gate_closure_seconds: int
+    reading_window_seconds: int
+
+    def start(self, interval: int) -> int:
+        """Start of delivery."""
+        return self.epoch_seconds + interval * self.interval_seconds
+
+    def end(self, interval: int) -> int:
+        """End of delivery: readings are accepted from here."""
+        return self.start(interval + 1)
+
+    def gate_closure(self, interval: int) -> int:
+        """Gate closure: the book is frozen, cleared and committed."""
+        return self.start(interval) - self.gate_closure_seconds
+
+    def deadline(self, interval: int) -> int:
+        """Reading deadline: settlement may start here."""
+        return self.end(interval) + self.reading_window_seconds
+
+    def current(self, now_seconds: int) -> int:
+        """The interval being delivered at ``now_seconds``."""
+        return (now_seconds - self.epoch_seconds) // self.interval_seconds
+
+
+# --------------------------------------------------------------------------- systems
+
+
+@dataclass(frozen=True)
+class Participant:
+    """What set-up needs of one agent: its keys and its deposit."""
+
+    name: str
+    account: LocalAccount
+    meter_address: str
+    collateral_base_units: int
+
+
+ETH_FOR_GAS_WEI = 5 * 10**16
+"""Native currency each participant receives for its approve and deposit (0.05 ETH)."""
+
+
+class System(ABC):
+    """A running market the driver can trade on, move in time and settle."""
+
+    api: MarketApi
+    ledger: LedgerClient
+    timing: MarketTiming
+    domain: Domain
+    feed: SettlementFeed
+    label: str
+    """Names the chain in the report (``eth-tester``, ``anvil at URL (chain 31337)``...)."""
+    stopwatch: Stopwatch
+    deployed_block: int = 0
+    """Where the market's events start (its deployment block, when known)."""
+
+    @abstractmethod
+    def now(self) -> int:
+        """The market's time (Unix seconds) as the driver sees it."""
+
+    @abstractmethod
+    def advance_to(self, unix_seconds: int) -> None:
+        """Move the market's clock and chain time forward to ``unix_seconds`` (never back)."""
+
+    @abstractmethod
+    def close_gate(self, interval: int) -> None:
+        """Close ``interval``'s gate (its time has come): freeze, clear and commit it."""
+
+    def submit_readings(self, interval: int, bodies: Sequence[dict[str, Any]]) -> int:
+        """Post ``interval``'s signed readings; return how many were refused."""
+        return self.api.post_readings(bodies)
+
+    @abstractmethod
+    def settle(self, due: Sequence[int]) -> SettlementProgress:
+        """Let settlement catch up with the current time; ``due`` are the committed
+        intervals whose reading deadline has passed and that have not settled yet."""
+
+    def audit(self, intervals: Sequence[int]) -> AuditReport:
+        """Audit ``intervals`` as anyone could (``wattledger audit``): the signed order sets
+        the market API publishes, re-cleared and checked against the chain's record."""
+        from audit.evidence import rules_from_market_info
+        from audit.run import audit_market
+
+        orders = {t: self.api.get(f"/intervals/{t}/orders") for t in intervals}
+        return audit_market(
+            self.ledger.chain,
+            self.ledger.address,
+            orders,
+            min(intervals),
+            max(intervals),
+            from_block=self.deployed_block,
+            rules=rules_from_market_info(self.api.get("/market"), "GET /market"),
+        )
+
+    def onboard(self, participants: Sequence[Participant]) -> int:
+        """Register participants with their meter keys, mint and deposit their collateral.
+
+        The deployer (registrar and token minter) registers and mints; each participant
+        approves and deposits itself after receiving a little native currency for gas.
+        Returns the number of transactions sent.
+        """
+        ledger = self.ledger
+        deployer = self._deployer_account()
+        market = ledger.contract.functions
+        token = ledger.token.functions
+        batch = TxBatch(ledger.chain)
+        for p in participants:
+            address = p.account.address
+            batch.send(deployer, to=address, value=ETH_FOR_GAS_WEI, gas=21_000)
+            batch.call(deployer, market.registerParticipant(address, p.meter_address))
+            if p.collateral_base_units:
+                batch.call(deployer, token.mint(address, p.collateral_base_units))
+        batch.wait()
+        for p in participants:
+            if p.collateral_base_units:
+                amount = p.collateral_base_units
+                batch.call(p.account, token.approve(ledger.address, amount))
+                batch.call(p.account, market.deposit(amount))
+        return batch.wait()
+
+    @abstractmethod
+    def _deployer_account(self) -> LocalAccount:
+        """The account holding the market's REGISTRAR role and the token's MINTER role."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the system holds (HTTP clients, stores)."""
+
+
+__all__ = [
+    "ETH_FOR_GAS_WEI",
+    "MarketTiming",
+    "Participant",
+    "SimulationError",
+    "System",
+]
