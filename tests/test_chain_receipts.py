@@ -18,7 +18,8 @@ from test_ledger_support import BOOK_ROOT, MarketEnv, trade
 from web3.datastructures import AttributeDict
 from web3.types import TxReceipt
 
-from chain.connection import Chain, format_receipt
+from chain.connection import Chain
+from chain.receipts import format_receipt
 
 
 def shape(value: Any) -> Any:
