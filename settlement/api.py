@@ -49,16 +49,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.addresses import checksum_address
 from ledger.errors import RequestError, WattledgerError
+from market.http.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from market.http.errors import MethodNotAllowed, NotFound
 
 # The market API's one error → problem+json mapping, reused so that both apps answer alike.
-from market.http.app import (
-    DEFAULT_MAX_BODY_BYTES,
-    PROBLEM_JSON,
-    BodyLimit,
-    problem_response,
-    validation_problem,
-)
-from market.http.errors import MethodNotAllowed, NotFound
+from market.http.problems import PROBLEM_JSON, problem_response, validation_problem
 from settlement.service import SettlementService, reading_json
 
 log = logging.getLogger(__name__)
