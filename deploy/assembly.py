@@ -108,7 +108,8 @@ def market_app(
     inline_commits: bool = False,
 ) -> FastAPI:
     """The market API over ``service``, with ``extra_routers`` (the settlement service's);
-    ``inline_commits`` only for an in-process client (see ``market.http.app.GroupCommitter``)."""
+    ``inline_commits`` only for an in-process client (see
+    ``market.http.group_commit.GroupCommitter``)."""
     from market.http.app import create_app
 
     return create_app(

@@ -13,7 +13,8 @@ Durability
     API promises that a ``201`` order is durable, and an operator cannot tell a customer that
     the order it was told was accepted vanished in a power cut. The cost of FULL is one fsync
     per commit (about 1.7 ms on the development machine); the API amortises it with group
-    commit (many orders per transaction, see ``market.http.app``), so throughput does not suffer.
+    commit (many orders per transaction, see ``market.http.group_commit``), so throughput
+    does not suffer.
 
 Threads
     One writer connection behind a lock and one reader connection behind another, both

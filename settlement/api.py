@@ -38,32 +38,20 @@ produced by the market API's single error mapping.
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Path, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.addresses import checksum_address
-from ledger.errors import RequestError, WattledgerError
+from market.http.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from market.http.params import IntervalParam
 
-# The market API's one error → problem+json mapping, reused so that both apps answer alike.
-from market.http.app import (
-    DEFAULT_MAX_BODY_BYTES,
-    PROBLEM_JSON,
-    BodyLimit,
-    problem_response,
-    validation_problem,
-)
-from market.http.errors import MethodNotAllowed, NotFound
+# The market API's one error → problem+json mapping, so that both apps answer alike.
+from market.http.problems import install_problem_handlers, problem_responses
 from settlement.service import SettlementService, reading_json
 
-log = logging.getLogger(__name__)
-
-MAX_INTERVAL = 2**63 - 1
 UintJson = Annotated[
     StrictInt | StrictStr,
     Field(description="unsigned integer (uint64): a JSON integer or a string of decimal digits"),
@@ -179,13 +167,8 @@ class SettlementOverview(BaseModel):
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        s: {"content": {PROBLEM_JSON: {}}, "description": "refused (problem+json)"}
-        for s in statuses
-    }
-
-
-IntervalParam = Annotated[int, Path(ge=0, le=MAX_INTERVAL, description="interval number")]
+    """OpenAPI ``responses`` of a refusal, documented here without a body schema."""
+    return problem_responses(*statuses, model=None, description="refused (problem+json)")
 
 
 def settlement_router(service: SettlementService) -> APIRouter:
@@ -286,29 +269,7 @@ def create_settlement_app(
         description=__doc__,
     )
 
-    @app.exception_handler(WattledgerError)
-    async def _on_domain_error(request: Request, exc: WattledgerError) -> Response:
-        return problem_response(exc, request.url.path)
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return problem_response(validation_problem(exc), request.url.path)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        err: RequestError
-        if exc.status_code == 404:
-            err = NotFound(f"no such path: {request.url.path}")
-        elif exc.status_code == 405:
-            err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-        else:
-            err = RequestError(str(exc.detail)).with_status(exc.status_code)
-        return problem_response(err, request.url.path)
-
-    @app.exception_handler(Exception)
-    async def _on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return problem_response(exc, request.url.path)
+    install_problem_handlers(app)
 
     @app.get("/health", tags=["settlement"])
     def health() -> dict[str, Any]:

@@ -3,7 +3,7 @@
 A refused ``POST /meter-readings`` (or a reading of ``POST /meter-readings:batch``) raises one
 of the :class:`~ledger.errors.RequestError` classes below; the API maps them to
 ``application/problem+json`` in the same single place as the market's own refusals
-(``market.http.app.problem_response``), so a client branches on ``code`` alone.
+(``market.http.problems.problem_response``), so a client branches on ``code`` alone.
 Every refusal happens before the reading is stored or any gas is spent.
 
 ==========================  ======  =====================================================

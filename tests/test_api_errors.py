@@ -486,6 +486,13 @@ def test_self_cross_is_refused_within_a_batch_and_apart_prices_are_accepted(env:
     assert post(http, m.alice.order(m.t, "sell", 5, PRICE)).status_code == 201
 
 
+def test_a_wrong_method_is_refused_naming_the_methods_the_path_takes(env: Any) -> None:
+    _, http = env
+    response = http.put("/orders")
+    expect(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+
+
 def test_problem_bodies_are_valid_json_with_instance(env: Any) -> None:
     _, http = env
     response = http.get("/orders/0x" + "ee" * 32)

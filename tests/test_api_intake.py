@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from market_harness import PRICE, make_market
 
 from market.client import AppTransport
-from market.http.app import create_app, order_view
+from market.http.app import create_app
+from market.http.views import order_view
 from market.store import StoredOrder
 
 fresh_orders = st.builds(

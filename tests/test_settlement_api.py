@@ -200,6 +200,18 @@ def test_malformed_bodies_are_refused(api: Api) -> None:
     assert api.snapshot() == before
 
 
+def test_unknown_paths_and_methods_are_refused_as_the_market_api_refuses_them(api: Api) -> None:
+    before = api.snapshot()
+    wrong_method = api.http.put("/meter-readings")
+    assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
+    assert wrong_method.headers["content-type"].startswith(PROBLEM)
+    assert wrong_method.headers["allow"] == "POST"
+    unknown = api.http.get("/nowhere")
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    assert unknown.json()["instance"] == "/nowhere"
+    assert api.snapshot() == before
+
+
 def test_settlement_report_and_overview(api: Api) -> None:
     env, t = api.env, api.t
     assert api.post(env.body(t, env.p(1), 580)).status_code == 202

@@ -1,7 +1,7 @@
 """Errors the market service answers with, each with a stable ``code`` and HTTP status.
 
 Every refusal of the market API is one of these classes (or a server-side
-:class:`ServiceUnavailable`); ``market.http.app`` maps them to ``application/problem+json``
+:class:`ServiceUnavailable`); ``market.http.problems`` maps them to ``application/problem+json``
 (RFC 9457) in one handler. The ``code`` values are part of the API: clients branch on them.
 
 ==========================  ======  =====================================================

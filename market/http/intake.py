@@ -6,8 +6,9 @@ route match, a dependency solve, a pydantic validation, a ``model_dump`` and sev
 middleware layers per request, more than checking the order's signature does. So the app
 (:class:`market.http.app.MarketApp`) hands exactly these two requests to :class:`OrderIntake`,
 which reads the body, checks its shape by hand, and answers, and leaves every other request
-to FastAPI. The FastAPI routes of the two paths still exist: they document the bodies in the
-OpenAPI (from the pydantic models, which are kept for that) and call the same
+to FastAPI. The FastAPI routes of the two paths (:mod:`market.http.routes.orders`) still
+exist: they document the bodies in the OpenAPI (from the pydantic models of
+:mod:`market.http.models`, which are kept for that) and call the same
 :meth:`OrderIntake.submit`, so there is one implementation.
 
 Same answers as the pydantic models gave
@@ -27,29 +28,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ledger.addresses import checksum_address
 from ledger.eip712 import SIDE_BUY
-from ledger.errors import BadSignature, RequestError, WattledgerError
-from market.http.errors import (
-    BodyTooLarge,
-    InvalidPrice,
-    InvalidQuantity,
-    InvalidRequest,
-    InvalidSide,
-    MalformedJson,
-)
+from ledger.errors import RequestError, WattledgerError
+from market.http.asgi import Message, Receive, Scope, Send
+from market.http.body_limit import body_too_large
+from market.http.errors import InvalidRequest, MalformedJson
+from market.http.problems import problem_response, shape_problem
+from market.http.views import order_view
 from market.service import MarketService, Prepared, SignedMessage
 from market.store import OPEN, StoredOrder
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 ORDER_PATH = "/orders"
 BATCH_PATH = "/orders:batch"
@@ -59,31 +52,20 @@ _ORDER_FIELD_SET = frozenset(_ORDER_FIELDS)
 _SIGNED_FIELD_SET = frozenset(("order", "signature"))
 _BATCH_FIELD_SET = frozenset(("orders",))
 
-# A wrong JSON type of these fields gets the field's own code (as in market.http.app).
-_FIELD_ERRORS: dict[str, type[RequestError]] = {
-    "quantityWh": InvalidQuantity,
-    "pricePerWh": InvalidPrice,
-    "side": InvalidSide,
-    "signature": BadSignature,
-}
-
 
 class Committer(Protocol):
-    """Stores prepared orders durably (``market.http.app.GroupCommitter``)."""
+    """Stores prepared orders durably (:class:`market.http.group_commit.GroupCommitter`)."""
 
     async def commit(self, prepared: Prepared) -> None:
         """Return once ``prepared`` is durably stored; raise if storing failed."""
 
 
 def _shape_error(loc: Sequence[str | int], kind: str, msg: str) -> RequestError:
-    """The error for the first wrong field at ``loc`` (``body``-relative, as FastAPI's)."""
-    where = ".".join(str(p) for p in ("body", *loc))
-    detail = f"{where}: {msg}"
-    field = next((p for p in reversed(loc) if isinstance(p, str) and p in _FIELD_ERRORS), None)
-    if field is not None and kind not in ("missing", "extra_forbidden"):
-        return _FIELD_ERRORS[field](detail)
-    errors = [{"loc": ["body", *(str(p) for p in loc)], "type": kind, "msg": msg}]
-    return InvalidRequest(detail, extra={"errors": errors})
+    """The error for the first wrong field at ``loc`` (relative to the body), named as
+    FastAPI's validation would name it (:func:`market.http.problems.shape_problem`)."""
+    where = ["body", *(str(p) for p in loc)]
+    errors = [{"loc": where, "type": kind, "msg": msg}]
+    return shape_problem(where, kind, f"{'.'.join(where)}: {msg}", errors)
 
 
 def _check_object(value: Any, loc: tuple[str | int, ...]) -> dict[str, Any]:
@@ -190,14 +172,10 @@ class OrderIntake:
         service: MarketService,
         committer: Committer,
         max_body_bytes: int,
-        problem: Callable[[BaseException, str | None], Any],
-        view: Callable[[StoredOrder], dict[str, Any]],
     ) -> None:
         self.service = service
         self.committer = committer
         self.max_body_bytes = max_body_bytes
-        self._problem = problem
-        self._view = view
 
     async def submit(self, path: str, body: bytes, content_type: str | None) -> bytes:
         """Accept the orders of one request durably; return the ``201`` body (JSON bytes).
@@ -219,10 +197,11 @@ class OrderIntake:
 
     def _accepted_json(self, order: StoredOrder) -> str:
         """``OrderView`` JSON of a just-accepted order, the same text ``json.dumps`` of
-        ``view(order)`` gives, written directly (an eighth of the time: every value is a
-        number or a string of hex digits or decimal digits, so nothing needs escaping)."""
+        :func:`market.http.views.order_view` gives, written directly (an eighth of the time:
+        every value is a number or a string of hex digits or decimal digits, so nothing needs
+        escaping)."""
         if order.status != OPEN or order.filled_wh is not None or order.cancel is not None:
-            return json.dumps(self._view(order), separators=(",", ":"))
+            return json.dumps(order_view(order), separators=(",", ":"))
         participant = checksum_address(order.participant)
         price = order.price_per_wh
         side = "buy" if order.side == SIDE_BUY else "sell"
@@ -258,7 +237,7 @@ class OrderIntake:
                 except ValueError:
                     declared = 0
                 if declared > self.max_body_bytes:
-                    await self._refuse(BodyTooLarge(self._too_large()), path, scope, send)
+                    await self._refuse(body_too_large(self.max_body_bytes), path, scope, send)
                     return
         try:
             body = await self._read_body(receive)
@@ -282,9 +261,6 @@ class OrderIntake:
         )
         await send({"type": "http.response.body", "body": answer})
 
-    def _too_large(self) -> str:
-        return f"the body exceeds {self.max_body_bytes} bytes"
-
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
@@ -296,13 +272,13 @@ class OrderIntake:
             if chunk:
                 size += len(chunk)
                 if size > self.max_body_bytes:
-                    raise BodyTooLarge(self._too_large())
+                    raise body_too_large(self.max_body_bytes)
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _refuse(self, err: BaseException, path: str, scope: Scope, send: Send) -> None:
-        response = self._problem(err, path)
+        response = problem_response(err, path)
 
         async def no_body() -> Message:
             return {"type": "http.disconnect"}

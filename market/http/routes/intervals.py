@@ -1,0 +1,142 @@
+"""``/intervals/{t}``: the book's depth, the published order set, the clearing, and the
+operator's gate closure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from ledger.addresses import checksum_address
+from ledger.eip712 import SIDE_BUY, SIDE_SELL
+from market.http.models import BookView, ClearingView, PublishedBook, SignedCloseGate
+from market.http.params import IntervalParam
+from market.http.problems import problem_responses
+from market.http.views import json_response
+from market.service import MarketService, SignedMessage, order_message_json
+from market.store import StoredOrder
+
+
+def depth(orders: Sequence[StoredOrder], side: int) -> list[dict[str, Any]]:
+    """The orders of ``side`` aggregated by price, best first (bids highest, asks lowest)."""
+    levels: dict[int, list[int]] = {}
+    for o in orders:
+        if o.side == side:
+            level = levels.setdefault(o.price_per_wh, [0, 0])
+            level[0] += o.quantity_wh
+            level[1] += 1
+    prices = sorted(levels, reverse=side == SIDE_BUY)
+    return [
+        {"pricePerWh": str(p), "quantityWh": levels[p][0], "orders": levels[p][1]} for p in prices
+    ]
+
+
+def intervals_router(service: MarketService) -> APIRouter:
+    """The ``/intervals/{t}`` paths of ``service`` that belong to the market (the settlement
+    API adds ``/intervals/{t}/settlement``)."""
+    router = APIRouter()
+
+    @router.get(
+        "/intervals/{t}/book",
+        response_model=BookView,
+        responses=problem_responses(422),
+        tags=["intervals"],
+    )
+    def interval_book(t: IntervalParam) -> dict[str, Any]:
+        """Aggregated depth by price: the open book, or the frozen book after gate closure."""
+        view = service.interval(t)
+        orders = service.book_orders(t)
+        return {
+            "interval": t,
+            "state": view.state,
+            "gateClosureAt": view.gate_closure_at,
+            "bids": depth(orders, SIDE_BUY),
+            "asks": depth(orders, SIDE_SELL),
+        }
+
+    @router.get(
+        "/intervals/{t}/orders",
+        response_model=PublishedBook,
+        responses=problem_responses(409, 422),
+        tags=["intervals"],
+    )
+    def interval_orders(t: IntervalParam) -> Response:
+        """The signed order set of a closed interval, with its ``bookRoot`` and the EIP-712
+        domain, so anyone can re-verify every signature and re-clear the book."""
+        record, orders = service.published_orders(t)
+        return json_response(
+            {
+                "interval": t,
+                "state": record.state,
+                "bookRoot": record.book_root,
+                "domain": service.domain.as_json(),
+                "orders": [
+                    {
+                        "id": o.id,
+                        "seq": o.seq,
+                        "order": order_message_json(o),
+                        "signature": o.signature,
+                        "filledWh": o.filled_wh,
+                    }
+                    for o in orders
+                ],
+            }
+        )
+
+    @router.get(
+        "/intervals/{t}/clearing",
+        response_model=ClearingView,
+        responses=problem_responses(409, 422),
+        tags=["intervals"],
+    )
+    def interval_clearing(t: IntervalParam) -> dict[str, Any]:
+        """Clearing price, volume and trades of a closed interval, and its on-chain commit."""
+        record = service.clearing(t)
+        clearing = record.clearing or {}
+        committed = record.state == "committed"
+        return {
+            "interval": t,
+            "state": record.state,
+            "mechanism": clearing.get("mechanism", service.config.mechanism),
+            "k": clearing.get("k"),
+            "pricePerWh": clearing.get("price"),
+            "volumeWh": clearing.get("volumeWh", 0),
+            "bookRoot": record.book_root,
+            "trades": [
+                {
+                    **t_,
+                    "buyer": checksum_address(t_["buyer"]),
+                    "seller": checksum_address(t_["seller"]),
+                }
+                for t_ in clearing.get("trades", [])
+            ],
+            "excluded": clearing.get("excluded", []),
+            "commit": (
+                {"txHash": record.commit_tx, "blockNumber": record.commit_block}
+                if committed
+                else None
+            ),
+        }
+
+    @router.post(
+        "/intervals/{t}/close",
+        response_model=ClearingView,
+        responses=problem_responses(400, 403, 409, 413, 422, 503),
+        tags=["operator"],
+    )
+    def close_interval(t: IntervalParam, body: SignedCloseGate) -> dict[str, Any]:
+        """Operator only: close ``t``'s gate now (simulations driving a remote market).
+
+        The body is a ``CloseGate`` message signed by the operator key published in
+        ``GET /market``; anyone else gets ``not_operator``.
+        """
+        signed = SignedMessage(body.close.model_dump(), body.signature)
+        service.operator_close_gate(t, signed)
+        return interval_clearing(t)
+
+    return router
+
+
+__all__ = ["depth", "intervals_router"]
