@@ -56,6 +56,7 @@ from ledger import eip712 as signing
 from ledger.addresses import checksum_address
 from ledger.errors import RequestError
 from ledger.merkle import MerkleTree, leaf_hash
+from ledger.records import Terms, Trade
 from market.clearing import clear
 from market.clock import Clock
 from market.http.errors import (
@@ -82,7 +83,7 @@ from market.http.errors import (
     SignerMismatch,
     UnregisteredParticipant,
 )
-from market.ledger_port import CommitTrade, Ledger, LedgerCallFailed, LedgerInfo, Terms
+from market.ledger_port import Ledger, LedgerCallFailed, LedgerInfo
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, Order, Side
 from market.store import (
     CLOSED,
@@ -565,7 +566,7 @@ class MarketService:
         if refresh or participant not in self._free:
             balances = self._call_ledger(self.ledger.balances, participant)
             with self._lock:
-                self._free[participant] = balances.free_base_units
+                self._free[participant] = balances.free
         return self._free[participant]
 
     def _authenticate(self, signed: SignedMessage) -> tuple[ParsedOrder, bytes]:
@@ -826,7 +827,7 @@ class MarketService:
         registered = self._call_ledger(self.ledger.is_registered, key)
         balances = self._call_ledger(self.ledger.balances, key)
         with self._lock:
-            self._free[key] = balances.free_base_units
+            self._free[key] = balances.free
             if registered:
                 self._registered.add(key)
             reserved = self._reserved.get(key, 0)
@@ -836,8 +837,8 @@ class MarketService:
         return ParticipantView(
             address=key,
             registered=registered,
-            free_base_units=balances.free_base_units,
-            locked_base_units=balances.locked_base_units,
+            free_base_units=balances.free,
+            locked_base_units=balances.locked,
             reserved_base_units=reserved,
             open_orders=open_orders,
         )
@@ -972,7 +973,7 @@ class MarketService:
             lock = _lock_of(order.side, order.quantity_wh, order.price_per_wh, penalty)
             needs[order.participant] = needs.get(order.participant, 0) + lock
         read = self._call_ledger(self.ledger.balances_of, list(needs))
-        fresh = {p: read[p].free_base_units for p in needs}
+        fresh = {p: read[p].free for p in needs}
         short = {p for p, need in needs.items() if fresh[p] < need}
         # A deregistered party would make the whole commit revert; leave its orders out too.
         short |= {p for p in needs if not self._call_ledger(self.ledger.is_registered, p)}
@@ -1062,13 +1063,13 @@ class MarketService:
                 self.store.record_commit(interval, None, None)
                 return True
             trades = [
-                CommitTrade(
-                    buy_order=bytes.fromhex(t["buyOrder"][2:]),
-                    sell_order=bytes.fromhex(t["sellOrder"][2:]),
+                Trade(
                     buyer=checksum_address(t["buyer"]),
                     seller=checksum_address(t["seller"]),
                     quantity_wh=int(t["quantityWh"]),
                     price_per_wh=int(t["pricePerWh"]),
+                    buy_order_id=bytes.fromhex(t["buyOrder"][2:]),
+                    sell_order_id=bytes.fromhex(t["sellOrder"][2:]),
                 )
                 for t in record.clearing["trades"]
             ]
