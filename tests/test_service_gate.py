@@ -235,4 +235,4 @@ def test_commit_lowers_the_cached_free_balance(m: Market) -> None:
     _book(m, t)
     m.close_due(t)
     alice = m.alice.account.address.lower()
-    assert m.service._free[alice] == m.ledger.free[alice]
+    assert m.service.collateral.free[alice] == m.ledger.free[alice]

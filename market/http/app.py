@@ -64,8 +64,10 @@ from market.http.errors import (
     ServiceUnavailable,
 )
 from market.http.intake import BATCH_PATH, ORDER_PATH, OrderIntake
+from market.intake import Prepared
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
-from market.service import MarketService, Prepared, SignedMessage, order_message_json
+from market.service import MarketService
+from market.signed_messages import SignedMessage, order_message_json
 from market.store import ORDER_STATUSES, StoredOrder
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,9 @@ from market.http.errors import (
     InvalidSide,
     MalformedJson,
 )
-from market.service import MarketService, Prepared, SignedMessage
+from market.intake import Prepared
+from market.service import MarketService
+from market.signed_messages import SignedMessage
 from market.store import OPEN, StoredOrder
 
 log = logging.getLogger(__name__)
