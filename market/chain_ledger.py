@@ -1,10 +1,11 @@
 """The market service's :class:`~market.ledger_port.Ledger` over the real EnergyMarket.
 
 :class:`ChainLedger` adapts :class:`chain.client.LedgerClient` to the small interface the
-market service uses, so ``market/`` stays free of web3 (DESIGN §2: market imports deploy
-only at the edges, and here deploy imports market instead). Every failure of a call, a revert
-decoded by the client or a node that does not answer, becomes
-:class:`~market.ledger_port.LedgerCallFailed`, which the service treats as "retry later".
+market service uses, so the rest of ``market/`` stays free of web3 (DESIGN §2). The client
+already speaks in the contract's records (:mod:`ledger.records`), and so does the port: terms,
+balances and trades pass through unchanged. Every failure of a call, a revert decoded by the
+client or a node that does not answer, becomes :class:`~market.ledger_port.LedgerCallFailed`,
+which the service treats as "retry later".
 
 Calls are serialised with a lock: the service calls from its event loop (a participant seen
 for the first time) and from the gate-closure thread, and the embedded eth-tester chain is
@@ -27,16 +28,8 @@ from typing import Any, TypeVar
 from chain.client import LedgerClient
 from ledger.addresses import checksum_address
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
-from ledger.records import Trade
-from market.ledger_port import (
-    Balances,
-    CommitReceipt,
-    CommitTrade,
-    IntervalTiming,
-    LedgerCallFailed,
-    LedgerInfo,
-    Terms,
-)
+from ledger.records import Balance, Terms, Trade
+from market.ledger_port import CommitReceipt, IntervalTiming, LedgerCallFailed, LedgerInfo
 
 T = TypeVar("T")
 
@@ -90,14 +83,7 @@ class ChainLedger:
 
     def terms(self) -> Terms:
         """The terms the next commit snapshots."""
-
-        def read() -> Terms:
-            terms = self.client.terms()
-            return Terms(
-                terms.penalty_price_per_wh, terms.tolerance_bps, terms.reading_window_seconds
-            )
-
-        return self._guard("reading terms", read)
+        return self._guard("reading terms", self.client.terms)
 
     def is_registered(self, participant: str) -> bool:
         """``participantInfo(participant).registered``."""
@@ -106,26 +92,19 @@ class ChainLedger:
             lambda: self.client.participant_info(participant).registered,
         )
 
-    def balances(self, participant: str) -> Balances:
+    def balances(self, participant: str) -> Balance:
         """``balanceOf(participant)``: free and locked base units."""
+        return self._guard(
+            f"reading the balance of {participant}", lambda: self.client.balance_of(participant)
+        )
 
-        def read() -> Balances:
-            balance = self.client.balance_of(participant)
-            return Balances(balance.free, balance.locked)
-
-        return self._guard(f"reading the balance of {participant}", read)
-
-    def balances_of(self, participants: Sequence[str]) -> dict[str, Balances]:
+    def balances_of(self, participants: Sequence[str]) -> dict[str, Balance]:
         """``balanceOf`` of each of ``participants`` (keyed as given), in one batch read at
         one block."""
 
-        def read() -> dict[str, Balances]:
+        def read() -> dict[str, Balance]:
             _, found = self.client.balances_of(participants)
-            out = {}
-            for p in participants:
-                balance = found[checksum_address(p)]
-                out[p] = Balances(balance.free, balance.locked)
-            return out
+            return {p: found[checksum_address(p)] for p in participants}
 
         return self._guard(f"reading the balances of {len(participants)} participants", read)
 
@@ -139,23 +118,12 @@ class ChainLedger:
         return self._guard(f"reading interval {interval}", read)
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
+        self, interval: int, book_root: bytes, trades: Sequence[Trade]
     ) -> CommitReceipt:
         """``commitInterval(t, bookRoot, parties, trades)`` from the operator account."""
-        chain_trades = [
-            Trade(
-                buyer=t.buyer,
-                seller=t.seller,
-                quantity_wh=t.quantity_wh,
-                price_per_wh=t.price_per_wh,
-                buy_order_id=t.buy_order,
-                sell_order_id=t.sell_order,
-            )
-            for t in trades
-        ]
 
         def send() -> CommitReceipt:
-            receipt = self.client.commit_interval(interval, book_root, chain_trades)
+            receipt = self.client.commit_interval(interval, book_root, trades)
             return CommitReceipt(
                 tx_hash="0x" + bytes(receipt["transactionHash"]).hex().removeprefix("0x"),
                 block_number=int(receipt["blockNumber"]),

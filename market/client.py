@@ -37,14 +37,6 @@ from ledger.errors import WattledgerError
 DEFAULT_EXPIRY_SECONDS = 3600
 """How long a signed message stays submittable unless told otherwise."""
 
-METER_READING_TYPE = [
-    {"name": "participant", "type": "address"},
-    {"name": "interval", "type": "uint64"},
-    {"name": "importedWh", "type": "uint64"},
-    {"name": "exportedWh", "type": "uint64"},
-]
-"""The contract's ``MeterReading`` EIP-712 type, signed by a participant's meter key."""
-
 
 class MarketApiError(WattledgerError):
     """Raised by :class:`MarketClient` when the market answers with a problem (4xx/5xx).
@@ -179,10 +171,7 @@ class OrderSigner:
             "exportedWh": exported_wh,
         }
         full = {
-            "types": {
-                "EIP712Domain": signing.EIP712_DOMAIN_TYPE,
-                "MeterReading": METER_READING_TYPE,
-            },
+            "types": {"EIP712Domain": signing.EIP712_DOMAIN_TYPE, **signing.READING_TYPES},
             "primaryType": "MeterReading",
             "domain": self.domain.as_json(),
             "message": message,
@@ -427,7 +416,6 @@ def new_account() -> LocalAccount:
 
 __all__ = [
     "DEFAULT_EXPIRY_SECONDS",
-    "METER_READING_TYPE",
     "AppTransport",
     "MarketApiError",
     "MarketClient",

@@ -2,10 +2,14 @@
 
 The market service sees the EnergyMarket contract only through :class:`Ledger`: who is
 registered, free and locked balances, the terms that size a seller's bond, the interval
-timing, and ``commitInterval``. ``market.chain_ledger.ChainLedger`` implements it over the
-real contract client; :class:`MemoryLedger` implements it in memory with the same collateral
-rule, for fast tests of the service logic. Keeping this interface small keeps the service free
-of web3 (market/ may import deploy at the edges only, DESIGN §2).
+timing, and ``commitInterval``. :class:`market.chain_ledger.ChainLedger` implements it over
+the real contract client; :class:`MemoryLedger` implements it in memory with the same
+collateral rule, for fast tests of the service logic. Keeping this interface small keeps the
+service free of web3 (only ``market.chain_ledger`` touches ``chain/``, DESIGN §2).
+
+The values that cross it are the contract's own records (:mod:`ledger.records`): ``Terms``,
+``Balance`` (``balanceOf``) and ``Trade`` (the struct ``commitInterval`` takes); only what
+the contract has no record for is defined here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.errors import WattledgerError
+from ledger.records import Balance, Terms, Trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,39 +37,6 @@ class IntervalTiming:
     def current(self, now_seconds: int) -> int:
         """The interval that contains ``now_seconds`` (may be negative before the epoch)."""
         return (now_seconds - self.epoch_seconds) // self.interval_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Terms:
-    """The market's current terms, as far as order intake needs them.
-
-    ``penalty_price_per_wh`` sizes a seller's bond (``quantity_wh * penalty_price_per_wh``);
-    ``tolerance_bps`` and ``reading_window_seconds`` are published for participants.
-    """
-
-    penalty_price_per_wh: int
-    tolerance_bps: int
-    reading_window_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class Balances:
-    """A participant's internal balances on the market contract, in token base units."""
-
-    free_base_units: int
-    locked_base_units: int
-
-
-@dataclass(frozen=True, slots=True)
-class CommitTrade:
-    """One trade to commit on-chain (the contract's Trade struct)."""
-
-    buy_order: bytes
-    sell_order: bytes
-    buyer: str
-    seller: str
-    quantity_wh: int
-    price_per_wh: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +86,11 @@ class Ledger(Protocol):
         """True when ``participant`` (0x address) is a registered market participant."""
         ...
 
-    def balances(self, participant: str) -> Balances:
-        """Free and locked balances of ``participant``."""
+    def balances(self, participant: str) -> Balance:
+        """Free and locked balances of ``participant``, in token base units."""
         ...
 
-    def balances_of(self, participants: Sequence[str]) -> dict[str, Balances]:
+    def balances_of(self, participants: Sequence[str]) -> dict[str, Balance]:
         """Free and locked balances of each of ``participants`` (keyed as given), all read at
         one moment: gate closure reads every party of an interval, and one request for all
         costs what one call each costs for a few."""
@@ -129,7 +101,7 @@ class Ledger(Protocol):
         ...
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
+        self, interval: int, book_root: bytes, trades: Sequence[Trade]
     ) -> CommitReceipt:
         """Commit ``interval``'s trades and book root; raise LedgerCallFailed on failure."""
         ...
@@ -156,7 +128,7 @@ class MemoryLedger:
     registered: set[str] = field(default_factory=set)
     free: dict[str, int] = field(default_factory=dict)
     locked: dict[str, int] = field(default_factory=dict)
-    commits: dict[int, tuple[bytes, tuple[CommitTrade, ...]]] = field(default_factory=dict)
+    commits: dict[int, tuple[bytes, tuple[Trade, ...]]] = field(default_factory=dict)
     balance_reads: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -185,12 +157,12 @@ class MemoryLedger:
     def is_registered(self, participant: str) -> bool:
         return participant.lower() in self.registered
 
-    def balances(self, participant: str) -> Balances:
+    def balances(self, participant: str) -> Balance:
         key = participant.lower()
         self.balance_reads += 1
-        return Balances(self.free.get(key, 0), self.locked.get(key, 0))
+        return Balance(self.free.get(key, 0), self.locked.get(key, 0))
 
-    def balances_of(self, participants: Sequence[str]) -> dict[str, Balances]:
+    def balances_of(self, participants: Sequence[str]) -> dict[str, Balance]:
         return {p: self.balances(p) for p in participants}
 
     def committed_root(self, interval: int) -> bytes | None:
@@ -198,7 +170,7 @@ class MemoryLedger:
         return entry[0] if entry else None
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
+        self, interval: int, book_root: bytes, trades: Sequence[Trade]
     ) -> CommitReceipt:
         with self._lock:
             if interval in self.commits:
@@ -223,13 +195,10 @@ class MemoryLedger:
 
 
 __all__ = [
-    "Balances",
     "CommitReceipt",
-    "CommitTrade",
     "IntervalTiming",
     "Ledger",
     "LedgerCallFailed",
     "LedgerInfo",
     "MemoryLedger",
-    "Terms",
 ]

@@ -12,7 +12,8 @@ from eth_account.signers.local import LocalAccount
 from market.client import OrderSigner
 from market.clock import SimulatedClock
 from market.ledger_port import MemoryLedger
-from market.service import MarketConfig, MarketService, SignedMessage
+from market.service import MarketConfig, MarketService
+from market.signed_messages import SignedMessage
 from market.store import OrderStore
 
 TOKEN = 10**18

@@ -43,9 +43,9 @@ def state(m: Market) -> tuple[Any, ...]:
         rows,
         nonces,
         intervals,
-        sorted(m.service._nonces),
-        dict(m.service._reserved),
-        m.service._seq,
+        sorted(m.service.intake.nonces),
+        dict(m.service.book.reserved),
+        m.service.intake.seq,
         dict(m.ledger.free),
         dict(m.ledger.commits),
     )

@@ -27,12 +27,12 @@ from chain.connection import Chain, connect
 from chain.deployment import Deployment
 from deploy.deployment import deploy_system
 from ledger.eip712 import sign_reading
-from ledger.records import Reading
+from ledger.records import Reading, Trade
 from market.chain_ledger import ChainLedger
 from market.client import MarketApiError, MarketClient
 from market.clock import SimulatedClock
 from market.http.app import create_app
-from market.ledger_port import CommitReceipt, CommitTrade
+from market.ledger_port import CommitReceipt
 from market.service import MarketConfig, MarketService
 from market.store import OrderStore
 
@@ -43,7 +43,7 @@ DEPOSIT = 1_000 * TOKEN
 FIXED_GAS = 15_000_000
 
 
-Tamper = Callable[[int, bytes, list[CommitTrade]], tuple[bytes, list[CommitTrade]]]
+Tamper = Callable[[int, bytes, list[Trade]], tuple[bytes, list[Trade]]]
 """``(t, book_root, trades) -> (book_root, trades)``: what a dishonest operator commits."""
 
 
@@ -59,7 +59,7 @@ class TamperingLedger(ChainLedger):
         self.tamper = tamper
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[CommitTrade]
+        self, interval: int, book_root: bytes, trades: Sequence[Trade]
     ) -> CommitReceipt:
         root, altered = self.tamper(interval, book_root, list(trades))
         return super().commit_interval(interval, root, altered)

@@ -49,7 +49,7 @@ from audit.report import (
 from audit.run import audit_market
 from audit.sources import ApiOrderSource, archive_books, read_ledger
 from ledger.hashing import keccak
-from market.ledger_port import CommitTrade
+from ledger.records import Trade
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def second_interval_only(change: Tamper) -> Tamper:
     """A tamper that leaves the first interval honest."""
     first: list[int] = []
 
-    def tamper(t: int, root: bytes, trades: list[CommitTrade]) -> tuple[bytes, list[CommitTrade]]:
+    def tamper(t: int, root: bytes, trades: list[Trade]) -> tuple[bytes, list[Trade]]:
         if not first:
             first.append(t)
             return root, trades
@@ -142,7 +142,7 @@ def test_the_honest_run_passes_every_check(market: Callable[..., Any]) -> None:
 def test_operator_committing_a_wrong_price_fails_reclear_and_properties(
     market: Callable[..., Any],
 ) -> None:
-    def raise_price(t: int, root: bytes, trades: list[CommitTrade]) -> Any:
+    def raise_price(t: int, root: bytes, trades: list[Trade]) -> Any:
         return root, [dataclasses.replace(x, price_per_wh=x.price_per_wh + 1_000) for x in trades]
 
     session, (t0, t1) = market(second_interval_only(raise_price))
@@ -164,8 +164,8 @@ def test_operator_committing_a_trade_for_an_order_never_signed_fails_reclear(
     forged = keccak(b"an order nobody signed")
     buyer, seller = base.participants[4].address, base.participants[5].address
 
-    def add_trade(t: int, root: bytes, trades: list[CommitTrade]) -> Any:
-        extra = CommitTrade(forged, keccak(b"another"), buyer, seller, 100, PRICE)
+    def add_trade(t: int, root: bytes, trades: list[Trade]) -> Any:
+        extra = Trade(buyer, seller, 100, PRICE, forged, keccak(b"another"))
         return root, [*trades, extra]
 
     session, (_t0, t1) = market(second_interval_only(add_trade))
@@ -185,7 +185,7 @@ def test_operator_committing_another_root_fails_book_root(
 ) -> None:
     other = keccak(b"a different book")
 
-    def swap_root(t: int, root: bytes, trades: list[CommitTrade]) -> Any:
+    def swap_root(t: int, root: bytes, trades: list[Trade]) -> Any:
         return other, trades
 
     session, (_t0, t1) = market(second_interval_only(swap_root))

@@ -59,7 +59,7 @@ def test_gate_closure_commits_the_clearing_of_the_frozen_book(m: Market) -> None
     root, trades = m.ledger.commits[t]
     assert root == MerkleTree.of([bytes.fromhex(o.id[2:]) for o in orders]).root
     assert "0x" + root.hex() == record.book_root
-    assert [(tr.buy_order.hex(), tr.sell_order.hex(), tr.quantity_wh) for tr in trades] == [
+    assert [(tr.buy_order_id.hex(), tr.sell_order_id.hex(), tr.quantity_wh) for tr in trades] == [
         (t_.buy[2:], t_.sell[2:], t_.quantity_wh) for t_ in expected.trades
     ]
     # The chain locked what the trades need: buyer q*price, seller q*penalty.
@@ -123,7 +123,7 @@ def test_participant_who_withdrew_is_left_out_so_the_commit_cannot_revert(m: Mar
     assert record.state == COMMITTED
     assert _clearing(m, t)["excluded"] == [a1.id]
     assert m.service.get_order(a1.id).status == "excluded"
-    assert {tr.buy_order.hex() for tr in m.ledger.commits[t][1]} == {a2.id[2:]}
+    assert {tr.buy_order_id.hex() for tr in m.ledger.commits[t][1]} == {a2.id[2:]}
 
 
 def test_deregistered_participant_is_left_out(m: Market) -> None:
@@ -235,4 +235,4 @@ def test_commit_lowers_the_cached_free_balance(m: Market) -> None:
     _book(m, t)
     m.close_due(t)
     alice = m.alice.account.address.lower()
-    assert m.service._free[alice] == m.ledger.free[alice]
+    assert m.service.collateral.free[alice] == m.ledger.free[alice]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from market.service import MarketService, Prepared
+from market.intake import Prepared
+from market.service import MarketService
 
 
 class GroupCommitter:

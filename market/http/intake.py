@@ -39,7 +39,9 @@ from market.http.body_limit import body_too_large
 from market.http.errors import InvalidRequest, MalformedJson
 from market.http.problems import problem_response, shape_problem
 from market.http.views import order_view
-from market.service import MarketService, Prepared, SignedMessage
+from market.intake import Prepared
+from market.service import MarketService
+from market.signed_messages import SignedMessage
 from market.store import OPEN, StoredOrder
 
 log = logging.getLogger(__name__)

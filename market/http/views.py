@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from ledger.addresses import checksum_address
 from ledger.eip712 import SIDE_BUY
-from market.service import order_message_json
+from market.signed_messages import order_message_json
 from market.store import StoredOrder
 
 

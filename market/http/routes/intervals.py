@@ -15,7 +15,8 @@ from market.http.models import BookView, ClearingView, PublishedBook, SignedClos
 from market.http.params import IntervalParam
 from market.http.problems import problem_responses
 from market.http.views import json_response
-from market.service import MarketService, SignedMessage, order_message_json
+from market.service import MarketService
+from market.signed_messages import SignedMessage, order_message_json
 from market.store import StoredOrder
 
 

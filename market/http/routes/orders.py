@@ -28,7 +28,8 @@ from market.http.models import (
 from market.http.params import OrderIdParam
 from market.http.problems import problem_responses
 from market.http.views import json_response, order_view
-from market.service import MarketService, SignedMessage
+from market.service import MarketService
+from market.signed_messages import SignedMessage
 
 
 def intake_body_schemas() -> dict[str, Any]:

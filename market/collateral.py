@@ -1,0 +1,195 @@
+"""Collateral (DESIGN §5): what an order can lock, and the ledger facts it is checked against.
+
+``commitInterval`` locks ``quantity * price`` of a buyer's free balance and
+``quantity * penaltyPrice`` of a seller's. An order is accepted only when the participant's
+on-chain free balance minus what all its open orders (every interval) could lock still
+covers its own worst-case lock (:func:`worst_case_lock_base_units`): ``quantity * limit`` for
+a bid, ``quantity * penaltyPrice`` for an ask. A fill never locks more than that (a buyer
+never pays above its limit), so the commit cannot revert for collateral.
+
+:class:`Collateral` keeps what that check needs from the ledger: the terms, and each
+participant's registration and free balance. Free balances are cached: read from the chain
+the first time a participant is seen and whenever a check would fail (a fresh deposit is then
+seen), and lowered by what each commit locked. The hot path never calls the chain. Because a
+participant can withdraw at any time, gate closure re-reads the free balances of the
+interval's participants (:mod:`market.gate_closure`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from ledger import eip712 as signing
+from ledger.errors import RequestError
+from ledger.records import Balance, Terms, Trade
+from market.http.errors import InsufficientCollateral, ServiceUnavailable, UnregisteredParticipant
+from market.ledger_port import Ledger, LedgerCallFailed
+
+T = TypeVar("T")
+
+UNREGISTERED_CACHE_SECONDS = 2.0
+"""How long a "not registered" answer from the chain is trusted (monotonic seconds)."""
+
+
+def worst_case_lock_base_units(
+    side: int, quantity_wh: int, price_per_wh: int, penalty_price_per_wh: int
+) -> int:
+    """Most collateral an order can lock at commit (DESIGN §5), in token base units:
+    ``quantity * limit`` for a bid, ``quantity * penalty price`` for an ask."""
+    if side == signing.SIDE_BUY:
+        return quantity_wh * price_per_wh
+    return quantity_wh * penalty_price_per_wh
+
+
+def _call_ledger(method: Callable[..., T], *args: object) -> T:
+    """``method(*args)`` of the ledger port for a request: a failed call is the service's
+    ServiceUnavailable (503), not the caller's fault."""
+    try:
+        return method(*args)
+    except LedgerCallFailed as err:
+        raise ServiceUnavailable(f"the chain failed: {err.message}") from None
+
+
+class Collateral:
+    """The terms, and each participant's registration and free balance, as last read.
+
+    Reads go to the ledger outside ``lock``; the caches are written under it (the market's
+    one lock, shared with the book and intake).
+    """
+
+    def __init__(self, ledger: Ledger, lock: threading.RLock) -> None:
+        self.ledger = ledger
+        self._lock = lock
+        self.terms: Terms = ledger.terms()
+        self.free: dict[str, int] = {}
+        """Free balance of each participant seen, in token base units (lower-case keys)."""
+        self.registered: set[str] = set()
+        self._unregistered_until: dict[str, float] = {}
+
+    def read_terms(self) -> Terms:
+        """Read the terms the next commit snapshots, and keep them."""
+        self.terms = _call_ledger(self.ledger.terms)
+        return self.terms
+
+    def lock_base_units(self, side: int, quantity_wh: int, price_per_wh: int) -> int:
+        """:func:`worst_case_lock_base_units` at the terms last read."""
+        return worst_case_lock_base_units(
+            side, quantity_wh, price_per_wh, self.terms.penalty_price_per_wh
+        )
+
+    def is_known(self, participant: str) -> bool:
+        """Whether both the registration and the free balance of ``participant`` are cached."""
+        return participant in self.registered and participant in self.free
+
+    def look_up(self, participants: Iterable[str]) -> None:
+        """Read the registration and free balance of ``participants`` from the chain.
+
+        For a worker thread, so that the API's event loop does not wait for the chain on a
+        participant's first order. A failure is not raised here: intake meets it again.
+        """
+        for participant in participants:
+            try:
+                self.check_registered(participant)
+                self.free_balance(participant)
+            except (RequestError, ServiceUnavailable):
+                continue
+
+    def check_registered(self, participant: str) -> None:
+        """Raise UnregisteredParticipant unless ``participant`` is registered on-chain.
+
+        A "registered" answer is kept; a "not registered" one for
+        :data:`UNREGISTERED_CACHE_SECONDS`, so a registration is seen soon after it lands.
+        """
+        if participant in self.registered:
+            return
+        until = self._unregistered_until.get(participant)
+        if until is not None and time.monotonic() < until:
+            raise UnregisteredParticipant(f"{participant} is not a registered participant")
+        if _call_ledger(self.ledger.is_registered, participant):
+            with self._lock:
+                self.registered.add(participant)
+                self._unregistered_until.pop(participant, None)
+            return
+        with self._lock:
+            if len(self._unregistered_until) > 100_000:
+                self._unregistered_until.clear()
+            self._unregistered_until[participant] = time.monotonic() + UNREGISTERED_CACHE_SECONDS
+        raise UnregisteredParticipant(
+            f"{participant} is not a registered participant",
+            hint="Ask the market's registrar to register the address and its meter key.",
+        )
+
+    def free_balance(self, participant: str, refresh: bool = False) -> int:
+        """The cached free balance of ``participant``, read from the chain when not cached
+        or when ``refresh``."""
+        if refresh or participant not in self.free:
+            balance = _call_ledger(self.ledger.balances, participant)
+            with self._lock:
+                self.free[participant] = balance.free
+        return self.free[participant]
+
+    def check_covers(
+        self, participant: str, lock_base_units: int, reserved_base_units: int
+    ) -> None:
+        """Raise InsufficientCollateral unless the free balance minus ``reserved_base_units``
+        (what open orders could lock) covers ``lock_base_units``; a shortfall is checked
+        again against a fresh read, which sees a recent deposit. Caller holds the lock."""
+        free = self.free_balance(participant)
+        if free - reserved_base_units < lock_base_units:
+            free = self.free_balance(participant, refresh=True)
+            if free - reserved_base_units < lock_base_units:
+                raise InsufficientCollateral(
+                    f"{participant}: this order can lock {lock_base_units} base units, but the "
+                    f"free balance {free} minus {reserved_base_units} reserved by open orders "
+                    f"leaves {max(free - reserved_base_units, 0)}",
+                    hint="Deposit more tokens on the market contract, or cancel open orders.",
+                )
+
+    def read_standing(self, participant: str) -> tuple[bool, Balance]:
+        """Whether ``participant`` is registered, and its balance, read from the chain now;
+        the caches take the answer."""
+        registered = _call_ledger(self.ledger.is_registered, participant)
+        balance = _call_ledger(self.ledger.balances, participant)
+        with self._lock:
+            self.free[participant] = balance.free
+            if registered:
+                self.registered.add(participant)
+        return registered, balance
+
+    def uncovered(self, needs_base_units: dict[str, int]) -> tuple[dict[str, int], set[str]]:
+        """Re-read the free balances of the participants of ``needs_base_units`` (what each
+        one's orders could lock) at one moment; return them, and the participants who can no
+        longer cover their needs or are no longer registered (a deregistered party would make
+        the whole commit revert). The caches are not written: see :meth:`remember`."""
+        read = _call_ledger(self.ledger.balances_of, list(needs_base_units))
+        fresh = {p: read[p].free for p in needs_base_units}
+        short = {p for p, need in needs_base_units.items() if fresh[p] < need}
+        short |= {p for p in needs_base_units if not _call_ledger(self.ledger.is_registered, p)}
+        return fresh, short
+
+    def remember(self, fresh: dict[str, int], unregistered: set[str]) -> None:
+        """Keep the ``fresh`` free balances; forget that ``unregistered`` were registered.
+        Caller holds the lock."""
+        self.free.update(fresh)
+        self.registered -= unregistered
+
+    def spend(self, trades: Sequence[Trade], penalty_price_per_wh: int) -> None:
+        """Lower the cached free balances by what committing ``trades`` locked: the buyer's
+        ``quantity * price``, the seller's ``quantity * penalty price``."""
+        with self._lock:
+            for trade in trades:
+                buyer, seller = trade.buyer.lower(), trade.seller.lower()
+                if buyer in self.free:
+                    self.free[buyer] -= trade.quantity_wh * trade.price_per_wh
+                if seller in self.free:
+                    self.free[seller] -= trade.quantity_wh * penalty_price_per_wh
+
+
+__all__ = [
+    "UNREGISTERED_CACHE_SECONDS",
+    "Collateral",
+    "worst_case_lock_base_units",
+]

@@ -1,0 +1,286 @@
+"""Gate closure of an interval: freeze its book, clear it, publish it, commit it on-chain.
+
+Gate closure of interval ``t`` (``gate_closure_seconds`` before ``t`` starts)
+    Freeze ``t``'s open orders (intake for ``t`` stops first and waits for orders already
+    being written, :meth:`market.book.OpenBook.freeze`), drop uncovered ones, build the book
+    root (:mod:`ledger.merkle`), clear the book (:func:`market.clearing.clear`), store all of
+    it durably (from then on ``GET /intervals/{t}/orders`` publishes the set with
+    signatures), then call ``commitInterval(t, bookRoot, trades)``. A failed or interrupted
+    commit leaves ``t`` ``frozen``; :meth:`GateClosure.tick` and :meth:`GateClosure.recover`
+    finish it, and nothing is committed twice (the ledger's committed root is checked first).
+
+Uncovered orders
+    A participant can withdraw at any time, so gate closure re-reads the free balances of
+    the interval's participants at one moment and leaves out (``excluded``) the orders of
+    any participant who could no longer cover them all, or who is no longer registered: a
+    commit the contract would refuse for collateral cannot be sent (DESIGN §5).
+
+The stored clearing
+    :func:`clearing_document` is what the store keeps and ``GET /intervals/{t}/clearing``
+    publishes; the trades committed on-chain are read back from it
+    (:func:`committed_trades`), so a commit retried after a restart sends exactly what was
+    published.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import eip712 as signing
+from ledger.addresses import checksum_address
+from ledger.merkle import MerkleTree
+from ledger.records import Trade
+from market.book import OpenBook
+from market.clearing import ClearingResult, clear
+from market.clock import Clock
+from market.collateral import Collateral, worst_case_lock_base_units
+from market.http.errors import IntervalNotClosed, ServiceUnavailable
+from market.ledger_port import IntervalTiming, Ledger, LedgerCallFailed
+from market.orders import Order, Side
+from market.store import FROZEN, IntervalRecord, OrderStore, StoredOrder, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GateSchedule:
+    """When each interval's gate closes: ``gate_closure_seconds`` before it starts."""
+
+    timing: IntervalTiming
+    gate_closure_seconds: int
+
+    def gate_closure_at(self, interval: int) -> int:
+        """Unix time (seconds) at which ``interval``'s gate closes."""
+        return self.timing.start(interval) - self.gate_closure_seconds
+
+    def current_interval(self, now_seconds: int) -> int:
+        """The interval being delivered at ``now_seconds``."""
+        return self.timing.current(now_seconds)
+
+
+def book_tree(orders: Sequence[StoredOrder]) -> MerkleTree:
+    """The Merkle tree of a frozen book, one leaf per order hash in arrival order; its root
+    is the ``bookRoot`` committed on-chain."""
+    return MerkleTree.of([bytes.fromhex(o.id[2:]) for o in orders])
+
+
+def clearing_order(order: StoredOrder) -> Order:
+    """A stored order as the clearing engine takes it."""
+    return Order(
+        id=order.id,
+        side=Side.BUY if order.side == signing.SIDE_BUY else Side.SELL,
+        quantity_wh=order.quantity_wh,  # type: ignore[arg-type]
+        price_per_wh=order.price_per_wh,  # type: ignore[arg-type]
+        seq=order.seq,
+        participant=order.participant,
+    )
+
+
+def clearing_document(
+    result: ClearingResult,
+    included: Sequence[StoredOrder],
+    excluded: Sequence[StoredOrder],
+    penalty_price_per_wh: int,
+) -> dict[str, Any]:
+    """The clearing of a frozen book as stored and published (big integers as strings):
+    mechanism, price, volume, trades with both parties, the penalty price the commit
+    snapshots, and the ids of the ``excluded`` orders."""
+    owner = {o.id: o.participant for o in included}
+    return {
+        "mechanism": result.mechanism,
+        "k": list(result.k) if result.k else None,
+        "price": None if result.price is None else str(result.price),
+        "volumeWh": int(result.volume_wh),
+        "trades": [
+            {
+                "buyOrder": t.buy,
+                "sellOrder": t.sell,
+                "buyer": owner[t.buy],
+                "seller": owner[t.sell],
+                "quantityWh": int(t.quantity_wh),
+                "pricePerWh": str(t.price_per_wh),
+            }
+            for t in result.trades
+        ],
+        "penaltyPricePerWh": str(penalty_price_per_wh),
+        "excluded": [o.id for o in excluded],
+    }
+
+
+def committed_trades(clearing: dict[str, Any]) -> list[Trade]:
+    """The trades of a stored :func:`clearing_document`, as the contract's records."""
+    return [
+        Trade(
+            buyer=checksum_address(t["buyer"]),
+            seller=checksum_address(t["seller"]),
+            quantity_wh=int(t["quantityWh"]),
+            price_per_wh=int(t["pricePerWh"]),
+            buy_order_id=bytes.fromhex(t["buyOrder"][2:]),
+            sell_order_id=bytes.fromhex(t["sellOrder"][2:]),
+        )
+        for t in clearing["trades"]
+    ]
+
+
+class GateClosure:
+    """Closes gates on time or on demand, and commits each closed interval exactly once.
+
+    ``mechanism`` and ``k`` are passed to :func:`market.clearing.clear`. One gate closes at
+    a time; intake goes on meanwhile for every other interval.
+    """
+
+    def __init__(
+        self,
+        store: OrderStore,
+        ledger: Ledger,
+        clock: Clock,
+        schedule: GateSchedule,
+        book: OpenBook,
+        collateral: Collateral,
+        lock: threading.RLock,
+        *,
+        mechanism: str,
+        k: tuple[int, int],
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.clock = clock
+        self.schedule = schedule
+        self.book = book
+        self.collateral = collateral
+        self.mechanism = mechanism
+        self.k = k
+        self._lock = lock
+        self._close_lock = threading.Lock()
+
+    def due_intervals(self) -> list[int]:
+        """Intervals with open orders whose gate closure time has come."""
+        now = self.clock.now()
+        candidates = self.book.intervals()
+        return sorted(t for t in candidates if self.schedule.gate_closure_at(t) <= now)
+
+    def tick(self) -> list[int]:
+        """Close every due interval and retry unfinished commits; return intervals closed."""
+        closed = []
+        for interval in self.due_intervals():
+            self.close_gate(interval)
+            closed.append(interval)
+        for interval in self.store.intervals_in_state(FROZEN):
+            self.commit_frozen(interval)
+        return closed
+
+    def recover(self) -> list[int]:
+        """Finish the commit of every interval left ``frozen``; return those committed."""
+        return [i for i in self.store.intervals_in_state(FROZEN) if self.commit_frozen(i)]
+
+    def close_gate(self, interval: int, *, early: bool = False) -> IntervalRecord:
+        """Freeze, publish, clear and commit ``interval``; return its stored record.
+
+        Before the gate closure time this raises IntervalNotClosed unless ``early`` (an
+        operator action). Closing an interval that is already closed returns its record.
+        Raises ServiceUnavailable when the store fails; a failed on-chain commit leaves the
+        interval ``frozen`` and is retried by :meth:`tick`.
+        """
+        with self._close_lock:
+            existing = self.store.get_interval(interval)
+            if existing is not None:
+                return existing
+            now = self.clock.now()
+            gate_closure_at = self.schedule.gate_closure_at(interval)
+            if not early and now < gate_closure_at:
+                raise IntervalNotClosed(
+                    f"interval {interval}: its gate closes at {gate_closure_at}, it is {now}"
+                )
+            orders = self.book.freeze(interval)
+            try:
+                self._freeze(interval, now, orders)
+            finally:
+                with self._lock:
+                    self.book.closing.discard(interval)
+            self.commit_frozen(interval)
+            record = self.store.get_interval(interval)
+            assert record is not None
+            return record
+
+    def _freeze(self, interval: int, now: int, orders: list[StoredOrder]) -> None:
+        """Leave out uncovered orders, clear the rest and store the frozen interval."""
+        penalty = self.collateral.read_terms().penalty_price_per_wh
+        needs: dict[str, int] = {}
+        for order in orders:
+            lock = worst_case_lock_base_units(
+                order.side, order.quantity_wh, order.price_per_wh, penalty
+            )
+            needs[order.participant] = needs.get(order.participant, 0) + lock
+        fresh, short = self.collateral.uncovered(needs)
+        included = [o for o in orders if o.participant not in short]
+        excluded = [o for o in orders if o.participant in short]
+        if excluded:
+            log.warning(
+                "interval %d: left out %d orders of %d participants no longer registered or "
+                "whose free balance no longer covers them",
+                interval,
+                len(excluded),
+                len(short),
+            )
+        tree = book_tree(included)
+        result = clear([clearing_order(o) for o in included], mechanism=self.mechanism, k=self.k)
+        try:
+            self.store.freeze_interval(
+                interval,
+                now,
+                "0x" + tree.root.hex(),
+                [o.id for o in included],
+                [o.id for o in excluded],
+                clearing_document(result, included, excluded, penalty),
+                {k: int(v) for k, v in result.fills.items()},
+            )
+        except StoreError as err:
+            raise ServiceUnavailable(f"the order store failed: {err.message}") from None
+        with self._lock:
+            self.book.close(interval, orders)
+            self.collateral.remember(fresh, short)
+
+    def commit_frozen(self, interval: int) -> bool:
+        """Commit a frozen interval on-chain unless it already is; True when committed."""
+        record = self.store.get_interval(interval)
+        if record is None or record.state != FROZEN or record.clearing is None:
+            return False
+        root = bytes.fromhex(record.book_root[2:])
+        try:
+            onchain = self.ledger.committed_root(interval)
+            if onchain is not None:
+                if onchain != root:
+                    log.error(
+                        "interval %d: on-chain book root %s differs from the stored %s",
+                        interval,
+                        onchain.hex(),
+                        root.hex(),
+                    )
+                    return False
+                self.store.record_commit(interval, None, None)
+                return True
+            trades = committed_trades(record.clearing)
+            receipt = self.ledger.commit_interval(interval, root, trades)
+        except LedgerCallFailed as err:
+            log.error("interval %d: commit failed, will retry: %s", interval, err)
+            return False
+        self.store.record_commit(interval, receipt.tx_hash, receipt.block_number)
+        penalty = record.clearing.get(
+            "penaltyPricePerWh", self.collateral.terms.penalty_price_per_wh
+        )
+        self.collateral.spend(trades, int(penalty))
+        return True
+
+
+__all__ = [
+    "GateClosure",
+    "GateSchedule",
+    "book_tree",
+    "clearing_document",
+    "clearing_order",
+    "committed_trades",
+]

@@ -1,0 +1,156 @@
+"""What the market serves to read: orders, participants, intervals, books and proofs.
+
+Reads only: nothing here changes the book, the nonces or the store. An interval's order set
+and clearing are published from its gate closure on (:mod:`market.gate_closure`); before
+that, its depth is that of its open orders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.merkle import leaf_hash
+from market.book import OpenBook
+from market.collateral import Collateral
+from market.gate_closure import GateSchedule, book_tree
+from market.http.errors import IntervalNotClosed, OrderNotFound, OrderNotInBook
+from market.signed_messages import parse_address
+from market.store import CLOSED, OPEN, IntervalRecord, OrderStore, StoredOrder
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalView:
+    """What the service knows about one interval's gate closure."""
+
+    interval: int
+    state: str
+    gate_closure_at: int
+    record: IntervalRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantView:
+    """A participant's balances and the collateral its open orders reserve."""
+
+    address: str
+    registered: bool
+    free_base_units: int
+    locked_base_units: int
+    reserved_base_units: int
+    open_orders: list[StoredOrder]
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """An order's inclusion proof in its interval's book."""
+
+    order_id: str
+    interval: int
+    leaf: bytes
+    book_root: bytes
+    proof: list[bytes]
+
+
+class MarketViews:
+    """Answers the market's reads from the store and the open book."""
+
+    def __init__(
+        self, store: OrderStore, book: OpenBook, collateral: Collateral, schedule: GateSchedule
+    ) -> None:
+        self.store = store
+        self.book = book
+        self.collateral = collateral
+        self.schedule = schedule
+
+    def get_order(self, order_id: str) -> StoredOrder:
+        """The order with id ``order_id`` (its EIP-712 hash); OrderNotFound if none."""
+        order = self.book.open.get(order_id.lower()) or self.store.get_order(order_id.lower())
+        if order is None:
+            raise OrderNotFound(f"no order {order_id}")
+        return order
+
+    def participant(self, address: str) -> ParticipantView:
+        """Balances read from the chain now, and what open orders reserve."""
+        key = parse_address(address, "address")
+        registered, balance = self.collateral.read_standing(key)
+        reserved, open_orders = self.book.participant_orders(key)
+        return ParticipantView(
+            address=key,
+            registered=registered,
+            free_base_units=balance.free,
+            locked_base_units=balance.locked,
+            reserved_base_units=reserved,
+            open_orders=open_orders,
+        )
+
+    def participant_orders(
+        self, address: str, status: str | None = None, interval: int | None = None
+    ) -> list[StoredOrder]:
+        """Every order of ``address`` (any status unless filtered) in arrival order."""
+        return self.store.orders_of(parse_address(address, "address"), status, interval)
+
+    def interval(self, interval: int) -> IntervalView:
+        """Gate closure state of ``interval``: ``open``, ``closing``, ``frozen``, ``empty``
+        or ``committed``."""
+        record = self.store.get_interval(interval)
+        if record is not None:
+            state = record.state
+        elif interval in self.book.closing:
+            state = "closing"
+        else:
+            state = OPEN
+        return IntervalView(interval, state, self.schedule.gate_closure_at(interval), record)
+
+    def book_orders(self, interval: int) -> list[StoredOrder]:
+        """The orders behind ``interval``'s depth: open ones, or the frozen book once closed."""
+        if self.store.get_interval(interval) is not None:
+            return self.store.interval_orders(interval, CLOSED)
+        return self.book.interval_orders(interval)
+
+    def published_orders(self, interval: int) -> tuple[IntervalRecord, list[StoredOrder]]:
+        """The frozen signed order set of a closed interval; IntervalNotClosed before."""
+        record = self.store.get_interval(interval)
+        if record is None:
+            raise IntervalNotClosed(
+                f"interval {interval}: its gate closes at "
+                f"{self.schedule.gate_closure_at(interval)}; the order set is published then"
+            )
+        return record, self.store.interval_orders(interval, CLOSED)
+
+    def clearing(self, interval: int) -> IntervalRecord:
+        """The stored clearing of a closed interval; IntervalNotClosed before."""
+        record = self.store.get_interval(interval)
+        if record is None:
+            raise IntervalNotClosed(
+                f"interval {interval}: not cleared yet; its gate closes at "
+                f"{self.schedule.gate_closure_at(interval)}"
+            )
+        return record
+
+    def proof(self, order_id: str) -> Proof:
+        """The Merkle inclusion proof of an order in its interval's committed book."""
+        order = self.get_order(order_id)
+        record = self.store.get_interval(order.interval)
+        if record is None:
+            raise IntervalNotClosed(
+                f"interval {order.interval}: its gate has not closed, so it has no book root yet"
+            )
+        if order.status != CLOSED:
+            raise OrderNotInBook(f"order {order_id} is {order.status}, not in the book")
+        members = self.store.interval_orders(order.interval, CLOSED)
+        tree = book_tree(members)
+        order_hash = bytes.fromhex(order.id[2:])
+        return Proof(
+            order_id=order.id,
+            interval=order.interval,
+            leaf=leaf_hash(order_hash),
+            book_root=tree.root,
+            proof=tree.proof(order_hash),
+        )
+
+    def open_order_count(self) -> int:
+        """Number of open orders."""
+        return len(self.book.open)
+
+
+__all__ = ["IntervalView", "MarketViews", "ParticipantView", "Proof"]
