@@ -1,4 +1,10 @@
-"""Compiled contract artifacts in ``contracts/build``: loading, hashing, freshness."""
+"""Compiled contract artifacts in ``contracts/build``: loading, hashing, freshness.
+
+``wattledger compile`` (:mod:`deploy.compiler`) writes one ``<Contract>.json`` per deployable
+contract (ABI, creation and runtime bytecode) and a ``manifest.json`` with the SHA-256 of every
+source that went in. Everything that talks to a chain reads them from here; nothing here needs
+Node.js or the compiler.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Deployment records: ``deployments/<chainId>.json`` and the contracts they name."""
+"""Deployment records: ``deployments/<chainId>.json`` and the contracts they name.
+
+A record holds, for each contract, its address, the deploying transaction's hash, block
+number and gas, and the SHA-256 of the artifact deployed (:func:`chain.artifacts.artifact_hash`),
+so anyone can tell which build a chain runs. ``wattledger deploy`` (:mod:`deploy.deployment`)
+writes them; ``serve``, ``settle`` and ``audit`` read them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Errors of the deployment edge: toolchain, compiler, artifacts and chain connection.
+"""Errors of the chain edge: the toolchain and compiler, artifacts, the connection, deployment.
 
 They are branches of :class:`ledger.errors.WattledgerError`; the tree is drawn there.
 """

@@ -1,1 +1,1 @@
-"""wattledger deploy package."""
+"""The composition root: compile, deploy, the ``wattledger`` command line, and the wiring of the systems."""

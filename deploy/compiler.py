@@ -1,4 +1,4 @@
-"""Compile the Solidity sources with py-solc-x through the solcjs shim, and manage artifacts.
+"""Compile the Solidity sources with py-solc-x through the solcjs shim into artifacts.
 
 The compiler is the npm package ``solc`` (solcjs) driven by ``deploy/solc-shim.cjs``, which
 py-solc-x calls as if it were a native ``solc`` binary. Settings are pinned here
@@ -7,7 +7,9 @@ py-solc-x calls as if it were a native ``solc`` binary. Settings are pinned here
 Artifacts go to ``contracts/build/``: one ``<Contract>.json`` per deployable contract and a
 ``manifest.json`` with the compiler version, the settings and the SHA-256 of every source
 file that went in. They are committed, so running the system never needs Node.js; a test
-fails when they differ from a fresh compile.
+fails when they differ from a fresh compile. Reading them back (and telling whether they are
+stale) is :mod:`chain.artifacts`'s: every part that talks to a chain needs the ABI, only this
+command line needs the compiler.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A deployment writes ``deployments/<chainId>.json``: for each contract its address, the
 deploying transaction's hash, block number and gas, and the SHA-256 of the artifact that was
-deployed, so anyone can tell which build a chain runs.
+deployed, so anyone can tell which build a chain runs. The record itself (its fields,
+reading and writing it) is :mod:`chain.deployment`'s.
 """
 
 from __future__ import annotations

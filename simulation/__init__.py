@@ -1,1 +1,1 @@
-"""wattledger simulation package."""
+"""Local testnet simulation: agents, scenarios, the driver, and the run report."""
