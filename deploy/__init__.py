@@ -1,1 +1,2 @@
-"""The composition root: compile, deploy, the ``wattledger`` command line, and the wiring of the systems."""
+"""The composition root: compile, deploy, the ``wattledger`` command line, and the wiring
+of the systems."""
