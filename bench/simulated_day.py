@@ -43,7 +43,7 @@ from deploy.assembly import prefer_fast_keccak
 from deploy.systems import EmbeddedSystem
 from simulation.driver import RunState, run_simulation
 from simulation.record import RunRecord, check_record, summarize
-from simulation.scenario import load_scenario
+from simulation.scenario_file import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"eth-tester": 120.0, "anvil": 60.0}

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     from deploy.assembly import prefer_fast_keccak
     from simulation.record import check_record
     from simulation.report import headline_text, write_run
-    from simulation.scenario import load_scenario
+    from simulation.scenario_file import load_scenario
 
     scenario = full = load_scenario(args.scenario)
     if args.intervals is None:

@@ -40,8 +40,8 @@ from simulation.scenario import (
     Scenario,
     StrategySpec,
     VppSpec,
-    load_scenario,
 )
+from simulation.scenario_file import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 C = 10**15  # base units per Wh in one currency unit per kWh

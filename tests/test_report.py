@@ -31,7 +31,7 @@ from simulation.report import (
     render_report,
     write_run,
 )
-from simulation.scenario import load_scenario
+from simulation.scenario_file import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -22,7 +22,7 @@ from ledger.records import Reading
 from simulation.driver import run_simulation
 from simulation.edges import reading_digest
 from simulation.record import RunRecord, check_record, summarize
-from simulation.scenario import load_scenario, parse_scenario
+from simulation.scenario_file import load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
