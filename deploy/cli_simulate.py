@@ -164,7 +164,7 @@ def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
 def run(args: argparse.Namespace) -> int:
     """Load the scenario, run it, write the report and print the headline figures."""
     from deploy.assembly import prefer_fast_keccak
-    from simulation.record import check_record
+    from simulation.checks import check_record
     from simulation.report import headline_text, write_run
     from simulation.scenario_file import load_scenario
 

@@ -65,7 +65,8 @@ from ledger.records import Reading
 from market.client import OrderSigner
 from simulation.agents import Agent, MarketView, OrderIntent, build_agents
 from simulation.edges import SimulationError, local_account, signed_reading_body
-from simulation.record import RunRecord, RunRecorder, SettlementRecord, positions
+from simulation.positions import positions
+from simulation.record import RunRecord, RunRecorder, SettlementRecord
 from simulation.scenario import Scenario
 from simulation.system import Participant, System
 

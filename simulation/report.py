@@ -14,7 +14,7 @@ position and energy mix; and each data center's load shifting against the price.
 
 =====================  ===========================================================
 ``report.html``        the report
-``summary.json``       :func:`~simulation.record.summarize` (deterministic per seed)
+``summary.json``       :func:`~simulation.summary.summarize` (deterministic per seed)
 ``orders.csv``         interval, order_id, participant, side, quantity_wh, price_per_wh, filled_wh
 ``trades.csv``         interval, order ids, buyer, seller, quantity_wh, price_per_wh, value
 ``settlements.csv``    per trade: delivered, shortfall, paid, refunded, penalty (base units)
@@ -45,18 +45,11 @@ from ledger.units import (
 )
 from simulation.charts import PALETTE, BarSeries, HBar, LineSeries, TimeChart, hbar_chart
 from simulation.charts import supply_demand_chart as _supply_demand_svg
+from simulation.checks import CheckResult, check_record
+from simulation.positions import Position, interval_average_prices, positions
 from simulation.profiles import SECONDS_PER_DAY
-from simulation.record import (
-    CheckResult,
-    LoadShiftRecord,
-    OrderRecord,
-    Position,
-    RunRecord,
-    check_record,
-    interval_average_prices,
-    positions,
-    summarize,
-)
+from simulation.record import LoadShiftRecord, OrderRecord, RunRecord
+from simulation.summary import summarize
 
 KIND_LABELS = {
     "pv": "PV prosumers",
@@ -958,7 +951,7 @@ def write_participants_csv(record: RunRecord, path: Path) -> Path:
 
 
 def write_summary_json(record: RunRecord, path: Path) -> Path:
-    """:func:`~simulation.record.summarize` as indented JSON with a final newline."""
+    """:func:`~simulation.summary.summarize` as indented JSON with a final newline."""
     path.write_text(json.dumps(summarize(record), indent=2) + "\n", encoding="utf-8")
     return path
 

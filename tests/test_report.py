@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 from sim_offline import run_offline
 
-from simulation.record import (
-    IntervalRecord,
-    JobRecord,
-    RunRecord,
-    check_record,
-    interval_average_prices,
-    positions,
-    summarize,
-)
+from simulation.checks import check_record
+from simulation.positions import interval_average_prices, positions
+from simulation.record import IntervalRecord, JobRecord, RunRecord
 from simulation.report import (
     ORDER_COLUMNS,
     SETTLEMENT_COLUMNS,
@@ -32,6 +26,7 @@ from simulation.report import (
     write_run,
 )
 from simulation.scenario_file import load_scenario
+from simulation.summary import summarize
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
