@@ -37,7 +37,7 @@ A driver's loop, in outline (signing, HTTP and the chain are the driver's busine
         recorder.add_settlements([...]); recorder.mark_settled(t)   # when settled
         prices.append(result.price)            # pay-as-bid: the volume-weighted price
     record = recorder.finish(agents)
-    files = write_run(record, out_dir)         # simulation.report
+    files = write_run(record, out_dir)         # simulation.report.files
     print(headline_text(record, files["report.html"]))
 """
 
