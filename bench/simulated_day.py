@@ -41,9 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chain.anvil import running_anvil
 from deploy.assembly import prefer_fast_keccak
 from deploy.systems import EmbeddedSystem
+from simulation.checks import check_record
 from simulation.driver import RunState, run_simulation
-from simulation.record import RunRecord, check_record, summarize
-from simulation.scenario import load_scenario
+from simulation.record import RunRecord
+from simulation.scenario_file import load_scenario
+from simulation.summary import summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"eth-tester": 120.0, "anvil": 60.0}

@@ -164,9 +164,10 @@ def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
 def run(args: argparse.Namespace) -> int:
     """Load the scenario, run it, write the report and print the headline figures."""
     from deploy.assembly import prefer_fast_keccak
-    from simulation.record import check_record
-    from simulation.report import headline_text, write_run
-    from simulation.scenario import load_scenario
+    from simulation.checks import check_record
+    from simulation.report.files import write_run
+    from simulation.report.headline import headline_text
+    from simulation.scenario_file import load_scenario
 
     scenario = full = load_scenario(args.scenario)
     if args.intervals is None:

@@ -1,4 +1,37 @@
-"""The systems a simulation runs on: the whole market in-process, or a running one."""
+"""The systems a simulation runs on: the whole market in-process, or a running one.
+
+Both implement :class:`simulation.system.System`, the interface the simulation's driver
+trades through; they are wiring (what ``wattledger serve`` assembles, or a server found at a
+URL), so they live here in the composition root, and ``wattledger simulate``
+(:mod:`deploy.cli_simulate`) picks one.
+
+:class:`EmbeddedSystem` (``wattledger simulate``, with or without ``--rpc-url``)
+    Deploys fresh contracts on the embedded eth-tester chain, or on the chain at
+    ``--rpc-url``, and assembles what ``wattledger serve`` runs (:mod:`deploy.assembly`):
+    the SQLite order store and :class:`~market.service.MarketService` over the real
+    contract, the settlement service (:class:`~settlement.service.SettlementService`) with
+    its reading store and transaction journal, and the FastAPI app with the settlement
+    router, reached through an ASGI transport (no socket). The market's clock is a
+    :class:`~market.clock.SimulatedClock` that moves with chain time:
+    :meth:`~EmbeddedSystem.advance_to` moves both, so gate closure, ``commitInterval``
+    (only before the interval's end), the reading window (from the interval's end to its
+    deadline) and settlement happen in the order the contract demands, a day in minutes.
+    Gate closure is the market service's own ``tick()`` and settlement the settlement
+    service's own ``tick()``, which is what the background loops of ``serve`` call. The
+    chain is reached through the simulation's cheaper clients
+    (:mod:`simulation.chain_clients`).
+
+:class:`RemoteSystem` (``--api-url URL --rpc-url URL``)
+    Drives a ``wattledger serve`` that is already running (with its settlement service).
+    The server's clock is the wall clock, so gates are closed early with the operator-signed
+    ``POST /intervals/{t}/close``; that needs the operator's key, known for a local anvil
+    (its first development account, the deployer). Chain time is moved with anvil's
+    ``evm_increaseTime``; the server's settlement service, which goes by chain time,
+    then submits readings and settles on its own loop, and the driver waits for it.
+    Limits: the server accepts orders at most ``maxAheadIntervals`` ahead of *its* clock,
+    so a run has at most that many intervals minus two; interval length, mechanism and
+    terms are the server's, and the scenario must agree with them.
+"""
 
 from __future__ import annotations
 
@@ -27,19 +60,17 @@ from market.client import OrderSigner
 from market.clock import SimulatedClock
 from market.service import MarketConfig, MarketService
 from settlement.tx import TxPolicy
-from simulation.edges import (
-    MarketApi,
-    SettlementFeed,
-    SettlementProgress,
+from simulation.chain_clients import (
     SimulationChainReader,
-    SimulationError,
     SimulationLedger,
     SimulationLedgerClient,
-    Stopwatch,
     fixed_gas_limit,
-    instrument_chain,
 )
+from simulation.errors import SimulationError
+from simulation.market_api import MarketApi
 from simulation.scenario import Scenario
+from simulation.settlement_feed import SettlementFeed, SettlementProgress
+from simulation.stopwatch import Stopwatch, instrument_chain
 from simulation.system import MarketTiming, Participant, System
 
 

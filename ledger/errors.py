@@ -32,7 +32,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     ├── LedgerCallFailed                 market.ledger_port a ledger call of the market failed
     ├── MarketApiError                   market.client      the market answered with a problem
     ├── AuditError                       audit.report       the audit cannot read its evidence
-    ├── SimulationError                  simulation.edges   a simulation run cannot go on
+    ├── SimulationError                  simulation.errors  a simulation run cannot go on
     ├── LedgerError                      ledger.contract_errors  an EnergyMarket call reverted
     │   ├── LedgerRevert                 ledger.contract_errors  a revert with no known custom error
     │   └── one class per Solidity custom error of EnergyMarket (InsufficientCollateral,

@@ -64,10 +64,13 @@ from eth_utils.address import to_checksum_address
 from ledger.records import Reading
 from market.client import OrderSigner
 from simulation.agents import Agent, MarketView, OrderIntent, build_agents
-from simulation.edges import SimulationError, local_account, signed_reading_body
-from simulation.record import RunRecord, RunRecorder, SettlementRecord, positions
+from simulation.errors import SimulationError
+from simulation.positions import positions
+from simulation.readings import signed_reading_body
+from simulation.record import RunRecord, RunRecorder, SettlementRecord
 from simulation.scenario import Scenario
 from simulation.system import Participant, System
+from simulation.transactions import local_account
 
 PRICE_MEMORY_INTERVALS = 192
 """How many past clearing prices agents are shown (two days of 15-minute intervals)."""

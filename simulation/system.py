@@ -1,45 +1,27 @@
-"""Where a simulation runs: the whole system in-process, or an already running market.
+"""The market a simulation trades on, as its driver sees it: the :class:`System` interface.
 
 A driver (:mod:`simulation.driver`) talks to a :class:`System`: HTTP into the market API
-through :attr:`System.api`, the chain through :attr:`System.ledger` (a
-:class:`~chain.client.LedgerClient` whose sender is the deployer, which registers
-participants and mints their collateral), and four controls: :meth:`System.advance_to`
-(time), :meth:`System.close_gate`, :meth:`System.submit_readings` and :meth:`System.settle`.
-The pieces they are made of (timed chain access, the HTTP client, reading signatures) are
-in :mod:`simulation.edges`.
-
-:class:`EmbeddedSystem` (``wattledger simulate``, with or without ``--rpc-url``)
-    Deploys fresh contracts on the embedded eth-tester chain, or on the chain at
-    ``--rpc-url``, and assembles what ``wattledger serve`` runs (:mod:`deploy.assembly`):
-    the SQLite order store and :class:`~market.service.MarketService` over the real
-    contract, the settlement service (:class:`~settlement.service.SettlementService`) with
-    its reading store and transaction journal, and the FastAPI app with the settlement
-    router, reached through an ASGI transport (no socket). The market's clock is a
-    :class:`~market.clock.SimulatedClock` that moves with chain time: :meth:`advance_to`
-    moves both, so gate closure, ``commitInterval`` (only before the interval's end), the
-    reading window (from the interval's end to its deadline) and settlement happen in the
-    order the contract demands, a day in minutes. Gate closure is the market service's own
-    ``tick()`` and settlement the settlement service's own ``tick()``, which is what the
-    background loops of ``serve`` call.
-
-:class:`RemoteSystem` (``--api-url URL --rpc-url URL``)
-    Drives a ``wattledger serve`` that is already running (with its settlement service).
-    The server's clock is the wall clock, so gates are closed early with the operator-signed
-    ``POST /intervals/{t}/close``; that needs the operator's key, known for a local anvil
-    (its first development account, the deployer). Chain time is moved with anvil's
-    ``evm_increaseTime``; the server's settlement service, which goes by chain time,
-    then submits readings and settles on its own loop, and the driver waits for it.
-    Limits: the server accepts orders at most ``maxAheadIntervals`` ahead of *its* clock,
-    so a run has at most that many intervals minus two; interval length, mechanism and
-    terms are the server's, and the scenario must agree with them.
+through :attr:`System.api` (a :class:`~simulation.market_api.MarketApi`), the chain through
+:attr:`System.ledger` (a :class:`~chain.client.LedgerClient` whose sender is the deployer,
+which registers participants and mints their collateral), and four controls:
+:meth:`System.advance_to` (time), :meth:`System.close_gate`, :meth:`System.submit_readings`
+and :meth:`System.settle`. :meth:`System.onboard` registers and funds every
+:class:`Participant` (its keys and its deposit) the same way on any system, and
+:class:`MarketTiming` says when gate closure, delivery and the reading deadline of an
+on-chain interval come, from the contract's terms.
 
 Outcomes of settlement are read from the contract's ``TradeSettled`` and ``IntervalSettled``
-events (:class:`~simulation.edges.SettlementFeed`), the same in both modes.
+events (:attr:`System.feed`, a :class:`~simulation.settlement_feed.SettlementFeed`), the same
+on every system. Time is measured per stage with a :class:`~simulation.stopwatch.Stopwatch`
+(:attr:`System.stopwatch`). Every request to the chain, from the market service, the
+settlement service or the driver, is timed as ``chain`` wherever it happens
+(:func:`~simulation.stopwatch.instrument_chain`), so the other stages (API, clearing,
+settlement) show only their own work.
 
-Time is measured per stage with a :class:`~simulation.edges.Stopwatch`. Every request to the
-chain, from the market service, the settlement service or the driver, is timed as ``chain``
-wherever it happens (:func:`~simulation.edges.instrument_chain`), so the other stages (API,
-clearing, settlement) show only their own work.
+The systems themselves are wiring, so they live in the composition root
+(:mod:`deploy.systems`): ``EmbeddedSystem`` assembles the whole market in-process, on the
+embedded eth-tester chain or on the chain at ``--rpc-url``, and ``RemoteSystem`` drives a
+``wattledger serve`` that is already running.
 """
 
 from __future__ import annotations
@@ -53,14 +35,10 @@ from eth_account.signers.local import LocalAccount
 
 from chain.client import LedgerClient
 from ledger.eip712 import Domain
-from simulation.edges import (
-    MarketApi,
-    SettlementFeed,
-    SettlementProgress,
-    SimulationError,
-    Stopwatch,
-    TxBatch,
-)
+from simulation.market_api import MarketApi
+from simulation.settlement_feed import SettlementFeed, SettlementProgress
+from simulation.stopwatch import Stopwatch
+from simulation.transactions import TxBatch
 
 if TYPE_CHECKING:
     from audit.report import AuditReport
@@ -205,6 +183,5 @@ __all__ = [
     "ETH_FOR_GAS_WEI",
     "MarketTiming",
     "Participant",
-    "SimulationError",
     "System",
 ]

@@ -40,8 +40,8 @@ from simulation.scenario import (
     Scenario,
     StrategySpec,
     VppSpec,
-    load_scenario,
 )
+from simulation.scenario_file import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 C = 10**15  # base units per Wh in one currency unit per kWh
@@ -274,7 +274,7 @@ def test_every_kind_draws_from_its_own_stream_not_the_global_one() -> None:
 def test_a_day_on_the_reference_market_conserves_energy_and_tokens_and_meets_deadlines(
     name: str,
 ) -> None:
-    from simulation.record import check_record
+    from simulation.checks import check_record
 
     record, _ = run_offline(load_scenario(SCENARIOS / f"{name}.toml"))
     failed = [c for c in check_record(record) if not c.ok]

@@ -12,26 +12,16 @@ from pathlib import Path
 import pytest
 from sim_offline import run_offline
 
-from simulation.record import (
-    IntervalRecord,
-    JobRecord,
-    RunRecord,
-    check_record,
-    interval_average_prices,
-    positions,
-    summarize,
-)
-from simulation.report import (
-    ORDER_COLUMNS,
-    SETTLEMENT_COLUMNS,
-    TRADE_COLUMNS,
-    busiest_interval,
-    clock,
-    headline_text,
-    render_report,
-    write_run,
-)
-from simulation.scenario import load_scenario
+from simulation.checks import check_record
+from simulation.positions import interval_average_prices, positions
+from simulation.record import IntervalRecord, JobRecord, RunRecord
+from simulation.report.display import clock
+from simulation.report.files import ORDER_COLUMNS, SETTLEMENT_COLUMNS, TRADE_COLUMNS, write_run
+from simulation.report.headline import headline_text
+from simulation.report.market import busiest_interval
+from simulation.report.page import render_report
+from simulation.scenario_file import load_scenario
+from simulation.summary import summarize
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

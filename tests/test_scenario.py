@@ -8,18 +8,16 @@ from pathlib import Path
 
 import pytest
 
-import simulation.scenario as scenario_module
+import simulation.scenario_schema as schema_module
 from ledger.errors import InputError
-from simulation.scenario import (
+from simulation.scenario import Scenario, ScenarioError
+from simulation.scenario_file import load_scenario, parse_scenario
+from simulation.scenario_schema import (
     AGENT_KINDS,
     JOB_KEYS,
     MARKET_KEYS,
     SIMULATION_KEYS,
     WEATHER_KEYS,
-    Scenario,
-    ScenarioError,
-    load_scenario,
-    parse_scenario,
 )
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -78,14 +76,14 @@ def _documented_keys(text: str) -> set[str]:
 
 
 def test_every_schema_key_is_documented_in_the_module_and_commented_in_a_shipped_file() -> None:
-    doc = scenario_module.__doc__ or ""
+    doc = schema_module.__doc__ or ""
     commented: set[str] = set()
     for path in SHIPPED:
         commented |= _documented_keys(path.read_text())
     tables = [SIMULATION_KEYS, MARKET_KEYS, WEATHER_KEYS, JOB_KEYS, *AGENT_KINDS.values()]
     for keys in tables:
         for key in keys:
-            assert f"``{key.name}``" in doc, f"{key.name} is not in the scenario.py docstring"
+            assert f"``{key.name}``" in doc, f"{key.name} is not in the schema's docstring"
             assert key.name in commented, f"{key.name} is not set with a comment in scenarios/"
 
 

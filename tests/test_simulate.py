@@ -19,10 +19,12 @@ from deploy.assembly import prefer_fast_keccak
 from deploy.cli import main
 from deploy.systems import EmbeddedSystem
 from ledger.records import Reading
+from simulation.checks import check_record
 from simulation.driver import run_simulation
-from simulation.edges import reading_digest
-from simulation.record import RunRecord, check_record, summarize
-from simulation.scenario import load_scenario, parse_scenario
+from simulation.readings import reading_digest
+from simulation.record import RunRecord
+from simulation.scenario_file import load_scenario, parse_scenario
+from simulation.summary import summarize
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -330,7 +332,7 @@ def test_in_process_requests_answer_as_httpx_asgi_transport_does() -> None:
     import httpx
     from fastapi import FastAPI, HTTPException
 
-    from simulation.edges import asgi_request
+    from simulation.market_api import asgi_request
 
     app = FastAPI()
 

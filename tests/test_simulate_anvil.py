@@ -21,8 +21,8 @@ from test_simulate import TOWN
 
 from chain.anvil import free_port
 from deploy.cli import main
-from simulation.record import summarize
-from simulation.scenario import load_scenario
+from simulation.scenario_file import load_scenario
+from simulation.summary import summarize
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 
-from simulation.edges import MarketApi
+from simulation.market_api import MarketApi
 
 
 class StandIn:

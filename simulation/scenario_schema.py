@@ -1,0 +1,411 @@
+"""The scenario file's schema: every key, its converter, its default and its meaning.
+
+A scenario is a TOML file; :mod:`simulation.scenario_file` reads it with these tables and
+builds the :class:`~simulation.scenario.Scenario` it describes. Each key of each table is a
+:class:`Key` whose converter turns one TOML value into the exact value the specs hold, or
+raises :class:`InvalidValue`, which the reader turns into a
+:class:`~simulation.scenario.ScenarioError` naming the key by its full path. Checks that
+involve several keys (a deadline before its release, a job that cannot finish at its power
+limit) are the reader's.
+
+Numbers: TOML floats are read as exact :class:`~decimal.Decimal` values (never binary
+floats), so ``floor_price_per_kwh = 0.08`` and ``floor_price_per_kwh = "0.08"`` mean exactly
+8 cents. Prices are in currency per kWh and become integer token base units per Wh
+(``0.25`` -> ``250_000_000_000_000``); energies are in kWh and become integer Wh; money is
+in currency (tokens) and becomes integer base units (18 decimals). A value finer than the
+base unit (``0.0005`` kWh, ``1e-16`` currency/kWh) is an error, never rounded. The exact
+conversions are those of :mod:`ledger.units` (DESIGN §3).
+
+Schema
+------
+Top level: ``name`` (string, default the file name), ``description`` (string, default
+empty), and the tables below. Every key not marked "required" has the default shown.
+
+``[simulation]``
+    ``seed`` (required, int >= 0): seeds every random stream; the same seed gives the same
+    run. ``intervals`` (required, int 1..100000): delivery intervals to simulate.
+    ``interval_seconds`` (900): interval length; must divide a day. ``mechanism``
+    (``"uniform"``): ``"uniform"`` or ``"pay-as-bid"``. ``k`` (``"1/2"``): the k of the
+    k-double auction as ``"NUM/DEN"``, ``0 <= NUM <= DEN``.
+``[market]``
+    ``penalty_price_per_kwh`` ("0.50"): what a seller pays per kWh of shortfall beyond the
+    tolerance. ``tolerance_bps`` (500): shortfall tolerance in basis points of a trade's
+    quantity (0..10000).
+``[weather]``
+    ``sunrise_hour`` (6), ``sunset_hour`` (20): daylight window in hours after midnight.
+    ``mean_clearness`` (0.75): long-run clear-sky index (0..1). ``persistence`` (0.9): AR(1)
+    coefficient of cloudiness per interval (0 <= x < 1). ``volatility`` (0.08): standard
+    deviation of the AR(1) shock (0..1). One weather process is shared by all PV.
+
+Every ``[[agents.KIND]]`` table describes a group of ``count`` (1, int 1..10000) identical
+agents named ``name`` (the kind, or kind plus group number for later groups), ``name-1`` ..
+``name-N`` when ``count > 1``; ``collateral`` (computed): currency each agent deposits at the
+start (by default enough to lock every order it could place in every interval of the run).
+
+``[[agents.pv]]``: rooftop PV prosumer
+    ``peak_w`` (required, int > 0), ``load_kwh_per_day`` ("8"), ``load_profile``
+    (``"residential"``, ``"commercial"`` or ``"flat"``), ``load_noise`` (0.1, relative
+    standard deviation of the actual load, 0..1), ``forecast_error`` (0.15, relative standard
+    deviation of the PV forecast error, 0..1), ``floor_price_per_kwh`` ("0.06", lowest price
+    it sells its surplus at), ``cap_price_per_kwh`` ("0.30", highest price it pays for its
+    deficit).
+``[[agents.battery]]``: battery, alone or behind a PV roof
+    ``capacity_kwh`` (required, > 0), ``max_power_w`` (required, int > 0),
+    ``round_trip_efficiency`` (0.9, 0 < x <= 1), ``initial_soc`` (0.5), ``min_soc`` (0.1),
+    ``max_soc`` (0.95) as fractions of capacity with ``min <= initial <= max``,
+    ``pv_peak_w`` (0 = no PV), ``load_kwh_per_day`` ("0"), ``load_profile``, ``load_noise``,
+    ``forecast_error``, ``floor_price_per_kwh``, ``cap_price_per_kwh`` as for PV, and the
+    strategy: ``charge_price_per_kwh`` ("0.12", most it pays to charge),
+    ``discharge_price_per_kwh`` ("0.20", least it sells stored energy for; above the charge
+    price), ``price_window`` (96, past intervals it looks at), ``low_percentile`` (25) and
+    ``high_percentile`` (75) of those prices (``0 <= low < high <= 100``).
+``[[agents.household]]``: household consumer
+    ``load_kwh_per_day`` (required, > 0), ``load_profile``, ``load_noise``,
+    ``cap_price_per_kwh`` ("0.30", its retail price cap).
+``[[agents.data_center]]``: data center with deferrable batch work
+    ``base_load_w`` (required, int >= 0), ``base_load_noise`` (0.03),
+    ``max_price_per_kwh`` ("0.40", bid for base load and must-run work),
+    ``flex_prices_per_kwh`` (["0.06", "0.09", "0.12", "0.16"], ascending, below the max
+    price: the steps of its price-sensitive bid for deferrable work), and
+    ``[[agents.data_center.jobs]]`` each with ``name`` (``job-N``), ``energy_kwh``
+    (required, > 0), ``release_interval`` (required, >= 0), ``deadline_interval`` (required,
+    ``release <= deadline < simulation.intervals``, inclusive), ``max_power_w`` (required,
+    int > 0); the energy must fit between release and deadline at ``max_power_w``.
+``[[agents.vpp]]``: virtual power plant aggregating small homes
+    ``homes`` (required, int >= 1), ``pv_homes`` (0..homes), ``battery_homes`` (0..homes),
+    ``pv_peak_w`` (required if ``pv_homes > 0``), ``battery_capacity_kwh`` and
+    ``battery_max_power_w`` (required if ``battery_homes > 0``), ``round_trip_efficiency``,
+    ``load_kwh_per_day`` ("6", per home), ``load_profile``, ``load_noise``,
+    ``forecast_error`` (per member), ``member_spread`` (0.2, relative spread of members'
+    sizes, 0..0.9), and the price and strategy keys of a battery.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from ledger.errors import InputError
+from ledger.units import (
+    PRICE_PER_WH_PER_CURRENCY_PER_KWH,
+    base_units_from_currency,
+    price_per_wh_from_currency_per_kwh,
+    wh_from_kwh,
+)
+from market.orders import MAX_PRICE_PER_WH, MIN_PRICE_PER_WH
+from simulation.profiles import LOAD_SHAPES, SECONDS_PER_DAY
+
+
+class InvalidValue(Exception):
+    """A converter's complaint about one value; the reader adds the key path and source."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+# --------------------------------------------------------------------------- converters
+
+MAX_INTERVALS = 100_000
+"""Longest run in intervals (about 2.8 years of 15-minute intervals)."""
+MAX_COUNT = 10_000
+"""Most agents in one group."""
+MAX_POWER_W = 10**12
+"""Largest power in W (1 TW) any agent may have."""
+MAX_ENERGY_WH = 10**13
+"""Largest energy in Wh (10 TWh) any key may hold."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+REQUIRED: Any = object()
+"""The default of a key the file must set."""
+
+
+def type_name(value: object) -> str:
+    """How a TOML value's type is named in messages: ``table``, ``array``, ``integer``..."""
+    names = {bool: "boolean", int: "integer", str: "string", Decimal: "number", list: "array"}
+    if isinstance(value, dict):
+        return "table"
+    return names.get(type(value), type(value).__name__)
+
+
+def _int(low: int, high: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidValue(f"expected an integer, got {type_name(value)} {value!r}")
+        if not low <= value <= high:
+            raise InvalidValue(f"{value} is out of range; it must be between {low} and {high}")
+        return value
+
+    return convert
+
+
+def _real(
+    low: int | str, high: int | str, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[object], float]:
+    """A plain number (int or TOML float) in a range; becomes a float for the physics."""
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    bottom, top = Fraction(low), Fraction(high)
+
+    def convert(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | Decimal):
+            raise InvalidValue(f"expected a number, got {type_name(value)} {value!r}")
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise InvalidValue(f"{value} is not a finite number")
+        exact = Fraction(value)
+        too_low = exact <= bottom if low_open else exact < bottom
+        too_high = exact >= top if high_open else exact > top
+        if too_low or too_high:
+            raise InvalidValue(f"{value} is out of range; it must be in {lo}{low}, {high}{hi}")
+        return float(exact)
+
+    return convert
+
+
+def _units(convert: Callable[[Any], int], what: str, value: object) -> int:
+    """Run a :mod:`ledger.units` conversion, turning its InputError into a key complaint."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise InvalidValue(f"expected a number, got {type_name(value)} {value!r}")
+    try:
+        return int(convert(value))
+    except InputError as error:
+        raise InvalidValue(error.message.removeprefix(f"{what}: "), error.hint) from None
+
+
+def _price(value: object) -> int:
+    price = _units(price_per_wh_from_currency_per_kwh, "price", value)
+    if not MIN_PRICE_PER_WH <= price <= MAX_PRICE_PER_WH:
+        raise InvalidValue(
+            f"{value} currency/kWh is out of range; a price must be positive and at most "
+            f"{Fraction(MAX_PRICE_PER_WH, PRICE_PER_WH_PER_CURRENCY_PER_KWH)} currency/kWh"
+        )
+    return price
+
+
+def _energy(*, positive: bool) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        wh = _units(wh_from_kwh, "energy", value)
+        if wh < 0 or (positive and wh == 0):
+            raise InvalidValue(
+                f"{value} kWh is impossible; it must be {'>' if positive else '>='} 0"
+            )
+        if wh > MAX_ENERGY_WH:
+            raise InvalidValue(f"{value} kWh is out of range (at most {MAX_ENERGY_WH // 1000} kWh)")
+        return wh
+
+    return convert
+
+
+def _money(value: object) -> int:
+    amount = _units(base_units_from_currency, "amount", value)
+    if amount < 0:
+        raise InvalidValue(f"{value} is impossible; a deposit cannot be negative")
+    return amount
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidValue(f"expected a string, got {type_name(value)} {value!r}")
+    return value
+
+
+def _name(value: object) -> str:
+    text = _string(value)
+    if not _NAME.fullmatch(text):
+        raise InvalidValue(
+            f"{text!r} is not a valid name; use 1 to 40 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return text
+
+
+def _choice(*options: str) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        text = _string(value)
+        if text not in options:
+            raise InvalidValue(f"{text!r} is not one of {', '.join(map(repr, options))}")
+        return text
+
+    return convert
+
+
+def _interval_seconds(value: object) -> int:
+    seconds = _int(60, SECONDS_PER_DAY)(value)
+    if SECONDS_PER_DAY % seconds:
+        raise InvalidValue(f"{seconds} s does not divide a day (86400 s); try 900, 1800 or 3600")
+    return seconds
+
+
+def _k(value: object) -> tuple[int, int]:
+    text = _string(value)
+    match = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*([0-9]{1,6})\s*", text)
+    if not match:
+        raise InvalidValue(f'{text!r} is not a fraction; write it as "NUM/DEN" such as "1/2"')
+    num, den = int(match.group(1)), int(match.group(2))
+    if den == 0 or num > den:
+        raise InvalidValue(f"{text!r} is impossible; k needs 0 <= NUM <= DEN and DEN > 0")
+    return num, den
+
+
+def _price_steps(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise InvalidValue(f"expected an array of prices, got {type_name(value)} {value!r}")
+    if not value:
+        raise InvalidValue("needs at least one price step")
+    steps: list[int] = []
+    for i, item in enumerate(value):
+        try:
+            steps.append(_price(item))
+        except InvalidValue as problem:
+            raise InvalidValue(f"step {i}: {problem.message}") from None
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise InvalidValue("price steps must be strictly ascending")
+    return tuple(steps)
+
+
+# --------------------------------------------------------------------------- the keys
+
+
+@dataclass(frozen=True)
+class Key:
+    """One documented key of a scenario table: its converter, default and meaning."""
+
+    name: str
+    convert: Callable[[object], Any]
+    default: Any
+    doc: str
+
+
+def _key(name: str, convert: Callable[[object], Any], default: Any, doc: str) -> Key:
+    return Key(name, convert, default, doc)
+
+
+def meta_keys(default_name: str) -> tuple[Key, ...]:
+    """The top-level ``name`` (``default_name`` when the file has none) and ``description``."""
+    return (_key("name", _string, default_name, ""), _key("description", _string, "", ""))
+
+
+intervals_value = _int(1, MAX_INTERVALS)
+"""The converter of ``simulation.intervals``, which also checks an ``--intervals`` override
+(:meth:`~simulation.scenario.Scenario.with_intervals`)."""
+
+_PROFILE = _choice(*LOAD_SHAPES)
+_FRACTION = _real(0, 1)
+
+SIMULATION_KEYS = (
+    _key("seed", _int(0, 2**64 - 1), REQUIRED, "seed of every random stream"),
+    _key("intervals", intervals_value, REQUIRED, "delivery intervals to simulate"),
+    _key("interval_seconds", _interval_seconds, 900, "interval length in s; divides a day"),
+    _key("mechanism", _choice("uniform", "pay-as-bid"), "uniform", "clearing mechanism"),
+    _key("k", _k, "1/2", "k of the k-double auction as NUM/DEN"),
+)
+MARKET_KEYS = (
+    _key("penalty_price_per_kwh", _price, "0.50", "shortfall penalty, currency/kWh"),
+    _key("tolerance_bps", _int(0, 10_000), 500, "shortfall tolerance, bps of quantity"),
+)
+WEATHER_KEYS = (
+    _key("sunrise_hour", _real(0, 24), 6, "sunrise, hours after midnight"),
+    _key("sunset_hour", _real(0, 24), 20, "sunset, hours after midnight"),
+    _key("mean_clearness", _FRACTION, Decimal("0.75"), "long-run clear-sky index"),
+    _key("persistence", _real(0, 1, high_open=True), Decimal("0.9"), "AR(1) coefficient"),
+    _key("volatility", _FRACTION, Decimal("0.08"), "AR(1) shock standard deviation"),
+)
+_GROUP_KEYS = (
+    _key("name", _name, None, "agent name (prefix when count > 1)"),
+    _key("count", _int(1, MAX_COUNT), 1, "identical agents in the group"),
+    _key("collateral", _money, None, "deposit per agent in currency"),
+)
+_LOAD_KEYS = (
+    _key("load_profile", _PROFILE, "residential", "daily load shape"),
+    _key("load_noise", _FRACTION, Decimal("0.1"), "relative s.d. of actual load"),
+)
+_PV_PRICE_KEYS = (
+    _key("floor_price_per_kwh", _price, "0.06", "lowest price for surplus, currency/kWh"),
+    _key("cap_price_per_kwh", _price, "0.30", "highest price for deficit, currency/kWh"),
+)
+_STRATEGY_KEYS = (
+    _key("charge_price_per_kwh", _price, "0.12", "most it pays to charge, currency/kWh"),
+    _key("discharge_price_per_kwh", _price, "0.20", "least it sells for, currency/kWh"),
+    _key("price_window", _int(1, MAX_INTERVALS), 96, "past intervals it looks at"),
+    _key("low_percentile", _int(0, 100), 25, "percentile below which it charges"),
+    _key("high_percentile", _int(0, 100), 75, "percentile above which it sells"),
+)
+PV_KEYS = (
+    *_GROUP_KEYS,
+    _key("peak_w", _int(1, MAX_POWER_W), REQUIRED, "PV peak power in W"),
+    _key("load_kwh_per_day", _energy(positive=False), "8", "own load per day, kWh"),
+    *_LOAD_KEYS,
+    _key("forecast_error", _FRACTION, Decimal("0.15"), "relative s.d. of PV forecast error"),
+    *_PV_PRICE_KEYS,
+)
+BATTERY_KEYS = (
+    *_GROUP_KEYS,
+    _key("capacity_kwh", _energy(positive=True), REQUIRED, "usable capacity, kWh"),
+    _key("max_power_w", _int(1, MAX_POWER_W), REQUIRED, "charge/discharge power limit, W"),
+    _key("round_trip_efficiency", _real(0, 1, low_open=True), Decimal("0.9"), "0 < x <= 1"),
+    _key("initial_soc", _FRACTION, Decimal("0.5"), "state of charge at start, fraction"),
+    _key("min_soc", _FRACTION, Decimal("0.1"), "lowest state of charge, fraction"),
+    _key("max_soc", _FRACTION, Decimal("0.95"), "highest state of charge, fraction"),
+    _key("pv_peak_w", _int(0, MAX_POWER_W), 0, "PV peak power behind the meter, W"),
+    _key("load_kwh_per_day", _energy(positive=False), "0", "own load per day, kWh"),
+    *_LOAD_KEYS,
+    _key("forecast_error", _FRACTION, Decimal("0.15"), "relative s.d. of PV forecast error"),
+    *_PV_PRICE_KEYS,
+    *_STRATEGY_KEYS,
+)
+HOUSEHOLD_KEYS = (
+    *_GROUP_KEYS,
+    _key("load_kwh_per_day", _energy(positive=True), REQUIRED, "load per day, kWh"),
+    *_LOAD_KEYS,
+    _key("cap_price_per_kwh", _price, "0.30", "retail price cap, currency/kWh"),
+)
+JOB_KEYS = (
+    _key("name", _name, None, "job name"),
+    _key("energy_kwh", _energy(positive=True), REQUIRED, "energy the job needs, kWh"),
+    _key("release_interval", _int(0, MAX_INTERVALS), REQUIRED, "first interval it may run"),
+    _key("deadline_interval", _int(0, MAX_INTERVALS), REQUIRED, "last interval it may run"),
+    _key("max_power_w", _int(1, MAX_POWER_W), REQUIRED, "power limit of the job, W"),
+)
+DATA_CENTER_KEYS = (
+    *_GROUP_KEYS,
+    _key("base_load_w", _int(0, MAX_POWER_W), REQUIRED, "non-deferrable load, W"),
+    _key("base_load_noise", _FRACTION, Decimal("0.03"), "relative s.d. of base load"),
+    _key("max_price_per_kwh", _price, "0.40", "bid for base and must-run load"),
+    _key(
+        "flex_prices_per_kwh",
+        _price_steps,
+        ["0.06", "0.09", "0.12", "0.16"],
+        "price steps of the bid for deferrable work",
+    ),
+)
+VPP_KEYS = (
+    *_GROUP_KEYS,
+    _key("homes", _int(1, MAX_COUNT), REQUIRED, "member homes"),
+    _key("pv_homes", _int(0, MAX_COUNT), 0, "members with PV"),
+    _key("battery_homes", _int(0, MAX_COUNT), 0, "members with a battery"),
+    _key("pv_peak_w", _int(0, MAX_POWER_W), 0, "PV peak power per member, W"),
+    _key("battery_capacity_kwh", _energy(positive=False), "0", "battery per member, kWh"),
+    _key("battery_max_power_w", _int(0, MAX_POWER_W), 0, "battery power per member, W"),
+    _key("round_trip_efficiency", _real(0, 1, low_open=True), Decimal("0.9"), "0 < x <= 1"),
+    _key("load_kwh_per_day", _energy(positive=False), "6", "load per member per day, kWh"),
+    *_LOAD_KEYS,
+    _key("forecast_error", _FRACTION, Decimal("0.15"), "relative s.d. of member PV forecast"),
+    _key("member_spread", _real(0, "0.9"), Decimal("0.2"), "spread of member sizes"),
+    *_PV_PRICE_KEYS,
+    *_STRATEGY_KEYS,
+)
+AGENT_KINDS: dict[str, tuple[Key, ...]] = {
+    "pv": PV_KEYS,
+    "battery": BATTERY_KEYS,
+    "household": HOUSEHOLD_KEYS,
+    "data_center": DATA_CENTER_KEYS,
+    "vpp": VPP_KEYS,
+}
+"""The kinds of ``[[agents.KIND]]`` tables and their keys."""
+TOP_LEVEL_KEYS = ("name", "description", "simulation", "market", "weather", "agents")
+"""Keys allowed at the top of a scenario file."""
