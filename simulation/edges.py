@@ -45,9 +45,8 @@ from web3.types import RPCEndpoint, RPCResponse
 from chain.client import LedgerClient
 from chain.connection import Chain
 from chain.reverts import mapped_reverts
-from ledger.eip712 import READING_TYPEHASH, sign_digest
+from ledger.eip712 import reading_digest, sign_digest
 from ledger.errors import WattledgerError
-from ledger.hashing import keccak
 from ledger.records import Reading
 from market.chain_ledger import ChainLedger
 from market.client import MarketApiError
@@ -345,19 +344,6 @@ class TxBatch:
 # --------------------------------------------------------------------------- readings
 
 
-def reading_digest(domain_separator: bytes, reading: Reading) -> bytes:
-    """The EIP-712 digest of a ``MeterReading`` (what the contract's ``readingDigest`` gives)."""
-    struct = keccak(
-        READING_TYPEHASH
-        + bytes(12)
-        + bytes.fromhex(reading.participant[2:])
-        + reading.interval.to_bytes(32, "big")
-        + reading.imported_wh.to_bytes(32, "big")
-        + reading.exported_wh.to_bytes(32, "big")
-    )
-    return keccak(b"\x19\x01" + domain_separator + struct)
-
-
 def signed_reading_body(
     meter_private_key: bytes | coincurve.PrivateKey, domain_separator: bytes, reading: Reading
 ) -> dict[str, Any]:
@@ -647,6 +633,5 @@ __all__ = [
     "fixed_gas_limit",
     "instrument_chain",
     "local_account",
-    "reading_digest",
     "signed_reading_body",
 ]

@@ -18,9 +18,9 @@ from sim_offline import run_offline
 from deploy.assembly import prefer_fast_keccak
 from deploy.cli import main
 from deploy.systems import EmbeddedSystem
+from ledger.eip712 import reading_digest
 from ledger.records import Reading
 from simulation.driver import run_simulation
-from simulation.edges import reading_digest
 from simulation.record import RunRecord, check_record, summarize
 from simulation.scenario import load_scenario, parse_scenario
 
