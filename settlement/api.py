@@ -59,7 +59,8 @@ from market.http.app import (
     validation_problem,
 )
 from market.http.errors import MethodNotAllowed, NotFound
-from settlement.service import SettlementService, reading_json
+from settlement.intake import reading_json
+from settlement.service import SettlementService
 
 log = logging.getLogger(__name__)
 

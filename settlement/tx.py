@@ -313,7 +313,7 @@ class TxSender:
         return None
 
     def _record_mined(self, receipt: Mapping[str, Any], nonce: int) -> None:
-        tx_hash = _hex(receipt["transactionHash"])
+        tx_hash = hex_hash(receipt["transactionHash"])
         self.journal.mark_tx_mined(
             tx_hash, int(receipt["blockNumber"]), int(receipt["status"]), int(receipt["gasUsed"])
         )
@@ -484,7 +484,7 @@ class TxSender:
             tx["maxPriorityFeePerGas"] = fees.priority_fee
             tx["type"] = 2
         signed = self.account.sign_transaction(tx)
-        tx_hash = _hex(signed.hash)
+        tx_hash = hex_hash(signed.hash)
         self.journal.record_tx(
             TxRecord(
                 hash=tx_hash,
@@ -560,7 +560,7 @@ class TxSender:
         if int(receipt["status"]) == 1:
             return receipt
         if int(receipt["gasUsed"]) * 100 >= gas_limit * 97:
-            raise OutOfGas(f"transaction {_hex(receipt['transactionHash'])} ran out of gas")
+            raise OutOfGas(f"transaction {hex_hash(receipt['transactionHash'])} ran out of gas")
         block = int(receipt["blockNumber"]) - 1
         call: dict[str, Any] = {"from": self.address, "to": to, "data": "0x" + data.hex()}
         try:
@@ -570,7 +570,7 @@ class TxSender:
             raise
         except Exception:  # the replay did not reproduce the revert; report it plainly
             pass
-        raise LedgerRevert(f"transaction {_hex(receipt['transactionHash'])} reverted on-chain")
+        raise LedgerRevert(f"transaction {hex_hash(receipt['transactionHash'])} reverted on-chain")
 
 
 class _Refused(Exception):
@@ -606,20 +606,11 @@ class _Known(Exception):
     """The node already has this exact transaction."""
 
 
-def _hex(value: Any) -> str:
+def hex_hash(value: Any) -> str:
+    """A transaction hash as ``0x`` hex, from the bytes or the string a node or web3 gave."""
     if isinstance(value, str):
         return value if value.startswith("0x") else "0x" + value
     return "0x" + bytes(value).hex()
-
-
-def backoff_delays(
-    first_seconds: float = 0.5, factor: float = 2.0, cap_seconds: float = 30.0
-) -> Any:
-    """Exponential backoff delays: ``first, first*factor, ...`` capped at ``cap_seconds``."""
-    delay = first_seconds
-    while True:
-        yield delay
-        delay = min(delay * factor, cap_seconds)
 
 
 __all__ = [
@@ -628,5 +619,5 @@ __all__ = [
     "NonceConsumed",
     "TxPolicy",
     "TxSender",
-    "backoff_delays",
+    "hex_hash",
 ]
