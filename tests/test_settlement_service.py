@@ -22,9 +22,10 @@ from settlement import chunks as chunks_module
 from settlement.chain_reader import with_retries
 from settlement.config import SettlementConfig
 from settlement.errors import ChainUnavailable
+from settlement.fees import Fees
 from settlement.runner import SettlementRunner
 from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, REJECTED, SETTLED, ReadingStore
-from settlement.tx import Fees, TxSender
+from settlement.tx import TxSender
 
 
 @pytest.fixture(scope="module")
