@@ -5,6 +5,7 @@ then hands a :class:`Tick` to batching (:mod:`settlement.batching`) and settle c
 (:mod:`settlement.chunks`): the time the pass stamps the store with, the transaction gas
 budget (the block gas limit is read at most once per pass: it moves by at most 1/1024 a
 block), the progress lines said so far, and whether the runner asked to stop.
+:func:`revert_reason` names the code a revert is recorded under on the interval.
 """
 
 from __future__ import annotations
