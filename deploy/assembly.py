@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
 
     from settlement.chain_reader import ChainReader
-    from settlement.service import SettlementConfig, SettlementService
+    from settlement.config import SettlementConfig
+    from settlement.service import SettlementService
 
 DEV_FUNDING_BASE_UNITS = 1_000_000 * 10**18
 """WATT given to each development account by ``serve --fund-dev-accounts`` (one million)."""

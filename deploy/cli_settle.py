@@ -25,12 +25,9 @@ from chain.deployment import Deployment, read_deployment
 from deploy.cli_args import positive_int
 from ledger.errors import InputError
 from settlement.chain_reader import ChainReader, request_lock, serialize_requests
-from settlement.service import (
-    DEFAULT_MAX_READING_WH,
-    SettlementConfig,
-    SettlementRunner,
-    SettlementService,
-)
+from settlement.config import DEFAULT_MAX_READING_WH, SettlementConfig
+from settlement.runner import SettlementRunner
+from settlement.service import SettlementService
 from settlement.store import FAILED, ReadingStore
 from settlement.tx import TxPolicy, TxSender
 

@@ -24,20 +24,26 @@ The **order hash** is the EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator 
 It is the order's id everywhere (API, store, on-chain trade, Merkle leaf input); because the
 domain is inside it, the same message on another chain or contract has another id.
 
+Meter readings (the end of this module) are signed by a participant's registered meter key
+over the same domain, as :data:`READING_TYPE`; the contract checks them in ``submitReadings``.
+:func:`reading_digest` is their one digest (settlement intake and the simulation's meters
+hash with it), and :func:`compact_signature` / :func:`expand_signature` the one
+EIP-2098 conversion between a 65-byte signature and the contract's ``(r, vs)``.
+
 Speed: the struct hash is computed here directly (every field of these types is a static
 32-byte word, so ``encodeData`` is a concatenation) and the signer is recovered with
 coincurve. ``tests/test_signing.py`` checks both against ``eth_account``'s reference
-``encode_typed_data(full_message=...)`` on random messages. Signing uses ``eth_account``.
+``encode_typed_data(full_message=...)`` on random messages (``tests/test_contract_readings.py``
+for readings). Signing uses ``eth_account``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import coincurve
-from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -292,15 +298,13 @@ def recover(message_digest: bytes, signature: Any) -> str:
     return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
 
 
-READING_TYPE = (
+READING_TYPE: Final = (
     "MeterReading(address participant,uint64 interval,uint64 importedWh,uint64 exportedWh)"
 )
+READING_TYPEHASH: Final = keccak(READING_TYPE.encode())
+"""``keccak256(encodeType(MeterReading))``, the contract's ``METER_READING_TYPEHASH``."""
 
-
-READING_TYPEHASH = keccak(READING_TYPE.encode())
-
-
-READING_TYPES: dict[str, list[dict[str, str]]] = {
+READING_TYPES: Final[dict[str, list[dict[str, str]]]] = {
     "MeterReading": [
         {"name": "participant", "type": "address"},
         {"name": "interval", "type": "uint64"},
@@ -308,6 +312,55 @@ READING_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "exportedWh", "type": "uint64"},
     ]
 }
+"""The ``MeterReading`` type as a wallet's typed-data ``types`` object."""
+
+
+class ReadingFields(Protocol):
+    """The fields of a ``MeterReading``: a :class:`~ledger.records.Reading`, or any record of
+    a reading (an audit's event record) with the same four attributes."""
+
+    @property
+    def participant(self) -> str:
+        """``0x`` + 40 hex digits, any case."""
+        ...
+
+    @property
+    def interval(self) -> int:
+        """The delivery interval (uint64)."""
+        ...
+
+    @property
+    def imported_wh(self) -> int:
+        """Energy imported in the interval, Wh (uint64)."""
+        ...
+
+    @property
+    def exported_wh(self) -> int:
+        """Energy exported in the interval, Wh (uint64)."""
+        ...
+
+
+def reading_digest(domain_separator: bytes, reading: ReadingFields) -> bytes:
+    """The EIP-712 digest a meter signs for ``reading`` (the contract's ``readingDigest``):
+    ``keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(MeterReading))``.
+
+    Every field is a static word, so ``hashStruct`` is one keccak of five words, without
+    eth_account's generic typed-data encoder (a hundred times slower; intake and the
+    simulation hash every reading). ``tests/test_contract_readings.py`` checks it against
+    eth_account's ``encode_typed_data`` and against the contract. Integers must fit uint64's
+    32-byte word (``int.to_bytes`` raises OverflowError otherwise, so nothing is mis-hashed).
+    """
+    body = b"".join(
+        (
+            READING_TYPEHASH,
+            bytes(12),
+            bytes.fromhex(reading.participant[2:]),
+            reading.interval.to_bytes(32, "big"),
+            reading.imported_wh.to_bytes(32, "big"),
+            reading.exported_wh.to_bytes(32, "big"),
+        )
+    )
+    return keccak(b"\x19\x01" + domain_separator + keccak(body))
 
 
 @dataclass(frozen=True)
@@ -325,6 +378,11 @@ class ReadingDomain:
             "chainId": self.chain_id,
             "verifyingContract": to_checksum_address(self.market),
         }
+
+    @property
+    def separator(self) -> bytes:
+        """``hashStruct(EIP712Domain)``, what :func:`reading_digest` takes."""
+        return Domain(self.chain_id, self.market).separator
 
 
 @dataclass(frozen=True)
@@ -348,6 +406,24 @@ class SignedReading:
         )
 
 
+def compact_signature(signature: Any) -> tuple[bytes, bytes]:
+    """EIP-2098 ``(r, vs)`` of a 65-byte ``r ‖ s ‖ v`` signature, the form ``submitReadings``
+    takes: ``vs`` is ``s`` with ``v - 27`` in its top bit. Checked by :func:`parse_signature`
+    (``v`` 27/28 or 0/1, a low ``s``: only a low ``s`` leaves the top bit free)."""
+    raw = parse_signature(signature)
+    vs = int.from_bytes(raw[32:64], "big") | (raw[64] << 255)
+    return raw[:32], vs.to_bytes(32, "big")
+
+
+def expand_signature(r: bytes, vs: bytes) -> str:
+    """The 65-byte ``r ‖ s ‖ v`` hex signature (``v`` 27/28) of an EIP-2098 ``(r, vs)``, as
+    OpenZeppelin's ``ECDSA.tryRecover(digest, r, vs)`` reads it: ``v = 27 + (vs >> 255)``,
+    ``s`` the low 255 bits. The inverse of :func:`compact_signature`."""
+    word = int.from_bytes(vs, "big")
+    s = word & ((1 << 255) - 1)
+    return "0x" + bytes(r).hex() + s.to_bytes(32, "big").hex() + format(27 + (word >> 255), "02x")
+
+
 def _message(reading: Reading) -> dict[str, Any]:
     return {
         "participant": to_checksum_address(reading.participant),
@@ -357,39 +433,21 @@ def _message(reading: Reading) -> dict[str, Any]:
     }
 
 
-def reading_digest(reading: Reading, domain: ReadingDomain) -> bytes:
-    """The 32-byte EIP-712 digest a meter signs (the contract's ``readingDigest``)."""
-    signable = encode_typed_data(
-        domain_data=domain.as_dict(), message_types=READING_TYPES, message_data=_message(reading)
-    )
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
-
-
-def compact_signature(v: int, r: int, s: int) -> tuple[bytes, bytes]:
-    """Return EIP-2098 ``(r, vs)`` for a signature with ``v`` in {27, 28} and low ``s``."""
-    if v not in (27, 28):
-        raise ValueError(f"v must be 27 or 28, got {v}")
-    vs = s | ((v - 27) << 255)
-    return r.to_bytes(32, "big"), vs.to_bytes(32, "big")
-
-
 def sign_reading(meter: LocalAccount, reading: Reading, domain: ReadingDomain) -> SignedReading:
-    """Sign ``reading`` with the meter key ``meter`` for the market in ``domain``."""
+    """Sign ``reading`` with the meter key ``meter`` for the market in ``domain``, as a wallet
+    does (eth_account's ``sign_typed_data``), in compact form."""
     signed = meter.sign_typed_data(
         domain_data=domain.as_dict(), message_types=READING_TYPES, message_data=_message(reading)
     )
-    r, vs = compact_signature(int(signed.v), int(signed.r), int(signed.s))
+    r, vs = compact_signature("0x" + bytes(signed.signature).hex())
     return SignedReading(reading=reading, r=r, vs=vs)
 
 
 def recover_meter(signed: SignedReading, domain: ReadingDomain) -> str:
-    """Return the checksum address that signed ``signed`` (as the contract recovers it)."""
-    vs = int.from_bytes(signed.vs, "big")
-    v = 27 + (vs >> 255)
-    s = vs & ((1 << 255) - 1)
-    digest = reading_digest(signed.reading, domain)
-    address: str = Account._recover_hash(digest, vrs=(v, int.from_bytes(signed.r, "big"), s))
-    return to_checksum_address(address)
+    """Return the checksum address that signed ``signed`` (as the contract recovers it);
+    raise BadSignature when no key recovers (or ``s`` is high)."""
+    digest = reading_digest(domain.separator, signed.reading)
+    return to_checksum_address(recover(digest, expand_signature(signed.r, signed.vs)))
 
 
 __all__ = [
@@ -407,9 +465,11 @@ __all__ = [
     "TYPE_HASHES",
     "Domain",
     "ReadingDomain",
+    "ReadingFields",
     "SignedReading",
     "compact_signature",
     "digest",
+    "expand_signature",
     "order_digest",
     "parse_bytes32",
     "parse_signature",

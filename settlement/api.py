@@ -50,7 +50,8 @@ from market.http.params import IntervalParam
 
 # The market API's one error → problem+json mapping, so that both apps answer alike.
 from market.http.problems import install_problem_handlers, problem_responses
-from settlement.service import SettlementService, reading_json
+from settlement.intake import reading_json
+from settlement.service import SettlementService
 
 UintJson = Annotated[
     StrictInt | StrictStr,

@@ -1,6 +1,7 @@
 """The settlement service's durable state: SQLite in WAL mode, one file per deployment.
 
-Three tables:
+Two tables of its own, and the settlement account's transaction journal
+(:mod:`settlement.journal`) in the same file:
 
 ``readings``
     Every accepted meter reading, written *before* ``POST /meter-readings`` (or ``:batch``,
@@ -25,10 +26,9 @@ Three tables:
     for reporting: every decision is re-made from the chain.
 
 ``txs``
-    A write-ahead journal of the service's own transactions: each signed transaction is
-    recorded (nonce, hash, fees) *before* it is broadcast, so after a crash the next process
-    knows what may still be in flight and waits for it (or replaces it) before it reads the
-    chain and decides anything. This is what makes a kill between "send" and "mark" safe.
+    A write-ahead journal of the service's own transactions
+    (:class:`~settlement.journal.TxJournal`): each signed transaction is recorded *before* it
+    is broadcast.
 
 Durability and threads follow :mod:`market.store`: ``journal_mode=WAL``,
 ``synchronous=FULL`` (a returned commit survives a power cut), one writer connection and one
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.errors import WattledgerError
-from market.sqlite_store import SqliteStore
+from settlement.journal import JOURNAL_SCHEMA, TxJournal
 
 SCHEMA_VERSION = 1
 
@@ -62,10 +62,6 @@ SETTLING = "settling"
 SETTLED = "settled"
 FAILED = "failed"
 INTERVAL_STATES = (WAITING, READING, SETTLING, SETTLED, FAILED)
-
-TX_SENT = "sent"
-TX_MINED = "mined"
-TX_DROPPED = "dropped"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -100,23 +96,6 @@ CREATE TABLE IF NOT EXISTS intervals (
     updated_at    INTEGER NOT NULL DEFAULT 0,
     commit_block  INTEGER
 );
-CREATE TABLE IF NOT EXISTS txs (
-    hash          TEXT PRIMARY KEY,
-    sender        TEXT NOT NULL,
-    nonce         INTEGER NOT NULL,
-    kind          TEXT NOT NULL,
-    interval      INTEGER,
-    gas_limit     INTEGER NOT NULL,
-    max_fee       TEXT,
-    priority_fee  TEXT,
-    gas_price     TEXT,
-    sent_at       REAL NOT NULL,
-    state         TEXT NOT NULL,
-    block_number  INTEGER,
-    status        INTEGER,
-    gas_used      INTEGER
-);
-CREATE INDEX IF NOT EXISTS txs_by_state ON txs (sender, state, nonce);
 """
 
 
@@ -182,26 +161,6 @@ class IntervalRow:
     commit_block: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TxRecord:
-    """One signed transaction of the service's journal (fees in wei, as ints)."""
-
-    hash: str
-    sender: str
-    nonce: int
-    kind: str
-    interval: int | None
-    gas_limit: int
-    max_fee: int | None
-    priority_fee: int | None
-    gas_price: int | None
-    sent_at: float
-    state: str = TX_SENT
-    block_number: int | None = None
-    status: int | None = None
-    gas_used: int | None = None
-
-
 _READING_COLUMNS = (
     "interval, participant, imported_wh, exported_wh, signature, meter, participant_index, "
     "received_at, status, reason, tx_hash, block_number"
@@ -209,10 +168,6 @@ _READING_COLUMNS = (
 _INTERVAL_COLUMNS = (
     "interval, state, trade_count, deadline, reading_txs, settle_txs, error_code, "
     "error_detail, updated_at, commit_block"
-)
-_TX_COLUMNS = (
-    "hash, sender, nonce, kind, interval, gas_limit, max_fee, priority_fee, gas_price, "
-    "sent_at, state, block_number, status, gas_used"
 )
 
 
@@ -241,29 +196,6 @@ def _reading(row: Sequence[Any]) -> StoredReading:
 
 def _interval(row: Sequence[Any]) -> IntervalRow:
     return IntervalRow(*row)
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _tx(row: Sequence[Any]) -> TxRecord:
-    return TxRecord(
-        hash=row[0],
-        sender=row[1],
-        nonce=row[2],
-        kind=row[3],
-        interval=row[4],
-        gas_limit=row[5],
-        max_fee=_opt_int(row[6]),
-        priority_fee=_opt_int(row[7]),
-        gas_price=_opt_int(row[8]),
-        sent_at=row[9],
-        state=row[10],
-        block_number=row[11],
-        status=row[12],
-        gas_used=row[13],
-    )
 
 
 def _reading_row(reading: StoredReading) -> tuple[Any, ...]:
@@ -301,11 +233,7 @@ class _Ticket:
             raise self.error
 
 
-def _opt_str(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-class ReadingStore(SqliteStore):
+class ReadingStore(TxJournal):
     """SQLite (WAL, ``synchronous=FULL``) store of readings, interval states and the tx journal.
 
     Energy and fees are stored as decimal text: a uint64 reading or a fee in wei can exceed
@@ -315,7 +243,7 @@ class ReadingStore(SqliteStore):
     kind = "reading store"
     error = ReadingStoreError
     duplicate = DuplicateKey
-    schema = _SCHEMA
+    schema = _SCHEMA + JOURNAL_SCHEMA
     schema_version = SCHEMA_VERSION
 
     def __init__(self, path: str | Path) -> None:
@@ -323,16 +251,6 @@ class ReadingStore(SqliteStore):
         self._group = threading.Condition()
         self._queue: list[_Ticket] = []
         self._group_busy = False
-
-    # -- plumbing ------------------------------------------------------------------------
-
-    def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
-        return self._write_many([(sql, args)])
-
-    def _write_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
-        """Run statements in one ``BEGIN IMMEDIATE`` transaction; return rows changed."""
-        with self._transaction() as cur:
-            return sum(cur.execute(sql, args).rowcount for sql, args in statements)
 
     # -- meta -----------------------------------------------------------------------------------
 
@@ -573,63 +491,6 @@ class ReadingStore(SqliteStore):
         column = "reading_txs" if kind == "readings" else "settle_txs"
         self._write(f"UPDATE intervals SET {column} = {column} + 1 WHERE interval = ?", (interval,))
 
-    # -- transaction journal ---------------------------------------------------------------
-
-    def record_tx(self, tx: TxRecord) -> None:
-        """Journal a signed transaction before it is broadcast."""
-        self._write(
-            f"INSERT OR REPLACE INTO txs ({_TX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                tx.hash,
-                tx.sender,
-                tx.nonce,
-                tx.kind,
-                tx.interval,
-                tx.gas_limit,
-                _opt_str(tx.max_fee),
-                _opt_str(tx.priority_fee),
-                _opt_str(tx.gas_price),
-                tx.sent_at,
-                tx.state,
-                tx.block_number,
-                tx.status,
-                tx.gas_used,
-            ),
-        )
-
-    def unconfirmed_txs(self, sender: str) -> list[TxRecord]:
-        """Journalled transactions of ``sender`` not known to be mined or dropped, by nonce."""
-        rows = self._read(
-            f"SELECT {_TX_COLUMNS} FROM txs WHERE sender = ? AND state = ? ORDER BY nonce, sent_at",
-            (sender, TX_SENT),
-        )
-        return [_tx(r) for r in rows]
-
-    def txs(self, interval: int | None = None) -> list[TxRecord]:
-        """Every journalled transaction (of ``interval``), in the order they were sent."""
-        sql = f"SELECT {_TX_COLUMNS} FROM txs"
-        args: list[Any] = []
-        if interval is not None:
-            sql += " WHERE interval = ?"
-            args.append(interval)
-        return [_tx(r) for r in self._read(sql + " ORDER BY sent_at", args)]
-
-    def mark_tx_mined(self, tx_hash: str, block_number: int, status: int, gas_used: int) -> None:
-        """Record that ``tx_hash`` was mined."""
-        self._write(
-            "UPDATE txs SET state = ?, block_number = ?, status = ?, gas_used = ? WHERE hash = ?",
-            (TX_MINED, block_number, status, gas_used, tx_hash),
-        )
-
-    def mark_txs_dropped(self, sender: str, nonce: int, keep: str | None = None) -> None:
-        """Mark every unconfirmed transaction of ``sender`` at ``nonce`` (except ``keep``) dropped:
-        another transaction with that nonce was mined."""
-        self._write(
-            "UPDATE txs SET state = ? WHERE sender = ? AND nonce = ? AND state = ? "
-            "AND hash IS NOT ?",
-            (TX_DROPPED, sender, nonce, TX_SENT, keep),
-        )
-
 
 __all__ = [
     "FAILED",
@@ -649,5 +510,4 @@ __all__ = [
     "ReadingStore",
     "ReadingStoreError",
     "StoredReading",
-    "TxRecord",
 ]

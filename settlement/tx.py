@@ -1,4 +1,4 @@
-"""Sending the settlement service's transactions: preflight, journal, replacement, backoff.
+"""Sending the settlement service's transactions: preflight, journal, nonce, replacement.
 
 :class:`TxSender` sends one transaction at a time from the service's own account and waits
 for it; that keeps the nonce discipline trivial and is plenty for a few transactions per
@@ -7,16 +7,18 @@ interval. For each transaction it:
 1. **reconciles** the journal: a transaction journalled by an earlier process (killed between
    "send" and "mark") is waited for until it is mined, or until ``receipt_timeout`` passes
    (then the nonce is reused below, which replaces it);
-2. **preflights** it with ``eth_call`` on the *pending* block, so a transaction that would
-   revert (a reading already on-chain, a chunk no longer at the cursor, the window not yet
-   open) raises the mapped :class:`~ledger.contract_errors.LedgerError` before any gas is spent
-   (unless :attr:`TxPolicy.preflight` is off);
+2. **preflights** it with ``eth_call`` as the next block would run it
+   (:mod:`settlement.preflight`), so a transaction that would revert (a reading already
+   on-chain, a chunk no longer at the cursor, the window not yet open) raises the mapped
+   :class:`~ledger.contract_errors.LedgerError` before any gas is spent (unless
+   :attr:`TxPolicy.preflight` is off);
 3. picks the nonce explicitly: the account's mined transaction count, so a journalled but
    unmined transaction at that nonce is *replaced*, never queued behind;
-4. prices it: EIP-1559 ``maxFeePerGas = 2 * baseFee + tip`` with the node's suggested tip
-   (legacy ``gasPrice`` on a chain without a base fee); a replacement pays at least 9/8 of
-   the fees it replaces (rounded up: nodes ask for +10 %);
-5. signs it locally and **journals** it (nonce, hash, fees) in SQLite before broadcasting;
+4. prices it (:mod:`settlement.fees`): EIP-1559 ``maxFeePerGas = 2 * baseFee + tip`` with the
+   node's suggested tip (legacy ``gasPrice`` on a chain without a base fee); a replacement
+   pays at least 9/8 of the fees it replaces (rounded up: nodes ask for +10 %);
+5. signs it locally and **journals** it (nonce, hash, fees) in SQLite before broadcasting
+   (:mod:`settlement.journal`);
 6. waits for the receipt up to ``receipt_timeout``; if none, preflights again (the state may
    have moved on) and sends a replacement with the same nonce and bumped fees, up to
    ``max_replacements`` times;
@@ -41,16 +43,16 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3.types import TxReceipt
 
-from chain.reverts import decode_revert, mapped_reverts
+from chain.reverts import mapped_reverts
 from ledger.contract_errors import LedgerError, LedgerRevert
 from settlement.chain_reader import ChainReader, is_transient, request_lock, to_int
-from settlement.errors import ChainUnavailable, OutOfGas, SettlementError, TransactionNotMined
-from settlement.store import ReadingStore, TxRecord
+from settlement.errors import OutOfGas, SettlementError, TransactionNotMined
+from settlement.fees import FeeReader, Fees, batch_answer
+from settlement.journal import TxJournal, TxRecord
+from settlement.preflight import Preflight
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PRIORITY_FEE_WEI = 1_000_000_000
-"""Tip used when the node does not suggest one (1 gwei)."""
 FIRST_POLL_SECONDS = 0.005
 """First wait for a receipt; the waits double up to :attr:`TxPolicy.poll_seconds`. A local
 node (anvil) mines a transaction a few milliseconds after taking it, so a first look after
@@ -88,46 +90,6 @@ class TxPolicy:
     preflight: bool = True
 
 
-@dataclass(frozen=True)
-class Fees:
-    """EIP-1559 fees (``max_fee``, ``priority_fee``) or a legacy ``gas_price``, in wei."""
-
-    max_fee: int | None = None
-    priority_fee: int | None = None
-    gas_price: int | None = None
-
-    def bumped(self, bump: tuple[int, int]) -> Fees:
-        """These fees times ``bump``, rounded up (a replacement's minimum)."""
-        num, den = bump
-
-        def up(value: int | None) -> int | None:
-            return None if value is None else -(-value * num // den)
-
-        return Fees(up(self.max_fee), up(self.priority_fee), up(self.gas_price))
-
-    def at_least(self, other: Fees) -> Fees:
-        """Field-wise maximum of these fees and ``other`` (same kind)."""
-
-        def most(a: int | None, b: int | None) -> int | None:
-            if a is None:
-                return b
-            return a if b is None else max(a, b)
-
-        fees = Fees(
-            most(self.max_fee, other.max_fee),
-            most(self.priority_fee, other.priority_fee),
-            most(self.gas_price, other.gas_price),
-        )
-        if fees.max_fee is not None and fees.priority_fee is not None:
-            fees = Fees(max(fees.max_fee, fees.priority_fee), fees.priority_fee, fees.gas_price)
-        return fees
-
-    @classmethod
-    def of(cls, tx: TxRecord) -> Fees:
-        """The fees a journalled transaction paid."""
-        return cls(tx.max_fee, tx.priority_fee, tx.gas_price)
-
-
 class TxSender:
     """Sends contract calls from ``account``, one at a time, journalled in ``journal``."""
 
@@ -135,7 +97,7 @@ class TxSender:
         self,
         reader: ChainReader,
         account: LocalAccount,
-        journal: ReadingStore,
+        journal: TxJournal,
         policy: TxPolicy | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
@@ -150,14 +112,15 @@ class TxSender:
         self._sleep = sleep
         self._monotonic = monotonic
         self._chain_id: int | None = None
-        self._block_overrides = True
+        self.fees = FeeReader(reader)
+        """Fees of a new transaction, read at most once per block."""
+        self.preflight = Preflight(reader, self.address)
+        """Dry runs before the first broadcast and before each replacement."""
         self._nonce: int | None = None
         """The next nonce, known here after a transaction of ours was mined (None: read it)."""
         self._replaced_at: int | None = None
         """The nonce of the last transaction this sender replaced (its mined successor may
         have raced another sender, so the nonce is read again after it)."""
-        self._fees: tuple[int, Fees] | None = None
-        """Fees read at a block (its number), reused while it is the latest."""
         self.replacements = 0
         """Replacement transactions sent by this sender (for tests and reports)."""
 
@@ -176,47 +139,6 @@ class TxSender:
         """The sender's balance of the chain's native coin (it pays the gas)."""
         return to_int(self.reader.rpc("eth_getBalance", [self.address, "latest"]))
 
-    def current_fees(self) -> Fees:
-        """What a new transaction should pay now (read at most once per block)."""
-        if self.reader.client.chain.is_embedded:
-            number = self.reader.latest_block()
-            if self._fees is not None and self._fees[0] == number:
-                return self._fees[1]
-            fees = self._fees_of(self.reader.block("latest"), self._tip)
-        else:
-            latest, tip = self.reader.rpc_batch(
-                [("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])]
-            )
-            fees = self._fees_of(_answer(latest, "the latest block"), lambda: tip)
-        return fees
-
-    def _fees_of(self, latest: Any, tip_answer: Callable[[], Any]) -> Fees:
-        """Fees for a transaction after the block header ``latest``; ``tip_answer`` gives the
-        node's suggested tip (or raises, or returns the error, where it has none)."""
-        if not latest:
-            raise RuntimeError("the node has no latest block")
-        number = to_int(latest["number"])
-        base = latest.get("baseFeePerGas")  # eth-tester's snake_case header: legacy pricing
-        if base is None:
-            fees = Fees(gas_price=to_int(self.reader.rpc("eth_gasPrice", [])))
-        else:
-            try:
-                answer = tip_answer()
-                if isinstance(answer, Exception):
-                    raise answer
-                tip = to_int(answer)
-            except ChainUnavailable:
-                raise
-            except Exception:  # a node without the method: a conventional tip
-                tip = DEFAULT_PRIORITY_FEE_WEI
-            tip = max(tip, 1)
-            fees = Fees(max_fee=2 * to_int(base) + tip, priority_fee=tip)
-        self._fees = (number, fees)
-        return fees
-
-    def _tip(self) -> Any:
-        return self.reader.rpc("eth_maxPriorityFeePerGas", [])
-
     def _facts(self, preflight: bool) -> tuple[int | None, int | None, Fees]:
         """What a new transaction is built from: (chain time for its preflight, the next
         nonce, fees), None where not needed (no preflight; the nonce known here).
@@ -227,7 +149,7 @@ class TxSender:
         """
         need_nonce = self._nonce is None
         if self.reader.client.chain.is_embedded:
-            return None, self._next_nonce() if need_nonce else self._nonce, self.current_fees()
+            return None, self._next_nonce() if need_nonce else self._nonce, self.fees.current()
         calls: list[tuple[str, list[Any]]] = [
             ("eth_getBlockByNumber", ["latest", False]),
             ("eth_maxPriorityFeePerGas", []),
@@ -240,8 +162,8 @@ class TxSender:
                 ("eth_getTransactionCount", [self.address, "pending"]),
             ]
         answers = self.reader.rpc_batch(calls)
-        latest = _answer(answers[0], "the latest block")
-        fees = self._fees_of(latest, lambda: answers[1])
+        latest = batch_answer(answers[0], "the latest block")
+        fees = self.fees.after(latest, lambda: answers[1])
         when: int | None = None
         if preflight:
             pending = answers[2]
@@ -251,8 +173,8 @@ class TxSender:
                 when = to_int(latest["timestamp"])
         nonce = self._nonce
         if need_nonce:
-            mined = to_int(_answer(answers[-2], "the transaction count"))
-            pending_count = to_int(_answer(answers[-1], "the pending transaction count"))
+            mined = to_int(batch_answer(answers[-2], "the transaction count"))
+            pending_count = to_int(batch_answer(answers[-1], "the pending transaction count"))
             nonce = self._choose_nonce(mined, pending_count)
         return when, nonce, fees
 
@@ -313,71 +235,13 @@ class TxSender:
         return None
 
     def _record_mined(self, receipt: Mapping[str, Any], nonce: int) -> None:
-        tx_hash = _hex(receipt["transactionHash"])
+        tx_hash = hex_hash(receipt["transactionHash"])
         self.journal.mark_tx_mined(
             tx_hash, int(receipt["blockNumber"]), int(receipt["status"]), int(receipt["gasUsed"])
         )
         self.journal.mark_txs_dropped(self.address, nonce, keep=tx_hash)
 
     # -- sending -------------------------------------------------------------------------
-
-    def preflight(self, to: str, data: bytes, gas_limit: int, when: int | None = None) -> None:
-        """``eth_call`` the transaction as the next block would run it; raise its revert.
-
-        On a JSON-RPC node this is a call on the *latest* state with the block time
-        overridden to the pending block's: the pending state of a node with a mempool
-        (anvil, geth) already contains our own unmined transaction, which would make its
-        replacement look like a duplicate. The embedded chain mines every transaction at
-        once, so its pending block is right. Raises :class:`OutOfGas` when ``gas_limit``
-        would not be enough. ``when``: chain time (the pending block's timestamp) if the
-        caller has just read it.
-        """
-        call: dict[str, Any] = {
-            "from": self.address,
-            "to": to_checksum_address(to),
-            "data": "0x" + data.hex(),
-            "gas": hex(gas_limit),
-        }
-        if self.reader.client.chain.is_embedded:
-            self.reader.retry("preflighting a transaction", lambda: self._call_pending(call))
-            return
-        if when is None:
-            when = self.reader.now()
-        self.reader.retry("preflighting a transaction", lambda: self._call_latest(call, when))
-
-    def _call_pending(self, call: dict[str, Any]) -> None:
-        call = {**call, "gas": int(call["gas"], 16)}
-        try:
-            with mapped_reverts():
-                self.w3.eth.call(call, "pending")  # type: ignore[arg-type]
-        except LedgerRevert as err:
-            if "out of gas" in str(err).lower():  # eth-tester reports it as a revert
-                raise OutOfGas(f"{call['gas']} gas would not be enough") from None
-            raise
-
-    def _call_latest(self, call: dict[str, Any], timestamp: int) -> None:
-        params: list[Any] = [call, "latest"]
-        if self._block_overrides:
-            params += [{}, {"time": hex(timestamp)}]
-        with request_lock(self.w3):
-            response = self.w3.provider.make_request("eth_call", params)  # type: ignore[arg-type]
-        error = response.get("error")
-        if not error:
-            return
-        message = str(error.get("message", "")) if isinstance(error, Mapping) else str(error)
-        revert_data = error.get("data") if isinstance(error, Mapping) else None
-        if "out of gas" in message.lower():
-            raise OutOfGas(f"{int(call['gas'], 16)} gas would not be enough: {message}")
-        if isinstance(revert_data, str) and len(revert_data) >= 10:
-            raise decode_revert(revert_data, message)
-        if "revert" in message.lower():
-            raise LedgerRevert(message)
-        if self._block_overrides:  # a node without block overrides: plain latest-state call
-            log.info("the node refused block overrides (%s); preflighting on latest", message)
-            self._block_overrides = False
-            self._call_latest(call, timestamp)
-            return
-        raise RuntimeError(f"eth_call failed: {message}")
 
     def _next_nonce(self) -> int:
         return self._choose_nonce(self._count("latest"), self._count("pending"))
@@ -422,7 +286,7 @@ class TxSender:
         when, nonce, fees = self._facts(self.policy.preflight)
         assert nonce is not None
         if self.policy.preflight:
-            self.preflight(to, data, gas_limit, when)
+            self.preflight.check(to, data, gas_limit, when)
         for stale in self.journal.unconfirmed_txs(self.address):
             if stale.nonce == nonce:
                 fees = fees.at_least(Fees.of(stale).bumped(self.policy.bump))
@@ -430,13 +294,13 @@ class TxSender:
         for attempt in range(self.policy.max_replacements + 1):
             if attempt:
                 try:
-                    self.preflight(to, data, gas_limit)
+                    self.preflight.check(to, data, gas_limit)
                 except LedgerError:  # our own transaction may have been mined just now
                     receipt = self._first_receipt(hashes)
                     if receipt is not None:
                         return self._finish(receipt, nonce, gas_limit, to, data)
                     raise
-                fees = self.current_fees().at_least(fees.bumped(self.policy.bump))
+                fees = self.fees.current().at_least(fees.bumped(self.policy.bump))
                 log.info("replacing transaction at nonce %d with higher fees %s", nonce, fees)
             try:
                 tx_hash = self._sign_and_send(to, data, gas_limit, nonce, fees, kind, interval)
@@ -484,7 +348,7 @@ class TxSender:
             tx["maxPriorityFeePerGas"] = fees.priority_fee
             tx["type"] = 2
         signed = self.account.sign_transaction(tx)
-        tx_hash = _hex(signed.hash)
+        tx_hash = hex_hash(signed.hash)
         self.journal.record_tx(
             TxRecord(
                 hash=tx_hash,
@@ -560,7 +424,7 @@ class TxSender:
         if int(receipt["status"]) == 1:
             return receipt
         if int(receipt["gasUsed"]) * 100 >= gas_limit * 97:
-            raise OutOfGas(f"transaction {_hex(receipt['transactionHash'])} ran out of gas")
+            raise OutOfGas(f"transaction {hex_hash(receipt['transactionHash'])} ran out of gas")
         block = int(receipt["blockNumber"]) - 1
         call: dict[str, Any] = {"from": self.address, "to": to, "data": "0x" + data.hex()}
         try:
@@ -570,7 +434,7 @@ class TxSender:
             raise
         except Exception:  # the replay did not reproduce the revert; report it plainly
             pass
-        raise LedgerRevert(f"transaction {_hex(receipt['transactionHash'])} reverted on-chain")
+        raise LedgerRevert(f"transaction {hex_hash(receipt['transactionHash'])} reverted on-chain")
 
 
 class _Refused(Exception):
@@ -593,40 +457,20 @@ def _raise_refusal(message: str) -> None:
         raise _Refused("nonce", message)
 
 
-def _answer(value: Any, what: str) -> Any:
-    """A batch answer: the value, or its error raised."""
-    if isinstance(value, Exception):
-        raise value
-    if value is None:
-        raise RuntimeError(f"the node has no answer for {what}")
-    return value
-
-
 class _Known(Exception):
     """The node already has this exact transaction."""
 
 
-def _hex(value: Any) -> str:
+def hex_hash(value: Any) -> str:
+    """A transaction hash as ``0x`` hex, from the bytes or the string a node or web3 gave."""
     if isinstance(value, str):
         return value if value.startswith("0x") else "0x" + value
     return "0x" + bytes(value).hex()
 
 
-def backoff_delays(
-    first_seconds: float = 0.5, factor: float = 2.0, cap_seconds: float = 30.0
-) -> Any:
-    """Exponential backoff delays: ``first, first*factor, ...`` capped at ``cap_seconds``."""
-    delay = first_seconds
-    while True:
-        yield delay
-        delay = min(delay * factor, cap_seconds)
-
-
 __all__ = [
-    "DEFAULT_PRIORITY_FEE_WEI",
-    "Fees",
     "NonceConsumed",
     "TxPolicy",
     "TxSender",
-    "backoff_delays",
+    "hex_hash",
 ]

@@ -11,22 +11,8 @@ from typing import Any
 import coincurve
 from eth_utils.address import to_checksum_address
 
-from ledger.eip712 import READING_TYPEHASH, sign_digest
-from ledger.hashing import keccak
+from ledger.eip712 import reading_digest, sign_digest
 from ledger.records import Reading
-
-
-def reading_digest(domain_separator: bytes, reading: Reading) -> bytes:
-    """The EIP-712 digest of a ``MeterReading`` (what the contract's ``readingDigest`` gives)."""
-    struct = keccak(
-        READING_TYPEHASH
-        + bytes(12)
-        + bytes.fromhex(reading.participant[2:])
-        + reading.interval.to_bytes(32, "big")
-        + reading.imported_wh.to_bytes(32, "big")
-        + reading.exported_wh.to_bytes(32, "big")
-    )
-    return keccak(b"\x19\x01" + domain_separator + struct)
 
 
 def signed_reading_body(
@@ -46,4 +32,4 @@ def signed_reading_body(
     }
 
 
-__all__ = ["reading_digest", "signed_reading_body"]
+__all__ = ["signed_reading_body"]

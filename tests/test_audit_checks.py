@@ -226,7 +226,9 @@ def test_reading_digest_and_signer_agree_with_the_reading_module(
         t, who, imported, exported, LogPosition(1, 0), "0x", (signed.r, signed.vs)
     )
     separator = signing.Domain(31337, "0x" + "cd" * 20).separator
-    assert reading_digest(separator, record) == settlement_reading_digest(signed.reading, domain)
+    assert reading_digest(separator, record) == settlement_reading_digest(
+        domain.separator, signed.reading
+    )
     assert reading_signer(separator, record) == recover_meter(signed, domain) == meter.address
 
 

@@ -1,4 +1,10 @@
-"""EnergyMarket.submitReadings: EIP-712 meter signatures, windows, replay and every revert."""
+"""EnergyMarket.submitReadings: EIP-712 meter signatures, windows, replay and every revert.
+
+The fast meter-reading digest (:func:`ledger.eip712.reading_digest`) is checked here against
+eth_account's typed-data encoding (:func:`reference_reading_digest`, the code it replaced) and
+against the contract's own ``readingDigest``; the EIP-2098 conversion against the signatures
+eth_account makes and the contract accepts.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils.crypto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_ledger_support import MarketEnv, raises, snapshot_env, trade
 
 from chain.connection import connect
@@ -19,10 +29,63 @@ from ledger.contract_errors import (
     ReadingIntervalMismatch,
     ReadingWindowClosed,
 )
-from ledger.eip712 import SignedReading, reading_digest, recover_meter
+from ledger.eip712 import (
+    READING_TYPES,
+    ReadingDomain,
+    SignedReading,
+    compact_signature,
+    expand_signature,
+    parse_signature,
+    reading_digest,
+    recover_meter,
+    sign_digest,
+)
 from ledger.records import Reading
 
 UINT64_MAX = 2**64 - 1
+
+
+def reference_reading_digest(reading: Reading, domain: ReadingDomain) -> bytes:
+    """The digest as eth_account's typed-data encoder computes it (what a wallet signs)."""
+    signable = encode_typed_data(
+        domain_data=domain.as_dict(),
+        message_types=READING_TYPES,
+        message_data={
+            "participant": reading.participant,
+            "interval": reading.interval,
+            "importedWh": reading.imported_wh,
+            "exportedWh": reading.exported_wh,
+        },
+    )
+    return bytes(keccak(b"\x19" + signable.version + signable.header + signable.body))
+
+
+uint64s = st.integers(min_value=0, max_value=UINT64_MAX)
+addresses = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
+
+
+@settings(max_examples=100, deadline=None)
+@given(participant=addresses, t=uint64s, imported=uint64s, exported=uint64s, chain_id=uint64s)
+def test_reading_digest_equals_eth_account_typed_data(
+    participant: str, t: int, imported: int, exported: int, chain_id: int
+) -> None:
+    domain = ReadingDomain(chain_id, "0x" + "ab" * 20)
+    reading = Reading(participant, t, imported, exported)
+    assert reading_digest(domain.separator, reading) == reference_reading_digest(reading, domain)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    secret=st.integers(min_value=1, max_value=2**255), digest=st.binary(min_size=32, max_size=32)
+)
+def test_compact_signature_is_eip2098_and_expands_back(secret: int, digest: bytes) -> None:
+    signature = sign_digest(secret.to_bytes(32, "big"), digest)
+    raw = parse_signature(signature)
+    r, vs = compact_signature(signature)
+    assert r == raw[:32]
+    assert int.from_bytes(vs, "big") >> 255 == raw[64]  # v - 27 in the top bit
+    assert int.from_bytes(vs, "big") & ((1 << 255) - 1) == int.from_bytes(raw[32:64], "big")
+    assert expand_signature(r, vs) == signature
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +106,9 @@ def _t(env: MarketEnv) -> int:
 
 def test_python_digest_and_signature_match_the_contract(env: MarketEnv) -> None:
     reading = Reading(env.p(1), _t(env), 3, 99)
-    assert env.ledger.reading_digest(reading) == reading_digest(reading, env.ledger.domain())
+    domain = env.ledger.domain()
+    assert env.ledger.reading_digest(reading) == reading_digest(domain.separator, reading)
+    assert env.ledger.reading_digest(reading) == reference_reading_digest(reading, domain)
     signed = env.sign(reading)
     assert recover_meter(signed, env.ledger.domain()) == env.meters[env.p(1)].address
 

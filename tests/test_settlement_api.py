@@ -33,7 +33,8 @@ from market.service import MarketService
 from market.store import OrderStore
 from settlement.api import create_settlement_app, settlement_router
 from settlement.chain_reader import ChainReader
-from settlement.service import SettlementConfig, SettlementService
+from settlement.config import SettlementConfig
+from settlement.service import SettlementService
 from settlement.store import ReadingStore
 from settlement.tx import TxSender
 

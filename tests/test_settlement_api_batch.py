@@ -24,7 +24,7 @@ from chain.connection import connect
 from ledger.records import Reading
 from market.client import AppTransport, MarketApiError, MarketClient
 from settlement.api import create_settlement_app
-from settlement.service import SettlementConfig
+from settlement.config import SettlementConfig
 from settlement.store import DuplicateKey, ReadingStore, StoredReading
 
 PROBLEM = "application/problem+json"
@@ -166,7 +166,7 @@ def test_the_chain_is_read_once_per_batch_and_interval(api: BatchApi) -> None:
         counted(name)
     bodies = good(api)
     for body in bodies:  # registrations are cached from here on
-        env.service._meter(body["reading"]["participant"])
+        env.service.intake.meter(body["reading"]["participant"])
     assert api.post(bodies).status_code == 202
     assert calls["now_and_latest"] == 1
     assert calls["window"] == 1

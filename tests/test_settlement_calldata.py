@@ -15,7 +15,7 @@ from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from settlement.service import encode_static_args
+from ledger.abi import encode_static_args
 
 READINGS = ["uint64", "(address,uint64,uint64,uint64,bytes32,bytes32)[]"]
 SETTLE = [

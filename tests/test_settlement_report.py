@@ -197,7 +197,7 @@ def test_report_of_a_real_settlement_on_the_embedded_chain(cursor: int, tmp_path
     from test_settlement_service_support import FAST_POLICY, SettleEnv
 
     from chain.connection import connect
-    from settlement.service import SettlementConfig
+    from settlement.config import SettlementConfig
 
     market = MarketEnv.build(connect(), n_participants=4)
     env = SettleEnv(market, tmp_path / "s.db", SettlementConfig(max_settle_trades=1), FAST_POLICY)

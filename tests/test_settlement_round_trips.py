@@ -21,8 +21,10 @@ from test_ledger_support import MarketEnv, trade
 from test_settlement_service_support import FAST_POLICY, SettleEnv
 
 from chain.connection import Chain
+from settlement.batching import signed_reading
 from settlement.chain_reader import ChainReader
-from settlement.service import SettlementConfig
+from settlement.config import SettlementConfig
+from settlement.contract_chain import ContractChain
 from settlement.tx import NonceConsumed
 
 pytestmark = pytest.mark.anvil
@@ -76,7 +78,9 @@ def in_reading_window(chain: Chain, tmp_path: Path) -> tuple[SettleEnv, Counting
 def readings_data(env: SettleEnv, t: int, participant: str, exported_wh: int) -> bytes:
     body = env.body(t, participant, exported_wh)
     stored = env.service.accept_reading(body["reading"], body["signature"])
-    return env.service._encode_readings(t, [stored])
+    chain = env.service.chain
+    assert isinstance(chain, ContractChain)
+    return chain.readings_calldata(t, [signed_reading(stored)])
 
 
 def test_batch_answers_as_the_calls_one_by_one(anvil_chain: Chain, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from test_settlement_service_support import FAST_POLICY, SettleEnv
 
 from chain.connection import connect
 from settlement.api import create_settlement_app
-from settlement.service import SettlementConfig
+from settlement.config import SettlementConfig
 
 
 def _app() -> Any:

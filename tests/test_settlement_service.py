@@ -18,12 +18,14 @@ from test_settlement_service_support import SettleEnv, settle_env
 from chain.connection import connect
 from ledger.records import Reading, Trade
 from ledger.trade_chain import settlement_chain
-from settlement import service as service_module
+from settlement import chunks as chunks_module
 from settlement.chain_reader import with_retries
+from settlement.config import SettlementConfig
 from settlement.errors import ChainUnavailable
-from settlement.service import SettlementConfig, SettlementRunner
+from settlement.fees import Fees
+from settlement.runner import SettlementRunner
 from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, REJECTED, SETTLED, ReadingStore
-from settlement.tx import Fees, TxSender
+from settlement.tx import TxSender
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +271,7 @@ def test_a_permanent_failure_is_recorded_and_the_other_intervals_settle(
             heads[2] = b"\x01" * 32  # the first chunk's tail no longer matches the commitment
         return tuple(heads)
 
-    monkeypatch.setattr(service_module, "settlement_chain", wrong_tail)
+    monkeypatch.setattr(chunks_module, "settlement_chain", wrong_tail)
     nonce = env.settler_nonce()
     lines = service.tick()
     row = service.store.get_interval(first)

@@ -20,7 +20,7 @@ from test_settlement_service_support import SettleEnv
 
 from chain.connection import Chain
 from ledger.records import Reading
-from settlement.service import SettlementConfig
+from settlement.config import SettlementConfig
 from settlement.tx import TxPolicy
 
 pytestmark = pytest.mark.anvil

@@ -28,8 +28,9 @@ from ledger.eip712 import Domain
 from ledger.records import Reading, Trade
 from market.client import OrderSigner
 from settlement.chain_reader import ChainReader
+from settlement.config import SettlementConfig
 from settlement.model import Ledger
-from settlement.service import SettlementConfig, SettlementService
+from settlement.service import SettlementService
 from settlement.store import ReadingStore
 from settlement.tx import TxPolicy, TxSender
 

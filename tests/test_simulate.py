@@ -18,10 +18,10 @@ from sim_offline import run_offline
 from deploy.assembly import prefer_fast_keccak
 from deploy.cli import main
 from deploy.systems import EmbeddedSystem
+from ledger.eip712 import reading_digest
 from ledger.records import Reading
 from simulation.checks import check_record
 from simulation.driver import run_simulation
-from simulation.readings import reading_digest
 from simulation.record import RunRecord
 from simulation.scenario_file import load_scenario, parse_scenario
 from simulation.summary import summarize

@@ -1,0 +1,165 @@
+"""Readings on-chain: queued readings go to ``submitReadings`` in gas-sized batches while the
+interval's reading window is open.
+
+Before each batch the readings already on-chain are read (``ReadingSubmitted`` events) and
+marked: ``onchain`` when the event carries exactly the stored values, ``superseded`` when
+someone else relayed another reading of that participant first. The rest are sent sorted by
+participant index (the contract's reading words are shared by neighbours, so a sorted batch
+costs about 20k gas per reading instead of up to 60k), as many as fit the transaction budget
+(:mod:`settlement.gas`).
+
+A reading the contract refuses (the meter key was rotated or the participant deregistered
+after the reading was accepted) is marked ``rejected`` with the reason and the rest of its
+batch goes on. A window that is not open, or a paused market, is noted on the interval and
+retried on a later tick.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ledger import contract_errors as chain_errors
+from ledger.contract_errors import LedgerError
+from ledger.eip712 import SignedReading, compact_signature
+from ledger.records import Reading
+from settlement.chain_port import SettlementChain
+from settlement.config import SettlementConfig
+from settlement.errors import OutOfGas, SettlementFailed
+from settlement.gas import READING_GAS_CEILING, ItemGas
+from settlement.store import ONCHAIN, QUEUED, REJECTED, SUPERSEDED, ReadingStore, StoredReading
+from settlement.tick import Tick, revert_reason
+from settlement.tx import NonceConsumed
+
+log = logging.getLogger("wattledger.settle")
+
+MAX_ATTEMPTS = 10_000
+"""Most batches (or retries of one) a tick sends for one interval before it gives up."""
+
+
+def signed_reading(stored: StoredReading) -> SignedReading:
+    """A stored reading as ``submitReadings`` takes it: the reading and its EIP-2098 signature."""
+    r, vs = compact_signature(stored.signature)
+    reading = Reading(stored.participant, stored.interval, stored.imported_wh, stored.exported_wh)
+    return SignedReading(reading=reading, r=r, vs=vs)
+
+
+class ReadingBatcher:
+    """Puts an interval's queued readings on-chain, exactly once each (see the module)."""
+
+    def __init__(
+        self, chain: SettlementChain, store: ReadingStore, config: SettlementConfig
+    ) -> None:
+        self.chain = chain
+        self.store = store
+        self.config = config
+        self.gas = ItemGas(config.reading_gas, READING_GAS_CEILING)
+        """Gas per reading: assumed, then measured."""
+
+    def sync(self, t: int) -> list[StoredReading]:
+        """Mark queued readings that are on-chain; return the queued ones that are not."""
+        queued = self.store.readings(t, QUEUED)
+        if not queued:
+            return []
+        onchain = self.chain.submitted_readings(t)
+        todo = []
+        for r in queued:
+            event = onchain.get(r.participant)
+            if event is None:
+                todo.append(r)
+            elif (event.imported_wh, event.exported_wh) == (r.imported_wh, r.exported_wh):
+                self.store.mark_readings(
+                    t,
+                    [r.participant],
+                    ONCHAIN,
+                    tx_hash=event.tx_hash,
+                    block_number=event.block_number,
+                )
+            else:
+                self.store.mark_readings(
+                    t,
+                    [r.participant],
+                    SUPERSEDED,
+                    reason=(
+                        f"another reading (imported {event.imported_wh} Wh, exported "
+                        f"{event.exported_wh} Wh) reached the chain first in {event.tx_hash}"
+                    ),
+                    tx_hash=event.tx_hash,
+                    block_number=event.block_number,
+                )
+        return todo
+
+    def submit(self, t: int, tick: Tick) -> None:
+        """Send ``t``'s queued readings in batches until none is left (or the window shuts,
+        the market is paused, or the runner stops)."""
+        for _ in range(MAX_ATTEMPTS):
+            if tick.stopping.is_set():
+                return
+            todo = self.sync(t)
+            if not todo:
+                return
+            budget = tick.tx_budget()
+            batch = todo[: self.gas.items_within(budget, self.config.max_batch_readings)]
+            try:
+                mined = self.chain.submit_readings(
+                    t,
+                    [signed_reading(r) for r in batch],
+                    gas_limit=self.gas.gas_limit(len(batch), budget),
+                )
+            except (
+                chain_errors.InvalidMeterSignature,
+                chain_errors.ParticipantNotRegistered,
+                chain_errors.ReadingAlreadySubmitted,
+            ) as err:
+                self._reject(t, err, tick)
+                continue
+            except (chain_errors.ReadingWindowClosed, chain_errors.IntervalNotEnded) as err:
+                tick.note(t, revert_reason(err), str(err))
+                return
+            except chain_errors.EnforcedPause as err:
+                tick.note(t, "paused", f"the market is paused; readings wait ({err})")
+                return
+            except OutOfGas:
+                if len(batch) == 1:
+                    raise SettlementFailed(
+                        t, "gas_budget_too_small", "one reading does not fit the gas budget"
+                    ) from None
+                self.gas.out_of_gas()
+                continue
+            except NonceConsumed:
+                continue
+            self.gas.observe(mined.gas_used, len(batch))
+            self.store.mark_readings(
+                t,
+                [r.participant for r in batch],
+                ONCHAIN,
+                tx_hash=mined.tx_hash,
+                block_number=mined.block_number,
+            )
+            self.store.count_tx(t, "readings")
+            tick.emit(
+                f"interval {t}: {len(batch)} readings on-chain in {mined.tx_hash} "
+                f"({mined.gas_used:,} gas)"
+            )
+
+    def _reject(self, t: int, err: LedgerError, tick: Tick) -> None:
+        """The contract refused a reading of the batch: mark it ``rejected`` (unless it is
+        on-chain after all), so the next batch goes without it."""
+        who = str(getattr(err, "participant", "")).lower()
+        if isinstance(err, chain_errors.ReadingAlreadySubmitted):
+            if who in self.chain.submitted_readings(t):
+                return  # on-chain after all: the next sync marks it
+            reason = "the contract already has a reading of this participant"
+        elif isinstance(err, chain_errors.InvalidMeterSignature):
+            reason = (
+                "the contract refused the signature: the participant's meter key changed "
+                "after the reading was accepted"
+            )
+        else:
+            reason = "the participant was deregistered after the reading was accepted"
+        if not self.store.mark_readings(t, [who], REJECTED, reason=f"{reason} ({err})"):
+            raise err  # not one of ours: nothing to drop, so retrying would loop
+        tick.emit(f"interval {t}: reading of {who} rejected: {reason}")
+        log.warning("interval %d: reading of %s rejected: %s", t, who, reason)
+
+
+__all__ = ["ReadingBatcher", "signed_reading"]
