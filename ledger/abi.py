@@ -49,10 +49,11 @@ def address_bytes(address: str) -> bytes:
     return raw
 
 
-_UINT_BOUNDS = {f"uint{8 * k}": 1 << (8 * k) for k in range(1, 33)}
+UINT_BOUNDS = {f"uint{8 * k}": 1 << (8 * k) for k in range(1, 33)}
+"""One past the largest value of each ``uintN`` type, by name."""
 """One past the largest value of each ``uintN`` ABI type, by its name."""
 
-_STATIC_KINDS = frozenset((*_UINT_BOUNDS, "address", "bytes32"))
+_STATIC_KINDS = frozenset((*UINT_BOUNDS, "address", "bytes32"))
 
 
 def static_word(kind: str, value: Any) -> bytes:
@@ -62,7 +63,7 @@ def static_word(kind: str, value: Any) -> bytes:
 
     A ``bytes32`` value shorter than 32 bytes is padded on the right, as eth-abi pads it.
     """
-    bound = _UINT_BOUNDS.get(kind)
+    bound = UINT_BOUNDS.get(kind)
     if bound is not None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{value!r} is not a {kind}")
@@ -129,6 +130,7 @@ __all__ = [
     "UINT64_LIMIT",
     "UINT128_LIMIT",
     "UINT256_LIMIT",
+    "UINT_BOUNDS",
     "WORD",
     "address_bytes",
     "bytes32_word",

@@ -48,6 +48,7 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
+from ledger.abi import UINT_BOUNDS, static_word
 from ledger.errors import BadSignature, InputError
 from ledger.hashing import keccak
 from ledger.records import Reading
@@ -95,8 +96,6 @@ SIDE_SELL: Final = 1
 _SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N: Final = _SECP256K1_N // 2
 
-_UINT_BITS: Final = {"uint8": 8, "uint64": 64, "uint128": 128, "uint256": 256}
-
 
 def _encode_type(name: str, fields: list[dict[str, str]]) -> bytes:
     return f"{name}({','.join(f['type'] + ' ' + f['name'] for f in fields)})".encode()
@@ -138,25 +137,29 @@ class Domain:
 
 
 def _word(value: Any, kind: str, field: str) -> bytes:
-    """ABI-encode one static field of a message as a 32-byte word; raise InputError if bad."""
+    """ABI-encode one static field of a message as a 32-byte word; raise InputError if bad.
+
+    The value is checked here as a signer's JSON may carry it (an integer or a string of
+    decimal digits; an address or bytes32 as ``0x`` hex, either case of the ``x``), with an
+    error naming the field; the word itself is :func:`ledger.abi.static_word`'s.
+    """
     if kind == "address":
         if not isinstance(value, str) or len(value) != 42 or value[:2] not in ("0x", "0X"):
             raise InputError(f"field {field!r}: expected a 0x-prefixed 20-byte hex address")
         try:
-            return bytes(12) + bytes.fromhex(value[2:])
+            return static_word(kind, "0x" + value[2:])
         except ValueError:
             raise InputError(f"field {field!r}: {value!r} is not hex") from None
     if kind == "bytes32":
-        raw = parse_bytes32(value, field)
-        return raw
+        return static_word(kind, parse_bytes32(value, field))
     number = value
     if isinstance(number, str) and number.isascii() and number.isdigit():
         number = int(number)
     if isinstance(number, bool) or not isinstance(number, int):
         raise InputError(f"field {field!r}: expected an unsigned integer, got {value!r}")
-    if not 0 <= number < 1 << _UINT_BITS[kind]:
+    if not 0 <= number < UINT_BOUNDS[kind]:
         raise InputError(f"field {field!r}: {number} does not fit {kind}")
-    return int(number).to_bytes(32, "big")
+    return static_word(kind, number)
 
 
 def parse_bytes32(value: Any, field: str = "orderHash") -> bytes:
