@@ -51,7 +51,7 @@ Exactly once, across crashes
     are missing.
 
 Failures
-    A node that does not answer (:class:`~settlement.errors.ChainUnavailable`) stops the tick;
+    A node that does not answer (:class:`~chain.errors.ChainUnavailable`) stops the tick;
     the runner retries with exponential backoff. Paused markets and early windows are noted on
     the interval and retried. A revert that cannot succeed later (``TradesMismatch``, a chunk
     out of range, undecodable commit calldata, ...) marks that interval ``failed`` with the
@@ -73,6 +73,8 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import to_checksum_address
 
+from chain.errors import ChainUnavailable
+from chain.reader import ChainClock, MeterInfo
 from ledger import contract_errors as chain_errors
 from ledger import eip712 as signing
 from ledger.addresses import checksum_address
@@ -91,9 +93,8 @@ from market.http.errors import (
     OutOfBounds,
     ServiceUnavailable,
 )
-from settlement.chain_reader import ChainClock, ChainReader, MeterInfo
+from settlement.chain_reader import ChainReader
 from settlement.errors import (
-    ChainUnavailable,
     DuplicateReading,
     IntervalSettled,
     MeterMismatch,

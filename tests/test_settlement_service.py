@@ -16,11 +16,11 @@ from test_ledger_support import PRICE, MarketEnv, trade
 from test_settlement_service_support import SettleEnv, settle_env
 
 from chain.connection import connect
+from chain.errors import ChainUnavailable
+from chain.rpc import with_retries
 from ledger.records import Reading, Trade
 from ledger.trade_chain import settlement_chain
 from settlement import service as service_module
-from settlement.chain_reader import with_retries
-from settlement.errors import ChainUnavailable
 from settlement.service import SettlementConfig, SettlementRunner
 from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, REJECTED, SETTLED, ReadingStore
 from settlement.tx import Fees, TxSender
