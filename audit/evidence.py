@@ -1,7 +1,8 @@
 """What the audit reads: the chain's record and the published order sets, as plain values.
 
-:class:`LedgerEvidence` is everything :func:`audit.sources.read_ledger` reads from one
-EnergyMarket at one block; :class:`PublishedBook` one interval's published signed order set
+:class:`LedgerEvidence` is everything :func:`audit.chain_source.read_ledger` reads from one
+EnergyMarket at one block (its events as :mod:`ledger.events` records, the committed trades as
+:class:`ledger.records.Trade`); :class:`PublishedBook` one interval's published signed order set
 (``GET /intervals/{t}/orders``), its fields kept as published so that the audit, not the
 parser, judges them; :class:`ClearingRules` the mechanism the market declares. Pure values: the
 checks in :mod:`audit.checks` take them, and tests build or bend them freely.
@@ -15,6 +16,19 @@ from typing import Any
 
 from ledger import eip712 as signing
 from ledger.errors import InputError, WattledgerError
+from ledger.events import (
+    CollateralLocked,
+    EscrowChange,
+    IntervalCommitted,
+    IntervalEvents,
+    IntervalSettled,
+    MeterEvent,
+    ParticipantSettled,
+    ReadingSubmitted,
+    TradeSettled,
+    group_by_interval,
+)
+from ledger.records import IntervalInfo, Trade
 from market.clearing import MECHANISMS
 
 
@@ -22,136 +36,36 @@ class AuditError(WattledgerError):
     """Raised when the audit cannot read its evidence: the chain, the market address, the
     market API or the orders directory is unreachable, missing or malformed.
 
-    A violation by the operator is never an error: it is reported in the :class:`AuditReport`.
+    A violation by the operator is never an error: it is reported in the
+    :class:`~audit.report.AuditReport`.
     """
 
     code = "audit_input_unavailable"
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class LogPosition:
-    """Where an event sits on the chain; events sort by it."""
-
-    block_number: int
-    log_index: int
-
-
-@dataclass(frozen=True, slots=True)
-class MeterChange:
-    """A change of a participant's registration: ``ParticipantRegistered`` (with
-    ``participant_index``), ``MeterRotated``, or ``ParticipantDeregistered`` (``registered``
-    False; the meter stays what it was)."""
-
-    participant: str
-    meter: str
-    participant_index: int | None
-    position: LogPosition
-    registered: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class CommittedTrade:
-    """A trade as committed (``CommitTrade`` of the calldata, parties resolved)."""
-
-    buyer: str
-    seller: str
-    quantity_wh: int
-    price_per_wh: int
-    buy_order_id: str
-    """Lower-case 0x hex, as the market names orders."""
-    sell_order_id: str
+def unreachable_reason(err: Exception) -> str:
+    """A short cause for a failed request, for an :class:`AuditError` (the full text of a
+    requests or httpx error is noise)."""
+    text = str(err)
+    if "Connection refused" in text:
+        return "connection refused (nothing is listening there)"
+    if "timed out" in text.lower():
+        return "the connection timed out"
+    return f"{type(err).__name__}: {text[:300]}"
 
 
 @dataclass(frozen=True, slots=True)
 class CommitRecord:
     """An ``IntervalCommitted`` event and the trades of its transaction's calldata.
 
-    ``trades`` is None when the calldata could not be read as a ``commitInterval`` call
-    (``trades_error`` says why).
+    ``trades`` is None when the calldata could not be read as a direct ``commitInterval``
+    call (a commit relayed through a contract); ``trades_error`` says why. Parties are
+    checksum addresses, order ids 32 bytes.
     """
 
-    interval: int
-    book_root: bytes
-    settlement_head: bytes
-    orders_digest: bytes
-    trade_count: int
-    deadline: int
-    penalty_price_per_wh: int
-    tolerance_bps: int
-    tx_hash: str
-    position: LogPosition
-    trades: tuple[CommittedTrade, ...] | None
+    event: IntervalCommitted
+    trades: tuple[Trade, ...] | None
     trades_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IntervalState:
-    """``intervalInfo(t)`` at the audited block."""
-
-    status: str
-    trade_count: int
-    cursor: int
-    deadline: int
-    tolerance_bps: int
-    penalty_price_per_wh: int
-    book_root: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ReadingRecord:
-    """A ``ReadingSubmitted`` event, with the meter signature from its calldata if readable."""
-
-    interval: int
-    participant: str
-    imported_wh: int
-    exported_wh: int
-    position: LogPosition
-    tx_hash: str
-    signature: tuple[bytes, bytes] | None
-    """``(r, vs)`` (EIP-2098) of the reading in the ``submitReadings`` calldata."""
-
-
-@dataclass(frozen=True, slots=True)
-class TradeSettledRecord:
-    """A ``TradeSettled`` event."""
-
-    interval: int
-    trade_index: int
-    delivered_wh: int
-    payment_base_units: int
-    refund_base_units: int
-    penalty_base_units: int
-    position: LogPosition
-
-
-@dataclass(frozen=True, slots=True)
-class PartySettledRecord:
-    """A ``ParticipantSettled`` event (one per party per settlement chunk)."""
-
-    interval: int
-    participant: str
-    released_base_units: int
-    credited_base_units: int
-    position: LogPosition
-
-
-@dataclass(frozen=True, slots=True)
-class LockRecord:
-    """A ``CollateralLocked`` event."""
-
-    interval: int
-    participant: str
-    amount_base_units: int
-    position: LogPosition
-
-
-@dataclass(frozen=True, slots=True)
-class EscrowRecord:
-    """A ``Deposited`` (positive ``amount``) or ``Withdrawn`` (negative) event."""
-
-    participant: str
-    amount_base_units: int
-    position: LogPosition
 
 
 @dataclass(frozen=True)
@@ -159,7 +73,9 @@ class LedgerEvidence:
     """Everything the audit reads from the chain, pinned at ``block_number``.
 
     Addresses are EIP-55 checksum strings. ``balances`` holds ``balanceOf`` (free, locked) at
-    the block for every address that appears in an event.
+    the block for every address that appears in an event; ``states`` the ``intervalInfo`` of
+    every committed interval. Events are :mod:`ledger.events` records, each kind in chain
+    order.
     """
 
     chain_id: int
@@ -174,20 +90,34 @@ class LedgerEvidence:
     token_balance: int
     total_escrowed: int
     balances: Mapping[str, tuple[int, int]]
-    meter_changes: tuple[MeterChange, ...]
+    meter_changes: tuple[MeterEvent, ...]
     commits: Mapping[int, CommitRecord]
-    states: Mapping[int, IntervalState]
-    readings: tuple[ReadingRecord, ...] = ()
-    trade_settlements: tuple[TradeSettledRecord, ...] = ()
-    party_settlements: tuple[PartySettledRecord, ...] = ()
-    locks: tuple[LockRecord, ...] = ()
-    escrow: tuple[EscrowRecord, ...] = ()
-    settled_intervals: frozenset[int] = frozenset()
+    states: Mapping[int, IntervalInfo]
+    readings: tuple[ReadingSubmitted, ...] = ()
+    trade_settlements: tuple[TradeSettled, ...] = ()
+    party_settlements: tuple[ParticipantSettled, ...] = ()
+    locks: tuple[CollateralLocked, ...] = ()
+    escrow: tuple[EscrowChange, ...] = ()
+    interval_settlements: tuple[IntervalSettled, ...] = ()
 
     @property
     def order_domain(self) -> signing.Domain:
         """The EIP-712 domain orders must be signed under, as the chain defines it."""
         return signing.Domain(self.chain_id, self.market, self.domain_name, self.domain_version)
+
+    def events_by_interval(self) -> dict[int, IntervalEvents]:
+        """Every interval's events (:func:`ledger.events.group_by_interval`), so that each
+        check reads only its own."""
+        return group_by_interval(
+            [
+                *(c.event for c in self.commits.values()),
+                *self.locks,
+                *self.readings,
+                *self.trade_settlements,
+                *self.party_settlements,
+                *self.interval_settlements,
+            ]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,19 +221,11 @@ __all__ = [
     "AuditError",
     "ClearingRules",
     "CommitRecord",
-    "CommittedTrade",
-    "EscrowRecord",
-    "IntervalState",
     "LedgerEvidence",
-    "LockRecord",
-    "LogPosition",
-    "MeterChange",
     "MissingBook",
-    "PartySettledRecord",
     "PublishedBook",
     "PublishedOrder",
-    "ReadingRecord",
-    "TradeSettledRecord",
     "parse_published_book",
     "rules_from_market_info",
+    "unreachable_reason",
 ]

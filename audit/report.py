@@ -43,10 +43,11 @@ and, for the market as a whole at the audited block:
     ones the chain runs.
 
 Layout: :mod:`audit.evidence` holds what the audit reads, as plain values
-(:class:`LedgerEvidence`, :class:`PublishedBook`); :mod:`audit.checks` the comparisons;
-this module runs them (:func:`audit_evidence`, pure) and builds the :class:`AuditReport`.
-Reading the chain and the published sets is the edge, :mod:`audit.sources`;
-:func:`audit_market` is the library entry that does both.
+(:class:`~audit.evidence.LedgerEvidence`, :class:`~audit.evidence.PublishedBook`);
+:mod:`audit.checks` the comparisons; this module runs them (:func:`audit_evidence`, pure) and
+builds the :class:`AuditReport`. Reading the chain and the published sets is the edge,
+:mod:`audit.chain_source` and :mod:`audit.order_sources`; :func:`audit.run.audit_market` is
+the library entry that does both.
 
 What the audit trusts, and why
     * The chain itself, read at one pinned block: it is the ledger of record.
@@ -69,59 +70,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from audit.checks import (
+from audit.checks.book import PublishedSet, check_book_root, check_signatures
+from audit.checks.clearing import check_properties, check_reclear
+from audit.checks.commitment import check_commitment
+from audit.checks.market import check_code, check_conservation
+from audit.checks.meters import MeterHistory
+from audit.checks.settlement import check_settlement
+from audit.checks.violations import (
     BOOK_ROOT,
-    CODE,
-    COMMITMENT,
-    CONSERVATION,
     INTERVAL_CHECKS,
-    MARKET_CHECKS,
-    PROPERTIES,
     RECLEAR,
-    SETTLEMENT,
     SIGNATURES,
     CheckLog,
-    IntervalEvents,
-    MeterHistory,
-    PublishedSet,
     Violation,
-    check_book_root,
-    check_code,
-    check_commitment,
-    check_conservation,
-    check_properties,
-    check_reclear,
-    check_settlement,
-    check_signatures,
     decimal_text,
-    events_by_interval,
 )
-from audit.evidence import (
-    AuditError,
-    ClearingRules,
-    CommitRecord,
-    CommittedTrade,
-    EscrowRecord,
-    IntervalState,
-    LedgerEvidence,
-    LockRecord,
-    LogPosition,
-    MeterChange,
-    MissingBook,
-    PartySettledRecord,
-    PublishedBook,
-    PublishedOrder,
-    ReadingRecord,
-    TradeSettledRecord,
-    parse_published_book,
-    rules_from_market_info,
-)
+from audit.evidence import ClearingRules, LedgerEvidence, MissingBook, PublishedBook
+from ledger.events import IntervalEvents
 from ledger.units import currency_per_kwh_from_price_per_wh
-
-if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
-    pass
 
 
 @dataclass(frozen=True)
@@ -289,14 +257,15 @@ def audit_interval(
 ) -> IntervalReport:
     """Run every interval check on committed interval ``t``.
 
-    ``events`` and ``meters`` are :func:`events_by_interval` and :class:`MeterHistory` of
-    ``ledger``; :func:`audit_evidence` builds them once for all intervals.
+    ``events`` and ``meters`` are :meth:`LedgerEvidence.events_by_interval` and
+    :class:`MeterHistory` of ``ledger``; :func:`audit_evidence` builds them once for all
+    intervals.
     """
+    commit = ledger.commits[t]
     if events is None:
-        events = events_by_interval(ledger).get(t, IntervalEvents())
+        events = ledger.events_by_interval().get(t, IntervalEvents(t, commit.event))
     if meters is None:
         meters = MeterHistory(ledger.meter_changes)
-    commit = ledger.commits[t]
     state = ledger.states.get(t)
     checks = CheckLog(t)
     check_commitment(commit, state, meters.indices, checks)
@@ -313,10 +282,10 @@ def audit_interval(
         parsed = check_signatures(
             book,
             ledger.order_domain,
-            lambda p: meters.registered_at(p, commit.position),
+            lambda p: meters.registered_at(p, commit.event.position),
             checks,
         )
-        check_book_root(book, parsed, commit, state, checks)
+        check_book_root(book, parsed, commit.event, state, checks)
         if commit.trades is not None:
             check_reclear(parsed, trades, rules, checks)
             check_properties(parsed, trades, rules, checks)
@@ -350,12 +319,12 @@ def audit_evidence(
     """
     say = progress or (lambda _msg: None)
     chosen = select_intervals(ledger.commits, from_t, to_t)
-    grouped = events_by_interval(ledger)
+    grouped = ledger.events_by_interval()
     meters = MeterHistory(ledger.meter_changes)
     reports = []
     for n, t in enumerate(chosen, 1):
         say(f"checking interval {t} ({n}/{len(chosen)})")
-        events = grouped.get(t, IntervalEvents())
+        events = grouped.get(t, IntervalEvents(t, ledger.commits[t].event))
         reports.append(audit_interval(t, ledger, books.get(t), rules, events, meters))
     market = CheckLog(None)
     check_code(ledger, market)
@@ -384,40 +353,9 @@ def select_intervals(
 
 
 __all__ = [
-    "BOOK_ROOT",
-    "CODE",
-    "COMMITMENT",
-    "CONSERVATION",
-    "INTERVAL_CHECKS",
-    "MARKET_CHECKS",
-    "PROPERTIES",
-    "RECLEAR",
-    "SETTLEMENT",
-    "SIGNATURES",
-    "AuditError",
     "AuditReport",
-    "CheckLog",
-    "ClearingRules",
-    "CommitRecord",
-    "CommittedTrade",
-    "EscrowRecord",
     "IntervalReport",
-    "IntervalState",
-    "LedgerEvidence",
-    "LockRecord",
-    "LogPosition",
-    "MeterChange",
-    "MissingBook",
-    "PartySettledRecord",
-    "PublishedBook",
-    "PublishedOrder",
-    "PublishedSet",
-    "ReadingRecord",
-    "TradeSettledRecord",
-    "Violation",
     "audit_evidence",
     "audit_interval",
-    "parse_published_book",
-    "rules_from_market_info",
     "select_intervals",
 ]

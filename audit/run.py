@@ -1,18 +1,19 @@
-"""Running an audit: read the chain and the published sets, then check them."""
+"""Running an audit: read the chain and the published sets, then check them.
+
+The edge of the audit: :mod:`audit.chain_source` reads the chain's record and
+:mod:`audit.order_sources` the published order sets; :func:`audit.report.audit_evidence`
+(pure) checks them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from audit.evidence import (
-    AuditError,
-    ClearingRules,
-    MissingBook,
-    PublishedBook,
-)
+from audit.chain_source import LedgerReader, read_ledger, web3_of
+from audit.evidence import AuditError, ClearingRules, MissingBook, PublishedBook
+from audit.order_sources import OrderSourceLike, order_source
 from audit.report import AuditReport, audit_evidence, select_intervals
-from audit.sources import LedgerReader, OrderSourceLike, order_source, read_ledger, web3_of
 from ledger.errors import WattledgerError
 
 
@@ -35,14 +36,12 @@ def audit_market(
     ``order_source`` is where the published order sets come from: a market API base URL, a
     :class:`market.client.MarketClient`, a directory of ``<t>.json`` files (with an optional
     ``market.json``), a mapping ``{t: GET /intervals/{t}/orders body}``, or an
-    :class:`audit.sources.OrderSource`. ``block`` pins the audit to a block (default:
+    :class:`audit.order_sources.OrderSource`. ``block`` pins the audit to a block (default:
     the latest); ``from_block`` is where the event scan starts (the market's deployment
     block, to read fewer logs). ``rules`` overrides the mechanism the source declares.
     ``reader`` replaces the chain reader (tests use it to tamper with the events the audit
     reads). Raises :class:`AuditError` when the evidence cannot be read.
     """
-    from audit.run import run_audit  # the I/O edge, imported only when used
-
     return run_audit(
         chain,
         market_address,

@@ -50,12 +50,13 @@ from chain.anvil import running_anvil
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from chain.deployment import Deployment
+from chain.rpc import serialize_requests
 from deploy.deployment import DEFAULT_MARKET_TERMS, deploy_system
 from ledger.eip712 import Domain
 from ledger.records import Reading, Terms, Trade
 from market.client import AppTransport, OrderSigner
 from settlement.api import create_settlement_app
-from settlement.chain_reader import ChainReader, serialize_requests
+from settlement.chain_reader import ChainReader
 from settlement.model import Ledger
 from settlement.service import SettlementService
 from settlement.store import ReadingStore

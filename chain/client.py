@@ -21,12 +21,13 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from chain.artifacts import load_artifact
 from chain.connection import Chain, ViewCall
 from chain.deployment import Deployment
+from chain.events import market_codec
+from chain.logs import EventReader
 from chain.reverts import mapped_reverts
 from ledger.addresses import checksum_address
 from ledger.calldata import (
@@ -34,7 +35,6 @@ from ledger.calldata import (
     balances_of_calldata,
     commit_calldata,
     decode_balances,
-    decode_commit_calldata,
     encode_commit,
     settle_chunk_args,
 )
@@ -83,6 +83,7 @@ class LedgerClient:
         self._token: Contract | None = None
         self._trades: dict[int, tuple[Trade, ...]] = {}
         self._indices: dict[str, int] = {}
+        self._events: EventReader | None = None
 
     @classmethod
     def from_deployment(cls, chain: Chain, deployment: Deployment) -> LedgerClient:
@@ -146,9 +147,26 @@ class LedgerClient:
         return receipt
 
     def events(self, receipt: TxReceipt, name: str) -> list[dict[str, Any]]:
-        """The market's ``name`` events in ``receipt``, as ``args`` dicts (others skipped)."""
-        event = self.contract.events[name]()
-        return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
+        """The market's ``name`` events in ``receipt``, as ``args`` dicts by argument name
+        (:mod:`chain.events`; other events and other contracts' logs skipped)."""
+        codec = market_codec()
+        codec.event(name)  # an event the market does not have is a mistake, not "none"
+        market = self.address.lower()
+        out = []
+        for log in receipt["logs"]:
+            if str(log["address"]).lower() != market:
+                continue
+            decoded = codec.decode(log)
+            if decoded is not None and decoded[0] == name:
+                out.append(decoded[1])
+        return out
+
+    @property
+    def event_reader(self) -> EventReader:
+        """The market's events (:class:`chain.logs.EventReader`), read through :attr:`chain`."""
+        if self._events is None:
+            self._events = EventReader(self.w3, self.address, chain=self.chain)
+        return self._events
 
     # -- roles and admin
 
@@ -311,15 +329,15 @@ class LedgerClient:
         return receipt
 
     def committed_trades(self, t: int) -> tuple[Trade, ...]:
-        """Interval ``t``'s trades in commit order, decoded from the commit transaction."""
+        """Interval ``t``'s trades in commit order, decoded from the commit transaction
+        (:meth:`EventReader.trades_of <chain.logs.EventReader.trades_of>`: ValueError when it
+        is not a direct ``commitInterval`` call)."""
         if t in self._trades:
             return self._trades[t]
-        event = self.contract.events.IntervalCommitted
-        logs = event.get_logs(from_block=0, argument_filters={"interval": t})
-        if not logs:
+        commit = self.event_reader.commit_of(t)
+        if commit is None:
             raise IntervalNotCommitted(t)
-        tx = self.w3.eth.get_transaction(logs[-1]["transactionHash"])
-        trades = decode_commit_calldata(bytes(tx["input"]), t)
+        trades = self.event_reader.trades_of(commit)
         self._trades[t] = trades
         return trades
 

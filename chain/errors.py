@@ -1,4 +1,5 @@
-"""Errors of the chain edge: the toolchain and compiler, artifacts, the connection, deployment.
+"""Errors of the chain edge: toolchain, compiler, artifacts, chain connection and a node that
+stops answering.
 
 They are branches of :class:`ledger.errors.WattledgerError`; the tree is drawn there.
 """
@@ -30,6 +31,17 @@ class ChainConnectionError(WattledgerError):
     """Raised when a JSON-RPC endpoint cannot be reached or does not answer as a chain."""
 
     code = "chain_unreachable"
+
+
+class ChainUnavailable(WattledgerError):
+    """Raised when the chain does not answer (connection refused, timeout, HTTP 5xx) after a
+    few quick retries (:func:`chain.rpc.with_retries`).
+
+    Transient: the settlement service waits with exponential backoff and resumes from
+    on-chain state; the API answers ``service_unavailable`` (503).
+    """
+
+    code = "chain_unavailable"
 
 
 class DeploymentError(WattledgerError):

@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from audit.chain_source import web3_of
 from audit.evidence import AuditError, ClearingRules
+from audit.order_sources import ApiOrderSource, DirectoryOrderSource, OrderSource, archive_books
 from audit.run import run_audit
-from audit.sources import ApiOrderSource, DirectoryOrderSource, OrderSource, archive_books, web3_of
 from chain.deployment import read_deployment
 from deploy.cli_clear import parse_k
 from ledger.errors import InputError

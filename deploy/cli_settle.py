@@ -22,9 +22,10 @@ from fastapi import APIRouter
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from chain.deployment import Deployment, read_deployment
+from chain.rpc import request_lock, serialize_requests
 from deploy.cli_args import positive_int
 from ledger.errors import InputError
-from settlement.chain_reader import ChainReader, request_lock, serialize_requests
+from settlement.chain_reader import ChainReader
 from settlement.config import DEFAULT_MAX_READING_WH, SettlementConfig
 from settlement.runner import SettlementRunner
 from settlement.service import SettlementService
@@ -334,7 +335,8 @@ def _load(args: argparse.Namespace) -> tuple[Chain, LedgerClient, Deployment]:
 def _print_report(client: LedgerClient, deployment: Deployment, t: int, as_json: bool) -> int:
     from rich.console import Console
 
-    from settlement.report import build_report, render
+    from settlement.report import build_report
+    from settlement.report_table import render
 
     reader = ChainReader(client, start_block=deployment.contracts["EnergyMarket"].block_number)
     events = reader.interval_events(t)

@@ -25,13 +25,12 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     ├── ReadingStoreError                settlement.store   reading store cannot be opened/written
     │   └── DuplicateKey                 settlement.store   that participant's reading is stored
     ├── SettlementError                  settlement.errors  the settlement service's own failures
-    │   ├── ChainUnavailable             settlement.errors  the node does not answer (backoff)
     │   ├── SettlementFailed             settlement.errors  an interval cannot settle (recorded)
     │   ├── TransactionNotMined, OutOfGas  settlement.errors  what became of a transaction
     │   └── NonceConsumed                settlement.tx      its nonce was used meanwhile (rebuild)
     ├── LedgerCallFailed                 market.ledger_port a ledger call of the market failed
     ├── MarketApiError                   market.client      the market answered with a problem
-    ├── AuditError                       audit.report       the audit cannot read its evidence
+    ├── AuditError                       audit.evidence     the audit cannot read its evidence
     ├── SimulationError                  simulation.errors  a simulation run cannot go on
     ├── LedgerError                      ledger.contract_errors  an EnergyMarket call reverted
     │   ├── LedgerRevert                 ledger.contract_errors  a revert with no known custom error
@@ -42,6 +41,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │   └── CompilationError             chain.errors      Solidity did not compile
     ├── ArtifactError                    chain.errors      compiled artifacts missing or stale
     ├── ChainConnectionError             chain.errors      the JSON-RPC endpoint cannot be reached
+    ├── ChainUnavailable                 chain.errors      the node stopped answering (backoff)
     └── DeploymentError                  chain.errors      a deployment transaction failed
 
 Later parts add their own branches under the same root and draw them here.

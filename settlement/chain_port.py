@@ -26,11 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from chain.reader import MeterInfo
 from ledger.calldata import SettleArgs
 from ledger.eip712 import SignedReading
+from ledger.events import IntervalCommitted, ReadingSubmitted
 from ledger.records import IntervalInfo, Trade
-from settlement.chain_reader import CommittedInterval, MeterInfo
-from settlement.report import IntervalEvents, ReadingEvent
+from settlement.interval_record import IntervalRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +90,12 @@ class SettlementChain(Protocol):
         """``participantInfo(participant)``: meter key, participant index, registered."""
         ...
 
-    def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingEvent]:
+    def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingSubmitted]:
         """The readings of interval ``t`` on-chain as of block ``latest`` (default: the
         latest block), by participant (lower-case)."""
         ...
 
-    def committed_intervals(self, from_block: int, to_block: int) -> list[CommittedInterval]:
+    def committed_intervals(self, from_block: int, to_block: int) -> list[IntervalCommitted]:
         """``IntervalCommitted`` events in blocks ``[from_block, to_block]``."""
         ...
 
@@ -108,7 +109,7 @@ class SettlementChain(Protocol):
         when they cannot be had (no commit, or its calldata cannot be replayed)."""
         ...
 
-    def interval_events(self, t: int, *, escrow: bool = True) -> IntervalEvents:
+    def interval_events(self, t: int, *, escrow: bool = True) -> IntervalRecord:
         """Every event of interval ``t`` and its stored state, for the reconciliation report
         (with the escrow totals unless ``escrow`` is False)."""
         ...

@@ -20,13 +20,13 @@ from collections.abc import Callable
 
 from eth_utils.address import to_checksum_address
 
+from chain.reader import MeterInfo
 from ledger import contract_errors as chain_errors
 from ledger.calldata import settle_chunk_args
 from ledger.contract_errors import LedgerError
 from ledger.records import IntervalInfo, Trade
 from ledger.trade_chain import settlement_chain
 from settlement.chain_port import SettlementChain
-from settlement.chain_reader import MeterInfo
 from settlement.config import SettlementConfig
 from settlement.errors import OutOfGas, SettlementFailed
 from settlement.gas import TRADE_GAS_CEILING, ItemGas

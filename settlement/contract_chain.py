@@ -17,13 +17,15 @@ from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import to_checksum_address
 from web3.types import TxReceipt
 
+from chain.reader import MeterInfo
 from ledger.abi import encode_static_args
 from ledger.calldata import SettleArgs
 from ledger.eip712 import SignedReading
+from ledger.events import IntervalCommitted, ReadingSubmitted
 from ledger.records import IntervalInfo, Trade
 from settlement.chain_port import Mined
-from settlement.chain_reader import ChainReader, CommittedInterval, MeterInfo
-from settlement.report import IntervalEvents, ReadingEvent
+from settlement.chain_reader import ChainReader
+from settlement.interval_record import IntervalRecord
 from settlement.tx import TxSender, hex_hash
 
 
@@ -76,11 +78,11 @@ class ContractChain:
         """``participantInfo(participant)``."""
         return self.reader.participant(participant)
 
-    def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingEvent]:
+    def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingSubmitted]:
         """``ReadingSubmitted`` events of ``t`` up to block ``latest``, by participant."""
         return self.reader.submitted_readings(t, latest)
 
-    def committed_intervals(self, from_block: int, to_block: int) -> list[CommittedInterval]:
+    def committed_intervals(self, from_block: int, to_block: int) -> list[IntervalCommitted]:
         """``IntervalCommitted`` events in blocks ``[from_block, to_block]``."""
         return self.reader.committed_intervals(from_block, to_block)
 
@@ -92,7 +94,7 @@ class ContractChain:
         """``t``'s trades, replayed from the commit transaction's calldata."""
         return self.reader.committed_trades(t)
 
-    def interval_events(self, t: int, *, escrow: bool = True) -> IntervalEvents:
+    def interval_events(self, t: int, *, escrow: bool = True) -> IntervalRecord:
         """Every event of ``t`` and its stored state."""
         return self.reader.interval_events(t, escrow=escrow)
 

@@ -32,10 +32,11 @@ batch_rejected              (*)     a batch with at least one bad reading; nothi
 service_unavailable         503     the chain or the reading store failed (retry)
 ==========================  ======  =====================================================
 
-Service-side failures are a separate branch, :class:`SettlementError`: the chain being
-unreachable (:class:`ChainUnavailable`, retried with backoff) and a permanent failure of one
-interval (:class:`SettlementFailed`, recorded with the interval and the reason while the
-service carries on with the others).
+Service-side failures are a separate branch, :class:`SettlementError`: a permanent failure of
+one interval (:class:`SettlementFailed`, recorded with the interval and the reason while the
+service carries on with the others) and what became of a transaction. The chain being
+unreachable is the chain's own error, :class:`~chain.errors.ChainUnavailable` (retried with
+backoff).
 """
 
 from __future__ import annotations
@@ -97,15 +98,6 @@ class SettlementError(WattledgerError):
     code = "settlement_error"
 
 
-class ChainUnavailable(SettlementError):
-    """Raised when the chain does not answer (connection refused, timeout, HTTP 5xx).
-
-    Transient: the service waits with exponential backoff and resumes from on-chain state.
-    """
-
-    code = "chain_unavailable"
-
-
 class SettlementFailed(SettlementError):
     """Raised when an interval cannot be settled and retrying will not help.
 
@@ -135,7 +127,6 @@ class OutOfGas(SettlementError):
 
 
 __all__ = [
-    "ChainUnavailable",
     "DuplicateReading",
     "IntervalSettled",
     "MeterMismatch",

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from settlement.chain_reader import ChainReader, to_int
-from settlement.errors import ChainUnavailable
+from chain.errors import ChainUnavailable
+from chain.rpc import to_int
+from settlement.chain_reader import ChainReader
 from settlement.journal import TxRecord
 
 DEFAULT_PRIORITY_FEE_WEI = 1_000_000_000

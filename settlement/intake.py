@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chain.errors import ChainUnavailable
+from chain.reader import MeterInfo
 from ledger import eip712 as signing
 from ledger.addresses import checksum_address
 from ledger.errors import RequestError
@@ -38,10 +40,8 @@ from market.http.errors import (
     ServiceUnavailable,
 )
 from settlement.chain_port import SettlementChain
-from settlement.chain_reader import MeterInfo
 from settlement.config import SettlementConfig
 from settlement.errors import (
-    ChainUnavailable,
     DuplicateReading,
     IntervalSettled,
     MeterMismatch,

@@ -26,11 +26,13 @@ same behaviours are tested on the real contract by ``tests/test_settlement_servi
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from eth_utils.address import to_checksum_address
 
+from chain.reader import MeterInfo
 from ledger.calldata import SettleArgs
 from ledger.contract_errors import (
     ChunkNotAtCursor,
@@ -51,22 +53,24 @@ from ledger.contract_errors import (
 )
 from ledger.eip712 import Domain, SignedReading, expand_signature, reading_digest, recover
 from ledger.errors import BadSignature
+from ledger.events import (
+    CollateralLocked,
+    IntervalCommitted,
+    IntervalEvents,
+    IntervalSettled,
+    LogPosition,
+    ParticipantSettled,
+    ReadingSubmitted,
+    TradeSettled,
+)
 from ledger.hashing import keccak
 from ledger.records import IntervalInfo, Reading, SellerPosition, Terms, Trade
-from ledger.trade_chain import ZERO_HASH, chain_link, settlement_chain
+from ledger.trade_chain import ZERO_HASH, chain_link, orders_digest, settlement_chain
 from settlement.chain_port import Mined
-from settlement.chain_reader import CommittedInterval, MeterInfo
 from settlement.errors import OutOfGas, SettlementFailed
 from settlement.gas import TX_OVERHEAD_GAS
+from settlement.interval_record import EscrowSnapshot, IntervalRecord
 from settlement.model import Ledger
-from settlement.report import (
-    EscrowSnapshot,
-    IntervalEvents,
-    IntervalState,
-    ParticipantSettledEvent,
-    ReadingEvent,
-    TradeSettledEvent,
-)
 
 ZERO_ADDRESS = "0x" + "00" * 20
 DEFAULT_TERMS = Terms(penalty_price_per_wh=500_000_000_000_000, tolerance_bps=500)
@@ -83,7 +87,7 @@ class _Commit:
     terms: Terms
     book_root: bytes
     locked: dict[str, int]
-    event: CommittedInterval
+    event: IntervalCommitted
 
 
 class MemoryChain:
@@ -130,9 +134,10 @@ class MemoryChain:
         self._separator = Domain(chain_id, self.market).separator
         self._meters: dict[str, tuple[str, int]] = {}
         self._commits: dict[int, _Commit] = {}
-        self._readings: dict[int, list[ReadingEvent]] = {}
-        self._trade_events: dict[int, list[TradeSettledEvent]] = {}
-        self._party_events: dict[int, list[ParticipantSettledEvent]] = {}
+        self._readings: dict[int, list[ReadingSubmitted]] = {}
+        self._trade_events: dict[int, list[TradeSettled]] = {}
+        self._party_events: dict[int, list[ParticipantSettled]] = {}
+        self._settled: dict[int, IntervalSettled] = {}
 
     # -- set-up (the registrar, the operator, time) -------------------------------------------
 
@@ -160,7 +165,7 @@ class MemoryChain:
         trades: Sequence[Trade],
         terms: Terms = DEFAULT_TERMS,
         book_root: bytes = ZERO_HASH,
-    ) -> CommittedInterval:
+    ) -> IntervalCommitted:
         """``commitInterval(t, bookRoot, trades)`` by the operator: the model's checks and
         collateral locks, the reading deadline from ``terms``, the trade hash chain."""
         lowered = tuple(
@@ -173,20 +178,23 @@ class MemoryChain:
         _, end = self.window(t)
         deadline = end + terms.reading_window_seconds
         block, tx_hash = self._mine()
-        event = CommittedInterval(
-            interval=t,
-            trade_count=len(lowered),
-            deadline=deadline,
-            penalty_price_per_wh=terms.penalty_price_per_wh,
-            tolerance_bps=terms.tolerance_bps,
-            block_number=block,
-            tx_hash=tx_hash,
-        )
         checksummed = tuple(
             replace(tr, buyer=to_checksum_address(tr.buyer), seller=to_checksum_address(tr.seller))
             for tr in lowered
         )
         heads = settlement_chain(lowered, indices)
+        event = IntervalCommitted(
+            interval=t,
+            book_root=book_root,
+            settlement_head=heads[0],
+            orders_digest=orders_digest(lowered),
+            trade_count=len(lowered),
+            deadline=deadline,
+            penalty_price_per_wh=terms.penalty_price_per_wh,
+            tolerance_bps=terms.tolerance_bps,
+            position=LogPosition(block, 0),
+            tx_hash=tx_hash,
+        )
         self._commits[t] = _Commit(checksummed, heads, deadline, terms, book_root, locked, event)
         return event
 
@@ -245,16 +253,16 @@ class MemoryChain:
         meter, index = self._meters.get(who, (ZERO_ADDRESS, 0))
         return MeterInfo(meter, index, who in self.ledger.registered)
 
-    def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingEvent]:
+    def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingSubmitted]:
         """The first ``ReadingSubmitted`` event of each participant of ``t`` up to ``latest``."""
         last = self.block_number if latest is None else latest
-        found: dict[str, ReadingEvent] = {}
+        found: dict[str, ReadingSubmitted] = {}
         for event in self._readings.get(t, []):
             if event.block_number <= last:
                 found.setdefault(event.participant, event)
         return found
 
-    def committed_intervals(self, from_block: int, to_block: int) -> list[CommittedInterval]:
+    def committed_intervals(self, from_block: int, to_block: int) -> list[IntervalCommitted]:
         """``IntervalCommitted`` events in blocks ``[from_block, to_block]``."""
         events = sorted((c.event for c in self._commits.values()), key=lambda e: e.block_number)
         return [e for e in events if from_block <= e.block_number <= to_block]
@@ -269,27 +277,30 @@ class MemoryChain:
             raise SettlementFailed(t, "interval_not_committed", "no IntervalCommitted event")
         return commit.trades
 
-    def interval_events(self, t: int, *, escrow: bool = True) -> IntervalEvents:
+    def interval_events(self, t: int, *, escrow: bool = True) -> IntervalRecord:
         """Everything recorded of ``t``, as the contract's events and views would tell it."""
         info = self.interval(t)
         commit = self._commits.get(t)
-        return IntervalEvents(
-            interval=t,
-            state=IntervalState(
-                status=info.status,
-                trade_count=info.trade_count,
-                cursor=info.cursor,
-                deadline=info.deadline,
-                tolerance_bps=info.tolerance_bps,
-                penalty_price_per_wh=info.penalty_price_per_wh,
-            ),
-            committed=commit is not None,
+        locks: tuple[CollateralLocked, ...] = ()
+        if commit is not None:
+            position, tx_hash = commit.event.position, commit.event.tx_hash
+            locks = tuple(
+                CollateralLocked(t, who, amount, position, tx_hash)
+                for who, amount in sorted(commit.locked.items())
+            )
+        settled = self._settled.get(t)
+        return IntervalRecord(
+            state=info,
             trades=() if commit is None else commit.trades,
-            locked={} if commit is None else dict(commit.locked),
-            readings=self.submitted_readings(t),
-            trade_settled=tuple(self._trade_events.get(t, [])),
-            participant_settled=tuple(self._party_events.get(t, [])),
-            interval_settled_events=1 if info.status == "settled" else 0,
+            events=IntervalEvents(
+                interval=t,
+                commit=None if commit is None else commit.event,
+                locks=locks,
+                readings=tuple(self._readings.get(t, [])),
+                trade_settlements=tuple(self._trade_events.get(t, [])),
+                party_settlements=tuple(self._party_events.get(t, [])),
+                settlements=() if settled is None else (settled,),
+            ),
             escrow=self._escrow() if escrow else None,
         )
 
@@ -338,7 +349,8 @@ class MemoryChain:
             r = signed.reading
             who = r.participant.lower()
             self.ledger.submit_reading(t, Reading(who, t, r.imported_wh, r.exported_wh))
-            event = ReadingEvent(who, r.imported_wh, r.exported_wh, block, tx_hash)
+            position = LogPosition(block, len(self._readings.get(t, [])))
+            event = ReadingSubmitted(t, who, r.imported_wh, r.exported_wh, position, tx_hash)
             self._readings.setdefault(t, []).append(event)
         self.transactions.append(("readings", t, len(readings)))
         return Mined(tx_hash, block, gas_used)
@@ -378,16 +390,28 @@ class MemoryChain:
         gas_used = self._gas(length, self.trade_gas, gas_limit)
         block, tx_hash = self._mine()
         result = self.ledger.settle(t, length)
+        logs = itertools.count()
         self._trade_events.setdefault(t, []).extend(
-            TradeSettledEvent(
-                o.index, o.delivered_wh, o.payment, o.refund, o.penalty, block, tx_hash
+            TradeSettled(
+                t,
+                o.index,
+                o.delivered_wh,
+                o.payment,
+                o.refund,
+                o.penalty,
+                LogPosition(block, next(logs)),
+                tx_hash,
             )
             for o in result.outcomes
         )
         self._party_events.setdefault(t, []).extend(
-            ParticipantSettledEvent(p, d.released, d.credited)
+            ParticipantSettled(
+                t, p, d.released, d.credited, LogPosition(block, next(logs)), tx_hash
+            )
             for p, d in sorted(result.deltas.items())
         )
+        if (result.outcomes and self.ledger.intervals[t].settled) or not commit.trades:
+            self._settled[t] = IntervalSettled(t, LogPosition(block, next(logs)), tx_hash)
         self.transactions.append(("settle", t, length))
         return Mined(tx_hash, block, gas_used)
 

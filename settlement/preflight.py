@@ -17,8 +17,9 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 
 from chain.reverts import decode_revert, mapped_reverts
+from chain.rpc import request_lock
 from ledger.contract_errors import LedgerRevert
-from settlement.chain_reader import ChainReader, request_lock
+from settlement.chain_reader import ChainReader
 from settlement.errors import OutOfGas
 
 log = logging.getLogger("settlement.tx")  # the sender's log, where these lines always were

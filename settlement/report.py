@@ -4,9 +4,11 @@
 ``CollateralLocked``, ``ReadingSubmitted``, ``TradeSettled``, ``ParticipantSettled`` and
 ``IntervalSettled`` events, and the escrow totals), re-settles the interval with
 :mod:`settlement.model` from the same on-chain trades, readings and snapshotted terms, and
-lists every difference. It is pure: :class:`settlement.chain_reader.ChainReader` fetches the
-events (``interval_events``) and this module only reasons about them, so a test can feed it
-doctored events and see the check fail.
+lists every difference (the re-settlement is :mod:`settlement.resettlement`, the one the
+audit runs too). It is pure: :meth:`settlement.chain_reader.ChainReader.interval_events`
+reads the :class:`IntervalRecord` (events as :mod:`ledger.events` records) and this module
+only reasons about it, so a test can feed it doctored events and see the check fail. The
+human table of a report is :func:`settlement.report_table.render`.
 
 The report has, per trade, what was contracted, delivered, paid, refunded and the penalty;
 per participant, what commit locked and settlement released and credited, and the net
@@ -37,92 +39,14 @@ strings (it can exceed 2**53).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ledger.records import Terms, Trade, seller_positions
-from settlement.model import TradeOutcome, settle_range, settle_trade
-
-# ----------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True, slots=True)
-class IntervalState:
-    """``intervalInfo(t)`` as the report needs it."""
-
-    status: str
-    trade_count: int
-    cursor: int
-    deadline: int
-    tolerance_bps: int
-    penalty_price_per_wh: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReadingEvent:
-    """One ``ReadingSubmitted`` event (participant lower-case)."""
-
-    participant: str
-    imported_wh: int
-    exported_wh: int
-    block_number: int = 0
-    tx_hash: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TradeSettledEvent:
-    """One ``TradeSettled`` event: a trade's delivery, payment, refund and penalty."""
-
-    trade_index: int
-    delivered_wh: int
-    payment: int
-    refund: int
-    penalty: int
-    block_number: int = 0
-    tx_hash: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ParticipantSettledEvent:
-    """One ``ParticipantSettled`` event: a party's netted change in one settlement chunk."""
-
-    participant: str
-    released: int
-    credited: int
-
-
-@dataclass(frozen=True, slots=True)
-class EscrowSnapshot:
-    """The market's escrow as a whole (base units): what the token says it holds, what the
-    market says it holds, and the sum of every registered participant's balances."""
-
-    token_balance: int
-    total_escrowed: int
-    sum_of_balances: int
-    participants: int
-
-
-@dataclass(frozen=True)
-class IntervalEvents:
-    """Everything the chain says about one interval. Addresses are lower-case."""
-
-    interval: int
-    state: IntervalState
-    committed: bool
-    trades: tuple[Trade, ...]
-    locked: Mapping[str, int]
-    readings: Mapping[str, ReadingEvent]
-    trade_settled: tuple[TradeSettledEvent, ...]
-    participant_settled: tuple[ParticipantSettledEvent, ...]
-    interval_settled_events: int = 0
-    escrow: EscrowSnapshot | None = None
-    reading_duplicates: tuple[str, ...] = ()
-
-    @property
-    def terms(self) -> Terms:
-        """The penalty rate and tolerance snapshotted at commit."""
-        return Terms(self.state.penalty_price_per_wh, self.state.tolerance_bps)
-
+from ledger.events import ReadingSubmitted, TradeSettled
+from ledger.records import Terms, Trade
+from settlement.interval_record import EscrowSnapshot, IntervalRecord
+from settlement.model import BalanceDelta, TradeOutcome
+from settlement.resettlement import accepted_readings, resettle
 
 # ----------------------------------------------------------------------------- the report
 
@@ -327,64 +251,187 @@ def _participant_json(p: ParticipantLine) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- building
 
 
-def build_report(events: IntervalEvents) -> SettlementReport:
-    """Reconcile one interval's on-chain events with :mod:`settlement.model`."""
-    t = events.interval
-    state = events.state
-    trades = [_lower(tr) for tr in events.trades]
-    terms = events.terms
-    exported = {p: r.exported_wh for p, r in events.readings.items()}
-    positions = seller_positions(trades)
-    model = [
-        settle_trade(k, tr, positions[k], exported.get(tr.seller, 0), terms)
-        for k, tr in enumerate(trades)
+@dataclass(frozen=True)
+class _OnChain:
+    """The record with every address lower-case (as the report shows them), summed per party."""
+
+    trades: list[Trade]
+    settled: dict[int, list[TradeSettled]]
+    """``TradeSettled`` events by trade index."""
+    readings: dict[str, ReadingSubmitted]
+    """Each party's first reading (the one settlement used)."""
+    repeated: list[str]
+    """A party for each reading after its first."""
+    locked: dict[str, int]
+    released: dict[str, int]
+    credited: dict[str, int]
+
+
+def _lower_record(record: IntervalRecord) -> _OnChain:
+    events = record.events
+    settled: dict[int, list[TradeSettled]] = {}
+    for e in events.trade_settlements:
+        settled.setdefault(e.trade_index, []).append(e)
+    accepted = accepted_readings(events.readings)
+    locked: dict[str, int] = {}
+    for lock in events.locks:
+        who = lock.participant.lower()
+        locked[who] = locked.get(who, 0) + lock.amount_base_units
+    released: dict[str, int] = {}
+    credited: dict[str, int] = {}
+    for ps in events.party_settlements:
+        who = ps.participant.lower()
+        released[who] = released.get(who, 0) + ps.released_base_units
+        credited[who] = credited.get(who, 0) + ps.credited_base_units
+    return _OnChain(
+        trades=[_lower(tr) for tr in record.trades],
+        settled=settled,
+        readings={p.lower(): r for p, r in accepted.first.items()},
+        repeated=[r.participant.lower() for r in accepted.repeated],
+        locked=locked,
+        released=released,
+        credited=credited,
+    )
+
+
+def build_report(record: IntervalRecord) -> SettlementReport:
+    """Reconcile one interval's on-chain record with :mod:`settlement.model`."""
+    state = record.state
+    chain = _lower_record(record)
+    trades = chain.trades
+    terms = record.terms
+    complete = state.status == "settled"
+    settled_prefix = len(trades) if complete else min(state.cursor, len(trades))
+    exported = {p: r.exported_wh for p, r in chain.readings.items()}
+    model = resettle(trades, exported, terms, settled_prefix)
+
+    lines = _trade_lines(trades, chain.settled, model.outcomes, terms)
+    trade_mismatches = _trade_mismatches(lines)
+    parties = _participant_lines(trades, lines, chain, model.deltas)
+    party_mismatch = [
+        p for p in parties if (p.released, p.credited) != (p.expected_released, p.expected_credited)
     ]
-    by_index: dict[int, list[TradeSettledEvent]] = {}
-    for e in events.trade_settled:
-        by_index.setdefault(e.trade_index, []).append(e)
-    mismatches: list[str] = []
-
-    lines = []
-    for k, tr in enumerate(trades):
-        seen = by_index.get(k, [])
-        first = seen[0] if seen else None
-        line = TradeLine(
-            index=k,
-            buyer=tr.buyer,
-            seller=tr.seller,
-            quantity_wh=tr.quantity_wh,
-            price_per_wh=tr.price_per_wh,
-            bond=tr.quantity_wh * terms.penalty_price_per_wh,
-            expected=model[k],
-            settled_times=len(seen),
-            delivered_wh=None if first is None else first.delivered_wh,
-            paid=None if first is None else first.payment,
-            refunded=None if first is None else first.refund,
-            penalty=None if first is None else first.penalty,
-        )
-        lines.append(line)
-        if first is not None:
-            got = (first.delivered_wh, first.payment, first.refund, first.penalty)
-            want = (model[k].delivered_wh, model[k].payment, model[k].refund, model[k].penalty)
-            if got != want:
-                mismatches.append(
-                    f"trade {k}: chain (delivered, paid, refunded, penalty) = {got}, model = {want}"
-                )
-
-    checks: list[Check] = []
-    # -- trades_committed
-    checks.append(
-        _check(
+    mismatches = trade_mismatches + [
+        f"participant {p.participant}: chain (released, credited) = ({p.released}, "
+        f"{p.credited}), model = ({p.expected_released}, {p.expected_credited})"
+        for p in party_mismatch
+    ]
+    checks = [
+        Check(
             "trades_committed",
             len(trades) == state.trade_count,
             f"{len(trades)} trades replayed from the commit, {state.trade_count} committed",
+        ),
+        _settled_exactly_once(record, len(trades), chain.settled),
+        Check(
+            "trades_match_model",
+            not trade_mismatches,
+            f"{len(trade_mismatches)} trades differ from the model"
+            if trade_mismatches
+            else "every settled trade equals the model's delivery, payment, refund and penalty",
+        ),
+        *_trade_value_checks(lines),
+        Check(
+            "participants_match_model",
+            not party_mismatch,
+            f"{len(party_mismatch)} participants differ from the model"
+            if party_mismatch
+            else "every party's released and credited sums equal the model's",
+        ),
+        *_party_checks(parties, complete),
+        Check(
+            "one_reading_per_participant",
+            not chain.repeated,
+            f"more than one reading for {_few(chain.repeated)}"
+            if chain.repeated
+            else f"{len(chain.readings)} readings, one per participant",
+        ),
+    ]
+    escrow = record.escrow
+    if escrow is not None:
+        balanced = escrow.token_balance == escrow.total_escrowed == escrow.sum_of_balances
+        checks.append(
+            Check(
+                "escrow_balanced",
+                balanced,
+                f"token balance {escrow.token_balance}, totalEscrowed {escrow.total_escrowed}, "
+                f"sum of {escrow.participants} participants' balances {escrow.sum_of_balances}",
+            )
         )
+    return SettlementReport(
+        interval=record.interval,
+        status=state.status,
+        cursor=state.cursor,
+        trade_count=state.trade_count,
+        deadline=state.deadline,
+        terms=terms,
+        trades=tuple(lines),
+        participants=tuple(parties),
+        readings=len(chain.readings),
+        totals=_totals(trades, lines, chain),
+        checks=tuple(checks),
+        mismatches=tuple(mismatches),
+        escrow=escrow,
     )
-    # -- settled_exactly_once
-    twice = sorted(k for k, seen in by_index.items() if len(seen) > 1)
-    outside = sorted(k for k in by_index if not 0 <= k < len(trades))
-    settled_set = {k for k in by_index if 0 <= k < len(trades)}
-    expected_set = set(range(len(trades) if state.status == "settled" else state.cursor))
+
+
+def _trade_lines(
+    trades: list[Trade],
+    settled: Mapping[int, list[TradeSettled]],
+    outcomes: tuple[TradeOutcome, ...],
+    terms: Terms,
+) -> list[TradeLine]:
+    """One line per committed trade: what settlement did (its first ``TradeSettled``) and
+    what the model says."""
+    lines = []
+    for k, tr in enumerate(trades):
+        seen = settled.get(k, [])
+        first = seen[0] if seen else None
+        lines.append(
+            TradeLine(
+                index=k,
+                buyer=tr.buyer,
+                seller=tr.seller,
+                quantity_wh=tr.quantity_wh,
+                price_per_wh=tr.price_per_wh,
+                bond=tr.quantity_wh * terms.penalty_price_per_wh,
+                expected=outcomes[k],
+                settled_times=len(seen),
+                delivered_wh=None if first is None else first.delivered_wh,
+                paid=None if first is None else first.payment_base_units,
+                refunded=None if first is None else first.refund_base_units,
+                penalty=None if first is None else first.penalty_base_units,
+            )
+        )
+    return lines
+
+
+def _trade_mismatches(lines: list[TradeLine]) -> list[str]:
+    out = []
+    for line in lines:
+        if not line.settled:
+            continue
+        got = (line.delivered_wh, line.paid, line.refunded, line.penalty)
+        e = line.expected
+        want = (e.delivered_wh, e.payment, e.refund, e.penalty)
+        if got != want:
+            out.append(
+                f"trade {line.index}: chain (delivered, paid, refunded, penalty) = {got}, "
+                f"model = {want}"
+            )
+    return out
+
+
+def _settled_exactly_once(
+    record: IntervalRecord, trade_count: int, settled: Mapping[int, list[TradeSettled]]
+) -> Check:
+    """``settled_exactly_once``: each trade before the cursor (every trade once the interval
+    is settled) has exactly one ``TradeSettled``, no other has one, one ``IntervalSettled``."""
+    state = record.state
+    twice = sorted(k for k, seen in settled.items() if len(seen) > 1)
+    outside = sorted(k for k in settled if not 0 <= k < trade_count)
+    settled_set = {k for k in settled if 0 <= k < trade_count}
+    expected_set = set(range(trade_count if state.status == "settled" else state.cursor))
     problems = []
     if twice:
         problems.append(f"settled more than once: trades {_few(twice)}")
@@ -399,59 +446,50 @@ def build_report(events: IntervalEvents) -> SettlementReport:
             problems.append(f"not settled: trades {_few(missing)}")
         if early:
             problems.append(f"settled beyond the cursor: trades {_few(early)}")
-    if state.status == "settled" and events.interval_settled_events != 1:
-        problems.append(f"{events.interval_settled_events} IntervalSettled events (want 1)")
-    checks.append(
-        _check(
-            "settled_exactly_once",
-            not problems,
-            "; ".join(problems)
-            or f"{len(settled_set)} of {len(trades)} trades settled, each exactly once",
-        )
+    marks = len(record.events.settlements)
+    if state.status == "settled" and marks != 1:
+        problems.append(f"{marks} IntervalSettled events (want 1)")
+    return Check(
+        "settled_exactly_once",
+        not problems,
+        "; ".join(problems)
+        or f"{len(settled_set)} of {trade_count} trades settled, each exactly once",
     )
-    # -- trades_match_model
-    checks.append(
-        _check(
-            "trades_match_model",
-            not mismatches,
-            f"{len(mismatches)} trades differ from the model"
-            if mismatches
-            else "every settled trade equals the model's delivery, payment, refund and penalty",
-        )
-    )
-    # -- buyer_lock_released, penalty_within_bond
+
+
+def _trade_value_checks(lines: list[TradeLine]) -> list[Check]:
+    """``buyer_lock_released`` and ``penalty_within_bond``."""
     unbalanced = [
         line.index
         for line in lines
         if line.paid is not None and line.paid + (line.refunded or 0) != line.contracted
     ]
-    checks.append(
-        _check(
+    over = [line.index for line in lines if (line.penalty or 0) > line.bond]
+    return [
+        Check(
             "buyer_lock_released",
             not unbalanced,
             f"paid + refunded != quantity * price for trades {_few(unbalanced)}"
             if unbalanced
             else "paid + refunded = quantity * price for every settled trade",
-        )
-    )
-    over = [line.index for line in lines if (line.penalty or 0) > line.bond]
-    checks.append(
-        _check(
+        ),
+        Check(
             "penalty_within_bond",
             not over,
             f"penalty above the bond for trades {_few(over)}"
             if over
             else "no penalty exceeds its bond",
-        )
-    )
-    # -- participants
-    released: dict[str, int] = {}
-    credited: dict[str, int] = {}
-    for ps in events.participant_settled:
-        released[ps.participant] = released.get(ps.participant, 0) + ps.released
-        credited[ps.participant] = credited.get(ps.participant, 0) + ps.credited
-    settled_prefix = len(trades) if state.status == "settled" else min(state.cursor, len(trades))
-    expected = settle_range(trades, exported, terms, 0, settled_prefix).deltas
+        ),
+    ]
+
+
+def _participant_lines(
+    trades: list[Trade],
+    lines: list[TradeLine],
+    chain: _OnChain,
+    expected: Mapping[str, BalanceDelta],
+) -> list[ParticipantLine]:
+    """One line per party of the interval (traded, locked or settled), ascending by address."""
     bought: dict[str, int] = {}
     sold: dict[str, int] = {}
     delivered: dict[str, int] = {}
@@ -461,60 +499,47 @@ def build_report(events: IntervalEvents) -> SettlementReport:
         if lines[k].delivered_wh is not None:
             delivered[tr.seller] = delivered.get(tr.seller, 0) + (lines[k].delivered_wh or 0)
     everyone = sorted(
-        set(bought) | set(sold) | set(released) | set(events.locked), key=lambda a: int(a, 16)
+        set(bought) | set(sold) | set(chain.released) | set(chain.locked),
+        key=lambda a: int(a, 16),
     )
     parties = []
-    party_mismatch = []
     for p in everyone:
-        reading = events.readings.get(p)
+        reading = chain.readings.get(p)
         delta = expected.get(p)
-        line_p = ParticipantLine(
-            participant=p,
-            bought_wh=bought.get(p, 0),
-            sold_wh=sold.get(p, 0),
-            delivered_wh=delivered.get(p, 0),
-            imported_wh=None if reading is None else reading.imported_wh,
-            exported_wh=None if reading is None else reading.exported_wh,
-            locked=events.locked.get(p, 0),
-            released=released.get(p, 0),
-            credited=credited.get(p, 0),
-            expected_released=0 if delta is None else delta.released,
-            expected_credited=0 if delta is None else delta.credited,
-        )
-        parties.append(line_p)
-        if (line_p.released, line_p.credited) != (
-            line_p.expected_released,
-            line_p.expected_credited,
-        ):
-            party_mismatch.append(p)
-            mismatches.append(
-                f"participant {p}: chain (released, credited) = "
-                f"({line_p.released}, {line_p.credited}), model = "
-                f"({line_p.expected_released}, {line_p.expected_credited})"
+        parties.append(
+            ParticipantLine(
+                participant=p,
+                bought_wh=bought.get(p, 0),
+                sold_wh=sold.get(p, 0),
+                delivered_wh=delivered.get(p, 0),
+                imported_wh=None if reading is None else reading.imported_wh,
+                exported_wh=None if reading is None else reading.exported_wh,
+                locked=chain.locked.get(p, 0),
+                released=chain.released.get(p, 0),
+                credited=chain.credited.get(p, 0),
+                expected_released=0 if delta is None else delta.released,
+                expected_credited=0 if delta is None else delta.credited,
             )
-    checks.append(
-        _check(
-            "participants_match_model",
-            not party_mismatch,
-            f"{len(party_mismatch)} participants differ from the model"
-            if party_mismatch
-            else "every party's released and credited sums equal the model's",
         )
-    )
+    return parties
+
+
+def _party_checks(parties: list[ParticipantLine], complete: bool) -> list[Check]:
+    """``value_conserved``, ``locks_released`` and ``delivery_within_export``."""
     net = sum(p.net_change for p in parties)
-    checks.append(
-        _check(
+    checks = [
+        Check(
             "value_conserved",
             net == 0,
             f"net changes sum to {net} base units (want 0)"
             if net
             else "the parties' net changes sum to zero",
         )
-    )
-    if state.status == "settled":
+    ]
+    if complete:
         unreleased = [p.participant for p in parties if p.released != p.locked]
         checks.append(
-            _check(
+            Check(
                 "locks_released",
                 not unreleased,
                 f"release differs from the commit's lock for {_few(unreleased)}"
@@ -525,7 +550,7 @@ def build_report(events: IntervalEvents) -> SettlementReport:
     else:
         over_released = [p.participant for p in parties if p.released > p.locked]
         checks.append(
-            _check(
+            Check(
                 "locks_released",
                 not over_released,
                 f"released more than locked for {_few(over_released)}"
@@ -534,7 +559,6 @@ def build_report(events: IntervalEvents) -> SettlementReport:
             )
         )
     overdelivered = []
-    complete = state.status == "settled"
     for party in parties:
         if not party.sold_wh:
             continue
@@ -542,7 +566,7 @@ def build_report(events: IntervalEvents) -> SettlementReport:
         if (complete and party.delivered_wh != cap) or party.delivered_wh > cap:
             overdelivered.append(party.participant)
     checks.append(
-        _check(
+        Check(
             "delivery_within_export",
             not overdelivered,
             f"delivered != min(sold, exported) for sellers {_few(overdelivered)}"
@@ -550,29 +574,12 @@ def build_report(events: IntervalEvents) -> SettlementReport:
             else "each seller delivered min(sold, exported)",
         )
     )
-    checks.append(
-        _check(
-            "one_reading_per_participant",
-            not events.reading_duplicates,
-            f"more than one reading for {_few(list(events.reading_duplicates))}"
-            if events.reading_duplicates
-            else f"{len(events.readings)} readings, one per participant",
-        )
-    )
-    escrow = events.escrow
-    if escrow is not None:
-        balanced = escrow.token_balance == escrow.total_escrowed == escrow.sum_of_balances
-        checks.append(
-            _check(
-                "escrow_balanced",
-                balanced,
-                f"token balance {escrow.token_balance}, totalEscrowed {escrow.total_escrowed}, "
-                f"sum of {escrow.participants} participants' balances {escrow.sum_of_balances}",
-            )
-        )
+    return checks
 
+
+def _totals(trades: list[Trade], lines: list[TradeLine], chain: _OnChain) -> Totals:
     done = [line for line in lines if line.settled]
-    totals = Totals(
+    return Totals(
         trades=len(trades),
         settled_trades=len(done),
         contracted_wh=sum(tr.quantity_wh for tr in trades),
@@ -583,40 +590,14 @@ def build_report(events: IntervalEvents) -> SettlementReport:
         refunded=sum(line.refunded or 0 for line in done),
         penalties=sum(line.penalty or 0 for line in done),
         bonds=sum(line.bond for line in lines),
-        locked=sum(events.locked.values()),
-        released=sum(released.values()),
-        credited=sum(credited.values()),
-    )
-    return SettlementReport(
-        interval=t,
-        status=state.status,
-        cursor=state.cursor,
-        trade_count=state.trade_count,
-        deadline=state.deadline,
-        terms=terms,
-        trades=tuple(lines),
-        participants=tuple(parties),
-        readings=len(events.readings),
-        totals=totals,
-        checks=tuple(checks),
-        mismatches=tuple(mismatches),
-        escrow=escrow,
+        locked=sum(chain.locked.values()),
+        released=sum(chain.released.values()),
+        credited=sum(chain.credited.values()),
     )
 
 
 def _lower(trade: Trade) -> Trade:
-    return Trade(
-        buyer=trade.buyer.lower(),
-        seller=trade.seller.lower(),
-        quantity_wh=trade.quantity_wh,
-        price_per_wh=trade.price_per_wh,
-        buy_order_id=trade.buy_order_id,
-        sell_order_id=trade.sell_order_id,
-    )
-
-
-def _check(name: str, ok: bool, detail: str) -> Check:
-    return Check(name, ok, detail)
+    return replace(trade, buyer=trade.buyer.lower(), seller=trade.seller.lower())
 
 
 def _few(items: list[Any], limit: int = 8) -> str:
@@ -624,110 +605,11 @@ def _few(items: list[Any], limit: int = 8) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-# ----------------------------------------------------------------------------- rendering
-
-
-def render(report: SettlementReport, *, max_rows: int = 40) -> Any:
-    """A ``rich`` renderable of the report: totals, checks, trades and participants.
-
-    At most ``max_rows`` trades and participants are listed (the JSON form has all).
-    """
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    def money(value: int | None) -> str:
-        return "-" if value is None else f"{value:,}"
-
-    head = Text.assemble(
-        (f"Interval {report.interval}", "bold"),
-        f"  status {report.status}, {report.totals.settled_trades}/{report.trade_count} trades "
-        f"settled, {report.readings} readings, penalty {report.terms.penalty_price_per_wh:,} "
-        f"per Wh, tolerance {report.terms.tolerance_bps} bps  ",
-        ("OK" if report.ok else "MISMATCH", "bold green" if report.ok else "bold red"),
-    )
-    totals = Table(title="Totals (Wh; token base units)", show_header=False)
-    totals.add_column("what")
-    totals.add_column("value", justify="right")
-    t = report.totals
-    for name, value in (
-        ("contracted Wh", t.contracted_wh),
-        ("delivered Wh", t.delivered_wh),
-        ("shortfall Wh", t.shortfall_wh),
-        ("contracted value", t.contracted_value),
-        ("paid to sellers", t.paid),
-        ("refunded to buyers", t.refunded),
-        ("penalties", t.penalties),
-        ("bonds", t.bonds),
-        ("locked at commit", t.locked),
-        ("released", t.released),
-        ("credited", t.credited),
-    ):
-        totals.add_row(name, money(value))
-    checks = Table(title="Checks")
-    checks.add_column("check")
-    checks.add_column("ok")
-    checks.add_column("detail")
-    for c in report.checks:
-        checks.add_row(c.name, Text("yes", "green") if c.ok else Text("NO", "bold red"), c.detail)
-    trades = Table(title=f"Trades ({len(report.trades)})")
-    for col in (
-        "#",
-        "buyer",
-        "seller",
-        "contracted Wh",
-        "delivered Wh",
-        "paid",
-        "refunded",
-        "penalty",
-    ):
-        trades.add_column(col, justify="right" if col not in ("buyer", "seller") else "left")
-    for line in report.trades[:max_rows]:
-        trades.add_row(
-            str(line.index),
-            line.buyer[:10] + "…",
-            line.seller[:10] + "…",
-            f"{line.quantity_wh:,}",
-            "-" if line.delivered_wh is None else f"{line.delivered_wh:,}",
-            money(line.paid),
-            money(line.refunded),
-            money(line.penalty),
-        )
-    parties = Table(title=f"Participants ({len(report.participants)})")
-    for col in ("participant", "locked", "released", "credited", "net change"):
-        parties.add_column(col, justify="left" if col == "participant" else "right")
-    for p in report.participants[:max_rows]:
-        parties.add_row(
-            p.participant,
-            money(p.locked),
-            money(p.released),
-            money(p.credited),
-            f"{p.net_change:+,}",
-        )
-    parts: list[Any] = [head, totals, checks, trades]
-    if len(report.trades) > max_rows:
-        parts.append(Text(f"... {len(report.trades) - max_rows} more trades (--json lists all)"))
-    parts.append(parties)
-    if len(report.participants) > max_rows:
-        parts.append(Text(f"... {len(report.participants) - max_rows} more participants"))
-    if report.mismatches:
-        parts.append(Text("Mismatches:", "bold red"))
-        parts.extend(Text("  " + m) for m in report.mismatches[:max_rows])
-    return Group(*parts)
-
-
 __all__ = [
     "Check",
-    "EscrowSnapshot",
-    "IntervalEvents",
-    "IntervalState",
     "ParticipantLine",
-    "ParticipantSettledEvent",
-    "ReadingEvent",
     "SettlementReport",
     "Totals",
     "TradeLine",
-    "TradeSettledEvent",
     "build_report",
-    "render",
 ]

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
-from settlement.errors import ChainUnavailable
+from chain.errors import ChainUnavailable
 from settlement.service import SettlementService
 
 log = logging.getLogger("wattledger.settle")

@@ -44,7 +44,7 @@ Exactly once, across crashes
     are missing.
 
 Failures
-    A node that does not answer (:class:`~settlement.errors.ChainUnavailable`) stops the tick;
+    A node that does not answer (:class:`~chain.errors.ChainUnavailable`) stops the tick;
     the runner retries with exponential backoff. Paused markets and early windows are noted on
     the interval and retried. A revert that cannot succeed later (``TradesMismatch``, a chunk
     out of range, undecodable commit calldata, ...) marks that interval ``failed`` with the
@@ -60,22 +60,19 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from chain.errors import ChainUnavailable
+from chain.reader import ChainClock
 from ledger import eip712 as signing
 from ledger.contract_errors import LedgerError
 from ledger.records import IntervalInfo
 from market.clock import Clock
 from settlement.batching import ReadingBatcher
 from settlement.chain_port import SettlementChain
-from settlement.chain_reader import ChainClock, ChainReader
+from settlement.chain_reader import ChainReader
 from settlement.chunks import ChunkSettler
 from settlement.config import SettlementConfig
 from settlement.contract_chain import ContractChain
-from settlement.errors import (
-    ChainUnavailable,
-    SettlementFailed,
-    TransactionNotMined,
-    UnknownInterval,
-)
+from settlement.errors import SettlementFailed, TransactionNotMined, UnknownInterval
 from settlement.intake import ReadingIntake, read_chain
 from settlement.report import SettlementReport, build_report
 from settlement.store import (

@@ -25,7 +25,7 @@ interval. For each transaction it:
 7. on a receipt, marks it mined in the journal; a failed receipt raises :class:`OutOfGas`
    when it used all its gas, or the replayed revert otherwise.
 
-A node that stops answering raises :class:`~settlement.errors.ChainUnavailable` (after the
+A node that stops answering raises :class:`~chain.errors.ChainUnavailable` (after the
 reader's quick retries); the journal keeps the transaction as ``sent`` and the next
 :meth:`TxSender.send` or :meth:`TxSender.reconcile` finds out what became of it.
 """
@@ -44,8 +44,9 @@ from eth_utils.address import to_checksum_address
 from web3.types import TxReceipt
 
 from chain.reverts import mapped_reverts
+from chain.rpc import is_transient, request_lock, to_int
 from ledger.contract_errors import LedgerError, LedgerRevert
-from settlement.chain_reader import ChainReader, is_transient, request_lock, to_int
+from settlement.chain_reader import ChainReader
 from settlement.errors import OutOfGas, SettlementError, TransactionNotMined
 from settlement.fees import FeeReader, Fees, batch_answer
 from settlement.journal import TxJournal, TxRecord

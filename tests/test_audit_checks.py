@@ -1,6 +1,7 @@
 """The audit's pure parts, and markets the other tests do not draw.
 
-* the commitment hashes the audit recomputes agree with the ledger client's (differential);
+* the commitment hashes the audit recomputes (:mod:`ledger.trade_chain`) agree with the
+  word-by-word definition in the ``IntervalCommitted`` NatSpec (differential);
 * the code comparison, the parsers of published sets and market info, the clearing rules;
 * the ``signatures`` check on hand-made sets (registration, duplicates, bad fields);
 * markets cleared pay-as-bid and with k = 1, and a meter key rotated between readings,
@@ -18,36 +19,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_audit_support import PRICE, AuditChain, MarketPlan, run_plan, simple_plan
 
-from audit.checks import (
-    SIGNATURES,
-    CheckLog,
-    MeterHistory,
-    check_signatures,
-    code_matches,
-    orders_digest,
-    reading_digest,
-    reading_signer,
-    settlement_head,
-)
+from audit.chain_source import commit_record
+from audit.checks.book import check_signatures
+from audit.checks.market import code_matches
+from audit.checks.meters import MeterHistory, reading_digest, reading_signer
+from audit.checks.violations import SIGNATURES, CheckLog
 from audit.evidence import (
     ClearingRules,
-    CommittedTrade,
-    LogPosition,
-    MeterChange,
+    CommitRecord,
     PublishedBook,
     PublishedOrder,
-    ReadingRecord,
     parse_published_book,
     rules_from_market_info,
 )
 from audit.run import audit_market
 from ledger import eip712 as signing
+from ledger import records
+from ledger.calldata import commit_calldata, encode_commit
 from ledger.eip712 import ReadingDomain, recover_meter, sign_reading
 from ledger.eip712 import reading_digest as settlement_reading_digest
 from ledger.errors import InputError
+from ledger.events import (
+    IntervalCommitted,
+    LogPosition,
+    MeterRotated,
+    ParticipantDeregistered,
+    ParticipantRegistered,
+    ReadingSubmitted,
+)
+from ledger.hashing import keccak
 from ledger.records import Reading, Trade
-from ledger.trade_chain import orders_digest as ledger_orders_digest
-from ledger.trade_chain import settlement_chain
+from ledger.trade_chain import orders_digest, settlement_chain
 from market.client import OrderSigner
 from market.service import MarketConfig
 
@@ -55,45 +57,72 @@ ADDRESSES = [Account.from_key((i + 1).to_bytes(32, "big")).address for i in rang
 
 
 @st.composite
-def committed_trades(draw: st.DrawFn) -> list[CommittedTrade]:
+def committed_trades(draw: st.DrawFn) -> list[Trade]:
     trades = []
     for _ in range(draw(st.integers(0, 8))):
         buyer, seller = draw(
             st.lists(st.sampled_from(ADDRESSES), min_size=2, max_size=2, unique=True)
         )
         trades.append(
-            CommittedTrade(
+            Trade(
                 buyer=buyer,
                 seller=seller,
                 quantity_wh=draw(st.integers(1, 2**40)),
                 price_per_wh=draw(st.integers(1, 2**100)),
-                buy_order_id="0x" + draw(st.binary(min_size=32, max_size=32)).hex(),
-                sell_order_id="0x" + draw(st.binary(min_size=32, max_size=32)).hex(),
+                buy_order_id=draw(st.binary(min_size=32, max_size=32)),
+                sell_order_id=draw(st.binary(min_size=32, max_size=32)),
             )
         )
     return trades
 
 
+def reference_orders_digest(trades: list[Trade]) -> bytes:
+    """``ordersDigest`` as the NatSpec defines it: ``d_{k+1} = keccak256(d_k ‖ buyId_k ‖
+    sellId_k)`` from ``d_0 = 0``."""
+    digest = bytes(32)
+    for t in trades:
+        digest = keccak(digest + t.buy_order_id + t.sell_order_id)
+    return digest
+
+
+def reference_settlement_head(trades: list[Trade], seller_index: dict[str, int]) -> bytes:
+    """``settlementHead`` as the NatSpec defines it: ``h_n = 0`` and ``h_k =
+    keccak256(abi.encode(buyer, seller, sellerIndex, quantityWh, pricePerWh, sellerSoldWh,
+    sellerSoldBeforeWh, h_{k+1}))``, every field one static word."""
+
+    def word(value: int) -> bytes:
+        return value.to_bytes(32, "big")
+
+    def address(a: str) -> bytes:
+        return bytes(12) + bytes.fromhex(a[2:])
+
+    positions = records.seller_positions(trades)
+    head = bytes(32)
+    for k in range(len(trades) - 1, -1, -1):
+        t = trades[k]
+        head = keccak(
+            address(t.buyer)
+            + address(t.seller)
+            + word(seller_index[t.seller])
+            + word(t.quantity_wh)
+            + word(t.price_per_wh)
+            + word(positions[k].sold_wh)
+            + word(positions[k].sold_before_wh)
+            + head
+        )
+    return head
+
+
 @settings(max_examples=100, deadline=None)
 @given(trades=committed_trades(), indices=st.permutations(range(5)))
-def test_commitment_hashes_agree_with_the_ledger_clients(
-    trades: list[CommittedTrade], indices: list[int]
+def test_commitment_hashes_agree_with_their_definition(
+    trades: list[Trade], indices: list[int]
 ) -> None:
-    """Differential: the audit's pure keccak code against chain.client's abi-encoding code."""
+    """Differential: the hashes the ``commitment`` check recomputes (ledger.trade_chain, the
+    ledger client's code) against the definition written out word by word."""
     index = dict(zip(ADDRESSES, indices, strict=True))
-    as_model = [
-        Trade(
-            t.buyer,
-            t.seller,
-            t.quantity_wh,
-            t.price_per_wh,
-            bytes.fromhex(t.buy_order_id[2:]),
-            bytes.fromhex(t.sell_order_id[2:]),
-        )
-        for t in trades
-    ]
-    assert orders_digest(trades) == ledger_orders_digest(as_model)
-    assert settlement_head(trades, index) == settlement_chain(as_model, index)[0]
+    assert orders_digest(trades) == reference_orders_digest(trades)
+    assert settlement_chain(trades, index)[0] == reference_settlement_head(trades, index)
 
 
 def test_code_matches_only_fills_zero_placeholders() -> None:
@@ -192,9 +221,9 @@ def test_registration_follows_registration_rotation_and_deregistration() -> None
     a = ADDRESSES[0]
     history = MeterHistory(
         [
-            MeterChange(a, ADDRESSES[2], None, LogPosition(2, 0)),
-            MeterChange(a, ADDRESSES[2], None, LogPosition(3, 0), registered=False),
-            MeterChange(a, ADDRESSES[1], 0, LogPosition(1, 0)),
+            MeterRotated(a, ADDRESSES[1], ADDRESSES[2], LogPosition(2, 0)),
+            ParticipantDeregistered(a, LogPosition(3, 0)),
+            ParticipantRegistered(a, ADDRESSES[1], 0, LogPosition(1, 0)),
         ]
     )
     assert not history.registered_at(a, LogPosition(1, 0))
@@ -203,6 +232,7 @@ def test_registration_follows_registration_rotation_and_deregistration() -> None
     assert history.meter_at(a, LogPosition(2, 1)) == ADDRESSES[2]
     assert history.registered_at(a, LogPosition(3, 0))
     assert not history.registered_at(a, LogPosition(3, 1))
+    assert history.meter_at(a, LogPosition(3, 1)) == ADDRESSES[2]  # kept when deregistered
     assert not history.registered_at("not an address", LogPosition(9, 0))
     assert history.indices == {a: 0}
 
@@ -222,7 +252,7 @@ def test_reading_digest_and_signer_agree_with_the_reading_module(
     meter = Account.from_key(key.to_bytes(32, "big"))
     domain = ReadingDomain(31337, "0x" + "cd" * 20)
     signed = sign_reading(meter, Reading(who, t, imported, exported), domain)
-    record = ReadingRecord(
+    record = ReadingSubmitted(
         t, who, imported, exported, LogPosition(1, 0), "0x", (signed.r, signed.vs)
     )
     separator = signing.Domain(31337, "0x" + "cd" * 20).separator
@@ -230,6 +260,44 @@ def test_reading_digest_and_signer_agree_with_the_reading_module(
         domain.separator, signed.reading
     )
     assert reading_signer(separator, record) == recover_meter(signed, domain) == meter.address
+
+
+# ----------------------------------------------------------------------------- calldata
+
+MARKET = ADDRESSES[4]
+COMMIT = IntervalCommitted(9, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 1, 10, 5, 500)
+ONE_TRADE = (Trade(ADDRESSES[0], ADDRESSES[1], 100, 7, b"\x0a" * 32, b"\x0b" * 32),)
+
+
+def test_commit_trades_are_read_from_a_direct_commit_call() -> None:
+    data = commit_calldata(9, COMMIT.book_root, encode_commit(ONE_TRADE))
+    record = commit_record({"to": MARKET.lower(), "input": data}, MARKET, COMMIT)
+    assert record == CommitRecord(COMMIT, ONE_TRADE)
+
+
+@pytest.mark.parametrize(
+    ("to", "calldata", "why"),
+    [
+        (ADDRESSES[3], "commit", f"it was sent to {ADDRESSES[3]}, not to the market"),
+        (None, "commit", "it was sent to None, not to the market"),
+        (MARKET, "other interval", "commits interval 8, not 9"),
+        (MARKET, "withdraw", "does not call commitInterval(9, ...)"),
+        (MARKET, "cut", "its calldata is not a direct commitInterval call"),
+    ],
+)
+def test_a_commit_relayed_or_not_a_commit_call_leaves_its_trades_unread(
+    to: str | None, calldata: str, why: str
+) -> None:
+    """A commit through a relay contract is reported (``trades_error``), never a crash."""
+    data = {
+        "commit": commit_calldata(9, COMMIT.book_root, encode_commit(ONE_TRADE)),
+        "other interval": commit_calldata(8, COMMIT.book_root, encode_commit(ONE_TRADE)),
+        "withdraw": bytes.fromhex("2e1a7d4d") + (5).to_bytes(32, "big"),
+        "cut": commit_calldata(9, COMMIT.book_root, encode_commit(ONE_TRADE))[:100],
+    }[calldata]
+    record = commit_record({"to": to, "input": data}, MARKET, COMMIT)
+    assert record.trades is None and record.event == COMMIT
+    assert record.trades_error is not None and why in record.trades_error
 
 
 # ----------------------------------------------------------------------------- other markets

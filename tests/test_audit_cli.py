@@ -227,7 +227,7 @@ def test_bad_input_exits_2_with_one_paragraph(
 
 
 def test_help_names_every_check(capsys: pytest.CaptureFixture[str]) -> None:
-    from audit.report import INTERVAL_CHECKS, MARKET_CHECKS
+    from audit.checks.violations import INTERVAL_CHECKS, MARKET_CHECKS
 
     with pytest.raises(SystemExit):
         main(["audit", "--help"])

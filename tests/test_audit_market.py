@@ -20,18 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_audit_support import PRICE, TOKEN, AuditChain, MarketPlan, run_plan
 
-from audit.report import (
-    BOOK_ROOT,
-    CONSERVATION,
-    RECLEAR,
-    SETTLEMENT,
-    AuditReport,
-    LedgerEvidence,
-    PublishedBook,
-    audit_evidence,
-)
+from audit.chain_source import read_ledger
+from audit.checks.violations import BOOK_ROOT, CONSERVATION, RECLEAR, SETTLEMENT
+from audit.evidence import LedgerEvidence, PublishedBook
+from audit.order_sources import ApiOrderSource, MappingOrderSource
+from audit.report import AuditReport, audit_evidence
 from audit.run import audit_market
-from audit.sources import ApiOrderSource, MappingOrderSource, read_ledger
 
 PRICE_STEP = 10_000_000_000  # 0.00001 currency/kWh
 EXPORT_FACTORS = [(0, 1), (1, 2), (19, 20), (1, 1), (3, 2)]

@@ -33,8 +33,8 @@ from test_audit_support import (
 )
 from web3 import Web3
 
-from audit.evidence import ClearingRules
-from audit.report import (
+from audit.chain_source import read_ledger
+from audit.checks.violations import (
     BOOK_ROOT,
     CODE,
     COMMITMENT,
@@ -43,11 +43,11 @@ from audit.report import (
     RECLEAR,
     SETTLEMENT,
     SIGNATURES,
-    AuditReport,
-    LedgerEvidence,
 )
+from audit.evidence import ClearingRules, CommitRecord, LedgerEvidence
+from audit.order_sources import ApiOrderSource, archive_books
+from audit.report import AuditReport
 from audit.run import audit_market
-from audit.sources import ApiOrderSource, archive_books, read_ledger
 from ledger.hashing import keccak
 from ledger.records import Trade
 
@@ -432,6 +432,26 @@ class TestChainRecord:
         report = audit(session, reader=tampered_reader(other_quantity))
         assert COMMITMENT in failed(report)[t1]
         assert "settlementHead expected" in messages(report, t1, COMMITMENT)
+
+    def test_a_commit_relayed_through_a_contract_is_a_violation_not_a_crash(
+        self,
+        recorded: Honest,
+    ) -> None:
+        session, (t0, t1) = recorded.session, recorded.committed
+        relay = session.address(5)
+
+        def relayed(ev: LedgerEvidence) -> LedgerEvidence:
+            why = f"it was sent to {relay}, not to the market"
+            commits = {**ev.commits, t1: CommitRecord(ev.commits[t1].event, None, why)}
+            return dataclasses.replace(ev, commits=commits)
+
+        report = audit(session, reader=tampered_reader(relayed))
+        assert report.interval(t0).ok
+        assert {COMMITMENT, RECLEAR} <= failed(report)[t1]
+        assert f"cannot be read: it was sent to {relay}, not to the market" in messages(
+            report, t1, COMMITMENT
+        )
+        assert "not compared: the committed trades cannot be read" in messages(report, t1, RECLEAR)
 
     def test_an_altered_deposit_fails_conservation(self, recorded: Honest) -> None:
         session = recorded.session

@@ -1,10 +1,10 @@
-"""The settlement reader's shortcuts give what a fresh read gives.
+"""The market reader's shortcuts give what a fresh read gives.
 
-* ``ChainReader.interval`` on the embedded chain keeps an answer while the chain cannot have
+* ``MarketReader.interval`` on the embedded chain keeps an answer while the chain cannot have
   changed it; at every step of an interval's life (commit, blocks before the deadline, each
   settle chunk, a snapshot revert) it equals an uncached ``intervalInfo`` call.
-* The tail of recent logs finds a query's blocks by bisection: the same entries as the
-  linear filter it replaced.
+* The event reader's tail of recent logs finds a query's blocks by bisection: the same
+  entries as the linear filter it replaced.
 * The proxy-free session is used for a node on this machine only.
 """
 
@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from test_ledger_support import MarketEnv, trade
 
 from chain.connection import Chain, http_provider, local_session
-from settlement.chain_reader import ChainReader, _matching
+from chain.logs import matching
+from chain.reader import MarketReader
 
 
 @pytest.fixture
-def counted(chain: Chain) -> Iterator[tuple[MarketEnv, ChainReader, list[int]]]:
+def counted(chain: Chain) -> Iterator[tuple[MarketEnv, MarketReader, list[int]]]:
     env = MarketEnv.build(chain, n_participants=4)
     calls: list[int] = []
     view_calls = chain.view_calls
@@ -33,11 +34,11 @@ def counted(chain: Chain) -> Iterator[tuple[MarketEnv, ChainReader, list[int]]]:
         return view_calls(*args, **kwargs)
 
     chain.view_calls = counting  # type: ignore[method-assign]
-    yield env, ChainReader(env.ledger), calls
+    yield env, MarketReader(env.ledger), calls
 
 
 def test_interval_answer_is_kept_only_while_the_chain_cannot_have_changed_it(
-    counted: tuple[MarketEnv, ChainReader, list[int]],
+    counted: tuple[MarketEnv, MarketReader, list[int]],
 ) -> None:
     env, reader, calls = counted
     ps = env.participants
@@ -77,7 +78,7 @@ def test_interval_answer_is_kept_only_while_the_chain_cannot_have_changed_it(
 
 
 def test_an_uncommitted_interval_is_read_every_time(
-    counted: tuple[MarketEnv, ChainReader, list[int]],
+    counted: tuple[MarketEnv, MarketReader, list[int]],
 ) -> None:
     env, reader, calls = counted
     t = env.next_interval()
@@ -125,7 +126,7 @@ def test_tail_matching_equals_the_linear_filter(
     entries: list[dict[str, Any]], topics: list[str | None], start: int, span: int
 ) -> None:
     stop = start + span
-    assert _matching(entries, topics, start, stop) == reference_matching(
+    assert matching(entries, topics, start, stop) == reference_matching(
         entries, topics, start, stop
     )
 

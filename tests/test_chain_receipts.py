@@ -2,7 +2,8 @@
 
 :meth:`Chain.receipt` and :meth:`Chain.wait_for_receipt` build receipts themselves (from
 py-evm on the embedded chain, from the bare JSON-RPC answer on a node). Every consumer reads
-them as web3's receipts: status and gas, hashes, and the logs ``process_receipt`` decodes.
+them as web3's receipts: status and gas, hashes, and the logs the event decoder
+(:mod:`chain.events`) reads, which decodes them as web3's ``process_receipt`` does.
 So each must be equal to ``w3.eth.get_transaction_receipt`` in keys, values *and* types.
 """
 
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ledger_support import BOOK_ROOT, MarketEnv, trade
 from web3.datastructures import AttributeDict
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from chain.connection import Chain
@@ -94,6 +96,8 @@ def check_logs_decode_like_web3s(chain: Chain) -> None:
         decoded = env.ledger.events(receipt, name)
         assert decoded
         assert decoded == env.ledger.events(web3s, name)
+        event = env.ledger.contract.events[name]()
+        assert decoded == [dict(e["args"]) for e in event.process_receipt(web3s, errors=DISCARD)]
 
 
 def test_embedded_receipts_equal_web3s(chain: Chain) -> None:

@@ -32,6 +32,7 @@ PURE = (
     "market.reference_clearing",
     "market.properties",
     "settlement.model",
+    "settlement.resettlement",
     "audit.checks",
     "audit.evidence",
     "audit.report",

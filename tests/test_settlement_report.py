@@ -10,23 +10,25 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
-from ledger.records import Terms, Trade
-from settlement.model import collateral_locks, settle_range
-from settlement.report import (
-    EscrowSnapshot,
+from ledger.events import (
+    CollateralLocked,
+    IntervalCommitted,
     IntervalEvents,
-    IntervalState,
-    ParticipantSettledEvent,
-    ReadingEvent,
-    SettlementReport,
-    TradeSettledEvent,
-    build_report,
-    render,
+    IntervalSettled,
+    ParticipantSettled,
+    ReadingSubmitted,
+    TradeSettled,
 )
+from ledger.records import IntervalInfo, Terms, Trade
+from settlement.interval_record import EscrowSnapshot, IntervalRecord
+from settlement.model import collateral_locks, settle_range
+from settlement.report import SettlementReport, build_report
+from settlement.report_table import render
 
 A, B, C, D = ("0x" + c * 40 for c in "abcd")
 PRICE = 250_000_000_000_000
@@ -39,11 +41,15 @@ TRADES = (
 EXPORTED = {B: 450, D: 100}
 
 
+T = 7
+ROOT = b"\x01" * 32
+
+
 def events(
     trades: tuple[Trade, ...] = TRADES,
     exported: dict[str, int] = EXPORTED,
     cursor: int | None = None,
-) -> IntervalEvents:
+) -> IntervalRecord:
     """What an honest contract emits for ``trades`` settled up to ``cursor`` (all by default),
     in chunks of one trade."""
     stop = len(trades) if cursor is None else cursor
@@ -51,31 +57,41 @@ def events(
     parties = []
     for k in range(stop):
         for party, delta in settle_range(trades, exported, TERMS, k, k + 1).deltas.items():
-            parties.append(ParticipantSettledEvent(party, delta.released, delta.credited))
+            parties.append(ParticipantSettled(T, party, delta.released, delta.credited))
     locked = collateral_locks(trades, TERMS.penalty_price_per_wh)
     total = 10**24
-    return IntervalEvents(
-        interval=7,
-        state=IntervalState(
+    pp, tolerance = TERMS.penalty_price_per_wh, TERMS.tolerance_bps
+    return IntervalRecord(
+        state=IntervalInfo(
             status="settled" if stop == len(trades) else "committed",
             trade_count=len(trades),
             cursor=stop,
             deadline=1_000,
-            tolerance_bps=TERMS.tolerance_bps,
-            penalty_price_per_wh=TERMS.penalty_price_per_wh,
+            tolerance_bps=tolerance,
+            penalty_price_per_wh=pp,
+            book_root=ROOT,
+            remaining_hash=bytes(32),
         ),
-        committed=True,
         trades=trades,
-        locked=locked,
-        readings={p: ReadingEvent(p, 5, e) for p, e in exported.items()},
-        trade_settled=tuple(
-            TradeSettledEvent(o.index, o.delivered_wh, o.payment, o.refund, o.penalty)
-            for o in outcomes
+        events=IntervalEvents(
+            interval=T,
+            commit=IntervalCommitted(T, ROOT, b"", b"", len(trades), 1_000, pp, tolerance),
+            locks=tuple(CollateralLocked(T, p, amount) for p, amount in locked.items()),
+            readings=tuple(ReadingSubmitted(T, p, 5, e) for p, e in exported.items()),
+            trade_settlements=tuple(
+                TradeSettled(T, o.index, o.delivered_wh, o.payment, o.refund, o.penalty)
+                for o in outcomes
+            ),
+            party_settlements=tuple(parties),
+            settlements=(IntervalSettled(T),) if stop == len(trades) else (),
         ),
-        participant_settled=tuple(parties),
-        interval_settled_events=1 if stop == len(trades) else 0,
         escrow=EscrowSnapshot(total, total, total, 4),
     )
+
+
+def with_events(record: IntervalRecord, **changes: Any) -> IntervalRecord:
+    """``record`` with some of its events replaced."""
+    return dataclasses.replace(record, events=dataclasses.replace(record.events, **changes))
 
 
 def failed(report: SettlementReport) -> set[str]:
@@ -107,58 +123,66 @@ def test_a_partly_settled_interval_is_checked_up_to_its_cursor() -> None:
 
 def test_a_payment_that_differs_from_the_model_is_caught() -> None:
     honest = events()
-    bent = list(honest.trade_settled)
-    bent[1] = dataclasses.replace(bent[1], payment=bent[1].payment + 1)
-    report = build_report(dataclasses.replace(honest, trade_settled=tuple(bent)))
+    bent = list(honest.events.trade_settlements)
+    bent[1] = dataclasses.replace(bent[1], payment_base_units=bent[1].payment_base_units + 1)
+    report = build_report(with_events(honest, trade_settlements=tuple(bent)))
     assert "trades_match_model" in failed(report) and "buyer_lock_released" in failed(report)
     assert any(m.startswith("trade 1:") for m in report.mismatches)
 
 
 def test_a_trade_settled_twice_or_not_at_all_is_caught() -> None:
     honest = events()
-    twice = build_report(
-        dataclasses.replace(honest, trade_settled=(*honest.trade_settled, honest.trade_settled[0]))
-    )
+    settled = honest.events.trade_settlements
+    twice = build_report(with_events(honest, trade_settlements=(*settled, settled[0])))
     assert "settled_exactly_once" in failed(twice)
     assert "more than once: trades 0" in next(
         c.detail for c in twice.checks if c.name == "settled_exactly_once"
     )
-    missing = build_report(dataclasses.replace(honest, trade_settled=honest.trade_settled[:2]))
+    missing = build_report(with_events(honest, trade_settlements=settled[:2]))
     assert "settled_exactly_once" in failed(missing)
-    beyond = build_report(dataclasses.replace(events(cursor=1), trade_settled=honest.trade_settled))
+    beyond = build_report(with_events(events(cursor=1), trade_settlements=settled))
     assert "settled_exactly_once" in failed(beyond)
 
 
 def test_value_created_for_a_participant_is_caught() -> None:
     honest = events()
-    bent = list(honest.participant_settled)
-    bent[0] = dataclasses.replace(bent[0], credited=bent[0].credited + 1)
-    report = build_report(dataclasses.replace(honest, participant_settled=tuple(bent)))
+    bent = list(honest.events.party_settlements)
+    bent[0] = dataclasses.replace(bent[0], credited_base_units=bent[0].credited_base_units + 1)
+    report = build_report(with_events(honest, party_settlements=tuple(bent)))
     assert {"participants_match_model", "value_conserved"} <= failed(report)
 
 
 def test_a_lock_not_fully_released_is_caught() -> None:
     honest = events()
-    locked = dict(honest.locked)
-    locked[A] += 1
-    report = build_report(dataclasses.replace(honest, locked=locked))
+    locks = tuple(
+        dataclasses.replace(lock, amount_base_units=lock.amount_base_units + 1)
+        if lock.participant == A
+        else lock
+        for lock in honest.events.locks
+    )
+    report = build_report(with_events(honest, locks=locks))
     assert failed(report) == {"locks_released"}
 
 
 def test_delivery_above_the_meter_reading_is_caught() -> None:
     honest = events()
-    readings = dict(honest.readings)
-    readings[D] = ReadingEvent(D, 0, 40)  # the chain claims D delivered 100 Wh on 40 exported
-    report = build_report(dataclasses.replace(honest, readings=readings))
+    # the chain claims D delivered 100 Wh on 40 exported
+    readings = tuple(
+        ReadingSubmitted(T, D, 0, 40) if r.participant == D else r for r in honest.events.readings
+    )
+    report = build_report(with_events(honest, readings=readings))
     assert {"delivery_within_export", "trades_match_model"} <= failed(report)
 
 
 def test_unbalanced_escrow_and_double_readings_are_caught() -> None:
     honest = events()
-    report = build_report(
-        dataclasses.replace(honest, escrow=EscrowSnapshot(10, 10, 9, 4), reading_duplicates=(B,))
-    )
+    again = ReadingSubmitted(T, B, 0, EXPORTED[B] + 100)  # a second reading of B, ignored
+    doubled = with_events(honest, readings=(*honest.events.readings, again))
+    report = build_report(dataclasses.replace(doubled, escrow=EscrowSnapshot(10, 10, 9, 4)))
     assert failed(report) == {"escrow_balanced", "one_reading_per_participant"}
+    assert report.readings == 2
+    detail = next(c.detail for c in report.checks if c.name == "one_reading_per_participant")
+    assert detail == f"more than one reading for {B}"
 
 
 def test_replayed_trades_that_differ_in_number_are_caught() -> None:

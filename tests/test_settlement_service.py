@@ -16,12 +16,12 @@ from test_ledger_support import PRICE, MarketEnv, trade
 from test_settlement_service_support import SettleEnv, settle_env
 
 from chain.connection import connect
+from chain.errors import ChainUnavailable
+from chain.rpc import with_retries
 from ledger.records import Reading, Trade
 from ledger.trade_chain import settlement_chain
 from settlement import chunks as chunks_module
-from settlement.chain_reader import with_retries
 from settlement.config import SettlementConfig
-from settlement.errors import ChainUnavailable
 from settlement.fees import Fees
 from settlement.runner import SettlementRunner
 from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, REJECTED, SETTLED, ReadingStore

@@ -22,13 +22,13 @@ from test_settlement_service_support import populate_anvil
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from chain.deployment import write_deployment
+from chain.rpc import request_lock
 from deploy.cli import build_parser, main
 from deploy.cli_settle import _embedded_heartbeat, settlement_for_serve
 from deploy.deployment import deploy_system
 from ledger.eip712 import Domain, sign_reading
 from ledger.records import Reading
 from market.client import AppTransport, OrderSigner
-from settlement.chain_reader import request_lock
 
 
 def test_settle_needs_an_rpc_url(capsys: pytest.CaptureFixture[str]) -> None:

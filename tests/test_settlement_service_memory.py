@@ -131,7 +131,7 @@ class Scene:
         return [(kind, items) for kind, interval, items in self.chain.transactions if interval == t]
 
     def settled_indices(self, t: int) -> list[int]:
-        return sorted(e.trade_index for e in self.chain.interval_events(t).trade_settled)
+        return sorted(e.trade_index for e in self.chain.interval_events(t).events.trade_settlements)
 
 
 @pytest.fixture

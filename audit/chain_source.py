@@ -1,0 +1,319 @@
+"""The audit's edge for the chain: the market's whole record, read at one pinned block.
+
+:func:`read_ledger` reads everything the audit needs from one EnergyMarket at one block:
+
+* every event of the market up to that block, through the one event reader
+  (:class:`chain.logs.EventReader`: ``eth_getLogs`` in chunks, or the embedded chain's own
+  log source), as :mod:`ledger.events` records;
+* the calldata of each ``commitInterval`` (trades travel there, bound to ``IntervalCommitted``
+  by two hashes; decoded by :func:`ledger.calldata.decode_commit_calldata`) and of each
+  ``submitReadings`` (the meter signatures);
+* the views (``intervalInfo``, ``balanceOf``, ``totalEscrowed``, the token balance, the
+  runtime code) with ``block_identifier`` set to that block, so a market that keeps trading
+  while the audit runs is still audited at one consistent state.
+
+A commit or reading relayed through another contract is not an error here: its trades (or
+signature) stay unread and the checks report it. What is an error (:class:`AuditError`): an
+address that is not one, no contract there, a contract that does not answer as an EnergyMarket,
+a node that does not answer. The published order sets are the other source,
+:mod:`audit.order_sources`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+
+from eth_abi.abi import decode as abi_decode
+from eth_typing import ABIFunction
+from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
+from eth_utils.address import is_address, to_checksum_address
+from web3 import Web3
+
+from audit.evidence import AuditError, CommitRecord, LedgerEvidence, unreachable_reason
+from chain.artifacts import load_artifact
+from chain.connection import RPC_TIMEOUT_SECONDS
+from chain.logs import EventReader, LogSource
+from chain.reader import interval_info
+from ledger.calldata import decode_commit_calldata
+from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
+from ledger.events import (
+    CollateralLocked,
+    EscrowChange,
+    IntervalCommitted,
+    IntervalSettled,
+    MarketEvent,
+    MeterEvent,
+    MeterRotated,
+    ParticipantDeregistered,
+    ParticipantRegistered,
+    ParticipantSettled,
+    ReadingSubmitted,
+    TradeSettled,
+)
+from ledger.records import Trade
+
+LedgerReader = Callable[..., LedgerEvidence]
+"""``reader(w3, market_address, block=None, from_block=0, logs=None) -> LedgerEvidence``."""
+
+_INTERVAL_INFO_FIELDS = (
+    "status",
+    "tradeCount",
+    "cursor",
+    "deadline",
+    "toleranceBps",
+    "penaltyPricePerWh",
+    "bookRoot",
+    "remainingHash",
+)
+
+
+def web3_of(chain: Any) -> Web3:
+    """A ``Web3`` from a :class:`chain.connection.Chain`, a ``Web3`` or a JSON-RPC URL.
+
+    A URL needs no funded account (the audit only reads); an endpoint that does not answer is
+    :class:`AuditError`.
+    """
+    if isinstance(chain, Web3):
+        return chain
+    w3 = getattr(chain, "w3", None)
+    if isinstance(w3, Web3):
+        return w3
+    if isinstance(chain, str):
+        w3 = Web3(Web3.HTTPProvider(chain, request_kwargs={"timeout": RPC_TIMEOUT_SECONDS}))
+        try:
+            _ = w3.eth.chain_id
+        except Exception as err:  # requests, JSON and RPC errors all mean "no chain here"
+            raise AuditError(
+                f"Cannot reach a chain at {chain}: {unreachable_reason(err)}.",
+                hint="Check the --rpc-url (a local node: `wattledger node`, then "
+                "http://127.0.0.1:8545).",
+            ) from None
+        return w3
+    raise TypeError(f"expected a Chain, Web3 or RPC URL, got {type(chain).__name__}")
+
+
+def read_ledger(
+    w3: Web3,
+    market_address: str,
+    block: int | None = None,
+    from_block: int = 0,
+    progress: Callable[[str], None] | None = None,
+    logs: LogSource | None = None,
+) -> LedgerEvidence:
+    """Read the market's whole record at ``block`` (default: the latest block).
+
+    ``logs`` reads the market's events instead of ``eth_getLogs``: the embedded chain's
+    :meth:`~chain.connection.Chain.logs` reads them straight from py-evm, where eth-tester's
+    ``eth_getLogs`` looks every transaction up by scanning back from the newest block
+    (minutes for a market with a few thousand transactions).
+
+    Raises :class:`AuditError` when ``market_address`` is not an address, has no code, or
+    does not answer as an EnergyMarket.
+    """
+    say = progress or (lambda _msg: None)
+    if not isinstance(market_address, str) or not is_address(market_address):
+        raise AuditError(f"{market_address!r} is not a 0x address of 20 bytes.")
+    market = to_checksum_address(market_address)
+    try:
+        chain_id = int(w3.eth.chain_id)
+        pinned = int(w3.eth.block_number) if block is None else int(block)
+        header = w3.eth.get_block(pinned)
+        code = bytes(w3.eth.get_code(market, block_identifier=pinned))
+    except Exception as err:  # an RPC failure or a block the node does not have
+        raise AuditError(
+            f"Cannot read block {block if block is not None else 'latest'} from the chain: "
+            f"{type(err).__name__}: {str(err)[:300]}."
+        ) from None
+    if not code:
+        raise AuditError(
+            f"There is no contract at {market} on chain {chain_id} at block {pinned}.",
+            hint="Pass the EnergyMarket address (deployments/<chainId>.json, or `contracts` in "
+            "GET /market).",
+        )
+    artifact = load_artifact("EnergyMarket")
+    contract = w3.eth.contract(address=market, abi=artifact.abi)
+    views = contract.functions
+
+    def view(fn: Any) -> Any:
+        return fn.call(block_identifier=pinned)
+
+    try:
+        token = to_checksum_address(view(views.token()))
+        total_escrowed = int(view(views.totalEscrowed()))
+        view(views.intervalSeconds())
+    except Exception as err:  # a revert or undecodable answer: not an EnergyMarket
+        raise AuditError(
+            f"The contract at {market} does not answer as an EnergyMarket "
+            f"({type(err).__name__}: {str(err)[:200]}).",
+            hint="Pass the EnergyMarket address, not the token's.",
+        ) from None
+    try:
+        domain = view(views.eip712Domain())
+        name, version = str(domain[1]), str(domain[2])
+    except Exception:  # a contract without EIP-5267 keeps the documented defaults
+        name, version = DOMAIN_NAME, DOMAIN_VERSION
+    token_contract = w3.eth.contract(address=token, abi=load_artifact("WattToken").abi)
+    token_balance = int(token_contract.functions.balanceOf(market).call(block_identifier=pinned))
+
+    say(f"reading the market's events from block {from_block} to {pinned}")
+    reader = EventReader(w3, market, logs=logs)
+    record = _Record.of(reader.records(None, None, from_block, pinned))
+    say(f"reading {len(record.commits)} commit transactions")
+    commits = {
+        t: commit_record(reader.transaction(event.tx_hash), market, event)
+        for t, event in record.commits.items()
+    }
+    say(f"reading {len(record.readings)} meter readings")
+    readings = _with_signatures(reader, market, record.readings)
+
+    states = {t: interval_info(_values(view(views.intervalInfo(t)))) for t in commits}
+    balances: dict[str, tuple[int, int]] = {}
+    for address in sorted(record.seen):
+        free, locked = view(views.balanceOf(address))
+        balances[address] = (int(free), int(locked))
+    return LedgerEvidence(
+        chain_id=chain_id,
+        market=market,
+        block_number=pinned,
+        block_timestamp=int(header["timestamp"]),
+        domain_name=name,
+        domain_version=version,
+        deployed_code=code,
+        reference_code=bytes.fromhex(artifact.deployed_bytecode),
+        token=token,
+        token_balance=token_balance,
+        total_escrowed=total_escrowed,
+        balances=balances,
+        meter_changes=tuple(record.meter_changes),
+        commits=commits,
+        states=states,
+        readings=tuple(readings),
+        trade_settlements=tuple(record.trade_settlements),
+        party_settlements=tuple(record.party_settlements),
+        locks=tuple(record.locks),
+        escrow=tuple(record.escrow),
+        interval_settlements=tuple(record.interval_settlements),
+    )
+
+
+@dataclasses.dataclass
+class _Record:
+    """The market's events sorted by kind, in chain order, and every address that holds (or
+    held) a balance."""
+
+    meter_changes: list[MeterEvent] = dataclasses.field(default_factory=list)
+    commits: dict[int, IntervalCommitted] = dataclasses.field(default_factory=dict)
+    readings: list[ReadingSubmitted] = dataclasses.field(default_factory=list)
+    trade_settlements: list[TradeSettled] = dataclasses.field(default_factory=list)
+    party_settlements: list[ParticipantSettled] = dataclasses.field(default_factory=list)
+    locks: list[CollateralLocked] = dataclasses.field(default_factory=list)
+    escrow: list[EscrowChange] = dataclasses.field(default_factory=list)
+    interval_settlements: list[IntervalSettled] = dataclasses.field(default_factory=list)
+    seen: set[str] = dataclasses.field(default_factory=set)
+
+    @classmethod
+    def of(cls, events: Iterable[MarketEvent]) -> _Record:
+        out = cls()
+        for e in sorted(events, key=lambda e: e.position):
+            if isinstance(e, ParticipantRegistered | MeterRotated | ParticipantDeregistered):
+                out.meter_changes.append(e)
+                if isinstance(e, ParticipantRegistered):
+                    out.seen.add(e.participant)
+            elif isinstance(e, EscrowChange):
+                out.escrow.append(e)
+                out.seen.add(e.participant)
+            elif isinstance(e, IntervalCommitted):
+                out.commits[e.interval] = e
+            elif isinstance(e, CollateralLocked):
+                out.locks.append(e)
+                out.seen.add(e.participant)
+            elif isinstance(e, ReadingSubmitted):
+                out.readings.append(e)
+            elif isinstance(e, TradeSettled):
+                out.trade_settlements.append(e)
+            elif isinstance(e, ParticipantSettled):
+                out.party_settlements.append(e)
+                out.seen.add(e.participant)
+            else:
+                out.interval_settlements.append(e)
+        return out
+
+
+def _values(answer: Any) -> list[Any]:
+    """An ``intervalInfo`` answer's eight values in ABI order (a tuple, or a mapping)."""
+    if isinstance(answer, Mapping):
+        return [answer[name] for name in _INTERVAL_INFO_FIELDS]
+    return list(answer)
+
+
+def commit_record(tx: Mapping[str, Any], market: str, event: IntervalCommitted) -> CommitRecord:
+    """``event`` with the trades of its transaction ``tx``, or why they cannot be read: a
+    transaction sent to another address (a relay contract), or calldata that is not a
+    ``commitInterval`` call of the event's interval."""
+    to = tx.get("to")
+    if to is None or to_checksum_address(to) != market:
+        return CommitRecord(event, None, f"it was sent to {to}, not to the market")
+    try:
+        trades: tuple[Trade, ...] = decode_commit_calldata(bytes(tx["input"]), event.interval)
+    except ValueError as err:  # another function, or calldata that is not an ABI call
+        return CommitRecord(event, None, f"its calldata is not a direct commitInterval call: {err}")
+    return CommitRecord(event, trades)
+
+
+def _submit_readings() -> tuple[bytes, list[str]]:
+    """Selector and argument types of ``submitReadings`` (from the EnergyMarket ABI)."""
+    entry = cast(
+        ABIFunction,
+        next(
+            e
+            for e in load_artifact("EnergyMarket").abi
+            if e.get("type") == "function" and e.get("name") == "submitReadings"
+        ),
+    )
+    return bytes(function_abi_to_4byte_selector(entry)), list(get_abi_input_types(entry))
+
+
+def reading_signatures(
+    tx: Mapping[str, Any], market: str, submit_readings: tuple[bytes, list[str]]
+) -> dict[tuple[str, int], tuple[bytes, bytes]]:
+    """The meter signatures ``(r, vs)`` in ``tx``'s ``submitReadings`` calldata, by
+    (participant, interval); none when ``tx`` is not a direct ``submitReadings`` call."""
+    to = tx.get("to")
+    calldata = bytes(tx["input"])
+    selector, types = submit_readings
+    if to is None or to_checksum_address(to) != market or calldata[:4] != selector:
+        return {}
+    try:
+        _t, rows = abi_decode(types, calldata[4:])
+    except Exception:  # calldata that is not an ABI call: signatures stay unread
+        return {}
+    return {
+        (to_checksum_address(row[0]), int(row[1])): (bytes(row[4]), bytes(row[5])) for row in rows
+    }
+
+
+def _with_signatures(
+    reader: EventReader, market: str, readings: list[ReadingSubmitted]
+) -> list[ReadingSubmitted]:
+    """``readings`` with each one's meter signature from its ``submitReadings`` calldata."""
+    call = _submit_readings()
+    signatures: dict[str, dict[tuple[str, int], tuple[bytes, bytes]]] = {}
+    for reading in readings:
+        if reading.tx_hash not in signatures:
+            tx = reader.transaction(reading.tx_hash)
+            signatures[reading.tx_hash] = reading_signatures(tx, market, call)
+    return [
+        dataclasses.replace(r, signature=signatures[r.tx_hash].get((r.participant, r.interval)))
+        for r in readings
+    ]
+
+
+__all__ = [
+    "LedgerReader",
+    "commit_record",
+    "read_ledger",
+    "reading_signatures",
+    "web3_of",
+]

@@ -1,0 +1,268 @@
+"""The EnergyMarket's logs decoded by its ABI, word by word, into :mod:`ledger.events` records.
+
+Every event of the market has only static arguments (unsigned integers, addresses, bytes32),
+so each is one 32-byte word: an indexed argument in its topic, the others in the data in ABI
+order. :class:`EventCodec` reads those words directly and checks what eth_abi would (each
+value inside its type, zero padding), where web3's ``process_log`` (eth_abi inside web3's
+event machinery) costs about a millisecond per log and the audit and the settlement service
+read thousands. An argument of a dynamic type, which no market event has today, goes through
+eth_abi. ``tests/test_chain_events.py`` holds the decoding equal to web3's.
+
+:meth:`EventCodec.decode` gives a log's event name and arguments by their Solidity names (what
+:meth:`chain.reader.MarketReader.events` and :meth:`chain.client.LedgerClient.events` return);
+:meth:`EventCodec.record` the typed record of :mod:`ledger.events`. :func:`market_codec` is the
+codec of the EnergyMarket artifact. Reading the logs from a node is :mod:`chain.logs`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+
+from chain.artifacts import load_artifact
+from ledger.abi import ADDRESS_PAD, WORD
+from ledger.addresses import checksum_of_bytes
+from ledger.events import (
+    CollateralLocked,
+    EscrowChange,
+    IntervalCommitted,
+    IntervalSettled,
+    LogPosition,
+    MarketEvent,
+    MeterRotated,
+    ParticipantDeregistered,
+    ParticipantRegistered,
+    ParticipantSettled,
+    ReadingSubmitted,
+    TradeSettled,
+)
+from ledger.hashing import keccak
+
+_SIZED = re.compile(r"^(uint|int|bytes)(\d*)$")
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One event of an ABI: its name, ``topic0`` and arguments ``(name, type)``, indexed ones
+    (in the topics) and the others (in the data), each in declaration order."""
+
+    name: str
+    topic: bytes
+    indexed: tuple[tuple[str, str], ...]
+    plain: tuple[tuple[str, str], ...]
+
+    @property
+    def signature(self) -> str:
+        """``Name(type,...)`` as hashed into ``topic0``."""
+        types = [t for _, t in (*self.indexed, *self.plain)]
+        return f"{self.name}({','.join(types)})"
+
+
+def _static_word(kind: str) -> bool:
+    if kind in ("address", "bool"):
+        return True
+    sized = _SIZED.match(kind)
+    return sized is not None and not (sized.group(1) == "bytes" and not sized.group(2))
+
+
+def decode_word(kind: str, word: bytes, what: str) -> Any:
+    """The value of the static ABI type ``kind`` in one 32-byte ``word``, as eth_abi decodes
+    it (addresses in checksum form); ValueError for a value outside its type or padding that
+    is not zero."""
+    if len(word) != WORD:
+        raise ValueError(f"{what}: a word is {WORD} bytes, not {len(word)}")
+    if kind == "address":
+        if word[:12] != ADDRESS_PAD:
+            raise ValueError(f"{what}: not an address (high bytes set)")
+        return checksum_of_bytes(word[12:])
+    if kind == "bool":
+        value = int.from_bytes(word, "big")
+        if value > 1:
+            raise ValueError(f"{what}: {value} is not a bool")
+        return value == 1
+    sized = _SIZED.match(kind)
+    if sized is None:
+        raise ValueError(f"{what}: {kind} is not a static type of one word")
+    base, bits = sized.group(1), sized.group(2)
+    if base == "bytes":
+        size = int(bits)
+        if any(word[size:]):
+            raise ValueError(f"{what}: bytes{size} with bytes set past its length")
+        return word[:size]
+    width = int(bits or 256)
+    if base == "uint":
+        value = int.from_bytes(word, "big")
+        if value >> width:
+            raise ValueError(f"{what}: {value} does not fit in {kind}")
+        return value
+    value = int.from_bytes(word, "big", signed=True)
+    if not -(1 << (width - 1)) <= value < 1 << (width - 1):
+        raise ValueError(f"{what}: {value} does not fit in {kind}")
+    return value
+
+
+class EventCodec:
+    """Topics and decoding of the events of one contract ABI."""
+
+    def __init__(self, abi: Sequence[Mapping[str, Any]]) -> None:
+        self._by_name: dict[str, EventType] = {}
+        self._by_topic: dict[bytes, EventType] = {}
+        for entry in abi:
+            if entry.get("type") != "event" or entry.get("anonymous"):
+                continue
+            inputs = [
+                (str(i["name"]), str(i["type"]), bool(i.get("indexed"))) for i in entry["inputs"]
+            ]
+            name = str(entry["name"])
+            signature = f"{name}({','.join(kind for _, kind, _ in inputs)})"
+            event = EventType(
+                name=name,
+                topic=keccak(signature.encode()),
+                indexed=tuple((n, k) for n, k, indexed in inputs if indexed),
+                plain=tuple((n, k) for n, k, indexed in inputs if not indexed),
+            )
+            self._by_name[name] = event
+            self._by_topic[event.topic] = event
+
+    def event(self, name: str) -> EventType:
+        """The event ``name`` of the ABI; ValueError when it has none of that name."""
+        found = self._by_name.get(name)
+        if found is None:
+            raise ValueError(f"the ABI has no event {name!r}")
+        return found
+
+    def topics(self, name: str, filters: Mapping[str, Any] | None = None) -> list[str | None]:
+        """The ``eth_getLogs`` topic filter for event ``name`` with indexed arguments equal to
+        ``filters`` (by name; None or absent matches any), trailing wildcards left out."""
+        event = self.event(name)
+        topics: list[str | None] = ["0x" + event.topic.hex()]
+        for arg, kind in event.indexed:
+            value = (filters or {}).get(arg)
+            topics.append(None if value is None else "0x" + abi_encode([kind], [value]).hex())
+        while topics and topics[-1] is None:
+            topics.pop()
+        return topics
+
+    def decode(self, log: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The event name and arguments (by their Solidity names) of one log (an
+        ``eth_getLogs`` entry or a receipt's log), or None when it is none of the ABI's
+        events. ValueError when its topics or data do not hold the event's arguments."""
+        topics = log["topics"]
+        if not topics:
+            return None
+        event = self._by_topic.get(bytes(topics[0]))
+        if event is None:
+            return None
+        if len(topics) != 1 + len(event.indexed):
+            raise ValueError(
+                f"{event.name}: {len(topics) - 1} indexed topics, expected {len(event.indexed)}"
+            )
+        args: dict[str, Any] = {}
+        for (arg, kind), topic in zip(event.indexed, topics[1:], strict=True):
+            word = bytes(topic)
+            # an indexed dynamic value is its keccak hash: kept as the 32 bytes
+            args[arg] = (
+                decode_word(kind, word, f"{event.name}.{arg}") if _static_word(kind) else word
+            )
+        data = bytes(log["data"])
+        if all(_static_word(kind) for _, kind in event.plain):
+            if len(data) < WORD * len(event.plain):
+                raise ValueError(f"{event.name}: {len(data)} bytes of data, too short")
+            for i, (arg, kind) in enumerate(event.plain):
+                args[arg] = decode_word(
+                    kind, data[i * WORD : (i + 1) * WORD], f"{event.name}.{arg}"
+                )
+        else:
+            values = abi_decode([kind for _, kind in event.plain], data)
+            args.update(zip((arg for arg, _ in event.plain), values, strict=True))
+        return event.name, args
+
+    def record(self, log: Mapping[str, Any]) -> MarketEvent | None:
+        """The :mod:`ledger.events` record of one log of the market, or None for an event
+        without one (roles, pauses, terms changes) or of another ABI."""
+        decoded = self.decode(log)
+        if decoded is None:
+            return None
+        name, args = decoded
+        build = _RECORDS.get(name)
+        return None if build is None else build(args, position(log), tx_hash(log))
+
+
+def position(log: Mapping[str, Any]) -> LogPosition:
+    """Where a log sits: its block number and log index."""
+    return LogPosition(int(log["blockNumber"]), int(log["logIndex"]))
+
+
+def tx_hash(log: Mapping[str, Any]) -> str:
+    """The ``0x`` hex hash of the transaction that emitted a log."""
+    return "0x" + bytes(log["transactionHash"]).hex()
+
+
+_Builder = Callable[[dict[str, Any], LogPosition, str], MarketEvent]
+
+_RECORDS: dict[str, _Builder] = {
+    "ParticipantRegistered": lambda a, at, tx: ParticipantRegistered(
+        a["participant"], a["meter"], a["participantIndex"], at, tx
+    ),
+    "MeterRotated": lambda a, at, tx: MeterRotated(
+        a["participant"], a["oldMeter"], a["newMeter"], at, tx
+    ),
+    "ParticipantDeregistered": lambda a, at, tx: ParticipantDeregistered(a["participant"], at, tx),
+    "Deposited": lambda a, at, tx: EscrowChange(a["participant"], a["amount"], at, tx),
+    "Withdrawn": lambda a, at, tx: EscrowChange(a["participant"], -a["amount"], at, tx),
+    "IntervalCommitted": lambda a, at, tx: IntervalCommitted(
+        interval=a["interval"],
+        book_root=a["bookRoot"],
+        settlement_head=a["settlementHead"],
+        orders_digest=a["ordersDigest"],
+        trade_count=a["tradeCount"],
+        deadline=a["deadline"],
+        penalty_price_per_wh=a["penaltyPricePerWh"],
+        tolerance_bps=a["toleranceBps"],
+        position=at,
+        tx_hash=tx,
+    ),
+    "CollateralLocked": lambda a, at, tx: CollateralLocked(
+        a["interval"], a["participant"], a["amount"], at, tx
+    ),
+    "ReadingSubmitted": lambda a, at, tx: ReadingSubmitted(
+        a["interval"], a["participant"], a["importedWh"], a["exportedWh"], at, tx
+    ),
+    "TradeSettled": lambda a, at, tx: TradeSettled(
+        interval=a["interval"],
+        trade_index=a["tradeIndex"],
+        delivered_wh=a["deliveredWh"],
+        payment_base_units=a["paymentBaseUnits"],
+        refund_base_units=a["refundBaseUnits"],
+        penalty_base_units=a["penaltyBaseUnits"],
+        position=at,
+        tx_hash=tx,
+    ),
+    "ParticipantSettled": lambda a, at, tx: ParticipantSettled(
+        a["interval"], a["participant"], a["releasedBaseUnits"], a["creditedBaseUnits"], at, tx
+    ),
+    "IntervalSettled": lambda a, at, tx: IntervalSettled(a["interval"], at, tx),
+}
+"""How each event of the market becomes its record, from its arguments by Solidity name."""
+
+
+@functools.cache
+def market_codec() -> EventCodec:
+    """The codec of the EnergyMarket's events (from the committed artifact's ABI)."""
+    return EventCodec(load_artifact("EnergyMarket").abi)
+
+
+__all__ = [
+    "EventCodec",
+    "EventType",
+    "decode_word",
+    "market_codec",
+    "position",
+    "tx_hash",
+]
