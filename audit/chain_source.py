@@ -31,11 +31,11 @@ from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import is_address, to_checksum_address
 from web3 import Web3
 
-from audit.evidence import AuditError, CommitRecord, LedgerEvidence, unreachable_reason
+from audit.evidence import AuditError, CommitRecord, LedgerEvidence
 from chain.artifacts import load_artifact
 from chain.connection import RPC_TIMEOUT_SECONDS
 from chain.logs import EventReader, LogSource
-from chain.reader import interval_info
+from chain.rpc import unreachable_reason
 from ledger.calldata import decode_commit_calldata
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
 from ledger.events import (
@@ -52,7 +52,7 @@ from ledger.events import (
     ReadingSubmitted,
     TradeSettled,
 )
-from ledger.records import Trade
+from ledger.records import IntervalInfo, Trade
 
 LedgerReader = Callable[..., LedgerEvidence]
 """``reader(w3, market_address, block=None, from_block=0, logs=None) -> LedgerEvidence``."""
@@ -168,7 +168,7 @@ def read_ledger(
     say(f"reading {len(record.readings)} meter readings")
     readings = _with_signatures(reader, market, record.readings)
 
-    states = {t: interval_info(_values(view(views.intervalInfo(t)))) for t in commits}
+    states = {t: IntervalInfo.from_values(_values(view(views.intervalInfo(t)))) for t in commits}
     balances: dict[str, tuple[int, int]] = {}
     for address in sorted(record.seen):
         free, locked = view(views.balanceOf(address))

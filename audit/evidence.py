@@ -43,17 +43,6 @@ class AuditError(WattledgerError):
     code = "audit_input_unavailable"
 
 
-def unreachable_reason(err: Exception) -> str:
-    """A short cause for a failed request, for an :class:`AuditError` (the full text of a
-    requests or httpx error is noise)."""
-    text = str(err)
-    if "Connection refused" in text:
-        return "connection refused (nothing is listening there)"
-    if "timed out" in text.lower():
-        return "the connection timed out"
-    return f"{type(err).__name__}: {text[:300]}"
-
-
 @dataclass(frozen=True, slots=True)
 class CommitRecord:
     """An ``IntervalCommitted`` event and the trades of its transaction's calldata.
@@ -227,5 +216,4 @@ __all__ = [
     "PublishedOrder",
     "parse_published_book",
     "rules_from_market_info",
-    "unreachable_reason",
 ]

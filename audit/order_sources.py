@@ -30,8 +30,8 @@ from audit.evidence import (
     PublishedBook,
     parse_published_book,
     rules_from_market_info,
-    unreachable_reason,
 )
+from chain.rpc import unreachable_reason
 from ledger.errors import InputError
 from market.client import MarketApiError, MarketClient
 

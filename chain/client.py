@@ -39,7 +39,7 @@ from ledger.calldata import (
     settle_chunk_args,
 )
 from ledger.contract_errors import IntervalNotCommitted, LedgerRevert
-from ledger.eip712 import ReadingDomain, SignedReading
+from ledger.eip712 import Domain, SignedReading
 from ledger.records import (
     Balance,
     IntervalInfo,
@@ -343,9 +343,9 @@ class LedgerClient:
 
     # -- readings
 
-    def domain(self) -> ReadingDomain:
+    def domain(self) -> Domain:
         """EIP-712 domain meter keys sign readings under."""
-        return ReadingDomain(chain_id=self.chain.chain_id, market=self.address)
+        return Domain(self.chain.chain_id, self.address)
 
     def reading_digest(self, reading: Reading) -> bytes:
         """The digest the contract expects a meter to sign for ``reading``."""

@@ -41,6 +41,7 @@ from web3.types import RPCEndpoint, TxReceipt
 
 from chain.errors import ChainConnectionError
 from chain.receipts import format_receipt, hash_bytes, hash_hex, tester_receipt
+from chain.rpc import unreachable_reason
 
 ChainKind = Literal["eth-tester", "json-rpc"]
 
@@ -366,15 +367,6 @@ def _embedded() -> Chain:
     return Chain(w3=w3, kind="eth-tester", rpc_url=None, signers=signers, _tester=tester)
 
 
-def _reason(err: Exception) -> str:
-    text = str(err)
-    if "Connection refused" in text:
-        return "connection refused (nothing is listening there)"
-    if "timed out" in text.lower():
-        return "the connection timed out"
-    return f"{type(err).__name__}: {text[:300]}"
-
-
 def local_session(rpc_url: str) -> requests.Session | None:
     """A requests session that ignores the environment's proxy settings, for an endpoint on
     this machine (``127.0.0.1``, ``localhost``, ``::1``); None for any other host.
@@ -411,7 +403,7 @@ def _json_rpc(rpc_url: str, private_keys: tuple[str, ...]) -> Chain:
         chain_id = int(w3.eth.chain_id)
     except Exception as err:  # requests, JSON and RPC errors all mean "not a usable chain"
         raise ChainConnectionError(
-            f"Cannot reach a chain at {rpc_url}: {_reason(err)}.",
+            f"Cannot reach a chain at {rpc_url}: {unreachable_reason(err)}.",
             hint=(
                 "Start a local node with `wattledger node` (anvil on 127.0.0.1:8545), check the "
                 "URL and port, or leave out --rpc-url to use the embedded chain."

@@ -45,7 +45,7 @@ from chain.logs import Block, EventReader
 from chain.rpc import QUICK_RETRIES, request_lock, rpc_result, to_int, with_retries
 from ledger.events import IntervalCommitted, ParticipantRegistered, ReadingSubmitted
 from ledger.hashing import keccak
-from ledger.records import STATUS_NAMES, IntervalInfo
+from ledger.records import IntervalInfo
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +65,6 @@ _TOTAL_ESCROWED = _selector("totalEscrowed()")
 _EPOCH = _selector("epoch()")
 _INTERVAL_SECONDS = _selector("intervalSeconds()")
 _INFO_TYPES = ["(uint8,uint64,uint64,uint64,uint16,uint128,bytes32,bytes32)"]
-
-
-def interval_info(values: Sequence[Any]) -> IntervalInfo:
-    """The eight values of an ``intervalInfo`` answer as :class:`IntervalInfo`; a status the
-    contract does not define (only a different contract answers one) keeps its number."""
-    status = int(values[0])
-    if status < len(STATUS_NAMES):
-        return IntervalInfo.from_values(values)
-    _, count, cursor, deadline, tol, pp, root, remaining = values
-    return IntervalInfo(
-        str(status),
-        int(count),
-        int(cursor),
-        int(deadline),
-        int(tol),
-        int(pp),
-        bytes(root),
-        bytes(remaining),
-    )
 
 
 def _batch_result(method: str, reply: Any) -> Any:
@@ -252,7 +233,7 @@ class MarketReader:
         """
         if not self._embedded:
             (values,) = self.view(self.market, self._interval_call(t), _INFO_TYPES)
-            return interval_info(values)
+            return IntervalInfo.from_values(values)
         cached = self._intervals.get(t)
         if cached is not None and self._still_holds(*cached):
             return cached[2]
@@ -264,7 +245,7 @@ class MarketReader:
         except ContractLogicError as err:
             raise RuntimeError(f"eth_call failed: {err.message}") from None
         (values,) = abi_decode(_INFO_TYPES, raw)
-        info = interval_info(values)
+        info = IntervalInfo.from_values(values)
         if info.status == "none":
             self._intervals.pop(t, None)
         else:
@@ -470,5 +451,4 @@ __all__ = [
     "ChainClock",
     "MarketReader",
     "MeterInfo",
-    "interval_info",
 ]

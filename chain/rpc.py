@@ -97,6 +97,17 @@ def is_transient(err: BaseException) -> bool:
     return "connection refused" in text or "connection reset" in text
 
 
+def unreachable_reason(err: Exception) -> str:
+    """A short cause for a request that got no answer, for an error message (the full text
+    of a requests or httpx error is noise)."""
+    text = str(err)
+    if "Connection refused" in text:
+        return "connection refused (nothing is listening there)"
+    if "timed out" in text.lower():
+        return "the connection timed out"
+    return f"{type(err).__name__}: {text[:300]}"
+
+
 def with_retries(
     what: str,
     call: Callable[[], T],
@@ -158,5 +169,6 @@ __all__ = [
     "rpc_result",
     "serialize_requests",
     "to_int",
+    "unreachable_reason",
     "with_retries",
 ]

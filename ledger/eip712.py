@@ -367,28 +367,6 @@ def reading_digest(domain_separator: bytes, reading: ReadingFields) -> bytes:
 
 
 @dataclass(frozen=True)
-class ReadingDomain:
-    """The EIP-712 domain of one deployed market."""
-
-    chain_id: int
-    market: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """The domain as eth_account's typed-data ``domain`` object."""
-        return {
-            "name": DOMAIN_NAME,
-            "version": DOMAIN_VERSION,
-            "chainId": self.chain_id,
-            "verifyingContract": to_checksum_address(self.market),
-        }
-
-    @property
-    def separator(self) -> bytes:
-        """``hashStruct(EIP712Domain)``, what :func:`reading_digest` takes."""
-        return Domain(self.chain_id, self.market).separator
-
-
-@dataclass(frozen=True)
 class SignedReading:
     """A reading with its meter signature in compact form (``r``, ``vs``), 32 bytes each."""
 
@@ -436,17 +414,17 @@ def _message(reading: Reading) -> dict[str, Any]:
     }
 
 
-def sign_reading(meter: LocalAccount, reading: Reading, domain: ReadingDomain) -> SignedReading:
+def sign_reading(meter: LocalAccount, reading: Reading, domain: Domain) -> SignedReading:
     """Sign ``reading`` with the meter key ``meter`` for the market in ``domain``, as a wallet
     does (eth_account's ``sign_typed_data``), in compact form."""
     signed = meter.sign_typed_data(
-        domain_data=domain.as_dict(), message_types=READING_TYPES, message_data=_message(reading)
+        domain_data=domain.as_json(), message_types=READING_TYPES, message_data=_message(reading)
     )
     r, vs = compact_signature("0x" + bytes(signed.signature).hex())
     return SignedReading(reading=reading, r=r, vs=vs)
 
 
-def recover_meter(signed: SignedReading, domain: ReadingDomain) -> str:
+def recover_meter(signed: SignedReading, domain: Domain) -> str:
     """Return the checksum address that signed ``signed`` (as the contract recovers it);
     raise BadSignature when no key recovers (or ``s`` is high)."""
     digest = reading_digest(domain.separator, signed.reading)
@@ -467,7 +445,6 @@ __all__ = [
     "TYPES",
     "TYPE_HASHES",
     "Domain",
-    "ReadingDomain",
     "ReadingFields",
     "SignedReading",
     "compact_signature",

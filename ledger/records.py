@@ -108,10 +108,14 @@ class IntervalInfo:
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> IntervalInfo:
-        """The struct ``intervalInfo(t)`` returns, as its eight decoded ABI values."""
+        """The struct ``intervalInfo(t)`` returns, as its eight decoded ABI values.
+
+        A status the contract does not define (only a different contract answers one) keeps
+        its number, so whoever reads it can report it rather than crash."""
         status, count, cursor, deadline, tol, pp, root, remaining = values
+        number = int(status)
         return cls(
-            STATUS_NAMES[int(status)],
+            STATUS_NAMES[number] if 0 <= number < len(STATUS_NAMES) else str(number),
             int(count),
             int(cursor),
             int(deadline),

@@ -16,12 +16,9 @@ settlement service's own:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import functools
 
-from chain.client import LedgerClient
 from chain.reader import MarketReader
-from chain.rpc import QUICK_RETRIES
 from ledger.events import (
     CollateralLocked,
     IntervalEvents,
@@ -41,16 +38,10 @@ class ChainReader(MarketReader):
     ``start_block`` is where event scans begin (the market's deployment block).
     """
 
-    def __init__(
-        self,
-        client: LedgerClient,
-        *,
-        start_block: int = 0,
-        sleep: Callable[[float], None] = time.sleep,
-        quick_retries: int = QUICK_RETRIES,
-    ) -> None:
-        super().__init__(client, start_block=start_block, sleep=sleep, quick_retries=quick_retries)
-        self._readings: dict[int, tuple[int, dict[str, ReadingSubmitted]]] = {}
+    @functools.cached_property
+    def _readings(self) -> dict[int, tuple[int, dict[str, ReadingSubmitted]]]:
+        """Per interval: the block after the last one scanned, and the readings seen so far."""
+        return {}
 
     def committed_trades(self, t: int) -> tuple[Trade, ...]:
         """Interval ``t``'s trades in commit order, from the commit transaction's calldata.

@@ -22,7 +22,7 @@ from test_audit_support import PRICE, AuditChain, MarketPlan, run_plan, simple_p
 from audit.chain_source import commit_record
 from audit.checks.book import check_signatures
 from audit.checks.market import code_matches
-from audit.checks.meters import MeterHistory, reading_digest, reading_signer
+from audit.checks.meters import MeterHistory, reading_signer
 from audit.checks.violations import SIGNATURES, CheckLog
 from audit.evidence import (
     ClearingRules,
@@ -36,8 +36,7 @@ from audit.run import audit_market
 from ledger import eip712 as signing
 from ledger import records
 from ledger.calldata import commit_calldata, encode_commit
-from ledger.eip712 import ReadingDomain, recover_meter, sign_reading
-from ledger.eip712 import reading_digest as settlement_reading_digest
+from ledger.eip712 import Domain, recover_meter, sign_reading
 from ledger.errors import InputError
 from ledger.events import (
     IntervalCommitted,
@@ -245,20 +244,18 @@ def test_registration_follows_registration_rotation_and_deregistration() -> None
     exported=st.integers(0, 2**64 - 1),
     key=st.integers(1, 2**255),
 )
-def test_reading_digest_and_signer_agree_with_the_reading_module(
+def test_the_audits_reading_signer_agrees_with_the_reading_module(
     who: str, t: int, imported: int, exported: int, key: int
 ) -> None:
-    """Differential: the audit's fast recovery against ledger.eip712 (eth_account)."""
+    """Differential: the audit's recovery from an event record and its calldata signature
+    against a meter signature made by eth_account and recovered by ledger.eip712."""
     meter = Account.from_key(key.to_bytes(32, "big"))
-    domain = ReadingDomain(31337, "0x" + "cd" * 20)
+    domain = Domain(31337, "0x" + "cd" * 20)
     signed = sign_reading(meter, Reading(who, t, imported, exported), domain)
     record = ReadingSubmitted(
         t, who, imported, exported, LogPosition(1, 0), "0x", (signed.r, signed.vs)
     )
     separator = signing.Domain(31337, "0x" + "cd" * 20).separator
-    assert reading_digest(separator, record) == settlement_reading_digest(
-        domain.separator, signed.reading
-    )
     assert reading_signer(separator, record) == recover_meter(signed, domain) == meter.address
 
 

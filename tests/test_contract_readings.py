@@ -31,7 +31,7 @@ from ledger.contract_errors import (
 )
 from ledger.eip712 import (
     READING_TYPES,
-    ReadingDomain,
+    Domain,
     SignedReading,
     compact_signature,
     expand_signature,
@@ -45,10 +45,10 @@ from ledger.records import Reading
 UINT64_MAX = 2**64 - 1
 
 
-def reference_reading_digest(reading: Reading, domain: ReadingDomain) -> bytes:
+def reference_reading_digest(reading: Reading, domain: Domain) -> bytes:
     """The digest as eth_account's typed-data encoder computes it (what a wallet signs)."""
     signable = encode_typed_data(
-        domain_data=domain.as_dict(),
+        domain_data=domain.as_json(),
         message_types=READING_TYPES,
         message_data={
             "participant": reading.participant,
@@ -69,7 +69,7 @@ addresses = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
 def test_reading_digest_equals_eth_account_typed_data(
     participant: str, t: int, imported: int, exported: int, chain_id: int
 ) -> None:
-    domain = ReadingDomain(chain_id, "0x" + "ab" * 20)
+    domain = Domain(chain_id, "0x" + "ab" * 20)
     reading = Reading(participant, t, imported, exported)
     assert reading_digest(domain.separator, reading) == reference_reading_digest(reading, domain)
 

@@ -33,7 +33,7 @@ from ledger.calldata import (
     party_table,
     settle_chunk_args,
 )
-from ledger.records import SellerPosition, Trade, seller_positions
+from ledger.records import IntervalInfo, SellerPosition, Trade, seller_positions
 from ledger.trade_chain import chain_link, settlement_chain
 
 MARKET = Web3().eth.contract(abi=load_artifact("EnergyMarket").abi)
@@ -384,3 +384,22 @@ def test_decode_balances_refuses_an_answer_of_the_wrong_shape() -> None:
     uneven = abi_encode(["uint256[]", "uint256[]"], [[1, 2], [3]])
     with pytest.raises(ValueError):
         decode_balances(uneven, 2)
+
+
+def test_interval_info_names_the_contracts_statuses_and_keeps_any_other_number() -> None:
+    values = [1, 3, 2, 1_700_000_000, 500, 7, b"\x01" * 32, b"\x02" * 32]
+    info = IntervalInfo.from_values(values)
+    assert (info.status, info.trade_count, info.cursor, info.deadline) == (
+        "committed",
+        3,
+        2,
+        1_700_000_000,
+    )
+    assert (info.tolerance_bps, info.penalty_price_per_wh) == (500, 7)
+    assert (info.book_root, info.remaining_hash) == (b"\x01" * 32, b"\x02" * 32)
+    assert [IntervalInfo.from_values([s, *values[1:]]).status for s in (0, 2, 3, 255)] == [
+        "none",
+        "settled",
+        "3",
+        "255",
+    ]

@@ -22,7 +22,6 @@ from ledger.events import (
     ParticipantRegistered,
     ReadingSubmitted,
 )
-from ledger.hashing import keccak
 
 
 class MeterHistory:
@@ -73,26 +72,6 @@ class MeterHistory:
         return state is not None and state[1]
 
 
-def _word_address(address: str) -> bytes:
-    return bytes(12) + bytes.fromhex(address[2:])
-
-
-def _word(value: int) -> bytes:
-    return value.to_bytes(32, "big")
-
-
-def reading_digest(separator: bytes, reading: ReadingSubmitted) -> bytes:
-    """The EIP-712 digest a meter signs for ``reading`` (the contract's ``readingDigest``)."""
-    struct = keccak(
-        signing.READING_TYPEHASH
-        + _word_address(reading.participant)
-        + _word(reading.interval)
-        + _word(reading.imported_wh)
-        + _word(reading.exported_wh)
-    )
-    return keccak(b"\x19\x01" + separator + struct)
-
-
 def reading_signer(separator: bytes, reading: ReadingSubmitted) -> str:
     """Checksum address that signed ``reading`` (``r``, ``vs`` as EIP-2098); raise if none.
 
@@ -101,15 +80,11 @@ def reading_signer(separator: bytes, reading: ReadingSubmitted) -> str:
     """
     assert reading.signature is not None
     r, vs = reading.signature
-    raw_vs = int.from_bytes(vs, "big")
-    s_value = raw_vs & ((1 << 255) - 1)
-    v = 27 + (raw_vs >> 255)
-    signature = "0x" + (r + s_value.to_bytes(32, "big") + bytes([v])).hex()
-    return address_key(signing.recover(reading_digest(separator, reading), signature))
+    digest = signing.reading_digest(separator, reading)
+    return address_key(signing.recover(digest, signing.expand_signature(r, vs)))
 
 
 __all__ = [
     "MeterHistory",
-    "reading_digest",
     "reading_signer",
 ]
