@@ -335,7 +335,7 @@ def _load(args: argparse.Namespace) -> tuple[Chain, LedgerClient, Deployment]:
 def _print_report(client: LedgerClient, deployment: Deployment, t: int, as_json: bool) -> int:
     from rich.console import Console
 
-    from settlement.report import build_report
+    from settlement.reconciliation import build_report
     from settlement.report_table import render
 
     reader = ChainReader(client, start_block=deployment.contracts["EnergyMarket"].block_number)

@@ -74,7 +74,8 @@ from settlement.config import SettlementConfig
 from settlement.contract_chain import ContractChain
 from settlement.errors import SettlementFailed, TransactionNotMined, UnknownInterval
 from settlement.intake import ReadingIntake, read_chain
-from settlement.report import SettlementReport, build_report
+from settlement.reconciliation import build_report
+from settlement.report import SettlementReport
 from settlement.store import (
     FAILED,
     MISSED,

@@ -27,7 +27,8 @@ from ledger.events import (
 from ledger.records import IntervalInfo, Terms, Trade
 from settlement.interval_record import EscrowSnapshot, IntervalRecord
 from settlement.model import collateral_locks, settle_range
-from settlement.report import SettlementReport, build_report
+from settlement.reconciliation import build_report
+from settlement.report import SettlementReport
 from settlement.report_table import render
 
 A, B, C, D = ("0x" + c * 40 for c in "abcd")
