@@ -10,13 +10,14 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     ├── InputError                       ledger.errors      bad value from a user or file
     │   ├── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
     │   ├── ScenarioError                simulation.scenario  bad scenario TOML (names the key)
-    │   └── RequestError                 market.http.errors  a request the market API refuses (4xx)
-    │       ├── MalformedJson, InvalidRequest, BodyTooLarge, BadSignature, SignerMismatch,
+    │   └── RequestError                 ledger.errors      a request refused with an HTTP 4xx
+    │       ├── BadSignature             ledger.errors      malformed signature, high s, no key
+    │       ├── MalformedJson, InvalidRequest, BodyTooLarge, SignerMismatch,
     │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
     │       │   InsufficientCollateral, SelfCross, BatchTooLarge, BatchRejected, NotYourOrder,
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
-    │       ├── NotOperator, NotFound, MethodNotAllowed   (codes: market.http.errors)
+    │       │   NotOperator, NotFound, MethodNotAllowed   (codes: market.http.errors)
     │       └── UnregisteredMeter, MeterMismatch, ReadingOutOfBounds, ReadingTooEarly,
     │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed, DuplicateReading
     │           (refused meter readings; codes: settlement.errors)
@@ -41,7 +42,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │   └── CompilationError             chain.errors      Solidity did not compile
     ├── ArtifactError                    chain.errors      compiled artifacts missing or stale
     ├── ChainConnectionError             chain.errors      the JSON-RPC endpoint cannot be reached
-    ├── ChainUnavailable                 chain.errors      the node stopped answering (backoff)
+    ├── ChainUnavailable                 chain.errors      a node stopped answering (backoff)
     └── DeploymentError                  chain.errors      a deployment transaction failed
 
 Later parts add their own branches under the same root and draw them here.
