@@ -167,28 +167,6 @@ class EventReader:
 
     # -- decoded ----------------------------------------------------------------------------
 
-    def args(
-        self,
-        event: str,
-        filters: Mapping[str, Any] | None = None,
-        from_block: int = 0,
-        to_block: Block = "latest",
-    ) -> list[dict[str, Any]]:
-        """The ``event`` logs in ``[from_block, to_block]`` whose indexed arguments equal
-        ``filters`` (by name), each ``{"args", "blockNumber", "transactionHash"}``."""
-        out = []
-        for entry in self.raw(self.codec.topics(event, filters), from_block, to_block):
-            decoded = self.codec.decode(entry)
-            if decoded is not None:
-                out.append(
-                    {
-                        "args": decoded[1],
-                        "blockNumber": int(entry["blockNumber"]),
-                        "transactionHash": bytes(entry["transactionHash"]),
-                    }
-                )
-        return out
-
     def records(
         self,
         event: str | None = None,

@@ -365,19 +365,6 @@ class MarketReader:
 
     # -- events -----------------------------------------------------------------------------
 
-    def events(
-        self,
-        event: str,
-        filters: Mapping[str, Any] | None = None,
-        from_block: int | None = None,
-        to_block: Block = "latest",
-    ) -> list[dict[str, Any]]:
-        """The market's ``event`` logs in ``[from_block, to_block]`` (from the deployment
-        block by default) matching ``filters`` (indexed arguments by name), each
-        ``{"args", "blockNumber", "transactionHash"}``."""
-        start = self.start_block if from_block is None else from_block
-        return self.event_reader.args(event, filters, start, to_block)
-
     def committed_intervals(self, from_block: int, to_block: int) -> list[IntervalCommitted]:
         """``IntervalCommitted`` events in blocks ``[from_block, to_block]`` (remembered: later
         scans of an interval's events start at its commit block)."""

@@ -61,6 +61,7 @@ from typing import Any
 import coincurve
 from eth_utils.address import to_checksum_address
 
+from ledger.events import TradeSettled
 from ledger.records import Reading
 from market.client import OrderSigner
 from simulation.agents import Agent, MarketView, OrderIntent, build_agents
@@ -347,14 +348,14 @@ class _Run:
         ]
         with self.sw.stage("settlement"):
             progress = self.system.settle(due)
-        by_interval: dict[int, list[Any]] = {}
+        by_interval: dict[int, list[TradeSettled]] = {}
         for outcome in progress.outcomes:
             by_interval.setdefault(outcome.interval, []).append(outcome)
         for interval, outcomes in by_interval.items():
             record = self.intervals[interval]
             settled = []
             for o in outcomes:
-                trade = record.trades[o.index]
+                trade = record.trades[o.trade_index]
                 settled.append(
                     SettlementRecord(
                         record.t,

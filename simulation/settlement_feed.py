@@ -1,7 +1,8 @@
 """Settlement outcomes as a simulation learns them: from the contract's events, as they come.
 
 :class:`SettlementFeed` reads the ``TradeSettled`` and ``IntervalSettled`` events mined since
-its last look, the same whether settlement runs in-process or on a remote server.
+its last look (as :mod:`ledger.events` records, through the one event reader), the same
+whether settlement runs in-process or on a remote server.
 """
 
 from __future__ import annotations
@@ -9,19 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chain.client import LedgerClient
+from ledger.events import IntervalSettled, TradeSettled
 from settlement.chain_reader import ChainReader
-
-
-@dataclass(frozen=True)
-class TradeOutcome:
-    """One ``TradeSettled`` event: trade ``index`` of interval ``interval`` (commit order)."""
-
-    interval: int
-    index: int
-    delivered_wh: int
-    payment_base_units: int
-    refund_base_units: int
-    penalty_base_units: int
 
 
 @dataclass
@@ -30,7 +20,7 @@ class SettlementProgress:
     and the outcomes of the trades settled on the way."""
 
     settled: list[int] = field(default_factory=list)
-    outcomes: list[TradeOutcome] = field(default_factory=list)
+    outcomes: list[TradeSettled] = field(default_factory=list)
 
 
 class SettlementFeed:
@@ -56,23 +46,13 @@ class SettlementFeed:
         progress = SettlementProgress()
         if latest < self.next_block:
             return progress
-        events = self.reader.events
-        for entry in events("TradeSettled", None, self.next_block, latest):
-            args = entry["args"]
-            progress.outcomes.append(
-                TradeOutcome(
-                    int(args["interval"]),
-                    int(args["tradeIndex"]),
-                    int(args["deliveredWh"]),
-                    int(args["paymentBaseUnits"]),
-                    int(args["refundBaseUnits"]),
-                    int(args["penaltyBaseUnits"]),
-                )
-            )
-        for entry in events("IntervalSettled", None, self.next_block, latest):
-            progress.settled.append(int(entry["args"]["interval"]))
+        events = self.reader.event_reader
+        progress.outcomes += events.of(TradeSettled, None, self.next_block, latest)
+        progress.settled += [
+            e.interval for e in events.of(IntervalSettled, None, self.next_block, latest)
+        ]
         self.next_block = latest + 1
         return progress
 
 
-__all__ = ["SettlementFeed", "SettlementProgress", "TradeOutcome"]
+__all__ = ["SettlementFeed", "SettlementProgress"]

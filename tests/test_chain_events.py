@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -208,16 +207,3 @@ def test_the_tail_follows_new_blocks_and_a_reverted_chain(lived: MarketEnv) -> N
     assert after == fresh.records() and len(after) == len(before) + 1
     chain.revert(snapshot)
     assert tail.records() == fresh.records() == before
-
-
-def test_args_and_records_agree(lived: MarketEnv) -> None:
-    reader = EventReader(lived.chain.w3, lived.ledger.address, chain=lived.chain)
-    args = reader.args("CollateralLocked")
-    records = reader.of(ev.CollateralLocked)
-    assert [dataclasses.replace(r, position=ev.NO_POSITION, tx_hash="") for r in records] == [
-        ev.CollateralLocked(a["args"]["interval"], a["args"]["participant"], a["args"]["amount"])
-        for a in args
-    ]
-    assert [(a["blockNumber"], "0x" + a["transactionHash"].hex()) for a in args] == [
-        (r.position.block_number, r.tx_hash) for r in records
-    ]
