@@ -1,4 +1,5 @@
-"""EIP-712 typed data for orders, cancels and operator actions: hashing, signing, recovery.
+"""EIP-712 typed data for orders, cancels, operator actions and meter readings: hashing,
+signing, recovery.
 
 Authentication in wattledger is by signature (DESIGN §7). A participant signs an
 :data:`ORDER_TYPE` or :data:`CANCEL_TYPE` message with its Ethereum key exactly as a browser
@@ -27,8 +28,9 @@ domain is inside it, the same message on another chain or contract has another i
 Meter readings (the end of this module) are signed by a participant's registered meter key
 over the same domain, as :data:`READING_TYPE`; the contract checks them in ``submitReadings``.
 :func:`reading_digest` is their one digest (settlement intake and the simulation's meters
-hash with it), and :func:`compact_signature` / :func:`expand_signature` the one
-EIP-2098 conversion between a 65-byte signature and the contract's ``(r, vs)``.
+hash with it, the audit recovers with it), and :func:`compact_signature` /
+:func:`expand_signature` the one EIP-2098 conversion between a 65-byte signature and the
+contract's ``(r, vs)``.
 
 Speed: the struct hash is computed here directly (every field of these types is a static
 32-byte word, so ``encodeData`` is a concatenation) and the signer is recovered with
