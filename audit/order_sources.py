@@ -8,7 +8,7 @@
   ``GET /market``); :func:`archive_books` writes one;
 * :class:`MappingOrderSource`: ``{t: body}`` in memory.
 
-The chain's record is the other source, :mod:`audit.chain_source`; :func:`audit.run.run_audit`
+The chain's record is the other source, :mod:`audit.chain_source`; :func:`audit.run.audit_market`
 ties both to :func:`audit.report.audit_evidence`.
 """
 

@@ -20,7 +20,7 @@ from ledger.errors import WattledgerError
 def audit_market(
     chain: Any,
     market_address: str,
-    order_source: OrderSourceLike,
+    source: OrderSourceLike,
     from_t: int | None = None,
     to_t: int | None = None,
     *,
@@ -33,7 +33,7 @@ def audit_market(
     """Audit a market: the library entry (the ``wattledger audit`` command calls it too).
 
     ``chain`` is a :class:`chain.connection.Chain`, a ``Web3`` or a JSON-RPC URL.
-    ``order_source`` is where the published order sets come from: a market API base URL, a
+    ``source`` is where the published order sets come from: a market API base URL, a
     :class:`market.client.MarketClient`, a directory of ``<t>.json`` files (with an optional
     ``market.json``), a mapping ``{t: GET /intervals/{t}/orders body}``, or an
     :class:`audit.order_sources.OrderSource`. ``block`` pins the audit to a block (default:
@@ -42,34 +42,6 @@ def audit_market(
     ``reader`` replaces the chain reader (tests use it to tamper with the events the audit
     reads). Raises :class:`AuditError` when the evidence cannot be read.
     """
-    return run_audit(
-        chain,
-        market_address,
-        order_source,
-        from_t,
-        to_t,
-        block=block,
-        from_block=from_block,
-        rules=rules,
-        reader=reader,
-        progress=progress,
-    )
-
-
-def run_audit(
-    chain: Any,
-    market_address: str,
-    source: OrderSourceLike,
-    from_t: int | None = None,
-    to_t: int | None = None,
-    *,
-    block: int | None = None,
-    from_block: int = 0,
-    rules: ClearingRules | None = None,
-    reader: LedgerReader | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> AuditReport:
-    """Read the chain and the published sets, then audit (see :func:`audit.run.audit_market`)."""
     say = progress or (lambda _msg: None)
     w3 = web3_of(chain)
     orders = order_source(source)
@@ -100,7 +72,4 @@ def run_audit(
     return audit_evidence(ledger, books, chosen_rules, from_t, to_t, say)
 
 
-__all__ = [
-    "audit_market",
-    "run_audit",
-]
+__all__ = ["audit_market"]

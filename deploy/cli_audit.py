@@ -10,7 +10,7 @@ from pathlib import Path
 from audit.chain_source import web3_of
 from audit.evidence import AuditError, ClearingRules
 from audit.order_sources import ApiOrderSource, DirectoryOrderSource, OrderSource, archive_books
-from audit.run import run_audit
+from audit.run import audit_market
 from chain.deployment import read_deployment
 from deploy.cli_clear import parse_k
 from ledger.errors import InputError
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    report = run_audit(
+    report = audit_market(
         w3,
         market,
         source,

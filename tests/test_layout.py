@@ -308,7 +308,7 @@ def test_a_circle_of_modules_fails(tmp_path: Path) -> None:
         tmp_path,
         {
             "audit/run.py": "def f():\n    from audit import sources\n",
-            "audit/sources.py": "from audit.run import run_audit\n",
+            "audit/sources.py": "from audit.run import audit_market\n",
         },
     )
     (violation,) = check_layout(root)
