@@ -9,7 +9,8 @@ read thousands. An argument of a dynamic type, which no market event has today, 
 eth_abi. ``tests/test_chain_events.py`` holds the decoding equal to web3's.
 
 :meth:`EventCodec.decode` gives a log's event name and arguments by their Solidity names (what
-:meth:`chain.reader.MarketReader.events` and :meth:`chain.client.LedgerClient.events` return);
+:meth:`chain.client.LedgerClient.events` returns), each word read by
+:func:`ledger.abi.decode_word`;
 :meth:`EventCodec.record` the typed record of :mod:`ledger.events`. :func:`market_codec` is the
 codec of the EnergyMarket artifact. Reading the logs from a node is :mod:`chain.logs`.
 """
@@ -17,7 +18,6 @@ codec of the EnergyMarket artifact. Reading the logs from a node is :mod:`chain.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +26,7 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 
 from chain.artifacts import load_artifact
-from ledger.abi import ADDRESS_PAD, WORD
-from ledger.addresses import checksum_of_bytes
+from ledger.abi import WORD, decode_word, is_static_word
 from ledger.events import (
     CollateralLocked,
     EscrowChange,
@@ -43,8 +42,6 @@ from ledger.events import (
     TradeSettled,
 )
 from ledger.hashing import keccak
-
-_SIZED = re.compile(r"^(uint|int|bytes)(\d*)$")
 
 
 @dataclass(frozen=True)
@@ -62,49 +59,6 @@ class EventType:
         """``Name(type,...)`` as hashed into ``topic0``."""
         types = [t for _, t in (*self.indexed, *self.plain)]
         return f"{self.name}({','.join(types)})"
-
-
-def _static_word(kind: str) -> bool:
-    if kind in ("address", "bool"):
-        return True
-    sized = _SIZED.match(kind)
-    return sized is not None and not (sized.group(1) == "bytes" and not sized.group(2))
-
-
-def decode_word(kind: str, word: bytes, what: str) -> Any:
-    """The value of the static ABI type ``kind`` in one 32-byte ``word``, as eth_abi decodes
-    it (addresses in checksum form); ValueError for a value outside its type or padding that
-    is not zero."""
-    if len(word) != WORD:
-        raise ValueError(f"{what}: a word is {WORD} bytes, not {len(word)}")
-    if kind == "address":
-        if word[:12] != ADDRESS_PAD:
-            raise ValueError(f"{what}: not an address (high bytes set)")
-        return checksum_of_bytes(word[12:])
-    if kind == "bool":
-        value = int.from_bytes(word, "big")
-        if value > 1:
-            raise ValueError(f"{what}: {value} is not a bool")
-        return value == 1
-    sized = _SIZED.match(kind)
-    if sized is None:
-        raise ValueError(f"{what}: {kind} is not a static type of one word")
-    base, bits = sized.group(1), sized.group(2)
-    if base == "bytes":
-        size = int(bits)
-        if any(word[size:]):
-            raise ValueError(f"{what}: bytes{size} with bytes set past its length")
-        return word[:size]
-    width = int(bits or 256)
-    if base == "uint":
-        value = int.from_bytes(word, "big")
-        if value >> width:
-            raise ValueError(f"{what}: {value} does not fit in {kind}")
-        return value
-    value = int.from_bytes(word, "big", signed=True)
-    if not -(1 << (width - 1)) <= value < 1 << (width - 1):
-        raise ValueError(f"{what}: {value} does not fit in {kind}")
-    return value
 
 
 class EventCodec:
@@ -168,10 +122,10 @@ class EventCodec:
             word = bytes(topic)
             # an indexed dynamic value is its keccak hash: kept as the 32 bytes
             args[arg] = (
-                decode_word(kind, word, f"{event.name}.{arg}") if _static_word(kind) else word
+                decode_word(kind, word, f"{event.name}.{arg}") if is_static_word(kind) else word
             )
         data = bytes(log["data"])
-        if all(_static_word(kind) for _, kind in event.plain):
+        if all(is_static_word(kind) for _, kind in event.plain):
             if len(data) < WORD * len(event.plain):
                 raise ValueError(f"{event.name}: {len(data)} bytes of data, too short")
             for i, (arg, kind) in enumerate(event.plain):
@@ -261,7 +215,6 @@ def market_codec() -> EventCodec:
 __all__ = [
     "EventCodec",
     "EventType",
-    "decode_word",
     "market_codec",
     "position",
     "tx_hash",

@@ -4,15 +4,19 @@ Every commit and settlement encodes or decodes about a hundred trades of static 
 eth_abi's generic encoder and decoder spent about a millisecond per trade on that, where the
 ABI's head/tail layout of these few types is plain 32-byte word concatenation. Each encoding
 built from these words is property-tested against eth_abi (``tests/test_ledger_codecs.py``,
-and ``tests/test_settlement_calldata.py`` for :func:`encode_static_args`).
+and ``tests/test_settlement_calldata.py`` for :func:`encode_static_args`); :func:`decode_word`
+reads one word back (the market's events, ``tests/test_chain_events.py``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from eth_abi.abi import encode as abi_encode
+
+from ledger.addresses import checksum_of_bytes
 
 WORD = 32
 """Bytes in one ABI word."""
@@ -124,6 +128,56 @@ def encode_static_args(types: Sequence[str], args: Sequence[Any]) -> bytes:
     return b"".join(head + tail)
 
 
+# Decoding: one word of any static type, as eth_abi decodes it (the market's events are words).
+
+_SIZED = re.compile(r"^(uint|int|bytes)(\d*)$")
+
+
+def is_static_word(kind: str) -> bool:
+    """Whether a value of ABI type ``kind`` is one word: an address, a bool, a sized
+    integer or a ``bytesN`` (not ``bytes``, ``string`` or an array)."""
+    if kind in ("address", "bool"):
+        return True
+    sized = _SIZED.match(kind)
+    return sized is not None and not (sized.group(1) == "bytes" and not sized.group(2))
+
+
+def decode_word(kind: str, word: bytes, what: str) -> Any:
+    """The value of the static ABI type ``kind`` in one 32-byte ``word``, as eth_abi decodes
+    it (addresses in checksum form); ValueError for a value outside its type or padding that
+    is not zero."""
+    if len(word) != WORD:
+        raise ValueError(f"{what}: a word is {WORD} bytes, not {len(word)}")
+    if kind == "address":
+        if word[:12] != ADDRESS_PAD:
+            raise ValueError(f"{what}: not an address (high bytes set)")
+        return checksum_of_bytes(word[12:])
+    if kind == "bool":
+        value = int.from_bytes(word, "big")
+        if value > 1:
+            raise ValueError(f"{what}: {value} is not a bool")
+        return value == 1
+    sized = _SIZED.match(kind)
+    if sized is None:
+        raise ValueError(f"{what}: {kind} is not a static type of one word")
+    base, bits = sized.group(1), sized.group(2)
+    if base == "bytes":
+        size = int(bits)
+        if any(word[size:]):
+            raise ValueError(f"{what}: bytes{size} with bytes set past its length")
+        return word[:size]
+    width = int(bits or 256)
+    if base == "uint":
+        value = int.from_bytes(word, "big")
+        if value >> width:
+            raise ValueError(f"{what}: {value} does not fit in {kind}")
+        return value
+    value = int.from_bytes(word, "big", signed=True)
+    if not -(1 << (width - 1)) <= value < 1 << (width - 1):
+        raise ValueError(f"{what}: {value} does not fit in {kind}")
+    return value
+
+
 __all__ = [
     "ADDRESS_PAD",
     "UINT32_LIMIT",
@@ -134,6 +188,7 @@ __all__ = [
     "WORD",
     "address_bytes",
     "bytes32_word",
+    "decode_word",
     "encode_static_args",
     "static_tuple_fields",
     "static_word",

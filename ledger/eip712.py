@@ -303,12 +303,6 @@ def recover(message_digest: bytes, signature: Any) -> str:
     return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
 
 
-READING_TYPE: Final = (
-    "MeterReading(address participant,uint64 interval,uint64 importedWh,uint64 exportedWh)"
-)
-READING_TYPEHASH: Final = keccak(READING_TYPE.encode())
-"""``keccak256(encodeType(MeterReading))``, the contract's ``METER_READING_TYPEHASH``."""
-
 READING_TYPES: Final[dict[str, list[dict[str, str]]]] = {
     "MeterReading": [
         {"name": "participant", "type": "address"},
@@ -318,6 +312,11 @@ READING_TYPES: Final[dict[str, list[dict[str, str]]]] = {
     ]
 }
 """The ``MeterReading`` type as a wallet's typed-data ``types`` object."""
+
+READING_TYPE: Final = _encode_type("MeterReading", READING_TYPES["MeterReading"]).decode()
+"""``encodeType(MeterReading)``: ``MeterReading(address participant,uint64 interval,...)``."""
+READING_TYPEHASH: Final = keccak(READING_TYPE.encode())
+"""``keccak256(encodeType(MeterReading))``, the contract's ``METER_READING_TYPEHASH``."""
 
 
 class ReadingFields(Protocol):

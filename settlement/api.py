@@ -44,7 +44,6 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from ledger.addresses import checksum_address
 from market.http.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from market.http.params import IntervalParam
 
@@ -231,7 +230,7 @@ def settlement_router(service: SettlementService) -> APIRouter:
         """Every interval the settlement service tracks, with its state and last error."""
         return JSONResponse(
             {
-                "settler": checksum_address(service.sender.address.lower()),
+                "settler": service.chain.settler,
                 "maxIntakeReadings": service.config.max_intake_readings,
                 "intervals": [
                     {
@@ -279,7 +278,7 @@ def create_settlement_app(
             "status": "ok",
             "chainId": service.chain_id,
             "market": service.market,
-            "settler": service.sender.address,
+            "settler": service.chain.settler,
             "now": service.clock.now(),
         }
 

@@ -57,6 +57,11 @@ class SettlementChain(Protocol):
         ...
 
     @property
+    def settler(self) -> str:
+        """The account that sends the service's transactions, checksummed."""
+        ...
+
+    @property
     def start_block(self) -> int:
         """Where scans for commits begin (the market's deployment block)."""
         ...

@@ -35,6 +35,7 @@ class ContractChain:
     def __init__(self, reader: ChainReader, sender: TxSender) -> None:
         self.reader = reader
         self.sender = sender
+        self.settler = sender.address
         self.chain_id = int(
             reader.retry("reading the chain id", lambda: reader.client.chain.chain_id)
         )

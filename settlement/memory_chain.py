@@ -103,6 +103,7 @@ class MemoryChain:
         *,
         chain_id: int = 31337,
         market: str = "0x" + "11" * 20,
+        settler: str = "0x" + "22" * 20,
         epoch_seconds: int = 1_700_000_000,
         interval_seconds: int = 900,
         now_seconds: int | None = None,
@@ -112,6 +113,7 @@ class MemoryChain:
     ) -> None:
         self.chain_id = chain_id
         self.market = to_checksum_address(market)
+        self.settler = to_checksum_address(settler)
         self.start_block = 0
         self.epoch_seconds = epoch_seconds
         self.interval_seconds = interval_seconds

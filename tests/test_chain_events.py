@@ -21,9 +21,10 @@ from test_ledger_support import MarketEnv, trade
 
 from chain import logs as chain_logs
 from chain.connection import Chain
-from chain.events import decode_word, market_codec
+from chain.events import market_codec
 from chain.logs import EventReader
 from ledger import events as ev
+from ledger.abi import decode_word
 from ledger.records import Terms
 
 
