@@ -1,11 +1,21 @@
-"""EIP-712 typed data for orders, cancels, operator actions and meter readings: hashing,
-signing, recovery.
+"""EIP-712 typed data for orders, cancels, operator actions, registrations and meter
+readings: the types and what their fields mean, hashing, signing, recovery.
 
 Authentication in wattledger is by signature (DESIGN §7). A participant signs an
-:data:`ORDER_TYPE` or :data:`CANCEL_TYPE` message with its Ethereum key exactly as a browser
-wallet's ``eth_signTypedData_v4`` does, and the market recovers the signer from the EIP-712
-digest. :func:`typed_data` builds the full ``{"types", "primaryType", "domain", "message"}``
-object, which is what a wallet is handed; ``GET /market`` publishes the domain and types.
+:data:`ORDER_TYPE`, :data:`CANCEL_TYPE` or :data:`REGISTRATION_TYPE` message with its Ethereum
+key exactly as a browser wallet's ``eth_signTypedData_v4`` does, and the market recovers the
+signer from the EIP-712 digest. This module is the one source of what a client signs:
+:data:`TYPES` (every type), :data:`FIELD_DESCRIPTIONS` (each field's meaning and unit),
+:data:`MESSAGE_KINDS` and :func:`template`, the ready-to-sign ``{"domain", "primaryType",
+"types"}`` object of one type that ``GET /market`` publishes per kind (a client signs
+``{**template, "message": msg}`` as it is), and :func:`message_schema`, its JSON Schema.
+:func:`typed_data` is a template with its message.
+
+Signature forms (:data:`SIGNATURE_DESCRIPTION`)
+    :func:`parse_signature` takes 65 bytes ``r ‖ s ‖ v`` with ``v`` 27/28 or 0/1 and 64 bytes
+    ``r ‖ vs`` (EIP-2098), refuses a high ``s``, and :func:`canonical_signature` gives the one
+    form stored and published (65 bytes, ``v`` 27/28), so a message has one signature text
+    whatever form the client sent.
 
 Domain
     ``{name, version, chainId, verifyingContract}`` with ``verifyingContract`` the
@@ -20,6 +30,7 @@ Types (all integers unsigned; ``side`` is 0 for buy, 1 for sell, like a Solidity
           uint128 pricePerWh,uint64 nonce,uint64 expiry)
     Cancel(address participant,bytes32 orderHash,uint64 nonce,uint64 expiry)
     CloseGate(uint64 interval,uint64 nonce,uint64 expiry)          (operator only)
+    Registration(address participant,address meter,uint64 nonce,uint64 expiry)
 
 The **order hash** is the EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator ‖ structHash)``.
 It is the order's id everywhere (API, store, on-chain trade, Merkle leaf input); because the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -18,7 +18,6 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from market_harness import PRICE, Market, account, make_market
 
-import market.registrar
 from ledger import eip712 as signing
 from ledger.errors import BadSignature
 from ledger.hashing import keccak
@@ -27,10 +26,12 @@ from market.client import AppTransport, OrderSigner
 from market.clock import SimulatedClock
 from market.http.app import create_app
 from market.ledger_port import MemoryLedger
-from market.registrar_policy import APPROVE, Decision, RegistrationRequest, refuse
 from market.service import MarketConfig, MarketService
 from market.signed_messages import SignedMessage
 from market.store import OrderStore
+
+if TYPE_CHECKING:  # imported in the tests, so that each fails alone on a market without them
+    from market.registrar_policy import Decision, RegistrationRequest
 
 ZERO = "0x" + "00" * 20
 KINDS = {
@@ -155,8 +156,12 @@ def test_every_kind_signed_from_its_template_alone_is_accepted(
     }
     placed = http.post("/orders", json={"order": order, "signature": signed("order", alice, order)})
     assert placed.status_code == 201, placed.text
-    cancel = {"participant": alice.address, "orderHash": placed.json()["id"], "nonce": 12}
-    cancel["expiry"] = expiry
+    cancel = {
+        "participant": alice.address,
+        "orderHash": placed.json()["id"],
+        "nonce": 12,
+        "expiry": expiry,
+    }
     gone = http.request(
         "DELETE",
         f"/orders/{placed.json()['id']}",
@@ -170,8 +175,12 @@ def test_every_kind_signed_from_its_template_alone_is_accepted(
     )
     assert closed.status_code == 200, closed.text
     newcomer = account(7)
-    registration = {"participant": newcomer.address, "meter": account(8).address}
-    registration |= {"nonce": 1, "expiry": expiry}
+    registration: dict[str, Any] = {
+        "participant": newcomer.address,
+        "meter": account(8).address,
+        "nonce": 1,
+        "expiry": expiry,
+    }
     answer = http.post(
         "/registrations",
         json={
@@ -391,6 +400,8 @@ def test_a_held_request_is_pending_durable_and_a_flood_makes_no_chain_write(
     # durable: a restarted market still holds it, and the registrar approves it later
     service = m.reopen(MarketConfig(registrar_policy="hold"))
     assert service.registration(newcomer.address).status == "pending"
+    from market.registrar_policy import APPROVE
+
     done = service.decide_registration(newcomer.address, APPROVE)
     assert done.status == "registered" and done.tx_hash is not None
     assert m.ledger.registrations == [(newcomer.address.lower(), meter.lower())]
@@ -416,6 +427,8 @@ def test_the_default_policy_holds_off_dev_chains_and_approves_on_them(tmp_path: 
 def test_a_refusing_policy_answers_with_its_reason_and_the_nonce_stays_used(tmp_path: Path) -> None:
     class NoMetersOfOurs:
         def decide(self, request: RegistrationRequest) -> Decision:
+            from market.registrar_policy import APPROVE, refuse
+
             if request.meter == account(82).address.lower():
                 return refuse("that meter belongs to another site")
             return APPROVE
@@ -451,7 +464,7 @@ def test_a_failed_chain_write_is_kept_and_retried_by_the_same_request(
     assert m.service.store.get_registration(who.address.lower()).status == "registering"  # type: ignore[union-attr]
     expect(http.post("/registrations", json=body), 503, "service_unavailable")  # too soon
     m.ledger.fail_registrations = False
-    monkeypatch.setattr(market.registrar, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr("market.registrar.RETRY_SECONDS", 0.0)
     answer = http.post("/registrations", json=body)
     assert answer.status_code == 201 and answer.json()["status"] == "registered", answer.text
     assert m.ledger.registrations == [(who.address.lower(), account(92).address.lower())]
