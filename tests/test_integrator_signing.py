@@ -480,3 +480,20 @@ def test_registration_messages_hash_as_eth_account_does() -> None:
     assert signing._encode_type("Registration", signing.REGISTRATION_TYPE) == (
         b"Registration(address participant,address meter,uint64 nonce,uint64 expiry)"
     )
+
+
+def test_the_openapi_document_describes_the_templates_and_registrations(
+    env: tuple[Market, httpx.Client],
+) -> None:
+    _, http = env
+    document = http.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert {"messages", "domain", "types", "primaryTypes"} <= set(
+        schemas["Eip712Info"]["properties"]
+    )
+    assert set(schemas["MessageKind"]["required"]) >= {"template", "fields", "submit"}
+    assert "meter" in schemas["ParticipantInfo"]["properties"]
+    assert "64 bytes" in schemas["SignedOrder"]["properties"]["signature"]["description"]
+    register = document["paths"]["/registrations"]["post"]
+    assert {"201", "202", "403", "409"} <= set(register["responses"])
+    assert "404" in document["paths"]["/registrations/{participant}"]["get"]["responses"]
