@@ -20,6 +20,7 @@ from deploy.cli_args import positive_int
 from deploy.cli_settle import add_serve_arguments, settlement_for_serve
 from ledger.errors import InputError
 from market.chain_ledger import ChainLedger
+from market.registrar_policy import POLICY_NAMES
 from market.service import MarketConfig
 
 if TYPE_CHECKING:
@@ -33,7 +34,10 @@ Participants submit EIP-712 signed orders; at each interval's gate closure the m
 and publishes the interval's orders, clears them and commits the trades with the Merkle root
 of the order set on-chain (EnergyMarket.commitInterval) from the operator account (the
 deployer). Accepted orders are stored in SQLite (--db) before they are acknowledged; a
-restart recovers the open book and finishes any interrupted commit.
+restart recovers the open book and finishes any interrupted commit. GET /market publishes a
+ready-to-sign EIP-712 template for every signed message. A participant asks to be registered
+with POST /registrations; --registrar-policy decides, and an approved request is registered
+on-chain from the deployer account (which holds REGISTRAR_ROLE on a deployment made here).
 
 Without --rpc-url the embedded eth-tester chain is used: the contracts are deployed at start,
 and the chain's development accounts (whose keys are the well-known eth-tester test keys) are
@@ -105,6 +109,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "each (default: on for the embedded chain, off otherwise)",
     )
     parser.add_argument(
+        "--registrar-policy",
+        choices=POLICY_NAMES,
+        default="auto",
+        help="how POST /registrations is decided: approve (register on-chain at once), hold "
+        "(keep requests pending for the registrar) or auto (default: approve on development "
+        "chains, anvil's 31337 and the embedded one; hold elsewhere)",
+    )
+    parser.add_argument(
         "--deployments-dir",
         metavar="DIR",
         type=Path,
@@ -172,7 +184,11 @@ def run(args: argparse.Namespace) -> int:
             else Path(f"market-{chain.chain_id}.db")
         )
     gate = args.gate_closure_seconds or max(interval_seconds // 3, 1)
-    config = MarketConfig(gate_closure_seconds=gate, max_ahead_intervals=args.max_ahead_intervals)
+    config = MarketConfig(
+        gate_closure_seconds=gate,
+        max_ahead_intervals=args.max_ahead_intervals,
+        registrar_policy=args.registrar_policy,
+    )
     service = MarketService(OrderStore(db), ChainLedger(client), SystemClock(), config)
     recovered = service.recover()
     if recovered:

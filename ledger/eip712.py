@@ -1,11 +1,21 @@
-"""EIP-712 typed data for orders, cancels, operator actions and meter readings: hashing,
-signing, recovery.
+"""EIP-712 typed data for orders, cancels, operator actions, registrations and meter
+readings: the types and what their fields mean, hashing, signing, recovery.
 
 Authentication in wattledger is by signature (DESIGN §7). A participant signs an
-:data:`ORDER_TYPE` or :data:`CANCEL_TYPE` message with its Ethereum key exactly as a browser
-wallet's ``eth_signTypedData_v4`` does, and the market recovers the signer from the EIP-712
-digest. :func:`typed_data` builds the full ``{"types", "primaryType", "domain", "message"}``
-object, which is what a wallet is handed; ``GET /market`` publishes the domain and types.
+:data:`ORDER_TYPE`, :data:`CANCEL_TYPE` or :data:`REGISTRATION_TYPE` message with its Ethereum
+key exactly as a browser wallet's ``eth_signTypedData_v4`` does, and the market recovers the
+signer from the EIP-712 digest. This module is the one source of what a client signs:
+:data:`TYPES` (every type), :data:`FIELD_DESCRIPTIONS` (each field's meaning and unit),
+:data:`MESSAGE_KINDS` and :func:`template`, the ready-to-sign ``{"domain", "primaryType",
+"types"}`` object of one type that ``GET /market`` publishes per kind (a client signs
+``{**template, "message": msg}`` as it is), and :func:`message_schema`, its JSON Schema.
+:func:`typed_data` is a template with its message.
+
+Signature forms (:data:`SIGNATURE_DESCRIPTION`)
+    :func:`parse_signature` takes 65 bytes ``r ‖ s ‖ v`` with ``v`` 27/28 or 0/1 and 64 bytes
+    ``r ‖ vs`` (EIP-2098), refuses a high ``s``, and :func:`canonical_signature` gives the one
+    form stored and published (65 bytes, ``v`` 27/28), so a message has one signature text
+    whatever form the client sent.
 
 Domain
     ``{name, version, chainId, verifyingContract}`` with ``verifyingContract`` the
@@ -20,6 +30,7 @@ Types (all integers unsigned; ``side`` is 0 for buy, 1 for sell, like a Solidity
           uint128 pricePerWh,uint64 nonce,uint64 expiry)
     Cancel(address participant,bytes32 orderHash,uint64 nonce,uint64 expiry)
     CloseGate(uint64 interval,uint64 nonce,uint64 expiry)          (operator only)
+    Registration(address participant,address meter,uint64 nonce,uint64 expiry)
 
 The **order hash** is the EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator ‖ structHash)``.
 It is the order's id everywhere (API, store, on-chain trade, Merkle leaf input); because the
@@ -84,11 +95,100 @@ CLOSE_GATE_TYPE: Final = [
     {"name": "nonce", "type": "uint64"},
     {"name": "expiry", "type": "uint64"},
 ]
+READING_FIELDS: Final = [
+    {"name": "participant", "type": "address"},
+    {"name": "interval", "type": "uint64"},
+    {"name": "importedWh", "type": "uint64"},
+    {"name": "exportedWh", "type": "uint64"},
+]
+REGISTRATION_TYPE: Final = [
+    {"name": "participant", "type": "address"},
+    {"name": "meter", "type": "address"},
+    {"name": "nonce", "type": "uint64"},
+    {"name": "expiry", "type": "uint64"},
+]
 TYPES: Final[dict[str, list[dict[str, str]]]] = {
     "Order": ORDER_TYPE,
     "Cancel": CANCEL_TYPE,
     "CloseGate": CLOSE_GATE_TYPE,
+    "MeterReading": READING_FIELDS,
+    "Registration": REGISTRATION_TYPE,
 }
+"""Every primary type the market and the settlement service take, by name."""
+
+_NONCE = (
+    "single-use number of the signer (uint64): any value it has not used before; one set per "
+    "signer, shared by its orders, cancels and registrations (the operator's by its CloseGate)"
+)
+_EXPIRY = (
+    "Unix time in seconds (uint64) until which the signed message may be submitted; "
+    "refused from that second on"
+)
+FIELD_DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
+    "Order": {
+        "participant": "the participant's 0x address (20 bytes), which signs the order",
+        "interval": (
+            "delivery interval number (uint64): interval t covers the Unix seconds "
+            "[epoch + t * intervalSeconds, epoch + (t + 1) * intervalSeconds) of GET /market"
+        ),
+        "side": "0 = buy (a bid), 1 = sell (an ask) (uint8)",
+        "quantityWh": "energy in Wh (watt-hours), a whole number, at least 1 (uint64)",
+        "pricePerWh": (
+            "limit price in token base units per Wh (uint128); the token has 18 decimals, so "
+            "0.25 currency/kWh is 250000000000000"
+        ),
+        "nonce": _NONCE,
+        "expiry": _EXPIRY,
+    },
+    "Cancel": {
+        "participant": "the 0x address (20 bytes) of the order's participant, which signs",
+        "orderHash": "id of the order to cancel: its EIP-712 digest, 0x + 64 hex digits (bytes32)",
+        "nonce": _NONCE,
+        "expiry": _EXPIRY,
+    },
+    "CloseGate": {
+        "interval": "delivery interval number whose gate to close now (uint64)",
+        "nonce": "single-use number of the operator key (uint64)",
+        "expiry": _EXPIRY,
+    },
+    "MeterReading": {
+        "participant": (
+            "the participant's 0x address (20 bytes) whose meter measured; the signer is the "
+            "meter key registered for it, not the participant"
+        ),
+        "interval": "delivery interval number the reading covers (uint64)",
+        "importedWh": "energy drawn from the grid in the interval, in Wh (uint64)",
+        "exportedWh": "energy fed into the grid in the interval, in Wh (uint64)",
+    },
+    "Registration": {
+        "participant": "the 0x address (20 bytes) to register, which signs: only itself",
+        "meter": (
+            "the 0x address (20 bytes) of the meter key that will sign the participant's "
+            "MeterReadings; not zero, not the market's contracts or operator"
+        ),
+        "nonce": _NONCE,
+        "expiry": _EXPIRY,
+    },
+}
+"""What each field of each type means, with its unit: ``GET /market`` publishes it beside
+each ready-to-sign template (:func:`template`)."""
+
+SIGNERS: Final[dict[str, str]] = {
+    "Order": "the participant's key",
+    "Cancel": "the participant's key",
+    "CloseGate": "the market operator's key (GET /market: operator)",
+    "MeterReading": "the participant's registered meter key (GET /participants/{address}: meter)",
+    "Registration": "the participant's key (a participant registers only itself)",
+}
+"""Which key signs each type."""
+
+SIGNATURE_DESCRIPTION: Final = (
+    "EIP-712 signature as 0x hex, in any of three forms: 65 bytes r‖s‖v with v 27 or 28 "
+    "(what eth_signTypedData_v4 returns), 65 bytes with v 0 or 1, or 64 bytes r‖vs "
+    "(EIP-2098 compact). s must be in the lower half of the curve order (EIP-2). The market "
+    "stores and publishes the canonical form, 65 bytes r‖s‖v with v 27/28, lower-case hex; "
+    "a message's id never depends on the form."
+)
 
 SIDE_BUY: Final = 0
 SIDE_SELL: Final = 1
@@ -226,14 +326,71 @@ def order_digest(
     return keccak(b"\x19\x01" + domain_separator + keccak(encoded))
 
 
-def typed_data(domain: Domain, primary_type: str, message: Mapping[str, Any]) -> dict[str, Any]:
-    """The full typed-data object a wallet signs with ``eth_signTypedData_v4``."""
+MESSAGE_KINDS: Final[dict[str, str]] = {
+    "order": "Order",
+    "cancel": "Cancel",
+    "closeGate": "CloseGate",
+    "meterReading": "MeterReading",
+    "registration": "Registration",
+}
+"""Each kind of signed message (``GET /market``'s ``eip712.messages`` keys) and its type."""
+
+
+def template(domain: Domain, primary_type: str) -> dict[str, Any]:
+    """The ready-to-sign typed data of ``primary_type`` in ``domain``, without a message:
+    ``{"domain", "primaryType", "types": {"EIP712Domain", <primary type>}}``. A client signs
+    ``{**template, "message": message}`` as it is (``eth_signTypedData_v4``, or eth_account's
+    ``encode_typed_data(full_message=...)``): one primary type per object, so no signer has
+    to guess which of several types is meant."""
     return {
-        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, primary_type: TYPES[primary_type]},
-        "primaryType": primary_type,
         "domain": domain.as_json(),
-        "message": dict(message),
+        "primaryType": primary_type,
+        "types": {
+            "EIP712Domain": [dict(f) for f in EIP712_DOMAIN_TYPE],
+            primary_type: [dict(f) for f in TYPES[primary_type]],
+        },
     }
+
+
+def _field_schema(kind: str, description: str) -> dict[str, Any]:
+    if kind == "address":
+        return {"type": "string", "pattern": "^0[xX][0-9a-fA-F]{40}$", "description": description}
+    if kind == "bytes32":
+        return {"type": "string", "pattern": "^0[xX][0-9a-fA-F]{64}$", "description": description}
+    bound = UINT_BOUNDS[kind] - 1
+    return {
+        "description": description,
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": bound},
+            {"type": "string", "pattern": "^[0-9]+$", "maxLength": len(str(bound))},
+        ],
+    }
+
+
+def message_schema(primary_type: str) -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of a ``primary_type`` message as the API takes it:
+    exactly the type's fields; an unsigned integer as a JSON integer or a string of decimal
+    digits within its type's range, an address or bytes32 as ``0x`` hex. Derived from
+    :data:`TYPES` and :data:`FIELD_DESCRIPTIONS`; the service's own bounds (a positive
+    quantity, the market's maxima) are checked beyond it."""
+    fields = TYPES[primary_type]
+    descriptions = FIELD_DESCRIPTIONS[primary_type]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": primary_type,
+        "type": "object",
+        "additionalProperties": False,
+        "required": [f["name"] for f in fields],
+        "properties": {
+            f["name"]: _field_schema(f["type"], descriptions[f["name"]]) for f in fields
+        },
+    }
+
+
+def typed_data(domain: Domain, primary_type: str, message: Mapping[str, Any]) -> dict[str, Any]:
+    """The full typed-data object a wallet signs with ``eth_signTypedData_v4``: the
+    :func:`template` of ``primary_type`` with ``message``."""
+    return {**template(domain, primary_type), "message": dict(message)}
 
 
 def sign(
@@ -260,27 +417,34 @@ def sign_digest(private_key: bytes | coincurve.PrivateKey, message_digest: bytes
     return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
 
 
+_SIGNATURE_FORMS: Final = (
+    "expected 0x followed by 130 hex digits (r, s, v) or 128 (EIP-2098 compact r, vs)"
+)
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+_LOW_255_BITS: Final = (1 << 255) - 1
+
+
 def parse_signature(signature: Any) -> bytes:
     """Return a 65-byte ``r ‖ s ‖ v`` signature (v normalised to 0/1); raise if malformed.
 
-    Accepts ``v`` as 27/28 (wallets) or 0/1, and refuses a high ``s`` (EIP-2).
+    Accepts the three forms of :data:`SIGNATURE_DESCRIPTION`: 65 bytes with ``v`` 27/28
+    (wallets) or 0/1, and 64 bytes ``r ‖ vs`` (EIP-2098: ``v - 27`` in the top bit of ``s``).
+    Refuses a high ``s`` (EIP-2), so each message has exactly one accepted signature, whatever
+    the form it came in.
     """
     if (
         not isinstance(signature, str)
-        or len(signature) != 132
-        or signature[:2]
-        not in (
-            "0x",
-            "0X",
-        )
+        or len(signature) not in (130, 132)
+        or signature[:2] not in ("0x", "0X")
     ):
-        raise BadSignature("signature: expected 0x followed by 130 hex digits (r, s, v)")
-    try:
-        raw = bytes.fromhex(signature[2:])
-    except ValueError:
-        raise BadSignature("signature: not hex") from None
-    if len(raw) != 65:  # bytes.fromhex skips whitespace, so 132 characters can be fewer bytes
-        raise BadSignature("signature: expected 0x followed by 130 hex digits (r, s, v)")
+        raise BadSignature(f"signature: {_SIGNATURE_FORMS}")
+    if not _HEX_DIGITS.issuperset(signature[2:]):  # bytes.fromhex would skip whitespace
+        raise BadSignature("signature: not hex")
+    raw = bytes.fromhex(signature[2:])
+    if len(raw) == 64:
+        vs = int.from_bytes(raw[32:], "big")
+        s_word = (vs & _LOW_255_BITS).to_bytes(32, "big")
+        raw = raw[:32] + s_word + bytes([vs >> 255])
     v = raw[64]
     if v >= 27:
         v -= 27
@@ -293,9 +457,14 @@ def parse_signature(signature: Any) -> bytes:
     return raw[:64] + bytes([v])
 
 
-def recover(message_digest: bytes, signature: Any) -> str:
-    """Return the lower-case 0x address that signed ``message_digest``; raise if invalid."""
-    raw = parse_signature(signature)
+def canonical_signature(raw: bytes) -> str:
+    """The canonical text of a :func:`parse_signature` result: ``0x`` + 130 lower-case hex
+    digits, ``r ‖ s ‖ v`` with ``v`` 27/28; what the market stores and publishes."""
+    return "0x" + raw[:64].hex() + ("1b" if raw[64] == 0 else "1c")
+
+
+def recover_parsed(message_digest: bytes, raw: bytes) -> str:
+    """:func:`recover` of a signature already parsed by :func:`parse_signature`."""
     try:
         public = coincurve.PublicKey.from_signature_and_message(raw, message_digest, hasher=None)
     except Exception:  # coincurve raises a bare Exception when no key recovers
@@ -303,14 +472,19 @@ def recover(message_digest: bytes, signature: Any) -> str:
     return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
 
 
-READING_TYPES: Final[dict[str, list[dict[str, str]]]] = {
-    "MeterReading": [
-        {"name": "participant", "type": "address"},
-        {"name": "interval", "type": "uint64"},
-        {"name": "importedWh", "type": "uint64"},
-        {"name": "exportedWh", "type": "uint64"},
-    ]
-}
+def recover(message_digest: bytes, signature: Any) -> str:
+    """Return the lower-case 0x address that signed ``message_digest``; raise if invalid."""
+    return recover_parsed(message_digest, parse_signature(signature))
+
+
+def recover_canonical(message_digest: bytes, signature: Any) -> tuple[str, str]:
+    """The signer of ``message_digest`` (lower-case 0x) and ``signature`` in its canonical
+    form (:func:`canonical_signature`), for an intake that stores what it recovered from."""
+    raw = parse_signature(signature)
+    return recover_parsed(message_digest, raw), canonical_signature(raw)
+
+
+READING_TYPES: Final[dict[str, list[dict[str, str]]]] = {"MeterReading": READING_FIELDS}
 """The ``MeterReading`` type as a wallet's typed-data ``types`` object."""
 
 READING_TYPE: Final = _encode_type("MeterReading", READING_TYPES["MeterReading"]).decode()
@@ -438,28 +612,39 @@ __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
     "EIP712_DOMAIN_TYPE",
+    "FIELD_DESCRIPTIONS",
+    "MESSAGE_KINDS",
     "ORDER_TYPE",
+    "READING_FIELDS",
     "READING_TYPE",
     "READING_TYPEHASH",
+    "REGISTRATION_TYPE",
     "SIDE_BUY",
     "SIDE_SELL",
+    "SIGNATURE_DESCRIPTION",
+    "SIGNERS",
     "TYPES",
     "TYPE_HASHES",
     "Domain",
     "ReadingFields",
     "SignedReading",
+    "canonical_signature",
     "compact_signature",
     "digest",
     "expand_signature",
+    "message_schema",
     "order_digest",
     "parse_bytes32",
     "parse_signature",
     "reading_digest",
     "recover",
+    "recover_canonical",
     "recover_meter",
+    "recover_parsed",
     "sign",
     "sign_digest",
     "sign_reading",
     "struct_hash",
+    "template",
     "typed_data",
 ]

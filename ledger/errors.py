@@ -17,7 +17,9 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
     │       │   InsufficientCollateral, SelfCross, BatchTooLarge, BatchRejected, NotYourOrder,
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
-    │       │   NotOperator, NotFound, MethodNotAllowed   (codes: market.http.errors)
+    │       │   NotOperator, NotFound, MethodNotAllowed, InvalidMeter, RegistrationExpired,
+    │       │   RegistrationRefused, AlreadyRegistered, RegistrationPending,
+    │       │   RegistrationNotFound                      (codes: market.http.errors)
     │       └── UnregisteredMeter, MeterMismatch, ReadingOutOfBounds, ReadingTooEarly,
     │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed, DuplicateReading
     │           (refused meter readings; codes: settlement.errors)

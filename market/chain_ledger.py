@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from chain.client import LedgerClient
 from ledger.addresses import checksum_address
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
-from ledger.records import Balance, Terms, Trade
+from ledger.records import Balance, ParticipantInfo, Terms, Trade
 from market.ledger_port import CommitReceipt, IntervalTiming, LedgerCallFailed, LedgerInfo
 
 T = TypeVar("T")
@@ -91,6 +91,24 @@ class ChainLedger:
             f"reading registration of {participant}",
             lambda: self.client.participant_info(participant).registered,
         )
+
+    def participant(self, participant: str) -> ParticipantInfo:
+        """``participantInfo(participant)``: meter key, index, registered."""
+        return self._guard(
+            f"reading registration of {participant}",
+            lambda: self.client.participant_info(participant),
+        )
+
+    def register_participant(self, participant: str, meter: str) -> str:
+        """``registerParticipant(participant, meter)`` from ``client.sender`` (the deployer,
+        which holds ``REGISTRAR_ROLE`` on a deployment made by ``wattledger deploy``/``serve``;
+        a sender without it reverts with ``AccessControlUnauthorizedAccount``)."""
+
+        def send() -> str:
+            receipt = self.client.register_participant(participant, meter)
+            return "0x" + bytes(receipt["transactionHash"]).hex().removeprefix("0x")
+
+        return self._guard(f"registering {participant}", send)
 
     def balances(self, participant: str) -> Balance:
         """``balanceOf(participant)``: free and locked base units."""

@@ -170,14 +170,22 @@ class OrderSigner:
             "importedWh": imported_wh,
             "exportedWh": exported_wh,
         }
-        full = {
-            "types": {"EIP712Domain": signing.EIP712_DOMAIN_TYPE, **signing.READING_TYPES},
-            "primaryType": "MeterReading",
-            "domain": self.domain.as_json(),
-            "message": message,
-        }
+        full = signing.typed_data(self.domain, "MeterReading", message)
         signed = self.account.sign_message(encode_typed_data(full_message=full))
         return {"reading": message, "signature": "0x" + bytes(signed.signature).hex()}
+
+    def registration(
+        self, meter: str, *, nonce: int | None = None, expiry: int | None = None
+    ) -> dict[str, Any]:
+        """The ``POST /registrations`` body: this account asks to be registered with the
+        meter key ``meter``."""
+        message = {
+            "participant": self.account.address,
+            "meter": meter,
+            "nonce": str(nonce if nonce is not None else self._nonces.next()),
+            "expiry": str(self._expiry(expiry)),
+        }
+        return {"registration": message, "signature": self._sign("Registration", message)}
 
 
 class AppTransport(httpx.BaseTransport):
@@ -340,6 +348,21 @@ class MarketClient:
         return result
 
     # -- participants and intervals ------------------------------------------------------
+
+    def register(self, meter: str, *, account: LocalAccount | None = None) -> dict[str, Any]:
+        """Ask to be registered with the meter key ``meter`` (``POST /registrations``);
+        return the answer (``registered`` or ``pending``)."""
+        body = self.signer(account).registration(meter)
+        result: dict[str, Any] = self._request("POST", "/registrations", body)
+        return result
+
+    def registration(self, address: str | None = None) -> dict[str, Any]:
+        """``GET /registrations/{address}`` (default: the client's account)."""
+        who = address or (self.account.address if self.account else None)
+        if who is None:
+            raise ValueError("no address given and no account")
+        result: dict[str, Any] = self._request("GET", f"/registrations/{who}")
+        return result
 
     def participant(self, address: str | None = None) -> dict[str, Any]:
         """``GET /participants/{address}`` (default: the client's account)."""

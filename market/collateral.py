@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from ledger import eip712 as signing
 from ledger.errors import RequestError
-from ledger.records import Balance, Terms, Trade
+from ledger.records import Balance, ParticipantInfo, Terms, Trade
 from market.http.errors import InsufficientCollateral, ServiceUnavailable, UnregisteredParticipant
 from market.ledger_port import Ledger, LedgerCallFailed
 
@@ -148,16 +148,23 @@ class Collateral:
                     hint="Deposit more tokens on the market contract, or cancel open orders.",
                 )
 
-    def read_standing(self, participant: str) -> tuple[bool, Balance]:
-        """Whether ``participant`` is registered, and its balance, read from the chain now;
-        the caches take the answer."""
-        registered = _call_ledger(self.ledger.is_registered, participant)
+    def read_standing(self, participant: str) -> tuple[ParticipantInfo, Balance]:
+        """``participant``'s registration record (meter key, registered) and its balance, read
+        from the chain now; the caches take the answer."""
+        record = _call_ledger(self.ledger.participant, participant)
         balance = _call_ledger(self.ledger.balances, participant)
         with self._lock:
             self.free[participant] = balance.free
-            if registered:
+            if record.registered:
                 self.registered.add(participant)
-        return registered, balance
+                self._unregistered_until.pop(participant, None)
+        return record, balance
+
+    def forget_unregistered(self, participant: str) -> None:
+        """Drop a cached "not registered" answer for ``participant`` (it was just registered),
+        so its next order reads the chain again."""
+        with self._lock:
+            self._unregistered_until.pop(participant, None)
 
     def uncovered(self, needs_base_units: dict[str, int]) -> tuple[dict[str, int], set[str]]:
         """Re-read the free balances of the participants of ``needs_base_units`` (what each

@@ -151,11 +151,9 @@ class Intake:
                     if len(entry) == 2:
                         errors.append(entry)
                         continue
-                    index, parsed, order_hash = entry
+                    index, parsed, order_hash, signature = entry
                     try:
-                        order, lock = self._reserve(
-                            parsed, order_hash, now, signed[index].signature
-                        )
+                        order, lock = self._reserve(parsed, order_hash, now, signature)
                     except RequestError as err:
                         errors.append((index, err))
                         continue
@@ -173,37 +171,38 @@ class Intake:
 
     def _authenticate_all(
         self, signed: Sequence[SignedMessage], now: int
-    ) -> list[tuple[int, ParsedOrder, bytes] | tuple[int, RequestError]]:
+    ) -> list[tuple[int, ParsedOrder, bytes, str] | tuple[int, RequestError]]:
         """The checks that need no shared state, for each order: fields, signature,
         registration, expiry; then the free balance of every participant not seen yet is
         read (outside the lock: a chain call)."""
-        checked: list[tuple[int, ParsedOrder, bytes] | tuple[int, RequestError]] = []
+        checked: list[tuple[int, ParsedOrder, bytes, str] | tuple[int, RequestError]] = []
         for index, item in enumerate(signed):
             try:
-                parsed, order_hash = self._authenticate(item)
+                parsed, order_hash, signature = self._authenticate(item)
                 self.collateral.check_registered(parsed.participant)
                 if parsed.expiry <= now:
                     raise OrderExpired(f"expiry {parsed.expiry} is not after now ({now})")
-                checked.append((index, parsed, order_hash))
+                checked.append((index, parsed, order_hash, signature))
             except RequestError as err:
                 checked.append((index, err))
         free = self.collateral.free
         for entry in checked:
-            if len(entry) == 3 and entry[1].participant not in free:
+            if len(entry) == 4 and entry[1].participant not in free:
                 self.collateral.free_balance(entry[1].participant)
         return checked
 
-    def _authenticate(self, signed: SignedMessage) -> tuple[ParsedOrder, bytes]:
-        """Field checks and signature recovery (no shared state; runs outside the lock)."""
+    def _authenticate(self, signed: SignedMessage) -> tuple[ParsedOrder, bytes, str]:
+        """Field checks and signature recovery (no shared state; runs outside the lock);
+        the order, its hash and its signature in canonical form (65 bytes, v 27/28)."""
         parsed = parse_order(signed.message)
         order_hash = parsed.digest(self._separator)
-        signer = signing.recover(order_hash, signed.signature)
+        signer, signature = signing.recover_canonical(order_hash, signed.signature)
         if signer != parsed.participant:
             raise SignerMismatch(
                 f"the signature is by {signer}, not by participant {parsed.participant}",
                 hint="Sign with the participant's key, over the domain GET /market publishes.",
             )
-        return parsed, order_hash
+        return parsed, order_hash, signature
 
     def _check_window(self, interval: int, now: int) -> None:
         book = self.book
@@ -242,7 +241,7 @@ class Intake:
             price_per_wh=parsed.price_per_wh,
             nonce=parsed.nonce,
             expiry=parsed.expiry,
-            signature=signature.lower(),
+            signature=signature,
             received_at=now,
         )
         self.nonces.add((participant, parsed.nonce))
@@ -290,7 +289,9 @@ class Intake:
         participant, nonce = cancel.participant, cancel.nonce
         if cancel.order_id != order_id.lower():
             raise InvalidRequest("orderHash in the cancel differs from the order id in the path")
-        signer = signing.recover(cancel.digest(self._separator), signed.signature)
+        signer, signature = signing.recover_canonical(
+            cancel.digest(self._separator), signed.signature
+        )
         if signer != participant:
             raise SignerMismatch(f"the signature is by {signer}, not by {participant}")
         now = self.clock.now()
@@ -311,7 +312,7 @@ class Intake:
                 raise IntervalClosed(f"interval {order.interval}: its gate has closed")
             if (participant, nonce) in self.nonces:
                 raise NonceUsed(f"nonce {nonce} of {participant} was already used")
-            record = {"cancel": cancel.as_json(), "signature": signed.signature.lower(), "at": now}
+            record = {"cancel": cancel.as_json(), "signature": signature, "at": now}
             try:
                 self.store.cancel_order(order.id, participant, nonce, record)
             except StoreError as err:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.errors import WattledgerError
-from ledger.records import Balance, Terms, Trade
+from ledger.records import Balance, ParticipantInfo, Terms, Trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,17 @@ class Ledger(Protocol):
         """True when ``participant`` (0x address) is a registered market participant."""
         ...
 
+    def participant(self, participant: str) -> ParticipantInfo:
+        """``participantInfo(participant)``: its meter key (the zero address when it was
+        never registered), index and whether it is registered now."""
+        ...
+
+    def register_participant(self, participant: str, meter: str) -> str:
+        """``registerParticipant(participant, meter)`` from the account holding
+        ``REGISTRAR_ROLE``; return the transaction hash (``0x`` hex) once mined, raise
+        LedgerCallFailed when it fails or reverts."""
+        ...
+
     def balances(self, participant: str) -> Balance:
         """Free and locked balances of ``participant``, in token base units."""
         ...
@@ -126,16 +137,25 @@ class MemoryLedger:
     tolerance_bps: int = 500
     reading_window_seconds: int = 3600
     registered: set[str] = field(default_factory=set)
+    meters: dict[str, str] = field(default_factory=dict)
+    registrations: list[tuple[str, str]] = field(default_factory=list)
+    """Every ``register_participant(participant, meter)`` call, in order."""
+    fail_registrations: bool = False
+    """When set, ``register_participant`` fails as a node that does not answer would."""
     free: dict[str, int] = field(default_factory=dict)
     locked: dict[str, int] = field(default_factory=dict)
     commits: dict[int, tuple[bytes, tuple[Trade, ...]]] = field(default_factory=dict)
     balance_reads: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def register(self, participant: str, deposit_base_units: int = 0) -> None:
-        """Register ``participant`` and credit ``deposit_base_units`` to its free balance."""
+    def register(
+        self, participant: str, deposit_base_units: int = 0, meter: str | None = None
+    ) -> None:
+        """Register ``participant`` (its own meter unless ``meter``) and credit
+        ``deposit_base_units`` to its free balance."""
         key = participant.lower()
         self.registered.add(key)
+        self.meters[key] = (meter or participant).lower()
         self.free[key] = self.free.get(key, 0) + deposit_base_units
 
     def info(self) -> LedgerInfo:
@@ -156,6 +176,25 @@ class MemoryLedger:
 
     def is_registered(self, participant: str) -> bool:
         return participant.lower() in self.registered
+
+    def participant(self, participant: str) -> ParticipantInfo:
+        key = participant.lower()
+        meter = self.meters.get(key, "0x" + "00" * 20)
+        index = sorted(self.meters).index(key) if key in self.meters else 0
+        return ParticipantInfo(meter, index, key in self.registered)  # type: ignore[arg-type]
+
+    def register_participant(self, participant: str, meter: str) -> str:
+        with self._lock:
+            key = participant.lower()
+            if self.fail_registrations:
+                raise LedgerCallFailed("registerParticipant: the node did not answer")
+            if key in self.registered:
+                raise LedgerCallFailed(f"ParticipantAlreadyRegistered({participant})")
+            if int(key, 16) == 0 or int(meter, 16) == 0:
+                raise LedgerCallFailed("ZeroAddress()")
+            self.registrations.append((key, meter.lower()))
+            self.register(key, meter=meter)
+            return "0x" + len(self.registrations).to_bytes(32, "big").hex()
 
     def balances(self, participant: str) -> Balance:
         key = participant.lower()

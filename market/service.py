@@ -13,7 +13,9 @@ wires the parts, each in its own module, around one lock and one book:
 - :mod:`market.book`: the open book in memory, with reservations and the intervals closing;
 - :mod:`market.gate_closure`: freezing, clearing, publishing and committing an interval,
   retries and recovery;
-- :mod:`market.views`: orders, participants, intervals, books and proofs as served.
+- :mod:`market.views`: orders, participants, intervals, books and proofs as served;
+- :mod:`market.registrar`: registration requests, decided by a
+  :mod:`market.registrar_policy` and carried out on-chain.
 
 The on-chain ledger is reached only through the :class:`~market.ledger_port.Ledger` port, and
 the durable state lives in the :class:`~market.store.OrderStore`; at start the service
@@ -34,8 +36,18 @@ from market.collateral import Collateral
 from market.gate_closure import GateClosure, GateSchedule
 from market.intake import Intake, Prepared
 from market.ledger_port import Ledger, LedgerInfo
-from market.signed_messages import SignedMessage
-from market.store import COMMITTED, EMPTY, FROZEN, IntervalRecord, OrderStore, StoredOrder
+from market.registrar import Registrar
+from market.registrar_policy import Decision, RegistrarPolicy, policy_named
+from market.signed_messages import SignedMessage, parse_address
+from market.store import (
+    COMMITTED,
+    EMPTY,
+    FROZEN,
+    IntervalRecord,
+    OrderStore,
+    StoredOrder,
+    StoredRegistration,
+)
 from market.views import IntervalView, MarketViews, ParticipantView, Proof
 
 
@@ -47,6 +59,8 @@ class MarketConfig:
     ``max_ahead_intervals``: how many intervals past the current one accept orders.
     ``mechanism`` and ``k``: passed to :func:`market.clearing.clear`.
     ``max_batch_orders``: most orders in one ``POST /orders:batch``.
+    ``registrar_policy``: how ``POST /registrations`` is decided, by name
+    (:func:`market.registrar_policy.policy_named`: ``auto``, ``approve`` or ``hold``).
     """
 
     gate_closure_seconds: int = 300
@@ -54,6 +68,7 @@ class MarketConfig:
     mechanism: str = "uniform"
     k: tuple[int, int] = (1, 2)
     max_batch_orders: int = 1000
+    registrar_policy: str = "auto"
 
 
 class MarketService:
@@ -69,6 +84,8 @@ class MarketService:
         ledger: Ledger,
         clock: Clock,
         config: MarketConfig | None = None,
+        *,
+        registrar_policy: RegistrarPolicy | None = None,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -111,6 +128,17 @@ class MarketService:
             k=self.config.k,
         )
         self.views = MarketViews(store, self.book, self.collateral, self.schedule)
+        self.registrar = Registrar(
+            store,
+            ledger,
+            clock,
+            self.domain,
+            self.info,
+            registrar_policy or policy_named(self.config.registrar_policy, self.info.chain_id),
+            self.collateral,
+            self.intake.nonces,
+            lock,
+        )
         self._load()
 
     def _load(self) -> None:
@@ -179,6 +207,22 @@ class MarketService:
     def cancel_order(self, order_id: str, signed: SignedMessage) -> StoredOrder:
         """Cancel an open order with its participant's signed ``Cancel`` message."""
         return self.intake.cancel_order(order_id, signed)
+
+    # -- registrations ----------------------------------------------------------------------
+
+    def register(self, signed: SignedMessage) -> StoredRegistration:
+        """Check and carry out a signed ``Registration`` request (:meth:`Registrar.submit
+        <market.registrar.Registrar.submit>`): ``registered`` or ``pending``, else raised."""
+        return self.registrar.submit(signed)
+
+    def registration(self, participant: str) -> StoredRegistration:
+        """``participant``'s latest registration request; RegistrationNotFound if none."""
+        return self.registrar.status(parse_address(participant, "participant"))
+
+    def decide_registration(self, participant: str, decision: Decision) -> StoredRegistration:
+        """The registrar's decision on a held request (:meth:`Registrar.decide
+        <market.registrar.Registrar.decide>`)."""
+        return self.registrar.decide(participant, decision)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The signed messages the market takes, their field checks and their canonical JSON.
 
-A participant sends an EIP-712 ``Order`` or ``Cancel`` message of :mod:`ledger.eip712` with
-its 65-byte signature; the operator sends a ``CloseGate`` message. Each parser here checks
+A participant sends an EIP-712 ``Order``, ``Cancel`` or ``Registration`` message of
+:mod:`ledger.eip712` with its signature (any form :func:`ledger.eip712.parse_signature` takes);
+the operator sends a ``CloseGate`` message. Each parser here checks
 that the message has exactly its type's fields, converts every field (a JSON integer or a
 string of decimal digits for an integer, ``0x`` hex for an address or a hash) and checks its
 bounds, raising the matching :class:`~ledger.errors.RequestError` of :mod:`market.http.errors`.
@@ -254,10 +255,54 @@ def parse_close_gate(message: Mapping[str, Any]) -> ParsedCloseGate:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedRegistration:
+    """A ``Registration`` message with every field checked (addresses lower-case ``0x``)."""
+
+    participant: str
+    meter: str
+    nonce: int
+    expiry: int
+
+    def digest(self, domain_separator: bytes) -> bytes:
+        """The EIP-712 digest the participant signed."""
+        return signing.digest(
+            domain_separator,
+            "Registration",
+            {
+                "participant": self.participant,
+                "meter": self.meter,
+                "nonce": self.nonce,
+                "expiry": self.expiry,
+            },
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The registration in canonical JSON form (checksum addresses, uints as strings)."""
+        return {
+            "participant": checksum_address(self.participant),
+            "meter": checksum_address(self.meter),
+            "nonce": str(self.nonce),
+            "expiry": str(self.expiry),
+        }
+
+
+def parse_registration(message: Mapping[str, Any]) -> ParsedRegistration:
+    """Check a ``Registration`` message's fields; raise the matching RequestError."""
+    require_fields(message, "Registration", "registration")
+    return ParsedRegistration(
+        participant=parse_address(message["participant"], "participant"),
+        meter=parse_address(message["meter"], "meter"),
+        nonce=parse_uint(message["nonce"], "nonce", 64, InvalidRequest),
+        expiry=parse_uint(message["expiry"], "expiry", 64, InvalidRequest),
+    )
+
+
 __all__ = [
     "ParsedCancel",
     "ParsedCloseGate",
     "ParsedOrder",
+    "ParsedRegistration",
     "SignedMessage",
     "is_address",
     "order_message_json",
@@ -265,6 +310,7 @@ __all__ = [
     "parse_cancel",
     "parse_close_gate",
     "parse_order",
+    "parse_registration",
     "parse_uint",
     "require_fields",
 ]

@@ -1,8 +1,9 @@
 """The durable order store: SQLite in WAL mode, one file per market deployment.
 
 Everything the market service must not forget lives here: accepted orders with their
-signatures and arrival sequence, every used nonce, cancels, and each interval's gate closure
-(frozen order set, book root, clearing result, commit transaction). The service keeps hot
+signatures and arrival sequence, every used nonce, cancels, each interval's gate closure
+(frozen order set, book root, clearing result, commit transaction), and each participant's
+registration request (:mod:`market.registrar`). The service keeps hot
 copies in memory and rebuilds them from the store at start (:meth:`OrderStore.open_orders`,
 :meth:`OrderStore.used_nonces`, :meth:`OrderStore.max_seq`).
 
@@ -72,6 +73,19 @@ CREATE TABLE IF NOT EXISTS intervals (
     commit_tx    TEXT,
     commit_block INTEGER
 );
+CREATE TABLE IF NOT EXISTS registrations (
+    participant  TEXT PRIMARY KEY,
+    meter        TEXT NOT NULL,
+    nonce        TEXT NOT NULL,
+    expiry       TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    signature    TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    reason       TEXT,
+    tx_hash      TEXT,
+    received_at  INTEGER NOT NULL,
+    decided_at   INTEGER
+) WITHOUT ROWID;
 """
 
 OPEN = "open"
@@ -122,6 +136,43 @@ class StoredOrder(NamedTuple):
     status: str = OPEN
     filled_wh: int | None = None
     cancel: dict[str, Any] | None = None
+
+
+REGISTRATION_PENDING = "pending"
+"""Registration request held for the registrar's review."""
+REGISTRATION_REGISTERING = "registering"
+"""Registration request approved; its ``registerParticipant`` transaction is not confirmed."""
+REGISTRATION_REGISTERED = "registered"
+"""Registration request approved and the participant registered on-chain."""
+REGISTRATION_REFUSED = "refused"
+"""Registration request refused (``reason`` says why); a new request may follow."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRegistration:
+    """A participant's latest registration request (one row per participant).
+
+    ``digest`` is the EIP-712 digest of the signed ``Registration`` (``0x`` hex), which
+    identifies the request: the same signed message sent again is the same request.
+    """
+
+    participant: str
+    meter: str
+    nonce: int
+    expiry: int
+    digest: str
+    signature: str
+    status: str
+    reason: str | None
+    tx_hash: str | None
+    received_at: int
+    decided_at: int | None
+
+
+_REGISTRATION_COLUMNS = (
+    "participant, meter, nonce, expiry, digest, signature, status, reason, tx_hash, "
+    "received_at, decided_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +276,73 @@ class OrderStore(SqliteStore):
             )
             if cur.rowcount != 1:
                 raise StoreError(f"order {order_id} is not open")
+
+    def save_registration(self, record: StoredRegistration) -> None:
+        """Store ``record`` as its participant's registration request (replacing a refused
+        one) and use its nonce, in one durable transaction; StoreError (nothing stored) when
+        the nonce was used."""
+        r = record
+        with self._transaction() as cur:
+            cur.execute(_INSERT_NONCE, (r.participant, str(r.nonce)))
+            cur.execute(
+                f"INSERT OR REPLACE INTO registrations ({_REGISTRATION_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    r.participant,
+                    r.meter,
+                    str(r.nonce),
+                    str(r.expiry),
+                    r.digest,
+                    r.signature,
+                    r.status,
+                    r.reason,
+                    r.tx_hash,
+                    r.received_at,
+                    r.decided_at,
+                ),
+            )
+
+    def update_registration(
+        self,
+        participant: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        tx_hash: str | None = None,
+        decided_at: int | None = None,
+    ) -> None:
+        """Set the status (and reason, transaction, decision time) of a stored request."""
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE registrations SET status = ?, reason = ?, tx_hash = ?, decided_at = ? "
+                "WHERE participant = ?",
+                (status, reason, tx_hash, decided_at, participant),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"no registration request of {participant}")
+
+    def get_registration(self, participant: str) -> StoredRegistration | None:
+        """The registration request of ``participant`` (lower-case ``0x``), or None."""
+        rows = self._read(
+            f"SELECT {_REGISTRATION_COLUMNS} FROM registrations WHERE participant = ?",
+            (participant,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return StoredRegistration(
+            participant=row[0],
+            meter=row[1],
+            nonce=int(row[2]),
+            expiry=int(row[3]),
+            digest=row[4],
+            signature=row[5],
+            status=row[6],
+            reason=row[7],
+            tx_hash=row[8],
+            received_at=row[9],
+            decided_at=row[10],
+        )
 
     def use_nonce(self, signer: str, nonce: int) -> None:
         """Use ``signer``'s ``nonce`` (operator actions); StoreError if already used."""
@@ -356,8 +474,13 @@ __all__ = [
     "FROZEN",
     "OPEN",
     "ORDER_STATUSES",
+    "REGISTRATION_PENDING",
+    "REGISTRATION_REFUSED",
+    "REGISTRATION_REGISTERED",
+    "REGISTRATION_REGISTERING",
     "IntervalRecord",
     "OrderStore",
     "StoreError",
     "StoredOrder",
+    "StoredRegistration",
 ]

@@ -34,6 +34,8 @@ class ParticipantView:
 
     address: str
     registered: bool
+    meter: str | None
+    """The registered meter key (lower-case ``0x``), None when never registered."""
     free_base_units: int
     locked_base_units: int
     reserved_base_units: int
@@ -72,11 +74,13 @@ class MarketViews:
     def participant(self, address: str) -> ParticipantView:
         """Balances read from the chain now, and what open orders reserve."""
         key = parse_address(address, "address")
-        registered, balance = self.collateral.read_standing(key)
+        record, balance = self.collateral.read_standing(key)
         reserved, open_orders = self.book.participant_orders(key)
+        meter = str(record.meter).lower()
         return ParticipantView(
             address=key,
-            registered=registered,
+            registered=record.registered,
+            meter=None if int(meter, 16) == 0 else meter,
             free_base_units=balance.free,
             locked_base_units=balance.locked,
             reserved_base_units=reserved,

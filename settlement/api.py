@@ -8,8 +8,10 @@ produced by the market API's single error mapping.
 
 ``POST /meter-readings``
     Body ``{"reading": {participant, interval, importedWh, exportedWh}, "signature": "0x…"}``:
-    the EIP-712 ``MeterReading`` exactly as the meter key signed it, and its 65-byte
-    ``r ‖ s ‖ v`` signature (what :meth:`market.client.OrderSigner.reading` produces). Energy
+    the EIP-712 ``MeterReading`` exactly as the meter key signed it, and its signature: 65
+    bytes ``r ‖ s ‖ v`` (``v`` 27/28 or 0/1, what :meth:`market.client.OrderSigner.reading`
+    produces) or 64 bytes EIP-2098 ``r ‖ vs``; stored and shown in the canonical 65-byte form
+    with ``v`` 27/28. Energy
     fields take a JSON integer or a string of decimal digits. ``202 Accepted`` means the
     reading is durably stored (``status: queued``); the service puts it on-chain in the next
     batch, before the interval's reading deadline.
@@ -44,6 +46,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from ledger.eip712 import SIGNATURE_DESCRIPTION
 from market.http.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from market.http.params import IntervalParam
 
@@ -84,7 +87,7 @@ class SignedReading(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reading: ReadingMessage
-    signature: StrictStr = Field(description="65-byte signature r‖s‖v as 0x hex (v 27/28)")
+    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
 
 
 class ReadingBatch(BaseModel):

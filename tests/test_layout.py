@@ -31,6 +31,7 @@ PURE = (
     "market.clearing",
     "market.reference_clearing",
     "market.properties",
+    "market.registrar_policy",
     "settlement.model",
     "settlement.resettlement",
     "settlement.interval_record",

@@ -51,6 +51,7 @@ from market.http.routes.info import info_router
 from market.http.routes.intervals import intervals_router
 from market.http.routes.orders import intake_body_schemas, orders_router
 from market.http.routes.participants import participants_router
+from market.http.routes.registrations import registrations_router
 from market.service import MarketService
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(info_router(service))
     app.include_router(orders_router(service, intake))
     app.include_router(participants_router(service))
+    app.include_router(registrations_router(service))
     app.include_router(intervals_router(service))
     for router in extra_routers:
         app.include_router(router)

@@ -11,8 +11,9 @@ malformed_json              400     the body is not JSON
 invalid_request             422     missing or extra fields, wrong JSON types, bad path or
                                     query parameter
 body_too_large              413     the body exceeds the size limit
-bad_signature               400     the signature is not 65 bytes of hex, has a high ``s``
-                                    or recovers no key
+bad_signature               400     the signature is not 65 bytes (v 27/28 or 0/1) or 64
+                                    bytes (EIP-2098) of hex, has a high ``s`` or recovers
+                                    no key
 signer_mismatch             403     the signature is valid but by another key than the
                                     message's participant (also: signed for another chain
                                     or contract, which changes the digest)
@@ -39,6 +40,16 @@ order_not_in_book           409     proof asked for an order outside its interva
 interval_not_closed         409     published orders, clearing or proof asked before the
                                     interval's gate closed
 not_operator                403     an operator action not signed by the operator key
+invalid_meter               422     a registration's meter is the zero address, one of the
+                                    market's contracts or its operator key
+registration_expired        422     a registration's ``expiry`` has passed
+registration_refused        403     the registrar's policy refused the registration
+                                    (``reason`` says why)
+already_registered          409     the participant is registered on-chain already, or has
+                                    another registration request registered
+registration_pending        409     the participant has another registration request that
+                                    is held (pending) or being sent
+registration_not_found      404     no registration request of this participant
 not_found                   404     no such path
 method_not_allowed          405     the path does not take this method
 service_unavailable         503     the order store or the chain failed (not bad input)
@@ -192,6 +203,42 @@ class NotOperator(RequestError):
     code, status, title = "not_operator", 403, "Operator signature required"
 
 
+class InvalidMeter(RequestError):
+    """Raised when a registration names a meter key that can never sign a reading for it."""
+
+    code, status, title = "invalid_meter", 422, "Invalid meter key"
+
+
+class RegistrationExpired(RequestError):
+    """Raised when a signed registration arrives after its ``expiry``."""
+
+    code, status, title = "registration_expired", 422, "Registration expired"
+
+
+class RegistrationRefused(RequestError):
+    """Raised when the registrar's policy refuses a registration (``reason`` says why)."""
+
+    code, status, title = "registration_refused", 403, "Registration refused"
+
+
+class AlreadyRegistered(RequestError):
+    """Raised when the participant is registered already (on-chain or by another request)."""
+
+    code, status, title = "already_registered", 409, "Already registered"
+
+
+class RegistrationPending(RequestError):
+    """Raised when another registration request of the participant is pending."""
+
+    code, status, title = "registration_pending", 409, "Registration pending"
+
+
+class RegistrationNotFound(RequestError):
+    """Raised when a participant has no registration request."""
+
+    code, status, title = "registration_not_found", 404, "Registration not found"
+
+
 class NotFound(RequestError):
     """Raised for a path the API does not have."""
 
@@ -213,6 +260,7 @@ class ServiceUnavailable(WattledgerError):
 
 
 __all__ = [
+    "AlreadyRegistered",
     "BatchRejected",
     "BatchTooLarge",
     "BodyTooLarge",
@@ -220,6 +268,7 @@ __all__ = [
     "IntervalClosed",
     "IntervalNotClosed",
     "IntervalTooFar",
+    "InvalidMeter",
     "InvalidPrice",
     "InvalidQuantity",
     "InvalidRequest",
@@ -235,6 +284,10 @@ __all__ = [
     "OrderNotInBook",
     "OrderNotOpen",
     "OutOfBounds",
+    "RegistrationExpired",
+    "RegistrationNotFound",
+    "RegistrationPending",
+    "RegistrationRefused",
     "ServiceUnavailable",
     "SignerMismatch",
     "UnregisteredParticipant",

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr
 
+from ledger.eip712 import SIGNATURE_DESCRIPTION
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 
 JsonDict = dict[str, JsonValue]
@@ -70,7 +71,7 @@ class SignedOrder(BaseModel):
     )
 
     order: OrderMessage
-    signature: StrictStr = Field(description="65-byte signature r‖s‖v as 0x hex (v 27/28)")
+    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
 
 
 class OrderBatch(BaseModel):
@@ -113,7 +114,7 @@ class SignedCancel(BaseModel):
     )
 
     cancel: CancelMessage
-    signature: StrictStr
+    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
 
 
 class CloseGateMessage(BaseModel):
@@ -132,7 +133,71 @@ class SignedCloseGate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     close: CloseGateMessage
-    signature: StrictStr
+    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
+
+
+class RegistrationMessage(BaseModel):
+    """An EIP-712 ``Registration`` message, signed by the participant it registers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    participant: StrictStr = Field(description="the 0x address to register (the signer)")
+    meter: StrictStr = Field(description="the 0x address of its meter key")
+    nonce: UintJson = Field(description="single-use per signer, any unused uint64")
+    expiry: UintJson = Field(description="Unix seconds after which the message is refused")
+
+
+class SignedRegistration(BaseModel):
+    """A registration request and the participant's EIP-712 signature of it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "registration": {
+                        "participant": _EXAMPLE_ADDRESS,
+                        "meter": "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+                        "nonce": "7",
+                        "expiry": "1767225600",
+                    },
+                    "signature": _EXAMPLE_SIGNATURE,
+                }
+            ]
+        },
+    )
+
+    registration: RegistrationMessage
+    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
+
+
+class RegistrationAnswer(BaseModel):
+    """The answer to ``POST /registrations``: ``registered`` (201, with the transaction) or
+    ``pending`` (202, held for the registrar)."""
+
+    participant: str
+    meter: str
+    status: Literal["registered", "pending"]
+    transactionHash: str | None = Field(
+        default=None, description="the registerParticipant transaction (registered only)"
+    )
+
+
+class RegistrationStatus(BaseModel):
+    """A participant's latest registration request."""
+
+    participant: str
+    meter: str
+    status: Literal["pending", "registering", "registered", "refused"] = Field(
+        description="pending: held for the registrar; registering: approved, its transaction "
+        "not confirmed yet (send the request again to retry); registered; refused (reason)"
+    )
+    transactionHash: str | None
+    reason: str | None
+    nonce: str
+    expiry: str
+    receivedAt: int = Field(description="Unix seconds (market clock) the request arrived")
+    decidedAt: int | None = Field(description="Unix seconds of the decision, null while held")
 
 
 class OrderMessageOut(BaseModel):
@@ -161,7 +226,9 @@ class OrderView(BaseModel):
     filledWh: int | None = Field(description="energy traded, once the interval has cleared")
     receivedAt: int = Field(description="Unix seconds (market clock) of acceptance")
     order: OrderMessageOut
-    signature: str
+    signature: str = Field(
+        description="the participant's signature in canonical form: 65 bytes r‖s‖v, v 27/28"
+    )
     cancel: dict[str, Any] | None = None
 
 
@@ -218,7 +285,9 @@ class PublishedOrder(BaseModel):
     id: str
     seq: int
     order: OrderMessageOut
-    signature: str
+    signature: str = Field(
+        description="the participant's signature in canonical form: 65 bytes r‖s‖v, v 27/28"
+    )
     filledWh: int | None
 
 
@@ -279,12 +348,69 @@ class ParticipantInfo(BaseModel):
     """On-chain balances of a participant and what its open orders reserve."""
 
     address: str
-    registered: bool
+    registered: bool = Field(description="registered on the market contract now")
+    meter: str | None = Field(
+        description="the meter key registered for it (signs its MeterReadings); null when "
+        "never registered"
+    )
     freeBalance: str
     lockedBalance: str
     reservedByOpenOrders: str
     availableForOrders: str
     openOrders: list[OrderView]
+
+
+class Eip712Domain(BaseModel):
+    """The market's EIP-712 domain (the EnergyMarket contract's own, EIP-5267)."""
+
+    name: str
+    version: str
+    chainId: int
+    verifyingContract: str
+
+
+class Eip712Field(BaseModel):
+    """One member of an EIP-712 struct type."""
+
+    name: str
+    type: str
+
+
+class TypedDataTemplate(BaseModel):
+    """Typed data ready to sign but for its message: sign ``{**template, "message": msg}``
+    with ``eth_signTypedData_v4`` or eth_account's ``encode_typed_data(full_message=...)``."""
+
+    domain: Eip712Domain
+    primaryType: str
+    types: dict[str, list[Eip712Field]] = Field(
+        description="EIP712Domain and the primary type, nothing else"
+    )
+
+
+class MessageKind(BaseModel):
+    """One kind of signed message: its template, what each field means, where it goes."""
+
+    template: TypedDataTemplate
+    fields: dict[str, str] = Field(description="field name → meaning, with its unit")
+    submit: str = Field(description="METHOD path that takes the signed message")
+    signer: str = Field(description="whose key signs it")
+    jsonSchema: dict[str, Any] = Field(
+        description="JSON Schema (2020-12) of the message as the API takes it"
+    )
+
+
+class Eip712Info(BaseModel):
+    """Everything to sign with: the domain, the types, and a template per message kind."""
+
+    domain: Eip712Domain
+    types: dict[str, list[Eip712Field]] = Field(
+        description="every type (kept for older clients; sign with a template of messages)"
+    )
+    primaryTypes: dict[str, str] = Field(description="message kind → primary type")
+    messages: dict[str, MessageKind] = Field(
+        description="order, cancel, closeGate, meterReading, registration"
+    )
+    signature: str = Field(description="the signature forms every endpoint takes")
 
 
 class MarketInfo(BaseModel):
@@ -294,7 +420,7 @@ class MarketInfo(BaseModel):
     contracts: dict[str, str]
     operator: str
     token: dict[str, Any]
-    eip712: dict[str, Any]
+    eip712: Eip712Info
     intervalSeconds: int
     epoch: int
     gateClosureSeconds: int
@@ -314,8 +440,12 @@ __all__ = [
     "CloseGateMessage",
     "CommitView",
     "Depth",
+    "Eip712Domain",
+    "Eip712Field",
+    "Eip712Info",
     "Health",
     "MarketInfo",
+    "MessageKind",
     "OrderBatch",
     "OrderList",
     "OrderMessage",
@@ -326,9 +456,14 @@ __all__ = [
     "ProofView",
     "PublishedBook",
     "PublishedOrder",
+    "RegistrationAnswer",
+    "RegistrationMessage",
+    "RegistrationStatus",
     "SignedCancel",
     "SignedCloseGate",
     "SignedOrder",
+    "SignedRegistration",
     "TradeView",
+    "TypedDataTemplate",
     "UintJson",
 ]

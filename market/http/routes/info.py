@@ -12,6 +12,38 @@ from market.http.models import Health, MarketInfo
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 from market.service import MarketService
 
+SUBMIT: dict[str, str] = {
+    "order": "POST /orders",
+    "cancel": "DELETE /orders/{id}",
+    "closeGate": "POST /intervals/{t}/close",
+    "meterReading": "POST /meter-readings",
+    "registration": "POST /registrations",
+}
+"""Where each kind of signed message goes (``meterReading``: the settlement API, served
+beside the market's by ``wattledger serve``)."""
+
+
+def eip712_info(domain: signing.Domain) -> dict[str, Any]:
+    """``GET /market``'s ``eip712``: the domain, every type, and for each kind of message a
+    ready-to-sign template, its fields' meanings, where to submit it and its JSON Schema,
+    all from :mod:`ledger.eip712`."""
+    return {
+        "domain": domain.as_json(),
+        "types": {"EIP712Domain": signing.EIP712_DOMAIN_TYPE, **signing.TYPES},
+        "primaryTypes": dict(signing.MESSAGE_KINDS),
+        "messages": {
+            kind: {
+                "template": signing.template(domain, primary_type),
+                "fields": dict(signing.FIELD_DESCRIPTIONS[primary_type]),
+                "submit": SUBMIT[kind],
+                "signer": signing.SIGNERS[primary_type],
+                "jsonSchema": signing.message_schema(primary_type),
+            }
+            for kind, primary_type in signing.MESSAGE_KINDS.items()
+        },
+        "signature": signing.SIGNATURE_DESCRIPTION,
+    }
+
 
 def info_router(service: MarketService) -> APIRouter:
     """``GET /health`` and ``GET /market`` of ``service``."""
@@ -30,8 +62,10 @@ def info_router(service: MarketService) -> APIRouter:
 
     @router.get("/market", response_model=MarketInfo)
     def market() -> dict[str, Any]:
-        """Everything a client needs to sign orders: chain, contracts, EIP-712 domain and
-        types, interval timing, gate closure, mechanism, terms and bounds."""
+        """Everything a client needs to sign and follow the market: chain, contracts, the
+        EIP-712 domain with a ready-to-sign template per message kind (``eip712.messages``:
+        sign ``{**template, "message": msg}`` as it is), interval timing, gate closure,
+        mechanism, terms and bounds."""
         info, terms, timing, cfg = service.info, service.terms(), service.timing, service.config
         return {
             "chainId": info.chain_id,
@@ -45,11 +79,7 @@ def info_router(service: MarketService) -> APIRouter:
                 "symbol": info.token_symbol,
                 "decimals": info.token_decimals,
             },
-            "eip712": {
-                "domain": service.domain.as_json(),
-                "types": {"EIP712Domain": signing.EIP712_DOMAIN_TYPE, **signing.TYPES},
-                "primaryTypes": {"order": "Order", "cancel": "Cancel", "closeGate": "CloseGate"},
-            },
+            "eip712": eip712_info(service.domain),
             "intervalSeconds": timing.interval_seconds,
             "epoch": timing.epoch_seconds,
             "gateClosureSeconds": cfg.gate_closure_seconds,
@@ -74,4 +104,4 @@ def info_router(service: MarketService) -> APIRouter:
     return router
 
 
-__all__ = ["info_router"]
+__all__ = ["SUBMIT", "eip712_info", "info_router"]

@@ -26,13 +26,15 @@ def participants_router(service: MarketService) -> APIRouter:
         responses=problem_responses(422, 503),
     )
     def participant(address: AddressParam) -> Response:
-        """On-chain free and locked balances, and the open orders with what they reserve."""
+        """On-chain registration (``registered``, the ``meter`` key), free and locked
+        balances, and the open orders with what they reserve."""
         view = service.participant(address)
         available = max(view.free_base_units - view.reserved_base_units, 0)
         return json_response(
             {
                 "address": checksum_address(view.address),
                 "registered": view.registered,
+                "meter": None if view.meter is None else checksum_address(view.meter),
                 "freeBalance": str(view.free_base_units),
                 "lockedBalance": str(view.locked_base_units),
                 "reservedByOpenOrders": str(view.reserved_base_units),
