@@ -513,9 +513,8 @@ def test_a_failing_node_answers_a_generic_503_and_keeps_its_url_in_the_log(
     def failing(*_args: Any) -> Any:
         raise LedgerCallFailed(f"429 Client Error: Too Many Requests for url: {secret}")
 
-    m.ledger.is_registered = failing  # type: ignore[method-assign]
-    m.ledger.balances = failing  # type: ignore[method-assign]
-    m.ledger.balances_of = failing  # type: ignore[method-assign]
+    for name in ("is_registered", "balances", "balances_of"):
+        setattr(m.ledger, name, failing)
     transport = AppTransport(create_app(m.service))
     with (
         caplog.at_level("WARNING"),
