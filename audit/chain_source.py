@@ -31,9 +31,10 @@ from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import is_address, to_checksum_address
 from web3 import Web3
 
-from audit.evidence import AuditError, CommitRecord, LedgerEvidence
+from audit.evidence import AuditError, CommitRecord, CreationRecord, LedgerEvidence
 from chain.artifacts import load_artifact
 from chain.connection import RPC_TIMEOUT_SECONDS
+from chain.deployment import Deployment
 from chain.logs import EventReader, LogSource
 from chain.rpc import unreachable_reason
 from ledger.calldata import decode_commit_calldata
@@ -53,6 +54,54 @@ from ledger.events import (
     TradeSettled,
 )
 from ledger.records import IntervalInfo, Trade
+
+
+@dataclasses.dataclass(frozen=True)
+class CreationSource:
+    """Which transaction created the market, and the constructor arguments a deployment
+    record states for it (None when the transaction is named without a record)."""
+
+    tx_hash: str
+    record_args: tuple[Any, ...] | None = None
+
+
+def read_creation(w3: Web3, source: CreationSource) -> CreationRecord:
+    """The creation transaction ``source`` names, as the chain has it.
+
+    Raises :class:`AuditError` when the node does not know the transaction.
+    """
+    try:
+        tx = w3.eth.get_transaction(cast(Any, source.tx_hash))
+        receipt = w3.eth.get_transaction_receipt(cast(Any, source.tx_hash))
+    except Exception as err:
+        raise AuditError(
+            f"Cannot read the market's creation transaction {source.tx_hash}: "
+            f"{type(err).__name__}: {str(err)[:200]}.",
+            hint="Check the deployment record (deployments/<chainId>.json) or --creation-tx.",
+        ) from None
+    created = receipt.get("contractAddress")
+    return CreationRecord(
+        tx_hash=source.tx_hash,
+        to=None if tx.get("to") is None else to_checksum_address(tx["to"]),
+        input=bytes(tx["input"]),
+        created=None if created is None else to_checksum_address(created),
+        succeeded=int(receipt["status"]) == 1,
+        record_args=source.record_args,
+    )
+
+
+def creation_source(
+    deployment: Deployment | None, market: str | None = None
+) -> CreationSource | None:
+    """The creation transaction and constructor arguments a deployment record states for its
+    EnergyMarket, or None when it has none or records another market than ``market``."""
+    if deployment is None or "EnergyMarket" not in deployment.contracts:
+        return None
+    record = deployment.contracts["EnergyMarket"]
+    if market is not None and record.address.lower() != market.lower():
+        return None
+    return CreationSource(record.tx_hash, tuple(record.constructor_args))
+
 
 LedgerReader = Callable[..., LedgerEvidence]
 """``reader(w3, market_address, block=None, from_block=0, logs=None) -> LedgerEvidence``."""
@@ -101,8 +150,12 @@ def read_ledger(
     from_block: int = 0,
     progress: Callable[[str], None] | None = None,
     logs: LogSource | None = None,
+    creation: CreationSource | None = None,
 ) -> LedgerEvidence:
     """Read the market's whole record at ``block`` (default: the latest block).
+
+    ``creation`` names the market's creation transaction (and, from a deployment record, the
+    constructor arguments it states); the ``code`` check then verifies it.
 
     ``logs`` reads the market's events instead of ``eth_getLogs``: the embedded chain's
     :meth:`~chain.connection.Chain.logs` reads them straight from py-evm, where eth-tester's
@@ -182,6 +235,9 @@ def read_ledger(
         domain_version=version,
         deployed_code=code,
         reference_code=bytes.fromhex(artifact.deployed_bytecode),
+        immutable_ranges=artifact.immutable_ranges,
+        reference_init_code=bytes.fromhex(artifact.bytecode),
+        creation=None if creation is None else read_creation(w3, creation),
         token=token,
         token_balance=token_balance,
         total_escrowed=total_escrowed,
@@ -311,8 +367,11 @@ def _with_signatures(
 
 
 __all__ = [
+    "CreationSource",
     "LedgerReader",
     "commit_record",
+    "creation_source",
+    "read_creation",
     "read_ledger",
     "reading_signatures",
     "web3_of",

@@ -44,6 +44,26 @@ class AuditError(WattledgerError):
 
 
 @dataclass(frozen=True, slots=True)
+class CreationRecord:
+    """The transaction that created the audited market, as the chain has it.
+
+    ``to`` is None for a contract-creation transaction (a market created by a call to a
+    factory or a wallet contract has ``to`` set, and its init code is not in the transaction);
+    ``created`` is the receipt's ``contractAddress``. ``record_args`` are the constructor
+    arguments the deployment record states (``constructorArgs`` of
+    ``deployments/<chainId>.json``), or None when the creation transaction was named without
+    a record.
+    """
+
+    tx_hash: str
+    to: str | None
+    input: bytes
+    created: str | None
+    succeeded: bool
+    record_args: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommitRecord:
     """An ``IntervalCommitted`` event and the trades of its transaction's calldata.
 
@@ -64,7 +84,9 @@ class LedgerEvidence:
     Addresses are EIP-55 checksum strings. ``balances`` holds ``balanceOf`` (free, locked) at
     the block for every address that appears in an event; ``states`` the ``intervalInfo`` of
     every committed interval. Events are :mod:`ledger.events` records, each kind in chain
-    order.
+    order. ``reference_code``, ``immutable_ranges`` and ``reference_init_code`` are the
+    EnergyMarket build the audit mirrors (runtime code, where its immutables go, creation
+    code); ``creation`` the market's creation transaction when the audit was told which it is.
     """
 
     chain_id: int
@@ -88,6 +110,9 @@ class LedgerEvidence:
     locks: tuple[CollateralLocked, ...] = ()
     escrow: tuple[EscrowChange, ...] = ()
     interval_settlements: tuple[IntervalSettled, ...] = ()
+    immutable_ranges: tuple[tuple[int, int], ...] = ()
+    reference_init_code: bytes = b""
+    creation: CreationRecord | None = None
 
     @property
     def order_domain(self) -> signing.Domain:
@@ -210,6 +235,7 @@ __all__ = [
     "AuditError",
     "ClearingRules",
     "CommitRecord",
+    "CreationRecord",
     "LedgerEvidence",
     "MissingBook",
     "PublishedBook",

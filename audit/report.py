@@ -39,8 +39,11 @@ and, for the market as a whole at the audited block:
     covers it (a surplus, which anyone can cause by sending tokens directly, is a note).
 ``code``
     The runtime code at the audited address is the EnergyMarket this audit mirrors (the
-    committed artifact, bytes of immutables aside), so the settlement rules it re-runs are the
-    ones the chain runs.
+    committed artifact), byte for byte outside the exact ranges the compiler reserves for
+    immutables, so the settlement rules it re-runs are the ones the chain runs; and, when the
+    deployment record (or ``--creation-tx``) names the market's creation transaction, that
+    transaction created this address directly with the build's init code and the recorded
+    constructor arguments, so the immutables are what the constructor wrote.
 
 Layout: :mod:`audit.evidence` holds what the audit reads, as plain values
 (:class:`~audit.evidence.LedgerEvidence`, :class:`~audit.evidence.PublishedBook`);

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from audit.chain_source import LedgerReader, read_ledger, web3_of
+from audit.chain_source import CreationSource, LedgerReader, read_ledger, web3_of
 from audit.evidence import AuditError, ClearingRules, MissingBook, PublishedBook
 from audit.order_sources import OrderSourceLike, order_source
 from audit.report import AuditReport, audit_evidence, select_intervals
@@ -29,6 +29,7 @@ def audit_market(
     rules: ClearingRules | None = None,
     reader: LedgerReader | None = None,
     progress: Callable[[str], None] | None = None,
+    creation: CreationSource | None = None,
 ) -> AuditReport:
     """Audit a market: the library entry (the ``wattledger audit`` command calls it too).
 
@@ -40,7 +41,9 @@ def audit_market(
     the latest); ``from_block`` is where the event scan starts (the market's deployment
     block, to read fewer logs). ``rules`` overrides the mechanism the source declares.
     ``reader`` replaces the chain reader (tests use it to tamper with the events the audit
-    reads). Raises :class:`AuditError` when the evidence cannot be read.
+    reads). ``creation`` names the market's creation transaction (and the constructor
+    arguments its deployment record states), which the ``code`` check then verifies.
+    Raises :class:`AuditError` when the evidence cannot be read.
     """
     say = progress or (lambda _msg: None)
     w3 = web3_of(chain)
@@ -56,6 +59,7 @@ def audit_market(
             from_block=from_block,
             progress=say,
             logs=getattr(chain, "logs", None),  # a chain.connection.Chain reads its own logs
+            creation=creation,
         )
     except WattledgerError:
         raise

@@ -25,13 +25,20 @@ NPM_FIX = "Run `npm ci` in the project root (or `make demo`, which does all set-
 
 @dataclass(frozen=True)
 class Artifact:
-    """One compiled contract: its ABI and creation bytecode (hex, no 0x prefix)."""
+    """One compiled contract: its ABI, creation and runtime bytecode (hex, no 0x prefix), and
+    where in the runtime code its immutables go.
+
+    ``immutable_ranges`` are the compiler's ``immutableReferences``, flattened and sorted as
+    ``(start, length)`` byte ranges of the runtime code: the constructor writes each immutable's
+    value there, so a deployed runtime differs from ``deployed_bytecode`` in those bytes only.
+    """
 
     name: str
     source: str
     abi: list[dict[str, Any]]
     bytecode: str
     deployed_bytecode: str
+    immutable_ranges: tuple[tuple[int, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return the artifact as the JSON object stored in ``contracts/build``."""
@@ -41,6 +48,7 @@ class Artifact:
             "abi": self.abi,
             "bytecode": self.bytecode,
             "deployedBytecode": self.deployed_bytecode,
+            "immutableRanges": [list(r) for r in self.immutable_ranges],
         }
 
     @classmethod
@@ -52,6 +60,9 @@ class Artifact:
             abi=data["abi"],
             bytecode=data["bytecode"],
             deployed_bytecode=data["deployedBytecode"],
+            immutable_ranges=tuple(
+                (int(start), int(length)) for start, length in data.get("immutableRanges", [])
+            ),
         )
 
 

@@ -87,8 +87,9 @@ class LedgerClient:
 
     @classmethod
     def from_deployment(cls, chain: Chain, deployment: Deployment) -> LedgerClient:
-        """A client for the ``EnergyMarket`` of a deployment record."""
-        return cls(chain, deployment.address("EnergyMarket"), sender=deployment.deployer)
+        """A client for the ``EnergyMarket`` of a deployment record; it sends as the
+        record's operator (the deployer when the record names no roles)."""
+        return cls(chain, deployment.address("EnergyMarket"), sender=deployment.role("operator"))
 
     @property
     def address(self) -> ChecksumAddress:

@@ -357,9 +357,11 @@ def _embedded() -> Chain:
     from eth_tester import EthereumTester, PyEVMBackend
     from web3 import EthereumTesterProvider
 
+    from chain.calldata_floor import install as install_calldata_floor
     from chain.trie_cache import install as install_trie_node_cache
 
     install_trie_node_cache()
+    install_calldata_floor()
     backend = PyEVMBackend()
     tester = EthereumTester(backend)
     w3 = Web3(EthereumTesterProvider(tester))

@@ -38,19 +38,37 @@ class DeployedContract:
     constructor_args: list[Any] = field(default_factory=list)
 
 
+ROLE_NAMES = ("admin", "operator", "registrar", "guardian", "minter")
+"""The accounts a deployment names: the market's DEFAULT_ADMIN_ROLE (also the token's admin),
+OPERATOR_ROLE (commits), REGISTRAR_ROLE (registers participants and meters), GUARDIAN_ROLE
+(pauses) and the token's MINTER_ROLE."""
+
+
 @dataclass(frozen=True)
 class Deployment:
-    """Everything one ``wattledger deploy`` put on a chain."""
+    """Everything one ``wattledger deploy`` put on a chain.
+
+    ``roles`` maps each of :data:`ROLE_NAMES` to the account that holds it; a record written
+    before roles were recorded has none, and every role is then the deployer's.
+    """
 
     chain_id: int
     deployer: ChecksumAddress
     contracts: dict[str, DeployedContract]
+    roles: dict[str, ChecksumAddress] = field(default_factory=dict)
+
+    def role(self, name: str) -> ChecksumAddress:
+        """The account holding role ``name`` (one of :data:`ROLE_NAMES`)."""
+        if name not in ROLE_NAMES:
+            raise KeyError(f"unknown role {name!r}; the roles are {', '.join(ROLE_NAMES)}")
+        return self.roles.get(name, self.deployer)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON object written to ``deployments/<chainId>.json``."""
         return {
             "chainId": self.chain_id,
             "deployer": self.deployer,
+            "roles": {name: self.role(name) for name in ROLE_NAMES},
             "contracts": {
                 name: {
                     "address": c.address,
@@ -70,6 +88,7 @@ class Deployment:
         return cls(
             chain_id=int(data["chainId"]),
             deployer=data["deployer"],
+            roles={name: a for name, a in data.get("roles", {}).items() if name in ROLE_NAMES},
             contracts={
                 name: DeployedContract(
                     name=name,
@@ -127,6 +146,7 @@ def read_deployment(chain_id: int, directory: Path | None = None) -> Deployment 
 
 
 __all__ = [
+    "ROLE_NAMES",
     "DeployedContract",
     "Deployment",
     "contract_at",

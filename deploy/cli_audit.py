@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from audit.chain_source import web3_of
+from audit.chain_source import CreationSource, creation_source, web3_of
 from audit.evidence import AuditError, ClearingRules
 from audit.order_sources import ApiOrderSource, DirectoryOrderSource, OrderSource, archive_books
 from audit.run import audit_market
@@ -108,6 +108,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
+        "--creation-tx",
+        metavar="HASH",
+        help="the market's creation transaction, whose init code and constructor arguments "
+        "the code check verifies (default: the one the deployment record names for this "
+        "market; without either, only the runtime code is checked)",
+    )
+    parser.add_argument(
         "--deployments-dir",
         metavar="DIR",
         type=Path,
@@ -145,15 +152,18 @@ def run(args: argparse.Namespace) -> int:
     )
     w3 = web3_of(args.rpc_url)
     market = args.market
+    chain_id = int(w3.eth.chain_id)
+    deployment = read_deployment(chain_id, args.deployments_dir)
     if market is None:
-        chain_id = int(w3.eth.chain_id)
-        deployment = read_deployment(chain_id, args.deployments_dir)
         if deployment is None or "EnergyMarket" not in deployment.contracts:
             raise AuditError(
                 f"No --market given and no deployment record for chain {chain_id}.",
                 hint="Pass --market ADDRESS (the EnergyMarket address GET /market lists).",
             )
         market = deployment.address("EnergyMarket")
+    creation = creation_source(deployment, market)
+    if args.creation_tx is not None:
+        creation = CreationSource(args.creation_tx, creation.record_args if creation else None)
     print(
         f"auditing {market} on {args.rpc_url} with {source.description}",
         file=sys.stderr,
@@ -169,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         from_block=args.from_block,
         rules=rules,
         progress=_progress,
+        creation=creation,
     )
     if args.save_orders is not None and isinstance(source, ApiOrderSource):
         written = archive_books(source, args.save_orders, [r.interval for r in report.intervals])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from chain.artifacts import sources_changed
 from chain.connection import PRIVATE_KEY_ENV, connect
-from chain.deployment import write_deployment
+from chain.deployment import ROLE_NAMES, write_deployment
 from deploy.deployment import deploy_system
 
 HELP = "deploy the contracts to the embedded chain or --rpc-url; write deployments/<chainId>.json"
@@ -41,6 +41,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="folder for the deployment record (default: deployments/ in the project)",
     )
+    roles = parser.add_argument_group(
+        "roles",
+        "Each role's account (default: the deployer). On a chain that is not a local dev chain "
+        "(the embedded chain, anvil) giving every role to one key is refused unless "
+        "--single-key: that key alone could register a colluder, commit for it and mint.",
+    )
+    for name, what in (
+        (
+            "admin",
+            "DEFAULT_ADMIN_ROLE of the market and the token: sets terms, grants roles, unpauses",
+        ),
+        ("operator", "OPERATOR_ROLE: commits cleared intervals (the account `serve` sends as)"),
+        ("registrar", "REGISTRAR_ROLE: registers participants and their meter keys"),
+        ("guardian", "GUARDIAN_ROLE: can pause the market"),
+        ("minter", "the token's MINTER_ROLE"),
+    ):
+        roles.add_argument(f"--{name}", metavar="ADDRESS", help=what)
+    roles.add_argument(
+        "--single-key",
+        action="store_true",
+        help="accept one key for every role on a chain that is not a local dev chain",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -56,12 +78,19 @@ def run(args: argparse.Namespace) -> int:
     chain = connect(args.rpc_url)
     where = args.rpc_url or "the embedded eth-tester chain"
     print(f"deploying to {where} (chain id {chain.chain_id}) ...", file=sys.stderr)
-    deployment = deploy_system(chain, progress=lambda msg: print(f"  {msg}", file=sys.stderr))
+    deployment = deploy_system(
+        chain,
+        progress=lambda msg: print(f"  {msg}", file=sys.stderr),
+        roles={name: getattr(args, name) for name in ROLE_NAMES},
+        single_key=args.single_key,
+    )
     path = write_deployment(deployment, args.out_dir)
     for name, contract in deployment.contracts.items():
         print(
             f"{name:<14} {contract.address}  block {contract.block_number:<6} "
             f"gas {contract.gas_used:>9,}  tx {contract.tx_hash}"
         )
+    for name in ROLE_NAMES:
+        print(f"{name:<14} {deployment.role(name)}")
     print(f"deployment record: {path}")
     return 0

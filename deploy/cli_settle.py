@@ -241,9 +241,9 @@ def build_service(
 ) -> SettlementService:
     """Assemble a :class:`SettlementService` from parsed options."""
     settler = settler_account(chain, args.settler_account)
-    if settler.address.lower() == deployment.deployer.lower():
+    if settler.address.lower() == deployment.role("operator").lower():
         log.warning(
-            "the settlement account is the deployer (operator): its commits and the "
+            "the settlement account is the operator: its commits and the "
             "settlement transactions will compete for nonces"
         )
     reader = ChainReader(client, start_block=deployment.contracts["EnergyMarket"].block_number)

@@ -51,6 +51,7 @@ OUTPUT_SELECTION = (
     "abi",
     "evm.bytecode.object",
     "evm.deployedBytecode.object",
+    "evm.deployedBytecode.immutableReferences",
     "evm.methodIdentifiers",
 )
 
@@ -149,6 +150,7 @@ def compile_contracts(root: Path = REPO_ROOT) -> CompileOutput:
                 abi=data["abi"],
                 bytecode=bytecode,
                 deployed_bytecode=data["evm"]["deployedBytecode"]["object"],
+                immutable_ranges=immutable_ranges(data["evm"]["deployedBytecode"]),
             )
     manifest = {
         "compiler": f"solcjs {compiler_version(root)}",
@@ -160,6 +162,15 @@ def compile_contracts(root: Path = REPO_ROOT) -> CompileOutput:
         },
     }
     return CompileOutput(artifacts=artifacts, manifest=manifest)
+
+
+def immutable_ranges(deployed_bytecode: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    """The ``(start, length)`` byte ranges of every immutable in a runtime code, sorted, from
+    solc's ``evm.deployedBytecode.immutableReferences`` (``{astId: [{start, length}, ...]}``)."""
+    refs = deployed_bytecode.get("immutableReferences") or {}
+    return tuple(
+        sorted((int(r["start"]), int(r["length"])) for places in refs.values() for r in places)
+    )
 
 
 def _solc_messages(err: Exception) -> str:

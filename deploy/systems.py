@@ -44,6 +44,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
+from audit.chain_source import creation_source
 from chain.connection import Chain, connect
 from chain.deployment import Deployment
 from deploy.assembly import (
@@ -167,6 +168,7 @@ class EmbeddedSystem(System):
         self.domain = parts.service.domain
         deployed_at = self.deployment.contracts["EnergyMarket"].block_number
         self.deployed_block = deployed_at
+        self.creation = creation_source(self.deployment)
         settler = self.chain.signers[-1]
         if settler.address.lower() == self.deployment.deployer.lower():
             raise SimulationError("the chain has a single known account; settlement needs two")

@@ -25,7 +25,12 @@ from typing import TypeVar
 from ledger import eip712 as signing
 from ledger.errors import RequestError
 from ledger.records import Balance, ParticipantInfo, Terms, Trade
-from market.http.errors import InsufficientCollateral, ServiceUnavailable, UnregisteredParticipant
+from market.http.errors import (
+    ChainUnavailableProblem,
+    InsufficientCollateral,
+    ServiceUnavailable,
+    UnregisteredParticipant,
+)
 from market.ledger_port import Ledger, LedgerCallFailed
 
 T = TypeVar("T")
@@ -50,7 +55,7 @@ def _call_ledger(method: Callable[..., T], *args: object) -> T:
     try:
         return method(*args)
     except LedgerCallFailed as err:
-        raise ServiceUnavailable(f"the chain failed: {err.message}") from None
+        raise ChainUnavailableProblem(f"the chain failed: {err.message}") from None
 
 
 class Collateral:

@@ -35,6 +35,7 @@ from ledger.records import IntervalInfo, Reading
 from market.http.errors import (
     BatchRejected,
     BatchTooLarge,
+    ChainUnavailableProblem,
     InvalidRequest,
     OutOfBounds,
     ServiceUnavailable,
@@ -407,7 +408,7 @@ def read_chain(what: str, call: Callable[[], Any]) -> Any:
     try:
         return call()
     except ChainUnavailable as err:
-        raise ServiceUnavailable(f"the chain is unavailable ({what}): {err.message}") from None
+        raise ChainUnavailableProblem(f"the chain is unavailable ({what}): {err.message}") from None
 
 
 def read_store(what: str, call: Callable[[], Any]) -> Any:

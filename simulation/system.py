@@ -41,6 +41,7 @@ from simulation.stopwatch import Stopwatch
 from simulation.transactions import TxBatch
 
 if TYPE_CHECKING:
+    from audit.chain_source import CreationSource
     from audit.report import AuditReport
 
 # --------------------------------------------------------------------------- market timing
@@ -106,6 +107,8 @@ class System(ABC):
     stopwatch: Stopwatch
     deployed_block: int = 0
     """Where the market's events start (its deployment block, when known)."""
+    creation: CreationSource | None = None
+    """The market's creation transaction and recorded constructor arguments, when known."""
 
     @abstractmethod
     def now(self) -> int:
@@ -142,6 +145,7 @@ class System(ABC):
             min(intervals),
             max(intervals),
             from_block=self.deployed_block,
+            creation=self.creation,
             rules=rules_from_market_info(self.api.get("/market"), "GET /market"),
         )
 

@@ -497,3 +497,38 @@ def test_problem_bodies_are_valid_json_with_instance(env: Any) -> None:
     _, http = env
     response = http.get("/orders/0x" + "ee" * 32)
     assert json.loads(response.content)["instance"] == "/orders/0x" + "ee" * 32
+
+
+def test_a_failing_node_answers_a_generic_503_and_keeps_its_url_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node's error text (here a 429 naming the provider URL with its key) goes to the
+    server log, never into the answer."""
+    from market.ledger_port import LedgerCallFailed
+
+    secret = "https://mainnet.provider.example/v3/k3y-5ecret"
+    m = make_market(tmp_path)
+    stranger = account(42).address
+
+    def failing(*_args: Any) -> Any:
+        raise LedgerCallFailed(f"429 Client Error: Too Many Requests for url: {secret}")
+
+    for name in ("is_registered", "balances", "balances_of"):
+        setattr(m.ledger, name, failing)
+    transport = AppTransport(create_app(m.service))
+    with (
+        caplog.at_level("WARNING"),
+        httpx.Client(transport=transport, base_url="http://market.test") as http,
+    ):
+        answer = http.get(f"/participants/{stranger}")
+        placed = http.post(
+            "/orders", json=OrderSigner(account(43), m.service.domain).order(m.t, "buy", 10, PRICE)
+        )
+    transport.close()
+    for refused in (answer, placed):
+        assert refused.status_code == 503, refused.text
+        body = refused.json()
+        assert body["code"] == "chain_unavailable"
+        assert body["detail"] == "the chain is unavailable; retry later"
+        assert "k3y-5ecret" not in refused.text and "provider" not in refused.text
+    assert "k3y-5ecret" in caplog.text

@@ -21,7 +21,7 @@ from test_audit_support import PRICE, AuditChain, MarketPlan, run_plan, simple_p
 
 from audit.chain_source import commit_record
 from audit.checks.book import check_signatures
-from audit.checks.market import code_matches
+from audit.checks.market import code_matches, constructor_arguments
 from audit.checks.meters import MeterHistory, reading_signer
 from audit.checks.violations import SIGNATURES, CheckLog
 from audit.evidence import (
@@ -124,12 +124,26 @@ def test_commitment_hashes_agree_with_their_definition(
     assert settlement_chain(trades, index)[0] == reference_settlement_head(trades, index)
 
 
-def test_code_matches_only_fills_zero_placeholders() -> None:
-    reference = bytes([0x60, 0x80, 0, 0, 0x52])
-    assert code_matches(reference, reference) == (True, 0)
-    assert code_matches(bytes([0x60, 0x80, 7, 9, 0x52]), reference) == (True, 0)
-    assert code_matches(bytes([0x61, 0x80, 0, 0, 0x53]), reference) == (False, 2)
-    assert code_matches(reference + b"\x00", reference) == (False, 1)
+def test_code_matches_masks_exactly_the_immutable_ranges() -> None:
+    reference = bytes([0x60, 0x80, 0, 0, 0x52, 0, 0x00])
+    ranges = [(2, 2)]
+    assert code_matches(reference, reference, ranges) == (True, 0)
+    assert code_matches(bytes([0x60, 0x80, 7, 9, 0x52, 0, 0]), reference, ranges) == (True, 0)
+    assert code_matches(bytes([0x61, 0x80, 0, 0, 0x53, 0, 0]), reference, ranges) == (False, 2)
+    # zero bytes outside the ranges are code too (a jump target's byte, a STOP)
+    assert code_matches(bytes([0x60, 0x80, 0, 0, 0x52, 4, 0x5B]), reference, ranges) == (False, 2)
+    assert code_matches(reference + b"\x00", reference, ranges) == (False, 1)
+
+
+def test_constructor_arguments_are_the_words_after_the_build_init_code() -> None:
+    init = bytes.fromhex("6080604052")
+    words = [0xAA, 0xBB, 7, 900, 5, 500, 3600]
+    tail = b"".join(w.to_bytes(32) for w in words)
+    assert constructor_arguments(init + tail, init) == tuple(words)
+    assert "init code is not" in str(constructor_arguments(b"\x61" + init[1:] + tail, init))
+    assert "are 192 bytes" in str(constructor_arguments(init + tail[:-32], init))
+    too_big = tail[: 32 * 5] + (1 << 16).to_bytes(32) + tail[32 * 6 :]
+    assert "toleranceBps is out of range" in str(constructor_arguments(init + too_big, init))
 
 
 def test_published_book_parser_refuses_a_wrong_shape() -> None:

@@ -33,7 +33,7 @@ from test_audit_support import (
 )
 from web3 import Web3
 
-from audit.chain_source import read_ledger
+from audit.chain_source import CreationSource, creation_source, read_ledger
 from audit.checks.violations import (
     BOOK_ROOT,
     CODE,
@@ -482,6 +482,72 @@ class TestChainRecord:
         assert "differs from the EnergyMarket build in 1 byte outside" in messages(
             report, None, CODE
         )
+
+    def test_a_zero_byte_changed_outside_the_immutables_fails_code(self, recorded: Honest) -> None:
+        """The attack the old zero-placeholder rule let through: a jump target's zero byte
+        changed and a STOP (0x00) turned into a JUMPDEST (0x5b). Both are zero bytes of the
+        build outside the compiler's immutable ranges."""
+        session = recorded.session
+
+        def doctored(ev: LedgerEvidence) -> LedgerEvidence:
+            inside = {i for start, n in ev.immutable_ranges for i in range(start, start + n)}
+            zeros = [i for i, b in enumerate(ev.reference_code) if b == 0 and i not in inside]
+            code = bytearray(ev.deployed_code)
+            code[zeros[10]] = 0x01  # part of a PUSH argument, e.g. a jump target
+            code[zeros[-10]] = 0x5B  # STOP -> JUMPDEST
+            return dataclasses.replace(ev, deployed_code=bytes(code))
+
+        report = audit(session, reader=tampered_reader(doctored))
+        assert failed(report) == {None: {CODE}}
+        assert "in 2 bytes outside its immutables" in messages(report, None, CODE)
+
+    def test_the_creation_transaction_of_the_record_passes(self, recorded: Honest) -> None:
+        session = recorded.session
+        creation = creation_source(session.base.deployment, session.base.market)
+        assert creation is not None
+        report = audit(session, creation=creation)
+        assert report.ok, report.lines()
+        assert any(f"created by {creation.tx_hash}" in n for n in report.market_notes)
+
+    def test_a_creation_other_than_the_records_fails_code(self, recorded: Honest) -> None:
+        session = recorded.session
+        creation = creation_source(session.base.deployment, session.base.market)
+        assert creation is not None and creation.record_args is not None
+        token_tx = session.base.deployment.contracts["WattToken"].tx_hash
+        args = list(creation.record_args)
+        args[1] = session.address(5)  # the record names another admin than the chain has
+
+        cases = {
+            "created 0x": CreationSource(token_tx, creation.record_args),
+            "differ from the deployment record's (admin)": CreationSource(
+                creation.tx_hash, tuple(args)
+            ),
+        }
+        for expected, source in cases.items():
+            report = audit(session, creation=source)
+            assert failed(report) == {None: {CODE}}, expected
+            assert expected in messages(report, None, CODE)
+
+        def init_changed(ev: LedgerEvidence) -> LedgerEvidence:
+            assert ev.creation is not None
+            init = bytearray(ev.creation.input)
+            init[40] ^= 0x01
+            return dataclasses.replace(
+                ev, creation=dataclasses.replace(ev.creation, input=bytes(init))
+            )
+
+        def via_a_call(ev: LedgerEvidence) -> LedgerEvidence:
+            assert ev.creation is not None
+            factory = session.address(4)
+            return dataclasses.replace(ev, creation=dataclasses.replace(ev.creation, to=factory))
+
+        for expected, change in {
+            "its init code is not the EnergyMarket build's": init_changed,
+            "not a contract creation": via_a_call,
+        }.items():
+            report = audit(session, creation=creation, reader=tampered_reader(change))
+            assert failed(report) == {None: {CODE}}, expected
+            assert expected in messages(report, None, CODE)
 
     def test_from_and_to_select_the_intervals(self, recorded: Honest) -> None:
         session, (t0, t1) = recorded.session, recorded.committed

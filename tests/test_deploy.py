@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chain.artifacts import artifact_hash
+from chain.client import LedgerClient
 from chain.connection import Chain, connect
-from chain.deployment import contract_at, read_deployment, write_deployment
-from chain.errors import ChainConnectionError
-from deploy.deployment import deploy_system
+from chain.deployment import (
+    ROLE_NAMES,
+    Deployment,
+    contract_at,
+    read_deployment,
+    write_deployment,
+)
+from chain.errors import ChainConnectionError, DeploymentError
+from deploy.deployment import check_role_split, deploy_system, role_accounts
 
 
 def _check_deployed(chain: Chain, tmp_path: Path) -> None:
@@ -70,3 +79,51 @@ def test_deploy_system_sets_interval_length_and_terms(chain: Chain) -> None:
     assert market.functions.intervalSeconds().call() == 60
     assert market.functions.epoch().call() % 60 == 0
     assert tuple(market.functions.terms().call()) == (7, 100, 120)
+
+
+def _holders(contract: Any, role: str, accounts: Sequence[str]) -> set[str]:
+    role_id = contract.functions[role]().call()
+    return {a for a in accounts if contract.functions.hasRole(role_id, a).call()}
+
+
+def test_each_role_can_go_to_its_own_account(chain: Chain, tmp_path: Path) -> None:
+    deployer, *others = chain.accounts[:6]
+    named = dict(zip(ROLE_NAMES, others, strict=True))
+    deployment = deploy_system(chain, roles=named)
+    market = contract_at(chain, "EnergyMarket", deployment.address("EnergyMarket"))
+    token = contract_at(chain, "WattToken", deployment.address("WattToken"))
+    everyone = [deployer, *others]
+    assert _holders(market, "DEFAULT_ADMIN_ROLE", everyone) == {named["admin"]}
+    assert _holders(market, "OPERATOR_ROLE", everyone) == {named["operator"]}
+    assert _holders(market, "REGISTRAR_ROLE", everyone) == {named["registrar"]}
+    assert _holders(market, "GUARDIAN_ROLE", everyone) == {named["guardian"]}
+    assert _holders(token, "MINTER_ROLE", everyone) == {named["minter"]}
+    assert _holders(token, "DEFAULT_ADMIN_ROLE", everyone) == {named["admin"]}
+    # the record names them, and a client of it sends as the operator
+    path = write_deployment(deployment, tmp_path)
+    assert json.loads(path.read_text())["roles"] == named
+    again = read_deployment(chain.chain_id, tmp_path)
+    assert again is not None and again.role("operator") == named["operator"]
+    assert LedgerClient.from_deployment(chain, again).sender == named["operator"]
+
+
+def test_default_roles_are_the_deployers_and_old_records_read_so(chain: Chain) -> None:
+    deployment = deploy_system(chain)
+    assert {deployment.role(n) for n in ROLE_NAMES} == {chain.accounts[0]}
+    old = Deployment.from_json({k: v for k, v in deployment.to_json().items() if k != "roles"})
+    assert old.roles == {} and old.role("registrar") == chain.accounts[0]
+
+
+def test_one_key_for_every_role_is_refused_off_dev_chains() -> None:
+    one = role_accounts("0x" + "11" * 20)
+    with pytest.raises(DeploymentError) as info:
+        check_role_split(False, one, single_key=False)
+    assert "--single-key" in (info.value.hint or "")
+    check_role_split(False, one, single_key=True)  # told so explicitly
+    check_role_split(True, one, single_key=False)  # a local dev chain
+    split = role_accounts("0x" + "11" * 20, {"operator": "0x" + "22" * 20})
+    check_role_split(False, split, single_key=False)
+    with pytest.raises(DeploymentError, match="unknown role"):
+        role_accounts("0x" + "11" * 20, {"owner": "0x" + "22" * 20})
+    with pytest.raises(DeploymentError, match="not a non-zero 0x address"):
+        role_accounts("0x" + "11" * 20, {"guardian": "0x" + "00" * 20})

@@ -252,11 +252,25 @@ class MethodNotAllowed(RequestError):
 
 
 class ServiceUnavailable(WattledgerError):
-    """Raised when the order store or the chain fails; the request may be retried (503)."""
+    """Raised when the order store or the chain fails; the request may be retried (503).
+
+    Its message is for the server log only: the answer says no more than
+    :attr:`public_detail`, because the failure's text can carry what a client must not see
+    (a node's URL with its provider key, a file path).
+    """
 
     code = "service_unavailable"
     status = 503
     title = "Service unavailable"
+    public_detail = "the service cannot answer now; retry later"
+
+
+class ChainUnavailableProblem(ServiceUnavailable):
+    """Raised when a request needs the chain and the node does not answer (503)."""
+
+    code = "chain_unavailable"
+    title = "Chain unavailable"
+    public_detail = "the chain is unavailable; retry later"
 
 
 __all__ = [
@@ -264,6 +278,7 @@ __all__ = [
     "BatchRejected",
     "BatchTooLarge",
     "BodyTooLarge",
+    "ChainUnavailableProblem",
     "InsufficientCollateral",
     "IntervalClosed",
     "IntervalNotClosed",

@@ -62,13 +62,15 @@ def problem_response(err: BaseException, instance: str | None = None) -> JSONRes
         hint = err.hint
     elif isinstance(err, ServiceUnavailable):
         status, code, title, hint = err.status, err.code, err.title, err.hint
-        body = {"detail": err.message}
+        log.warning("%s answered %s: %s", instance or "a request", code, err.message)
+        body = {"detail": err.public_detail}
     elif isinstance(err, InputError):
         status, code, title, hint = 422, err.code, "Invalid input", err.hint
         body = {"detail": err.message}
     elif isinstance(err, WattledgerError):
         status, code, title, hint = 500, err.code, "Internal error", None
-        body = {"detail": err.message}
+        log.error("%s failed with %s: %s", instance or "a request", code, err.message)
+        body = {"detail": "the service failed; the error has been logged"}
     else:
         status, code, title, hint = 500, "internal_error", "Internal error", None
         body = {"detail": "an unexpected error occurred; it has been logged"}
