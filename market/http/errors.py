@@ -4,45 +4,9 @@ Every refusal of the market API is one of these classes (or a server-side
 :class:`ServiceUnavailable`); ``market.http.problems`` maps them to ``application/problem+json``
 (RFC 9457) in one handler. The ``code`` values are part of the API: clients branch on them.
 
-==========================  ======  =====================================================
-code                        status  when
-==========================  ======  =====================================================
-malformed_json              400     the body is not JSON
-invalid_request             422     missing or extra fields, wrong JSON types, bad path or
-                                    query parameter
-body_too_large              413     the body exceeds the size limit
-bad_signature               400     the signature is not 65 bytes of hex, has a high ``s``
-                                    or recovers no key
-signer_mismatch             403     the signature is valid but by another key than the
-                                    message's participant (also: signed for another chain
-                                    or contract, which changes the digest)
-unregistered_participant    403     the participant is not registered on the market contract
-nonce_used                  409     the signer already used this nonce (replay)
-order_expired               422     the message's ``expiry`` has passed
-interval_closed             409     the interval's gate has closed
-interval_too_far            422     the interval is further ahead than the market accepts
-invalid_side                422     ``side`` is not 0 (buy) or 1 (sell)
-invalid_quantity            422     ``quantityWh`` is zero, negative or not an integer
-invalid_price               422     ``pricePerWh`` is zero, negative or not an integer
-out_of_bounds               422     a value is above the market's bounds or its EIP-712 type
-insufficient_collateral     409     free balance minus open orders' locks cannot cover it
-self_cross                  409     the order would trade against the participant's own
-                                    open order of the other side in the same interval
-batch_too_large             413     more orders in one batch than the market accepts
-batch_rejected              (*)     a batch with at least one bad order; nothing stored;
-                                    ``errors`` lists each by index (* first error's status)
-not_your_order              403     a cancel signed by someone other than the order's owner
-order_not_open              409     cancel of an order that is no longer open (its gate
-                                    closed, or it was cancelled)
-order_not_found             404     no order has this id
-order_not_in_book           409     proof asked for an order outside its interval's book
-interval_not_closed         409     published orders, clearing or proof asked before the
-                                    interval's gate closed
-not_operator                403     an operator action not signed by the operator key
-not_found                   404     no such path
-method_not_allowed          405     the path does not take this method
-service_unavailable         503     the order store or the chain failed (not bad input)
-==========================  ======  =====================================================
+The table of codes, statuses and meanings is published in both APIs' OpenAPI description,
+built from these classes (their ``code``, ``status`` and docstring) by
+:mod:`market.http.openapi_doc`; each operation's responses name the codes it answers with.
 """
 
 from __future__ import annotations
@@ -145,9 +109,12 @@ class SelfCross(RequestError):
 
 
 class BatchTooLarge(RequestError):
-    """Raised when a batch holds more orders than the market accepts at once."""
+    """Raised when a batch holds more orders or readings than the service takes at once.
 
-    code, status, title = "batch_too_large", 413, "Batch too large"
+    ``422``, as any other request the schema refuses (its ``maxItems``); ``413`` is for a
+    body over the size limit (``body_too_large``)."""
+
+    code, status, title = "batch_too_large", 422, "Batch too large"
 
 
 class BatchRejected(RequestError):

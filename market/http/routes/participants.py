@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ledger.addresses import checksum_address
+from market.http.errors import InvalidRequest, ServiceUnavailable
 from market.http.models import OrderList, ParticipantInfo
 from market.http.params import MAX_INTERVAL, AddressParam
 from market.http.problems import problem_responses
@@ -23,7 +24,7 @@ def participants_router(service: MarketService) -> APIRouter:
     @router.get(
         "/participants/{address}",
         response_model=ParticipantInfo,
-        responses=problem_responses(422, 503),
+        responses=problem_responses(InvalidRequest, ServiceUnavailable),
     )
     def participant(address: AddressParam) -> Response:
         """On-chain free and locked balances, and the open orders with what they reserve."""
@@ -44,7 +45,7 @@ def participants_router(service: MarketService) -> APIRouter:
     @router.get(
         "/participants/{address}/orders",
         response_model=OrderList,
-        responses=problem_responses(422),
+        responses=problem_responses(InvalidRequest),
     )
     def participant_orders(
         address: AddressParam,
