@@ -62,7 +62,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 from ledger.abi import UINT_BOUNDS, static_word
-from ledger.errors import BadSignature, InputError
+from ledger.errors import BadSignature, InputError, UnverifiableSignature
 from ledger.hashing import keccak
 from ledger.records import Reading
 
@@ -429,8 +429,10 @@ def parse_signature(signature: Any) -> bytes:
 
     Accepts the three forms of :data:`SIGNATURE_DESCRIPTION`: 65 bytes with ``v`` 27/28
     (wallets) or 0/1, and 64 bytes ``r ‖ vs`` (EIP-2098: ``v - 27`` in the top bit of ``s``).
-    Refuses a high ``s`` (EIP-2), so each message has exactly one accepted signature, whatever
-    the form it came in.
+    A signature that is not ``0x`` and hex digits of one of those lengths is BadSignature; one
+    of the right form with another ``v``, ``r`` or ``s`` out of range or a high ``s`` (EIP-2,
+    so each message has exactly one accepted signature, whatever the form it came in) is
+    UnverifiableSignature.
     """
     if (
         not isinstance(signature, str)
@@ -449,11 +451,11 @@ def parse_signature(signature: Any) -> bytes:
     if v >= 27:
         v -= 27
     if v not in (0, 1):
-        raise BadSignature(f"signature: v must be 27 or 28 (or 0 or 1), got {raw[64]}")
+        raise UnverifiableSignature(f"signature: v must be 27 or 28 (or 0 or 1), got {raw[64]}")
     s = int.from_bytes(raw[32:64], "big")
     r = int.from_bytes(raw[:32], "big")
     if not (0 < r < _SECP256K1_N and 0 < s <= _HALF_N):
-        raise BadSignature("signature: r or s out of range (s must be in the lower half)")
+        raise UnverifiableSignature("signature: r or s out of range (s must be in the lower half)")
     return raw[:64] + bytes([v])
 
 
@@ -468,7 +470,7 @@ def recover_parsed(message_digest: bytes, raw: bytes) -> str:
     try:
         public = coincurve.PublicKey.from_signature_and_message(raw, message_digest, hasher=None)
     except Exception:  # coincurve raises a bare Exception when no key recovers
-        raise BadSignature("signature: does not recover to a public key") from None
+        raise UnverifiableSignature("signature: does not recover to a public key") from None
     return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
 
 

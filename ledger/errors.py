@@ -11,7 +11,8 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │   ├── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
     │   ├── ScenarioError                simulation.scenario  bad scenario TOML (names the key)
     │   └── RequestError                 ledger.errors      a request refused with an HTTP 4xx
-    │       ├── BadSignature             ledger.errors      malformed signature, high s, no key
+    │       ├── BadSignature             ledger.errors      not 0x and 128/130 hex digits
+    │       │   └── UnverifiableSignature ledger.errors  well-formed, verifies as no key
     │       ├── MalformedJson, InvalidRequest, BodyTooLarge, SignerMismatch,
     │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
@@ -108,6 +109,17 @@ class RequestError(InputError):
 
 
 class BadSignature(RequestError):
-    """Raised when a signature is malformed, has a high ``s`` or recovers no key."""
+    """Raised when a signature is not ``0x`` and 130 hex digits (65 bytes ``r ‖ s ‖ v``)
+    with ``v`` 0, 1, 27 or 28, the form the OpenAPI documents' ``signature`` pattern states."""
 
     code, status, title = "bad_signature", 400, "Bad signature"
+
+
+class UnverifiableSignature(BadSignature):
+    """Raised when a well-formed signature verifies as no key: ``r`` or ``s`` out of range,
+    a high ``s`` (EIP-2), or no public key recovers from it.
+
+    A cryptographic failure, not a malformed request, so it is answered like a signature by
+    another key: ``403``."""
+
+    code, status, title = "unverifiable_signature", 403, "Signature verifies as no key"

@@ -287,13 +287,13 @@ class Intake:
         """Cancel an open order with its participant's signed ``Cancel`` message."""
         cancel = parse_cancel(signed.message)
         participant, nonce = cancel.participant, cancel.nonce
-        if cancel.order_id != order_id.lower():
-            raise InvalidRequest("orderHash in the cancel differs from the order id in the path")
         signer, signature = signing.recover_canonical(
             cancel.digest(self._separator), signed.signature
         )
         if signer != participant:
             raise SignerMismatch(f"the signature is by {signer}, not by {participant}")
+        if cancel.order_id != order_id.lower():
+            raise InvalidRequest("orderHash in the cancel differs from the order id in the path")
         now = self.clock.now()
         if cancel.expiry <= now:
             raise OrderExpired(f"expiry {cancel.expiry} is not after now ({now})")
@@ -327,11 +327,11 @@ class Intake:
         """Check a ``CloseGate`` message for ``interval`` signed by the operator key, and use
         its nonce; raise the matching RequestError otherwise."""
         close = parse_close_gate(signed.message)
-        if close.interval != interval:
-            raise InvalidRequest("interval in the message differs from the path")
         signer = signing.recover(close.digest(self._separator), signed.signature)
         if signer != self._operator:
             raise NotOperator(f"{signer} is not the market operator")
+        if close.interval != interval:
+            raise InvalidRequest("interval in the message differs from the path")
         now = self.clock.now()
         if close.expiry <= now:
             raise OrderExpired(f"expiry {close.expiry} is not after now ({now})")

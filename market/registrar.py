@@ -134,12 +134,6 @@ class Registrar:
         """Check a signed ``Registration`` and carry it out (see the module); return the
         stored request, ``registered`` or ``pending``. Raises the refusal otherwise."""
         request = parse_registration(signed.message)
-        what = self._not_meters.get(request.meter)
-        if what is not None:
-            raise InvalidMeter(
-                f"meter: {request.meter} is {what}, which cannot be a meter key",
-                hint="Name the key your meter signs readings with.",
-            )
         digest = request.digest(self._separator)
         signer, signature = signing.recover_canonical(digest, signed.signature)
         participant = request.participant
@@ -148,6 +142,12 @@ class Registrar:
                 f"the signature is by {signer}, not by participant {participant}: a "
                 "participant registers only itself",
                 hint="Sign with the participant's key, over the domain GET /market publishes.",
+            )
+        what = self._not_meters.get(request.meter)
+        if what is not None:
+            raise InvalidMeter(
+                f"meter: {request.meter} is {what}, which cannot be a meter key",
+                hint="Name the key your meter signs readings with.",
             )
         digest_hex = "0x" + digest.hex()
         now = self.clock.now()

@@ -39,6 +39,19 @@ class SignedMessage:
     signature: str
 
 
+JSON_SAFE_MAX = 2**53 - 1
+"""Largest integer an IEEE double (every JSON parser's number) keeps exact."""
+
+
+def whole_number(value: Any) -> Any:
+    """``value`` as an int when it is a JSON number with no fractional part in the exact range
+    of a double (``2.0`` is an integer to JSON Schema, and some encoders write it so);
+    anything else unchanged."""
+    if type(value) is float and value.is_integer() and abs(value) <= JSON_SAFE_MAX:
+        return int(value)
+    return value
+
+
 def parse_uint(value: Any, field_name: str, bits: int, error: type[RequestError]) -> int:
     """Parse a JSON uint (int or string of digits) that fits ``uint<bits>``.
 
@@ -51,7 +64,7 @@ def parse_uint(value: Any, field_name: str, bits: int, error: type[RequestError]
     elif kind is str and value.isdigit() and value.isascii() and len(value) <= 80:
         number = int(value)  # the common case, decided without the general path below
     else:
-        number = value
+        number = whole_number(value)
         if isinstance(number, str) and 0 < len(number) <= 80 and number.isascii():
             text = number.strip()
             if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):

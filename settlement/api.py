@@ -3,8 +3,9 @@
 :func:`settlement_router` is included into the market API by ``wattledger serve``
 (``market.http.app.create_app(..., extra_routers=[...])``); :func:`create_settlement_app` serves the
 same router on its own for ``wattledger settle --watch --port N``. Either way refusals are
-``application/problem+json`` with a stable ``code`` (table in :mod:`settlement.errors`),
-produced by the market API's single error mapping.
+``application/problem+json`` with a stable ``code`` (the table is published in the OpenAPI
+description, :mod:`market.http.openapi_doc`), produced by the market API's single error
+mapping.
 
 ``POST /meter-readings``
     Body ``{"reading": {participant, interval, importedWh, exportedWh}, "signature": "0x…"}``:
@@ -18,7 +19,7 @@ produced by the market API's single error mapping.
 
 ``POST /meter-readings:batch``
     Body ``{"readings": [<the same signed reading as above>, ...]}``, at most
-    ``max_intake_readings`` (1,000 by default; more is ``batch_too_large``, 413), each checked
+    ``max_intake_readings`` (1,000 by default; more is ``batch_too_large``, 422), each checked
     exactly as ``POST /meter-readings`` checks one. All are stored or none: ``202`` with
     ``{"readings": [...]}`` in request order once every one is durably stored; a refused
     batch answers ``batch_rejected`` (with the first error's status) listing each bad
@@ -40,25 +41,81 @@ produced by the market API's single error mapping.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.eip712 import SIGNATURE_DESCRIPTION
+from ledger.errors import BadSignature, UnverifiableSignature
 from market.http.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from market.http.errors import (
+    BatchTooLarge,
+    BodyTooLarge,
+    ChainUnavailableProblem,
+    InvalidRequest,
+    MalformedJson,
+    OutOfBounds,
+    ServiceUnavailable,
+)
+from market.http.openapi_doc import DocumentedApp, LimitedRouter, model_components
 from market.http.params import IntervalParam
 
 # The market API's one error → problem+json mapping, so that both apps answer alike.
 from market.http.problems import install_problem_handlers, problem_responses
+from market.http.wire import Address, Signature, Uint64
+from settlement import api_shapes
+from settlement.errors import (
+    DuplicateReading,
+    IntervalSettled,
+    MeterMismatch,
+    ReadingDeadlinePassed,
+    ReadingOutOfBounds,
+    ReadingTooEarly,
+    UnknownInterval,
+    UnregisteredMeter,
+)
 from settlement.intake import reading_json
 from settlement.service import SettlementService
 
-UintJson = Annotated[
-    StrictInt | StrictStr,
-    Field(description="unsigned integer (uint64): a JSON integer or a string of decimal digits"),
-]
+READING_REFUSALS = (
+    MalformedJson,
+    InvalidRequest,
+    BodyTooLarge,
+    BadSignature,
+    OutOfBounds,
+    UnverifiableSignature,
+    UnregisteredMeter,
+    MeterMismatch,
+    ReadingOutOfBounds,
+    ReadingTooEarly,
+    UnknownInterval,
+    IntervalSettled,
+    ReadingDeadlinePassed,
+    DuplicateReading,
+    ChainUnavailableProblem,
+    ServiceUnavailable,
+)
+"""Every refusal of ``POST /meter-readings``, in the order the reading's checks run."""
+
+READING_RULES = """
+Checked in this order; the first failing check answers:
+
+1. the body's shape and every field's form and range, as the schema states
+   (`malformed_json`, `invalid_request`, `bad_signature`);
+2. the signature recovers a key (`unverifiable_signature`), the participant is registered
+   (`unregistered_meter`) and the key is its registered meter key, over the market's
+   EIP-712 domain (`meter_mismatch`);
+3. neither `importedWh` nor `exportedWh` exceeds the meter's physical maximum per interval
+   (a setting of the service, 10 MWh by default) (`reading_out_of_bounds`);
+4. the interval's delivery has ended by on-chain time (`reading_too_early`), trades were
+   committed for it (`interval_not_committed`), it is not settled (`interval_settled`) and
+   its reading deadline has not passed (`reading_window_closed`);
+5. no reading of the participant for the interval was accepted before
+   (`reading_duplicate`).
+
+`service_unavailable` (503) means the chain or the reading store failed: retry.
+"""
 
 _EXAMPLE_READING: dict[str, Any] = {
     "participant": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
@@ -75,10 +132,10 @@ class ReadingMessage(BaseModel):
         extra="forbid", json_schema_extra={"examples": [dict(_EXAMPLE_READING)]}
     )
 
-    participant: StrictStr = Field(description="the participant's 0x address (not the meter's)")
-    interval: UintJson = Field(description="delivery interval number")
-    importedWh: UintJson = Field(description="energy drawn from the grid in the interval, Wh")
-    exportedWh: UintJson = Field(description="energy fed into the grid in the interval, Wh")
+    participant: Address = Field(description="the participant's 0x address (not the meter's)")
+    interval: Uint64 = Field(description="delivery interval number (uint64)")
+    importedWh: Uint64 = Field(description="energy drawn from the grid in the interval, Wh")
+    exportedWh: Uint64 = Field(description="energy fed into the grid in the interval, Wh")
 
 
 class SignedReading(BaseModel):
@@ -87,7 +144,7 @@ class SignedReading(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reading: ReadingMessage
-    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
+    signature: Signature
 
 
 class ReadingBatch(BaseModel):
@@ -97,7 +154,7 @@ class ReadingBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     readings: list[SignedReading] = Field(
-        description="signed readings, at most max_intake_readings (GET /settlement)"
+        min_length=1, description="signed readings, at most maxIntakeReadings (GET /settlement)"
     )
 
 
@@ -169,22 +226,22 @@ class SettlementOverview(BaseModel):
     intervals: list[IntervalSummary]
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` of a refusal, documented here without a body schema."""
-    return problem_responses(*statuses, model=None, description="refused (problem+json)")
-
-
 def settlement_router(service: SettlementService) -> APIRouter:
     """The settlement paths for ``service``, to include in an app."""
-    router = APIRouter(tags=["settlement"])
+    router = LimitedRouter(tags=["settlement"])
+    router.components.update(model_components(SignedReading, ReadingBatch))
+    router.max_items[("ReadingBatch", "readings")] = service.config.max_intake_readings
 
     @router.post(
         "/meter-readings",
         status_code=202,
         response_model=ReadingView,
-        responses=_problems(400, 403, 404, 409, 413, 422, 503),
+        responses=problem_responses(*READING_REFUSALS),
+        description="Submit one meter-signed reading. `202` means it is durably stored "
+        "(`queued`); the service puts it on-chain before the interval's reading deadline. "
+        "Nothing is stored and no gas is spent for a refused reading.\n" + READING_RULES,
     )
-    def submit_reading(body: SignedReading) -> Response:
+    def submit_reading(body: api_shapes.SignedReading) -> Response:
         """Submit one meter-signed reading. ``202`` means it is durably stored (``queued``).
 
         Refused before anything is stored or any gas is spent: a bad signature, a reading
@@ -200,9 +257,16 @@ def settlement_router(service: SettlementService) -> APIRouter:
         "/meter-readings:batch",
         status_code=202,
         response_model=ReadingList,
-        responses=_problems(400, 403, 404, 409, 413, 422, 503),
+        responses=problem_responses(*READING_REFUSALS, BatchTooLarge, batch=True),
+        description="Submit many meter-signed readings at once (a site's meters, a data "
+        "hub); all are stored or none. At most `maxIntakeReadings` (`GET /settlement`) "
+        "readings (`batch_too_large`). Each is checked as `POST /meter-readings` checks "
+        "one; a reading repeating an earlier one's participant and interval is "
+        "`reading_duplicate`. A refused batch answers `batch_rejected` with the first "
+        "refused reading's status and `errors`: one entry per refused reading (`index`, "
+        "`code`, `status`, `detail`); one reading alone answers its own code.\n" + READING_RULES,
     )
-    def submit_readings(body: ReadingBatch) -> Response:
+    def submit_readings(body: api_shapes.ReadingBatch) -> Response:
         """Submit many meter-signed readings at once; all are stored or none.
 
         Each reading is checked as ``POST /meter-readings`` checks one. A refused batch
@@ -218,7 +282,9 @@ def settlement_router(service: SettlementService) -> APIRouter:
     @router.get(
         "/intervals/{t}/settlement",
         response_model=SettlementView,
-        responses=_problems(404, 422, 503),
+        responses=problem_responses(
+            InvalidRequest, UnknownInterval, ServiceUnavailable, ChainUnavailableProblem
+        ),
     )
     def interval_settlement(t: IntervalParam) -> Response:
         """The reconciliation report of interval ``t`` from on-chain events, checked
@@ -257,6 +323,27 @@ def settlement_router(service: SettlementService) -> APIRouter:
     return router
 
 
+DESCRIPTION = """\
+The settlement service of a wattledger market: meters' signed readings in, exactly-once
+on-chain settlement of the interval's contracts, and each interval's reconciliation.
+
+A reading is the EIP-712 `MeterReading(address participant, uint64 interval, uint64
+importedWh, uint64 exportedWh)` over the market's domain (`GET /market` of the market API),
+signed by the participant's registered meter key. A signature is `0x` and 130 hex digits
+(65 bytes `r ‖ s ‖ v`, `v` 0, 1, 27 or 28) or 128 (64 bytes, EIP-2098 `r ‖ vs`), with a
+low `s` (EIP-2). Unsigned fields take a JSON integer or a string of decimal digits, within
+their range (the schema states both). Request bodies are `application/json`, at most
+1 MiB. Every `405` answer carries an `Allow` header listing the methods the path takes.
+
+A request the schema allows is refused only for a rule a schema cannot state: a signature
+that verifies as no key or another key, the meter's registration and physical maximum, the
+interval's state on-chain or the clock. Each operation's description lists its rules in
+the order they are checked, with their codes.
+"""
+"""The standalone settlement API's ``info.description`` (Markdown, for integrators; the
+problem code table is appended from the code's registry)."""
+
+
 def create_settlement_app(
     service: SettlementService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 ) -> FastAPI:
@@ -265,11 +352,11 @@ def create_settlement_app(
     Bodies up to ``max_body_bytes``, by default the market API's limit (1 MiB), which a
     full batch of readings (about 300 bytes each) fits.
     """
-    app = FastAPI(
+    app = DocumentedApp(
         title="wattledger settlement",
         version="1",
         summary="Meter-signed readings in, exactly-once on-chain settlement, reconciliation.",
-        description=__doc__,
+        description=DESCRIPTION,
     )
 
     install_problem_handlers(app)

@@ -6,31 +6,8 @@ of the :class:`~ledger.errors.RequestError` classes below; the API maps them to
 (``market.http.problems.problem_response``), so a client branches on ``code`` alone.
 Every refusal happens before the reading is stored or any gas is spent.
 
-==========================  ======  =====================================================
-code                        status  when
-==========================  ======  =====================================================
-bad_signature               400     the signature is not 65 bytes of hex, has a high ``s``
-                                    or recovers no key (``ledger.errors.BadSignature``)
-invalid_request             422     missing or extra fields, a value that is not a uint64
-unregistered_meter          403     the reading's participant is not registered, so no
-                                    meter key may sign for it
-meter_mismatch              403     the signature is valid but not by the participant's
-                                    registered meter key (or signed for another market)
-reading_out_of_bounds       422     imported or exported energy above the physical maximum
-                                    configured for that meter
-reading_too_early           409     the interval's delivery has not ended yet
-interval_not_committed      404     no contracts were committed for the interval
-interval_settled            409     the interval is already settled
-reading_window_closed       409     the interval's reading deadline has passed
-reading_duplicate           409     a reading for this participant and interval was
-                                    already accepted (queued here or on-chain)
-batch_too_large             413     more readings in one batch than ``max_intake_readings``
-                                    (``GET /settlement``); ``market.http.errors``
-batch_rejected              (*)     a batch with at least one bad reading; nothing stored;
-                                    ``errors`` lists each bad reading's index and code,
-                                    the status is the first one's (``market.http.errors``)
-service_unavailable         503     the chain or the reading store failed (retry)
-==========================  ======  =====================================================
+The codes, with their statuses and meanings, are published in the OpenAPI description's
+table, built from these classes by :mod:`market.http.openapi_doc`.
 
 Service-side failures are a separate branch, :class:`SettlementError`: a permanent failure of
 one interval (:class:`SettlementFailed`, recorded with the interval and the reason while the

@@ -40,6 +40,8 @@ from market.http.errors import (
     OutOfBounds,
     ServiceUnavailable,
 )
+from market.http.wire import MAX_DIGITS
+from market.signed_messages import whole_number
 from settlement.chain_port import SettlementChain
 from settlement.config import SettlementConfig
 from settlement.errors import (
@@ -63,8 +65,13 @@ _READING_FIELDS = ("participant", "interval", "importedWh", "exportedWh")
 
 
 def _uint64(value: Any, name: str) -> int:
-    number = value
-    if isinstance(number, str) and 0 < len(number) <= 40 and number.isascii() and number.isdigit():
+    number = whole_number(value)
+    if (
+        isinstance(number, str)
+        and 0 < len(number) <= MAX_DIGITS
+        and number.isascii()
+        and number.isdigit()
+    ):
         number = int(number)
     if isinstance(number, bool) or not isinstance(number, int):
         raise InvalidRequest(f"reading.{name}: expected an unsigned integer, got {value!r}")

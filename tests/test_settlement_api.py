@@ -107,7 +107,8 @@ def test_malformed_signature_is_refused(api: Api) -> None:
     n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
     high_s = (n - int.from_bytes(raw[32:64], "big")).to_bytes(32, "big")
     flipped = raw[:32] + high_s + bytes([55 - raw[64]])  # the same key, malleated (EIP-2)
-    api.refused({**body, "signature": "0x" + flipped.hex()}, 400, "bad_signature")
+    # Well-formed (the schema's pattern) but malleated: it verifies as no key, 403.
+    api.refused({**body, "signature": "0x" + flipped.hex()}, 403, "unverifiable_signature")
     api.refused({**body, "signature": 17}, 400, "bad_signature")
 
 

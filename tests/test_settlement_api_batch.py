@@ -295,11 +295,11 @@ def test_a_duplicate_found_only_by_the_store_refuses_the_batch(
     api.problem(api.http.post("/meter-readings", json=bodies[2]), 409, "reading_duplicate")
 
 
-def test_too_many_readings_are_refused_with_413(api: BatchApi) -> None:
+def test_too_many_readings_are_refused_with_422(api: BatchApi) -> None:
     env, t = api.env, api.t
     bodies = [*good(api), env.body(t, env.p(2), 1), env.body(t, env.p(4), 1)]  # 5 > 4
     before = api.snapshot()
-    problem = api.problem(api.post(bodies), 413, "batch_too_large")
+    problem = api.problem(api.post(bodies), 422, "batch_too_large")
     assert "at most 4" in problem["detail"]
     assert api.snapshot() == before
     assert api.post(bodies[:4]).status_code == 202  # exactly the limit is fine

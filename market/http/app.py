@@ -12,7 +12,8 @@ JSON conventions
 
 Errors
     Every refusal is ``application/problem+json`` (RFC 9457) with ``type``, ``title``,
-    ``status``, ``detail`` and a stable ``code`` (table in :mod:`market.http.errors`), mapped
+    ``status``, ``detail`` and a stable ``code`` (the table is published in the OpenAPI
+    description, built from the exception classes by :mod:`market.http.openapi_doc`), mapped
     from the exception tree in :func:`problem_response` and nowhere else. Request-shape errors
     (FastAPI's validation, or the order intake's own checks, which follow the same models)
     become ``malformed_json`` (400) or ``invalid_request`` (422); a wrong type in
@@ -46,6 +47,7 @@ from market.http.asgi import Receive, Scope, Send
 from market.http.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from market.http.group_commit import GroupCommitter
 from market.http.intake import OrderIntake
+from market.http.openapi_doc import DocumentedApp
 from market.http.problems import install_problem_handlers
 from market.http.routes.info import info_router
 from market.http.routes.intervals import intervals_router
@@ -57,7 +59,50 @@ from market.service import MarketService
 log = logging.getLogger(__name__)
 
 
-class MarketApp(FastAPI):
+DESCRIPTION = """\
+A peer-to-peer energy market. Participants trade energy for short delivery intervals with
+EIP-712 signed orders; at each interval's gate closure a double auction clears the book and
+the operator commits the trades on-chain, where meter-signed readings settle them.
+
+## Authentication
+
+By signature, no accounts or tokens. An order, a cancel or the operator's gate closure is
+valid only with its signer's EIP-712 signature over the domain and types that `GET /market`
+publishes (`eip712`); a meter reading only with the participant's registered meter key.
+Every message carries a `nonce` (single-use per signer) and an `expiry` (Unix seconds).
+A signature is `0x` and 130 hex digits (65 bytes `r ‖ s ‖ v`, `v` 0, 1, 27 or 28) or 128
+(64 bytes, EIP-2098 `r ‖ vs`), with a low `s` (EIP-2).
+
+## Intervals and time
+
+Interval `t` covers the Unix seconds `[epoch + t * intervalSeconds, epoch + (t + 1) *
+intervalSeconds)` (`GET /market`). Its gate closes `gateClosureSeconds` before it starts:
+an order for `t` is taken while the market's clock (`now` in `GET /market` and
+`GET /health`) is before `epoch + t * intervalSeconds - gateClosureSeconds`, and at most
+`maxAheadIntervals` intervals after the current one. After gate closure the interval's
+signed order set, its `bookRoot` and its clearing are published.
+
+## JSON
+
+Integers that can exceed 2^53 - 1 (prices, money, nonces, expiries) are answered as
+strings of decimal digits; Wh quantities, intervals, sequence numbers and times as JSON
+numbers. On input every unsigned field of a signed message takes either form, a JSON
+integer or a string of decimal digits, within its range (the schema states both). Request
+bodies are `application/json`, at most 1 MiB. Every `405` answer carries an `Allow` header
+listing the methods the path takes.
+
+## Refusals
+
+A request the schema allows is refused only for a rule a schema cannot state: a signature
+that verifies as no key or another key, state (nonces, gates, collateral, registration) or
+the clock. Each operation's description lists its rules in the order they are checked,
+with their codes.
+"""
+"""The OpenAPI ``info.description``: for integrators, in Markdown; the problem code table is
+appended from the code's registry (:mod:`market.http.openapi_doc`)."""
+
+
+class MarketApp(DocumentedApp):
     """The market's FastAPI app, with order intake answered before FastAPI's routing.
 
     ``POST /orders`` and ``POST /orders:batch`` go straight to :attr:`intake`
@@ -73,13 +118,11 @@ class MarketApp(FastAPI):
             return
         await super().__call__(scope, receive, send)
 
-    def openapi(self) -> dict[str, Any]:
-        if self.openapi_schema is None:
-            schema = super().openapi()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, body_schema in intake_body_schemas().items():
-                components.setdefault(name, body_schema)
-        return self.openapi_schema or {}
+    def extend_openapi(self, document: dict[str, Any]) -> dict[str, Any]:
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, body_schema in intake_body_schemas().items():
+            components.setdefault(name, body_schema)
+        return document
 
 
 def create_app(
@@ -118,7 +161,7 @@ def create_app(
         title="wattledger market",
         version="1",
         summary="Peer-to-peer energy market: EIP-712 signed orders, gate closure, on-chain commit.",
-        description=__doc__,
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
     install_problem_handlers(app)
@@ -146,4 +189,4 @@ async def _ticker(service: MarketService, every_seconds: float) -> None:
         await asyncio.sleep(every_seconds)
 
 
-__all__ = ["MarketApp", "create_app"]
+__all__ = ["DESCRIPTION", "MarketApp", "create_app"]

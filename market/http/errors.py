@@ -4,7 +4,6 @@ Every refusal of the market API is one of these classes (or a server-side
 :class:`ServiceUnavailable`); ``market.http.problems`` maps them to ``application/problem+json``
 (RFC 9457) in one handler. The ``code`` values are part of the API: clients branch on them.
 
-==========================  ======  =====================================================
 code                        status  when
 ==========================  ======  =====================================================
 malformed_json              400     the body is not JSON
@@ -54,6 +53,10 @@ not_found                   404     no such path
 method_not_allowed          405     the path does not take this method
 service_unavailable         503     the order store or the chain failed (not bad input)
 ==========================  ======  =====================================================
+=======
+The table of codes, statuses and meanings is published in both APIs' OpenAPI description,
+built from these classes (their ``code``, ``status`` and docstring) by
+:mod:`market.http.openapi_doc`; each operation's responses name the codes it answers with.
 """
 
 from __future__ import annotations
@@ -156,9 +159,12 @@ class SelfCross(RequestError):
 
 
 class BatchTooLarge(RequestError):
-    """Raised when a batch holds more orders than the market accepts at once."""
+    """Raised when a batch holds more orders or readings than the service takes at once.
 
-    code, status, title = "batch_too_large", 413, "Batch too large"
+    ``422``, as any other request the schema refuses (its ``maxItems``); ``413`` is for a
+    body over the size limit (``body_too_large``)."""
+
+    code, status, title = "batch_too_large", 422, "Batch too large"
 
 
 class BatchRejected(RequestError):

@@ -14,7 +14,8 @@ exist: they document the bodies in the OpenAPI (from the pydantic models of
 Same answers as the pydantic models gave
     :func:`check_signed_order` mirrors ``SignedOrder``/``OrderMessage``/``OrderBatch`` field
     by field: exactly these fields (``missing`` or ``extra`` is ``invalid_request``), JSON
-    types ``StrictInt | StrictStr`` for the integers and ``StrictStr`` for the participant
+    types JSON integer (a whole number, ``2.0`` too) or string for the integers and string
+    for the participant
     and the signature. The first wrong field, in declaration order, names the problem, as
     the first pydantic error did: a wrong type of ``quantityWh``, ``pricePerWh``, ``side``
     or ``signature`` is that field's code, anything else ``invalid_request``. The body must
@@ -41,7 +42,7 @@ from market.http.problems import problem_response, shape_problem
 from market.http.views import order_view
 from market.intake import Prepared
 from market.service import MarketService
-from market.signed_messages import SignedMessage
+from market.signed_messages import SignedMessage, whole_number
 from market.store import OPEN, StoredOrder
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,11 @@ def _check_order_message(value: Any, loc: tuple[str | int, ...]) -> dict[str, An
     if type(_field(order, "participant", loc)) is not str:
         raise _shape_error((*loc, "participant"), "string_type", "Input should be a string")
     for name in _ORDER_FIELDS[1:]:
-        kind = type(_field(order, name, loc))
+        value = _field(order, name, loc)
+        kind = type(value)
+        if kind is float and type(whole := whole_number(value)) is int:
+            order[name] = whole
+            continue
         if kind is not int and kind is not str:
             raise _shape_error(
                 (*loc, name),

@@ -14,21 +14,16 @@ strings; on input every unsigned field of a signed message is :data:`UintJson`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from ledger.eip712 import SIGNATURE_DESCRIPTION
-from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
+from market.http.wire import Address, Bytes32, PricePerWh, QuantityWh, Side, Signature, Uint64
 
 JsonDict = dict[str, JsonValue]
 
-UintJson = Annotated[
-    StrictInt | StrictStr,
-    Field(description="unsigned integer: a JSON integer or a string of decimal digits"),
-]
-"""An unsigned field of a signed message on input: wallets send both forms; the service
-checks the value and its EIP-712 type's range."""
+UintJson = Uint64
+"""An unsigned 64-bit field of a signed message on input (:data:`market.http.wire.Uint64`)."""
 
 _EXAMPLE_ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 _EXAMPLE_ORDER: JsonDict = {
@@ -49,15 +44,18 @@ class OrderMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE_ORDER]})
 
-    participant: StrictStr = Field(description="the participant's 0x address (the signer)")
-    interval: UintJson = Field(description="delivery interval number (uint64)")
-    side: UintJson = Field(description="0 = buy (bid), 1 = sell (ask) (uint8)")
-    quantityWh: UintJson = Field(description=f"energy in Wh, 1..{MAX_QUANTITY_WH} (uint64)")
-    pricePerWh: UintJson = Field(
-        description=f"limit price in token base units per Wh, 1..{MAX_PRICE_PER_WH} (uint128)"
+    participant: Address = Field(description="the participant's 0x address (the signer)")
+    interval: Uint64 = Field(
+        description="delivery interval number (uint64); interval t starts at "
+        "epoch + t * intervalSeconds (GET /market)"
     )
-    nonce: UintJson = Field(description="single-use per signer, any unused uint64")
-    expiry: UintJson = Field(description="Unix seconds after which the message is refused")
+    side: Side
+    quantityWh: QuantityWh
+    pricePerWh: PricePerWh
+    nonce: Uint64 = Field(description="single-use per signer, any unused uint64")
+    expiry: Uint64 = Field(
+        description="Unix seconds (uint64); the message is refused at or after this time"
+    )
 
 
 class SignedOrder(BaseModel):
@@ -71,7 +69,7 @@ class SignedOrder(BaseModel):
     )
 
     order: OrderMessage
-    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
+    signature: Signature
 
 
 class OrderBatch(BaseModel):
@@ -79,7 +77,9 @@ class OrderBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    orders: list[SignedOrder] = Field(description="signed orders, at most max_batch_orders")
+    orders: list[SignedOrder] = Field(
+        min_length=1, description="signed orders, at most maxBatchOrders (GET /market)"
+    )
 
 
 class CancelMessage(BaseModel):
@@ -87,10 +87,14 @@ class CancelMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    participant: StrictStr
-    orderHash: StrictStr = Field(description="id of the order to cancel (bytes32 hex)")
-    nonce: UintJson
-    expiry: UintJson
+    participant: Address = Field(description="the order's participant (the signer)")
+    orderHash: Bytes32 = Field(
+        description="id of the order to cancel (bytes32 hex), the order id of the path"
+    )
+    nonce: Uint64 = Field(description="single-use per signer, any unused uint64")
+    expiry: Uint64 = Field(
+        description="Unix seconds (uint64); the message is refused at or after this time"
+    )
 
 
 class SignedCancel(BaseModel):
@@ -114,7 +118,7 @@ class SignedCancel(BaseModel):
     )
 
     cancel: CancelMessage
-    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
+    signature: Signature
 
 
 class CloseGateMessage(BaseModel):
@@ -122,9 +126,11 @@ class CloseGateMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    interval: UintJson
-    nonce: UintJson
-    expiry: UintJson
+    interval: Uint64 = Field(description="the interval to close, the one of the path")
+    nonce: Uint64 = Field(description="single-use for the operator, any unused uint64")
+    expiry: Uint64 = Field(
+        description="Unix seconds (uint64); the message is refused at or after this time"
+    )
 
 
 class SignedCloseGate(BaseModel):
@@ -133,7 +139,7 @@ class SignedCloseGate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     close: CloseGateMessage
-    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
+    signature: Signature
 
 
 class RegistrationMessage(BaseModel):
@@ -141,10 +147,10 @@ class RegistrationMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    participant: StrictStr = Field(description="the 0x address to register (the signer)")
-    meter: StrictStr = Field(description="the 0x address of its meter key")
-    nonce: UintJson = Field(description="single-use per signer, any unused uint64")
-    expiry: UintJson = Field(description="Unix seconds after which the message is refused")
+    participant: Address = Field(description="the 0x address to register (the signer)")
+    meter: Address = Field(description="the 0x address of its meter key")
+    nonce: Uint64 = Field(description="single-use per signer, any unused uint64")
+    expiry: Uint64 = Field(description="Unix seconds after which the message is refused")
 
 
 class SignedRegistration(BaseModel):
@@ -168,7 +174,7 @@ class SignedRegistration(BaseModel):
     )
 
     registration: RegistrationMessage
-    signature: StrictStr = Field(description=SIGNATURE_DESCRIPTION)
+    signature: Signature
 
 
 class RegistrationAnswer(BaseModel):
@@ -421,13 +427,23 @@ class MarketInfo(BaseModel):
     operator: str
     token: dict[str, Any]
     eip712: Eip712Info
-    intervalSeconds: int
-    epoch: int
-    gateClosureSeconds: int
-    maxAheadIntervals: int
-    maxBatchOrders: int
-    currentInterval: int
-    now: int
+    intervalSeconds: int = Field(description="the length of every interval, seconds")
+    epoch: int = Field(
+        description="Unix seconds where interval 0 starts: interval t covers "
+        "[epoch + t * intervalSeconds, epoch + (t + 1) * intervalSeconds)"
+    )
+    gateClosureSeconds: int = Field(
+        description="how long before its start an interval's gate closes: orders for t are "
+        "taken while now < epoch + t * intervalSeconds - gateClosureSeconds"
+    )
+    maxAheadIntervals: int = Field(
+        description="an order's interval is at most currentInterval + maxAheadIntervals"
+    )
+    maxBatchOrders: int = Field(description="most orders one POST /orders:batch takes")
+    currentInterval: int = Field(
+        description="the interval containing now: floor((now - epoch) / intervalSeconds)"
+    )
+    now: int = Field(description="the market's clock, Unix seconds")
     mechanism: dict[str, Any]
     terms: dict[str, Any]
     bounds: dict[str, Any]

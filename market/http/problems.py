@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ledger.errors import BadSignature, InputError, RequestError, WattledgerError
 from market.http.errors import (
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+"""The methods a 405's ``Allow`` may name (OPTIONS is never served)."""
+
 FIELD_ERRORS: dict[str, type[RequestError]] = {
     "quantityWh": InvalidQuantity,
     "pricePerWh": InvalidPrice,
@@ -52,6 +56,23 @@ FIELD_ERRORS: dict[str, type[RequestError]] = {
     "signature": BadSignature,
 }
 """Fields whose wrong JSON type is refused with the field's own code, not ``invalid_request``."""
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's routes take on ``request``'s path, for a 405's ``Allow``.
+
+    Starlette answers with the first route whose path matches, so its ``Allow`` names that
+    route's methods only; a path served by several routes (``GET`` and ``DELETE
+    /orders/{id}``) takes all of theirs: each method is tried against every route.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def problem_response(err: BaseException, instance: str | None = None) -> JSONResponse:
@@ -123,7 +144,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     Domain errors keep their code; FastAPI's validation errors go through
     :func:`validation_problem`; Starlette's 404 and 405 become ``not_found`` and
-    ``method_not_allowed`` (keeping the exception's headers, such as 405's ``Allow``); any
+    ``method_not_allowed`` (a 405's ``Allow`` lists every method the path takes,
+    :func:`allowed_methods`); any
     other exception is logged and answered ``internal_error`` (500) without its details.
     """
 
@@ -142,11 +164,15 @@ def install_problem_handlers(app: FastAPI) -> None:
             err = NotFound(f"no such path: {request.url.path}")
         elif exc.status_code == 405:
             err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        elif exc.status_code == 400:  # FastAPI could not parse the body (not UTF-8, not JSON)
+            err = MalformedJson(f"the body could not be parsed: {exc.detail}")
         else:
             err = RequestError(str(exc.detail)).with_status(exc.status_code)
         response = problem_response(err, request.url.path)
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
     @app.exception_handler(Exception)
@@ -155,21 +181,60 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(exc, request.url.path)
 
 
+PROBLEM_CODES_KEY = "x-problem-codes"
+"""The OpenAPI extension of a documented refusal listing the ``code`` values it can carry."""
+
+BATCH_REJECTED = "batch_rejected"
+"""The code of a refused batch (:class:`market.http.errors.BatchRejected`), answered with the
+status of its first refused item."""
+
+
 def problem_responses(
-    *statuses: int, model: type[BaseModel] | None = Problem, description: str = "refused"
+    *errors: type[WattledgerError],
+    batch: bool = False,
+    model: type[BaseModel] | None = Problem,
 ) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` documenting a problem+json refusal for each of ``statuses``
-    (a route's ``responses=``); ``model`` is the body's schema, ``None`` for none."""
+    """OpenAPI ``responses`` documenting the problem+json refusals of an operation (a
+    route's ``responses=``): one entry per status of ``errors``, naming its codes in the
+    description and in :data:`PROBLEM_CODES_KEY`. ``batch``: the operation takes a batch, so
+    ``batch_rejected`` may come with any of those statuses. ``model`` is the body's schema,
+    ``None`` for none."""
+    by_status: dict[int, list[str]] = {}
+    for error in errors:
+        codes = by_status.setdefault(error_status(error), [])
+        if error.code not in codes:
+            codes.append(error.code)
+    if batch:
+        for codes in by_status.values():
+            codes.append(BATCH_REJECTED)
     model_entry: dict[str, Any] = {} if model is None else {"model": model}
     return {
-        s: {**model_entry, "content": {PROBLEM_JSON: {}}, "description": description}
-        for s in statuses
+        status: {
+            **model_entry,
+            "content": {PROBLEM_JSON: {}},
+            "description": "refused (problem+json); code: " + ", ".join(f"`{c}`" for c in codes),
+            PROBLEM_CODES_KEY: codes,
+        }
+        for status, codes in sorted(by_status.items())
     }
 
 
+def error_status(error: type[WattledgerError]) -> int:
+    """The HTTP status :func:`problem_response` answers ``error`` with."""
+    if issubclass(error, RequestError | ServiceUnavailable):
+        return error.status
+    if issubclass(error, InputError):
+        return 422
+    return 500
+
+
 __all__ = [
+    "BATCH_REJECTED",
     "FIELD_ERRORS",
+    "PROBLEM_CODES_KEY",
     "PROBLEM_JSON",
+    "allowed_methods",
+    "error_status",
     "install_problem_handlers",
     "problem_response",
     "problem_responses",

@@ -11,6 +11,18 @@ from fastapi.responses import Response
 
 from ledger.addresses import checksum_address
 from ledger.eip712 import SIDE_BUY, SIDE_SELL
+from ledger.errors import BadSignature, UnverifiableSignature
+from market.http.errors import (
+    BodyTooLarge,
+    ChainUnavailableProblem,
+    IntervalNotClosed,
+    InvalidRequest,
+    MalformedJson,
+    NonceUsed,
+    NotOperator,
+    OrderExpired,
+    ServiceUnavailable,
+)
 from market.http.models import BookView, ClearingView, PublishedBook, SignedCloseGate
 from market.http.params import IntervalParam
 from market.http.problems import problem_responses
@@ -42,7 +54,7 @@ def intervals_router(service: MarketService) -> APIRouter:
     @router.get(
         "/intervals/{t}/book",
         response_model=BookView,
-        responses=problem_responses(422),
+        responses=problem_responses(InvalidRequest),
         tags=["intervals"],
     )
     def interval_book(t: IntervalParam) -> dict[str, Any]:
@@ -60,7 +72,7 @@ def intervals_router(service: MarketService) -> APIRouter:
     @router.get(
         "/intervals/{t}/orders",
         response_model=PublishedBook,
-        responses=problem_responses(409, 422),
+        responses=problem_responses(InvalidRequest, IntervalNotClosed),
         tags=["intervals"],
     )
     def interval_orders(t: IntervalParam) -> Response:
@@ -89,7 +101,7 @@ def intervals_router(service: MarketService) -> APIRouter:
     @router.get(
         "/intervals/{t}/clearing",
         response_model=ClearingView,
-        responses=problem_responses(409, 422),
+        responses=problem_responses(InvalidRequest, IntervalNotClosed),
         tags=["intervals"],
     )
     def interval_clearing(t: IntervalParam) -> dict[str, Any]:
@@ -124,8 +136,26 @@ def intervals_router(service: MarketService) -> APIRouter:
     @router.post(
         "/intervals/{t}/close",
         response_model=ClearingView,
-        responses=problem_responses(400, 403, 409, 413, 422, 503),
+        responses=problem_responses(
+            MalformedJson,
+            InvalidRequest,
+            BodyTooLarge,
+            BadSignature,
+            UnverifiableSignature,
+            NotOperator,
+            OrderExpired,
+            NonceUsed,
+            ChainUnavailableProblem,
+            ServiceUnavailable,
+        ),
         tags=["operator"],
+        description="Operator only: close `t`'s gate now (simulations driving a remote "
+        "market).\n\nThe body is a `CloseGate` message signed by the operator key published "
+        "in `GET /market`. Checked in this order: the body's form (`invalid_request`, "
+        "`bad_signature`); the signature recovers a key (`unverifiable_signature`) and it is "
+        "the operator's (`not_operator`); `close.interval` equals `t` (`invalid_request`); "
+        "`expiry` is after the market's clock (`order_expired`); the nonce is unused "
+        "(`nonce_used`).",
     )
     def close_interval(t: IntervalParam, body: SignedCloseGate) -> dict[str, Any]:
         """Operator only: close ``t``'s gate now (simulations driving a remote market).

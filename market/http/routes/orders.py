@@ -16,6 +16,32 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from ledger.errors import BadSignature, UnverifiableSignature
+from market.http.errors import (
+    BatchTooLarge,
+    BodyTooLarge,
+    ChainUnavailableProblem,
+    InsufficientCollateral,
+    IntervalClosed,
+    IntervalNotClosed,
+    IntervalTooFar,
+    InvalidPrice,
+    InvalidQuantity,
+    InvalidRequest,
+    InvalidSide,
+    MalformedJson,
+    NonceUsed,
+    NotYourOrder,
+    OrderExpired,
+    OrderNotFound,
+    OrderNotInBook,
+    OrderNotOpen,
+    OutOfBounds,
+    SelfCross,
+    ServiceUnavailable,
+    SignerMismatch,
+    UnregisteredParticipant,
+)
 from market.http.intake import BATCH_PATH, ORDER_PATH, OrderIntake
 from market.http.models import (
     OrderBatch,
@@ -25,11 +51,79 @@ from market.http.models import (
     SignedCancel,
     SignedOrder,
 )
+from market.http.openapi_doc import LimitedRouter
 from market.http.params import OrderIdParam
 from market.http.problems import problem_responses
 from market.http.views import json_response, order_view
 from market.service import MarketService
 from market.signed_messages import SignedMessage
+
+ORDER_REFUSALS = (
+    MalformedJson,
+    InvalidRequest,
+    BodyTooLarge,
+    BadSignature,
+    InvalidSide,
+    InvalidQuantity,
+    InvalidPrice,
+    OutOfBounds,
+    UnverifiableSignature,
+    SignerMismatch,
+    UnregisteredParticipant,
+    OrderExpired,
+    IntervalTooFar,
+    IntervalClosed,
+    NonceUsed,
+    SelfCross,
+    InsufficientCollateral,
+    ChainUnavailableProblem,
+    ServiceUnavailable,
+)
+"""Every refusal of ``POST /orders``, in the order the order's checks run."""
+
+ORDER_RULES = """
+Checked in this order; the first failing check answers:
+
+1. the body's shape and every field's form and range, as the schema states
+   (`malformed_json`, `invalid_request`, `bad_signature`, `invalid_side`,
+   `invalid_quantity`, `invalid_price`, `out_of_bounds`);
+2. the signature recovers a key (`unverifiable_signature`: `r` or `s` out of range, a high
+   `s`, or no key) and that key is `order.participant` under the EIP-712 domain of
+   `GET /market` (`signer_mismatch`);
+3. the participant is registered on the market contract (`unregistered_participant`);
+4. `expiry` is after the market's clock (`order_expired`);
+5. the interval's gate is open: the market's clock is before
+   `epoch + interval * intervalSeconds - gateClosureSeconds` (`interval_closed`), and
+   `interval` is at most `maxAheadIntervals` after the current one (`interval_too_far`);
+6. the participant has not used `nonce` (`nonce_used`; orders and cancels share nonces);
+7. the order does not cross the participant's own open order of the other side in the
+   same interval (`self_cross`);
+8. the free balance minus what open orders reserve covers the order (a bid reserves
+   `quantityWh * pricePerWh`, an ask its bond `quantityWh * penaltyPricePerWh`)
+   (`insufficient_collateral`).
+
+`service_unavailable` (503) means the order store or the chain failed: retry.
+"""
+
+
+PROOF_DESCRIPTION = """The Merkle inclusion proof of an order in its interval's `bookRoot`
+(committed on-chain by `commitInterval`), once the interval's gate has closed
+(`interval_not_closed` before; `order_not_in_book` for an order outside the published set,
+such as one cancelled before the gate closed).
+
+The tree is OpenZeppelin's `StandardMerkleTree.of(ids.map(id => [id]), ["bytes32"])` over
+the interval's published order ids (`GET /intervals/{t}/orders`):
+
+- `leaf` = `keccak256(keccak256(id))`, the id being the order's 32-byte EIP-712 digest
+  (in Solidity `keccak256(bytes.concat(keccak256(abi.encode(id))))`);
+- an inner node is `keccak256(min(a, b) ‖ max(a, b))` (sorted pair), so `proof` carries no
+  left/right flags;
+- leaves are sorted ascending; with one order the root is its leaf and `proof` is empty.
+
+Verify by folding: `node = leaf`, then `node = hashPair(node, p)` for each `p` of `proof`;
+the result equals `bookRoot`. OpenZeppelin's `MerkleProof.verify(proof, bookRoot, leaf)`
+does exactly this.
+"""
 
 
 def intake_body_schemas() -> dict[str, Any]:
@@ -50,14 +144,17 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
     """The ``/orders`` paths of ``service``; submissions go through ``intake``."""
-    router = APIRouter(tags=["orders"])
+    router = LimitedRouter(tags=["orders"])
+    router.max_items[("OrderBatch", "orders")] = service.config.max_batch_orders
 
     @router.post(
         ORDER_PATH,
         status_code=201,
         response_model=OrderView,
-        responses=problem_responses(400, 403, 409, 413, 422, 503),
+        responses=problem_responses(*ORDER_REFUSALS),
         openapi_extra=_request_body(SignedOrder),
+        description="Submit one signed order. `201` means it is durably stored and in the "
+        "book.\n" + ORDER_RULES,
     )
     async def submit_order(request: Request) -> Response:
         """Submit one signed order. ``201`` means it is durably stored and in the book."""
@@ -69,8 +166,14 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
         BATCH_PATH,
         status_code=201,
         response_model=OrderList,
-        responses=problem_responses(400, 403, 409, 413, 422, 503),
+        responses=problem_responses(*ORDER_REFUSALS, BatchTooLarge, batch=True),
         openapi_extra=_request_body(OrderBatch),
+        description="Submit many signed orders at once (aggregators); all are stored or "
+        "none. At most `maxBatchOrders` (`GET /market`) orders (`batch_too_large`). Each "
+        "order is checked as `POST /orders` checks one. A refused batch answers "
+        "`batch_rejected` with the first refused order's status and `errors`: one entry "
+        "per refused order (`index`, `code`, `status`, "
+        "`detail`); one order alone answers its own code.\n" + ORDER_RULES,
     )
     async def submit_batch(request: Request) -> Response:
         """Submit many signed orders at once (aggregators); all are stored or none.
@@ -85,7 +188,7 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
     @router.get(
         "/orders/{order_id}",
         response_model=OrderView,
-        responses=problem_responses(404, 422),
+        responses=problem_responses(InvalidRequest, OrderNotFound),
     )
     def get_order(order_id: OrderIdParam) -> Response:
         """One order by its id (the EIP-712 order hash)."""
@@ -94,7 +197,31 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
     @router.delete(
         "/orders/{order_id}",
         response_model=OrderView,
-        responses=problem_responses(400, 403, 404, 409, 413, 422, 503),
+        responses=problem_responses(
+            MalformedJson,
+            InvalidRequest,
+            BodyTooLarge,
+            BadSignature,
+            UnverifiableSignature,
+            SignerMismatch,
+            OrderExpired,
+            OrderNotFound,
+            NotYourOrder,
+            OrderNotOpen,
+            IntervalClosed,
+            NonceUsed,
+            ChainUnavailableProblem,
+            ServiceUnavailable,
+        ),
+        description="Cancel an open order with the participant's signed `Cancel`, before "
+        "its interval's gate closes.\n\nChecked in this order: the body's form "
+        "(`invalid_request`, `bad_signature`); the signature recovers a key "
+        "(`unverifiable_signature`) and it is `cancel.participant` (`signer_mismatch`); "
+        "`cancel.orderHash` equals the order id of the path (`invalid_request`); `expiry` "
+        "is after the market's clock (`order_expired`); the order exists "
+        "(`order_not_found`) and is the signer's (`not_your_order`); it is open "
+        "(`order_not_open`) and its gate has not closed (`interval_closed`); the nonce is "
+        "unused (`nonce_used`).",
     )
     def cancel_order(order_id: OrderIdParam, body: SignedCancel) -> Response:
         """Cancel an open order with the participant's signed ``Cancel`` (before gate closure)."""
@@ -104,7 +231,10 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
     @router.get(
         "/orders/{order_id}/proof",
         response_model=ProofView,
-        responses=problem_responses(404, 409, 422),
+        responses=problem_responses(
+            InvalidRequest, OrderNotFound, IntervalNotClosed, OrderNotInBook
+        ),
+        description=PROOF_DESCRIPTION,
     )
     def order_proof(order_id: OrderIdParam) -> dict[str, Any]:
         """The Merkle inclusion proof of an order in its interval's committed ``bookRoot``."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ledger.addresses import checksum_address
+from market.http.errors import ChainUnavailableProblem, InvalidRequest, ServiceUnavailable
 from market.http.models import OrderList, ParticipantInfo
 from market.http.params import MAX_INTERVAL, AddressParam
 from market.http.problems import problem_responses
@@ -23,7 +24,7 @@ def participants_router(service: MarketService) -> APIRouter:
     @router.get(
         "/participants/{address}",
         response_model=ParticipantInfo,
-        responses=problem_responses(422, 503),
+        responses=problem_responses(InvalidRequest, ServiceUnavailable, ChainUnavailableProblem),
     )
     def participant(address: AddressParam) -> Response:
         """On-chain registration (``registered``, the ``meter`` key), free and locked
@@ -46,7 +47,7 @@ def participants_router(service: MarketService) -> APIRouter:
     @router.get(
         "/participants/{address}/orders",
         response_model=OrderList,
-        responses=problem_responses(422),
+        responses=problem_responses(InvalidRequest),
     )
     def participant_orders(
         address: AddressParam,

@@ -7,6 +7,22 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ledger.addresses import checksum_address
+from ledger.errors import BadSignature, UnverifiableSignature
+from market.http.errors import (
+    AlreadyRegistered,
+    BodyTooLarge,
+    ChainUnavailableProblem,
+    InvalidMeter,
+    InvalidRequest,
+    MalformedJson,
+    NonceUsed,
+    RegistrationExpired,
+    RegistrationNotFound,
+    RegistrationPending,
+    RegistrationRefused,
+    ServiceUnavailable,
+    SignerMismatch,
+)
 from market.http.models import RegistrationAnswer, RegistrationStatus, SignedRegistration
 from market.http.params import AddressParam
 from market.http.problems import problem_responses
@@ -27,7 +43,22 @@ def registrations_router(service: MarketService) -> APIRouter:
         response_model=RegistrationAnswer,
         responses={
             202: {"model": RegistrationAnswer, "description": "held for the registrar: pending"},
-            **problem_responses(400, 403, 409, 413, 422, 503),
+            **problem_responses(
+                MalformedJson,
+                InvalidRequest,
+                BodyTooLarge,
+                BadSignature,
+                UnverifiableSignature,
+                SignerMismatch,
+                InvalidMeter,
+                RegistrationExpired,
+                NonceUsed,
+                AlreadyRegistered,
+                RegistrationPending,
+                RegistrationRefused,
+                ServiceUnavailable,
+                ChainUnavailableProblem,
+            ),
         },
     )
     def register(body: SignedRegistration) -> Response:
@@ -56,7 +87,9 @@ def registrations_router(service: MarketService) -> APIRouter:
     @router.get(
         "/registrations/{participant}",
         response_model=RegistrationStatus,
-        responses=problem_responses(404, 422, 503),
+        responses=problem_responses(
+            InvalidRequest, RegistrationNotFound, ServiceUnavailable, ChainUnavailableProblem
+        ),
     )
     def registration(participant: AddressParam) -> Response:
         """The participant's latest registration request and its status."""
