@@ -118,6 +118,8 @@ class PublishedOrder:
     message: Any
     signature: Any
     filled_wh: Any = None
+    status: Any = None
+    """``closed`` or ``expired`` as published (None in sets published before expiry)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class PublishedBook:
     domain: Any
     orders: tuple[PublishedOrder, ...]
     source: str = ""
+    closed_at: Any = None
+    """When the book froze (``closedAt``): orders whose expiry is not after it do not clear."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
                 message=entry.get("order"),
                 signature=entry.get("signature"),
                 filled_wh=entry.get("filledWh"),
+                status=entry.get("status"),
             )
         )
     return PublishedBook(
@@ -188,6 +193,7 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
         domain=data.get("domain"),
         orders=tuple(parsed),
         source=source,
+        closed_at=data.get("closedAt"),
     )
 
 

@@ -110,7 +110,15 @@ class MarketService:
             mechanism=self.config.mechanism,
             k=self.config.k,
         )
-        self.views = MarketViews(store, self.book, self.collateral, self.schedule)
+        self.views = MarketViews(
+            store,
+            self.book,
+            self.collateral,
+            self.schedule,
+            clock,
+            mechanism=self.config.mechanism,
+            k=self.config.k,
+        )
         self._load()
 
     def _load(self) -> None:

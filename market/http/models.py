@@ -152,7 +152,7 @@ class OrderView(BaseModel):
 
     id: str = Field(description="the order hash (EIP-712 digest), bytes32 hex")
     seq: int = Field(description="arrival sequence (price-tie priority)")
-    status: Literal["open", "cancelled", "excluded", "closed"]
+    status: Literal["open", "cancelled", "excluded", "closed", "expired"]
     participant: str
     interval: int
     side: Literal["buy", "sell"]
@@ -217,6 +217,9 @@ class PublishedOrder(BaseModel):
 
     id: str
     seq: int
+    status: Literal["closed", "expired"] = Field(
+        description="expired: its expiry was not after closedAt, so it was not cleared"
+    )
     order: OrderMessageOut
     signature: str
     filledWh: int | None
@@ -228,6 +231,7 @@ class PublishedBook(BaseModel):
     interval: int
     state: str
     bookRoot: str
+    closedAt: int = Field(description="Unix seconds (market clock) at which the book froze")
     domain: dict[str, Any]
     orders: list[PublishedOrder]
 
@@ -262,6 +266,9 @@ class ClearingView(BaseModel):
     bookRoot: str
     trades: list[TradeView]
     excluded: list[str]
+    expired: list[str] = Field(
+        default_factory=list, description="orders of the set whose expiry had passed"
+    )
     commit: CommitView | None
 
 
