@@ -300,6 +300,9 @@ class MarketInfo(BaseModel):
     chainId: int
     contracts: dict[str, str]
     operator: str
+    operatorActive: bool = Field(description="whether operator holds the OPERATOR role on-chain")
+    paused: bool = Field(description="whether the market contract is paused (no commits)")
+    chainFactsBlock: int = Field(description="the block the on-chain facts were checked at")
     token: dict[str, Any]
     eip712: dict[str, Any]
     intervalSeconds: int
