@@ -132,7 +132,7 @@ class PublishedBook:
     orders: tuple[PublishedOrder, ...]
     source: str = ""
     closed_at: Any = None
-    """When the book froze (``closedAt``): orders whose expiry is not after it do not clear."""
+    """When the gate closed (``closedAt``): orders whose expiry is before it do not clear."""
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,14 @@ Uncovered orders
     commit the contract would refuse for collateral cannot be sent (DESIGN §5).
 
 Expired orders
-    An order whose ``expiry`` is not after the moment the book froze (the interval record's
-    ``closed_at``, published as ``closedAt``) is dead: it stays in the published set and under
-    the ``bookRoot`` with status ``expired``, enters neither the clearing nor the collateral
-    re-check, and its reservation is released like every frozen order's. The audit re-clears
-    the published set by the same rule (:func:`is_expired`).
+    The gate of an interval closes at its gate closure time, or earlier when the operator
+    closes it (the interval record's ``closed_at``, published as ``closedAt``): intake
+    refuses its orders from then on, however late the tick that freezes the book runs. An
+    order whose ``expiry`` is before that moment is dead: it stays in the published set and
+    under the ``bookRoot`` with status ``expired``, enters neither the clearing nor the
+    collateral re-check, and its reservation is released like every frozen order's. An expiry
+    at the gate closure itself is still live (valid until the gate closes). The audit
+    re-clears the published set by the same rule (:func:`market.orders.is_expired`).
 
 Empty intervals
     An interval whose gate passes with no open order (none came, or all were cancelled) needs
@@ -217,7 +220,9 @@ class GateClosure:
                 )
             orders = self.book.freeze(interval)
             try:
-                self._freeze(interval, now, orders)
+                # The gate closed at its time, or earlier when the operator closed it: intake
+                # refused the interval's orders from then on, however late the tick runs.
+                self._freeze(interval, min(now, gate_closure_at), orders)
             finally:
                 with self._lock:
                     self.book.closing.discard(interval)
@@ -227,8 +232,8 @@ class GateClosure:
             return record
 
     def _freeze(self, interval: int, now: int, orders: list[StoredOrder]) -> None:
-        """Set aside expired orders, leave out uncovered ones, clear the rest and store the
-        frozen interval."""
+        """Set aside the orders expired at ``now`` (when the gate closed), leave out uncovered
+        ones, clear the rest and store the frozen interval."""
         penalty = self.collateral.read_terms().penalty_price_per_wh
         expired = [o for o in orders if is_expired(o.expiry, now)]
         live = [o for o in orders if not is_expired(o.expiry, now)]

@@ -327,8 +327,9 @@ EXPIRED = "expired"
 
 
 def is_expired(expiry: int, closed_at: int) -> bool:
-    """Whether an order with ``expiry`` is dead at a gate closure at ``closed_at`` (Unix
-    seconds): its expiry is not after it, the rule intake applies at arrival. An expired order
-    stays in the published set (and under the ``bookRoot``) but does not enter the clearing;
-    the audit applies the same rule to the published ``closedAt``."""
-    return expiry <= closed_at
+    """Whether an order with ``expiry`` is dead at its interval's gate closure at
+    ``closed_at`` (Unix seconds): its expiry is before it. An order that expires at the gate
+    closure itself is valid until the gate closes and clears. An expired order stays in the
+    published set (and under the ``bookRoot``) but does not enter the clearing; the audit
+    applies the same rule to the published ``closedAt``."""
+    return expiry < closed_at

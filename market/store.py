@@ -84,7 +84,7 @@ EXCLUDED = "excluded"
 CLOSED = "closed"
 """Part of its interval's frozen, published book (``filled_wh`` says how much traded)."""
 EXPIRED = EXPIRED_STATUS
-"""Its ``expiry`` was not after its interval's gate closure: published with the frozen book
+"""Its ``expiry`` was before its interval's gate closure: published with the frozen book
 (and under its ``bookRoot``), but left out of the clearing (``filled_wh`` 0)."""
 
 ORDER_STATUSES = (OPEN, CANCELLED, EXCLUDED, CLOSED, EXPIRED)

@@ -94,13 +94,17 @@ def test_an_interval_with_an_open_order_is_not_empty_before_its_gate_closure_run
 def test_an_order_expired_at_gate_closure_does_not_trade(m: Market) -> None:
     t = m.t
     gate = m.service.gate_closure_at(t)
-    dead = m.service.submit_order(signed(m.alice.order(t, "buy", 500, PRICE + 100, expiry=gate)))
-    live = m.service.submit_order(signed(m.carol.order(t, "buy", 300, PRICE)))
+    dead = m.service.submit_order(
+        signed(m.alice.order(t, "buy", 500, PRICE + 100, expiry=gate - 1))
+    )
+    # Valid until the gate closes: it clears (the simulation signs its orders so).
+    live = m.service.submit_order(signed(m.carol.order(t, "buy", 300, PRICE, expiry=gate)))
     ask = m.service.submit_order(signed(m.bob.order(t, "sell", 800, PRICE - 100)))
     alice = m.alice.account.address
     assert m.service.participant(alice).reserved_base_units == 500 * (PRICE + 100)
 
-    m.close_due(t)
+    m.clock.set(gate + 60)  # a late tick: the gate still closed at its time
+    m.service.tick()
     root, trades = m.ledger.commits[t]
     assert [(tr.buy_order_id.hex(), tr.quantity_wh) for tr in trades] == [(live.id[2:], 300)]
     assert m.service.get_order(dead.id).status == "expired"
@@ -144,7 +148,7 @@ def test_the_audit_re_clears_without_expired_orders_and_checks_their_marking() -
         t = session.next_interval()
         gate = session.service.gate_closure_at(t)
         alice, bob, carol = session.clients[:3]
-        dead = alice.submit_order(t, "buy", 500, PRICE + 100, expiry=gate)
+        dead = alice.submit_order(t, "buy", 500, PRICE + 100, expiry=gate - 1)
         carol.submit_order(t, "buy", 300, PRICE, expiry=session.expiry)
         bob.submit_order(t, "sell", 800, PRICE - 100, expiry=session.expiry)
         session.close_gate(t)

@@ -42,7 +42,7 @@ class PublishedSet:
     ids: list[bytes] = field(default_factory=list)
     """Every published id that is 32 bytes of hex, as bytes (for the root)."""
     expired: set[str] = field(default_factory=set)
-    """Orders whose ``expiry`` is not after the published ``closedAt``: in the set and its
+    """Orders whose ``expiry`` is before the published ``closedAt``: in the set and its
     root, but not in the clearing (:func:`market.orders.is_expired`)."""
     marked_expired: set[str] = field(default_factory=set)
     """Orders the publication marks ``expired``."""

@@ -25,15 +25,15 @@ def check_reclear(
 ) -> None:
     """The ``reclear`` check: clearing the published set gives exactly the committed trades.
 
-    Orders whose expiry is not after the published ``closedAt`` do not enter the clearing, and
+    Orders whose expiry is before the published ``closedAt`` do not enter the clearing, and
     the publication must mark exactly those ``expired``."""
     result = clearing.clear(parsed.live_orders(), rules.mechanism, rules.k)
     expected = result.trades
     problems: list[str] = []
     for oid in sorted(parsed.marked_expired - parsed.expired):
-        problems.append(f"order {short(oid)}: published expired, its expiry is after closedAt")
+        problems.append(f"order {short(oid)}: published expired, its expiry is not before closedAt")
     for oid in sorted(parsed.expired - parsed.marked_expired):
-        problems.append(f"order {short(oid)}: expiry not after closedAt, not published expired")
+        problems.append(f"order {short(oid)}: expiry before closedAt, not published expired")
     if len(expected) != len(trades):
         problems.append(
             f"trade count expected {len(expected)} found {len(trades)} (volume expected "

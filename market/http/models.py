@@ -218,7 +218,7 @@ class PublishedOrder(BaseModel):
     id: str
     seq: int
     status: Literal["closed", "expired"] = Field(
-        description="expired: its expiry was not after closedAt, so it was not cleared"
+        description="expired: its expiry was before closedAt, so it was not cleared"
     )
     order: OrderMessageOut
     signature: str
@@ -231,7 +231,7 @@ class PublishedBook(BaseModel):
     interval: int
     state: str
     bookRoot: str
-    closedAt: int = Field(description="Unix seconds (market clock) at which the book froze")
+    closedAt: int = Field(description="Unix seconds (market clock) at which the gate closed")
     domain: dict[str, Any]
     orders: list[PublishedOrder]
 

@@ -67,7 +67,7 @@ def intervals_router(service: MarketService) -> APIRouter:
         """The signed order set of a closed interval, with its ``bookRoot`` and the EIP-712
         domain, so anyone can re-verify every signature and re-clear the book.
 
-        ``closedAt`` is when the book froze: an order whose ``expiry`` is not after it is
+        ``closedAt`` is when the gate closed: an order whose ``expiry`` is before it is
         ``expired`` (in the set and its root, but not cleared); every other order is
         ``closed``. An interval whose gate passed with no order is ``empty``."""
         record, orders = service.published_orders(t)
