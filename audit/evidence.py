@@ -143,6 +143,8 @@ class PublishedOrder:
     message: Any
     signature: Any
     filled_wh: Any = None
+    status: Any = None
+    """``closed`` or ``expired`` as published (None in sets published before expiry)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ class PublishedBook:
     domain: Any
     orders: tuple[PublishedOrder, ...]
     source: str = ""
+    closed_at: Any = None
+    """When the gate closed (``closedAt``): orders whose expiry is before it do not clear."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
                 message=entry.get("order"),
                 signature=entry.get("signature"),
                 filled_wh=entry.get("filledWh"),
+                status=entry.get("status"),
             )
         )
     return PublishedBook(
@@ -213,6 +218,7 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
         domain=data.get("domain"),
         orders=tuple(parsed),
         source=source,
+        closed_at=data.get("closedAt"),
     )
 
 

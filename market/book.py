@@ -223,6 +223,16 @@ class OpenBook:
         with self._lock:
             return list(self._by_interval)
 
+    def is_idle(self, interval: int) -> bool:
+        """Whether ``interval`` has no open order, none being written and no gate closing:
+        once its gate closure time has passed, nothing can change that."""
+        with self._lock:
+            return (
+                interval not in self._by_interval
+                and not self._pending.get(interval, 0)
+                and interval not in self.closing
+            )
+
     def interval_orders(self, interval: int) -> list[StoredOrder]:
         """Open orders of ``interval`` (in the order they were opened)."""
         with self._lock:

@@ -17,6 +17,12 @@ addresses, all at one block (:meth:`~chain.client.LedgerClient.balances_of`). A 
 party was most of a gate closure (on eth-tester about 5 ms a call, a second per interval for
 200 parties); a batch of ``balanceOf`` calls still ran one EVM message, or one JSON-RPC
 request of a batch, per party, and balancesOf runs one for them all.
+
+The facts ``GET /market`` states and intake checks against (terms, pause, the operator's
+role, registrations) are kept (:meth:`ChainLedger.facts`) and read again only when the
+contract emitted an event that changes them (:data:`FACT_EVENTS`): each call reads the head's
+number, and the market's logs of the blocks added since the last call (none when no block
+was added); the caller decides how often to call (:class:`market.service.MarketService`).
 """
 
 from __future__ import annotations
@@ -29,9 +35,21 @@ from chain.client import LedgerClient
 from ledger.addresses import checksum_address
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
 from ledger.records import Balance, ParticipantInfo, Terms, Trade
-from market.ledger_port import CommitReceipt, IntervalTiming, LedgerCallFailed, LedgerInfo
+from ledger.roles import OPERATOR_ROLE
+from market.ledger_port import (
+    CommitReceipt,
+    IntervalTiming,
+    LedgerCallFailed,
+    LedgerFacts,
+    LedgerInfo,
+)
 
 T = TypeVar("T")
+
+FACT_EVENTS = ("TermsChanged", "RoleGranted", "RoleRevoked", "Paused", "Unpaused")
+"""Events after which :meth:`ChainLedger.facts` reads the terms, pause and role again."""
+REGISTRY_EVENTS = ("ParticipantRegistered", "MeterRotated", "ParticipantDeregistered")
+"""Events that change a registration (counted in ``LedgerFacts.registry_changes``)."""
 
 
 class ChainLedger:
@@ -41,6 +59,14 @@ class ChainLedger:
         self.client = client
         self._lock = threading.RLock()
         self._info: LedgerInfo | None = None
+        self._facts: LedgerFacts | None = None
+        codec = client.event_reader.codec
+        self._fact_topics = {self._topic(codec, name) for name in FACT_EVENTS}
+        self._registry_topics = {self._topic(codec, name) for name in REGISTRY_EVENTS}
+
+    @staticmethod
+    def _topic(codec: Any, name: str) -> bytes:
+        return bytes.fromhex(str(codec.topics(name)[0])[2:])
 
     def _guard(self, what: str, call: Callable[[], T]) -> T:
         with self._lock:
@@ -84,6 +110,39 @@ class ChainLedger:
     def terms(self) -> Terms:
         """The terms the next commit snapshots."""
         return self._guard("reading terms", self.client.terms)
+
+    def facts(self) -> LedgerFacts:
+        """Terms, pause, the operator's role and the registry event count: kept since the last
+        call unless a block added since holds an event of :data:`FACT_EVENTS` (then read
+        again) or :data:`REGISTRY_EVENTS` (then counted)."""
+        return self._guard("reading the market's terms, pause and roles", self._read_facts)
+
+    def _read_facts(self) -> LedgerFacts:
+        head = self.client.chain.block_number()
+        known = self._facts
+        if known is not None and known.block_number == head:
+            return known
+        changes = 0 if known is None else known.registry_changes
+        stale = known is None or head < known.block_number  # first read, or the chain went back
+        if known is not None and not stale:
+            for entry in self.client.event_reader.raw([], known.block_number + 1, head):
+                topics = entry["topics"]
+                topic = bytes(topics[0]) if topics else b""
+                stale = stale or topic in self._fact_topics
+                changes += topic in self._registry_topics
+        if stale:
+            facts = LedgerFacts(
+                terms=self.client.terms(),
+                paused=self.client.paused(),
+                operator_active=self.client.has_role(OPERATOR_ROLE, self.client.sender),
+                registry_changes=changes + (known is not None),
+                block_number=head,
+            )
+        else:
+            assert known is not None
+            facts = LedgerFacts(known.terms, known.paused, known.operator_active, changes, head)
+        self._facts = facts
+        return facts
 
     def is_registered(self, participant: str) -> bool:
         """``participantInfo(participant).registered``."""

@@ -13,6 +13,12 @@ the first time a participant is seen and whenever a check would fail (a fresh de
 seen), and lowered by what each commit locked. The hot path never calls the chain. Because a
 participant can withdraw at any time, gate closure re-reads the free balances of the
 interval's participants (:mod:`market.gate_closure`).
+
+The terms and registrations follow the chain: :meth:`Collateral.apply` takes the ledger's
+facts as the service re-checks them (:meth:`market.service.MarketService.refresh_facts`, at
+most once per ``chain_facts_seconds``): new terms replace the kept ones, and any registry
+event (registration, meter rotation, deregistration) drops the kept registrations, which are
+then read again on each participant's next order.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from market.http.errors import (
     ServiceUnavailable,
     UnregisteredParticipant,
 )
-from market.ledger_port import Ledger, LedgerCallFailed
+from market.ledger_port import Ledger, LedgerCallFailed, LedgerFacts
 
 T = TypeVar("T")
 
@@ -73,6 +79,17 @@ class Collateral:
         """Free balance of each participant seen, in token base units (lower-case keys)."""
         self.registered: set[str] = set()
         self._unregistered_until: dict[str, float] = {}
+        self._registry_changes: int | None = None
+
+    def apply(self, facts: LedgerFacts) -> None:
+        """Keep the terms of ``facts``; forget every kept registration when the ledger has
+        seen a registry event since the last facts applied."""
+        with self._lock:
+            self.terms = facts.terms
+            if self._registry_changes not in (None, facts.registry_changes):
+                self.registered.clear()
+                self._unregistered_until.clear()
+            self._registry_changes = facts.registry_changes
 
     def read_terms(self) -> Terms:
         """Read the terms the next commit snapshots, and keep them."""

@@ -15,6 +15,26 @@ Uncovered orders
     any participant who could no longer cover them all, or who is no longer registered: a
     commit the contract would refuse for collateral cannot be sent (DESIGN §5).
 
+Expired orders
+    The gate of an interval closes at its gate closure time, or earlier when the operator
+    closes it (the interval record's ``closed_at``, published as ``closedAt``): intake
+    refuses its orders from then on, however late the tick that freezes the book runs. An
+    order whose ``expiry`` is before that moment is dead: it stays in the published set and
+    under the ``bookRoot`` with status ``expired``, enters neither the clearing nor the
+    collateral re-check, and its reservation is released like every frozen order's. An expiry
+    at the gate closure itself is still live (valid until the gate closes). The audit
+    re-clears the published set by the same rule (:func:`market.orders.is_expired`).
+
+Empty intervals
+    An interval whose gate passes with no open order (none came, or all were cancelled) needs
+    no freezing: nothing can enter it any more, so :mod:`market.views` answers it as
+    ``empty`` (empty set, volume 0) from the store and the book alone, with no record and no
+    loop over past intervals. Nothing is committed on-chain for it, as for an interval whose
+    every order was left out: a commit would anchor no signed order, and the contract refuses
+    commits of intervals that have ended, so past empty intervals could not be committed
+    anyway. An interval with at least one published order (one that does not cross, or only
+    expired ones) is committed with its root and no trades.
+
 The stored clearing
     :func:`clearing_document` is what the store keeps and ``GET /intervals/{t}/clearing``
     publishes; the trades committed on-chain are read back from it
@@ -40,7 +60,7 @@ from market.clock import Clock
 from market.collateral import Collateral, worst_case_lock_base_units
 from market.http.errors import IntervalNotClosed, ServiceUnavailable
 from market.ledger_port import IntervalTiming, Ledger, LedgerCallFailed
-from market.orders import Order, Side
+from market.orders import Order, Side, is_expired
 from market.store import FROZEN, IntervalRecord, OrderStore, StoredOrder, StoreError
 
 log = logging.getLogger(__name__)
@@ -85,10 +105,12 @@ def clearing_document(
     included: Sequence[StoredOrder],
     excluded: Sequence[StoredOrder],
     penalty_price_per_wh: int,
+    expired: Sequence[StoredOrder] = (),
 ) -> dict[str, Any]:
     """The clearing of a frozen book as stored and published (big integers as strings):
     mechanism, price, volume, trades with both parties, the penalty price the commit
-    snapshots, and the ids of the ``excluded`` orders."""
+    snapshots, and the ids of the ``excluded`` and ``expired`` orders (``included``: the
+    orders cleared)."""
     owner = {o.id: o.participant for o in included}
     return {
         "mechanism": result.mechanism,
@@ -108,6 +130,7 @@ def clearing_document(
         ],
         "penaltyPricePerWh": str(penalty_price_per_wh),
         "excluded": [o.id for o in excluded],
+        "expired": [o.id for o in expired],
     }
 
 
@@ -197,7 +220,9 @@ class GateClosure:
                 )
             orders = self.book.freeze(interval)
             try:
-                self._freeze(interval, now, orders)
+                # The gate closed at its time, or earlier when the operator closed it: intake
+                # refused the interval's orders from then on, however late the tick runs.
+                self._freeze(interval, min(now, gate_closure_at), orders)
             finally:
                 with self._lock:
                     self.book.closing.discard(interval)
@@ -207,17 +232,20 @@ class GateClosure:
             return record
 
     def _freeze(self, interval: int, now: int, orders: list[StoredOrder]) -> None:
-        """Leave out uncovered orders, clear the rest and store the frozen interval."""
+        """Set aside the orders expired at ``now`` (when the gate closed), leave out uncovered
+        ones, clear the rest and store the frozen interval."""
         penalty = self.collateral.read_terms().penalty_price_per_wh
+        expired = [o for o in orders if is_expired(o.expiry, now)]
+        live = [o for o in orders if not is_expired(o.expiry, now)]
         needs: dict[str, int] = {}
-        for order in orders:
+        for order in live:
             lock = worst_case_lock_base_units(
                 order.side, order.quantity_wh, order.price_per_wh, penalty
             )
             needs[order.participant] = needs.get(order.participant, 0) + lock
-        fresh, short = self.collateral.uncovered(needs)
-        included = [o for o in orders if o.participant not in short]
-        excluded = [o for o in orders if o.participant in short]
+        fresh, short = self.collateral.uncovered(needs) if needs else ({}, set())
+        cleared = [o for o in live if o.participant not in short]
+        excluded = [o for o in live if o.participant in short]
         if excluded:
             log.warning(
                 "interval %d: left out %d orders of %d participants no longer registered or "
@@ -226,17 +254,20 @@ class GateClosure:
                 len(excluded),
                 len(short),
             )
-        tree = book_tree(included)
-        result = clear([clearing_order(o) for o in included], mechanism=self.mechanism, k=self.k)
+        dead = {o.id for o in expired}
+        published = [o for o in orders if o.id in dead or o.participant not in short]
+        tree = book_tree(published)
+        result = clear([clearing_order(o) for o in cleared], mechanism=self.mechanism, k=self.k)
         try:
             self.store.freeze_interval(
                 interval,
                 now,
                 "0x" + tree.root.hex(),
-                [o.id for o in included],
+                [o.id for o in published],
                 [o.id for o in excluded],
-                clearing_document(result, included, excluded, penalty),
+                clearing_document(result, cleared, excluded, penalty, expired),
                 {k: int(v) for k, v in result.fills.items()},
+                expired=[o.id for o in expired],
             )
         except StoreError as err:
             raise ServiceUnavailable(f"the order store failed: {err.message}") from None

@@ -145,6 +145,10 @@ class Intake:
         prepared = Prepared(orders=[], locks=[])
         errors: list[tuple[int, RequestError]] = []
         with self._lock:
+            # The window is checked on the clock read under the lock: a reader that found the
+            # interval's gate passed and its book idle (an empty interval, market.views) took
+            # the lock before, so no order can enter it after that answer.
+            now = self.clock.now()
             seq_before = self.seq
             try:
                 for entry in checked:

@@ -67,6 +67,21 @@ class LedgerInfo:
     eip712_version: str = "1"
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerFacts:
+    """What the market states that the chain can change while it runs: the terms the next
+    commit snapshots, whether the market is paused, whether the service's operator key holds
+    the OPERATOR role, and how many registry events (registrations, meter rotations,
+    deregistrations) the ledger has seen, so that caches of registrations can be dropped when
+    it grows. ``block_number``: the block they were checked at."""
+
+    terms: Terms
+    paused: bool
+    operator_active: bool
+    registry_changes: int
+    block_number: int
+
+
 class Ledger(Protocol):
     """The on-chain ledger as the market service uses it."""
 
@@ -80,6 +95,11 @@ class Ledger(Protocol):
 
     def terms(self) -> Terms:
         """The contract's current terms."""
+        ...
+
+    def facts(self) -> LedgerFacts:
+        """The facts of :class:`LedgerFacts` as the chain holds them now; an implementation
+        may keep them until the contract emits an event that changes them."""
         ...
 
     def is_registered(self, participant: str) -> bool:
@@ -136,6 +156,9 @@ class MemoryLedger:
     penalty_price_per_wh: int = 500_000_000_000_000
     tolerance_bps: int = 500
     reading_window_seconds: int = 3600
+    paused: bool = False
+    operator_active: bool = True
+    registry_changes: int = 0
     registered: set[str] = field(default_factory=set)
     meters: dict[str, str] = field(default_factory=dict)
     registrations: list[tuple[str, str]] = field(default_factory=list)
@@ -157,6 +180,18 @@ class MemoryLedger:
         self.registered.add(key)
         self.meters[key] = (meter or participant).lower()
         self.free[key] = self.free.get(key, 0) + deposit_base_units
+        self.registry_changes += 1
+
+    def deregister(self, participant: str) -> None:
+        """Deregister ``participant`` (``deregisterParticipant``)."""
+        self.registered.discard(participant.lower())
+        self.registry_changes += 1
+
+    def set_terms(self, terms: Terms) -> None:
+        """Change the terms (``setTerms``)."""
+        self.penalty_price_per_wh = terms.penalty_price_per_wh
+        self.tolerance_bps = terms.tolerance_bps
+        self.reading_window_seconds = terms.reading_window_seconds
 
     def info(self) -> LedgerInfo:
         return LedgerInfo(
@@ -173,6 +208,10 @@ class MemoryLedger:
 
     def terms(self) -> Terms:
         return Terms(self.penalty_price_per_wh, self.tolerance_bps, self.reading_window_seconds)
+
+    def facts(self) -> LedgerFacts:
+        facts = (self.paused, self.operator_active, self.registry_changes, len(self.commits))
+        return LedgerFacts(self.terms(), *facts)
 
     def is_registered(self, participant: str) -> bool:
         return participant.lower() in self.registered
@@ -238,6 +277,7 @@ __all__ = [
     "IntervalTiming",
     "Ledger",
     "LedgerCallFailed",
+    "LedgerFacts",
     "LedgerInfo",
     "MemoryLedger",
 ]

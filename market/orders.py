@@ -320,3 +320,16 @@ class OrderBook:
 
     def __iter__(self) -> Iterator[Order]:
         return (self.order(row) for row in range(len(self)))
+
+
+EXPIRED = "expired"
+"""The status of an order whose expiry had passed at its interval's gate closure."""
+
+
+def is_expired(expiry: int, closed_at: int) -> bool:
+    """Whether an order with ``expiry`` is dead at its interval's gate closure at
+    ``closed_at`` (Unix seconds): its expiry is before it. An order that expires at the gate
+    closure itself is valid until the gate closes and clears. An expired order stays in the
+    published set (and under the ``bookRoot``) but does not enter the clearing; the audit
+    applies the same rule to the published ``closedAt``."""
+    return expiry < closed_at

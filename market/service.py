@@ -24,7 +24,9 @@ rebuilds the book, nonces and sequence from the store.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,7 +37,7 @@ from market.clock import Clock
 from market.collateral import Collateral
 from market.gate_closure import GateClosure, GateSchedule
 from market.intake import Intake, Prepared
-from market.ledger_port import Ledger, LedgerInfo
+from market.ledger_port import Ledger, LedgerCallFailed, LedgerFacts, LedgerInfo
 from market.registrar import Registrar
 from market.registrar_policy import Decision, RegistrarPolicy, policy_named
 from market.signed_messages import SignedMessage, parse_address
@@ -50,6 +52,8 @@ from market.store import (
 )
 from market.views import IntervalView, MarketViews, ParticipantView, Proof
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class MarketConfig:
@@ -61,6 +65,10 @@ class MarketConfig:
     ``max_batch_orders``: most orders in one ``POST /orders:batch``.
     ``registrar_policy``: how ``POST /registrations`` is decided, by name
     (:func:`market.registrar_policy.policy_named`: ``auto``, ``approve`` or ``hold``).
+    ``chain_facts_seconds``: how often, at most, the facts the chain can change (terms, pause,
+    the operator's role, registrations) are checked for events that change them
+    (:meth:`MarketService.refresh_facts`); ``GET /market`` and intake are at most that much
+    (plus a request in flight) behind the chain.
     """
 
     gate_closure_seconds: int = 300
@@ -69,6 +77,7 @@ class MarketConfig:
     k: tuple[int, int] = (1, 2)
     max_batch_orders: int = 1000
     registrar_policy: str = "auto"
+    chain_facts_seconds: float = 1.0
 
 
 class MarketService:
@@ -95,6 +104,10 @@ class MarketService:
         self.timing = ledger.timing()
         lock = threading.RLock()
         self.collateral = Collateral(ledger, lock)
+        self._facts: LedgerFacts = ledger.facts()
+        self.collateral.apply(self._facts)
+        self._facts_checked = time.monotonic()
+        self._facts_refreshing = threading.Lock()
         self.domain = signing.Domain(
             self.info.chain_id,
             self.info.market_address,
@@ -127,7 +140,15 @@ class MarketService:
             mechanism=self.config.mechanism,
             k=self.config.k,
         )
-        self.views = MarketViews(store, self.book, self.collateral, self.schedule)
+        self.views = MarketViews(
+            store,
+            self.book,
+            self.collateral,
+            self.schedule,
+            clock,
+            mechanism=self.config.mechanism,
+            k=self.config.k,
+        )
         self.registrar = Registrar(
             store,
             ledger,
@@ -166,8 +187,43 @@ class MarketService:
         return self.schedule.current_interval(self.clock.now())
 
     def terms(self) -> Terms:
-        """The terms last read from the chain."""
-        return self.collateral.terms
+        """The terms the next commit snapshots (:meth:`facts`)."""
+        return self.facts().terms
+
+    # -- facts the chain can change ---------------------------------------------------------
+
+    def facts_due(self) -> bool:
+        """Whether ``chain_facts_seconds`` have passed since the facts were last checked (a
+        clock read: the intake path asks on every request)."""
+        return time.monotonic() - self._facts_checked >= self.config.chain_facts_seconds
+
+    def refresh_facts(self) -> LedgerFacts:
+        """Check the chain's facts now (:meth:`Ledger.facts
+        <market.ledger_port.Ledger.facts>`: on the real chain a read of the head and of the
+        market's events since the last check, the facts themselves only after an event that
+        changes them) and hand them to collateral. One check at a time: a caller that finds
+        one running gets the facts as they are. A chain that fails keeps the last facts."""
+        if not self._facts_refreshing.acquire(blocking=False):
+            return self._facts
+        try:
+            self._facts_checked = time.monotonic()
+            try:
+                facts = self.ledger.facts()
+            except LedgerCallFailed as err:
+                log.warning("reading the chain's terms, pause and roles failed: %s", err)
+                return self._facts
+            self.collateral.apply(facts)
+            self._facts = facts
+            return facts
+        finally:
+            self._facts_refreshing.release()
+
+    def facts(self) -> LedgerFacts:
+        """The chain's terms, pause, operator role and registry changes, checked again when
+        ``chain_facts_seconds`` have passed (a chain call only then)."""
+        if self.facts_due():
+            return self.refresh_facts()
+        return self._facts
 
     # -- intake -----------------------------------------------------------------------------
 
@@ -196,6 +252,8 @@ class MarketService:
 
     def submit_orders(self, signed: Sequence[SignedMessage]) -> list[StoredOrder]:
         """Check, store durably and open ``signed`` orders (all or nothing)."""
+        if self.facts_due():
+            self.refresh_facts()
         prepared = self.intake.prepare_orders(signed)
         self.intake.commit_prepared([prepared])
         return prepared.orders
@@ -272,7 +330,10 @@ class MarketService:
         return self.gates.due_intervals()
 
     def tick(self) -> list[int]:
-        """Close every due interval and retry unfinished commits; return intervals closed."""
+        """Check the chain's facts when due, close every due interval and retry unfinished
+        commits; return intervals closed."""
+        if self.facts_due():
+            self.refresh_facts()
         return self.gates.tick()
 
     def close_gate(self, interval: int, *, early: bool = False) -> IntervalRecord:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ledger.errors import WattledgerError
+from market.orders import EXPIRED as EXPIRED_STATUS
 from market.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
@@ -96,15 +97,22 @@ EXCLUDED = "excluded"
 """Left out at gate closure because its participant's collateral no longer covered it."""
 CLOSED = "closed"
 """Part of its interval's frozen, published book (``filled_wh`` says how much traded)."""
+EXPIRED = EXPIRED_STATUS
+"""Its ``expiry`` was before its interval's gate closure: published with the frozen book
+(and under its ``bookRoot``), but left out of the clearing (``filled_wh`` 0)."""
 
-ORDER_STATUSES = (OPEN, CANCELLED, EXCLUDED, CLOSED)
+ORDER_STATUSES = (OPEN, CANCELLED, EXCLUDED, CLOSED, EXPIRED)
+PUBLISHED_STATUSES = (CLOSED, EXPIRED)
+"""The statuses of the orders of an interval's published set (the leaves of its root)."""
 
 FROZEN = "frozen"
 """Interval state: order set frozen and published; commit pending."""
 COMMITTED = "committed"
 """Interval state: cleared and committed on-chain."""
 EMPTY = "empty"
-"""Interval state: closed with no order; nothing was committed."""
+"""Interval state: closed with an empty published set (no order, or every order left out for
+collateral); nothing is committed on-chain. An interval whose gate has passed with no open
+order is answered as ``empty`` without a record (:mod:`market.views`)."""
 
 
 class StoreError(WattledgerError):
@@ -358,14 +366,17 @@ class OrderStore(SqliteStore):
         excluded: Sequence[str],
         clearing: dict[str, Any],
         fills: dict[str, int],
+        expired: Sequence[str] = (),
     ) -> None:
         """Record gate closure of ``interval`` in one transaction.
 
-        The frozen order set (``included``) becomes ``closed`` with its fill, left-out orders
-        ``excluded``; the interval gets its book root and clearing result, in state
-        ``frozen`` (``empty`` without orders) until :meth:`record_commit`.
+        The frozen order set (``included``) becomes ``closed`` with its fill, except the
+        ``expired`` ones among it (``expired``, fill 0); left-out orders ``excluded``; the
+        interval gets its book root and clearing result, in state ``frozen`` (``empty``
+        without orders) until :meth:`record_commit`.
         """
         state = FROZEN if included else EMPTY
+        dead = set(expired)
         with self._transaction() as cur:
             cur.execute(
                 "INSERT INTO intervals (interval, state, closed_at, book_root, clearing) "
@@ -375,7 +386,12 @@ class OrderStore(SqliteStore):
             cur.executemany(
                 "UPDATE orders SET status = 'closed', filled_wh = ? WHERE id = ? "
                 "AND status = 'open'",
-                [(fills.get(i, 0), i) for i in included],
+                [(fills.get(i, 0), i) for i in included if i not in dead],
+            )
+            cur.executemany(
+                "UPDATE orders SET status = 'expired', filled_wh = 0 WHERE id = ? "
+                "AND status = 'open'",
+                [(i,) for i in included if i in dead],
             )
             cur.executemany(
                 "UPDATE orders SET status = 'excluded' WHERE id = ? AND status = 'open'",
@@ -441,6 +457,18 @@ class OrderStore(SqliteStore):
             )
         ]
 
+    def published_orders(self, interval: int) -> list[StoredOrder]:
+        """The published set of a closed ``interval`` (``closed`` and ``expired`` orders) in
+        arrival order: the leaves of its book root."""
+        return [
+            _order(r)
+            for r in self._read(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE interval = ? "
+                "AND status IN ('closed', 'expired') ORDER BY seq",
+                (interval,),
+            )
+        ]
+
     def get_interval(self, interval: int) -> IntervalRecord | None:
         """The gate closure record of ``interval``, or None while its gate is open."""
         rows = self._read(
@@ -471,9 +499,11 @@ __all__ = [
     "COMMITTED",
     "EMPTY",
     "EXCLUDED",
+    "EXPIRED",
     "FROZEN",
     "OPEN",
     "ORDER_STATUSES",
+    "PUBLISHED_STATUSES",
     "REGISTRATION_PENDING",
     "REGISTRATION_REFUSED",
     "REGISTRATION_REGISTERED",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from audit.checks.violations import (
     BOOK_ROOT,
@@ -21,14 +22,14 @@ from audit.checks.violations import (
     is_uint,
     short,
 )
-from audit.evidence import PublishedBook
+from audit.evidence import PublishedBook, PublishedOrder
 from ledger import eip712 as signing
 from ledger.errors import BadSignature, InputError
 from ledger.events import IntervalCommitted
 from ledger.merkle import EMPTY_ROOT, MerkleTree
 from ledger.records import IntervalInfo
 from ledger.units import PricePerWh, Wh
-from market.orders import Order, Side
+from market.orders import EXPIRED, Order, Side, is_expired
 
 
 @dataclass
@@ -40,6 +41,15 @@ class PublishedSet:
     fills: dict[str, int] | None = None
     ids: list[bytes] = field(default_factory=list)
     """Every published id that is 32 bytes of hex, as bytes (for the root)."""
+    expired: set[str] = field(default_factory=set)
+    """Orders whose ``expiry`` is before the published ``closedAt``: in the set and its
+    root, but not in the clearing (:func:`market.orders.is_expired`)."""
+    marked_expired: set[str] = field(default_factory=set)
+    """Orders the publication marks ``expired``."""
+
+    def live_orders(self) -> list[Order]:
+        """The orders that enter the clearing: every well-formed one but the expired."""
+        return [o for oid, o in self.orders.items() if oid not in self.expired]
 
 
 def check_signatures(
@@ -120,6 +130,7 @@ def check_signatures(
         except (KeyError, ValueError, TypeError, InputError) as err:
             problems.append(f"{label}: not an order of this market: {err}")
             continue
+        _mark_expiry(out, order_id, entry, message, book.closed_at)
         if out.fills is not None:
             if entry.filled_wh is None:
                 out.fills = None
@@ -130,6 +141,25 @@ def check_signatures(
                 out.fills[order_id] = int(entry.filled_wh)
     checks.fail_all(SIGNATURES, problems)
     return out
+
+
+def _mark_expiry(
+    out: PublishedSet,
+    order_id: str,
+    entry: PublishedOrder,
+    message: Mapping[str, Any],
+    closed_at: Any,
+) -> None:
+    """Note whether the order is expired by the rule (expiry not after ``closedAt``, when the
+    publication states one) and whether the publication marks it so."""
+    if entry.status == EXPIRED:
+        out.marked_expired.add(order_id)
+    if is_uint(closed_at):
+        try:
+            if is_expired(int(message["expiry"]), int(closed_at)):
+                out.expired.add(order_id)
+        except (KeyError, ValueError, TypeError):
+            pass
 
 
 def check_book_root(

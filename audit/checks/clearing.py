@@ -23,10 +23,17 @@ from market.properties import check_clearing_properties
 def check_reclear(
     parsed: PublishedSet, trades: Sequence[Trade], rules: ClearingRules, checks: CheckLog
 ) -> None:
-    """The ``reclear`` check: clearing the published set gives exactly the committed trades."""
-    result = clearing.clear(list(parsed.orders.values()), rules.mechanism, rules.k)
+    """The ``reclear`` check: clearing the published set gives exactly the committed trades.
+
+    Orders whose expiry is before the published ``closedAt`` do not enter the clearing, and
+    the publication must mark exactly those ``expired``."""
+    result = clearing.clear(parsed.live_orders(), rules.mechanism, rules.k)
     expected = result.trades
     problems: list[str] = []
+    for oid in sorted(parsed.marked_expired - parsed.expired):
+        problems.append(f"order {short(oid)}: published expired, its expiry is not before closedAt")
+    for oid in sorted(parsed.expired - parsed.marked_expired):
+        problems.append(f"order {short(oid)}: expiry before closedAt, not published expired")
     if len(expected) != len(trades):
         problems.append(
             f"trade count expected {len(expected)} found {len(trades)} (volume expected "
@@ -71,7 +78,8 @@ def check_properties(
         )
         for t in trades
     ]
-    found = check_clearing_properties(parsed.orders, claimed, rules.mechanism, rules.k)
+    live = {o.id: o for o in parsed.live_orders()}
+    found = check_clearing_properties(live, claimed, rules.mechanism, rules.k)
     checks.fail_all(PROPERTIES, [str(v) for v in found])
 
 

@@ -191,6 +191,8 @@ class OrderIntake:
         """
         value = parse_json_body(body, content_type)
         signed = check_batch(value) if path == BATCH_PATH else [check_signed_order(value)]
+        if self.service.facts_due():  # terms and registrations follow the chain, off the loop
+            await asyncio.to_thread(self.service.refresh_facts)
         if len(signed) <= self.service.config.max_batch_orders:
             unknown = self.service.unknown_participants(signed)
             if unknown:  # first sight: the chain reads happen beside the event loop, not on it

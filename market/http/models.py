@@ -223,7 +223,7 @@ class OrderView(BaseModel):
 
     id: str = Field(description="the order hash (EIP-712 digest), bytes32 hex")
     seq: int = Field(description="arrival sequence (price-tie priority)")
-    status: Literal["open", "cancelled", "excluded", "closed"]
+    status: Literal["open", "cancelled", "excluded", "closed", "expired"]
     participant: str
     interval: int
     side: Literal["buy", "sell"]
@@ -290,6 +290,9 @@ class PublishedOrder(BaseModel):
 
     id: str
     seq: int
+    status: Literal["closed", "expired"] = Field(
+        description="expired: its expiry was before closedAt, so it was not cleared"
+    )
     order: OrderMessageOut
     signature: str = Field(
         description="the participant's signature in canonical form: 65 bytes r‖s‖v, v 27/28"
@@ -303,6 +306,7 @@ class PublishedBook(BaseModel):
     interval: int
     state: str
     bookRoot: str
+    closedAt: int = Field(description="Unix seconds (market clock) at which the gate closed")
     domain: dict[str, Any]
     orders: list[PublishedOrder]
 
@@ -337,6 +341,9 @@ class ClearingView(BaseModel):
     bookRoot: str
     trades: list[TradeView]
     excluded: list[str]
+    expired: list[str] = Field(
+        default_factory=list, description="orders of the set whose expiry had passed"
+    )
     commit: CommitView | None
 
 
@@ -425,6 +432,9 @@ class MarketInfo(BaseModel):
     chainId: int
     contracts: dict[str, str]
     operator: str
+    operatorActive: bool = Field(description="whether operator holds the OPERATOR role on-chain")
+    paused: bool = Field(description="whether the market contract is paused (no commits)")
+    chainFactsBlock: int = Field(description="the block the on-chain facts were checked at")
     token: dict[str, Any]
     eip712: Eip712Info
     intervalSeconds: int = Field(description="the length of every interval, seconds")

@@ -54,6 +54,12 @@ JsonInt = Annotated[int, BeforeValidator(_json_int)]
 integer to JSON Schema); never a boolean or a string."""
 
 
+_SAFE_MAXIMUM: Any = {"maximum": JSON_SAFE_MAX}
+"""The ``maximum`` the schema states for a JSON integer the server takes up to a larger bound:
+a larger JSON integer is taken but not offered by the schema, since JSON tools read numbers
+as doubles, which round above 2^53."""
+
+
 def decimal_range_pattern(low: int, high: int) -> str:
     """A regular expression matching exactly the decimal strings (leading zeros allowed, no
     sign, no spaces) whose value lies in ``low..high``; ``low`` is 0 or 1.
@@ -100,7 +106,11 @@ def _range(low: int, high: int) -> str:
 
 
 Uint64 = Annotated[
-    Annotated[int, Field(ge=0, le=min(UINT64_MAX, JSON_SAFE_MAX)), BeforeValidator(_json_int)]
+    Annotated[
+        int,
+        Field(ge=0, le=UINT64_MAX, json_schema_extra=_SAFE_MAXIMUM),
+        BeforeValidator(_json_int),
+    ]
     | Annotated[StrictStr, _digits(0, UINT64_MAX)],
     Field(description=f"uint64: {_range(0, UINT64_MAX)}"),
 ]
@@ -112,13 +122,17 @@ Side = Annotated[
 ]
 """An order's side."""
 QuantityWh = Annotated[
-    Annotated[int, Field(ge=1, le=min(MAX_QUANTITY_WH, JSON_SAFE_MAX)), BeforeValidator(_json_int)]
+    Annotated[int, Field(ge=1, le=MAX_QUANTITY_WH), BeforeValidator(_json_int)]
     | Annotated[StrictStr, _digits(1, MAX_QUANTITY_WH)],
     Field(description=f"energy in Wh (uint64, the market's bounds): {_range(1, MAX_QUANTITY_WH)}"),
 ]
 """An order's quantity, within the market's bounds."""
 PricePerWh = Annotated[
-    Annotated[int, Field(ge=1, le=min(MAX_PRICE_PER_WH, JSON_SAFE_MAX)), BeforeValidator(_json_int)]
+    Annotated[
+        int,
+        Field(ge=1, le=MAX_PRICE_PER_WH, json_schema_extra=_SAFE_MAXIMUM),
+        BeforeValidator(_json_int),
+    ]
     | Annotated[StrictStr, _digits(1, MAX_PRICE_PER_WH)],
     Field(
         description="limit price in token base units per Wh (uint128, the market's bounds): "

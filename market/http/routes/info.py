@@ -65,8 +65,13 @@ def info_router(service: MarketService) -> APIRouter:
         """Everything a client needs to sign and follow the market: chain, contracts, the
         EIP-712 domain with a ready-to-sign template per message kind (``eip712.messages``:
         sign ``{**template, "message": msg}`` as it is), interval timing, gate closure,
-        mechanism, terms and bounds."""
-        info, terms, timing, cfg = service.info, service.terms(), service.timing, service.config
+        mechanism, terms and bounds.
+
+        What the chain can change while the market runs (terms, pause, whether ``operator``
+        still holds the OPERATOR role) is as of block ``chainFactsBlock``: checked for the
+        events that change it at most every ``chain_facts_seconds``, never frozen at start."""
+        info, facts, timing, cfg = service.info, service.facts(), service.timing, service.config
+        terms = facts.terms
         return {
             "chainId": info.chain_id,
             "contracts": {
@@ -74,6 +79,9 @@ def info_router(service: MarketService) -> APIRouter:
                 "WattToken": checksum_address(info.token_address),
             },
             "operator": checksum_address(info.operator),
+            "operatorActive": facts.operator_active,
+            "paused": facts.paused,
+            "chainFactsBlock": facts.block_number,
             "token": {
                 "address": checksum_address(info.token_address),
                 "symbol": info.token_symbol,

@@ -77,18 +77,24 @@ def intervals_router(service: MarketService) -> APIRouter:
     )
     def interval_orders(t: IntervalParam) -> Response:
         """The signed order set of a closed interval, with its ``bookRoot`` and the EIP-712
-        domain, so anyone can re-verify every signature and re-clear the book."""
+        domain, so anyone can re-verify every signature and re-clear the book.
+
+        ``closedAt`` is when the gate closed: an order whose ``expiry`` is before it is
+        ``expired`` (in the set and its root, but not cleared); every other order is
+        ``closed``. An interval whose gate passed with no order is ``empty``."""
         record, orders = service.published_orders(t)
         return json_response(
             {
                 "interval": t,
                 "state": record.state,
                 "bookRoot": record.book_root,
+                "closedAt": record.closed_at,
                 "domain": service.domain.as_json(),
                 "orders": [
                     {
                         "id": o.id,
                         "seq": o.seq,
+                        "status": o.status,
                         "order": order_message_json(o),
                         "signature": o.signature,
                         "filledWh": o.filled_wh,
@@ -126,6 +132,7 @@ def intervals_router(service: MarketService) -> APIRouter:
                 for t_ in clearing.get("trades", [])
             ],
             "excluded": clearing.get("excluded", []),
+            "expired": clearing.get("expired", []),
             "commit": (
                 {"txHash": record.commit_tx, "blockNumber": record.commit_block}
                 if committed
