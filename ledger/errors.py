@@ -25,6 +25,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed, DuplicateReading
     │           (refused meter readings; codes: settlement.errors)
     ├── ServiceUnavailable               market.http.errors  store or chain failed (HTTP 503)
+    │   └── ChainUnavailableProblem      market.http.errors  the node did not answer a request
     ├── StoreError                       market.store       order store cannot be opened/written
     ├── ReadingStoreError                settlement.store   reading store cannot be opened/written
     │   └── DuplicateKey                 settlement.store   that participant's reading is stored

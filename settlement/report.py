@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.addresses import checksum_address
 from ledger.records import Terms
 from settlement.interval_record import EscrowSnapshot
 from settlement.model import TradeOutcome
@@ -180,8 +181,8 @@ def _trade_json(line: TradeLine) -> dict[str, Any]:
     e = line.expected
     return {
         "index": line.index,
-        "buyer": line.buyer,
-        "seller": line.seller,
+        "buyer": checksum_address(line.buyer),
+        "seller": checksum_address(line.seller),
         "quantityWh": line.quantity_wh,
         "pricePerWh": str(line.price_per_wh),
         "contracted": str(line.contracted),
@@ -202,7 +203,7 @@ def _trade_json(line: TradeLine) -> dict[str, Any]:
 
 def _participant_json(p: ParticipantLine) -> dict[str, Any]:
     return {
-        "participant": p.participant,
+        "participant": checksum_address(p.participant),
         "boughtWh": p.bought_wh,
         "soldWh": p.sold_wh,
         "deliveredWh": p.delivered_wh,

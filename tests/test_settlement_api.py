@@ -279,6 +279,6 @@ def test_market_api_with_the_settlement_router_from_orders_to_report(
     assert ledger.balance_of(bob.address).locked == 0
     assert only["paid"] == str(1_500 * price)
     assert {p["participant"]: p["importedWh"] for p in report["participants"]} == {
-        alice.address.lower(): 2_100,
-        bob.address.lower(): 0,
+        alice.address: 2_100,
+        bob.address: 0,
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_utils.address import to_checksum_address
 from rich.console import Console
 
 from ledger.events import (
@@ -201,6 +202,10 @@ def test_json_carries_money_as_strings_and_round_trips() -> None:
     assert all(isinstance(t["paid"], str) for t in back["trades"])
     assert back["trades"][0]["model"]["deliveredWh"] == 300
     assert {c["name"] for c in back["checks"]} >= {"value_conserved", "settled_exactly_once"}
+    # addresses in the EIP-55 form the market API uses, so clients compare them as they are
+    parties = [t[k] for t in back["trades"] for k in ("buyer", "seller")]
+    parties += [p["participant"] for p in back["participants"]]
+    assert parties and all(a == to_checksum_address(a) for a in parties)
 
 
 def test_the_table_shows_totals_checks_and_the_verdict() -> None:
