@@ -80,6 +80,12 @@ from audit.checks.clearing import check_properties, check_reclear
 from audit.checks.commitment import check_commitment
 from audit.checks.market import check_code, check_conservation
 from audit.checks.meters import MeterHistory
+from audit.checks.receipts import (
+    check_cancels,
+    check_late_orders,
+    check_receipts,
+    check_uncommitted,
+)
 from audit.checks.settlement import check_settlement
 from audit.checks.violations import (
     BOOK_ROOT,
@@ -93,6 +99,9 @@ from audit.checks.violations import (
 from audit.evidence import ClearingRules, LedgerEvidence, MissingBook, PublishedBook
 from ledger.events import IntervalEvents
 from ledger.units import currency_per_kwh_from_price_per_wh
+
+NOT_COMMITTED = "not committed"
+"""The settlement state of an interval the audit found published but not committed."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,9 @@ class AuditReport:
         passed = sum(r.ok for r in self.intervals)
         failed = len(self.intervals) - passed
         verdict = "PASS" if self.ok else "FAIL"
+        committed = sum(r.settlement != NOT_COMMITTED for r in self.intervals)
+        never = len(self.intervals) - committed
+        also = f" and {never} published but never committed" if never else ""
         span = ""
         if self.range_from is not None or self.range_to is not None:
             span = (
@@ -204,8 +216,8 @@ class AuditReport:
                 f"{'' if self.range_to is None else self.range_to})"
             )
         return (
-            f"{verdict}: audited {len(self.intervals)} committed interval"
-            f"{'s' if len(self.intervals) != 1 else ''}{span} of {self.market} on chain "
+            f"{verdict}: audited {committed} committed interval"
+            f"{'s' if committed != 1 else ''}{also}{span} of {self.market} on chain "
             f"{self.chain_id} at block {self.block_number}: {passed} passed, {failed} failed, "
             f"{len(self.violations)} violation{'s' if len(self.violations) != 1 else ''}; "
             f"mechanism {self.rules.mechanism}"
@@ -292,6 +304,10 @@ def audit_interval(
         if commit.trades is not None:
             check_reclear(parsed, trades, rules, checks)
             check_properties(parsed, trades, rules, checks)
+        operators = {commit.sender} if commit.sender is not None else ledger.operators
+        times = check_receipts(book, ledger.order_domain, operators, checks)
+        check_cancels(book, parsed, times, trades, checks)
+        check_late_orders(book, parsed, times, trades, checks)
     if parsed is None and commit.trades is not None:
         checks.fail(RECLEAR, "not re-cleared: no published order set")
 
@@ -307,6 +323,25 @@ def audit_interval(
     )
 
 
+def audit_uncommitted(t: int, ledger: LedgerEvidence, book: PublishedBook) -> IntervalReport:
+    """The ``uncommitted`` check of interval ``t``, closed by the market but without a
+    commit on-chain (and its receipts, against every account that committed the market)."""
+    checks = CheckLog(t)
+    end = ledger.interval_end(t)
+    ended = None if end is None else ledger.block_timestamp >= end
+    if check_uncommitted(book, ended, checks):
+        check_receipts(book, ledger.order_domain, ledger.operators, checks)
+    return IntervalReport(
+        interval=t,
+        violations=tuple(checks.violations),
+        notes=tuple(checks.notes),
+        trade_count=0,
+        volume_wh=0,
+        prices_per_wh=(),
+        settlement=NOT_COMMITTED,
+    )
+
+
 def audit_evidence(
     ledger: LedgerEvidence,
     books: Mapping[int, PublishedBook | MissingBook],
@@ -314,10 +349,13 @@ def audit_evidence(
     from_t: int | None = None,
     to_t: int | None = None,
     progress: Callable[[str], None] | None = None,
+    scanned: tuple[int, int] | None = None,
 ) -> AuditReport:
-    """Audit the committed intervals of ``ledger`` in ``[from_t, to_t]`` against ``books``.
+    """Audit the committed intervals of ``ledger`` in ``[from_t, to_t]`` against ``books``,
+    and the intervals of ``books`` in that range that were never committed (``uncommitted``:
+    a non-empty published set without a commit fails once the interval has ended).
 
-    Pure: every input is a value. Intervals without an entry in ``books`` fail
+    Pure: every input is a value. Committed intervals without an entry in ``books`` fail
     ``book_root`` and ``signatures`` (nothing was published to check).
     """
     say = progress or (lambda _msg: None)
@@ -330,6 +368,20 @@ def audit_evidence(
         events = grouped.get(t, IntervalEvents(t, ledger.commits[t].event))
         reports.append(audit_interval(t, ledger, books.get(t), rules, events, meters))
     market = CheckLog(None)
+    for t in select_intervals(books, from_t, to_t):
+        book = books[t]
+        if t in ledger.commits or not isinstance(book, PublishedBook):
+            continue
+        report = audit_uncommitted(t, ledger, book)
+        if report.violations:
+            reports.append(report)
+        market.notes.extend(f"interval {t}: {note}" for note in report.notes)
+    reports.sort(key=lambda r: r.interval)
+    if scanned is not None:
+        market.notes.append(
+            f"uncommitted: intervals {scanned[0]}..{scanned[1]} scanned for published sets "
+            "without a commit"
+        )
     check_code(ledger, market)
     check_conservation(ledger, market)
     return AuditReport(
@@ -356,9 +408,11 @@ def select_intervals(
 
 
 __all__ = [
+    "NOT_COMMITTED",
     "AuditReport",
     "IntervalReport",
     "audit_evidence",
     "audit_interval",
+    "audit_uncommitted",
     "select_intervals",
 ]

@@ -485,10 +485,11 @@ class OrderStore(SqliteStore):
         ]
 
     def cancelled_orders(self, interval: int) -> list[StoredOrder]:
-        """The orders of ``interval`` cancelled by their participants, in the order of their
-        cancels' arrival."""
+        """The orders of ``interval`` whose participants' cancels the market accepted (every
+        order with a stored cancel, whatever became of it), in the order the cancels
+        arrived."""
         rows = self._read(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE interval = ? AND status = 'cancelled' "
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE interval = ? AND cancel IS NOT NULL "
             "ORDER BY seq",
             (interval,),
         )
