@@ -30,6 +30,18 @@ signed order set the market published and the chain's own record, and checks:
     party's netted change (``ParticipantSettled``); each trade settles at most once, in
     cursor order, and ``IntervalSettled`` comes exactly when all have.
 
+``receipts``, ``cancels``, ``late_orders``
+    What the operator did with each order (:mod:`audit.checks.receipts`): every published
+    receipt is signed by the account that committed the interval, each order's ``seq`` is
+    its receipt's and seq order is arrival order; no order whose cancel was received before
+    the gate closed is in the book; no order received at or after it clears.
+
+and, for every closed interval the audit scans (:func:`audit.run.scan_range`) that has no
+commit on-chain:
+
+``uncommitted``
+    Its published set is empty, or the interval has not ended yet (its commit may follow).
+
 and, for the market as a whole at the audited block:
 
 ``conservation``
@@ -54,9 +66,11 @@ the library entry that does both.
 
 What the audit trusts, and why
     * The chain itself, read at one pinned block: it is the ledger of record.
-    * The ``seq`` (arrival sequence) of each published order. It only breaks price ties, and
-      neither the order signature nor the book root covers it; the audit checks it is a
-      non-negative integer, unique within the interval.
+    * The operator's receipts, as far as they go: the ``seq`` and ``receivedAt`` the operator
+      signed. The audit holds the publication and the commit to them (a ``seq`` that differs
+      from its receipt's, a seq order that is not arrival order, a cancelled or late order in
+      the book all fail), but an operator that re-signs a receipt consistently can only be
+      caught by the participant holding the original (docs/participants.md).
     * The mechanism and ``k``: the chain does not record them. They are the market's declared
       rule from ``GET /market`` (or ``market.json`` beside archived order sets), or what the
       auditor passes; never the per-interval clearing record, which the operator could bend to
@@ -66,7 +80,8 @@ What the audit trusts, and why
       wattledger version that deployed it.
     * That the published set is the whole book. The root proves the set is what was committed,
       not that no signed order was left out before the root was built: a participant checks
-      its own order's inclusion proof (``GET /orders/{id}/proof``).
+      its own order's inclusion proof (``GET /orders/{id}/proof``), and its order receipt
+      proves an order that was accepted and left out.
 """
 
 from __future__ import annotations
@@ -367,7 +382,7 @@ def audit_evidence(
         say(f"checking interval {t} ({n}/{len(chosen)})")
         events = grouped.get(t, IntervalEvents(t, ledger.commits[t].event))
         reports.append(audit_interval(t, ledger, books.get(t), rules, events, meters))
-    market = CheckLog(None)
+    pending: list[str] = []
     for t in select_intervals(books, from_t, to_t):
         book = books[t]
         if t in ledger.commits or not isinstance(book, PublishedBook):
@@ -375,15 +390,17 @@ def audit_evidence(
         report = audit_uncommitted(t, ledger, book)
         if report.violations:
             reports.append(report)
-        market.notes.extend(f"interval {t}: {note}" for note in report.notes)
+        pending.extend(f"interval {t}: {note}" for note in report.notes)
     reports.sort(key=lambda r: r.interval)
+    market = CheckLog(None)
+    check_code(ledger, market)
+    check_conservation(ledger, market)
     if scanned is not None:
         market.notes.append(
             f"uncommitted: intervals {scanned[0]}..{scanned[1]} scanned for published sets "
             "without a commit"
         )
-    check_code(ledger, market)
-    check_conservation(ledger, market)
+    market.notes.extend(pending)
     return AuditReport(
         market=ledger.market,
         chain_id=ledger.chain_id,

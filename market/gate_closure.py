@@ -13,7 +13,9 @@ Uncovered orders
     A participant can withdraw at any time, so gate closure re-reads the free balances of
     the interval's participants at one moment and leaves out (``excluded``) the orders of
     any participant who could no longer cover them all, or who is no longer registered: a
-    commit the contract would refuse for collateral cannot be sent (DESIGN §5).
+    commit the contract would refuse for collateral cannot be sent (DESIGN §5). Why each
+    was left out is stored with the clearing (``excludedReasons``) and published with the
+    interval's set (``refused``, beside the orders).
 
 Expired orders
     The gate of an interval closes at its gate closure time, or earlier when the operator
