@@ -24,6 +24,7 @@ from test_audit_support import PRICE, AuditChain, Session, published_books, simp
 
 from audit.report import AuditReport
 from audit.run import audit_market
+from ledger import eip712 as signing
 from ledger.records import Trade
 from market.chain_ledger import ChainLedger
 from market.ledger_port import CommitReceipt
@@ -186,6 +187,40 @@ def test_receipts_whose_seq_order_is_not_arrival_order_fail_receipts(session: Se
     )
 
 
+def test_a_receipt_by_another_key_and_a_cancel_nobody_signed_fail(session: Session) -> None:
+    """A receipt signed by any key but the committing operator's is no receipt; a cancel not
+    signed by the order's participant is the operator dropping the order."""
+    t0 = session.next_interval()
+    place_simple_books(session, [t0])
+    bidder = session.clients[4]
+    placed = bidder.submit_order(t0, "buy", 1_000, PRICE + 50_000, expiry=session.expiry)
+    bidder.cancel_order(placed["id"])
+    session.close_gate(t0)
+    books = copy.deepcopy(published_books(session, [t0]))
+    stranger = Account.from_key(b"\x42" * 32)
+    entry = books[t0]["orders"][0]
+    receipt = entry["receipt"]
+    raw = signing.order_receipt_digest(
+        session.service.domain.separator,
+        bytes.fromhex(entry["id"][2:]),
+        receipt["seq"],
+        receipt["receivedAt"],
+    )
+    receipt["signature"] = signing.sign_digest(stranger.key, raw)
+    cancel = books[t0]["cancels"][0]
+    cancel["cancelSignature"] = signing.sign_digest(
+        stranger.key, bytes.fromhex(cancel["cancelDigest"][2:])
+    )
+    report = audit(session, books)
+    assert failed(report) == {t0: {RECEIPTS, CANCELS}}
+    assert f"receipt signed by {stranger.address.lower()}, not by the operator" in messages(
+        report, t0, RECEIPTS
+    )
+    assert "not its participant's signed cancel: the cancel is signed by" in messages(
+        report, t0, CANCELS
+    )
+
+
 # --------------------------------------------------------------------- (c) a late order
 
 
@@ -254,3 +289,36 @@ def test_an_interval_published_but_never_committed_fails_uncommitted(session: Se
     assert "nothing is committed on-chain" in text
     assert report.interval(t0).ok
     assert "1 published but never committed" in report.lines()[-1]
+
+
+# --------------------------------------------------------------------- the pure parts
+
+
+def test_the_scan_range_is_bounded_and_follows_from_and_to() -> None:
+    from audit.run import DEFAULT_SCAN, MAX_SCAN, scan_range
+
+    assert scan_range([], None, None, None) is None
+    assert scan_range([500, 510], None, None, None) == (510 - DEFAULT_SCAN + 1, 510)
+    assert scan_range([100, 510], None, None, 520) == (100, 520)
+    assert scan_range([100], 90, 120, 520) == (90, 120)
+    assert scan_range([], None, None, 10_000) == (10_000 - DEFAULT_SCAN + 1, 10_000)
+    assert scan_range([1], None, None, 10_000) == (10_000 - MAX_SCAN + 1, 10_000)
+    assert scan_range([], 50, 40, None) is None
+
+
+def test_a_published_set_not_committed_before_its_interval_ends_is_a_note() -> None:
+    from audit.checks.receipts import check_uncommitted
+    from audit.checks.violations import CheckLog
+    from audit.evidence import PublishedBook, PublishedOrder
+
+    order = PublishedOrder("0x" + "11" * 32, 1, {}, "0x")
+    book = PublishedBook(7, "0x" + "22" * 32, None, (order,), closed_at=100, state="frozen")
+    for ended, failed_ in ((False, False), (True, True), (None, True)):
+        checks = CheckLog(7)
+        assert check_uncommitted(book, ended, checks) is failed_
+        assert [v.check for v in checks.violations] == ([UNCOMMITTED] if failed_ else [])
+        assert bool(checks.notes) is not failed_
+    empty = PublishedBook(7, "0x" + "00" * 32, None, (), closed_at=100, state="empty")
+    checks = CheckLog(7)
+    assert check_uncommitted(empty, True, checks) is False
+    assert not checks.violations and not checks.notes
