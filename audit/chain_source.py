@@ -195,7 +195,8 @@ def read_ledger(
     try:
         token = to_checksum_address(view(views.token()))
         total_escrowed = int(view(views.totalEscrowed()))
-        view(views.intervalSeconds())
+        interval_seconds = int(view(views.intervalSeconds()))
+        epoch = int(view(views.epoch()))
     except Exception as err:  # a revert or undecodable answer: not an EnergyMarket
         raise AuditError(
             f"The contract at {market} does not answer as an EnergyMarket "
@@ -251,6 +252,8 @@ def read_ledger(
         locks=tuple(record.locks),
         escrow=tuple(record.escrow),
         interval_settlements=tuple(record.interval_settlements),
+        epoch=epoch,
+        interval_seconds=interval_seconds,
     )
 
 
@@ -309,13 +312,17 @@ def commit_record(tx: Mapping[str, Any], market: str, event: IntervalCommitted) 
     transaction sent to another address (a relay contract), or calldata that is not a
     ``commitInterval`` call of the event's interval."""
     to = tx.get("to")
+    sender = tx.get("from")
+    by = None if sender is None else to_checksum_address(sender)
     if to is None or to_checksum_address(to) != market:
-        return CommitRecord(event, None, f"it was sent to {to}, not to the market")
+        return CommitRecord(event, None, f"it was sent to {to}, not to the market", by)
     try:
         trades: tuple[Trade, ...] = decode_commit_calldata(bytes(tx["input"]), event.interval)
     except ValueError as err:  # another function, or calldata that is not an ABI call
-        return CommitRecord(event, None, f"its calldata is not a direct commitInterval call: {err}")
-    return CommitRecord(event, trades)
+        return CommitRecord(
+            event, None, f"its calldata is not a direct commitInterval call: {err}", by
+        )
+    return CommitRecord(event, trades, sender=by)
 
 
 def _submit_readings() -> tuple[bytes, list[str]]:

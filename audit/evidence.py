@@ -75,6 +75,10 @@ class CommitRecord:
     event: IntervalCommitted
     trades: tuple[Trade, ...] | None
     trades_error: str | None = None
+    sender: str | None = None
+    """The account that sent the commit transaction (checksum), which the contract lets
+    commit only while it holds the OPERATOR role: the operator whose key must have signed
+    the interval's receipts."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,23 @@ class LedgerEvidence:
     immutable_ranges: tuple[tuple[int, int], ...] = ()
     reference_init_code: bytes = b""
     creation: CreationRecord | None = None
+    epoch: int | None = None
+    """``epoch()`` of the market: interval ``t`` covers ``[epoch + t * intervalSeconds,
+    epoch + (t + 1) * intervalSeconds)`` (None when not read)."""
+    interval_seconds: int | None = None
+    """``intervalSeconds()`` of the market (None when not read)."""
+
+    @property
+    def operators(self) -> frozenset[str]:
+        """Every account (checksum) that sent a commit of this market: each held the
+        OPERATOR role when it did, as the contract checks."""
+        return frozenset(c.sender for c in self.commits.values() if c.sender is not None)
+
+    def interval_end(self, t: int) -> int | None:
+        """Unix second at which interval ``t`` ends (None without the market's timing)."""
+        if self.epoch is None or self.interval_seconds is None:
+            return None
+        return self.epoch + (t + 1) * self.interval_seconds
 
     @property
     def order_domain(self) -> signing.Domain:
@@ -145,11 +166,42 @@ class PublishedOrder:
     filled_wh: Any = None
     status: Any = None
     """``closed`` or ``expired`` as published (None in sets published before expiry)."""
+    receipt: Any = None
+    """The operator's ``OrderReceipt`` as published: ``{"seq", "receivedAt", "signature"}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedCancel:
+    """An order of the interval its participant cancelled, as published beside the set: the
+    signed order and its receipt, the signed cancel and its receipt (fields as published)."""
+
+    id: Any
+    seq: Any
+    message: Any
+    signature: Any
+    receipt: Any
+    cancel: Any
+    cancel_signature: Any
+    cancel_digest: Any
+    cancel_receipt: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedRefusal:
+    """An order the market left out at gate closure, as published, with the reason."""
+
+    id: Any
+    seq: Any
+    message: Any
+    signature: Any
+    receipt: Any
+    reason: Any
 
 
 @dataclass(frozen=True)
 class PublishedBook:
-    """An interval's published signed order set (``GET /intervals/{t}/orders``)."""
+    """An interval's published signed order set (``GET /intervals/{t}/orders``), and beside
+    it the interval's cancelled orders and the orders refused at gate closure."""
 
     interval: int
     book_root: Any
@@ -158,6 +210,10 @@ class PublishedBook:
     source: str = ""
     closed_at: Any = None
     """When the gate closed (``closedAt``): orders whose expiry is before it do not clear."""
+    cancels: tuple[PublishedCancel, ...] = ()
+    refused: tuple[PublishedRefusal, ...] = ()
+    state: Any = None
+    """The interval's state as published (``frozen``, ``committed``, ``empty``)."""
 
 
 @dataclass(frozen=True)
@@ -210,8 +266,34 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
                 signature=entry.get("signature"),
                 filled_wh=entry.get("filledWh"),
                 status=entry.get("status"),
+                receipt=entry.get("receipt"),
             )
         )
+    cancels = [
+        PublishedCancel(
+            id=entry.get("id"),
+            seq=entry.get("seq"),
+            message=entry.get("order"),
+            signature=entry.get("signature"),
+            receipt=entry.get("receipt"),
+            cancel=entry.get("cancel"),
+            cancel_signature=entry.get("cancelSignature"),
+            cancel_digest=entry.get("cancelDigest"),
+            cancel_receipt=entry.get("cancelReceipt"),
+        )
+        for entry in _entries(data, "cancels", where)
+    ]
+    refused = [
+        PublishedRefusal(
+            id=entry.get("id"),
+            seq=entry.get("seq"),
+            message=entry.get("order"),
+            signature=entry.get("signature"),
+            receipt=entry.get("receipt"),
+            reason=entry.get("reason"),
+        )
+        for entry in _entries(data, "refused", where)
+    ]
     return PublishedBook(
         interval=interval,
         book_root=data.get("bookRoot"),
@@ -219,7 +301,22 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
         orders=tuple(parsed),
         source=source,
         closed_at=data.get("closedAt"),
+        cancels=tuple(cancels),
+        refused=tuple(refused),
+        state=data.get("state"),
     )
+
+
+def _entries(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
+    """The objects of the optional list ``data[key]`` (none when absent, as in sets
+    published before cancels and refusals were)."""
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise InputError(f"{where}: {key!r} is not a list")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping):
+            raise InputError(f"{where}: {key} entry {i} is not a JSON object")
+    return value
 
 
 def rules_from_market_info(info: Mapping[str, Any], source: str) -> ClearingRules:
@@ -245,7 +342,9 @@ __all__ = [
     "LedgerEvidence",
     "MissingBook",
     "PublishedBook",
+    "PublishedCancel",
     "PublishedOrder",
+    "PublishedRefusal",
     "parse_published_book",
     "rules_from_market_info",
 ]

@@ -88,6 +88,27 @@ class ApiOrderSource:
         except InputError as err:
             raise AuditError(err.message) from None
 
+    def last_closed_interval(self) -> int | None:
+        """The last interval whose gate has closed by the market's clock (``GET /market``:
+        ``now``, ``epoch``, ``intervalSeconds``, ``gateClosureSeconds``), None when the
+        market does not say."""
+        try:
+            info = self.client.market(refresh=True)
+        except httpx.HTTPError as err:
+            raise self._unreachable(err) from None
+        except (MarketApiError, ValueError):
+            return None
+        values: list[int] = []
+        for key in ("now", "epoch", "intervalSeconds", "gateClosureSeconds"):
+            value = info.get(key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                return None
+            values.append(value)
+        now, epoch, length, gate = values
+        if length <= 0:
+            return None
+        return (now - epoch + gate) // length
+
     def book(self, interval: int) -> PublishedBook | MissingBook:
         """``GET /intervals/{t}/orders``; a refusal or a malformed body is a missing set."""
         try:
@@ -137,6 +158,11 @@ class DirectoryOrderSource:
         except InputError as err:
             raise AuditError(err.message) from None
 
+    def last_closed_interval(self) -> int | None:
+        """The highest interval archived here, None when the folder has none."""
+        found = [int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit()]
+        return max(found) if found else None
+
     def book(self, interval: int) -> PublishedBook | MissingBook:
         """``DIR/<t>.json``."""
         path = self.directory / f"{interval}.json"
@@ -165,6 +191,10 @@ class MappingOrderSource:
         if self.market_info is None:
             return None
         return rules_from_market_info(self.market_info, "market info in memory")
+
+    def last_closed_interval(self) -> int | None:
+        """The highest interval given, None when none is."""
+        return max(self.books) if self.books else None
 
     def book(self, interval: int) -> PublishedBook | MissingBook:
         """The entry for ``interval``."""

@@ -30,6 +30,18 @@ signed order set the market published and the chain's own record, and checks:
     party's netted change (``ParticipantSettled``); each trade settles at most once, in
     cursor order, and ``IntervalSettled`` comes exactly when all have.
 
+``receipts``, ``cancels``, ``late_orders``
+    What the operator did with each order (:mod:`audit.checks.receipts`): every published
+    receipt is signed by the account that committed the interval, each order's ``seq`` is
+    its receipt's and seq order is arrival order; no order whose cancel was received before
+    the gate closed is in the book; no order received at or after it clears.
+
+and, for every closed interval the audit scans (:func:`audit.run.scan_range`) that has no
+commit on-chain:
+
+``uncommitted``
+    Its published set is empty, or the interval has not ended yet (its commit may follow).
+
 and, for the market as a whole at the audited block:
 
 ``conservation``
@@ -54,9 +66,11 @@ the library entry that does both.
 
 What the audit trusts, and why
     * The chain itself, read at one pinned block: it is the ledger of record.
-    * The ``seq`` (arrival sequence) of each published order. It only breaks price ties, and
-      neither the order signature nor the book root covers it; the audit checks it is a
-      non-negative integer, unique within the interval.
+    * The operator's receipts, as far as they go: the ``seq`` and ``receivedAt`` the operator
+      signed. The audit holds the publication and the commit to them (a ``seq`` that differs
+      from its receipt's, a seq order that is not arrival order, a cancelled or late order in
+      the book all fail), but an operator that re-signs a receipt consistently can only be
+      caught by the participant holding the original (docs/participants.md).
     * The mechanism and ``k``: the chain does not record them. They are the market's declared
       rule from ``GET /market`` (or ``market.json`` beside archived order sets), or what the
       auditor passes; never the per-interval clearing record, which the operator could bend to
@@ -66,7 +80,8 @@ What the audit trusts, and why
       wattledger version that deployed it.
     * That the published set is the whole book. The root proves the set is what was committed,
       not that no signed order was left out before the root was built: a participant checks
-      its own order's inclusion proof (``GET /orders/{id}/proof``).
+      its own order's inclusion proof (``GET /orders/{id}/proof``), and its order receipt
+      proves an order that was accepted and left out.
 """
 
 from __future__ import annotations
@@ -80,6 +95,12 @@ from audit.checks.clearing import check_properties, check_reclear
 from audit.checks.commitment import check_commitment
 from audit.checks.market import check_code, check_conservation
 from audit.checks.meters import MeterHistory
+from audit.checks.receipts import (
+    check_cancels,
+    check_late_orders,
+    check_receipts,
+    check_uncommitted,
+)
 from audit.checks.settlement import check_settlement
 from audit.checks.violations import (
     BOOK_ROOT,
@@ -93,6 +114,9 @@ from audit.checks.violations import (
 from audit.evidence import ClearingRules, LedgerEvidence, MissingBook, PublishedBook
 from ledger.events import IntervalEvents
 from ledger.units import currency_per_kwh_from_price_per_wh
+
+NOT_COMMITTED = "not committed"
+"""The settlement state of an interval the audit found published but not committed."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +221,9 @@ class AuditReport:
         passed = sum(r.ok for r in self.intervals)
         failed = len(self.intervals) - passed
         verdict = "PASS" if self.ok else "FAIL"
+        committed = sum(r.settlement != NOT_COMMITTED for r in self.intervals)
+        never = len(self.intervals) - committed
+        also = f" and {never} published but never committed" if never else ""
         span = ""
         if self.range_from is not None or self.range_to is not None:
             span = (
@@ -204,8 +231,8 @@ class AuditReport:
                 f"{'' if self.range_to is None else self.range_to})"
             )
         return (
-            f"{verdict}: audited {len(self.intervals)} committed interval"
-            f"{'s' if len(self.intervals) != 1 else ''}{span} of {self.market} on chain "
+            f"{verdict}: audited {committed} committed interval"
+            f"{'s' if committed != 1 else ''}{also}{span} of {self.market} on chain "
             f"{self.chain_id} at block {self.block_number}: {passed} passed, {failed} failed, "
             f"{len(self.violations)} violation{'s' if len(self.violations) != 1 else ''}; "
             f"mechanism {self.rules.mechanism}"
@@ -292,6 +319,10 @@ def audit_interval(
         if commit.trades is not None:
             check_reclear(parsed, trades, rules, checks)
             check_properties(parsed, trades, rules, checks)
+        operators = {commit.sender} if commit.sender is not None else ledger.operators
+        times = check_receipts(book, ledger.order_domain, operators, checks)
+        check_cancels(book, parsed, times, trades, checks)
+        check_late_orders(book, parsed, times, trades, checks)
     if parsed is None and commit.trades is not None:
         checks.fail(RECLEAR, "not re-cleared: no published order set")
 
@@ -307,6 +338,25 @@ def audit_interval(
     )
 
 
+def audit_uncommitted(t: int, ledger: LedgerEvidence, book: PublishedBook) -> IntervalReport:
+    """The ``uncommitted`` check of interval ``t``, closed by the market but without a
+    commit on-chain (and its receipts, against every account that committed the market)."""
+    checks = CheckLog(t)
+    end = ledger.interval_end(t)
+    ended = None if end is None else ledger.block_timestamp >= end
+    if check_uncommitted(book, ended, checks):
+        check_receipts(book, ledger.order_domain, ledger.operators, checks)
+    return IntervalReport(
+        interval=t,
+        violations=tuple(checks.violations),
+        notes=tuple(checks.notes),
+        trade_count=0,
+        volume_wh=0,
+        prices_per_wh=(),
+        settlement=NOT_COMMITTED,
+    )
+
+
 def audit_evidence(
     ledger: LedgerEvidence,
     books: Mapping[int, PublishedBook | MissingBook],
@@ -314,10 +364,13 @@ def audit_evidence(
     from_t: int | None = None,
     to_t: int | None = None,
     progress: Callable[[str], None] | None = None,
+    scanned: tuple[int, int] | None = None,
 ) -> AuditReport:
-    """Audit the committed intervals of ``ledger`` in ``[from_t, to_t]`` against ``books``.
+    """Audit the committed intervals of ``ledger`` in ``[from_t, to_t]`` against ``books``,
+    and the intervals of ``books`` in that range that were never committed (``uncommitted``:
+    a non-empty published set without a commit fails once the interval has ended).
 
-    Pure: every input is a value. Intervals without an entry in ``books`` fail
+    Pure: every input is a value. Committed intervals without an entry in ``books`` fail
     ``book_root`` and ``signatures`` (nothing was published to check).
     """
     say = progress or (lambda _msg: None)
@@ -329,9 +382,25 @@ def audit_evidence(
         say(f"checking interval {t} ({n}/{len(chosen)})")
         events = grouped.get(t, IntervalEvents(t, ledger.commits[t].event))
         reports.append(audit_interval(t, ledger, books.get(t), rules, events, meters))
+    pending: list[str] = []
+    for t in select_intervals(books, from_t, to_t):
+        book = books[t]
+        if t in ledger.commits or not isinstance(book, PublishedBook):
+            continue
+        report = audit_uncommitted(t, ledger, book)
+        if report.violations:
+            reports.append(report)
+        pending.extend(f"interval {t}: {note}" for note in report.notes)
+    reports.sort(key=lambda r: r.interval)
     market = CheckLog(None)
     check_code(ledger, market)
     check_conservation(ledger, market)
+    if scanned is not None:
+        market.notes.append(
+            f"uncommitted: intervals {scanned[0]}..{scanned[1]} scanned for published sets "
+            "without a commit"
+        )
+    market.notes.extend(pending)
     return AuditReport(
         market=ledger.market,
         chain_id=ledger.chain_id,
@@ -356,9 +425,11 @@ def select_intervals(
 
 
 __all__ = [
+    "NOT_COMMITTED",
     "AuditReport",
     "IntervalReport",
     "audit_evidence",
     "audit_interval",
+    "audit_uncommitted",
     "select_intervals",
 ]

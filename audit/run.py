@@ -73,7 +73,50 @@ def audit_market(
     for n, t in enumerate(chosen, 1):
         say(f"fetching the published order set of interval {t} ({n}/{len(chosen)})")
         books[t] = orders.book(t)
-    return audit_evidence(ledger, books, chosen_rules, from_t, to_t, say)
+    scanned = scan_range(chosen, from_t, to_t, _last_closed(orders))
+    if scanned is not None:
+        low, high = scanned
+        say(f"scanning intervals {low}..{high} for published sets without a commit")
+        for t in range(low, high + 1):
+            if t not in books:
+                books[t] = orders.book(t)
+    return audit_evidence(ledger, books, chosen_rules, from_t, to_t, say, scanned)
 
 
-__all__ = ["audit_market"]
+DEFAULT_SCAN = 96
+"""Closed intervals before the last one the audit scans for a published set without a commit
+when no ``--from`` is given (a day of 15-minute intervals), besides every interval from the
+first committed one on."""
+MAX_SCAN = 2_000
+"""Most intervals one audit scans for published sets without a commit: each costs a request
+(``GET /intervals/{t}/orders``); audit a longer history in ranges (``--from``/``--to``)."""
+
+
+def _last_closed(orders: Any) -> int | None:
+    last = getattr(orders, "last_closed_interval", None)
+    return None if last is None else last()
+
+
+def scan_range(
+    committed: list[int], from_t: int | None, to_t: int | None, last_closed: int | None
+) -> tuple[int, int] | None:
+    """The intervals ``[low, high]`` the ``uncommitted`` check scans, or None: up to ``to_t``
+    (else the last interval whose gate the source says has closed, else the last committed);
+    from ``from_t`` (else the first committed interval or :data:`DEFAULT_SCAN` intervals
+    before the end, whichever is earlier); at most :data:`MAX_SCAN` intervals, the latest."""
+    high = to_t if to_t is not None else last_closed
+    if high is None:
+        high = committed[-1] if committed else None
+    if high is None:
+        return None
+    if from_t is not None:
+        low = from_t
+    else:
+        low = high - DEFAULT_SCAN + 1
+        if committed:
+            low = min(low, committed[0])
+    low = max(low, high - MAX_SCAN + 1)
+    return (low, high) if low <= high else None
+
+
+__all__ = ["DEFAULT_SCAN", "MAX_SCAN", "audit_market", "scan_range"]

@@ -11,6 +11,7 @@ Nothing here holds global state: every function takes what it wires and returns 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from chain.deployment import Deployment
 from deploy.deployment import DEFAULT_INTERVAL_SECONDS, DEFAULT_MARKET_TERMS, deploy_system
 from market.chain_ledger import ChainLedger
 from market.clock import Clock
+from market.receipts import OperatorKeyMismatch
 from market.service import MarketConfig, MarketService
 from market.store import OrderStore
 
@@ -75,6 +77,33 @@ def default_gate_closure_seconds(interval_seconds: int) -> int:
     return max(interval_seconds // 3, 1)
 
 
+OPERATOR_KEY_ENV = "WATTLEDGER_OPERATOR_KEY"
+"""The environment variable with the operator's private key (``0x`` hex), for a market whose
+operator is not one of the chain's known signers (``WATTLEDGER_PRIVATE_KEY``, anvil's and the
+embedded chain's development accounts). An environment variable, not a flag: a flag's value
+is visible to every user of the machine in the process list."""
+
+
+def operator_key(chain: Chain, operator: str) -> bytes | str:
+    """The private key of the market's ``operator`` account, which signs the receipts of
+    every accepted order and cancel: the key of a known signer of ``chain`` with that
+    address, else :data:`OPERATOR_KEY_ENV`'s (checked against the address by the service).
+    Raises :class:`~market.receipts.OperatorKeyMismatch` when neither is there: the market
+    does not start without it."""
+    for signer in chain.signers:
+        if signer.address.lower() == operator.lower():
+            return bytes(signer.key)
+    from_env = os.environ.get(OPERATOR_KEY_ENV)
+    if from_env:
+        return from_env
+    raise OperatorKeyMismatch(
+        f"the private key of the market's operator {operator} is not known: the market signs a "
+        "receipt for every order and cancel it accepts with it, and does not start without it",
+        hint=f"Set {OPERATOR_KEY_ENV} to the operator account's private key (0x hex), or "
+        "WATTLEDGER_PRIVATE_KEY when the operator is also the deployer.",
+    )
+
+
 @dataclass
 class MarketParts:
     """The assembled market: its ledger adapter, order store and service."""
@@ -97,8 +126,10 @@ def market_service(
     ``ledger`` replaces the plain :class:`ChainLedger` (a subclass that measures or caches).
     """
     adapter = ledger or ChainLedger(client)
+    key = operator_key(client.chain, adapter.info().operator)
     store = OrderStore(db)
-    return MarketParts(adapter, store, MarketService(store, adapter, clock, config))
+    service = MarketService(store, adapter, clock, config, operator_key=key)
+    return MarketParts(adapter, store, service)
 
 
 def market_app(
@@ -174,12 +205,14 @@ def prefer_fast_keccak() -> bool:
 
 __all__ = [
     "DEV_FUNDING_BASE_UNITS",
+    "OPERATOR_KEY_ENV",
     "MarketParts",
     "default_gate_closure_seconds",
     "deploy_market",
     "fund_dev_accounts",
     "market_app",
     "market_service",
+    "operator_key",
     "prefer_fast_keccak",
     "settlement_service",
 ]

@@ -31,6 +31,14 @@ the market API, --api, or an archive folder, --orders) and the chain's own recor
   properties   every clearing property of DESIGN section 4 holds on the committed result
   settlement   settlement recomputed with settlement/model.py from the on-chain readings
                (meter signatures re-verified) equals the settlement events
+  receipts     every published receipt is signed by the operator that committed the
+               interval; each order's seq is its receipt's; seq order is arrival order
+  cancels      no order whose cancel the operator received before the gate closed is in
+               the book or filled; each published cancel is its participant's
+  late_orders  no order the operator received at or after the gate closed clears
+  uncommitted  no closed interval in the scanned range (--from..--to, else the last 96
+               and every one since the first commit) has a published set but no commit
+               once it has ended
 
 and once for the market at the audited block:
 

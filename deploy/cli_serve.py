@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from chain.deployment import Deployment, read_deployment, write_deployment
-from deploy.assembly import deploy_market, fund_dev_accounts
+from deploy.assembly import deploy_market, fund_dev_accounts, operator_key
 from deploy.cli_args import positive_int
 from deploy.cli_settle import add_serve_arguments, settlement_for_serve
 from ledger.errors import InputError
@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
             path = write_deployment(deployment, args.deployments_dir)
             print(f"deployment record: {path}", file=sys.stderr)
     client = LedgerClient.from_deployment(chain, deployment)
+    # The operator signs a receipt for every accepted order and cancel: without its key the
+    # market does not start (before funding or opening the store).
+    key = operator_key(chain, client.sender)
     interval_seconds = client.interval_seconds()
     if args.interval_seconds is not None and args.interval_seconds != interval_seconds:
         raise InputError(
@@ -189,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
         max_ahead_intervals=args.max_ahead_intervals,
         registrar_policy=args.registrar_policy,
     )
-    service = MarketService(OrderStore(db), ChainLedger(client), SystemClock(), config)
+    service = MarketService(
+        OrderStore(db), ChainLedger(client), SystemClock(), config, operator_key=key
+    )
     recovered = service.recover()
     if recovered:
         print(f"finished interrupted commits of intervals {recovered}", file=sys.stderr)

@@ -31,6 +31,16 @@ Types (all integers unsigned; ``side`` is 0 for buy, 1 for sell, like a Solidity
     Cancel(address participant,bytes32 orderHash,uint64 nonce,uint64 expiry)
     CloseGate(uint64 interval,uint64 nonce,uint64 expiry)          (operator only)
     Registration(address participant,address meter,uint64 nonce,uint64 expiry)
+    OrderReceipt(bytes32 orderId,uint64 seq,uint64 receivedAt)     (operator only)
+    CancelReceipt(bytes32 orderId,bytes32 cancelDigest,uint64 seq,uint64 receivedAt)
+                                                                   (operator only)
+
+Receipts (:data:`RECEIPT_KINDS`) are what the operator signs, with its own key over the same
+domain, for every order and every cancel the market accepts: the order's (or cancel's) place
+in the market's one arrival sequence and when it arrived. The market answers them with the
+``201`` of an order and the answer to a cancel, stores them and publishes them with the
+interval's order set; the audit checks them against the published set and the chain, and a
+participant who holds one can show what the operator accepted and when.
 
 The **order hash** is the EIP-712 digest ``keccak256(0x1901 ‖ domainSeparator ‖ structHash)``.
 It is the order's id everywhere (API, store, on-chain trade, Merkle leaf input); because the
@@ -107,14 +117,28 @@ REGISTRATION_TYPE: Final = [
     {"name": "nonce", "type": "uint64"},
     {"name": "expiry", "type": "uint64"},
 ]
+ORDER_RECEIPT_TYPE: Final = [
+    {"name": "orderId", "type": "bytes32"},
+    {"name": "seq", "type": "uint64"},
+    {"name": "receivedAt", "type": "uint64"},
+]
+CANCEL_RECEIPT_TYPE: Final = [
+    {"name": "orderId", "type": "bytes32"},
+    {"name": "cancelDigest", "type": "bytes32"},
+    {"name": "seq", "type": "uint64"},
+    {"name": "receivedAt", "type": "uint64"},
+]
 TYPES: Final[dict[str, list[dict[str, str]]]] = {
     "Order": ORDER_TYPE,
     "Cancel": CANCEL_TYPE,
     "CloseGate": CLOSE_GATE_TYPE,
     "MeterReading": READING_FIELDS,
     "Registration": REGISTRATION_TYPE,
+    "OrderReceipt": ORDER_RECEIPT_TYPE,
+    "CancelReceipt": CANCEL_RECEIPT_TYPE,
 }
-"""Every primary type the market and the settlement service take, by name."""
+"""Every primary type the market and the settlement service take (the first five) or the
+operator signs for what it accepted (the receipts), by name."""
 
 _NONCE = (
     "single-use number of the signer (uint64): any value it has not used before; one set per "
@@ -169,6 +193,28 @@ FIELD_DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         "nonce": _NONCE,
         "expiry": _EXPIRY,
     },
+    "OrderReceipt": {
+        "orderId": "id of the accepted order: its EIP-712 digest, 0x + 64 hex digits (bytes32)",
+        "seq": (
+            "the order's place in the market's one arrival sequence of accepted orders and "
+            "cancels (uint64): the price-tie priority of the clearing (lower first)"
+        ),
+        "receivedAt": (
+            "Unix seconds (market clock, uint64) at which the market accepted the order; an "
+            "order received at or after its interval's gate closure must not be cleared"
+        ),
+    },
+    "CancelReceipt": {
+        "orderId": "id of the cancelled order (bytes32)",
+        "cancelDigest": (
+            "EIP-712 digest of the participant's signed Cancel the market accepted (bytes32)"
+        ),
+        "seq": "the cancel's place in the market's one arrival sequence (uint64)",
+        "receivedAt": (
+            "Unix seconds (market clock, uint64) at which the market accepted the cancel; "
+            "from then on the order must be neither in its interval's book nor filled"
+        ),
+    },
 }
 """What each field of each type means, with its unit: ``GET /market`` publishes it beside
 each ready-to-sign template (:func:`template`)."""
@@ -179,6 +225,8 @@ SIGNERS: Final[dict[str, str]] = {
     "CloseGate": "the market operator's key (GET /market: operator)",
     "MeterReading": "the participant's registered meter key (GET /participants/{address}: meter)",
     "Registration": "the participant's key (a participant registers only itself)",
+    "OrderReceipt": "the market operator's key (GET /market: operator)",
+    "CancelReceipt": "the market operator's key (GET /market: operator)",
 }
 """Which key signs each type."""
 
@@ -333,7 +381,47 @@ MESSAGE_KINDS: Final[dict[str, str]] = {
     "meterReading": "MeterReading",
     "registration": "Registration",
 }
-"""Each kind of signed message (``GET /market``'s ``eip712.messages`` keys) and its type."""
+"""Each kind of signed message a client sends (``GET /market``'s ``eip712.messages`` keys)
+and its type."""
+
+RECEIPT_KINDS: Final[dict[str, str]] = {
+    "orderReceipt": "OrderReceipt",
+    "cancelReceipt": "CancelReceipt",
+}
+"""Each kind of receipt the operator signs for what the market accepted, and its type; also
+in ``GET /market``'s ``eip712.messages``, so a participant verifies a receipt from the
+published template alone."""
+
+_ORDER_RECEIPT_TYPE_HASH: Final = TYPE_HASHES["OrderReceipt"]
+_CANCEL_RECEIPT_TYPE_HASH: Final = TYPE_HASHES["CancelReceipt"]
+
+
+def order_receipt_digest(
+    domain_separator: bytes, order_id: bytes, seq: int, received_at: int
+) -> bytes:
+    """The EIP-712 digest of an ``OrderReceipt`` (:func:`digest` without the generic field
+    encoding: intake signs one per accepted order). ``order_id`` is 32 bytes; integers must
+    fit uint64 (OverflowError otherwise)."""
+    if len(order_id) != 32:
+        raise ValueError("an order id is 32 bytes")
+    if not (0 <= seq < 2**64 and 0 <= received_at < 2**64):
+        raise OverflowError("seq and receivedAt are uint64")
+    body = _ORDER_RECEIPT_TYPE_HASH + order_id + seq.to_bytes(32, "big")
+    body += received_at.to_bytes(32, "big")
+    return keccak(b"\x19\x01" + domain_separator + keccak(body))
+
+
+def cancel_receipt_digest(
+    domain_separator: bytes, order_id: bytes, cancel_digest: bytes, seq: int, received_at: int
+) -> bytes:
+    """The EIP-712 digest of a ``CancelReceipt`` (see :func:`order_receipt_digest`)."""
+    if len(order_id) != 32 or len(cancel_digest) != 32:
+        raise ValueError("an order id and a cancel digest are 32 bytes")
+    if not (0 <= seq < 2**64 and 0 <= received_at < 2**64):
+        raise OverflowError("seq and receivedAt are uint64")
+    body = _CANCEL_RECEIPT_TYPE_HASH + order_id + cancel_digest + seq.to_bytes(32, "big")
+    body += received_at.to_bytes(32, "big")
+    return keccak(b"\x19\x01" + domain_separator + keccak(body))
 
 
 def template(domain: Domain, primary_type: str) -> dict[str, Any]:
@@ -609,6 +697,7 @@ def recover_meter(signed: SignedReading, domain: Domain) -> str:
 
 
 __all__ = [
+    "CANCEL_RECEIPT_TYPE",
     "CANCEL_TYPE",
     "CLOSE_GATE_TYPE",
     "DOMAIN_NAME",
@@ -616,10 +705,12 @@ __all__ = [
     "EIP712_DOMAIN_TYPE",
     "FIELD_DESCRIPTIONS",
     "MESSAGE_KINDS",
+    "ORDER_RECEIPT_TYPE",
     "ORDER_TYPE",
     "READING_FIELDS",
     "READING_TYPE",
     "READING_TYPEHASH",
+    "RECEIPT_KINDS",
     "REGISTRATION_TYPE",
     "SIDE_BUY",
     "SIDE_SELL",
@@ -630,12 +721,14 @@ __all__ = [
     "Domain",
     "ReadingFields",
     "SignedReading",
+    "cancel_receipt_digest",
     "canonical_signature",
     "compact_signature",
     "digest",
     "expand_signature",
     "message_schema",
     "order_digest",
+    "order_receipt_digest",
     "parse_bytes32",
     "parse_signature",
     "reading_digest",

@@ -10,6 +10,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     ├── InputError                       ledger.errors      bad value from a user or file
     │   ├── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
     │   ├── ScenarioError                simulation.scenario  bad scenario TOML (names the key)
+    │   ├── OperatorKeyMismatch          market.receipts    no operator key, or another's
     │   └── RequestError                 ledger.errors      a request refused with an HTTP 4xx
     │       ├── BadSignature             ledger.errors      not 0x and 128/130 hex digits
     │       │   └── UnverifiableSignature ledger.errors  well-formed, verifies as no key

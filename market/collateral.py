@@ -188,15 +188,23 @@ class Collateral:
         with self._lock:
             self._unregistered_until.pop(participant, None)
 
-    def uncovered(self, needs_base_units: dict[str, int]) -> tuple[dict[str, int], set[str]]:
+    def uncovered(self, needs_base_units: dict[str, int]) -> tuple[dict[str, int], dict[str, str]]:
         """Re-read the free balances of the participants of ``needs_base_units`` (what each
         one's orders could lock) at one moment; return them, and the participants who can no
         longer cover their needs or are no longer registered (a deregistered party would make
-        the whole commit revert). The caches are not written: see :meth:`remember`."""
+        the whole commit revert), each with the reason (``unregistered`` or
+        ``insufficient_collateral: free F < needed N``). The caches are not written: see
+        :meth:`remember`."""
         read = _call_ledger(self.ledger.balances_of, list(needs_base_units))
         fresh = {p: read[p].free for p in needs_base_units}
-        short = {p for p, need in needs_base_units.items() if fresh[p] < need}
-        short |= {p for p in needs_base_units if not _call_ledger(self.ledger.is_registered, p)}
+        short = {
+            p: f"insufficient_collateral: free {fresh[p]} < needed {need}"
+            for p, need in needs_base_units.items()
+            if fresh[p] < need
+        }
+        for p in needs_base_units:
+            if not _call_ledger(self.ledger.is_registered, p):
+                short[p] = "unregistered"
         return fresh, short
 
     def remember(self, fresh: dict[str, int], unregistered: set[str]) -> None:

@@ -13,7 +13,9 @@ Uncovered orders
     A participant can withdraw at any time, so gate closure re-reads the free balances of
     the interval's participants at one moment and leaves out (``excluded``) the orders of
     any participant who could no longer cover them all, or who is no longer registered: a
-    commit the contract would refuse for collateral cannot be sent (DESIGN §5).
+    commit the contract would refuse for collateral cannot be sent (DESIGN §5). Why each
+    was left out is stored with the clearing (``excludedReasons``) and published with the
+    interval's set (``refused``, beside the orders).
 
 Expired orders
     The gate of an interval closes at its gate closure time, or earlier when the operator
@@ -106,11 +108,13 @@ def clearing_document(
     excluded: Sequence[StoredOrder],
     penalty_price_per_wh: int,
     expired: Sequence[StoredOrder] = (),
+    reasons: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The clearing of a frozen book as stored and published (big integers as strings):
     mechanism, price, volume, trades with both parties, the penalty price the commit
-    snapshots, and the ids of the ``excluded`` and ``expired`` orders (``included``: the
-    orders cleared)."""
+    snapshots, the ids of the ``excluded`` and ``expired`` orders (``included``: the
+    orders cleared), and why each excluded order was left out (``reasons``, by id:
+    ``unregistered`` or ``insufficient_collateral: ...``)."""
     owner = {o.id: o.participant for o in included}
     return {
         "mechanism": result.mechanism,
@@ -131,6 +135,7 @@ def clearing_document(
         "penaltyPricePerWh": str(penalty_price_per_wh),
         "excluded": [o.id for o in excluded],
         "expired": [o.id for o in expired],
+        "excludedReasons": {o.id: (reasons or {}).get(o.id, "") for o in excluded},
     }
 
 
@@ -243,7 +248,7 @@ class GateClosure:
                 order.side, order.quantity_wh, order.price_per_wh, penalty
             )
             needs[order.participant] = needs.get(order.participant, 0) + lock
-        fresh, short = self.collateral.uncovered(needs) if needs else ({}, set())
+        fresh, short = self.collateral.uncovered(needs) if needs else ({}, {})
         cleared = [o for o in live if o.participant not in short]
         excluded = [o for o in live if o.participant in short]
         if excluded:
@@ -265,7 +270,14 @@ class GateClosure:
                 "0x" + tree.root.hex(),
                 [o.id for o in published],
                 [o.id for o in excluded],
-                clearing_document(result, cleared, excluded, penalty, expired),
+                clearing_document(
+                    result,
+                    cleared,
+                    excluded,
+                    penalty,
+                    expired,
+                    reasons={o.id: short[o.participant] for o in excluded},
+                ),
                 {k: int(v) for k, v in result.fills.items()},
                 expired=[o.id for o in expired],
             )
@@ -273,7 +285,7 @@ class GateClosure:
             raise ServiceUnavailable(f"the order store failed: {err.message}") from None
         with self._lock:
             self.book.close(interval, orders)
-            self.collateral.remember(fresh, short)
+            self.collateral.remember(fresh, set(short))
 
     def commit_frozen(self, interval: int) -> bool:
         """Commit a frozen interval on-chain unless it already is; True when committed."""

@@ -52,6 +52,7 @@ from market.http.errors import (
     ServiceUnavailable,
     SignerMismatch,
 )
+from market.receipts import ReceiptSigner
 from market.signed_messages import (
     ParsedOrder,
     SignedMessage,
@@ -82,8 +83,10 @@ class Intake:
 
     ``max_ahead_intervals``: how many intervals past the current one accept orders;
     ``max_batch_orders``: most orders in one request. ``nonces`` holds every
-    ``(signer, nonce)`` used, ``seq`` the last arrival sequence number given: both are
-    rebuilt from the store at start and guarded by ``lock`` (the market's one lock).
+    ``(signer, nonce)`` used, ``seq`` the last arrival sequence number given (orders and
+    cancels share the sequence): both are rebuilt from the store at start and guarded by
+    ``lock`` (the market's one lock). ``receipts`` signs the operator's receipt of every
+    accepted order and cancel (:mod:`market.receipts`).
     """
 
     def __init__(
@@ -97,10 +100,12 @@ class Intake:
         operator: str,
         lock: threading.RLock,
         *,
+        receipts: ReceiptSigner,
         max_ahead_intervals: int,
         max_batch_orders: int,
     ) -> None:
         self.store = store
+        self.receipts = receipts
         self.clock = clock
         self.schedule = schedule
         self.max_ahead_intervals = max_ahead_intervals
@@ -260,11 +265,25 @@ class Intake:
         prepared.done = True
         self.book.drained.notify_all()
 
+    def sign_receipts(self, prepared: Prepared) -> None:
+        """Give each order of ``prepared`` the operator's signed ``OrderReceipt`` of its id,
+        ``seq`` and ``received_at`` (no shared state: runs outside the lock)."""
+        sign = self.receipts.order
+        prepared.orders = [
+            o._replace(receipt=sign(o.id, o.seq, o.received_at).signature)
+            if o.receipt is None
+            else o
+            for o in prepared.orders
+        ]
+
     def commit_prepared(self, batches: Sequence[Prepared]) -> None:
-        """Store the orders of ``batches`` in one durable transaction and open them.
+        """Sign the receipts of the orders of ``batches``, store them in one durable
+        transaction and open them.
 
         On a store failure every batch is released and :class:`ServiceUnavailable` raised.
         """
+        for prepared in batches:
+            self.sign_receipts(prepared)
         rows = [o for p in batches for o in p.orders]
         try:
             self.store.insert_orders(rows)
@@ -291,9 +310,8 @@ class Intake:
         """Cancel an open order with its participant's signed ``Cancel`` message."""
         cancel = parse_cancel(signed.message)
         participant, nonce = cancel.participant, cancel.nonce
-        signer, signature = signing.recover_canonical(
-            cancel.digest(self._separator), signed.signature
-        )
+        cancel_digest = cancel.digest(self._separator)
+        signer, signature = signing.recover_canonical(cancel_digest, signed.signature)
         if signer != participant:
             raise SignerMismatch(f"the signature is by {signer}, not by {participant}")
         if cancel.order_id != order_id.lower():
@@ -314,12 +332,30 @@ class Intake:
                 raise NotYourOrder(f"order {order_id} belongs to another participant")
             if order.interval in self.book.closing or order.interval in self.book.closed:
                 raise IntervalClosed(f"interval {order.interval}: its gate has closed")
+            # The receipt's time is read under the lock, as an order's is, so that seq order
+            # and receivedAt order agree; a cancel is taken until the gate closure time, as
+            # an order is, however late the tick that freezes the book runs.
+            now = self.clock.now()
+            gate_closure_at = self.schedule.gate_closure_at(order.interval)
+            if now >= gate_closure_at:
+                raise IntervalClosed(
+                    f"interval {order.interval}: its gate closed at {gate_closure_at}"
+                )
             if (participant, nonce) in self.nonces:
                 raise NonceUsed(f"nonce {nonce} of {participant} was already used")
-            record = {"cancel": cancel.as_json(), "signature": signature, "at": now}
+            self.seq += 1
+            receipt = self.receipts.cancel(order.id, cancel_digest, self.seq, now)
+            record = {
+                "cancel": cancel.as_json(),
+                "signature": signature,
+                "at": now,
+                "digest": "0x" + cancel_digest.hex(),
+                "receipt": receipt.as_json(),
+            }
             try:
                 self.store.cancel_order(order.id, participant, nonce, record)
             except StoreError as err:
+                self.seq -= 1  # nothing was accepted: no gap in the sequence
                 raise ServiceUnavailable(f"the order store failed: {err.message}") from None
             self.nonces.add((participant, nonce))
             self.book.remove_open(order.id)

@@ -15,7 +15,13 @@ wires the parts, each in its own module, around one lock and one book:
   retries and recovery;
 - :mod:`market.views`: orders, participants, intervals, books and proofs as served;
 - :mod:`market.registrar`: registration requests, decided by a
-  :mod:`market.registrar_policy` and carried out on-chain.
+  :mod:`market.registrar_policy` and carried out on-chain;
+- :mod:`market.receipts`: the operator's signed receipt of every accepted order and cancel.
+
+The service needs the operator's signing key (``operator_key``, the key of the account the
+ledger port commits from): it refuses to start without it, or with another account's key
+(:class:`~market.receipts.OperatorKeyMismatch`), rather than take orders it cannot give a
+receipt for.
 
 The on-chain ledger is reached only through the :class:`~market.ledger_port.Ledger` port, and
 the durable state lives in the :class:`~market.store.OrderStore`; at start the service
@@ -38,6 +44,7 @@ from market.collateral import Collateral
 from market.gate_closure import GateClosure, GateSchedule
 from market.intake import Intake, Prepared
 from market.ledger_port import Ledger, LedgerCallFailed, LedgerFacts, LedgerInfo
+from market.receipts import OperatorKeyMismatch, ReceiptSigner
 from market.registrar import Registrar
 from market.registrar_policy import Decision, RegistrarPolicy, policy_named
 from market.signed_messages import SignedMessage, parse_address
@@ -94,6 +101,7 @@ class MarketService:
         clock: Clock,
         config: MarketConfig | None = None,
         *,
+        operator_key: bytes | str | None,
         registrar_policy: RegistrarPolicy | None = None,
     ) -> None:
         self.store = store
@@ -114,6 +122,13 @@ class MarketService:
             name=self.info.eip712_name,
             version=self.info.eip712_version,
         )
+        if operator_key is None:
+            raise OperatorKeyMismatch(
+                f"no signing key for the operator {self.info.operator}: the market signs a "
+                "receipt for every order and cancel it accepts, and does not start without it",
+                hint="Pass the private key of the account holding the OPERATOR role.",
+            )
+        self.receipts = ReceiptSigner(operator_key, self.domain, self.info.operator)
         store.bind_deployment(self.info.chain_id, self.info.market_address)
         self.schedule = GateSchedule(self.timing, self.config.gate_closure_seconds)
         self.book = OpenBook(lock)
@@ -126,6 +141,7 @@ class MarketService:
             self.domain,
             self.info.operator,
             lock,
+            receipts=self.receipts,
             max_ahead_intervals=self.config.max_ahead_intervals,
             max_batch_orders=self.config.max_batch_orders,
         )
@@ -310,6 +326,14 @@ class MarketService:
     def published_orders(self, interval: int) -> tuple[IntervalRecord, list[StoredOrder]]:
         """The frozen signed order set of a closed interval; IntervalNotClosed before."""
         return self.views.published_orders(interval)
+
+    def published_cancels(self, interval: int) -> list[StoredOrder]:
+        """The orders of a closed interval cancelled before its gate closed."""
+        return self.views.published_cancels(interval)
+
+    def published_refusals(self, interval: int) -> list[tuple[StoredOrder, str]]:
+        """The orders of a closed interval left out at gate closure, with the reason."""
+        return self.views.published_refusals(interval)
 
     def clearing(self, interval: int) -> IntervalRecord:
         """The stored clearing of a closed interval; IntervalNotClosed before."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ledger.errors import WattledgerError
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS orders (
     received_at  INTEGER NOT NULL,
     status       TEXT NOT NULL,
     filled_wh    INTEGER,
-    cancel       TEXT
+    cancel       TEXT,
+    receipt      TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_by_interval ON orders (interval, status);
 CREATE INDEX IF NOT EXISTS orders_by_participant ON orders (participant, seq);
@@ -144,6 +146,11 @@ class StoredOrder(NamedTuple):
     status: str = OPEN
     filled_wh: int | None = None
     cancel: dict[str, Any] | None = None
+    """The accepted cancel: ``{"cancel": message, "signature", "at", "digest", "receipt":
+    {"seq", "receivedAt", "signature"}}`` (the operator's ``CancelReceipt``)."""
+    receipt: str | None = None
+    """The operator's signature of the order's ``OrderReceipt`` (``id``, ``seq``,
+    ``received_at``); None only for an order stored before receipts existed."""
 
 
 REGISTRATION_PENDING = "pending"
@@ -198,11 +205,11 @@ class IntervalRecord:
 
 _ORDER_COLUMNS = (
     "id, seq, participant, interval, side, quantity_wh, price_per_wh, nonce, expiry, "
-    "signature, received_at, status, filled_wh, cancel"
+    "signature, received_at, status, filled_wh, cancel, receipt"
 )
 _INSERT_ORDER = (
     "INSERT INTO orders (id, seq, participant, interval, side, quantity_wh, price_per_wh, "
-    "nonce, expiry, signature, received_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "nonce, expiry, signature, received_at, status, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_NONCE = "INSERT INTO nonces (signer, nonce) VALUES (?, ?)"
 
@@ -223,6 +230,7 @@ def _order(row: Sequence[Any]) -> StoredOrder:
         status=row[11],
         filled_wh=row[12],
         cancel=json.loads(row[13]) if row[13] else None,
+        receipt=row[14],
     )
 
 
@@ -246,6 +254,18 @@ class OrderStore(SqliteStore):
     schema = _SCHEMA
     schema_version = SCHEMA_VERSION
 
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._add_receipt_column()
+
+    def _add_receipt_column(self) -> None:
+        """Give a store made before receipts existed its ``receipt`` column (its orders keep
+        none: no receipt was signed for them)."""
+        with self._transaction() as cur:
+            columns = {row[1] for row in cur.execute("PRAGMA table_info(orders)").fetchall()}
+            if "receipt" not in columns:
+                cur.execute("ALTER TABLE orders ADD COLUMN receipt TEXT")
+
     def insert_orders(self, orders: Sequence[StoredOrder]) -> None:
         """Store accepted orders and their nonces in one durable transaction.
 
@@ -268,6 +288,7 @@ class OrderStore(SqliteStore):
                         o.signature,
                         o.received_at,
                         o.status,
+                        o.receipt,
                     )
                     for o in orders
                 ],
@@ -410,8 +431,14 @@ class OrderStore(SqliteStore):
     # -- reading -----------------------------------------------------------------------------
 
     def max_seq(self) -> int:
-        """The highest arrival sequence number stored (0 when empty)."""
-        return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM orders")[0][0])
+        """The highest arrival sequence number stored, of an order or of a cancel (both take
+        their place in one sequence); 0 when empty."""
+        orders = int(self._read("SELECT COALESCE(MAX(seq), 0) FROM orders")[0][0])
+        cancels = self._read(
+            "SELECT COALESCE(MAX(CAST(json_extract(cancel, '$.receipt.seq') AS INTEGER)), 0) "
+            "FROM orders WHERE cancel IS NOT NULL"
+        )[0][0]
+        return max(orders, int(cancels or 0))
 
     def used_nonces(self) -> Iterator[tuple[str, int]]:
         """Every ``(signer, nonce)`` ever used."""
@@ -456,6 +483,18 @@ class OrderStore(SqliteStore):
                 (interval, status),
             )
         ]
+
+    def cancelled_orders(self, interval: int) -> list[StoredOrder]:
+        """The orders of ``interval`` whose participants' cancels the market accepted (every
+        order with a stored cancel, whatever became of it), in the order the cancels
+        arrived."""
+        rows = self._read(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE interval = ? AND cancel IS NOT NULL "
+            "ORDER BY seq",
+            (interval,),
+        )
+        orders = [_order(r) for r in rows]
+        return sorted(orders, key=lambda o: ((o.cancel or {}).get("receipt") or {}).get("seq", 0))
 
     def published_orders(self, interval: int) -> list[StoredOrder]:
         """The published set of a closed ``interval`` (``closed`` and ``expired`` orders) in

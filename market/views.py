@@ -26,6 +26,7 @@ from market.signed_messages import parse_address
 from market.store import (
     CLOSED,
     EMPTY,
+    EXCLUDED,
     OPEN,
     PUBLISHED_STATUSES,
     IntervalRecord,
@@ -168,6 +169,23 @@ class MarketViews:
                 f"{self.schedule.gate_closure_at(interval)}; the order set is published then"
             )
         return record, self.store.published_orders(interval)
+
+    def published_cancels(self, interval: int) -> list[StoredOrder]:
+        """The orders of a closed interval cancelled before its gate closed (each with its
+        accepted cancel and receipts), in the order the cancels arrived; IntervalNotClosed
+        before the gate closes."""
+        self.published_orders(interval)
+        return self.store.cancelled_orders(interval)
+
+    def published_refusals(self, interval: int) -> list[tuple[StoredOrder, str]]:
+        """The orders of a closed interval left out at gate closure, with the reason stored
+        by the gate closure; IntervalNotClosed before the gate closes."""
+        record, _ = self.published_orders(interval)
+        reasons = (record.clearing or {}).get("excludedReasons") or {}
+        return [
+            (o, str(reasons.get(o.id) or "left out at gate closure"))
+            for o in self.store.interval_orders(interval, EXCLUDED)
+        ]
 
     def clearing(self, interval: int) -> IntervalRecord:
         """The stored clearing of a closed interval; IntervalNotClosed before."""

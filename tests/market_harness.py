@@ -47,7 +47,11 @@ class Market:
         """A new service on the same store and ledger, as after a restart."""
         self.service.store.close()
         self.service = MarketService(
-            OrderStore(self.db), self.ledger, self.clock, config or self.service.config
+            OrderStore(self.db),
+            self.ledger,
+            self.clock,
+            config or self.service.config,
+            operator_key=OPERATOR.key,
         )
         return self.service
 
@@ -55,6 +59,10 @@ class Market:
         """Advance the clock to ``interval``'s gate closure and tick."""
         self.clock.set(max(self.clock.now(), self.service.gate_closure_at(interval)))
         self.service.tick()
+
+
+OPERATOR = Account.from_key((99).to_bytes(32, "big"))
+"""The harness's operator key: the MemoryLedger's operator, which signs receipts."""
 
 
 def signed(body: dict[str, Any]) -> SignedMessage:
@@ -72,10 +80,10 @@ def make_market(
     tmp_path: Path, deposit: int = 1_000 * TOKEN, config: MarketConfig | None = None
 ) -> Market:
     ledger = MemoryLedger(penalty_price_per_wh=PENALTY)
-    ledger.operator = account(99).address.lower()
+    ledger.operator = OPERATOR.address.lower()
     clock = SimulatedClock(ledger.epoch_seconds + 10 * ledger.interval_seconds)
     db = tmp_path / "market.db"
-    service = MarketService(OrderStore(db), ledger, clock, config)
+    service = MarketService(OrderStore(db), ledger, clock, config, operator_key=OPERATOR.key)
     signers = []
     for seed in (1, 2, 3):
         who = account(seed)

@@ -10,6 +10,7 @@ from market_harness import fund_participants
 
 from chain.client import LedgerClient
 from chain.connection import Chain
+from deploy.assembly import operator_key
 from deploy.deployment import deploy_system
 from ledger.eip712 import Domain, digest, recover
 from ledger.merkle import MerkleTree, leaf_hash, verify
@@ -31,7 +32,12 @@ def deployed(chain: Chain, tmp_path: Path) -> Any:
     participants = chain.signers[1:4]
     fund_participants(ledger_client, participants, 1_000 * TOKEN)
     clock = SimulatedClock(chain.timestamp())
-    service = MarketService(OrderStore(tmp_path / "m.db"), ChainLedger(ledger_client), clock)
+    service = MarketService(
+        OrderStore(tmp_path / "m.db"),
+        ChainLedger(ledger_client),
+        clock,
+        operator_key=operator_key(chain, ledger_client.sender),
+    )
     app = create_app(service)
     clients = [MarketClient(app=app, account=who) for who in participants]
     yield service, ledger_client, clock, clients

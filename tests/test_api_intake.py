@@ -35,6 +35,7 @@ fresh_orders = st.builds(
     status=st.just("open"),
     filled_wh=st.none(),
     cancel=st.none(),
+    receipt=st.binary(min_size=65, max_size=65).map(lambda b: "0x" + b.hex()) | st.none(),
 )
 
 

@@ -123,6 +123,7 @@ class Session:
             ChainLedger(self.ledger) if tamper is None else TamperingLedger(self.ledger, tamper),
             self.clock,
             config,
+            operator_key=base.operator.key,
         )
         self.app = create_app(self.service)
         self.clients = [MarketClient(app=self.app, account=who) for who in base.participants]

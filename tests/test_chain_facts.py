@@ -12,6 +12,7 @@ from market_harness import PRICE, fund_participants, make_market, signed
 
 from chain.client import LedgerClient
 from chain.connection import Chain
+from deploy.assembly import operator_key
 from deploy.deployment import deploy_system
 from ledger.records import Terms
 from ledger.roles import OPERATOR_ROLE
@@ -36,7 +37,13 @@ def on_chain(chain: Chain, tmp_path: Path) -> Any:
     fund_participants(ledger, participants, DEPOSIT)
     clock = SimulatedClock(chain.timestamp())
     config = MarketConfig(chain_facts_seconds=0.0)
-    service = MarketService(OrderStore(tmp_path / "m.db"), ChainLedger(ledger), clock, config)
+    service = MarketService(
+        OrderStore(tmp_path / "m.db"),
+        ChainLedger(ledger),
+        clock,
+        config,
+        operator_key=operator_key(chain, ledger.sender),
+    )
     clients = [MarketClient(app=create_app(service), account=who) for who in participants]
     yield service, ledger, clients
     for client in clients:

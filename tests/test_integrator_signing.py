@@ -16,7 +16,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from market_harness import PRICE, Market, account, make_market
+from market_harness import OPERATOR, PRICE, Market, account, make_market
 
 from ledger import eip712 as signing
 from ledger.errors import BadSignature
@@ -41,6 +41,8 @@ KINDS = {
     "meterReading": ("MeterReading", "POST /meter-readings"),
     "registration": ("Registration", "POST /registrations"),
 }
+RECEIPTS = {"orderReceipt": ("OrderReceipt", None), "cancelReceipt": ("CancelReceipt", None)}
+"""The receipts the operator signs: published the same way, taken by no path."""
 
 
 @pytest.fixture
@@ -87,8 +89,8 @@ def test_market_publishes_a_ready_to_sign_template_for_every_kind(
     m, http = env
     eip712 = http.get("/market").json()["eip712"]
     domain = m.service.domain.as_json()
-    assert set(eip712["messages"]) == set(KINDS)
-    for kind, (primary_type, submit) in KINDS.items():
+    assert set(eip712["messages"]) == set(KINDS) | set(RECEIPTS)
+    for kind, (primary_type, submit) in {**KINDS, **RECEIPTS}.items():
         entry = eip712["messages"][kind]
         fields = signing.TYPES[primary_type]
         assert entry["submit"] == submit
@@ -414,9 +416,11 @@ def test_the_default_policy_holds_off_dev_chains_and_approves_on_them(tmp_path: 
         (31337, "registered"),
         (131277322940537, "registered"),
     ):
-        ledger = MemoryLedger(chain_id=chain_id)
+        ledger = MemoryLedger(chain_id=chain_id, operator=OPERATOR.address)
         clock = SimulatedClock(ledger.epoch_seconds + 10 * ledger.interval_seconds)
-        service = MarketService(OrderStore(tmp_path / f"{chain_id}.db"), ledger, clock)
+        service = MarketService(
+            OrderStore(tmp_path / f"{chain_id}.db"), ledger, clock, operator_key=OPERATOR.key
+        )
         who = account(70)
         body = registration_body(who, account(71).address, 1, service.domain, clock.now() + 60)
         record = service.register(SignedMessage(body["registration"], body["signature"]))
@@ -434,7 +438,13 @@ def test_a_refusing_policy_answers_with_its_reason_and_the_nonce_stays_used(tmp_
             return APPROVE
 
     m = make_market(tmp_path)
-    m.service = MarketService(m.service.store, m.ledger, m.clock, registrar_policy=NoMetersOfOurs())
+    m.service = MarketService(
+        m.service.store,
+        m.ledger,
+        m.clock,
+        operator_key=OPERATOR.key,
+        registrar_policy=NoMetersOfOurs(),
+    )
     transport = AppTransport(create_app(m.service))
     http = httpx.Client(transport=transport, base_url="http://market.test")
     domain, now = m.service.domain, m.clock.now()

@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain.client import LedgerClient
 from chain.connection import Chain
+from deploy.assembly import operator_key
 from deploy.deployment import deploy_system
 from ledger.eip712 import compact_signature
 from market.chain_ledger import ChainLedger
@@ -74,7 +75,12 @@ def test_every_kind_signed_from_the_templates_by_eth_account_and_by_anvil_is_acc
     ledger = LedgerClient.from_deployment(chain, deployment)
     operator, p1, m1, p2, m2 = chain.signers[:5]
     clock = SimulatedClock(chain.timestamp())
-    market = MarketService(OrderStore(tmp_path / "market.db"), ChainLedger(ledger), clock)
+    market = MarketService(
+        OrderStore(tmp_path / "market.db"),
+        ChainLedger(ledger),
+        clock,
+        operator_key=operator_key(chain, ledger.sender),
+    )
     reader = ChainReader(ledger)
     readings = ReadingStore(tmp_path / "settlement.db")
     settlement = SettlementService(reader, readings, TxSender(reader, chain.signers[9], readings))

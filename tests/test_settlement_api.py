@@ -22,6 +22,7 @@ from test_settlement_service_support import SettleEnv, settle_env
 
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
+from deploy.assembly import operator_key
 from deploy.deployment import deploy_system
 from ledger.eip712 import Domain
 from ledger.records import Reading
@@ -249,7 +250,12 @@ def test_market_api_with_the_settlement_router_from_orders_to_report(
     alice, bob = chain.signers[1], chain.signers[2]
     fund_participants(ledger, [alice, bob], 1_000 * 10**18)  # each is its own meter
     clock = SimulatedClock(chain.timestamp())
-    market = MarketService(OrderStore(tmp_path / "market.db"), ChainLedger(ledger), clock)
+    market = MarketService(
+        OrderStore(tmp_path / "market.db"),
+        ChainLedger(ledger),
+        clock,
+        operator_key=operator_key(chain, ledger.sender),
+    )
     reader = ChainReader(ledger)
     store = ReadingStore(tmp_path / "settlement.db")
     settlement = SettlementService(reader, store, TxSender(reader, chain.signers[9], store))

@@ -21,6 +21,14 @@ PROPERTIES = "properties"
 SETTLEMENT = "settlement"
 CONSERVATION = "conservation"
 CODE = "code"
+RECEIPTS = "receipts"
+"""Every published receipt is the operator's, and the seqs it states are the published ones."""
+CANCELS = "cancels"
+"""No order cancelled before the gate closed (by the operator's receipt) is in the book."""
+LATE_ORDERS = "late_orders"
+"""No order received at or after the gate closure (by its receipt) is in the clearing."""
+UNCOMMITTED = "uncommitted"
+"""An interval with a published order set was committed on-chain."""
 
 INTERVAL_CHECKS: tuple[str, ...] = (
     SIGNATURES,
@@ -29,8 +37,13 @@ INTERVAL_CHECKS: tuple[str, ...] = (
     RECLEAR,
     PROPERTIES,
     SETTLEMENT,
+    RECEIPTS,
+    CANCELS,
+    LATE_ORDERS,
+    UNCOMMITTED,
 )
-"""The checks run on every committed interval, in report order."""
+"""The checks run on every committed interval (``uncommitted`` on every closed interval the
+audit scans), in report order."""
 MARKET_CHECKS: tuple[str, ...] = (CODE, CONSERVATION)
 """The checks run once on the whole market at the audited block."""
 
@@ -108,16 +121,20 @@ def address_key(address: str) -> str:
 
 __all__ = [
     "BOOK_ROOT",
+    "CANCELS",
     "CODE",
     "COMMITMENT",
     "CONSERVATION",
     "INTERVAL_CHECKS",
+    "LATE_ORDERS",
     "MARKET_CHECKS",
     "MAX_DIFFERENCES",
     "PROPERTIES",
+    "RECEIPTS",
     "RECLEAR",
     "SETTLEMENT",
     "SIGNATURES",
+    "UNCOMMITTED",
     "CheckLog",
     "Violation",
     "address_key",

@@ -209,7 +209,12 @@ class OrderIntake:
         :func:`market.http.views.order_view` gives, written directly (an eighth of the time:
         every value is a number or a string of hex digits or decimal digits, so nothing needs
         escaping)."""
-        if order.status != OPEN or order.filled_wh is not None or order.cancel is not None:
+        if (
+            order.status != OPEN
+            or order.filled_wh is not None
+            or order.cancel is not None
+            or order.receipt is None
+        ):
             return json.dumps(order_view(order), separators=(",", ":"))
         participant = checksum_address(order.participant)
         price = order.price_per_wh
@@ -221,7 +226,8 @@ class OrderIntake:
             f'"receivedAt":{order.received_at},"order":{{"participant":"{participant}",'
             f'"interval":{order.interval},"side":{order.side},"quantityWh":{order.quantity_wh},'
             f'"pricePerWh":"{price}","nonce":"{order.nonce}","expiry":"{order.expiry}"}},'
-            f'"signature":"{order.signature}","cancel":null}}'
+            f'"signature":"{order.signature}","cancel":null,"receipt":{{"seq":{order.seq},'
+            f'"receivedAt":{order.received_at},"signature":"{order.receipt}"}}}}'
         )
 
     def handles(self, scope: Scope) -> bool:

@@ -218,6 +218,32 @@ class OrderMessageOut(BaseModel):
     expiry: str
 
 
+class ReceiptView(BaseModel):
+    """The operator's signed receipt of an accepted order (``OrderReceipt``) or cancel
+    (``CancelReceipt``): verify it with the template of ``GET /market``'s
+    ``eip712.messages.orderReceipt`` (or ``cancelReceipt``) and the operator's address."""
+
+    seq: int = Field(description="place in the market's one arrival sequence (orders, cancels)")
+    receivedAt: int = Field(description="Unix seconds (market clock) of acceptance")
+    signature: str = Field(
+        description="the operator's EIP-712 signature, 65 bytes r‖s‖v (v 27/28), 0x hex"
+    )
+
+
+class CancelRecord(BaseModel):
+    """The accepted cancel of an order, with the operator's ``CancelReceipt``."""
+
+    cancel: dict[str, Any] = Field(description="the signed Cancel message, canonical form")
+    signature: str = Field(description="the participant's signature of the cancel")
+    at: int = Field(description="Unix seconds (market clock) the cancel was accepted")
+    digest: str | None = Field(
+        default=None, description="the cancel's EIP-712 digest (cancelDigest of the receipt)"
+    )
+    receipt: ReceiptView | None = Field(
+        default=None, description="the operator's CancelReceipt (null before receipts existed)"
+    )
+
+
 class OrderView(BaseModel):
     """An order as the market holds it."""
 
@@ -235,7 +261,12 @@ class OrderView(BaseModel):
     signature: str = Field(
         description="the participant's signature in canonical form: 65 bytes r‖s‖v, v 27/28"
     )
-    cancel: dict[str, Any] | None = None
+    cancel: CancelRecord | None = None
+    receipt: ReceiptView | None = Field(
+        default=None,
+        description="the operator's signed OrderReceipt of the order: keep it (null only "
+        "for an order accepted before receipts existed)",
+    )
 
 
 class OrderList(BaseModel):
@@ -298,10 +329,42 @@ class PublishedOrder(BaseModel):
         description="the participant's signature in canonical form: 65 bytes r‖s‖v, v 27/28"
     )
     filledWh: int | None
+    receipt: ReceiptView | None = Field(
+        default=None, description="the operator's OrderReceipt; its seq is the order's seq"
+    )
+
+
+class PublishedCancel(BaseModel):
+    """An order of the interval cancelled by its participant before the gate closed: the
+    signed order and its receipt, the signed cancel and its receipt. Not in the book."""
+
+    id: str = Field(description="the cancelled order's id")
+    seq: int
+    order: OrderMessageOut
+    signature: str = Field(description="the participant's signature of the order")
+    receipt: ReceiptView | None = Field(default=None, description="the order's OrderReceipt")
+    cancel: dict[str, Any] = Field(description="the signed Cancel message, canonical form")
+    cancelSignature: str = Field(description="the participant's signature of the cancel")
+    cancelDigest: str = Field(description="the cancel's EIP-712 digest")
+    cancelReceipt: ReceiptView | None = Field(description="the cancel's CancelReceipt")
+
+
+class PublishedRefusal(BaseModel):
+    """An accepted order left out at gate closure, with why: ``unregistered``, or
+    ``insufficient_collateral: free F < needed N`` (its participant's free balance no longer
+    covered its orders). Not in the book."""
+
+    id: str
+    seq: int
+    order: OrderMessageOut
+    signature: str
+    receipt: ReceiptView | None = Field(default=None, description="the order's OrderReceipt")
+    reason: str
 
 
 class PublishedBook(BaseModel):
-    """A closed interval's full signed order set and its Merkle root (the ``bookRoot``)."""
+    """A closed interval's full signed order set and its Merkle root (the ``bookRoot``), and
+    beside it the orders cancelled or left out, each with the operator's receipts."""
 
     interval: int
     state: str
@@ -309,6 +372,12 @@ class PublishedBook(BaseModel):
     closedAt: int = Field(description="Unix seconds (market clock) at which the gate closed")
     domain: dict[str, Any]
     orders: list[PublishedOrder]
+    cancels: list[PublishedCancel] = Field(
+        default_factory=list, description="orders of the interval cancelled before closedAt"
+    )
+    refused: list[PublishedRefusal] = Field(
+        default_factory=list, description="orders of the interval left out at gate closure"
+    )
 
 
 class TradeView(BaseModel):
@@ -405,7 +474,13 @@ class MessageKind(BaseModel):
 
     template: TypedDataTemplate
     fields: dict[str, str] = Field(description="field name → meaning, with its unit")
-    submit: str = Field(description="METHOD path that takes the signed message")
+    submit: str | None = Field(
+        description="METHOD path that takes the signed message (null for receipts, which "
+        "the market signs)"
+    )
+    returnedBy: str | None = Field(
+        default=None, description="for receipts: where the market answers and publishes them"
+    )
     signer: str = Field(description="whose key signs it")
     jsonSchema: dict[str, Any] = Field(
         description="JSON Schema (2020-12) of the message as the API takes it"
@@ -421,7 +496,8 @@ class Eip712Info(BaseModel):
     )
     primaryTypes: dict[str, str] = Field(description="message kind → primary type")
     messages: dict[str, MessageKind] = Field(
-        description="order, cancel, closeGate, meterReading, registration"
+        description="order, cancel, closeGate, meterReading, registration (signed by "
+        "clients), orderReceipt, cancelReceipt (signed by the operator)"
     )
     signature: str = Field(description="the signature forms every endpoint takes")
 
@@ -462,6 +538,7 @@ class MarketInfo(BaseModel):
 __all__ = [
     "BookView",
     "CancelMessage",
+    "CancelRecord",
     "ClearingView",
     "CloseGateMessage",
     "CommitView",
@@ -481,7 +558,10 @@ __all__ = [
     "Problem",
     "ProofView",
     "PublishedBook",
+    "PublishedCancel",
     "PublishedOrder",
+    "PublishedRefusal",
+    "ReceiptView",
     "RegistrationAnswer",
     "RegistrationMessage",
     "RegistrationStatus",

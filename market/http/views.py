@@ -18,6 +18,14 @@ from market.signed_messages import order_message_json
 from market.store import StoredOrder
 
 
+def order_receipt(order: StoredOrder) -> dict[str, Any] | None:
+    """The operator's ``OrderReceipt`` of ``order`` as JSON (``{"seq", "receivedAt",
+    "signature"}``), None for an order stored before receipts existed."""
+    if order.receipt is None:
+        return None
+    return {"seq": order.seq, "receivedAt": order.received_at, "signature": order.receipt}
+
+
 def order_view(order: StoredOrder) -> dict[str, Any]:
     """The JSON of :class:`market.http.models.OrderView` for one stored order."""
     return {
@@ -34,6 +42,7 @@ def order_view(order: StoredOrder) -> dict[str, Any]:
         "order": order_message_json(order),
         "signature": order.signature,
         "cancel": order.cancel,
+        "receipt": order_receipt(order),
     }
 
 
@@ -43,4 +52,4 @@ def json_response(content: Any, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-__all__ = ["json_response", "order_view"]
+__all__ = ["json_response", "order_receipt", "order_view"]

@@ -22,6 +22,14 @@ SUBMIT: dict[str, str] = {
 """Where each kind of signed message goes (``meterReading``: the settlement API, served
 beside the market's by ``wattledger serve``)."""
 
+RETURNED_BY: dict[str, str] = {
+    "orderReceipt": "POST /orders (201) and POST /orders:batch (each order): receipt; "
+    "GET /orders/{id}; GET /intervals/{t}/orders after gate closure",
+    "cancelReceipt": "DELETE /orders/{id}: cancel.receipt; GET /orders/{id}; "
+    "GET /intervals/{t}/orders (cancels) after gate closure",
+}
+"""Where the market answers and publishes each kind of receipt the operator signs."""
+
 
 def eip712_info(domain: signing.Domain) -> dict[str, Any]:
     """``GET /market``'s ``eip712``: the domain, every type, and for each kind of message a
@@ -30,7 +38,7 @@ def eip712_info(domain: signing.Domain) -> dict[str, Any]:
     return {
         "domain": domain.as_json(),
         "types": {"EIP712Domain": signing.EIP712_DOMAIN_TYPE, **signing.TYPES},
-        "primaryTypes": dict(signing.MESSAGE_KINDS),
+        "primaryTypes": dict(signing.MESSAGE_KINDS) | dict(signing.RECEIPT_KINDS),
         "messages": {
             kind: {
                 "template": signing.template(domain, primary_type),
@@ -40,6 +48,17 @@ def eip712_info(domain: signing.Domain) -> dict[str, Any]:
                 "jsonSchema": signing.message_schema(primary_type),
             }
             for kind, primary_type in signing.MESSAGE_KINDS.items()
+        }
+        | {
+            kind: {
+                "template": signing.template(domain, primary_type),
+                "fields": dict(signing.FIELD_DESCRIPTIONS[primary_type]),
+                "submit": None,
+                "returnedBy": RETURNED_BY[kind],
+                "signer": signing.SIGNERS[primary_type],
+                "jsonSchema": signing.message_schema(primary_type),
+            }
+            for kind, primary_type in signing.RECEIPT_KINDS.items()
         },
         "signature": signing.SIGNATURE_DESCRIPTION,
     }
@@ -112,4 +131,4 @@ def info_router(service: MarketService) -> APIRouter:
     return router
 
 
-__all__ = ["SUBMIT", "eip712_info", "info_router"]
+__all__ = ["RETURNED_BY", "SUBMIT", "eip712_info", "info_router"]

@@ -26,7 +26,7 @@ from market.http.errors import (
 from market.http.models import BookView, ClearingView, PublishedBook, SignedCloseGate
 from market.http.params import IntervalParam
 from market.http.problems import problem_responses
-from market.http.views import json_response
+from market.http.views import json_response, order_receipt
 from market.service import MarketService
 from market.signed_messages import SignedMessage, order_message_json
 from market.store import StoredOrder
@@ -44,6 +44,22 @@ def depth(orders: Sequence[StoredOrder], side: int) -> list[dict[str, Any]]:
     return [
         {"pricePerWh": str(p), "quantityWh": levels[p][0], "orders": levels[p][1]} for p in prices
     ]
+
+
+def _published_cancel(order: StoredOrder) -> dict[str, Any]:
+    """A cancelled order as ``GET /intervals/{t}/orders`` publishes it."""
+    record = order.cancel or {}
+    return {
+        "id": order.id,
+        "seq": order.seq,
+        "order": order_message_json(order),
+        "signature": order.signature,
+        "receipt": order_receipt(order),
+        "cancel": record.get("cancel", {}),
+        "cancelSignature": record.get("signature", ""),
+        "cancelDigest": record.get("digest", ""),
+        "cancelReceipt": record.get("receipt"),
+    }
 
 
 def intervals_router(service: MarketService) -> APIRouter:
@@ -81,8 +97,15 @@ def intervals_router(service: MarketService) -> APIRouter:
 
         ``closedAt`` is when the gate closed: an order whose ``expiry`` is before it is
         ``expired`` (in the set and its root, but not cleared); every other order is
-        ``closed``. An interval whose gate passed with no order is ``empty``."""
+        ``closed``. An interval whose gate passed with no order is ``empty``. Each order
+        carries the operator's signed ``receipt`` (``seq``, ``receivedAt``).
+
+        Beside the set, outside its root: ``cancels``, the interval's orders cancelled
+        before the gate closed, each with the signed cancel and both receipts, and
+        ``refused``, the orders left out at gate closure with the reason."""
         record, orders = service.published_orders(t)
+        cancels = service.published_cancels(t)
+        refusals = service.published_refusals(t)
         return json_response(
             {
                 "interval": t,
@@ -98,8 +121,21 @@ def intervals_router(service: MarketService) -> APIRouter:
                         "order": order_message_json(o),
                         "signature": o.signature,
                         "filledWh": o.filled_wh,
+                        "receipt": order_receipt(o),
                     }
                     for o in orders
+                ],
+                "cancels": [_published_cancel(o) for o in cancels],
+                "refused": [
+                    {
+                        "id": o.id,
+                        "seq": o.seq,
+                        "order": order_message_json(o),
+                        "signature": o.signature,
+                        "receipt": order_receipt(o),
+                        "reason": reason,
+                    }
+                    for o, reason in refusals
                 ],
             }
         )
