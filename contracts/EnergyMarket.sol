@@ -39,6 +39,12 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     bytes32 public constant METER_READING_TYPEHASH =
         keccak256("MeterReading(address participant,uint64 interval,uint64 importedWh,uint64 exportedWh)");
 
+    /// @notice Latest start, after the commit's block time, of an interval that may be committed
+    ///         (seconds): with MAX_READING_WINDOW_SECONDS it bounds how long a commit locks funds.
+    uint256 public constant MAX_COMMIT_LEAD_SECONDS = 2 days;
+    /// @notice Longest reading window the terms may set (seconds).
+    uint64 public constant MAX_READING_WINDOW_SECONDS = 7 days;
+
     uint256 private constant MAX_BALANCE = type(uint128).max;
     /// @dev "No word cached yet" in a ReadingBatch (word keys are participant index >> 2 or >> 8).
     uint256 private constant NO_WORD = type(uint256).max;
@@ -48,10 +54,15 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint128 locked;
     }
 
+    /// @dev `changeSeq` is the state sequence number (`_stateSeq`) of the participant's last
+    ///      meter rotation, deregistration or re-registration; `_meterBefore` keeps the meter key
+    ///      in force before it (zero when it was not registered), so a reading counts against
+    ///      the registration its interval was committed under.
     struct Participant {
         address meter;
         uint32 index;
         bool registered;
+        uint48 changeSeq;
     }
 
     struct IntervalRecord {
@@ -63,6 +74,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         IntervalStatus status;
         uint16 toleranceBps;
         uint128 penaltyPricePerWh;
+        uint64 commitSeq;
     }
 
     /// @dev A submitReadings batch: the flag word and the lane word being filled, written back
@@ -70,6 +82,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     ///      them, so each word is read and written once per batch).
     struct ReadingBatch {
         uint64 interval;
+        uint256 commitSeq;
         uint256 flagWord;
         uint256 flagBits;
         uint256 laneWord;
@@ -95,6 +108,11 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     uint256 private _totalEscrowed;
     mapping(address participant => Balance) private _balances;
     mapping(address participant => Participant) private _participants;
+    mapping(address participant => address meter) private _meterBefore;
+    mapping(address participant => uint256 timestamp) private _changedAt;
+    /// @dev Orders commits and registration changes: a reading of an interval counts against
+    ///      the registration and meter key in force when the interval was committed.
+    uint48 private _stateSeq;
     mapping(uint64 interval => IntervalRecord) private _intervals;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _readingFlags;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _exportedLanes;
@@ -129,8 +147,13 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         if (participant == address(0) || meter == address(0)) revert ZeroAddress();
         Participant storage p = _participants[participant];
         if (p.registered) revert ParticipantAlreadyRegistered(participant);
-        uint32 index = p.meter == address(0) ? _participantCount++ : p.index;
-        _participants[participant] = Participant({meter: meter, index: index, registered: true});
+        bool first = p.meter == address(0);
+        uint32 index = first ? _participantCount++ : p.index;
+        // A first registration changes no committed interval's parties. A re-registration keeps
+        // `_meterBefore` as its deregistration left it: every interval committed before now
+        // with this participant was committed before that deregistration, under that key.
+        uint48 changeSeq = first ? 0 : ++_stateSeq;
+        _participants[participant] = Participant({meter: meter, index: index, registered: true, changeSeq: changeSeq});
         emit ParticipantRegistered(participant, meter, index);
     }
 
@@ -140,6 +163,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         Participant storage p = _participants[participant];
         if (!p.registered) revert ParticipantNotRegistered(participant);
         address oldMeter = p.meter;
+        p.changeSeq = _recordChange(participant, p.changeSeq, oldMeter);
         p.meter = newMeter;
         emit MeterRotated(participant, oldMeter, newMeter);
     }
@@ -148,8 +172,32 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     function deregisterParticipant(address participant) external onlyRole(REGISTRAR_ROLE) {
         Participant storage p = _participants[participant];
         if (!p.registered) revert ParticipantNotRegistered(participant);
+        p.changeSeq = _recordChange(participant, p.changeSeq, p.meter);
         p.registered = false;
         emit ParticipantDeregistered(participant);
+    }
+
+    /// @dev Keeps `meterBefore` as the key in force before this change and returns the change's
+    ///      sequence number. One change per participant per CHANGE_WINDOW: after it, every
+    ///      interval committed before the previous change is past its reading deadline, so the
+    ///      key kept for it is never needed again.
+    function _recordChange(address participant, uint48 previousSeq, address meterBefore)
+        private
+        returns (uint48 seq)
+    {
+        if (previousSeq != 0) {
+            uint256 until = _changedAt[participant] + _changeWindow();
+            if (block.timestamp < until) revert RegistrationChangePending(participant, until);
+        }
+        _meterBefore[participant] = meterBefore;
+        _changedAt[participant] = block.timestamp;
+        seq = ++_stateSeq;
+    }
+
+    /// @dev How long a commit can keep funds locked at most: the longest lead, the interval and
+    ///      the longest reading window.
+    function _changeWindow() private view returns (uint256) {
+        return MAX_COMMIT_LEAD_SECONDS + _intervalSeconds + MAX_READING_WINDOW_SECONDS;
     }
 
     // ---------------------------------------------------------------- escrow
@@ -209,14 +257,18 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         rec.status = IntervalStatus.Committed;
         rec.toleranceBps = toleranceBps;
         rec.penaltyPricePerWh = penaltyPrice;
+        rec.commitSeq = ++_stateSeq;
         emit IntervalCommitted(
             t, bookRoot, head, ordersDigest, uint64(trades.length), deadline, penaltyPrice, toleranceBps
         );
     }
 
     function _commitDeadline(uint64 t) private view returns (uint64) {
-        (, uint256 end) = _window(t);
+        (uint256 start, uint256 end) = _window(t);
         if (block.timestamp >= end) revert IntervalAlreadyEnded(t, end, block.timestamp);
+        if (start > block.timestamp + MAX_COMMIT_LEAD_SECONDS) {
+            revert IntervalTooFarAhead(t, start, block.timestamp + MAX_COMMIT_LEAD_SECONDS);
+        }
         uint256 deadline = end + _terms.readingWindowSeconds;
         if (deadline > type(uint64).max) revert IntervalOutOfRange(t);
         return uint64(deadline);
@@ -382,7 +434,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     // ---------------------------------------------------------------- readings
 
     /// @inheritdoc IEnergyMarket
-    function submitReadings(uint64 t, MeterReading[] calldata readings) external whenNotPaused {
+    function submitReadings(uint64 t, MeterReading[] calldata readings) external {
         IntervalRecord storage rec = _intervals[t];
         if (rec.status == IntervalStatus.None) revert IntervalNotCommitted(t);
         (, uint256 end) = _window(t);
@@ -391,6 +443,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         if (block.timestamp >= deadline) revert ReadingWindowClosed(t, deadline, block.timestamp);
         ReadingBatch memory batch = ReadingBatch({
             interval: t,
+            commitSeq: rec.commitSeq,
             flagWord: NO_WORD,
             flagBits: 0,
             laneWord: NO_WORD,
@@ -420,8 +473,9 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             r := calldataload(add(w, 128))
             vs := calldataload(add(w, 160))
         }
-        uint256 index =
-            _checkMeter(participant, _readingDigest(participant, batch.interval, importedWh, exportedWh), r, vs);
+        uint256 index = _checkMeter(
+            participant, batch.commitSeq, _readingDigest(participant, batch.interval, importedWh, exportedWh), r, vs
+        );
         _markRead(batch, participant, index, exportedWh);
         bytes32 topic = ReadingSubmitted.selector;
         uint256 t = batch.interval;
@@ -453,17 +507,25 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         participant = address(uint160(account));
     }
 
-    /// @dev Checks that `participant` is registered and that (r, vs) over `digest` recovers to its
-    ///      meter key; returns its participant index.
-    function _checkMeter(address participant, bytes32 digest, bytes32 r, bytes32 vs)
+    /// @dev Checks that `participant` was registered when the interval was committed (state
+    ///      sequence `commitSeq`) and that (r, vs) over `digest` recovers to the meter key in
+    ///      force then; returns its participant index. A later rotation or deregistration does
+    ///      not change which key counts.
+    function _checkMeter(address participant, uint256 commitSeq, bytes32 digest, bytes32 r, bytes32 vs)
         private
         view
         returns (uint256 index)
     {
         uint256 word = _participantWord(participant);
-        if (!_isRegistered(word)) revert ParticipantNotRegistered(participant);
+        address meter = address(uint160(word));
+        bool registered = _isRegistered(word);
+        if (commitSeq < (word >> 200) & 0xffffffffffff) {
+            meter = _meterBefore[participant];
+            registered = meter != address(0);
+        }
+        if (!registered) revert ParticipantNotRegistered(participant);
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, r, vs);
-        if (err != ECDSA.RecoverError.NoError || signer != address(uint160(word))) {
+        if (err != ECDSA.RecoverError.NoError || signer != meter) {
             revert InvalidMeterSignature(participant, signer);
         }
         return _indexOf(word);
@@ -529,7 +591,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         SettleParty[] calldata parties,
         SettleTrade[] calldata trades,
         bytes32 tailHash
-    ) external whenNotPaused {
+    ) external {
         IntervalRecord storage rec = _intervals[t];
         uint256 end = _checkChunk(rec, t, firstIndex, trades.length);
         bool last = end == rec.tradeCount;
@@ -803,7 +865,10 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     }
 
     function _setTerms(Terms memory newTerms) private {
-        if (newTerms.toleranceBps > SettlementMath.BPS || newTerms.readingWindowSeconds == 0) {
+        if (
+            newTerms.toleranceBps > SettlementMath.BPS || newTerms.readingWindowSeconds == 0
+                || newTerms.readingWindowSeconds > MAX_READING_WINDOW_SECONDS
+        ) {
             revert InvalidTerms(newTerms.penaltyPricePerWh, newTerms.toleranceBps, newTerms.readingWindowSeconds);
         }
         _terms = newTerms;
@@ -909,6 +974,18 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     {
         Participant memory p = _participants[participant];
         return (p.meter, p.index, p.registered);
+    }
+
+    /// @inheritdoc IEnergyMarket
+    function meterFor(uint64 t, address participant) external view returns (address meter, bool registered) {
+        Participant memory p = _participants[participant];
+        meter = p.meter;
+        registered = p.registered;
+        IntervalRecord storage rec = _intervals[t];
+        if (rec.status != IntervalStatus.None && rec.commitSeq < p.changeSeq) {
+            meter = _meterBefore[participant];
+            registered = meter != address(0);
+        }
     }
 
     /// @inheritdoc IEnergyMarket

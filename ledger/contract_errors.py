@@ -187,6 +187,25 @@ class IntervalOutOfRange(LedgerError):
     fields = ("interval",)
 
 
+class IntervalTooFarAhead(LedgerError):
+    """Raised when a commit names an interval that starts more than MAX_COMMIT_LEAD_SECONDS
+    after the block's time: no commit may lock funds that far ahead."""
+
+    code = "interval_too_far_ahead"
+    solidity_name = "IntervalTooFarAhead"
+    fields = ("interval", "start_time", "latest_start")
+
+
+class RegistrationChangePending(LedgerError):
+    """Raised when a participant's meter or registration changes again within the change window
+    of its previous change (an interval committed before that change may still need the key
+    in force then)."""
+
+    code = "registration_change_pending"
+    solidity_name = "RegistrationChangePending"
+    fields = ("participant", "until")
+
+
 class InvalidIntervalLength(LedgerError):
     """Raised when the market is deployed with an interval length of zero."""
 
@@ -379,6 +398,7 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "IntervalNotCommitted": IntervalNotCommitted,
     "IntervalNotEnded": IntervalNotEnded,
     "IntervalOutOfRange": IntervalOutOfRange,
+    "IntervalTooFarAhead": IntervalTooFarAhead,
     "InvalidIntervalLength": InvalidIntervalLength,
     "InvalidMeterSignature": InvalidMeterSignature,
     "InvalidShortString": InvalidShortString,
@@ -392,6 +412,7 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "ReadingWindowClosed": ReadingWindowClosed,
     "ReadingWindowOpen": ReadingWindowOpen,
     "ReentrancyGuardReentrantCall": ReentrancyGuardReentrantCall,
+    "RegistrationChangePending": RegistrationChangePending,
     "SafeERC20FailedOperation": SafeERC20FailedOperation,
     "SelfTrade": SelfTrade,
     "SoldQuantityOverflow": SoldQuantityOverflow,

@@ -37,7 +37,6 @@ from ledger.calldata import SettleArgs
 from ledger.contract_errors import (
     ChunkNotAtCursor,
     ChunkOutOfRange,
-    EnforcedPause,
     IntervalAlreadySettled,
     IntervalNotCommitted,
     IntervalNotEnded,
@@ -88,6 +87,9 @@ class _Commit:
     book_root: bytes
     locked: dict[str, int]
     event: IntervalCommitted
+    seq: int = 0
+    """Its place among commits and registration changes: a reading counts against the meter key
+    in force at it (the contract's rule: a later rotation or deregistration changes nothing)."""
 
 
 class MemoryChain:
@@ -140,6 +142,9 @@ class MemoryChain:
         self._trade_events: dict[int, list[TradeSettled]] = {}
         self._party_events: dict[int, list[ParticipantSettled]] = {}
         self._settled: dict[int, IntervalSettled] = {}
+        self._seq = 0
+        self._history: dict[str, list[tuple[int, str | None]]] = {}
+        """Each participant's (sequence, meter key or None when deregistered) changes."""
 
     # -- set-up (the registrar, the operator, time) -------------------------------------------
 
@@ -148,6 +153,7 @@ class MemoryChain:
         and deposit ``deposit_base_units`` into its free balance."""
         who = participant.lower()
         self._meters[who] = (meter.lower(), len(self._meters) + 1)
+        self._change(who, meter.lower())
         self.ledger.register(who)
         if deposit_base_units:
             self.ledger.deposit(who, deposit_base_units)
@@ -156,10 +162,25 @@ class MemoryChain:
         """Give a registered ``participant`` a new meter key."""
         who = participant.lower()
         self._meters[who] = (meter.lower(), self._meters[who][1])
+        self._change(who, meter.lower())
 
     def deregister(self, participant: str) -> None:
         """Deregister ``participant`` (its meter key and index are kept, as on-chain)."""
         self.ledger.registered.discard(participant.lower())
+        self._change(participant.lower(), None)
+
+    def _change(self, who: str, meter: str | None) -> None:
+        self._seq += 1
+        self._history.setdefault(who, []).append((self._seq, meter))
+
+    def _meter_at(self, who: str, seq: int) -> str | None:
+        """The meter key ``who`` had registered just before sequence ``seq`` (None if none)."""
+        meter = None
+        for change_seq, key in self._history.get(who, ()):
+            if change_seq > seq:
+                break
+            meter = key
+        return meter
 
     def commit(
         self,
@@ -197,7 +218,10 @@ class MemoryChain:
             position=LogPosition(block, 0),
             tx_hash=tx_hash,
         )
-        self._commits[t] = _Commit(checksummed, heads, deadline, terms, book_root, locked, event)
+        self._seq += 1
+        self._commits[t] = _Commit(
+            checksummed, heads, deadline, terms, book_root, locked, event, self._seq
+        )
         return event
 
     def advance_to(self, timestamp: int) -> None:
@@ -321,8 +345,7 @@ class MemoryChain:
             return self._submit_readings(t, readings, gas_limit)
 
     def _submit_readings(self, t: int, readings: Sequence[SignedReading], gas_limit: int) -> Mined:
-        if self.paused:
-            raise EnforcedPause()
+        # a pause stops commits and deposits only (a pause cannot change a committed outcome)
         commit = self._commits.get(t)
         if commit is None:
             raise IntervalNotCommitted(t)
@@ -337,10 +360,11 @@ class MemoryChain:
             if reading.interval != t:
                 raise ReadingIntervalMismatch(t, reading.interval)
             who = reading.participant.lower()
-            if who not in self.ledger.registered:
+            meter = self._meter_at(who, commit.seq)
+            if meter is None:
                 raise ParticipantNotRegistered(to_checksum_address(who))
             signer = self._signer(signed)
-            if signer != self._meters[who][0]:
+            if signer != meter:
                 raise InvalidMeterSignature(to_checksum_address(who), to_checksum_address(signer))
             if who in read:
                 raise ReadingAlreadySubmitted(t, to_checksum_address(who))
@@ -371,8 +395,6 @@ class MemoryChain:
             return self._settle(t, chunk, gas_limit)
 
     def _settle(self, t: int, chunk: SettleArgs, gas_limit: int) -> Mined:
-        if self.paused:
-            raise EnforcedPause()
         commit = self._commits.get(t)
         if commit is None:
             raise IntervalNotCommitted(t)

@@ -363,15 +363,35 @@ def test_a_market_at_k_one_audits_clean_and_a_wrong_k_fails_reclear(run: Any) ->
     )
 
 
-def test_readings_signed_by_a_rotated_meter_key_audit_clean(base: AuditChain) -> None:
+def test_a_meter_rotated_after_the_commit_leaves_the_old_key_counting_and_audits_clean(
+    base: AuditChain,
+) -> None:
+    """The contract checks a reading against the key of its interval's commit; so does the
+    audit (a reading by the rotated-away key, accepted on-chain, is clean)."""
     with base.session() as session:
         t = session.next_interval()
         for who, side, quantity, price in simple_plan(1).orders[0]:
             assert session.submit(t, who, side, quantity, price)
         session.close_gate(t)
         seller = session.address(3)
+        session.ledger.rotate_meter(seller, Account.create().address)  # after the commit
+        session.to_reading_window([t])
+        session.submit_readings(t, {2: (0, 2_000), 3: (0, 800)})  # the keys of the commit
+        session.past_deadlines([t])
+        session.settle(t, 2)
+        report = audit_market(session.chain, base.market, session.api)
+        assert report.ok, report.lines()
+
+
+def test_readings_signed_by_a_rotated_meter_key_audit_clean(base: AuditChain) -> None:
+    with base.session() as session:
+        t = session.next_interval()
+        for who, side, quantity, price in simple_plan(1).orders[0]:
+            assert session.submit(t, who, side, quantity, price)
+        seller = session.address(3)
         new_meter = Account.create()
-        session.ledger.rotate_meter(seller, new_meter.address)
+        session.ledger.rotate_meter(seller, new_meter.address)  # before the commit: it counts
+        session.close_gate(t)
         session.to_reading_window([t])
         session.submit_readings(t, {2: (0, 2_000)})  # signed by participant 2's own key
         domain = session.ledger.domain()

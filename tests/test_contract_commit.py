@@ -27,6 +27,8 @@ from ledger.contract_errors import (
     InsufficientCollateral,
     IntervalAlreadyCommitted,
     IntervalAlreadyEnded,
+    IntervalTooFarAhead,
+    InvalidTerms,
     LedgerRevert,
     ParticipantNotRegistered,
     PartiesNotAscending,
@@ -243,3 +245,26 @@ def test_party_position_beyond_uint32_reports_the_raw_position(env: MarketEnv) -
     out_of_range = raises(PartyIndexOutOfRange, trade_index=0, party_index=2**40, party_count=2)
     with out_of_range, mapped_reverts():
         env.chain.w3.eth.call({"from": env.admin, "to": env.ledger.address, "data": data})
+
+
+def test_a_commit_far_ahead_reverts_so_no_lock_lasts_unbounded(env: MarketEnv) -> None:
+    """Attack: a commit for interval 10^12 locked a victim's deposit until a deadline 10^14 s
+    away. Commits are for intervals starting within MAX_COMMIT_LEAD_SECONDS."""
+    functions = env.ledger.contract.functions
+    lead = functions.MAX_COMMIT_LEAD_SECONDS().call()
+    length = functions.intervalSeconds().call()
+    now = env.ledger.current_interval()
+    too_far = now + lead // length + 2
+    with raises(IntervalTooFarAhead, interval=too_far):
+        env.ledger.commit_interval(too_far, b"\x01" * 32, [trade(env.p(0), env.p(1), 10)])
+    with raises(IntervalTooFarAhead, interval=10**12):
+        env.ledger.commit_interval(10**12, b"\x01" * 32, [trade(env.p(0), env.p(1), 10)])
+    within = now + lead // length - 1
+    env.ledger.commit_interval(within, b"\x01" * 32, [trade(env.p(0), env.p(1), 10)])
+
+
+def test_terms_cannot_set_an_unbounded_reading_window(env: MarketEnv) -> None:
+    longest = env.ledger.contract.functions.MAX_READING_WINDOW_SECONDS().call()
+    with raises(InvalidTerms):
+        env.ledger.set_terms(Terms(1, 0, longest + 1))
+    env.ledger.set_terms(Terms(1, 0, longest))

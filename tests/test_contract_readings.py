@@ -20,7 +20,6 @@ from test_ledger_support import MarketEnv, raises, snapshot_env, trade
 
 from chain.connection import connect
 from ledger.contract_errors import (
-    EnforcedPause,
     IntervalNotCommitted,
     IntervalNotEnded,
     InvalidMeterSignature,
@@ -28,6 +27,7 @@ from ledger.contract_errors import (
     ReadingAlreadySubmitted,
     ReadingIntervalMismatch,
     ReadingWindowClosed,
+    RegistrationChangePending,
 )
 from ledger.eip712 import (
     READING_TYPES,
@@ -248,15 +248,53 @@ def test_reading_for_unregistered_participant_reverts(env: MarketEnv) -> None:
         env.ledger.transact(fn)
 
 
-def test_reading_after_meter_rotation_needs_the_new_key(env: MarketEnv) -> None:
+def test_a_meter_rotated_after_the_commit_does_not_change_which_key_counts(env: MarketEnv) -> None:
+    """Attack: rotating a seller's meter after the commit forced a penalty (its meter's true
+    reading refused) or let the new key forge one. The key of the commit counts."""
     t = _t(env)
     env.to_reading_window(t)
     old = env.meters[env.p(1)]
     new = Account.create()
     env.ledger.rotate_meter(env.p(1), new.address)
+    meter_for = env.ledger.contract.functions.meterFor
+    assert meter_for(t, env.p(1)).call() == [old.address, True]
+    with raises(InvalidMeterSignature, signer=new.address):
+        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1), new)])
+    env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1), old)])
+    # an interval committed after the rotation takes the new key
+    later = env.commit([trade(env.p(0), env.p(1), 10)])
+    assert meter_for(later, env.p(1)).call() == [new.address, True]
+    env.to_reading_window(later)
     with raises(InvalidMeterSignature, signer=old.address):
-        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1), old)])
-    env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1), new)])
+        env.ledger.submit_readings(later, [env.sign(Reading(env.p(1), later, 0, 1), old)])
+    env.ledger.submit_readings(later, [env.sign(Reading(env.p(1), later, 0, 1), new)])
+
+
+def test_a_second_change_within_the_window_reverts_and_later_succeeds(env: MarketEnv) -> None:
+    env.ledger.rotate_meter(env.p(1), Account.create().address)
+    with raises(RegistrationChangePending, participant=env.p(1)):
+        env.ledger.rotate_meter(env.p(1), Account.create().address)
+    with raises(RegistrationChangePending, participant=env.p(1)):
+        env.ledger.deregister_participant(env.p(1))
+    functions = env.ledger.contract.functions
+    window = (
+        functions.MAX_COMMIT_LEAD_SECONDS().call()
+        + functions.intervalSeconds().call()
+        + functions.MAX_READING_WINDOW_SECONDS().call()
+    )
+    env.chain.advance_time(window)
+    env.ledger.rotate_meter(env.p(1), Account.create().address)
+
+
+def test_a_participant_deregistered_after_the_commit_still_delivers(env: MarketEnv) -> None:
+    """Attack: deregistering a seller after the commit made its reading revert, so its delivery
+    counted 0 and it paid the full penalty. Its registration at the commit counts."""
+    t = _t(env)
+    env.to_reading_window(t)
+    env.ledger.deregister_participant(env.p(1))
+    assert env.ledger.contract.functions.meterFor(t, env.p(1)).call()[1] is True
+    env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 100))])
+    assert env.ledger.contract.functions.readingOf(t, env.p(1)).call() == [True, 100]
 
 
 def test_reading_for_uncommitted_interval_reverts(env: MarketEnv) -> None:
@@ -266,12 +304,14 @@ def test_reading_for_uncommitted_interval_reverts(env: MarketEnv) -> None:
         env.ledger.transact(fn)
 
 
-def test_readings_while_paused_revert(env: MarketEnv) -> None:
+def test_readings_are_accepted_while_paused(env: MarketEnv) -> None:
+    """Attack: a guardian's pause over the reading window turned a full delivery into a full
+    penalty. A pause no longer stops readings."""
     t = _t(env)
     env.to_reading_window(t)
     env.ledger.pause()
-    with raises(EnforcedPause):
-        env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1))])
+    env.ledger.submit_readings(t, [env.sign(Reading(env.p(1), t, 0, 1))])
+    assert env.ledger.contract.functions.readingOf(t, env.p(1)).call() == [True, 1]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from settlement import chunks as chunks_module
 from settlement.config import SettlementConfig
 from settlement.fees import Fees
 from settlement.runner import SettlementRunner
-from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, REJECTED, SETTLED, ReadingStore
+from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, SETTLED, ReadingStore
 from settlement.tx import TxSender
 
 
@@ -243,16 +243,16 @@ def test_reading_relayed_by_someone_else_is_recognised_without_a_transaction(
     assert rd is not None and rd.status == "superseded" and "exported 99 Wh" in (rd.reason or "")
 
 
-def test_meter_rotated_after_acceptance_rejects_only_that_reading(env: SettleEnv) -> None:
+def test_a_meter_rotated_after_the_commit_keeps_accepted_readings_valid(env: SettleEnv) -> None:
+    """The contract checks a reading against the key of its interval's commit: a rotation
+    after it cannot turn the seller's accepted reading into a refusal and a penalty."""
     t = env.commit(four_trades(env))
     env.market.to_reading_window(t)
     b, d = env.p(1), env.p(3)
     env.accept(t, {b: 450, d: 100})
     env.market.ledger.rotate_meter(b, Account.create().address)
     lines = env.service.tick()
-    rb = env.service.store.get_reading(t, b.lower())
-    assert rb is not None and rb.status == REJECTED and "meter key changed" in (rb.reason or "")
-    assert reading_events(env, t) == [d], lines
+    assert sorted(reading_events(env, t)) == sorted([b, d]), lines
     assert all(status == 1 for status in settler_receipts_ok(env))
 
 
@@ -288,14 +288,11 @@ def test_a_permanent_failure_is_recorded_and_the_other_intervals_settle(
     assert env.market.ledger.interval_info(first).status == "settled"
 
 
-def test_paused_market_defers_settlement_until_unpaused(env: SettleEnv) -> None:
+def test_a_paused_market_still_settles(env: SettleEnv) -> None:
+    """A pause stops commits and deposits only: it cannot hold a committed interval's locks."""
     t = env.commit(four_trades(env))
     env.market.to_deadline(t)
     env.market.ledger.pause()
-    env.service.tick()
-    row = env.service.store.get_interval(t)
-    assert row is not None and row.state == "settling" and row.error_code == "paused"
-    env.market.ledger.unpause()
     env.service.tick()
     assert env.market.ledger.interval_info(t).status == "settled"
     assert env.service.interval_status(t)["error"] is None

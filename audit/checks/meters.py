@@ -3,9 +3,10 @@ and the signer of an on-chain meter reading.
 
 The ``signatures`` check asks whether an order's participant was registered when its interval
 was committed; the ``settlement`` check whether a reading was signed by the meter key
-registered when it went on-chain. Both look the answer up in :class:`MeterHistory`, built once
-from the registration events (``ParticipantRegistered``, ``MeterRotated``,
-``ParticipantDeregistered``).
+registered when its interval was committed (the contract's rule: a later rotation or
+deregistration does not change which key counts). Both look the answer up in
+:class:`MeterHistory`, built once from the registration events (``ParticipantRegistered``,
+``MeterRotated``, ``ParticipantDeregistered``).
 """
 
 from __future__ import annotations

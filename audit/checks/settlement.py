@@ -66,7 +66,9 @@ def check_settlement(
                 f"{reading.tx_hash} is not a direct submitReadings call)"
             )
             continue
-        meter = meters.meter_at(who, reading.position)
+        # the key in force when the interval was committed counts (a later rotation or
+        # deregistration changes nothing for it), as the contract checks
+        meter = meters.meter_at(who, event.position)
         try:
             signer = reading_signer(separator, reading)
         except BadSignature as err:
@@ -75,7 +77,7 @@ def check_settlement(
         if signer != meter:
             problems.append(
                 f"reading of {who} (exported {reading.exported_wh} Wh): signed by {signer}, "
-                f"the registered meter was {meter}"
+                f"the meter registered at the commit was {meter}"
             )
 
     settled_count = len({e.trade_index for e in events.trade_settlements})

@@ -83,23 +83,31 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @dev Caller needs REGISTRAR_ROLE. A re-registered participant keeps its first index.
     ///      Reverts:
     ///      - ZeroAddress if `participant` or `meter` is zero;
-    ///      - ParticipantAlreadyRegistered if it is registered.
+    ///      - ParticipantAlreadyRegistered if it is registered;
+    ///      - RegistrationChangePending when re-registering within the change window of its
+    ///        previous change (see rotateMeter).
     /// @param participant Trading address of the participant.
     /// @param meter Address of the participant's meter signing key.
     function registerParticipant(address participant, address meter) external;
 
     /// @notice Replaces the meter key of a registered participant.
-    /// @dev Caller needs REGISTRAR_ROLE. Readings signed by the old key are rejected from now on.
+    /// @dev Caller needs REGISTRAR_ROLE. The new key signs the readings of intervals committed
+    ///      from now on; an interval committed before keeps the key it was committed under
+    ///      (meterFor), so a rotation cannot force a penalty or let a new key forge a reading.
     ///      Reverts:
     ///      - ZeroAddress if `newMeter` is zero;
-    ///      - ParticipantNotRegistered if `participant` is not registered.
+    ///      - ParticipantNotRegistered if `participant` is not registered;
+    ///      - RegistrationChangePending within MAX_COMMIT_LEAD_SECONDS + the interval length +
+    ///        MAX_READING_WINDOW_SECONDS of the participant's previous change.
     /// @param participant Participant address.
     /// @param newMeter Address of the new meter signing key.
     function rotateMeter(address participant, address newMeter) external;
 
     /// @notice Deregisters a participant: no new trades or readings; balances stay withdrawable.
-    /// @dev Caller needs REGISTRAR_ROLE. Committed trades still settle (a missing reading counts 0).
-    ///      Reverts: ParticipantNotRegistered if `participant` is not registered.
+    /// @dev Caller needs REGISTRAR_ROLE. Committed trades still settle, and readings of intervals
+    ///      committed while it was registered still count (with the meter key of that commit).
+    ///      Reverts: ParticipantNotRegistered if `participant` is not registered;
+    ///      RegistrationChangePending within the change window of its previous change.
     /// @param participant Participant address.
     function deregisterParticipant(address participant) external;
 
@@ -133,6 +141,9 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      - EnforcedPause when paused;
     ///      - IntervalAlreadyCommitted if `t` was committed;
     ///      - IntervalAlreadyEnded if delivery of `t` has ended;
+    ///      - IntervalTooFarAhead if `t` starts more than MAX_COMMIT_LEAD_SECONDS from now, so
+    ///        no commit locks funds for longer than that lead, the interval and the reading
+    ///        window (at most MAX_READING_WINDOW_SECONDS);
     ///      - IntervalOutOfRange if the deadline of `t` does not fit uint64;
     ///      - PartiesNotAscending if `parties` is not strictly ascending;
     ///      - ParticipantNotRegistered if a party is not registered;
@@ -148,15 +159,16 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
 
     /// @notice Accepts meter-signed readings for interval `t`; anyone may relay them.
     /// @dev Each reading is EIP-712 typed data MeterReading(address participant,uint64 interval,
-    ///      uint64 importedWh,uint64 exportedWh) signed by the participant's registered meter key.
-    ///      Accepted from the end of the interval until (not including) its deadline.
+    ///      uint64 importedWh,uint64 exportedWh) signed by the meter key the participant had
+    ///      registered when `t` was committed (meterFor). Accepted from the end of the interval
+    ///      until (not including) its deadline, paused or not: a pause cannot turn a delivery
+    ///      into a penalty.
     ///      Reverts:
-    ///      - EnforcedPause when paused;
     ///      - IntervalNotCommitted if `t` was not committed;
     ///      - IntervalNotEnded before the interval's end; ReadingWindowClosed at or after the deadline;
     ///      - ReadingIntervalMismatch if a reading names another interval;
-    ///      - ParticipantNotRegistered if its participant is not registered;
-    ///      - InvalidMeterSignature if the signature does not recover to the meter key;
+    ///      - ParticipantNotRegistered if its participant was not registered when `t` was committed;
+    ///      - InvalidMeterSignature if the signature does not recover to that meter key;
     ///      - ReadingAlreadySubmitted if the participant's reading was already accepted.
     /// @param t Interval number.
     /// @param readings Signed readings; sorting them by participant index saves gas.
@@ -166,9 +178,9 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @dev The chunk is trades [firstIndex, firstIndex + trades.length) replayed from the commit;
     ///      they must hash, with `tailHash` (the chain head after the chunk, zero for the last
     ///      chunk), to the stored head at the cursor. Seller delivery, pro-rata allocation,
-    ///      payment, refund and penalty follow DESIGN section 5 (see SettlementMath).
+    ///      payment, refund and penalty follow DESIGN section 5 (see SettlementMath). Works paused
+    ///      or not, so a pause cannot hold committed funds.
     ///      Reverts:
-    ///      - EnforcedPause when paused;
     ///      - IntervalNotCommitted, IntervalAlreadySettled;
     ///      - ReadingWindowOpen before the deadline;
     ///      - ChunkNotAtCursor if `firstIndex` is not the cursor;
@@ -192,11 +204,13 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
 
     /// @notice Sets the terms applied to intervals committed from now on.
     /// @dev Caller needs DEFAULT_ADMIN_ROLE. Committed intervals keep their snapshot.
-    ///      Reverts: InvalidTerms if toleranceBps > 10,000 or readingWindowSeconds is zero.
+    ///      Reverts: InvalidTerms if toleranceBps > 10,000 or readingWindowSeconds is zero or above
+    ///      MAX_READING_WINDOW_SECONDS.
     /// @param newTerms The new terms.
     function setTerms(Terms calldata newTerms) external;
 
-    /// @notice Pauses commit, readings, settlement and deposits. Withdrawals keep working.
+    /// @notice Pauses commits and deposits. Withdrawals, readings and settlement keep working,
+    ///         so a pause cannot change a committed interval's outcome or freeze its locks.
     /// @dev Caller needs GUARDIAN_ROLE. Reverts EnforcedPause if already paused.
     function pause() external;
 
@@ -256,6 +270,14 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @notice Sum of all balances; equals token.balanceOf(market) unless tokens were sent directly.
     /// @return Total escrowed, base units.
     function totalEscrowed() external view returns (uint256);
+
+    /// @notice The meter key that counts for `participant`'s reading of interval `t`: the one in
+    ///         force when `t` was committed (the current one for an uncommitted interval).
+    /// @param t Interval number.
+    /// @param participant Any address.
+    /// @return meter Meter key whose signature a reading of `t` needs.
+    /// @return registered Whether the participant was registered when `t` was committed.
+    function meterFor(uint64 t, address participant) external view returns (address meter, bool registered);
 
     /// @notice Registration record of `participant`.
     /// @param participant Any address.

@@ -69,6 +69,19 @@ interface IEnergyMarketErrors {
     /// @param interval Interval number.
     error IntervalOutOfRange(uint64 interval);
 
+    /// @notice The interval starts later than MAX_COMMIT_LEAD_SECONDS after now: a commit may not
+    ///         lock funds that far ahead.
+    /// @param interval The interval number.
+    /// @param startTime The interval's start (unix seconds).
+    /// @param latestStart The latest start a commit may have now (unix seconds).
+    error IntervalTooFarAhead(uint64 interval, uint256 startTime, uint256 latestStart);
+
+    /// @notice The participant's registration changed less than the change window ago: an
+    ///         interval committed before that change may still need the key in force then.
+    /// @param participant The participant.
+    /// @param until When the next change may be made (unix seconds).
+    error RegistrationChangePending(address participant, uint256 until);
+
     /// @notice Thrown when a reading arrives at or after the interval's reading deadline.
     /// @param interval Interval number.
     /// @param deadline Reading deadline (Unix time, s), snapshotted at commit.
