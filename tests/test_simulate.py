@@ -62,12 +62,12 @@ count = 2
 capacity_kwh = 10
 max_power_w = 5000
 initial_soc = 0.8
-load_kwh_per_day = 6
+load_kwh_per_year = 2190
 
 [[agents.household]]
 name = "home"
 count = 5
-load_kwh_per_day = 10
+load_kwh_per_year = 3650
 
 [[agents.data_center]]
 name = "dc"
