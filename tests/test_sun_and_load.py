@@ -160,8 +160,10 @@ def test_vpp_members_share_the_arrays_clear_sky_computation() -> None:
     scenario = load_scenario(SCENARIOS / "neighbourhood.toml", intervals=8)
     clear_sky_wh_per_wp.cache_clear()
     agents = build_agents(scenario)
-    distinct = {a.spec.array for a in agents if isinstance(a, PvProsumer | BatteryAgent)}
-    distinct |= {a.spec.array for a in agents if isinstance(a, VppAggregator)}
+    distinct = {a.spec.array for a in agents if isinstance(a, PvProsumer)}
+    distinct |= {a.spec.array for a in agents if isinstance(a, BatteryAgent) and a.spec.pv_peak_w}
+    distinct |= {a.spec.array for a in agents if isinstance(a, VppAggregator) and a.spec.pv_homes}
+    assert len(distinct) == 3  # rooftops, home batteries' roofs, the VPP's members
     assert clear_sky_wh_per_wp.cache_info().misses == len(distinct)
 
 
