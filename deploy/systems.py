@@ -200,6 +200,10 @@ class EmbeddedSystem(System):
         latest = int(self.chain.w3.eth.block_number)
         self.settlement.store.set_meta("scan_block", str(latest))
         self.feed.next_block = latest + 1
+        # Every set-up block moved chain time on by at least a second; a large scenario (a
+        # thousand agents, five transactions each) leaves the chain far ahead of the market's
+        # clock, whose first interval would then have ended on-chain before its commit.
+        self.clock.set(max(self.clock.now(), self.chain.timestamp()))
         return sent
 
     def now(self) -> int:

@@ -1,9 +1,12 @@
 """What a simulation runs: a validated scenario, as frozen specs in exact units.
 
 A :class:`Scenario` holds the run's seed, length and clearing mechanism
-(:class:`SimulationSpec`), the contract terms every committed interval snapshots
-(:class:`MarketSpec`), the shared weather (:class:`WeatherSpec`) and the groups of agents by
-kind (:class:`AgentsSpec`). Energies, powers, prices and money are exact integers in their
+(:class:`SimulationSpec`), its calendar (:class:`CalendarSpec`: start date, time zone,
+holidays), the contract terms every committed interval snapshots (:class:`MarketSpec`), the
+shared weather (:class:`WeatherSpec`), the default site (:class:`LocationSpec`) and the groups
+of agents by kind (:class:`AgentsSpec`). A PV array is an :class:`ArraySpec` (its location,
+tilt and azimuth); a site's consumption is a :class:`LoadSpec` (annual energy, standard load
+profile and individual variation). Energies, powers, prices and money are exact integers in their
 base units (Wh, W, token base units per Wh, token base units); only the physics' hours,
 fractions and noise levels are floats.
 
@@ -25,6 +28,7 @@ Errors
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any, Literal
 
 from ledger.errors import InputError
@@ -83,14 +87,68 @@ class MarketSpec:
 
 
 @dataclass(frozen=True)
-class WeatherSpec:
-    """``[weather]``: daylight window and the shared AR(1) cloudiness process."""
+class CalendarSpec:
+    """``[calendar]``: when the run starts, on which clock, and which days are holidays.
 
-    sunrise_hour: float
-    sunset_hour: float
-    mean_clearness: float
-    persistence: float
-    volatility: float
+    Interval 0 starts at local midnight of ``start_date`` in ``time_zone`` (an IANA name);
+    the intervals then follow each other in real time, across daylight-saving changes.
+    Holidays (for the standard load profiles, which treat them as Sundays) are those of
+    ``holiday_country`` (an ISO 3166 code, optionally with a subdivision: ``"DE"``,
+    ``"DE-BY"``; ``None`` for none) plus the explicit ``holiday_dates``.
+    """
+
+    start_date: date = date(2026, 6, 1)
+    time_zone: str = "Europe/Berlin"
+    holiday_country: str | None = "DE"
+    holiday_dates: tuple[date, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocationSpec:
+    """Where a site is: degrees north and east (WGS84) and metres above sea level."""
+
+    latitude: float = 51.0
+    longitude: float = 10.0
+    altitude_m: float = 200.0
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A PV array's place and orientation: ``tilt`` from horizontal and ``azimuth`` clockwise
+    from north (180 = facing south), both in degrees. Its size is the agent's ``peak_w``."""
+
+    location: LocationSpec = LocationSpec()
+    tilt: float = 30.0
+    azimuth: float = 180.0
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """A site's consumption: a standard load profile scaled to ``annual_wh``, individualised.
+
+    ``profile`` is a BDEW standard load profile of demandlib (``h0``, ``h0_dyn``, ``g0`` ..
+    ``g6``, ``l0`` .. ``l2``) or ``flat``. The site's habits are that profile shifted by a
+    random time of at most ``shift_minutes`` either way (drawn once per site); its actual
+    load is that times a persistent multiplicative noise (AR(1) with ``persistence`` per
+    interval and relative standard deviation ``noise``). See :mod:`simulation.load`.
+    """
+
+    annual_wh: int = 0
+    profile: str = "h0"
+    noise: float = 0.1
+    persistence: float = 0.8
+    shift_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
+class WeatherSpec:
+    """``[weather]``: the shared AR(1) cloudiness process and the seasonal air temperature."""
+
+    mean_clearness: float = 0.75
+    persistence: float = 0.9
+    volatility: float = 0.08
+    temperature_c: float = 10.0
+    temperature_swing_c: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -112,9 +170,8 @@ class PvSpec:
     count: int
     collateral_base_units: int | None
     peak_w: int
-    load_wh_per_day: int
-    load_profile: str
-    load_noise: float
+    array: ArraySpec
+    load: LoadSpec
     forecast_error: float
     floor_price_per_wh: int
     cap_price_per_wh: int
@@ -134,9 +191,8 @@ class BatterySpec:
     min_soc: float
     max_soc: float
     pv_peak_w: int
-    load_wh_per_day: int
-    load_profile: str
-    load_noise: float
+    array: ArraySpec
+    load: LoadSpec
     forecast_error: float
     floor_price_per_wh: int
     cap_price_per_wh: int
@@ -150,9 +206,7 @@ class HouseholdSpec:
     name: str
     count: int
     collateral_base_units: int | None
-    load_wh_per_day: int
-    load_profile: str
-    load_noise: float
+    load: LoadSpec
     cap_price_per_wh: int
 
 
@@ -195,9 +249,8 @@ class VppSpec:
     battery_capacity_wh: int
     battery_max_power_w: int
     round_trip_efficiency: float
-    load_wh_per_day: int
-    load_profile: str
-    load_noise: float
+    array: ArraySpec
+    load: LoadSpec
     forecast_error: float
     member_spread: float
     floor_price_per_wh: int
@@ -233,6 +286,8 @@ class Scenario:
     market: MarketSpec
     weather: WeatherSpec
     agents: AgentsSpec
+    calendar: CalendarSpec = CalendarSpec()
+    location: LocationSpec = LocationSpec()
     source: str = field(default="", compare=False)
 
     def with_intervals(self, intervals: int) -> Scenario:

@@ -22,10 +22,14 @@ from typing import Any
 from simulation.profiles import energy_wh_at_power
 from simulation.scenario import (
     AgentsSpec,
+    ArraySpec,
     BatterySpec,
+    CalendarSpec,
     DataCenterSpec,
     HouseholdSpec,
     JobSpec,
+    LoadSpec,
+    LocationSpec,
     MarketSpec,
     PvSpec,
     Scenario,
@@ -38,9 +42,12 @@ from simulation.scenario import (
 )
 from simulation.scenario_schema import (
     AGENT_KINDS,
+    CALENDAR_KEYS,
     JOB_KEYS,
+    LOCATION_KEYS,
     MARKET_KEYS,
     REQUIRED,
+    RETIRED_KEYS,
     SIMULATION_KEYS,
     TOP_LEVEL_KEYS,
     WEATHER_KEYS,
@@ -62,6 +69,10 @@ class _Reader:
 
     def check_known(self, raw: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
         for name in raw:
+            if name not in allowed and name in RETIRED_KEYS:
+                why, hint_from = RETIRED_KEYS[name]
+                where = f"{path}.{name}" if path else name
+                raise self.fail(where, why, hint=hint_from(raw[name]))
             if name not in allowed:
                 close = difflib.get_close_matches(name, allowed, n=1)
                 hint = f"Did you mean {close[0]!r}?" if close else None
@@ -146,15 +157,35 @@ def _check_power_per_interval(
         )
 
 
+def _load(v: Mapping[str, Any]) -> LoadSpec:
+    return LoadSpec(
+        annual_wh=v["load_kwh_per_year"],
+        profile=v["load_profile"],
+        noise=v["load_noise"],
+        persistence=v["load_persistence"],
+        shift_minutes=v["load_shift_minutes"],
+    )
+
+
+def _array(v: Mapping[str, Any], site: LocationSpec, prefix: str = "") -> ArraySpec:
+    """The group's array: its tilt and azimuth, at the scenario's site unless it names its own
+    latitude, longitude or altitude."""
+    location = LocationSpec(
+        latitude=site.latitude if v["latitude"] is None else v["latitude"],
+        longitude=site.longitude if v["longitude"] is None else v["longitude"],
+        altitude_m=site.altitude_m if v["altitude_m"] is None else v["altitude_m"],
+    )
+    return ArraySpec(location, tilt=v[f"{prefix}tilt"], azimuth=v[f"{prefix}azimuth"])
+
+
 def _pv(v: dict[str, Any], path: str, reader: _Reader, sim: SimulationSpec) -> PvSpec:
     return PvSpec(
         name=v["name"],
         count=v["count"],
         collateral_base_units=v["collateral"],
         peak_w=v["peak_w"],
-        load_wh_per_day=v["load_kwh_per_day"],
-        load_profile=v["load_profile"],
-        load_noise=v["load_noise"],
+        array=_array(v, v["_site"]),
+        load=_load(v),
         forecast_error=v["forecast_error"],
         floor_price_per_wh=v["floor_price_per_kwh"],
         cap_price_per_wh=v["cap_price_per_kwh"],
@@ -182,9 +213,8 @@ def _battery(v: dict[str, Any], path: str, reader: _Reader, sim: SimulationSpec)
         min_soc=v["min_soc"],
         max_soc=v["max_soc"],
         pv_peak_w=v["pv_peak_w"],
-        load_wh_per_day=v["load_kwh_per_day"],
-        load_profile=v["load_profile"],
-        load_noise=v["load_noise"],
+        array=_array(v, v["_site"], "pv_"),
+        load=_load(v),
         forecast_error=v["forecast_error"],
         floor_price_per_wh=v["floor_price_per_kwh"],
         cap_price_per_wh=v["cap_price_per_kwh"],
@@ -197,9 +227,7 @@ def _household(v: dict[str, Any], path: str, reader: _Reader, sim: SimulationSpe
         name=v["name"],
         count=v["count"],
         collateral_base_units=v["collateral"],
-        load_wh_per_day=v["load_kwh_per_day"],
-        load_profile=v["load_profile"],
-        load_noise=v["load_noise"],
+        load=_load(v),
         cap_price_per_wh=v["cap_price_per_kwh"],
     )
 
@@ -290,9 +318,8 @@ def _vpp(v: dict[str, Any], path: str, reader: _Reader, sim: SimulationSpec) -> 
         battery_capacity_wh=v["battery_capacity_kwh"],
         battery_max_power_w=v["battery_max_power_w"],
         round_trip_efficiency=v["round_trip_efficiency"],
-        load_wh_per_day=v["load_kwh_per_day"],
-        load_profile=v["load_profile"],
-        load_noise=v["load_noise"],
+        array=_array(v, v["_site"], "pv_"),
+        load=_load(v),
         forecast_error=v["forecast_error"],
         member_spread=v["member_spread"],
         floor_price_per_wh=v["floor_price_per_kwh"],
@@ -301,7 +328,9 @@ def _vpp(v: dict[str, Any], path: str, reader: _Reader, sim: SimulationSpec) -> 
     )
 
 
-def _agents(raw: Mapping[str, Any], reader: _Reader, sim: SimulationSpec) -> AgentsSpec:
+def _agents(
+    raw: Mapping[str, Any], reader: _Reader, sim: SimulationSpec, site: LocationSpec
+) -> AgentsSpec:
     reader.check_known(raw, "agents", tuple(AGENT_KINDS))
     groups: dict[str, list[Any]] = {}
     names: dict[str, str] = {}  # agent name -> key path of the group that made it
@@ -312,6 +341,7 @@ def _agents(raw: Mapping[str, Any], reader: _Reader, sim: SimulationSpec) -> Age
             v = reader.values(table, path, keys, ("jobs",) if kind == "data_center" else ())
             if v["name"] is None:
                 v["name"] = kind.replace("_", "-") + ("" if g == 0 else str(g + 1))
+            v["_site"] = site
             spec: Any
             if kind == "data_center":
                 spec = _data_center(v, path, reader, sim, table)
@@ -352,14 +382,31 @@ def parse_scenario(
     sim = SimulationSpec(s["seed"], s["intervals"], s["interval_seconds"], s["mechanism"], s["k"])
     m = reader.values(reader.table(raw, "market", ""), "market", MARKET_KEYS)
     market = MarketSpec(m["penalty_price_per_kwh"], m["tolerance_bps"])
+    c = reader.values(reader.table(raw, "calendar", ""), "calendar", CALENDAR_KEYS)
+    country, days = c["holidays"]
+    calendar = CalendarSpec(c["start_date"], c["time_zone"], country, days)
+    here = reader.values(reader.table(raw, "location", ""), "location", LOCATION_KEYS)
+    site = LocationSpec(here["latitude"], here["longitude"], here["altitude_m"])
     w = reader.values(reader.table(raw, "weather", ""), "weather", WEATHER_KEYS)
-    if w["sunrise_hour"] >= w["sunset_hour"]:
-        raise reader.fail("weather.sunset_hour", f"{w['sunset_hour']} is not after sunrise_hour")
     weather = WeatherSpec(
-        w["sunrise_hour"], w["sunset_hour"], w["mean_clearness"], w["persistence"], w["volatility"]
+        w["mean_clearness"],
+        w["persistence"],
+        w["volatility"],
+        w["temperature_c"],
+        w["temperature_swing_c"],
     )
-    agents = _agents(reader.table(raw, "agents", ""), reader, sim)
-    scenario = Scenario(meta["name"], meta["description"], sim, market, weather, agents, source)
+    agents = _agents(reader.table(raw, "agents", ""), reader, sim, site)
+    scenario = Scenario(
+        meta["name"],
+        meta["description"],
+        sim,
+        market,
+        weather,
+        agents,
+        calendar=calendar,
+        location=site,
+        source=source,
+    )
     return scenario if intervals is None else scenario.with_intervals(intervals)
 
 

@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from simulation.agents import (
     Agent,
     AgentContext,
@@ -18,9 +16,11 @@ from simulation.agents import (
     Sky,
 )
 from simulation.scenario import (
+    ArraySpec,
     BatterySpec,
     DataCenterSpec,
     JobSpec,
+    LoadSpec,
     PvSpec,
     StrategySpec,
 )
@@ -28,7 +28,9 @@ from simulation.scenario import (
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 C = 10**15  # base units per Wh in one currency unit per kWh
 CTX = AgentContext(seed=11, intervals=96, interval_seconds=900, penalty_price_per_wh=C // 2)
-NO_CLOUDS = Sky(np.full(96, 10_000, dtype=np.int64), 6.0, 20.0)
+NO_CLOUDS = Sky.uniform(10_000, CTX)
+"""A clear sky over CTX's run (a day from midnight, 1 June 2026, Europe/Berlin)."""
+HOME_LOAD = LoadSpec(annual_wh=3_285_000, profile="h0", noise=0.1)
 
 STRATEGY = StrategySpec(
     charge_price_per_wh=12 * C // 100,
@@ -45,9 +47,8 @@ def pv_spec(**overrides: object) -> PvSpec:
         count=1,
         collateral_base_units=None,
         peak_w=6000,
-        load_wh_per_day=9000,
-        load_profile="residential",
-        load_noise=0.1,
+        array=ArraySpec(),
+        load=HOME_LOAD,
         forecast_error=0.15,
         floor_price_per_wh=6 * C // 100,
         cap_price_per_wh=30 * C // 100,
@@ -67,9 +68,8 @@ def battery_spec(**overrides: object) -> BatterySpec:
         min_soc=0.1,
         max_soc=0.95,
         pv_peak_w=0,
-        load_wh_per_day=0,
-        load_profile="residential",
-        load_noise=0.1,
+        array=ArraySpec(),
+        load=LoadSpec(annual_wh=0),
         forecast_error=0.1,
         floor_price_per_wh=6 * C // 100,
         cap_price_per_wh=30 * C // 100,

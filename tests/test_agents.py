@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from agent_support import (
     CTX,
+    HOME_LOAD,
     NO_CLOUDS,
     SCENARIOS,
     C,
@@ -29,6 +30,7 @@ from simulation.agents import (
 from simulation.agents.base import SECP256K1_ORDER, address_of
 from simulation.scenario import (
     HouseholdSpec,
+    LoadSpec,
     Scenario,
 )
 from simulation.scenario_file import load_scenario
@@ -59,7 +61,7 @@ def test_meter_sample_refuses_negative_or_non_int_energy() -> None:
 
 
 def test_calls_out_of_order_are_refused() -> None:
-    agent = Household("h", CTX, HouseholdSpec("h", 1, None, 10_000, "residential", 0.1, C))
+    agent = Household("h", CTX, HouseholdSpec("h", 1, None, LoadSpec(3_650_000), C))
     view = MarketView(900)
     with pytest.raises(AgentProtocolError):
         agent.meter(0)
@@ -81,7 +83,7 @@ def test_calls_out_of_order_are_refused() -> None:
 
 def test_an_agent_refuses_intervals_past_the_run() -> None:
     short = replace(CTX, intervals=1)
-    agent = Household("h", short, HouseholdSpec("h", 1, None, 10_000, "flat", 0.0, C))
+    agent = Household("h", short, HouseholdSpec("h", 1, None, LoadSpec(3_650_000, "flat", 0.0), C))
     agent.orders(0, MarketView(900))
     agent.on_fills(0, 0, 0, None)
     agent.meter(0)
@@ -216,17 +218,21 @@ def test_pv_forecast_error_makes_delivery_fall_short_sometimes() -> None:
 
 
 def test_pv_without_forecast_error_or_noise_delivers_exactly_what_it_sold() -> None:
-    agent = PvProsumer("pv", CTX, pv_spec(forecast_error=0.0, load_noise=0.0), NO_CLOUDS)
+    agent = PvProsumer(
+        "pv", CTX, pv_spec(forecast_error=0.0, load=replace(HOME_LOAD, noise=0.0)), NO_CLOUDS
+    )
     trace = drive(agent, [6 * C // 100] * 96)
     for _, (bought, sold), meter in trace:
         assert meter.exported_wh == sold and meter.imported_wh == bought
 
 
 def test_pv_generation_follows_the_sun_and_the_clouds() -> None:
-    cloudy = Sky(np.full(96, 3_000, dtype=np.int64), 6.0, 20.0)
+    cloudy = Sky.uniform(3_000, CTX)
     sunny = PvProsumer("pv", CTX, pv_spec(), NO_CLOUDS)
     dull = PvProsumer("pv", CTX, pv_spec(), cloudy)
-    assert int(sunny.generation_wh[:24].sum()) == 0
+    # 1 June in central Germany: dark until after four in the morning (CEST) and after ten at night
+    assert int(sunny.generation_wh[:16].sum()) == 0 and int(sunny.generation_wh[90:].sum()) == 0
+    assert int(sunny.generation_wh[48:56].min()) > 0
     assert int(dull.generation_wh.sum()) == pytest.approx(
         0.3 * int(sunny.generation_wh.sum()), rel=0.01
     )
@@ -236,9 +242,10 @@ def test_pv_generation_follows_the_sun_and_the_clouds() -> None:
 
 
 def test_household_bids_its_expected_load_at_its_cap_and_meters_the_actual_load() -> None:
-    spec = HouseholdSpec("h", 1, None, 10_000, "residential", 0.2, 30 * C // 100)
+    spec = HouseholdSpec("h", 1, None, LoadSpec(3_650_000, "h0", 0.2), 30 * C // 100)
     agent = Household("h", CTX, spec)
-    assert int(agent.load_forecast_wh.sum()) == 10_000  # exactly the daily energy
+    # a June Monday of an h0 home of 3,650 kWh a year: near the yearly average of 10 kWh a day
+    assert 8_000 < int(agent.load_forecast_wh.sum()) < 12_000
     trace = drive(agent, [20 * C // 100] * 96)
     for t, (intents, _, meter) in enumerate(trace):
         assert intents == [

@@ -33,7 +33,9 @@ from simulation.agents import (
 from simulation.agents.base import percentile_price
 from simulation.agents.storage import Storage
 from simulation.scenario import (
+    ArraySpec,
     JobSpec,
+    LoadSpec,
     VppSpec,
 )
 
@@ -109,7 +111,7 @@ def test_battery_sell_limit_covers_the_round_trip_loss() -> None:
     efficiency=st.floats(0.3, 1.0),
     soc=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)).map(sorted),
     pv_peak_w=st.sampled_from([0, 3000, 20_000]),
-    load_wh_per_day=st.sampled_from([0, 8000, 40_000]),
+    load_wh_per_year=st.sampled_from([0, 2_920_000, 14_600_000]),
     prices=st.lists(st.integers(1, 60), min_size=96, max_size=96),
     fractions=st.lists(st.sampled_from([0.0, 0.3, 1.0]), min_size=96, max_size=96),
     seed=st.integers(0, 2**32),
@@ -120,7 +122,7 @@ def test_battery_never_leaves_its_soc_bounds_nor_makes_energy(
     efficiency: float,
     soc: list[float],
     pv_peak_w: int,
-    load_wh_per_day: int,
+    load_wh_per_year: int,
     prices: list[int],
     fractions: list[float],
     seed: int,
@@ -138,7 +140,7 @@ def test_battery_never_leaves_its_soc_bounds_nor_makes_energy(
         initial_soc=initial,
         max_soc=high_soc,
         pv_peak_w=pv_peak_w,
-        load_wh_per_day=load_wh_per_day,
+        load=LoadSpec(annual_wh=load_wh_per_year),
     )
     agent = BatteryAgent("b", replace(CTX, seed=seed), spec, NO_CLOUDS)
     storage = agent.storage
@@ -272,9 +274,8 @@ def vpp_spec(**overrides: object) -> VppSpec:
         battery_capacity_wh=6000,
         battery_max_power_w=3000,
         round_trip_efficiency=0.9,
-        load_wh_per_day=7000,
-        load_profile="residential",
-        load_noise=0.15,
+        array=ArraySpec(),
+        load=LoadSpec(annual_wh=2_555_000, noise=0.15),
         forecast_error=0.2,
         member_spread=0.25,
         floor_price_per_wh=5 * C // 100,
@@ -302,7 +303,12 @@ def test_vpp_is_one_batch_participant_trading_its_members_net_position() -> None
 
 
 def test_vpp_aggregate_forecast_is_better_than_a_single_members() -> None:
-    vpp = VppAggregator("vpp", CTX, vpp_spec(battery_homes=0, load_noise=0.0), NO_CLOUDS)
+    vpp = VppAggregator(
+        "vpp",
+        CTX,
+        vpp_spec(battery_homes=0, load=LoadSpec(annual_wh=2_555_000, noise=0.0)),
+        NO_CLOUDS,
+    )
     single = PvProsumer("pv", CTX, pv_spec(peak_w=4000, forecast_error=0.2), NO_CLOUDS)
 
     def relative_error(actual: np.ndarray, forecast: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Profiles: clear-sky shape, weather process, load profiles and exact apportionment."""
+"""Profiles: the weather process, noise, whole Wh and exact apportionment."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ from hypothesis import strategies as st
 
 from simulation.profiles import (
     BPS,
-    LOAD_SHAPES,
     apportion,
-    clear_sky_wh,
-    daily_load_wh,
+    ar1_unit,
     energy_wh_at_power,
     intervals_per_day,
     scale_bps,
     seeded_rng,
     weather_clearness_bps,
+    whole_wh,
     with_noise,
 )
 
@@ -64,24 +63,6 @@ def test_intervals_per_day_refuses_a_length_that_does_not_divide_a_day() -> None
         intervals_per_day(7 * 60)
 
 
-def test_clear_sky_is_zero_at_night_symmetric_and_below_peak() -> None:
-    energy = clear_sky_wh(6000, 900, 96, sunrise_hour=6, sunset_hour=20)
-    assert energy.dtype == np.int64
-    assert np.all(energy[:24] == 0) and np.all(energy[80:] == 0)
-    assert np.all(energy[24:80] > 0)
-    # symmetric about 13:00 (interval 52 starts at solar noon)
-    assert energy[24:52].tolist() == energy[52:80][::-1].tolist()
-    assert int(energy.max()) <= energy_wh_at_power(6000, 900)
-    # The half-sine integral over the day is peak * 2 * day / pi Wh (minus <1 Wh per interval).
-    expected = 6000 * 2 * 14 / np.pi
-    assert expected - 56 <= int(energy.sum()) <= expected
-
-
-def test_clear_sky_repeats_every_day() -> None:
-    energy = clear_sky_wh(1000, 3600, 72)
-    assert energy[:24].tolist() == energy[24:48].tolist() == energy[48:].tolist()
-
-
 def test_weather_is_reproducible_bounded_and_persistent() -> None:
     a = weather_clearness_bps(seeded_rng(1, "weather"), 960, mean=0.7, persistence=0.95)
     b = weather_clearness_bps(seeded_rng(1, "weather"), 960, mean=0.7, persistence=0.95)
@@ -103,19 +84,34 @@ def test_scale_bps_is_integer_and_rounds_down() -> None:
     assert scale_bps(np.array([999, 1000]), np.array([5000, 10000])).tolist() == [499, 1000]
 
 
-@pytest.mark.parametrize("profile", sorted(LOAD_SHAPES))
-@pytest.mark.parametrize("interval_seconds", [900, 1800, 3600])
-def test_daily_load_sums_to_exactly_the_daily_energy(profile: str, interval_seconds: int) -> None:
-    per_day = intervals_per_day(interval_seconds)
-    load = daily_load_wh(9_123, interval_seconds, 3 * per_day, profile=profile)
-    for day in range(3):
-        assert int(load[day * per_day : (day + 1) * per_day].sum()) == 9_123
+def test_a_shorter_weather_run_is_the_start_of_a_longer_one() -> None:
+    long = weather_clearness_bps(seeded_rng(4, "weather"), 500, persistence=0.9)
+    short = weather_clearness_bps(seeded_rng(4, "weather"), 120, persistence=0.9)
+    assert short.tolist() == long[:120].tolist()
 
 
-def test_residential_load_peaks_in_the_evening_and_dips_at_night() -> None:
-    load = daily_load_wh(10_000, 900, 96)
-    assert 72 <= int(np.argmax(load)) <= 84  # 18:00 - 21:00
-    assert int(load[12:20].mean()) < int(load[72:84].mean()) / 2
+def test_ar1_has_unit_variance_and_the_asked_persistence() -> None:
+    x = ar1_unit(seeded_rng(8, "ar"), 200_000, 0.8)
+    assert abs(float(x.std()) - 1.0) < 0.02
+    assert abs(float(np.corrcoef(x[:-1], x[1:])[0, 1]) - 0.8) < 0.01
+    assert ar1_unit(seeded_rng(8, "ar"), 0, 0.5).size == 0
+
+
+@given(st.lists(st.floats(0, 1e6, allow_nan=False), max_size=200))
+def test_whole_wh_keeps_the_running_total_within_one_wh(energies: list[float]) -> None:
+    parts = whole_wh(np.asarray(energies, dtype=np.float64))
+    assert parts.dtype == np.int64 and np.all(parts >= 0)
+    running = np.cumsum(parts)
+    exact = np.cumsum(np.asarray(energies, dtype=np.float64))
+    assert np.all(np.abs(running - exact) <= 1.0 + 1e-6 * exact)
+    assert whole_wh(np.asarray(energies[:50], dtype=np.float64)).tolist() == parts[:50].tolist()
+
+
+def test_whole_wh_refuses_negative_or_infinite_energy() -> None:
+    with pytest.raises(ValueError):
+        whole_wh(np.array([1.0, -0.5]))
+    with pytest.raises(ValueError):
+        whole_wh(np.array([np.inf]))
 
 
 def test_noise_is_seeded_non_negative_and_zero_noise_keeps_values() -> None:

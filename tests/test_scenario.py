@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 import simulation.scenario_schema as schema_module
 from ledger.errors import InputError
-from simulation.scenario import Scenario, ScenarioError
+from simulation.scenario import LoadSpec, LocationSpec, Scenario, ScenarioError
 from simulation.scenario_file import load_scenario, parse_scenario
 from simulation.scenario_schema import (
     AGENT_KINDS,
+    CALENDAR_KEYS,
     JOB_KEYS,
+    LOCATION_KEYS,
     MARKET_KEYS,
     SIMULATION_KEYS,
     WEATHER_KEYS,
@@ -29,7 +32,7 @@ seed = 1
 intervals = 8
 
 [[agents.household]]
-load_kwh_per_day = 10
+load_kwh_per_year = 3650
 
 [[agents.pv]]
 peak_w = 5000
@@ -49,9 +52,26 @@ def refused(text: str) -> ScenarioError:
 # --------------------------------------------------------------------------- shipped files
 
 
-def test_the_shipped_scenarios_include_a_neighbourhood_and_a_data_center_heavy_one() -> None:
+def test_the_shipped_scenarios_include_a_neighbourhood_a_data_center_heavy_one_and_a_feeder() -> (
+    None
+):
     names = {path.stem for path in SHIPPED}
-    assert {"neighbourhood", "datacenter-heavy"} <= names
+    assert {"neighbourhood", "datacenter-heavy", "feeder-1000"} <= names
+
+
+def test_the_feeder_has_a_thousand_homes_in_realistic_shares() -> None:
+    agents = load_scenario(SCENARIOS / "feeder-1000.toml").agents
+    h0 = [g for g in agents.pv + agents.battery + agents.household if g.load.profile == "h0"]
+    homes = sum(g.count for g in h0) + sum(v.homes for v in agents.vpp)
+    with_pv = sum(g.count for g in h0 if getattr(g, "peak_w", 0) or getattr(g, "pv_peak_w", 0))
+    with_pv += sum(v.pv_homes for v in agents.vpp)
+    with_battery = sum(g.count for g in agents.battery if g.load.profile == "h0" and g.pv_peak_w)
+    with_battery += sum(v.battery_homes for v in agents.vpp)
+    assert 950 <= homes <= 1050
+    assert 0.30 <= with_pv / homes <= 0.40
+    assert 0.08 <= with_battery / homes <= 0.12
+    businesses = [g for g in agents.pv + agents.household if g.load.profile[0] in "gl"]
+    assert len(businesses) >= 3 and agents.data_center
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -80,7 +100,15 @@ def test_every_schema_key_is_documented_in_the_module_and_commented_in_a_shipped
     commented: set[str] = set()
     for path in SHIPPED:
         commented |= _documented_keys(path.read_text())
-    tables = [SIMULATION_KEYS, MARKET_KEYS, WEATHER_KEYS, JOB_KEYS, *AGENT_KINDS.values()]
+    tables = [
+        SIMULATION_KEYS,
+        CALENDAR_KEYS,
+        LOCATION_KEYS,
+        MARKET_KEYS,
+        WEATHER_KEYS,
+        JOB_KEYS,
+        *AGENT_KINDS.values(),
+    ]
     for keys in tables:
         for key in keys:
             assert f"``{key.name}``" in doc, f"{key.name} is not in the schema's docstring"
@@ -103,14 +131,14 @@ def test_prices_energies_and_money_convert_exactly() -> None:
         + """
 floor_price_per_kwh = 0.25
 cap_price_per_kwh = "0.3"
-load_kwh_per_day = "1.234"
+load_kwh_per_year = "1.234"
 collateral = "12.5"
 """
     )
     pv = scenario.agents.pv[0]
     assert pv.floor_price_per_wh == 250_000_000_000_000
     assert pv.cap_price_per_wh == 300_000_000_000_000
-    assert pv.load_wh_per_day == 1234
+    assert pv.load.annual_wh == 1234
     assert pv.collateral_base_units == 12_500_000_000_000_000_000
 
 
@@ -131,7 +159,7 @@ def test_group_names_number_the_agents_and_later_groups_get_their_own_name() -> 
 
     assert agent_names("home", 1) == ["home"]
     assert agent_names("home", 12)[:2] == ["home-01", "home-02"]
-    scenario = parse(MINIMAL + "\n[[agents.household]]\nload_kwh_per_day = 5\ncount = 2\n")
+    scenario = parse(MINIMAL + "\n[[agents.household]]\nload_kwh_per_year = 5\ncount = 2\n")
     assert [h.name for h in scenario.agents.household] == ["household", "household2"]
 
 
@@ -333,48 +361,48 @@ max_power_w = 10000
             "must be > 0",
         ),
         (
-            "[[agents.household]]\nload_kwh_per_day = 0\n",
-            "agents.household[1].load_kwh_per_day",
+            "[[agents.household]]\nload_kwh_per_year = 0\n",
+            "agents.household[1].load_kwh_per_year",
             "impossible",
         ),
         (
-            "[[agents.household]]\nload_kwh_per_day = 1\ncount = 0\n",
+            "[[agents.household]]\nload_kwh_per_year = 1\ncount = 0\n",
             "agents.household[1].count",
             "out of range",
         ),
         (
-            "[[agents.household]]\nload_kwh_per_day = 1\nload_profile = 'office'\n",
+            "[[agents.household]]\nload_kwh_per_year = 1\nload_profile = 'office'\n",
             "agents.household[1].load_profile",
             "not one of",
         ),
         (
-            "[[agents.household]]\nname = 'pv'\nload_kwh_per_day = 1\n",
+            "[[agents.household]]\nname = 'pv'\nload_kwh_per_year = 1\n",
             "agents.household[1].name",
             "already used",
         ),
         (
-            "[[agents.household]]\nname = 'bad name'\nload_kwh_per_day = 1\n",
+            "[[agents.household]]\nname = 'bad name'\nload_kwh_per_year = 1\n",
             "agents.household[1].name",
             "not a valid name",
         ),
         (
-            "[[agents.household]]\nload_kwh_per_day = '0.0005'\n",
-            "agents.household[1].load_kwh_per_day",
+            "[[agents.household]]\nload_kwh_per_year = '0.0005'\n",
+            "agents.household[1].load_kwh_per_year",
             "finer than one Wh",
         ),
         (
-            "[[agents.household]]\nload_kwh_per_day = 1\n"
+            "[[agents.household]]\nload_kwh_per_year = 1\n"
             + "cap_price_per_kwh = '0.0000000000000001'\n",
             "agents.household[1].cap_price_per_kwh",
             "finer than one base unit/Wh",
         ),
         (
-            "[[agents.household]]\nload_kwh_per_day = 1\ncap_price_per_kwh = 0\n",
+            "[[agents.household]]\nload_kwh_per_year = 1\ncap_price_per_kwh = 0\n",
             "agents.household[1].cap_price_per_kwh",
             "positive",
         ),
         (
-            "[[agents.household]]\nload_kwh_per_day = 1\ncollateral = '-1'\n",
+            "[[agents.household]]\nload_kwh_per_year = 1\ncollateral = '-1'\n",
             "agents.household[1].collateral",
             "negative",
         ),
@@ -404,12 +432,6 @@ def test_impossible_values_are_refused_naming_the_key(extra: str, key: str, word
             "not one of",
         ),
         ("intervals = 8", "intervals = 0", "simulation.intervals", "out of range"),
-        (
-            "[simulation]",
-            "[weather]\nsunrise_hour = 20\nsunset_hour = 6\n[simulation]",
-            "weather.sunset_hour",
-            "not after sunrise",
-        ),
         (
             "[simulation]",
             "[weather]\npersistence = 1\n[simulation]",
@@ -460,3 +482,169 @@ def test_the_job_path_of_the_issue_example_is_named_exactly() -> None:
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(broken, source="neighbourhood.toml")
     assert caught.value.key == "agents.data_center[0].jobs[2].deadline_interval"
+
+
+# --------------------------------------------------------------------------- calendar, site, loads
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "words"),
+    [
+        ("[simulation]", "[location]\nlatitude = 91\n[simulation]", "location.latitude", "range"),
+        (
+            "[simulation]",
+            "[location]\nlongitude = -181\n[simulation]",
+            "location.longitude",
+            "range",
+        ),
+        (
+            "[simulation]",
+            "[calendar]\ntime_zone = 'Europe/Berlinn'\n[simulation]",
+            "calendar.time_zone",
+            "not a known IANA time zone",
+        ),
+        (
+            "[simulation]",
+            "[calendar]\nstart_date = '2026-13-01'\n[simulation]",
+            "calendar.start_date",
+            "not a date",
+        ),
+        (
+            "[simulation]",
+            "[calendar]\nstart_date = '1 June 2026'\n[simulation]",
+            "calendar.start_date",
+            "YYYY-MM-DD",
+        ),
+        (
+            "[simulation]",
+            "[calendar]\nstart_date = 2026-06-01T00:00:00\n[simulation]",
+            "calendar.start_date",
+            "date-time",
+        ),
+        (
+            "[simulation]",
+            "[calendar]\nholidays = 'XX'\n[simulation]",
+            "calendar.holidays",
+            "not a country",
+        ),
+        (
+            "[simulation]",
+            "[calendar]\nholidays = 'DE-XX'\n[simulation]",
+            "calendar.holidays",
+            "not a subdivision",
+        ),
+        (
+            "[simulation]",
+            "[calendar]\nholidays = ['2026-12-25', '2026-02-30']\n[simulation]",
+            "calendar.holidays",
+            "item 1",
+        ),
+        ("peak_w = 5000", "peak_w = 5000\ntilt = 91", "agents.pv[0].tilt", "out of range"),
+        ("peak_w = 5000", "peak_w = 5000\ntilt = -1", "agents.pv[0].tilt", "out of range"),
+        ("peak_w = 5000", "peak_w = 5000\nazimuth = 360", "agents.pv[0].azimuth", "out of range"),
+        ("peak_w = 5000", "peak_w = 5000\nlatitude = -90.5", "agents.pv[0].latitude", "range"),
+        (
+            "peak_w = 5000",
+            "peak_w = 5000\nload_profile = 'h7'",
+            "agents.pv[0].load_profile",
+            "not one of",
+        ),
+        (
+            "peak_w = 5000",
+            "peak_w = 5000\nload_persistence = 1",
+            "agents.pv[0].load_persistence",
+            "out of range",
+        ),
+    ],
+)
+def test_bad_calendar_location_array_and_load_values_are_refused_naming_the_key(
+    old: str, new: str, key: str, words: str
+) -> None:
+    error = refused(MINIMAL.replace(old, new, 1))
+    assert error.key == key, str(error)
+    assert words in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "words", "hint"),
+    [
+        (
+            "load_kwh_per_day = 9\n",
+            "agents.pv[0].load_kwh_per_day",
+            "replaced by load_kwh_per_year",
+            "load_kwh_per_year = 3285",
+        ),
+        (
+            "load_profile = 'residential'\n",
+            "agents.pv[0].load_profile",
+            "no longer a load profile",
+            '"h0"',
+        ),
+        (
+            "load_profile = 'commercial'\n",
+            "agents.pv[0].load_profile",
+            "no longer a load profile",
+            '"g1"',
+        ),
+        ("[weather]\nsunrise_hour = 6\n", "weather.sunrise_hour", "pvlib", "[location]"),
+    ],
+)
+def test_keys_of_earlier_files_are_refused_with_the_translation(
+    extra: str, key: str, words: str, hint: str
+) -> None:
+    error = refused(MINIMAL + extra)
+    assert error.key == key, str(error)
+    assert words in str(error)
+    assert error.hint is not None and hint in error.hint
+
+
+def test_calendar_location_and_arrays_are_read_with_group_overrides() -> None:
+    scenario = parse(
+        """
+[simulation]
+seed = 1
+intervals = 8
+[calendar]
+start_date = 2026-12-21
+time_zone = "America/New_York"
+holidays = ["2026-12-24", "2026-12-25"]
+[location]
+latitude = 40.7
+longitude = -74.0
+altitude_m = 10
+[[agents.pv]]
+peak_w = 5000
+tilt = 10
+azimuth = 90
+latitude = 35.5
+[[agents.battery]]
+capacity_kwh = 10
+max_power_w = 5000
+pv_peak_w = 3000
+pv_azimuth = 270
+"""
+    )
+    calendar = scenario.calendar
+    assert calendar.start_date == date(2026, 12, 21) and calendar.time_zone == "America/New_York"
+    assert calendar.holiday_country is None
+    assert calendar.holiday_dates == (date(2026, 12, 24), date(2026, 12, 25))
+    pv, battery = scenario.agents.pv[0], scenario.agents.battery[0]
+    assert (pv.array.tilt, pv.array.azimuth) == (10.0, 90.0)
+    assert pv.array.location == LocationSpec(35.5, -74.0, 10.0)
+    assert battery.array.location == LocationSpec(40.7, -74.0, 10.0)
+    assert (battery.array.tilt, battery.array.azimuth) == (30.0, 270.0)
+    assert pv.load == LoadSpec(3_000_000, "h0", 0.1, 0.8, 30.0)
+
+
+def test_a_bad_value_is_refused_before_any_physics_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scenario is checked whole before pvlib or demandlib is asked for anything."""
+    import simulation.load as load
+    import simulation.solar as solar
+
+    def boom(*args: object, **kwargs: object) -> object:
+        raise AssertionError("physics ran before the scenario was valid")
+
+    monkeypatch.setattr(solar, "clear_sky_wh_per_wp", boom)
+    monkeypatch.setattr(load, "standard_load_wh", boom)
+    error = refused(MINIMAL + "tilt = 95\n")
+    assert error.key == "agents.pv[0].tilt"

@@ -62,12 +62,12 @@ count = 2
 capacity_kwh = 10
 max_power_w = 5000
 initial_soc = 0.8
-load_kwh_per_day = 6
+load_kwh_per_year = 2190
 
 [[agents.household]]
 name = "home"
 count = 5
-load_kwh_per_day = 10
+load_kwh_per_year = 3650
 
 [[agents.data_center]]
 name = "dc"
@@ -367,3 +367,32 @@ def test_in_process_requests_answer_as_httpx_asgi_transport_does() -> None:
         assert loop.run_until_complete(asgi_request(app, "GET", "/echo?q=7"))[0] == 200
     finally:
         loop.close()
+
+
+def test_after_onboarding_the_markets_clock_is_not_behind_the_chain() -> None:
+    """Each set-up transaction mines a block a second later; the market's clock must catch up,
+    or a large scenario's first interval has ended on-chain before it is committed."""
+    from simulation.agents import build_agents
+    from simulation.system import Participant
+    from simulation.transactions import local_account
+
+    scenario = parse_scenario(TOWN, source="town.toml")
+    system = EmbeddedSystem(scenario)
+    try:
+        before = system.now()
+        agents = build_agents(scenario)
+        system.onboard(
+            [
+                Participant(
+                    a.name,
+                    local_account(a.participant_private_key),
+                    a.meter_address,
+                    a.collateral_base_units(),
+                )
+                for a in agents
+            ]
+        )
+        assert system.chain.timestamp() > before + len(agents)  # set-up moved chain time on
+        assert system.now() >= system.chain.timestamp()
+    finally:
+        system.close()

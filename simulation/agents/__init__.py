@@ -65,6 +65,7 @@ def context_of(scenario: Scenario) -> AgentContext:
         intervals=scenario.simulation.intervals,
         interval_seconds=scenario.simulation.interval_seconds,
         penalty_price_per_wh=scenario.market.penalty_price_per_wh,
+        calendar=scenario.calendar,
     )
 
 
@@ -73,7 +74,7 @@ def build_agents(scenario: Scenario) -> list[Agent]:
     then in file order. Pure and deterministic: the same scenario gives agents that behave
     identically, each with its own random stream derived from the seed and its name."""
     context = context_of(scenario)
-    sky = Sky.from_spec(scenario.weather, context.seed, context.intervals)
+    sky = Sky.from_spec(scenario.weather, context)
     specs = scenario.agents
     agents: list[Agent] = []
     for pv in specs.pv:

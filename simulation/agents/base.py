@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
 
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, MIN_PRICE_PER_WH, MIN_QUANTITY_WH
 from simulation.profiles import seeded_rng
+from simulation.scenario import CalendarSpec
 
 Side = Literal["buy", "sell"]
 """Order side: a bid (``buy``) or an ask (``sell``)."""
@@ -146,6 +147,8 @@ class AgentContext:
     intervals: int
     interval_seconds: int
     penalty_price_per_wh: int
+    calendar: CalendarSpec = field(default_factory=CalendarSpec)
+    """When interval 0 starts, on which clock, and the holidays (for the load profiles)."""
 
 
 def derive_private_key(seed: int, name: str, role: str) -> bytes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from simulation.agents.base import AgentContext
 from simulation.agents.site import SiteAgent, Sky
 from simulation.agents.storage import Storage, StorageStrategy
-from simulation.profiles import daily_load_wh, with_noise
+from simulation.profiles import with_noise
 from simulation.scenario import BatterySpec
 
 
@@ -34,15 +34,15 @@ class BatteryAgent(SiteAgent):
             collateral_base_units=spec.collateral_base_units,
         )
         self.spec = spec
-        n, seconds = context.intervals, context.interval_seconds
-        generation = sky.generation_wh(spec.pv_peak_w, seconds)
+        seconds = context.interval_seconds
+        generation = sky.generation_wh(spec.array, spec.pv_peak_w)
         generation_forecast = with_noise(generation, self.stream("forecast"), spec.forecast_error)
-        expected_load = daily_load_wh(spec.load_wh_per_day, seconds, n, profile=spec.load_profile)
+        load_forecast, load = self.site_load(spec.load)
         self.set_profiles(
             generation_wh=generation,
             generation_forecast_wh=generation_forecast,
-            load_wh=with_noise(expected_load, self.stream("load"), spec.load_noise),
-            load_forecast_wh=expected_load,
+            load_wh=load,
+            load_forecast_wh=load_forecast,
         )
         self.set_storage(
             Storage(

@@ -1,5 +1,11 @@
 """Data center: a large base load plus deferrable batch jobs that never miss a deadline.
 
+Base load
+    A data center keeps its own model: no BDEW standard load profile underlies it (the
+    business profiles g0..g6 follow office hours and shop openings, which an IT load does not).
+    The base load is a constant ``base_load_w`` with ``base_load_noise`` (relative standard
+    deviation per interval), the same in every season, weekday and holiday.
+
 Jobs
     Each job needs ``energy_wh`` between its ``release_interval`` and its
     ``deadline_interval`` (both inclusive), drawing at most ``max_wh`` =

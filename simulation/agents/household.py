@@ -1,17 +1,18 @@
-"""Household consumer: a daily load profile with noise, bought at a retail price cap.
+"""Household consumer: a standard load profile, individualised, bought at a retail price cap.
 
-The expected profile (``load_kwh_per_day`` over the ``load_profile`` shape, exactly that
-many Wh per day) is the forecast it bids; the actual load adds ``load_noise`` (relative
-standard deviation, per interval). It bids the forecast at ``cap_price_per_wh``, the price of
-its retail tariff: it buys from neighbours whenever they are cheaper than the grid. Whatever
-the market does not supply comes from the grid (the meter shows it as import).
+Its profile is the BDEW standard load profile ``load_profile`` scaled to
+``load_kwh_per_year`` over the scenario's calendar and shifted by the home's own habits;
+that is the forecast it bids. The actual load adds persistent noise (see
+:mod:`simulation.load`). It bids the forecast at ``cap_price_per_wh``, the price of its retail
+tariff: it buys from neighbours whenever they are cheaper than the grid. Whatever the market
+does not supply comes from the grid (the meter shows it as import). A shop, an office or a
+bakery without generation is a household on a business profile (``g0`` .. ``g6``).
 """
 
 from __future__ import annotations
 
 from simulation.agents.base import AgentContext
 from simulation.agents.site import SiteAgent
-from simulation.profiles import daily_load_wh, with_noise
 from simulation.scenario import HouseholdSpec
 
 
@@ -29,13 +30,5 @@ class Household(SiteAgent):
             collateral_base_units=spec.collateral_base_units,
         )
         self.spec = spec
-        expected = daily_load_wh(
-            spec.load_wh_per_day,
-            context.interval_seconds,
-            context.intervals,
-            profile=spec.load_profile,
-        )
-        self.set_profiles(
-            load_wh=with_noise(expected, self.stream("load"), spec.load_noise),
-            load_forecast_wh=expected,
-        )
+        forecast, actual = self.site_load(spec.load)
+        self.set_profiles(load_wh=actual, load_forecast_wh=forecast)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from simulation.agents.base import AgentContext
 from simulation.agents.site import SiteAgent, Sky
-from simulation.profiles import daily_load_wh, with_noise
+from simulation.profiles import with_noise
 from simulation.scenario import PvSpec
 
 
@@ -31,14 +31,13 @@ class PvProsumer(SiteAgent):
             collateral_base_units=spec.collateral_base_units,
         )
         self.spec = spec
-        n, seconds = context.intervals, context.interval_seconds
-        generation = sky.generation_wh(spec.peak_w, seconds)
-        expected_load = daily_load_wh(spec.load_wh_per_day, seconds, n, profile=spec.load_profile)
+        generation = sky.generation_wh(spec.array, spec.peak_w)
+        load_forecast, load = self.site_load(spec.load)
         self.set_profiles(
             generation_wh=generation,
             generation_forecast_wh=with_noise(
                 generation, self.stream("forecast"), spec.forecast_error
             ),
-            load_wh=with_noise(expected_load, self.stream("load"), spec.load_noise),
-            load_forecast_wh=expected_load,
+            load_wh=load,
+            load_forecast_wh=load_forecast,
         )

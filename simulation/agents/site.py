@@ -26,52 +26,63 @@ it discharges to cover a shortfall or extra load, and charges from an unexpected
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from simulation.agents.base import Agent, AgentContext, MarketView, MeterSample, OrderIntent
 from simulation.agents.storage import Storage, StorageStrategy
-from simulation.profiles import (
-    I64,
-    clear_sky_wh,
-    scale_bps,
-    seeded_rng,
-    weather_clearness_bps,
-)
-from simulation.scenario import WeatherSpec
+from simulation.load import site_load_wh
+from simulation.profiles import I64, seeded_rng, weather_clearness_bps
+from simulation.scenario import ArraySpec, CalendarSpec, LoadSpec, WeatherSpec
+from simulation.solar import clear_sky_wh, pv_wh
 
 
 @dataclass(frozen=True)
 class Sky:
-    """The weather every PV in a scenario shares: clearness per interval and daylight."""
+    """The weather every PV in a scenario shares, and the run it covers.
+
+    ``clearness_bps`` is the cloud process per interval; the clear-sky envelope of each array
+    comes from :mod:`simulation.solar` (pvlib), computed once per distinct array for the run.
+    """
 
     clearness_bps: I64
-    sunrise_hour: float
-    sunset_hour: float
+    calendar: CalendarSpec
+    interval_seconds: int
+    weather: WeatherSpec = field(default_factory=WeatherSpec)
 
     @classmethod
-    def from_spec(cls, weather: WeatherSpec, seed: int, intervals: int) -> Sky:
+    def from_spec(cls, weather: WeatherSpec, context: AgentContext) -> Sky:
         """Draw the scenario's cloudiness from its own stream (``seed``, ``"weather"``)."""
         clearness = weather_clearness_bps(
-            seeded_rng(seed, "weather"),
-            intervals,
+            seeded_rng(context.seed, "weather"),
+            context.intervals,
             mean=weather.mean_clearness,
             persistence=weather.persistence,
             volatility=weather.volatility,
         )
-        return cls(clearness, weather.sunrise_hour, weather.sunset_hour)
+        return cls(clearness, context.calendar, context.interval_seconds, weather)
 
-    def generation_wh(self, peak_w: int, interval_seconds: int) -> I64:
-        """Actual PV energy per interval of an array of ``peak_w``: clear sky times clearness."""
-        clear = clear_sky_wh(
+    @classmethod
+    def uniform(cls, clearness_bps: int, context: AgentContext) -> Sky:
+        """The same clearness in every interval of ``context``'s run (10,000: no clouds)."""
+        clearness = np.full(context.intervals, clearness_bps, dtype=np.int64)
+        return cls(clearness, context.calendar, context.interval_seconds)
+
+    def clear_sky_wh(self, array: ArraySpec, peak_w: int) -> I64:
+        """The array's clear-sky energy per interval for ``peak_w`` of nameplate (its envelope)."""
+        return clear_sky_wh(
+            array,
             peak_w,
-            interval_seconds,
+            self.calendar,
             len(self.clearness_bps),
-            sunrise_hour=self.sunrise_hour,
-            sunset_hour=self.sunset_hour,
+            self.interval_seconds,
+            self.weather,
         )
-        return scale_bps(clear, self.clearness_bps)
+
+    def generation_wh(self, array: ArraySpec, peak_w: int) -> I64:
+        """Actual PV energy per interval: the clear-sky envelope times the clearness."""
+        return pv_wh(self.clear_sky_wh(array, peak_w), self.clearness_bps)
 
 
 def _ints(values: I64, intervals: int, what: str) -> I64:
@@ -137,6 +148,22 @@ class SiteAgent(Agent):
             self.load_wh = _ints(load_wh, n, "load_wh")
             forecast = load_wh if load_forecast_wh is None else load_forecast_wh
             self.load_forecast_wh = _ints(forecast, n, "load_forecast_wh")
+
+    def site_load(
+        self, load: LoadSpec, label: str = "load", annual_wh: int | None = None
+    ) -> tuple[I64, I64]:
+        """``(forecast, actual)`` load in whole Wh of one site of this agent (see
+        :mod:`simulation.load`), from the agent's streams ``label-shift`` and ``label``."""
+        context = self.context
+        return site_load_wh(
+            load,
+            context.calendar,
+            context.intervals,
+            context.interval_seconds,
+            shift_rng=self.stream(f"{label}-shift"),
+            noise_rng=self.stream(label),
+            annual_wh=annual_wh,
+        )
 
     def set_storage(self, storage: Storage, strategy: StorageStrategy) -> None:
         """Put a battery behind the meter, run by ``strategy``."""

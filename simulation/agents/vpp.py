@@ -4,9 +4,9 @@ Choice: the VPP is **one participant** with one key, one deposit and one meter r
 interval (the sum of its members' meters, as an aggregator's settlement meter would report).
 Its members are modelled inside it:
 
-* ``homes`` homes each have a load of ``load_kwh_per_day`` scaled by a member size factor
-  ``1 + member_spread * u`` (``u`` uniform in ``[-1, 1]``, drawn per member), with their own
-  noise;
+* ``homes`` homes each have a load of ``load_kwh_per_year`` on the ``load_profile`` standard
+  profile, scaled by a member size factor ``1 + member_spread * u`` (``u`` uniform in
+  ``[-1, 1]``, drawn per member), with their own time shift and noise;
 * the first ``pv_homes`` have a PV array of ``pv_peak_w`` times their size factor, each with
   its own forecast error (which partly cancels across members: the aggregate forecast is
   better than any member's);
@@ -29,7 +29,7 @@ import numpy as np
 from simulation.agents.base import AgentContext
 from simulation.agents.site import SiteAgent, Sky
 from simulation.agents.storage import Storage, StorageStrategy
-from simulation.profiles import I64, daily_load_wh, with_noise
+from simulation.profiles import I64, with_noise
 from simulation.scenario import VppSpec
 
 
@@ -56,13 +56,13 @@ class VppAggregator(SiteAgent):
         load: I64 = np.zeros(n, dtype=np.int64)
         load_forecast: I64 = np.zeros(n, dtype=np.int64)
         for home, size in enumerate(self.member_sizes):
-            expected = daily_load_wh(
-                int(spec.load_wh_per_day * size), seconds, n, profile=spec.load_profile
+            expected, actual = self.site_load(
+                spec.load, f"load-{home}", annual_wh=int(spec.load.annual_wh * size)
             )
             load_forecast += expected
-            load += with_noise(expected, self.stream(f"load-{home}"), spec.load_noise)
+            load += actual
             if home < spec.pv_homes:
-                member_generation = sky.generation_wh(int(spec.pv_peak_w * size), seconds)
+                member_generation = sky.generation_wh(spec.array, int(spec.pv_peak_w * size))
                 generation += member_generation
                 forecast_stream = self.stream(f"forecast-{home}")
                 generation_forecast += with_noise(
