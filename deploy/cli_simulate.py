@@ -197,9 +197,9 @@ def run(args: argparse.Namespace) -> int:
     """Load the scenario, run it, write the report and print the headline figures."""
     from deploy.assembly import prefer_fast_keccak
     from simulation.checks import check_record
+    from simulation.profiles import intervals_per_day
     from simulation.report.files import write_run
     from simulation.report.headline import headline_text
-    from simulation.profiles import intervals_per_day
     from simulation.scenario_file import load_scenario
 
     scenario = full = load_scenario(args.scenario)
