@@ -236,3 +236,12 @@ def test_memory_ledger_refuses_audit_and_chain_options(tmp_path: Path) -> None:
     assert main(["simulate", "--no-progress", "--ledger", "memory", "--rpc-url",
                  "http://127.0.0.1:1", "--out", out]) == 2  # fmt: skip
     assert not Path(out).exists()
+
+
+def test_book_interval_is_refused_for_a_run_longer_than_a_day(tmp_path: Path) -> None:
+    """A run folded by day keeps only its busiest interval's orders: another interval's book
+    cannot be drawn, so the option is refused before anything runs."""
+    out = tmp_path / "out"
+    args = ["simulate", "--no-progress", "--ledger", "memory", "--out", str(out)]
+    assert main([*args, "--intervals", "97", "--book-interval", "3"]) == 2
+    assert not out.exists()
