@@ -50,17 +50,25 @@ Where it runs:
                            evm_increaseTime; at most the server's maxAheadIntervals - 2
                            intervals
 
+  --ledger memory          the same agents, order intake rules, clearing and settlement
+                           rules (the contract's settlement model) in memory: no chain,
+                           no signatures, no HTTP; for studies of many intervals (a year
+                           of 200 agents in minutes); --audit needs a chain
+
 Output in --out (default runs/<UTC time>/): report.html (self-contained, readable
 offline: clearing price and volume, supply and demand curves, contracted against delivered
 energy, penalties, each participant's position and energy mix, data-center load shifting,
 the run's checks), summary.json (the same for every run of a seed), orders.csv, trades.csv,
-settlements.csv, meters.csv, participants.csv and timing.json (wall time per stage). The
-headline figures and the report's path are printed at the end. Exit status 0 when every
-check of the run holds (energy and token conservation, every committed interval settled,
-data-center deadlines met, on-chain balances equal to the settlements, and with --audit the
-audit of the market), 1 when one fails,
-2 for bad input (a scenario file with an unknown key, a wrong type or an impossible value
-is refused before anything runs, naming the key).
+settlements.csv, meters.csv, participants.csv and timing.json (wall time per stage). A run
+longer than a day (a week, a year) is added up day by day: its report shows the season
+(energy and price per day, a heat map of the price by hour and day, the energy mix per
+month), summary.json gains the same under "season", and days.csv replaces the four
+per-row CSVs. The headline figures and the report's path are printed at the end. Exit
+status 0 when every check of the run holds (energy and token conservation, every committed
+interval settled, data-center deadlines met, balances equal to the settlements, and with
+--audit the audit of the market), 1 when one fails, 2 for bad input (a scenario file with
+an unknown key, a wrong type or an impossible value is refused before anything runs, naming
+the key).
 
 Examples:
   wattledger simulate                                   # neighbourhood, midnight to noon
@@ -68,6 +76,7 @@ Examples:
   wattledger simulate --intervals 24 --out runs/night   # the first six hours
   wattledger simulate --scenario scenarios/datacenter-heavy.toml
   wattledger simulate --rpc-url http://127.0.0.1:8545   # on a local anvil
+  wattledger simulate --ledger memory --intervals all   # in memory, no chain
 """
 
 
@@ -99,6 +108,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--rpc-url", metavar="URL", help="JSON-RPC chain to use (default: embedded eth-tester)"
     )
     parser.add_argument(
+        "--ledger",
+        choices=("embedded", "memory"),
+        default="embedded",
+        help="embedded (default): the whole system on a chain, the embedded eth-tester one "
+        "unless --rpc-url names another; memory: the same agents, clearing, collateral and "
+        "settlement rules with the contract's settlement model in memory, no chain, no "
+        "signatures and no HTTP, for runs of many intervals (a year in minutes)",
+    )
+    parser.add_argument(
         "--api-url",
         metavar="URL",
         help="drive an already running `wattledger serve` at URL (needs --rpc-url)",
@@ -114,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="T",
         type=int,
         help="interval (0-based) whose supply and demand curves the report draws "
-        "(default: the one with the most volume)",
+        "(default: the one with the most volume; runs of at most a day)",
     )
     parser.add_argument(
         "--audit",
@@ -145,8 +163,22 @@ def default_out_dir() -> Path:
 
 
 def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
-    from deploy.systems import EmbeddedSystem, RemoteSystem
+    from deploy.systems import EmbeddedSystem, RemoteSystem, memory_system
 
+    if args.ledger == "memory":
+        if args.rpc_url is not None or args.api_url is not None:
+            raise InputError(
+                "--ledger memory runs without a chain: it takes neither --rpc-url nor --api-url",
+                hint="Drop --ledger memory to run on the chain at --rpc-url.",
+            )
+        if args.audit:
+            raise InputError(
+                "--audit needs a chain: a --ledger memory run commits nothing on-chain and "
+                "publishes no signed order sets",
+                hint="Drop --audit, or run on the embedded chain (--ledger embedded).",
+            )
+        say("starting the market in memory (no chain, no signatures)")
+        return memory_system(scenario)
     if args.api_url is not None:
         if args.rpc_url is None:
             raise InputError(
@@ -165,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the scenario, run it, write the report and print the headline figures."""
     from deploy.assembly import prefer_fast_keccak
     from simulation.checks import check_record
+    from simulation.profiles import intervals_per_day
     from simulation.report.files import write_run
     from simulation.report.headline import headline_text
     from simulation.scenario_file import load_scenario
@@ -180,6 +213,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--book-interval {args.book_interval} is outside the run's intervals "
             f"0..{scenario.simulation.intervals - 1}"
+        )
+    if args.book_interval is not None and scenario.simulation.intervals > intervals_per_day(
+        scenario.simulation.interval_seconds
+    ):
+        raise InputError(
+            "--book-interval is for runs of at most a day: a longer run is added up day by "
+            "day and keeps the orders of its busiest interval only",
+            hint="Drop --book-interval, or run that day alone (--intervals).",
         )
     out = args.out or default_out_dir()
     if out.exists() and not out.is_dir():

@@ -21,6 +21,10 @@ URL), so they live here in the composition root, and ``wattledger simulate``
     chain is reached through the simulation's cheaper clients
     (:mod:`simulation.chain_clients`).
 
+:func:`memory_system` (``--ledger memory``)
+    The market in memory, no chain (:class:`simulation.memory_system.MemorySystem`), with
+    the deployment's default reading window and ``serve``'s default gate closure.
+
 :class:`RemoteSystem` (``--api-url URL --rpc-url URL``)
     Drives a ``wattledger serve`` that is already running (with its settlement service).
     The server's clock is the wall clock, so gates are closed early with the operator-signed
@@ -69,10 +73,26 @@ from simulation.chain_clients import (
 )
 from simulation.errors import SimulationError
 from simulation.market_api import MarketApi
+from simulation.memory_system import MemorySystem
 from simulation.scenario import Scenario
 from simulation.settlement_feed import SettlementFeed, SettlementProgress
 from simulation.stopwatch import Stopwatch, instrument_chain
 from simulation.system import MarketTiming, Participant, System
+
+
+def memory_system(scenario: Scenario) -> MemorySystem:
+    """``--ledger memory``: the market in memory with the terms and gate closure a deployment
+    and ``wattledger serve`` use by default."""
+    sim, market = scenario.simulation, scenario.market
+    return MemorySystem(
+        interval_seconds=sim.interval_seconds,
+        mechanism=sim.mechanism,
+        k=sim.k,
+        penalty_price_per_wh=market.penalty_price_per_wh,
+        tolerance_bps=market.tolerance_bps,
+        gate_closure_seconds=default_gate_closure_seconds(sim.interval_seconds),
+        reading_window_seconds=DEFAULT_MARKET_TERMS[2],
+    )
 
 
 def _known_account(chain: Chain, address: str, role: str) -> LocalAccount:
@@ -410,4 +430,5 @@ def _check_remote(scenario: Scenario, market: dict[str, Any], api_url: str) -> N
 __all__ = [
     "EmbeddedSystem",
     "RemoteSystem",
+    "memory_system",
 ]

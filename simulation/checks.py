@@ -11,9 +11,10 @@ listed after these.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from simulation.positions import positions
+from simulation.positions import Position, positions
 from simulation.record import RunRecord, TradeRecord
 
 
@@ -42,7 +43,43 @@ def check_record(record: RunRecord) -> list[CheckResult]:
     * ``committed_intervals_settled``: every committed interval settled, every trade of a
       settled interval settled exactly once.
     * ``deadlines_met``: every data-center job due within the run finished by its deadline.
+
+    For a run folded day by day (:attr:`RunRecord.season`) the first four were made on each
+    day's rows as it was folded and are read from the season.
     """
+    if record.season is not None:
+        results = [
+            CheckResult(name, not detail, tuple(detail))
+            for name, detail in record.season.violations.items()
+        ]
+    else:
+        results = row_checks(record)
+    missed = [
+        f"{j.participant} {j.job}: {j.consumed_wh} of {j.energy_wh} Wh by interval "
+        f"{j.deadline_interval}"
+        for j in record.jobs
+        if not j.open and not j.met
+    ]
+    results.append(CheckResult("deadlines_met", not missed, tuple(missed[:_MAX_DETAIL])))
+
+    for name, ok in sorted(record.extra_checks.items()):
+        results.append(CheckResult(name, bool(ok)))
+    return results
+
+
+ROW_CHECKS = (
+    "energy_conserved",
+    "tokens_conserved",
+    "individually_rational",
+    "committed_intervals_settled",
+)
+"""The checks :func:`check_record` makes on the record's rows (orders, trades, settlements,
+meter readings), in order."""
+
+
+def row_checks(record: RunRecord, pos: Mapping[str, Position] | None = None) -> list[CheckResult]:
+    """The checks of :data:`ROW_CHECKS` on ``record``'s rows; ``pos``: its
+    :func:`~simulation.positions.positions`, when the caller has them already."""
     results: list[CheckResult] = []
     orders = {o.order_id: o for o in record.orders}
 
@@ -105,7 +142,7 @@ def check_record(record: RunRecord) -> list[CheckResult]:
                 f"trade {s.buy_order_id}/{s.sell_order_id}: penalty {s.penalty_base_units} for "
                 f"{s.shortfall_wh} Wh short"
             )
-    net_sum = sum(p.net_base_units for p in positions(record).values())
+    net_sum = sum(p.net_base_units for p in (pos or positions(record)).values())
     if net_sum:
         tokens.append(f"net positions sum to {net_sum} base units, not 0")
     results.append(CheckResult("tokens_conserved", not tokens, tuple(tokens[:_MAX_DETAIL])))
@@ -141,15 +178,4 @@ def check_record(record: RunRecord) -> list[CheckResult]:
     results.append(
         CheckResult("committed_intervals_settled", not settled, tuple(settled[:_MAX_DETAIL]))
     )
-
-    missed = [
-        f"{j.participant} {j.job}: {j.consumed_wh} of {j.energy_wh} Wh by interval "
-        f"{j.deadline_interval}"
-        for j in record.jobs
-        if not j.open and not j.met
-    ]
-    results.append(CheckResult("deadlines_met", not missed, tuple(missed[:_MAX_DETAIL])))
-
-    for name, ok in sorted(record.extra_checks.items()):
-        results.append(CheckResult(name, bool(ok)))
     return results

@@ -8,52 +8,17 @@ and where its energy came from (the market, the utility grid, its own PV or batt
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
-from dataclasses import dataclass
 
+from simulation.aggregates import Position
 from simulation.record import RunRecord
-
-
-@dataclass
-class Position:
-    """One participant's totals over the run (energy in Wh, money in base units)."""
-
-    name: str
-    kind: str
-    bought_wh: int = 0
-    sold_wh: int = 0
-    received_wh: int = 0
-    """Energy delivered to it on its purchases (the sellers' delivered share)."""
-    delivered_wh: int = 0
-    """Energy it delivered on its sales."""
-    shortfall_wh: int = 0
-    paid_base_units: int = 0
-    earned_base_units: int = 0
-    penalties_paid_base_units: int = 0
-    penalties_received_base_units: int = 0
-    imported_wh: int = 0
-    exported_wh: int = 0
-    load_wh: int = 0
-    generation_wh: int = 0
-    self_supplied_wh: int = 0
-    grid_import_wh: int = 0
-    """Import beyond what it bought in the market, interval by interval (from the utility)."""
-    grid_export_wh: int = 0
-    """Export beyond what it sold, interval by interval (spilled to the utility)."""
-
-    @property
-    def net_base_units(self) -> int:
-        """Money in minus money out through the ledger's settlements."""
-        return (
-            self.earned_base_units
-            - self.paid_base_units
-            + self.penalties_received_base_units
-            - self.penalties_paid_base_units
-        )
 
 
 def positions(record: RunRecord) -> dict[str, Position]:
     """Every participant's :class:`Position`, in participant order."""
+    if record.season is not None:
+        return {name: copy.copy(p) for name, p in record.season.positions.items()}
     out = {p.name: Position(p.name, p.kind) for p in record.participants}
 
     def get(name: str) -> Position:
@@ -79,18 +44,28 @@ def positions(record: RunRecord) -> dict[str, Position]:
         seller.penalties_paid_base_units += s.penalty_base_units
     for m in record.meters:
         p = get(m.participant)
-        p.imported_wh += m.imported_wh
-        p.exported_wh += m.exported_wh
-        p.load_wh += m.load_wh
+        imported, exported, load = m.imported_wh, m.exported_wh, m.load_wh
+        p.imported_wh += imported
+        p.exported_wh += exported
+        p.load_wh += load
         p.generation_wh += m.generation_wh
-        p.self_supplied_wh += m.self_supplied_wh
-        p.grid_import_wh += max(0, m.imported_wh - bought[m.participant, m.interval])
-        p.grid_export_wh += max(0, m.exported_wh - sold[m.participant, m.interval])
+        if load > imported:  # MeterRecord.self_supplied_wh
+            p.self_supplied_wh += load - imported
+        if imported:
+            grid = imported - bought.get((m.participant, m.interval), 0)
+            if grid > 0:
+                p.grid_import_wh += grid
+        if exported:
+            grid = exported - sold.get((m.participant, m.interval), 0)
+            if grid > 0:
+                p.grid_export_wh += grid
     return out
 
 
 def interval_average_prices(record: RunRecord) -> list[int | None]:
     """Per interval: the uniform price, or the volume-weighted trade price rounded down."""
+    if record.season is not None:
+        return list(record.season.interval_prices)
     value: dict[int, int] = defaultdict(int)
     volume: dict[int, int] = defaultdict(int)
     for trade in record.trades:
@@ -106,3 +81,6 @@ def interval_average_prices(record: RunRecord) -> list[int | None]:
         else:
             out.append(None)
     return out
+
+
+__all__ = ["Position", "interval_average_prices", "positions"]

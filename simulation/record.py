@@ -46,9 +46,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from simulation.agents.base import Agent, MeterSample, OrderIntent, Side
 from simulation.agents.datacenter import DataCenterAgent
+from simulation.aggregates import Season
+from simulation.profiles import intervals_per_day
 from simulation.scenario import Scenario
 
 # --------------------------------------------------------------------------- records
@@ -228,6 +231,11 @@ class RunRecord:
     extra_checks: Mapping[str, bool] = field(default_factory=dict)
     timing_seconds: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    season: Season | None = None
+    """For a run folded day by day (longer than a day, :mod:`simulation.fold`): the totals
+    of every day. Then ``orders`` holds only the busiest interval's orders (for its supply
+    and demand curves) and ``trades``, ``settlements`` and ``meters`` are empty: their
+    totals, positions and checks are in the season."""
 
     def kind_of(self) -> dict[str, str]:
         """Participant name -> kind."""
@@ -235,6 +243,19 @@ class RunRecord:
 
 
 # --------------------------------------------------------------------------- recording
+
+
+class DayFold(Protocol):
+    """Adds up a run day by day (:class:`simulation.fold.DayFolder`)."""
+
+    def add_day(self, day: int, chunk: RunRecord) -> None:
+        """Add day ``day``: ``chunk`` holds its intervals' results and every order, trade,
+        settlement and meter reading of them, and nothing else."""
+        ...
+
+    def season(self) -> Season:
+        """The totals of the days added so far."""
+        ...
 
 
 class RunRecorder:
@@ -246,9 +267,17 @@ class RunRecorder:
     :meth:`mark_settled` as settlement completes (possibly several intervals later).
     """
 
-    def __init__(self, scenario: Scenario, chain: str) -> None:
+    def __init__(self, scenario: Scenario, chain: str, fold: DayFold | None = None) -> None:
         self.scenario = scenario
         self.chain = chain
+        self.fold = fold
+        """When given, each day is added to it and its rows dropped once all of the day has
+        settled (see :attr:`RunRecord.season`), so a year's record stays small."""
+        self._per_day = intervals_per_day(scenario.simulation.interval_seconds)
+        self._folded_days = 0
+        self._metered_upto = -1
+        self._book: tuple[int, int, tuple[OrderRecord, ...]] = (-1, 0, ())
+        """The busiest folded interval so far: (interval, volume, its orders)."""
         self._participants: list[ParticipantRecord] = []
         self._orders: dict[str, OrderRecord] = {}
         self._trades: list[TradeRecord] = []
@@ -315,6 +344,8 @@ class RunRecorder:
 
     def add_meter(self, t: int, participant: str, sample: MeterSample) -> None:
         """Record an agent's meter sample for ``t``."""
+        if t > self._metered_upto:
+            self._metered_upto = t
         self._meters.append(
             MeterRecord(
                 t,
@@ -337,6 +368,61 @@ class RunRecorder:
     def mark_settled(self, t: int) -> None:
         """Interval ``t`` reached ``Settled``."""
         self._mark(t, settled=True)
+        if self.fold is not None:
+            self._fold_ready()
+
+    def _fold_ready(self, *, final: bool = False) -> None:
+        """Fold every day that is over (its last interval metered, the next one begun) and
+        whose committed intervals have all settled; at the end (``final``) every day left."""
+        intervals = self.scenario.simulation.intervals
+        while self._folded_days * self._per_day < intervals:
+            first = self._folded_days * self._per_day
+            end = min(first + self._per_day, intervals)
+            if not final:
+                if self._metered_upto < end:
+                    return
+                for t in range(first, end):
+                    r = self._intervals.get(t)
+                    if r is not None and r.committed and not r.settled:
+                        return
+            self._fold_day(self._folded_days, first, end)
+            self._folded_days += 1
+
+    def _fold_day(self, day: int, first: int, end: int) -> None:
+        assert self.fold is not None
+        orders: list[OrderRecord] = []
+        for order in self._orders.values():
+            if order.interval >= end:
+                break
+            orders.append(order)
+        for order in orders:
+            del self._orders[order.order_id]
+        cut = next(
+            (n for n, tr in enumerate(self._trades) if tr.interval >= end), len(self._trades)
+        )
+        trades, self._trades = self._trades[:cut], self._trades[cut:]
+        settlements = [s for s in self._settlements if s.interval < end]
+        self._settlements = [s for s in self._settlements if s.interval >= end]
+        cut = next((n for n, m in enumerate(self._meters) if m.interval >= end), len(self._meters))
+        meters, self._meters = self._meters[:cut], self._meters[cut:]
+        self._fills = {key: fill for key, fill in self._fills.items() if key[0] >= end}
+        results = tuple(
+            self._intervals.get(t, IntervalRecord(t, None, 0)) for t in range(first, end)
+        )
+        busiest = max(results, key=lambda r: (r.volume_wh, -r.interval))
+        if busiest.volume_wh > self._book[1]:
+            book = tuple(o for o in orders if o.interval == busiest.interval)
+            self._book = (busiest.interval, busiest.volume_wh, book)
+        self.fold.add_day(
+            day,
+            self._record(
+                results,
+                orders=tuple(orders),
+                trades=tuple(trades),
+                settlements=tuple(settlements),
+                meters=tuple(meters),
+            ),
+        )
 
     def _mark(self, t: int, **flags: bool) -> None:
         current = self._intervals.get(t, IntervalRecord(t, None, 0))
@@ -351,7 +437,7 @@ class RunRecorder:
 
     def finish(self, agents: Sequence[Agent]) -> RunRecord:
         """The finished record; data-center load and job outcomes are read from ``agents``."""
-        sim, market = self.scenario.simulation, self.scenario.market
+        sim = self.scenario.simulation
         load_shift: list[LoadShiftRecord] = []
         jobs: list[JobRecord] = []
         for agent in agents:
@@ -379,6 +465,38 @@ class RunRecorder:
         intervals = tuple(
             self._intervals.get(t, IntervalRecord(t, None, 0)) for t in range(sim.intervals)
         )
+        if self.fold is not None:
+            self._fold_ready(final=True)
+            return self._record(
+                intervals,
+                orders=self._book[2],
+                load_shift=tuple(load_shift),
+                jobs=tuple(jobs),
+                season=self.fold.season(),
+            )
+        return self._record(
+            intervals,
+            orders=tuple(self._orders.values()),
+            trades=tuple(self._trades),
+            settlements=tuple(self._settlements),
+            meters=tuple(self._meters),
+            load_shift=tuple(load_shift),
+            jobs=tuple(jobs),
+        )
+
+    def _record(
+        self,
+        intervals: tuple[IntervalRecord, ...],
+        *,
+        orders: tuple[OrderRecord, ...] = (),
+        trades: tuple[TradeRecord, ...] = (),
+        settlements: tuple[SettlementRecord, ...] = (),
+        meters: tuple[MeterRecord, ...] = (),
+        load_shift: tuple[LoadShiftRecord, ...] = (),
+        jobs: tuple[JobRecord, ...] = (),
+        season: Season | None = None,
+    ) -> RunRecord:
+        sim, market = self.scenario.simulation, self.scenario.market
         return RunRecord(
             scenario=self.scenario.name,
             description=self.scenario.description,
@@ -392,14 +510,15 @@ class RunRecorder:
             chain=self.chain,
             participants=tuple(self._participants),
             interval_results=intervals,
-            orders=tuple(self._orders.values()),
-            trades=tuple(self._trades),
-            settlements=tuple(self._settlements),
-            meters=tuple(self._meters),
-            load_shift=tuple(load_shift),
-            jobs=tuple(jobs),
+            orders=orders,
+            trades=trades,
+            settlements=settlements,
+            meters=meters,
+            load_shift=load_shift,
+            jobs=jobs,
             extra_checks=dict(self.extra_checks),
             timing_seconds=dict(self.timing_seconds),
+            season=season,
         )
 
 

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 
 from chain.client import LedgerClient
 from ledger.eip712 import Domain
+from ledger.records import Balance
 from simulation.market_api import MarketApi
 from simulation.settlement_feed import SettlementFeed, SettlementProgress
 from simulation.stopwatch import Stopwatch
@@ -110,6 +112,11 @@ class System(ABC):
     creation: CreationSource | None = None
     """The market's creation transaction and recorded constructor arguments, when known."""
 
+    signs: bool = True
+    """Whether the driver signs orders and meter readings (EIP-712) and the system checks
+    them: True for every system on a chain; False for the in-memory market
+    (:class:`simulation.memory_system.MemorySystem`), which takes them unsigned."""
+
     @abstractmethod
     def now(self) -> int:
         """The market's time (Unix seconds) as the driver sees it."""
@@ -122,9 +129,35 @@ class System(ABC):
     def close_gate(self, interval: int) -> None:
         """Close ``interval``'s gate (its time has come): freeze, clear and commit it."""
 
-    def submit_readings(self, interval: int, bodies: Sequence[dict[str, Any]]) -> int:
+    def submit_orders(
+        self, submissions: Sequence[tuple[bool, Sequence[Any]]]
+    ) -> list[list[dict[str, Any] | None]]:
+        """Submit orders in the order given (see :meth:`MarketApi.submit_orders
+        <simulation.market_api.MarketApi.submit_orders>`): signed bodies through the market
+        API (or, where :attr:`signs` is False, unsigned ``(participant, interval, intent)``);
+        returns the stored orders (with their ``id``), ``None`` for each refused one."""
+        return self.api.submit_orders(submissions)
+
+    def clearing(self, interval: int) -> dict[str, Any]:
+        """``interval``'s clearing as ``GET /intervals/{t}/clearing`` publishes it."""
+        result: dict[str, Any] = self.api.get(f"/intervals/{interval}/clearing")
+        return result
+
+    def submit_readings(self, interval: int, bodies: Sequence[Any]) -> int:
         """Post ``interval``'s signed readings; return how many were refused."""
         return self.api.post_readings(bodies)
+
+    def escrow_balanced(self) -> bool:
+        """Whether the market's escrow (the sum of its balances) equals the settlement
+        token's balance of the market contract."""
+        ledger = self.ledger
+        held = int(ledger.token.functions.balanceOf(ledger.address).call())
+        return ledger.total_escrowed() == held
+
+    def balances_of(self, addresses: Sequence[str]) -> dict[str, Balance]:
+        """Free and locked escrow balances of ``addresses`` (keyed as given)."""
+        _, balances = self.ledger.balances_of(list(addresses))
+        return {a: balances[to_checksum_address(a)] for a in addresses}
 
     @abstractmethod
     def settle(self, due: Sequence[int]) -> SettlementProgress:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -46,6 +47,11 @@ Side = Literal["buy", "sell"]
 
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 """Order of the secp256k1 group; a private key is an integer in ``[1, n - 1]``."""
+
+
+HISTORY_INTERVALS = 192
+"""How many past intervals of fills, meter samples and plans an agent keeps (two days of
+15-minute intervals): a year-long run must not hold 35,040 of each per agent."""
 
 
 class AgentProtocolError(RuntimeError):
@@ -120,6 +126,9 @@ class MeterSample:
     generation_wh: int
 
     def __post_init__(self) -> None:
+        values = (self.imported_wh, self.exported_wh, self.load_wh, self.generation_wh)
+        if all(type(v) is int and 0 <= v < 2**63 for v in values):
+            return  # the common case, checked in one pass
         for name in ("imported_wh", "exported_wh", "load_wh", "generation_wh"):
             _check_int(getattr(self, name), name, 0, 2**63 - 1)
 
@@ -209,10 +218,10 @@ class Agent(ABC):
         """This agent's own general random stream (never the global one)."""
         self.participant_private_key = derive_private_key(context.seed, name, "participant")
         self.meter_private_key = derive_private_key(context.seed, name, "meter")
-        self.fills: list[Fill] = []
-        """Every interval's fill so far, in interval order."""
-        self.readings: list[MeterSample] = []
-        """Every interval's meter sample so far, in interval order."""
+        self.fills: deque[Fill] = deque(maxlen=HISTORY_INTERVALS)
+        """The fills of the last :data:`HISTORY_INTERVALS` intervals, in interval order."""
+        self.readings: deque[MeterSample] = deque(maxlen=HISTORY_INTERVALS)
+        """The meter samples of the last :data:`HISTORY_INTERVALS` intervals, in order."""
         self._collateral = collateral_base_units
         self._cycle = _Cycle()
 
@@ -253,10 +262,9 @@ class Agent(ABC):
         _check_int(sold_wh, "sold_wh", 0, 2**63 - 1)
         if price_per_wh is not None:
             _check_int(price_per_wh, "price_per_wh", MIN_PRICE_PER_WH, MAX_PRICE_PER_WH)
-        offered = {
-            side: sum(i.quantity_wh for i in self._cycle.intents if i.side == side)
-            for side in ("buy", "sell")
-        }
+        offered = {"buy": 0, "sell": 0}
+        for intent in self._cycle.intents:
+            offered[intent.side] += intent.quantity_wh
         if bought_wh > offered["buy"] or sold_wh > offered["sell"]:
             raise AgentProtocolError(
                 f"{self.name}: interval {t} filled {bought_wh} Wh bought / {sold_wh} Wh sold, "

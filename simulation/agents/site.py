@@ -26,11 +26,19 @@ it discharges to cover a shortfall or extra load, and charges from an unexpected
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulation.agents.base import Agent, AgentContext, MarketView, MeterSample, OrderIntent
+from simulation.agents.base import (
+    HISTORY_INTERVALS,
+    Agent,
+    AgentContext,
+    MarketView,
+    MeterSample,
+    OrderIntent,
+)
 from simulation.agents.storage import Storage, StorageStrategy
 from simulation.load import site_load_wh
 from simulation.profiles import I64, seeded_rng, weather_clearness_bps
@@ -126,7 +134,8 @@ class SiteAgent(Agent):
         self.load_forecast_wh: I64 = np.zeros(n, dtype=np.int64)
         self.storage: Storage | None = None
         self.strategy: StorageStrategy | None = None
-        self.plans: list[SitePlan] = []
+        self.plans: deque[SitePlan] = deque(maxlen=HISTORY_INTERVALS)
+        """The plans of the last :data:`~simulation.agents.base.HISTORY_INTERVALS` intervals."""
         self.soc_wh_log: list[int] = []
         """State of charge after each delivered interval (empty without storage)."""
 

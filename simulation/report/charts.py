@@ -434,3 +434,89 @@ def hbar_chart(rows: Sequence[HBar], *, x_label: str, title: str = "") -> str:
     )
     out.append("</svg>")
     return paint("".join(out))
+
+
+HEAT_RAMP = ((255, 247, 188), (254, 196, 79), (236, 112, 20), (153, 52, 4), (76, 29, 149))
+"""Colours of the heat map from the lowest value to the highest (light to dark)."""
+
+
+def heat_colour(fraction: float) -> str:
+    """The :data:`HEAT_RAMP` colour ``fraction`` (0 to 1) of the way up, as ``#rrggbb``."""
+    f = min(1.0, max(0.0, fraction)) * (len(HEAT_RAMP) - 1)
+    k = min(int(f), len(HEAT_RAMP) - 2)
+    a, b = HEAT_RAMP[k], HEAT_RAMP[k + 1]
+    mix = f - k
+    return "#" + "".join(f"{round(x + (y - x) * mix):02x}" for x, y in zip(a, b, strict=True))
+
+
+def heatmap_chart(
+    columns: Sequence[Sequence[float | None]],
+    *,
+    column_label: Callable[[int], str],
+    tick_every: int,
+    row_labels: Sequence[str],
+    tooltip: Callable[[int, int, float], str],
+    scale_label: Callable[[float], str],
+    title: str = "",
+) -> str:
+    """A heat map: ``columns[c][r]`` is the value of column ``c`` (a day) and row ``r`` (an
+    hour), coloured from the lowest value to the highest; ``None`` is left blank (grey).
+    One rectangle per cell with a short tooltip, so a year (365 x 24 cells) stays under a
+    megabyte; the colour scale is drawn below the map."""
+    rows = len(row_labels)
+    left, right, top = 64, 20, 14
+    row_h = 9.0
+    plot_w = WIDTH - left - right
+    plot_h = rows * row_h
+    height = int(top + plot_h + 62)
+    slot = plot_w / max(1, len(columns))
+    values = [v for column in columns for v in column if v is not None]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    span = (high - low) or 1.0
+    out = [_svg_open(height, title)]
+    out.append(
+        f'<rect x="{left}" y="{top}" width="{_num(plot_w)}" height="{_num(plot_h)}" '
+        'fill="#f1f5f9"/>'
+    )
+    for c, column in enumerate(columns):
+        cx = _num(left + c * slot)
+        width = _num(slot + 0.05)  # a hair of overlap: no seams between columns
+        for r, value in enumerate(column):
+            if value is None:
+                continue
+            out.append(
+                f'<rect x="{cx}" y="{_num(top + r * row_h)}" width="{width}" height="{row_h}" '
+                f'fill="{heat_colour((value - low) / span)}"><title>'
+                f"{escape(tooltip(c, r, value))}</title></rect>"
+            )
+    for r, label in enumerate(row_labels):
+        if r % 3 == 0:
+            out.append(
+                f'<text class="label" x="{left - 6}" y="{_num(top + r * row_h + row_h - 1)}" '
+                f'text-anchor="end">{escape(label)}</text>'
+            )
+    for c in range(0, len(columns), max(1, tick_every)):
+        x = left + c * slot
+        out.append(
+            f'<line class="tick" x1="{_num(x)}" x2="{_num(x)}" y1="{_num(top + plot_h)}" '
+            f'y2="{_num(top + plot_h + 4)}"/>'
+            f'<text class="label" x="{_num(x)}" y="{_num(top + plot_h + 16)}" '
+            f'text-anchor="middle">{escape(column_label(c))}</text>'
+        )
+    legend_y = top + plot_h + 32
+    steps = 40
+    legend_w = 240.0
+    for k in range(steps):
+        out.append(
+            f'<rect x="{_num(left + k * legend_w / steps)}" y="{_num(legend_y)}" '
+            f'width="{_num(legend_w / steps + 0.2)}" height="10" '
+            f'fill="{heat_colour(k / (steps - 1))}"/>'
+        )
+    out.append(
+        f'<text class="label" x="{left}" y="{_num(legend_y + 24)}">'
+        f"{escape(scale_label(low))}</text>"
+        f'<text class="label" x="{_num(left + legend_w)}" y="{_num(legend_y + 24)}" '
+        f'text-anchor="end">{escape(scale_label(high))}</text>'
+    )
+    out.append("</svg>")
+    return paint("".join(out))

@@ -10,6 +10,8 @@
 ``settlements.csv``    per trade: delivered, shortfall, paid, refunded, penalty (base units)
 ``meters.csv``         interval, participant, imported_wh, exported_wh, load_wh, generation_wh
 ``participants.csv``   each participant's totals and net position
+``days.csv``           instead of the four above for a run longer than a day: one row
+                       per day (market, settlement, energy mix, hourly prices)
 =====================  ===========================================================
 
 All CSV numbers are exact integers in Wh, base units and base units per Wh.
@@ -22,10 +24,11 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from simulation.aggregates import HOURS_PER_DAY, MIX_FIELDS
 from simulation.positions import positions
 from simulation.record import RunRecord
 from simulation.report.page import render_report
-from simulation.summary import summarize
+from simulation.summary import season_summary, summarize
 
 ORDER_COLUMNS = (
     "interval",
@@ -67,6 +70,24 @@ METER_COLUMNS = (
     "exported_wh",
     "load_wh",
     "generation_wh",
+)
+DAY_COLUMNS = (
+    "day",
+    "month",
+    "intervals",
+    "intervals_with_trades",
+    "orders",
+    "trades",
+    "traded_wh",
+    "traded_value_base_units",
+    "average_price_per_wh",
+    "min_price_per_wh",
+    "max_price_per_wh",
+    "contracted_wh",
+    "delivered_wh",
+    "paid_base_units",
+    "penalties_base_units",
+    *MIX_FIELDS,
 )
 PARTICIPANT_COLUMNS = (
     "participant",
@@ -220,10 +241,26 @@ def write_run(
     files = {
         "report.html": report,
         "summary.json": write_summary_json(record, directory / "summary.json"),
-        "orders.csv": write_orders_csv(record, directory / "orders.csv"),
-        "trades.csv": write_trades_csv(record, directory / "trades.csv"),
-        "settlements.csv": write_settlements_csv(record, directory / "settlements.csv"),
-        "meters.csv": write_meters_csv(record, directory / "meters.csv"),
-        "participants.csv": write_participants_csv(record, directory / "participants.csv"),
     }
+    if record.season is None:
+        files["orders.csv"] = write_orders_csv(record, directory / "orders.csv")
+        files["trades.csv"] = write_trades_csv(record, directory / "trades.csv")
+        files["settlements.csv"] = write_settlements_csv(record, directory / "settlements.csv")
+        files["meters.csv"] = write_meters_csv(record, directory / "meters.csv")
+    else:
+        files["days.csv"] = write_days_csv(record, directory / "days.csv")
+    files["participants.csv"] = write_participants_csv(record, directory / "participants.csv")
     return files
+
+
+def write_days_csv(record: RunRecord, path: Path) -> Path:
+    """One row per day of a run folded by day (:attr:`RunRecord.season`): the entries of
+    ``summary.json``'s ``season.days``, and the day's hourly prices (``price_hNN``)."""
+    days = season_summary(record.season)["days"] if record.season is not None else []
+    hourly = record.season.days if record.season is not None else ()
+    columns = (*DAY_COLUMNS, *(f"price_h{h:02d}" for h in range(HOURS_PER_DAY)))
+    rows = (
+        [row[c] for c in DAY_COLUMNS] + ["" if p is None else p for p in d.hourly_price_per_wh]
+        for row, d in zip(days, hourly, strict=True)
+    )
+    return _write_csv(path, columns, rows)
