@@ -157,6 +157,7 @@ class _Run:
         self.prices: list[int | None] = []
         self.accepted: dict[int, int] = {}
         self.t0 = 0
+        self.min_order_wh = 1
 
     # ------------------------------------------------------------------ top level
 
@@ -165,6 +166,7 @@ class _Run:
         timing = self.system.timing
         with self.sw.stage("setup", split_chain=False):
             self._setup()
+            self.min_order_wh = int(self.system.api.get("/market")["bounds"]["minQuantityWh"])
         self.t0 = timing.current(self.system.now()) + 2
         self._place_orders(0)
         last = self.t0 + sim.intervals - 1
@@ -233,6 +235,7 @@ class _Run:
         view = MarketView(
             self.scenario.simulation.interval_seconds,
             tuple(self.prices[-PRICE_MEMORY_INTERVALS:]),
+            self.min_order_wh,
         )
         expiry = self.system.timing.gate_closure(interval)
         placed: list[tuple[Agent, list[OrderIntent]]] = []

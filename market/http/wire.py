@@ -124,7 +124,12 @@ Side = Annotated[
 QuantityWh = Annotated[
     Annotated[int, Field(ge=1, le=MAX_QUANTITY_WH), BeforeValidator(_json_int)]
     | Annotated[StrictStr, _digits(1, MAX_QUANTITY_WH)],
-    Field(description=f"energy in Wh (uint64, the market's bounds): {_range(1, MAX_QUANTITY_WH)}"),
+    Field(
+        description=f"energy in Wh (uint64, the market's bounds): {_range(1, MAX_QUANTITY_WH)}; "
+        "intake refuses an order below the market's minimum order size, a setting of the "
+        "market (10 Wh by default) that GET /market states as bounds.minQuantityWh "
+        "(`order_too_small`)"
+    ),
 ]
 """An order's quantity, within the market's bounds."""
 PricePerWh = Annotated[
