@@ -104,6 +104,7 @@ class Collateral:
         self._registry_changes: int | None = None
         self._registered_ever: set[str] = set()
         self._registry_at = float("-inf")
+        self._registry_lock = threading.Lock()
 
     def apply(self, facts: LedgerFacts) -> None:
         """Keep the terms of ``facts``; forget every kept registration when the ledger has
@@ -189,10 +190,12 @@ class Collateral:
         """Every address ever registered, read again (an incremental scan of registry events)
         at most once per :data:`REGISTRY_REFRESH_SECONDS`, and only when the lookup budget is
         spent: a registered participant the service has not seen is read even then."""
-        if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_SECONDS:
-            self._registry_at = time.monotonic()
-            self._registered_ever = {p.lower() for p in _call_ledger(self.ledger.participants)}
-        return self._registered_ever
+        with self._registry_lock:  # one scan at a time; the others wait for its answer
+            if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_SECONDS:
+                found = _call_ledger(self.ledger.participants)
+                self._registered_ever = {p.lower() for p in found}
+                self._registry_at = time.monotonic()
+            return self._registered_ever
 
     def free_balance(self, participant: str, refresh: bool = False) -> int:
         """The cached free balance of ``participant``, read from the chain when not cached

@@ -64,7 +64,7 @@ from market.http.params import IntervalParam
 
 # The market API's one error → problem+json mapping, so that both apps answer alike.
 from market.http.problems import install_problem_handlers, problem_responses
-from market.http.wire import Address, Signature, Uint64
+from market.http.wire import Address, Signature, Uint64, integer_range_schema
 from settlement import api_shapes
 from settlement.errors import (
     DuplicateReading,
@@ -250,6 +250,14 @@ def settlement_router(service: SettlementService) -> APIRouter:
     router = LimitedRouter(tags=["settlement"])
     router.components.update(model_components(SignedReading, ReadingBatch))
     router.max_items[("ReadingBatch", "readings")] = service.config.max_intake_readings
+    for field, what in (("importedWh", "drawn from"), ("exportedWh", "fed into")):
+        router.properties[("ReadingMessage", field)] = integer_range_schema(
+            0,
+            service.config.max_reading_wh,
+            f"energy {what} the grid in the interval, Wh (uint64), at most the physical "
+            "maximum of a meter per interval, a setting of the service (a meter may have a "
+            "lower one of its own: `reading_out_of_bounds`)",
+        )
 
     @router.post(
         "/meter-readings",

@@ -35,6 +35,7 @@ gas is spent for a refused reading.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -234,6 +235,7 @@ class ReadingIntake:
         self._vouched: set[str] = set()
         self._registered_ever: set[str] = set()
         self._registry_at = float("-inf")
+        self._registry_lock = threading.Lock()
         self.budget = budget or LookupBudget(config.lookups_per_second, config.lookup_burst)
         """Chain reads of participants never seen registered (:mod:`market.lookup_budget`)."""
 
@@ -484,11 +486,12 @@ class ReadingIntake:
         """Every address ever registered, read again (an incremental scan of registry events)
         at most once per :data:`REGISTRY_REFRESH_SECONDS`: a registered participant intake has
         not seen yet gets its meter read when the lookup budget is spent by others."""
-        if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_SECONDS:
-            self._registry_at = time.monotonic()
-            found = read_chain("reading the registered participants", self.chain.participants)
-            self._registered_ever = {p.lower() for p in found}
-        return self._registered_ever
+        with self._registry_lock:  # one scan at a time; the others wait for its answer
+            if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_SECONDS:
+                found = read_chain("reading the registered participants", self.chain.participants)
+                self._registered_ever = {p.lower() for p in found}
+                self._registry_at = time.monotonic()
+            return self._registered_ever
 
     def known_meter(self, participant: str) -> MeterInfo | None:
         """``participant``'s registration if intake has read it, else None (no read)."""

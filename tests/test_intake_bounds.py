@@ -13,6 +13,7 @@ do, how far one key can split its energy, and when a cancel still counts.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -251,6 +252,9 @@ def test_the_minimum_order_is_enforced_configurable_and_published(tmp_path: Path
     assert "chain_busy" in post["responses"]["503"]["x-problem-codes"]
     quantity = schema["components"]["schemas"]["OrderMessage"]["properties"]["quantityWh"]
     assert "bounds.minQuantityWh" in quantity["description"]
+    number, text = quantity["anyOf"]
+    assert number["minimum"] == 25  # the configured minimum, in the schema
+    assert re.fullmatch(text["pattern"], "25") and not re.fullmatch(text["pattern"], "24")
 
 
 def test_the_open_orders_of_one_participant_in_one_interval_are_capped(tmp_path: Path) -> None:

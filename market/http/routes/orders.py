@@ -58,6 +58,8 @@ from market.http.openapi_doc import LimitedRouter
 from market.http.params import OrderIdParam
 from market.http.problems import problem_responses
 from market.http.views import json_response, order_view
+from market.http.wire import integer_range_schema
+from market.orders import MAX_QUANTITY_WH
 from market.service import MarketService
 from market.signed_messages import SignedMessage
 
@@ -164,6 +166,13 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
     """The ``/orders`` paths of ``service``; submissions go through ``intake``."""
     router = LimitedRouter(tags=["orders"])
     router.max_items[("OrderBatch", "orders")] = service.config.max_batch_orders
+    router.properties[("OrderMessage", "quantityWh")] = integer_range_schema(
+        service.config.min_order_wh,
+        MAX_QUANTITY_WH,
+        "energy in Wh (uint64), at least the market's minimum order size (GET /market: "
+        "bounds.minQuantityWh, smaller orders are refused with `order_too_small`) and at most "
+        "its maximum",
+    )
 
     @router.post(
         ORDER_PATH,
