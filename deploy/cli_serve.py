@@ -21,7 +21,11 @@ from deploy.cli_settle import add_serve_arguments, settlement_for_serve
 from ledger.errors import InputError
 from market.chain_ledger import ChainLedger
 from market.registrar_policy import POLICY_NAMES
-from market.service import MarketConfig
+from market.service import (
+    DEFAULT_MAX_ORDERS_PER_INTERVAL,
+    DEFAULT_MIN_ORDER_WH,
+    MarketConfig,
+)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -93,6 +97,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=96,
         metavar="N",
         help="how many intervals ahead orders are accepted (default 96)",
+    )
+    parser.add_argument(
+        "--min-order-wh",
+        type=positive_int,
+        default=DEFAULT_MIN_ORDER_WH,
+        metavar="WH",
+        help=f"smallest order taken, Wh (default {DEFAULT_MIN_ORDER_WH})",
+    )
+    parser.add_argument(
+        "--max-orders-per-interval",
+        type=positive_int,
+        default=DEFAULT_MAX_ORDERS_PER_INTERVAL,
+        metavar="N",
+        help="most open orders of one participant in one interval "
+        f"(default {DEFAULT_MAX_ORDERS_PER_INTERVAL})",
     )
     parser.add_argument(
         "--tick-seconds",
@@ -191,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         gate_closure_seconds=gate,
         max_ahead_intervals=args.max_ahead_intervals,
         registrar_policy=args.registrar_policy,
+        min_order_wh=args.min_order_wh,
+        max_orders_per_interval=args.max_orders_per_interval,
     )
     service = MarketService(
         OrderStore(db), ChainLedger(client), SystemClock(), config, operator_key=key

@@ -23,10 +23,16 @@ from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from chain.deployment import Deployment, read_deployment
 from chain.rpc import request_lock, serialize_requests
-from deploy.cli_args import positive_int
+from deploy.cli_args import non_negative_int, positive_int
 from ledger.errors import InputError
 from settlement.chain_reader import ChainReader
-from settlement.config import DEFAULT_MAX_READING_WH, SettlementConfig
+from settlement.config import (
+    DEFAULT_BLOCK_SECONDS,
+    DEFAULT_MAX_READING_WH,
+    MIN_READING_MARGIN_SECONDS,
+    READING_MARGIN_BLOCKS,
+    SettlementConfig,
+)
 from settlement.runner import SettlementRunner
 from settlement.service import SettlementService
 from settlement.store import FAILED, ReadingStore
@@ -147,6 +153,21 @@ def add_common_arguments(parser: argparse._ActionsContainer, *, prefix: str = ""
         "(default 60)",
     )
     parser.add_argument(
+        "--block-seconds",
+        type=positive_int,
+        default=DEFAULT_BLOCK_SECONDS,
+        metavar="S",
+        help=f"the chain's block time; the reading margin is {READING_MARGIN_BLOCKS} of them, "
+        f"at least {MIN_READING_MARGIN_SECONDS} s (default {DEFAULT_BLOCK_SECONDS} s)",
+    )
+    parser.add_argument(
+        "--reading-margin",
+        type=non_negative_int,
+        metavar="S",
+        help="refuse readings this many seconds before an interval's reading deadline, or "
+        "closer: time to get them mined (default: from --block-seconds, 36 s for 12 s blocks)",
+    )
+    parser.add_argument(
         f"--{prefix}poll-seconds",
         dest="settle_poll_seconds",
         type=_seconds,
@@ -255,6 +276,8 @@ def build_service(
         gas_fraction=args.gas_fraction,
         max_batch_readings=args.max_batch_readings,
         max_settle_trades=args.max_settle_trades,
+        block_seconds=args.block_seconds,
+        deadline_margin_seconds=args.reading_margin,
     )
     return SettlementService(reader, store, TxSender(reader, settler, store, policy), config)
 

@@ -17,16 +17,19 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │       ├── MalformedJson, InvalidRequest, BodyTooLarge, SignerMismatch,
     │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
-    │       │   InsufficientCollateral, SelfCross, BatchTooLarge, BatchRejected, NotYourOrder,
+    │       │   InsufficientCollateral, OrderTooSmall, TooManyOrders, SelfCross,
+    │       │   BatchTooLarge, BatchRejected, NotYourOrder,
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
     │       │   NotOperator, NotFound, MethodNotAllowed, InvalidMeter, RegistrationExpired,
     │       │   RegistrationRefused, AlreadyRegistered, RegistrationPending,
     │       │   RegistrationNotFound                      (codes: market.http.errors)
     │       └── UnregisteredMeter, MeterMismatch, ReadingOutOfBounds, ReadingTooEarly,
-    │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed, DuplicateReading
+    │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed,
+    │           ReadingDeadlineTooClose, DuplicateReading
     │           (refused meter readings; codes: settlement.errors)
     ├── ServiceUnavailable               market.http.errors  store or chain failed (HTTP 503)
-    │   └── ChainUnavailableProblem      market.http.errors  the node did not answer a request
+    │   └── ChainUnavailableProblem, ChainBusy  (market.http.errors) chain down; chain reads
+    │       for participants not seen yet over their budget (Retry-After)
     ├── StoreError                       market.store       order store cannot be opened/written
     ├── ReadingStoreError                settlement.store   reading store cannot be opened/written
     │   └── DuplicateKey                 settlement.store   that participant's reading is stored

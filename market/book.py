@@ -68,6 +68,10 @@ class _OwnOrders:
     def empty(self) -> bool:
         return not self._prices[0] and not self._prices[1]
 
+    def count(self) -> int:
+        """How many own orders (both sides)."""
+        return len(self._prices[0]) + len(self._prices[1])
+
 
 def _better(side: int, price_per_wh: int, than: int) -> bool:
     """Whether ``price_per_wh`` is a better own price for ``side`` than ``than``."""
@@ -182,6 +186,12 @@ class OpenBook:
                 f"{other_price} (bid {bid} >= ask {ask})",
                 hint="Cancel your own opposite order first, or price the orders apart.",
             )
+
+    def own_order_count(self, participant: str, interval: int) -> int:
+        """How many open and reserved orders ``participant`` has in ``interval``. Caller
+        holds the lock."""
+        own = self._own.get((participant, interval))
+        return 0 if own is None else own.count()
 
     def _add_own(self, order: StoredOrder) -> None:
         key = (order.participant, order.interval)

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from chain.client import LedgerClient
 from ledger.addresses import checksum_address
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
+from ledger.events import ParticipantRegistered
 from ledger.records import Balance, ParticipantInfo, Terms, Trade
 from ledger.roles import OPERATOR_ROLE
 from market.ledger_port import (
@@ -60,6 +61,7 @@ class ChainLedger:
         self._lock = threading.RLock()
         self._info: LedgerInfo | None = None
         self._facts: LedgerFacts | None = None
+        self._ever_registered: tuple[int, list[str]] = (0, [])
         codec = client.event_reader.codec
         self._fact_topics = {self._topic(codec, name) for name in FACT_EVENTS}
         self._registry_topics = {self._topic(codec, name) for name in REGISTRY_EVENTS}
@@ -157,6 +159,22 @@ class ChainLedger:
             f"reading registration of {participant}",
             lambda: self.client.participant_info(participant),
         )
+
+    def participants(self) -> list[str]:
+        """Every address ever registered (``ParticipantRegistered`` events, lower-case): the
+        blocks added since the last call are scanned, the rest kept."""
+
+        def read() -> list[str]:
+            latest = self.client.chain.block_number()
+            start, known = self._ever_registered
+            if start <= latest:
+                seen = dict.fromkeys(known)
+                for e in self.client.event_reader.of(ParticipantRegistered, None, start, latest):
+                    seen.setdefault(e.participant.lower())
+                self._ever_registered = (latest + 1, list(seen))
+            return list(self._ever_registered[1])
+
+        return self._guard("reading the registered participants", read)
 
     def register_participant(self, participant: str, meter: str) -> str:
         """``registerParticipant(participant, meter)`` from ``client.sender`` (the deployer,

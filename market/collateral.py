@@ -19,6 +19,16 @@ facts as the service re-checks them (:meth:`market.service.MarketService.refresh
 most once per ``chain_facts_seconds``): new terms replace the kept ones, and any registry
 event (registration, meter rotation, deregistration) drops the kept registrations, which are
 then read again on each participant's next order.
+
+Reads for participants not seen yet are bounded (:mod:`market.lookup_budget`): a
+registration read for an address the chain never confirmed registered to this service
+spends one lookup of the budget, and none is left means ``chain_busy`` (503) instead of a
+read. An address the chain confirmed once (``vouched``: also every participant with an open
+order at start, and every one the registrar registered) is read again without spending it,
+after a registry event too; and when a flood of fresh keys has spent the budget, an address
+found among every address ever registered (an incremental scan of the registry's events, at
+most once a second) is still read. So a flood of fresh keys never stands between a
+registered participant and its order.
 """
 
 from __future__ import annotations
@@ -32,17 +42,22 @@ from ledger import eip712 as signing
 from ledger.errors import RequestError
 from ledger.records import Balance, ParticipantInfo, Terms, Trade
 from market.http.errors import (
+    ChainBusy,
     ChainUnavailableProblem,
     InsufficientCollateral,
     ServiceUnavailable,
     UnregisteredParticipant,
 )
 from market.ledger_port import Ledger, LedgerCallFailed, LedgerFacts
+from market.lookup_budget import LookupBudget
 
 T = TypeVar("T")
 
 UNREGISTERED_CACHE_SECONDS = 2.0
 """How long a "not registered" answer from the chain is trusted (monotonic seconds)."""
+REGISTRY_REFRESH_SECONDS = 1.0
+"""Least time between two scans of every address ever registered, made only when the lookup
+budget is spent: one read a second however large the flood."""
 
 
 def worst_case_lock_base_units(
@@ -71,15 +86,25 @@ class Collateral:
     one lock, shared with the book and intake).
     """
 
-    def __init__(self, ledger: Ledger, lock: threading.RLock) -> None:
+    def __init__(
+        self, ledger: Ledger, lock: threading.RLock, budget: LookupBudget | None = None
+    ) -> None:
         self.ledger = ledger
         self._lock = lock
+        self.budget = budget or LookupBudget()
+        """Chain lookups of participants not seen yet (:mod:`market.lookup_budget`)."""
+        self.vouched: set[str] = set()
+        """Participants the chain confirmed registered to this service (or that held open
+        orders at start): their registration is read again without spending the budget."""
         self.terms: Terms = ledger.terms()
         self.free: dict[str, int] = {}
         """Free balance of each participant seen, in token base units (lower-case keys)."""
         self.registered: set[str] = set()
         self._unregistered_until: dict[str, float] = {}
         self._registry_changes: int | None = None
+        self._registered_ever: set[str] = set()
+        self._registry_at = float("-inf")
+        self._registry_lock = threading.Lock()
 
     def apply(self, facts: LedgerFacts) -> None:
         """Keep the terms of ``facts``; forget every kept registration when the ledger has
@@ -106,16 +131,24 @@ class Collateral:
         """Whether both the registration and the free balance of ``participant`` are cached."""
         return participant in self.registered and participant in self.free
 
+    def vouch(self, participants: Iterable[str]) -> None:
+        """Count ``participants`` as seen (:attr:`vouched`): orders of theirs were accepted."""
+        with self._lock:
+            self.vouched.update(participants)
+
     def look_up(self, participants: Iterable[str]) -> None:
         """Read the registration and free balance of ``participants`` from the chain.
 
         For a worker thread, so that the API's event loop does not wait for the chain on a
         participant's first order. A failure is not raised here: intake meets it again.
+        Stops at the first participant the lookup budget has no read left for.
         """
         for participant in participants:
             try:
                 self.check_registered(participant)
                 self.free_balance(participant)
+            except ChainBusy:
+                return
             except (RequestError, ServiceUnavailable):
                 continue
 
@@ -124,15 +157,24 @@ class Collateral:
 
         A "registered" answer is kept; a "not registered" one for
         :data:`UNREGISTERED_CACHE_SECONDS`, so a registration is seen soon after it lands.
+        Reading the chain for a participant not :attr:`vouched` for spends a lookup of the
+        budget; ChainBusy when there is none.
         """
         if participant in self.registered:
             return
         until = self._unregistered_until.get(participant)
         if until is not None and time.monotonic() < until:
             raise UnregisteredParticipant(f"{participant} is not a registered participant")
+        if (
+            participant not in self.vouched
+            and not self.budget.try_take()
+            and participant not in self._registry()
+        ):
+            raise self.budget.refusal(f"the registration of {participant}")
         if _call_ledger(self.ledger.is_registered, participant):
             with self._lock:
                 self.registered.add(participant)
+                self.vouched.add(participant)
                 self._unregistered_until.pop(participant, None)
             return
         with self._lock:
@@ -143,6 +185,17 @@ class Collateral:
             f"{participant} is not a registered participant",
             hint="Ask the market's registrar to register the address and its meter key.",
         )
+
+    def _registry(self) -> set[str]:
+        """Every address ever registered, read again (an incremental scan of registry events)
+        at most once per :data:`REGISTRY_REFRESH_SECONDS`, and only when the lookup budget is
+        spent: a registered participant the service has not seen is read even then."""
+        with self._registry_lock:  # one scan at a time; the others wait for its answer
+            if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_SECONDS:
+                found = _call_ledger(self.ledger.participants)
+                self._registered_ever = {p.lower() for p in found}
+                self._registry_at = time.monotonic()
+            return self._registered_ever
 
     def free_balance(self, participant: str, refresh: bool = False) -> int:
         """The cached free balance of ``participant``, read from the chain when not cached
@@ -179,14 +232,17 @@ class Collateral:
             self.free[participant] = balance.free
             if record.registered:
                 self.registered.add(participant)
+                self.vouched.add(participant)
                 self._unregistered_until.pop(participant, None)
         return record, balance
 
     def forget_unregistered(self, participant: str) -> None:
         """Drop a cached "not registered" answer for ``participant`` (it was just registered),
-        so its next order reads the chain again."""
+        so its next order reads the chain again, outside the lookup budget (the registrar
+        vouches for it)."""
         with self._lock:
             self._unregistered_until.pop(participant, None)
+            self.vouched.add(participant)
 
     def uncovered(self, needs_base_units: dict[str, int]) -> tuple[dict[str, int], dict[str, str]]:
         """Re-read the free balances of the participants of ``needs_base_units`` (what each

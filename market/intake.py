@@ -3,14 +3,32 @@
 Intake (``POST /orders``)
     An order is the EIP-712 ``Order`` message of :mod:`ledger.eip712` plus its signature.
     It is accepted when, in this order of checks: every field is in range
-    (:func:`market.signed_messages.parse_order`); the signature recovers to
-    ``participant``; the participant is registered on-chain; ``expiry`` has not passed; the
-    interval's gate is still open and the interval is at most ``max_ahead_intervals`` ahead
-    of the current one; the participant has not used the nonce; the order does not cross
-    the participant's own opposite order (:meth:`market.book.OpenBook.check_self_cross`);
-    and the participant's collateral covers it (:mod:`market.collateral`). ``expiry`` bounds
-    when the signed message may be *submitted* (like an ERC-2612 permit deadline): an
-    accepted order stays in the book until its gate closes or it is cancelled.
+    (:func:`market.signed_messages.parse_order`); ``quantityWh`` is at least
+    ``min_order_wh``; the signature recovers to ``participant``; ``expiry`` has not passed;
+    the participant is registered on-chain; the interval's gate is still open and the
+    interval is at most ``max_ahead_intervals`` ahead of the current one; the participant
+    has not used the nonce; it has fewer than ``max_orders_per_interval`` open orders in the
+    interval; the order does not cross the participant's own opposite order
+    (:meth:`market.book.OpenBook.check_self_cross`); and the participant's collateral covers
+    it (:mod:`market.collateral`). ``expiry`` bounds when the signed message may be
+    *submitted* (like an ERC-2612 permit deadline): an accepted order stays in the book
+    until its gate closes or it is cancelled.
+
+Nothing unsigned reaches the chain
+    The checks up to ``expiry`` need neither the chain nor the market's state
+    (:meth:`Intake.authenticate`). A request with an order that fails one of them is refused
+    at once, listing those orders, without reading the chain for any of its orders: a batch
+    of junk signatures costs its signature recoveries and nothing else. Registrations and
+    free balances are read only for participants that signed their orders, only when not
+    cached, and for participants the chain never confirmed, within a budget of reads per
+    second (:mod:`market.lookup_budget`).
+
+Bounds against splitting
+    One key could split its energy into thousands of 1 Wh orders, each a trade to commit
+    and settle on-chain. ``min_order_wh`` (default 10 Wh) and ``max_orders_per_interval``
+    (default 16 open orders of one participant in one interval, cancelled ones not counted)
+    bound how many trades one participant can make of an interval; both are published in
+    ``GET /market`` (``bounds``).
 
 Two steps, so that the API can store many requests in one transaction
     :meth:`Intake.prepare_orders` checks a request's orders and reserves their nonces,
@@ -29,7 +47,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ledger import eip712 as signing
 from ledger.errors import RequestError
@@ -49,19 +67,30 @@ from market.http.errors import (
     OrderExpired,
     OrderNotFound,
     OrderNotOpen,
+    OrderTooSmall,
     ServiceUnavailable,
     SignerMismatch,
+    TooManyOrders,
 )
 from market.receipts import ReceiptSigner
 from market.signed_messages import (
     ParsedOrder,
     SignedMessage,
-    is_address,
     parse_cancel,
     parse_close_gate,
     parse_order,
 )
 from market.store import OrderStore, StoredOrder, StoreError
+
+
+@dataclass
+class Authenticated:
+    """A request of ``count`` orders after :meth:`Intake.authenticate`: those that passed
+    (index, order, hash, canonical signature) and the refusals by index."""
+
+    count: int
+    orders: list[tuple[int, ParsedOrder, bytes, str]] = field(default_factory=list)
+    errors: list[tuple[int, RequestError]] = field(default_factory=list)
 
 
 @dataclass
@@ -82,11 +111,12 @@ class Intake:
     book, the nonces and the collateral; stores what passes.
 
     ``max_ahead_intervals``: how many intervals past the current one accept orders;
-    ``max_batch_orders``: most orders in one request. ``nonces`` holds every
-    ``(signer, nonce)`` used, ``seq`` the last arrival sequence number given (orders and
-    cancels share the sequence): both are rebuilt from the store at start and guarded by
-    ``lock`` (the market's one lock). ``receipts`` signs the operator's receipt of every
-    accepted order and cancel (:mod:`market.receipts`).
+    ``max_batch_orders``: most orders in one request; ``min_order_wh``: the smallest order
+    taken; ``max_orders_per_interval``: most open orders of one participant in one
+    interval. ``nonces`` holds every ``(signer, nonce)`` used, ``seq`` the last arrival
+    sequence number given (orders and cancels share the sequence): both are rebuilt from the
+    store at start and guarded by ``lock`` (the market's one lock). ``receipts`` signs the
+    operator's receipt of every accepted order and cancel (:mod:`market.receipts`).
     """
 
     def __init__(
@@ -103,9 +133,13 @@ class Intake:
         receipts: ReceiptSigner,
         max_ahead_intervals: int,
         max_batch_orders: int,
+        min_order_wh: int = 1,
+        max_orders_per_interval: int = 2**63,
     ) -> None:
         self.store = store
         self.receipts = receipts
+        self.min_order_wh = min_order_wh
+        self.max_orders_per_interval = max_orders_per_interval
         self.clock = clock
         self.schedule = schedule
         self.max_ahead_intervals = max_ahead_intervals
@@ -118,37 +152,60 @@ class Intake:
         self.seq = store.max_seq()
         self.nonces: set[tuple[str, int]] = set(store.used_nonces())
 
-    # -- participants first seen ------------------------------------------------------------
-
-    def unknown_participants(self, signed: Sequence[SignedMessage]) -> set[str]:
-        """Participants of ``signed`` whose registration or free balance has not been read
-        from the chain yet (intake would read them, a blocking call, on first sight)."""
-        unknown = set()
-        for item in signed:
-            participant = item.message.get("participant")
-            if is_address(participant):
-                key = "0x" + str(participant)[2:].lower()
-                if not self.collateral.is_known(key):
-                    unknown.add(key)
-        return unknown
-
     # -- orders -----------------------------------------------------------------------------
 
-    def prepare_orders(self, signed: Sequence[SignedMessage]) -> Prepared:
-        """Check orders and reserve their nonces, sequence numbers and collateral.
-
-        All or nothing: a single bad order raises its own error; in a batch of more than one,
-        :class:`BatchRejected` lists every bad order by index. Nothing is reserved then.
-        """
+    def authenticate(self, signed: Sequence[SignedMessage]) -> Authenticated:
+        """The checks of a request's orders that need neither the chain nor the market's
+        state, each order's in this order: fields, minimum size, signature (recovered and
+        compared with ``participant``), expiry. CPU only: nothing here reads the chain, so an
+        order set nobody signed costs its signature recoveries and no more."""
         limit = self.max_batch_orders
         if len(signed) > limit:
             raise BatchTooLarge(f"{len(signed)} orders in one batch; at most {limit}")
         if not signed:
             raise InvalidRequest("a batch needs at least one order")
         now = self.clock.now()
-        checked = self._authenticate_all(signed, now)
+        checked = Authenticated(count=len(signed))
+        for index, item in enumerate(signed):
+            try:
+                parsed, order_hash, signature = self._authenticate(item)
+                if parsed.expiry <= now:
+                    raise OrderExpired(f"expiry {parsed.expiry} is not after now ({now})")
+            except RequestError as err:
+                checked.errors.append((index, err))
+                continue
+            checked.orders.append((index, parsed, order_hash, signature))
+        return checked
+
+    def unknown_participants(self, checked: Authenticated) -> set[str]:
+        """Signers of ``checked`` whose registration or free balance has not been read from
+        the chain yet (intake would read them, a blocking call, on first sight); none when
+        the request is refused anyway (an order failed :meth:`authenticate`)."""
+        if checked.errors:
+            return set()
+        known = self.collateral.is_known
+        signers = {parsed.participant for _, parsed, _, _ in checked.orders}
+        return {participant for participant in signers if not known(participant)}
+
+    def prepare_orders(
+        self, signed: Sequence[SignedMessage], checked: Authenticated | None = None
+    ) -> Prepared:
+        """Check orders and reserve their nonces, sequence numbers and collateral.
+
+        ``checked``: :meth:`authenticate` of ``signed`` when the caller ran it already.
+        All or nothing: a single bad order raises its own error; in a batch of more than one,
+        :class:`BatchRejected` lists every bad order by index. Nothing is reserved then. A
+        request with an order that fails :meth:`authenticate` is refused before anything is
+        read from the chain (listing the orders that failed it); the others' registrations
+        and balances are read only when every order is signed by its participant.
+        """
+        if checked is None:
+            checked = self.authenticate(signed)
+        if checked.errors:
+            raise _refusal(checked.errors, checked.count)
+        errors = self._look_up(checked)
+        refused = {index for index, _ in errors}
         prepared = Prepared(orders=[], locks=[])
-        errors: list[tuple[int, RequestError]] = []
         with self._lock:
             # The window is checked on the clock read under the lock: a reader that found the
             # interval's gate passed and its book idle (an empty interval, market.views) took
@@ -156,11 +213,9 @@ class Intake:
             now = self.clock.now()
             seq_before = self.seq
             try:
-                for entry in checked:
-                    if len(entry) == 2:
-                        errors.append(entry)
+                for index, parsed, order_hash, signature in checked.orders:
+                    if index in refused:
                         continue
-                    index, parsed, order_hash, signature = entry
                     try:
                         order, lock = self._reserve(parsed, order_hash, now, signature)
                     except RequestError as err:
@@ -175,35 +230,40 @@ class Intake:
                 self._release(prepared)
                 self.seq = seq_before  # a refused request leaves no trace, not even a gap
         if errors:
-            raise _refusal(errors, len(signed))
+            errors.sort(key=lambda entry: entry[0])
+            raise _refusal(errors, checked.count)
         return prepared
 
-    def _authenticate_all(
-        self, signed: Sequence[SignedMessage], now: int
-    ) -> list[tuple[int, ParsedOrder, bytes, str] | tuple[int, RequestError]]:
-        """The checks that need no shared state, for each order: fields, signature,
-        registration, expiry; then the free balance of every participant not seen yet is
-        read (outside the lock: a chain call)."""
-        checked: list[tuple[int, ParsedOrder, bytes, str] | tuple[int, RequestError]] = []
-        for index, item in enumerate(signed):
+    def _look_up(self, checked: Authenticated) -> list[tuple[int, RequestError]]:
+        """Each signer's registration, then the free balance of every registered signer not
+        seen yet: chain reads for participants not in the caches (outside the lock), within
+        the lookup budget. The refusals by index."""
+        errors: list[tuple[int, RequestError]] = []
+        registered = []
+        for index, parsed, _, _ in checked.orders:
             try:
-                parsed, order_hash, signature = self._authenticate(item)
                 self.collateral.check_registered(parsed.participant)
-                if parsed.expiry <= now:
-                    raise OrderExpired(f"expiry {parsed.expiry} is not after now ({now})")
-                checked.append((index, parsed, order_hash, signature))
             except RequestError as err:
-                checked.append((index, err))
+                errors.append((index, err))
+                continue
+            registered.append(parsed.participant)
         free = self.collateral.free
-        for entry in checked:
-            if len(entry) == 4 and entry[1].participant not in free:
-                self.collateral.free_balance(entry[1].participant)
-        return checked
+        for participant in registered:
+            if participant not in free:
+                self.collateral.free_balance(participant)
+        return errors
 
     def _authenticate(self, signed: SignedMessage) -> tuple[ParsedOrder, bytes, str]:
-        """Field checks and signature recovery (no shared state; runs outside the lock);
-        the order, its hash and its signature in canonical form (65 bytes, v 27/28)."""
+        """Field checks, the minimum size and signature recovery (no shared state; runs
+        outside the lock); the order, its hash and its signature in canonical form (65
+        bytes, v 27/28)."""
         parsed = parse_order(signed.message)
+        if parsed.quantity_wh < self.min_order_wh:
+            raise OrderTooSmall(
+                f"quantityWh: {parsed.quantity_wh} Wh is below the market's minimum order "
+                f"of {self.min_order_wh} Wh",
+                hint="GET /market states the bounds (bounds.minQuantityWh).",
+            )
         order_hash = parsed.digest(self._separator)
         signer, signature = signing.recover_canonical(order_hash, signed.signature)
         if signer != parsed.participant:
@@ -236,6 +296,14 @@ class Intake:
         participant = parsed.participant
         if (participant, parsed.nonce) in self.nonces:
             raise NonceUsed(f"nonce {parsed.nonce} of {participant} was already used")
+        cap = self.max_orders_per_interval
+        if self.book.own_order_count(participant, parsed.interval) >= cap:
+            raise TooManyOrders(
+                f"{participant} already has {cap} open orders in interval {parsed.interval}, "
+                f"the most one participant may have",
+                hint="Cancel an open order of the interval first, or place fewer, larger "
+                "orders (GET /market: bounds.maxOrdersPerInterval).",
+            )
         self.book.check_self_cross(participant, parsed.interval, parsed.side, parsed.price_per_wh)
         lock = self.collateral.lock_base_units(parsed.side, parsed.quantity_wh, parsed.price_per_wh)
         self.collateral.check_covers(participant, lock, self.book.reserved.get(participant, 0))
@@ -330,12 +398,13 @@ class Intake:
                 raise OrderNotOpen(f"order {order_id} is {stored.status}")
             if order.participant != participant:
                 raise NotYourOrder(f"order {order_id} belongs to another participant")
+            now = self.clock.now()  # read under the lock, as for orders (prepare_orders)
             if order.interval in self.book.closing or order.interval in self.book.closed:
                 raise IntervalClosed(f"interval {order.interval}: its gate has closed")
-            # The receipt's time is read under the lock, as an order's is, so that seq order
-            # and receivedAt order agree; a cancel is taken until the gate closure time, as
-            # an order is, however late the tick that freezes the book runs.
-            now = self.clock.now()
+            # The receipt's time is read under the lock (above), as an order's is, so that seq
+            # order and receivedAt order agree. The gate closes at its second whether or not
+            # gate closure has run yet: a cancel after it would be a free option on the
+            # cleared price.
             gate_closure_at = self.schedule.gate_closure_at(order.interval)
             if now >= gate_closure_at:
                 raise IntervalClosed(
@@ -403,4 +472,4 @@ def _refusal(errors: list[tuple[int, RequestError]], count: int) -> RequestError
     ).with_status(first.status)
 
 
-__all__ = ["Intake", "Prepared"]
+__all__ = ["Authenticated", "Intake", "Prepared"]

@@ -111,6 +111,11 @@ class Ledger(Protocol):
         never registered), index and whether it is registered now."""
         ...
 
+    def participants(self) -> list[str]:
+        """Every address ever registered (``ParticipantRegistered`` events), lower-case; an
+        implementation keeps them and reads only the blocks added since the last call."""
+        ...
+
     def register_participant(self, participant: str, meter: str) -> str:
         """``registerParticipant(participant, meter)`` from the account holding
         ``REGISTRAR_ROLE``; return the transaction hash (``0x`` hex) once mined, raise
@@ -221,6 +226,9 @@ class MemoryLedger:
         meter = self.meters.get(key, "0x" + "00" * 20)
         index = sorted(self.meters).index(key) if key in self.meters else 0
         return ParticipantInfo(meter, index, key in self.registered)  # type: ignore[arg-type]
+
+    def participants(self) -> list[str]:
+        return list(self.meters)
 
     def register_participant(self, participant: str, meter: str) -> str:
         with self._lock:

@@ -42,8 +42,10 @@ from market.book import OpenBook
 from market.clock import Clock
 from market.collateral import Collateral
 from market.gate_closure import GateClosure, GateSchedule
-from market.intake import Intake, Prepared
+from market.intake import Authenticated, Intake, Prepared
 from market.ledger_port import Ledger, LedgerCallFailed, LedgerFacts, LedgerInfo
+from market.lookup_budget import DEFAULT_LOOKUP_BURST, DEFAULT_LOOKUPS_PER_SECOND, LookupBudget
+from market.orders import MAX_QUANTITY_WH
 from market.receipts import OperatorKeyMismatch, ReceiptSigner
 from market.registrar import Registrar
 from market.registrar_policy import Decision, RegistrarPolicy, policy_named
@@ -61,6 +63,13 @@ from market.views import IntervalView, MarketViews, ParticipantView, Proof
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MIN_ORDER_WH = 10
+"""Default smallest order: 10 Wh, 40 W for 15 minutes (a fridge). The neighbourhood
+simulation's agents drop orders below the market's minimum rather than be refused."""
+DEFAULT_MAX_ORDERS_PER_INTERVAL = 16
+"""Default most open orders of one participant in one interval: a stepped curve of a data
+center (5 steps) or a VPP (4 tranches) fits with room to spare."""
+
 
 @dataclass(frozen=True)
 class MarketConfig:
@@ -76,6 +85,12 @@ class MarketConfig:
     the operator's role, registrations) are checked for events that change them
     (:meth:`MarketService.refresh_facts`); ``GET /market`` and intake are at most that much
     (plus a request in flight) behind the chain.
+    ``min_order_wh``: the smallest order intake takes (the clearing still divides orders
+    down to 1 Wh). ``max_orders_per_interval``: most open orders one participant may have in
+    one interval. Both bound how many trades one key can make of an interval (order
+    splitting); ``GET /market`` publishes them in ``bounds``.
+    ``lookups_per_second`` and ``lookup_burst``: the budget of chain reads for participants
+    the service has not seen (:mod:`market.lookup_budget`).
     """
 
     gate_closure_seconds: int = 300
@@ -85,6 +100,16 @@ class MarketConfig:
     max_batch_orders: int = 1000
     registrar_policy: str = "auto"
     chain_facts_seconds: float = 1.0
+    min_order_wh: int = DEFAULT_MIN_ORDER_WH
+    max_orders_per_interval: int = DEFAULT_MAX_ORDERS_PER_INTERVAL
+    lookups_per_second: float = DEFAULT_LOOKUPS_PER_SECOND
+    lookup_burst: int = DEFAULT_LOOKUP_BURST
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_order_wh <= MAX_QUANTITY_WH:
+            raise ValueError(f"min_order_wh must be in [1, {MAX_QUANTITY_WH}]")
+        if self.max_orders_per_interval < 1:
+            raise ValueError("max_orders_per_interval must be at least 1")
 
 
 class MarketService:
@@ -111,7 +136,11 @@ class MarketService:
         self.info: LedgerInfo = ledger.info()
         self.timing = ledger.timing()
         lock = threading.RLock()
-        self.collateral = Collateral(ledger, lock)
+        self.collateral = Collateral(
+            ledger,
+            lock,
+            LookupBudget(self.config.lookups_per_second, self.config.lookup_burst),
+        )
         self._facts: LedgerFacts = ledger.facts()
         self.collateral.apply(self._facts)
         self._facts_checked = time.monotonic()
@@ -144,6 +173,8 @@ class MarketService:
             receipts=self.receipts,
             max_ahead_intervals=self.config.max_ahead_intervals,
             max_batch_orders=self.config.max_batch_orders,
+            min_order_wh=self.config.min_order_wh,
+            max_orders_per_interval=self.config.max_orders_per_interval,
         )
         self.gates = GateClosure(
             store,
@@ -187,6 +218,7 @@ class MarketService:
                 order.side, order.quantity_wh, order.price_per_wh
             )
             self.book.add_open(order, lock)
+            self.collateral.vouch([order.participant])
 
     def recover(self) -> list[int]:
         """Finish the commit of every interval left ``frozen``; return those committed."""
@@ -243,20 +275,28 @@ class MarketService:
 
     # -- intake -----------------------------------------------------------------------------
 
-    def unknown_participants(self, signed: Sequence[SignedMessage]) -> set[str]:
-        """Participants of ``signed`` whose registration or free balance has not been read
-        from the chain yet (intake would read them, a blocking call, on first sight)."""
-        return self.intake.unknown_participants(signed)
+    def authenticate_orders(self, signed: Sequence[SignedMessage]) -> Authenticated:
+        """The checks of ``signed`` that need neither the chain nor the market's state
+        (:meth:`Intake.authenticate <market.intake.Intake.authenticate>`)."""
+        return self.intake.authenticate(signed)
+
+    def unknown_participants(self, checked: Authenticated) -> set[str]:
+        """Signers of ``checked`` whose registration or free balance has not been read from
+        the chain yet (intake would read them, a blocking call, on first sight); none when
+        the request is refused anyway."""
+        return self.intake.unknown_participants(checked)
 
     def look_up(self, participants: set[str]) -> None:
         """Read the registration and free balance of ``participants`` from the chain (for a
         worker thread; see :meth:`market.collateral.Collateral.look_up`)."""
         self.collateral.look_up(participants)
 
-    def prepare_orders(self, signed: Sequence[SignedMessage]) -> Prepared:
+    def prepare_orders(
+        self, signed: Sequence[SignedMessage], checked: Authenticated | None = None
+    ) -> Prepared:
         """Check orders and reserve them, all or nothing (:meth:`Intake.prepare_orders
         <market.intake.Intake.prepare_orders>`)."""
-        return self.intake.prepare_orders(signed)
+        return self.intake.prepare_orders(signed, checked)
 
     def commit_prepared(self, batches: Sequence[Prepared]) -> None:
         """Store the orders of ``batches`` in one durable transaction and open them."""
@@ -371,4 +411,9 @@ class MarketService:
         return self.gates.close_gate(interval, early=True)
 
 
-__all__ = ["MarketConfig", "MarketService"]
+__all__ = [
+    "DEFAULT_MAX_ORDERS_PER_INTERVAL",
+    "DEFAULT_MIN_ORDER_WH",
+    "MarketConfig",
+    "MarketService",
+]

@@ -52,6 +52,7 @@ from market.http.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from market.http.errors import (
     BatchTooLarge,
     BodyTooLarge,
+    ChainBusy,
     ChainUnavailableProblem,
     InvalidRequest,
     MalformedJson,
@@ -63,13 +64,14 @@ from market.http.params import IntervalParam
 
 # The market API's one error → problem+json mapping, so that both apps answer alike.
 from market.http.problems import install_problem_handlers, problem_responses
-from market.http.wire import Address, Signature, Uint64
+from market.http.wire import Address, Signature, Uint64, integer_range_schema
 from settlement import api_shapes
 from settlement.errors import (
     DuplicateReading,
     IntervalSettled,
     MeterMismatch,
     ReadingDeadlinePassed,
+    ReadingDeadlineTooClose,
     ReadingOutOfBounds,
     ReadingTooEarly,
     UnknownInterval,
@@ -85,14 +87,16 @@ READING_REFUSALS = (
     BadSignature,
     OutOfBounds,
     UnverifiableSignature,
+    ReadingOutOfBounds,
     UnregisteredMeter,
     MeterMismatch,
-    ReadingOutOfBounds,
     ReadingTooEarly,
     UnknownInterval,
     IntervalSettled,
+    ReadingDeadlineTooClose,
     ReadingDeadlinePassed,
     DuplicateReading,
+    ChainBusy,
     ChainUnavailableProblem,
     ServiceUnavailable,
 )
@@ -103,18 +107,29 @@ Checked in this order; the first failing check answers:
 
 1. the body's shape and every field's form and range, as the schema states
    (`malformed_json`, `invalid_request`, `bad_signature`);
-2. the signature recovers a key (`unverifiable_signature`), the participant is registered
-   (`unregistered_meter`) and the key is its registered meter key, over the market's
-   EIP-712 domain (`meter_mismatch`);
+2. the signature recovers a key (`unverifiable_signature`);
 3. neither `importedWh` nor `exportedWh` exceeds the meter's physical maximum per interval
    (a setting of the service, 10 MWh by default) (`reading_out_of_bounds`);
-4. the interval's delivery has ended by on-chain time (`reading_too_early`), trades were
-   committed for it (`interval_not_committed`), it is not settled (`interval_settled`) and
-   its reading deadline has not passed (`reading_window_closed`);
-5. no reading of the participant for the interval was accepted before
+4. the participant is registered (`unregistered_meter`) and the key is its registered
+   meter key, over the market's EIP-712 domain (`meter_mismatch`);
+5. the interval's delivery has ended by on-chain time (`reading_too_early`), trades were
+   committed for it (`interval_not_committed`), it is not settled (`interval_settled`),
+   its reading deadline has not passed (`reading_window_closed`) and is more than the
+   service's reading margin away (`reading_deadline_too_close`: a reading accepted later
+   could miss the deadline on-chain, and the seller would pay the penalty; the margin is
+   three block times, at least 10 s, by default; both refusals carry `deadline`,
+   `marginSeconds` and `acceptedUntil`);
+6. no reading of the participant for the interval was accepted before
    (`reading_duplicate`).
 
-`service_unavailable` (503) means the chain or the reading store failed: retry.
+Checks 1-3 need no chain: a request with a reading failing one of them is refused without
+reading the chain for any of its readings (a batch then lists only the readings that failed
+them). A participant's meter key is read once and kept; for a participant never seen
+registered the read is within a budget of reads per second for the whole service, and when
+it is spent the answer is `chain_busy` (503) with `Retry-After`.
+
+`service_unavailable` and `chain_unavailable` (503) mean the chain or the reading store
+failed: retry.
 """
 
 _EXAMPLE_READING: dict[str, Any] = {
@@ -223,6 +238,10 @@ class SettlementOverview(BaseModel):
 
     settler: str
     maxIntakeReadings: int = Field(description="most readings one POST /meter-readings:batch takes")
+    readingMarginSeconds: int = Field(
+        description="readings are refused from this many seconds before an interval's "
+        "reading deadline (reading_deadline_too_close): time to get them mined"
+    )
     intervals: list[IntervalSummary]
 
 
@@ -231,6 +250,14 @@ def settlement_router(service: SettlementService) -> APIRouter:
     router = LimitedRouter(tags=["settlement"])
     router.components.update(model_components(SignedReading, ReadingBatch))
     router.max_items[("ReadingBatch", "readings")] = service.config.max_intake_readings
+    for field, what in (("importedWh", "drawn from"), ("exportedWh", "fed into")):
+        router.properties[("ReadingMessage", field)] = integer_range_schema(
+            0,
+            service.config.max_reading_wh,
+            f"energy {what} the grid in the interval, Wh (uint64), at most the physical "
+            "maximum of a meter per interval, a setting of the service (a meter may have a "
+            "lower one of its own: `reading_out_of_bounds`)",
+        )
 
     @router.post(
         "/meter-readings",
@@ -301,6 +328,7 @@ def settlement_router(service: SettlementService) -> APIRouter:
             {
                 "settler": service.chain.settler,
                 "maxIntakeReadings": service.config.max_intake_readings,
+                "readingMarginSeconds": service.config.reading_margin_seconds,
                 "intervals": [
                     {
                         "interval": row.interval,

@@ -95,6 +95,11 @@ class SettlementChain(Protocol):
         """``participantInfo(participant)``: meter key, participant index, registered."""
         ...
 
+    def participants(self) -> list[str]:
+        """Every address ever registered (``ParticipantRegistered``), lower-case; kept and
+        extended from the blocks added since the last call."""
+        ...
+
     def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingSubmitted]:
         """The readings of interval ``t`` on-chain as of block ``latest`` (default: the
         latest block), by participant (lower-case)."""

@@ -79,6 +79,10 @@ class ContractChain:
         """``participantInfo(participant)``."""
         return self.reader.participant(participant)
 
+    def participants(self) -> list[str]:
+        """Every address ever registered, lower-case (``ParticipantRegistered`` events)."""
+        return self.reader.participants()
+
     def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingSubmitted]:
         """``ReadingSubmitted`` events of ``t`` up to block ``latest``, by participant."""
         return self.reader.submitted_readings(t, latest)

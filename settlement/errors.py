@@ -63,6 +63,15 @@ class ReadingDeadlinePassed(RequestError):
     code, status, title = "reading_window_closed", 409, "Reading window closed"
 
 
+class ReadingDeadlineTooClose(RequestError):
+    """Raised when a reading arrives so close to its interval's reading deadline that it could
+    not be relied on to be mined before it (``deadline``, ``marginSeconds`` and
+    ``acceptedUntil`` say when): accepted, it would end ``missed`` and the seller pay the
+    penalty; refused, the meter's operator knows at once."""
+
+    code, status, title = "reading_deadline_too_close", 409, "Reading deadline too close"
+
+
 class DuplicateReading(RequestError):
     """Raised when the participant's reading for the interval was already accepted."""
 
@@ -109,6 +118,7 @@ __all__ = [
     "MeterMismatch",
     "OutOfGas",
     "ReadingDeadlinePassed",
+    "ReadingDeadlineTooClose",
     "ReadingOutOfBounds",
     "ReadingTooEarly",
     "SettlementError",

@@ -4,14 +4,28 @@ acknowledged (``POST /meter-readings`` and ``POST /meter-readings:batch``, see
 
 A reading is the EIP-712 ``MeterReading(participant, interval, importedWh, exportedWh)`` plus
 a 65-byte signature. It is accepted when, in this order: the fields are uint64 values and an
-address; the signature is well formed and recovers a key; the participant is registered and
-that key is its meter key (read from the chain and cached; re-read once on a mismatch, so a
-rotated meter is seen at once); neither energy exceeds the meter's physical maximum
-(:attr:`~settlement.config.SettlementConfig.max_reading_wh`, by default 10 MWh per interval,
-or a per-meter limit); the interval's delivery has ended, it was committed, it is not settled
-and its reading deadline (on-chain time) has not passed; and no reading of the participant
-for the interval is stored here or on-chain. It is then written to SQLite
+address; the signature is well formed and recovers a key; neither energy exceeds the meter's
+physical maximum (:attr:`~settlement.config.SettlementConfig.max_reading_wh`, by default
+10 MWh per interval, or a per-meter limit); the participant is registered and the recovered
+key is its meter key (read from the chain and cached; re-read on a mismatch, at most once
+per :data:`METER_REFRESH_SECONDS` per participant, so a rotated meter is seen at once); the
+interval's delivery has ended, it was committed, it is not settled, and its reading deadline
+(on-chain time) is more than the reading margin away
+(:attr:`~settlement.config.SettlementConfig.reading_margin_seconds`: a reading accepted later
+could miss the deadline, and the seller would pay the penalty for it); and no reading of the
+participant for the interval is stored here or on-chain. It is then written to SQLite
 (``synchronous=FULL``) and only then acknowledged (``202``, status ``queued``).
+
+Nothing unsigned reaches the chain
+    The checks up to the physical maximum need no chain. A request with a reading that fails
+    one of them is refused at once, listing those readings, before anything is read from
+    the chain for any of its readings: a batch of junk signatures costs its signature
+    recoveries and nothing more. Only then is each participant's meter key read, once per
+    participant (cached), and for a participant intake has never seen registered only
+    within a budget of such reads per second (:mod:`market.lookup_budget`). When a flood of
+    readings naming unknown addresses has spent it, a participant that is registered (in the
+    registry's events, scanned at most once a second) is still read; any other address is
+    answered ``chain_busy`` (503, ``Retry-After``). A registered meter is never held up.
 
 A batch gets the same checks for every reading (one code path, the single reading is its
 one-item case), but reads the chain once per request and interval instead of once per
@@ -21,6 +35,7 @@ gas is spent for a refused reading.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +56,7 @@ from market.http.errors import (
     ServiceUnavailable,
 )
 from market.http.wire import MAX_DIGITS
+from market.lookup_budget import LookupBudget
 from market.signed_messages import whole_number
 from settlement.chain_port import SettlementChain
 from settlement.config import SettlementConfig
@@ -49,6 +65,7 @@ from settlement.errors import (
     IntervalSettled,
     MeterMismatch,
     ReadingDeadlinePassed,
+    ReadingDeadlineTooClose,
     ReadingOutOfBounds,
     ReadingTooEarly,
     UnknownInterval,
@@ -60,6 +77,13 @@ UINT64_MAX = 2**64 - 1
 UNREGISTERED_CACHE_SECONDS = 2.0
 """How long an address found unregistered is answered from memory (a burst of readings of
 an unregistered participant reads the chain once, a registration is seen within seconds)."""
+REGISTRY_REFRESH_SECONDS = 1.0
+"""Least time between two scans of the registry (every address ever registered), made only
+when the lookup budget is spent: one read a second however large the flood."""
+METER_REFRESH_SECONDS = 2.0
+"""Least time between two reads of one registered participant's meter key on a signature
+that does not match it: a rotation is seen within that, and readings signed by another key
+for a registered participant cannot make intake read the chain more often."""
 
 _READING_FIELDS = ("participant", "interval", "importedWh", "exportedWh")
 
@@ -135,6 +159,17 @@ def reading_json(r: StoredReading) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class _Signed:
+    """A reading of a request (at ``index``) whose fields, signature and bounds passed, with
+    the key its signature recovers and the signature normalized; its meter not checked yet."""
+
+    index: int
+    reading: Reading
+    signer: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Authentic:
     """A reading of a request (at ``index``) whose fields, signature, meter key and bounds
     passed; ``signature`` normalized."""
@@ -187,6 +222,7 @@ class ReadingIntake:
         config: SettlementConfig,
         domain_separator: bytes,
         committed: dict[int, IntervalInfo],
+        budget: LookupBudget | None = None,
     ) -> None:
         self.chain = chain
         self.store = store
@@ -195,6 +231,13 @@ class ReadingIntake:
         self._committed = committed
         self._meters: dict[str, MeterInfo] = {}
         self._unregistered_until: dict[str, float] = {}
+        self._read_at: dict[str, float] = {}
+        self._vouched: set[str] = set()
+        self._registered_ever: set[str] = set()
+        self._registry_at = float("-inf")
+        self._registry_lock = threading.Lock()
+        self.budget = budget or LookupBudget(config.lookups_per_second, config.lookup_burst)
+        """Chain reads of participants never seen registered (:mod:`market.lookup_budget`)."""
 
     def accept(self, items: Sequence[tuple[Mapping[str, Any], Any]]) -> list[StoredReading]:
         """Check signed readings ``(message, signature)`` and store them durably, all or none.
@@ -217,14 +260,22 @@ class ReadingIntake:
         if not items:
             raise InvalidRequest("a batch needs at least one reading")
         errors: dict[int, RequestError] = {}
-        by_interval: dict[int, list[_Authentic]] = {}
+        signed: list[_Signed] = []
         for index, (message, signature) in enumerate(items):
             try:
-                item = self._authenticate(index, message, signature)
+                signed.append(self._check_signed(index, message, signature))
             except RequestError as err:
                 errors[index] = err
+        if errors:  # refused before the chain is read for any of the readings
+            raise _refusal(len(items), errors)
+        by_interval: dict[int, list[_Authentic]] = {}
+        for item in signed:
+            try:
+                authentic = self._check_meter(item)
+            except RequestError as err:
+                errors[item.index] = err
                 continue
-            by_interval.setdefault(item.reading.interval, []).append(item)
+            by_interval.setdefault(authentic.reading.interval, []).append(authentic)
         accepted: list[StoredReading | None] = [None] * len(items)
         intervals: dict[int, tuple[int, int]] = {}
         now = latest = 0
@@ -238,15 +289,15 @@ class ReadingIntake:
                 continue
             intervals[t] = (info.trade_count, info.deadline)
             fresh = self._fresh_readings(t, group, latest, errors)
-            for item in fresh:
-                accepted[item.index] = StoredReading(
+            for good in fresh:
+                accepted[good.index] = StoredReading(
                     interval=t,
-                    participant=item.reading.participant,
-                    imported_wh=item.reading.imported_wh,
-                    exported_wh=item.reading.exported_wh,
-                    signature=item.signature,
-                    meter=item.meter.meter,
-                    participant_index=item.meter.participant_index,
+                    participant=good.reading.participant,
+                    imported_wh=good.reading.imported_wh,
+                    exported_wh=good.reading.exported_wh,
+                    signature=good.signature,
+                    meter=good.meter.meter,
+                    participant_index=good.meter.participant_index,
                     received_at=now,
                 )
         if errors:
@@ -271,11 +322,27 @@ class ReadingIntake:
             raise ServiceUnavailable(f"the reading store failed: {err.message}") from None
         return stored
 
-    def _authenticate(self, index: int, message: Mapping[str, Any], signature: Any) -> _Authentic:
-        """The checks of one reading that need no chain state but its meter: fields,
-        signature, the participant's meter key, the meter's physical maximum."""
+    def _check_signed(self, index: int, message: Mapping[str, Any], signature: Any) -> _Signed:
+        """The checks of one reading that need no chain: fields, signature (it recovers a
+        key), the meter's physical maximum."""
         reading = parse_reading(message)
         signer = signing.recover(signing.reading_digest(self._separator, reading), signature)
+        limit = self.config.limit_for(reading.participant)
+        for name, value in (
+            ("importedWh", reading.imported_wh),
+            ("exportedWh", reading.exported_wh),
+        ):
+            if value > limit:
+                raise ReadingOutOfBounds(
+                    f"reading.{name}: {value} Wh is above this meter's physical maximum of "
+                    f"{limit} Wh per interval"
+                )
+        return _Signed(index, reading, signer, normalized_signature(signature))
+
+    def _check_meter(self, item: _Signed) -> _Authentic:
+        """The recovered key of ``item`` against its participant's registered meter key
+        (from the chain, once per participant, cached)."""
+        reading, signer = item.reading, item.signer
         meter = self.meter(reading.participant)
         if meter.registered and signer != meter.meter:
             meter = self.meter(reading.participant, refresh=True)
@@ -291,17 +358,7 @@ class ReadingIntake:
                 f"{meter.meter}",
                 hint="Sign with the meter key, over the market's EIP-712 domain (GET /market).",
             )
-        limit = self.config.limit_for(reading.participant)
-        for name, value in (
-            ("importedWh", reading.imported_wh),
-            ("exportedWh", reading.exported_wh),
-        ):
-            if value > limit:
-                raise ReadingOutOfBounds(
-                    f"reading.{name}: {value} Wh is above this meter's physical maximum of "
-                    f"{limit} Wh per interval"
-                )
-        return _Authentic(index, reading, meter, normalized_signature(signature))
+        return _Authentic(item.index, reading, meter, item.signature)
 
     def _open_interval(self, t: int, now: int) -> IntervalInfo:
         """Interval ``t``'s info if it takes readings at ``now``; else the refusal."""
@@ -318,12 +375,27 @@ class ReadingIntake:
             )
         if info.status == "settled":
             raise IntervalSettled(f"interval {t} is already settled")
-        if now >= info.deadline - self.config.deadline_margin_seconds:
+        margin = self.config.reading_margin_seconds
+        until = info.deadline - margin
+        if now >= until:
             fresh = read_chain("reading the interval", lambda: self.chain.interval(t))
             if fresh.status == "settled":
                 raise IntervalSettled(f"interval {t} is already settled")
-            raise ReadingDeadlinePassed(
-                f"interval {t}: readings were accepted until {info.deadline}; it is {now} on-chain"
+            when = {"deadline": info.deadline, "marginSeconds": margin, "acceptedUntil": until}
+            if now >= info.deadline:
+                raise ReadingDeadlinePassed(
+                    f"interval {t}: readings were accepted until {info.deadline}; it is {now} "
+                    "on-chain",
+                    extra=when,
+                )
+            raise ReadingDeadlineTooClose(
+                f"interval {t}: its reading deadline is {info.deadline}, {info.deadline - now} s "
+                f"from now ({now} on-chain); a reading accepted less than {margin} s before "
+                f"it (from {until} on) could not be relied on to be mined in time, and a "
+                "missed reading costs the seller its penalty",
+                hint="Send readings soon after the interval ends; the window is "
+                f"{margin} s shorter than the on-chain deadline.",
+                extra=when,
             )
         return info
 
@@ -372,27 +444,54 @@ class ReadingIntake:
 
     def meter(self, participant: str, refresh: bool = False) -> MeterInfo:
         """``participant``'s registration, from memory unless ``refresh`` (a registered one is
-        kept until a reading's signer disagrees; an unregistered one for
-        :data:`UNREGISTERED_CACHE_SECONDS`); ServiceUnavailable if the chain is down."""
+        kept until a reading's signer disagrees, and then read again at most once per
+        :data:`METER_REFRESH_SECONDS`; an unregistered one for
+        :data:`UNREGISTERED_CACHE_SECONDS`). Reading a participant never seen registered
+        spends a lookup of the budget (ChainBusy when none is left); ServiceUnavailable if
+        the chain is down."""
         key = participant.lower()
         cached = self._meters.get(key)
-        if cached is not None and not refresh:
-            return cached
-        until = self._unregistered_until.get(key)
-        if cached is None and until is not None and time.monotonic() < until:
-            return MeterInfo("0x" + "00" * 20, 0, False)
+        if cached is not None:
+            if not refresh or time.monotonic() - self._read_at.get(key, 0.0) < (
+                METER_REFRESH_SECONDS
+            ):
+                return cached
+        else:
+            until = self._unregistered_until.get(key)
+            if until is not None and time.monotonic() < until:
+                return MeterInfo("0x" + "00" * 20, 0, False)
+            if (
+                key not in self._vouched
+                and not self.budget.try_take()
+                and key not in self._registry()
+            ):
+                raise self.budget.refusal(f"the meter key of {key}")
         info: MeterInfo = read_chain(
             f"reading the registration of {key}", lambda: self.chain.participant(key)
         )
         if info.registered:
             self._meters[key] = info
+            self._vouched.add(key)
+            self._read_at[key] = time.monotonic()
             self._unregistered_until.pop(key, None)
         else:
             self._meters.pop(key, None)
+            self._read_at.pop(key, None)
             if len(self._unregistered_until) > 100_000:
                 self._unregistered_until.clear()
             self._unregistered_until[key] = time.monotonic() + UNREGISTERED_CACHE_SECONDS
         return info
+
+    def _registry(self) -> set[str]:
+        """Every address ever registered, read again (an incremental scan of registry events)
+        at most once per :data:`REGISTRY_REFRESH_SECONDS`: a registered participant intake has
+        not seen yet gets its meter read when the lookup budget is spent by others."""
+        with self._registry_lock:  # one scan at a time; the others wait for its answer
+            if time.monotonic() - self._registry_at >= REGISTRY_REFRESH_SECONDS:
+                found = read_chain("reading the registered participants", self.chain.participants)
+                self._registered_ever = {p.lower() for p in found}
+                self._registry_at = time.monotonic()
+            return self._registered_ever
 
     def known_meter(self, participant: str) -> MeterInfo | None:
         """``participant``'s registration if intake has read it, else None (no read)."""

@@ -279,6 +279,10 @@ class MemoryChain:
         meter, index = self._meters.get(who, (ZERO_ADDRESS, 0))
         return MeterInfo(meter, index, who in self.ledger.registered)
 
+    def participants(self) -> list[str]:
+        """Every address ever registered, lower-case."""
+        return list(self._meters)
+
     def submitted_readings(self, t: int, latest: int | None = None) -> dict[str, ReadingSubmitted]:
         """The first ``ReadingSubmitted`` event of each participant of ``t`` up to ``latest``."""
         last = self.block_number if latest is None else latest

@@ -204,6 +204,7 @@ class _Run:
         self.prices: list[int | None] = []
         self.accepted: dict[int, int] = {}
         self.t0 = 0
+        self.min_order_wh = 1
 
     # ------------------------------------------------------------------ top level
 
@@ -212,6 +213,7 @@ class _Run:
         timing = self.system.timing
         with self.sw.stage("setup", split_chain=False):
             self._setup()
+            self.min_order_wh = self.system.order_minimum_wh()
         gc.freeze()  # the agents and their profiles live as long as the run
         self.t0 = timing.current(self.system.now()) + 2
         self._place_orders(0)
@@ -281,6 +283,7 @@ class _Run:
         view = MarketView(
             self.scenario.simulation.interval_seconds,
             tuple(self.prices[-PRICE_MEMORY_INTERVALS:]),
+            self.min_order_wh,
         )
         expiry = self.system.timing.gate_closure(interval)
         signs = self.system.signs

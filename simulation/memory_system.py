@@ -58,6 +58,7 @@ from ledger.records import Balance, Reading, Terms, Trade
 from market.clearing import clear
 from market.collateral import worst_case_lock_base_units
 from market.orders import OrderBook
+from market.service import DEFAULT_MAX_ORDERS_PER_INTERVAL, DEFAULT_MIN_ORDER_WH
 from settlement.model import Ledger
 from simulation.agents.base import OrderIntent
 from simulation.errors import SimulationError
@@ -92,6 +93,8 @@ class _Book:
     """Each participant's highest own bid in the interval (for the self-cross check)."""
     best_ask: dict[str, int] = field(default_factory=dict)
     """Each participant's lowest own ask."""
+    count: dict[str, int] = field(default_factory=dict)
+    """How many orders each participant has in the interval (the intake's cap)."""
 
 
 class MemorySystem(System):
@@ -117,6 +120,9 @@ class MemorySystem(System):
     ) -> None:
         self.stopwatch = Stopwatch()
         self.label = MEMORY_LABEL
+        self.min_order_wh = DEFAULT_MIN_ORDER_WH
+        """The market's bounds, as ``wattledger serve`` defaults them (intake's rules)."""
+        self.max_orders_per_interval = DEFAULT_MAX_ORDERS_PER_INTERVAL
         self.timing = MarketTiming(
             0, interval_seconds, gate_closure_seconds, reading_window_seconds
         )
@@ -136,6 +142,10 @@ class MemorySystem(System):
         self._trade_counts: dict[int, int] = {}
 
     # -- time and set-up ------------------------------------------------------------------------
+
+    def order_minimum_wh(self) -> int:
+        """The smallest order intake takes: ``wattledger serve``'s default."""
+        return self.min_order_wh
 
     def now(self) -> int:
         return self._now
@@ -232,6 +242,7 @@ class MemorySystem(System):
         reserving: dict[str, int] = {}
         bids: dict[tuple[int, str], int] = {}
         asks: dict[tuple[int, str], int] = {}
+        counting: dict[tuple[int, str], int] = {}
         for participant, interval, intent in bodies:
             book = self._books.get(interval)
             if book is None:
@@ -242,6 +253,12 @@ class MemorySystem(System):
             if who not in registered:
                 return refused
             quantity, price = intent.quantity_wh, intent.price_per_wh
+            if quantity < self.min_order_wh:
+                return refused  # OrderTooSmall
+            placed = book.count.get(who, 0) + counting.get((interval, who), 0)
+            if placed >= self.max_orders_per_interval:
+                return refused  # TooManyOrders
+            counting[interval, who] = counting.get((interval, who), 0) + 1
             # the participant's own opposite order must not cross this one (SelfCross)
             if intent.side == "buy":
                 buy = True
@@ -281,6 +298,9 @@ class MemorySystem(System):
             self._books[interval].best_bid[who] = price
         for (interval, who), price in asks.items():
             self._books[interval].best_ask[who] = price
+        for (interval, who), n in counting.items():
+            book = self._books[interval]
+            book.count[who] = book.count.get(who, 0) + n
         for who, amount in reserving.items():
             self._reserved[who] = self._reserved.get(who, 0) + amount
         return stored

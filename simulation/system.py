@@ -164,6 +164,10 @@ class System(ABC):
         """Let settlement catch up with the current time; ``due`` are the committed
         intervals whose reading deadline has passed and that have not settled yet."""
 
+    def order_minimum_wh(self) -> int:
+        """The smallest order the market takes (``GET /market``'s ``bounds.minQuantityWh``)."""
+        return int(self.api.get("/market")["bounds"]["minQuantityWh"])
+
     def audit(self, intervals: Sequence[int]) -> AuditReport:
         """Audit ``intervals`` as anyone could (``wattledger audit``): the signed order sets
         the market API publishes, re-cleared and checked against the chain's record."""

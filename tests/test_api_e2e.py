@@ -71,7 +71,7 @@ def test_signed_orders_clear_at_gate_closure_and_the_chain_holds_the_published_r
     bid = alice.submit_order(t, "buy", 3_000, PRICE + 10_000)
     bid2 = carol.submit_order(t, "buy", 1_000, PRICE - 50_000)
     ask = bob.submit_order(t, "sell", 2_500, PRICE - 10_000)
-    cancelled = carol.submit_order(t, "buy", 7, PRICE)
+    cancelled = carol.submit_order(t, "buy", 70, PRICE)
     carol.cancel_order(cancelled["id"])
     assert alice.book(t)["bids"][0] == {
         "pricePerWh": str(PRICE + 10_000),
@@ -158,7 +158,7 @@ def test_orders_of_an_unfunded_participant_and_a_stranger_are_refused(
     assert caught.value.code == "insufficient_collateral"
     stranger = chain.signers[7]
     with pytest.raises(MarketApiError) as caught:
-        alice.submit_order(t, "buy", 1, PRICE, account=stranger)
+        alice.submit_order(t, "buy", 10, PRICE, account=stranger)
     assert caught.value.code == "unregistered_participant"
 
 

@@ -117,7 +117,7 @@ CASES: dict[str, tuple[Any, int, str]] = {
             h,
             {
                 "orders": [
-                    m.alice.order(m.t, "buy", 1, PRICE),
+                    m.alice.order(m.t, "buy", 10, PRICE),
                     order_with(m, sign_after=False, quantityWh=1.5),
                 ]
             },
@@ -128,7 +128,7 @@ CASES: dict[str, tuple[Any, int, str]] = {
     ),
     "batch_with_an_extra_field": (
         lambda m, h: post(
-            h, {"orders": [m.alice.order(m.t, "buy", 1, PRICE)], "x": 1}, "/orders:batch"
+            h, {"orders": [m.alice.order(m.t, "buy", 10, PRICE)], "x": 1}, "/orders:batch"
         ),
         422,
         "invalid_request",
@@ -153,7 +153,7 @@ CASES: dict[str, tuple[Any, int, str]] = {
         lambda m, h: post(
             h,
             {
-                "order": _drop(m.alice.order(m.t, "buy", 1, PRICE)["order"], "nonce"),
+                "order": _drop(m.alice.order(m.t, "buy", 10, PRICE)["order"], "nonce"),
                 "signature": "0x",
             },
         ),
@@ -161,7 +161,7 @@ CASES: dict[str, tuple[Any, int, str]] = {
         "invalid_request",
     ),
     "missing_signature": (
-        lambda m, h: post(h, {"order": m.alice.order(m.t, "buy", 1, PRICE)["order"]}),
+        lambda m, h: post(h, {"order": m.alice.order(m.t, "buy", 10, PRICE)["order"]}),
         422,
         "invalid_request",
     ),
@@ -171,7 +171,7 @@ CASES: dict[str, tuple[Any, int, str]] = {
         "invalid_request",
     ),
     "extra_top_level_field": (
-        lambda m, h: post(h, {**m.alice.order(m.t, "buy", 1, PRICE), "priority": 1}),
+        lambda m, h: post(h, {**m.alice.order(m.t, "buy", 10, PRICE), "priority": 1}),
         422,
         "invalid_request",
     ),
@@ -260,25 +260,25 @@ CASES: dict[str, tuple[Any, int, str]] = {
     ),
     "signature_not_hex": (
         lambda m, h: post(
-            h, {**m.alice.order(m.t, "buy", 1, PRICE), "signature": "0x" + "zz" * 65}
+            h, {**m.alice.order(m.t, "buy", 10, PRICE), "signature": "0x" + "zz" * 65}
         ),
         400,
         "bad_signature",
     ),
     "signature_with_whitespace": (
         lambda m, h: post(
-            h, {**m.alice.order(m.t, "buy", 1, PRICE), "signature": "0x" + "ab" * 64 + "  "}
+            h, {**m.alice.order(m.t, "buy", 10, PRICE), "signature": "0x" + "ab" * 64 + "  "}
         ),
         400,
         "bad_signature",
     ),
     "signature_short": (
-        lambda m, h: post(h, {**m.alice.order(m.t, "buy", 1, PRICE), "signature": "0xabcd"}),
+        lambda m, h: post(h, {**m.alice.order(m.t, "buy", 10, PRICE), "signature": "0xabcd"}),
         400,
         "bad_signature",
     ),
     "signature_wrong_type": (
-        lambda m, h: post(h, {**m.alice.order(m.t, "buy", 1, PRICE), "signature": 7}),
+        lambda m, h: post(h, {**m.alice.order(m.t, "buy", 10, PRICE), "signature": 7}),
         400,
         "bad_signature",
     ),
@@ -286,8 +286,8 @@ CASES: dict[str, tuple[Any, int, str]] = {
         lambda m, h: post(
             h,
             {
-                "order": m.alice.order(m.t, "buy", 1, PRICE)["order"],
-                "signature": m.bob.order(m.t, "buy", 1, PRICE)["signature"],
+                "order": m.alice.order(m.t, "buy", 10, PRICE)["order"],
+                "signature": m.bob.order(m.t, "buy", 10, PRICE)["signature"],
             },
         ),
         403,
@@ -299,33 +299,33 @@ CASES: dict[str, tuple[Any, int, str]] = {
         "signer_mismatch",
     ),
     "signed_for_another_chain": (
-        lambda m, h: post(h, _foreign(m, chain_id=1).order(m.t, "buy", 1, PRICE)),
+        lambda m, h: post(h, _foreign(m, chain_id=1).order(m.t, "buy", 10, PRICE)),
         403,
         "signer_mismatch",
     ),
     "signed_for_another_contract": (
-        lambda m, h: post(h, _foreign(m, contract="0x" + "42" * 20).order(m.t, "buy", 1, PRICE)),
+        lambda m, h: post(h, _foreign(m, contract="0x" + "42" * 20).order(m.t, "buy", 10, PRICE)),
         403,
         "signer_mismatch",
     ),
     "unregistered_participant": (
-        lambda m, h: post(h, OrderSigner(account(77), m.service.domain).order(m.t, "buy", 1, 1)),
+        lambda m, h: post(h, OrderSigner(account(77), m.service.domain).order(m.t, "buy", 10, 1)),
         403,
         "unregistered_participant",
     ),
     "replayed_order": (lambda m, h: post(h, _replay(m)), 409, "nonce_used"),
     "expired_order": (
-        lambda m, h: post(h, m.alice.order(m.t, "buy", 1, PRICE, expiry=m.clock.now())),
+        lambda m, h: post(h, m.alice.order(m.t, "buy", 10, PRICE, expiry=m.clock.now())),
         422,
         "order_expired",
     ),
     "interval_closed": (
-        lambda m, h: post(h, m.alice.order(m.service.current_interval(), "buy", 1, PRICE)),
+        lambda m, h: post(h, m.alice.order(m.service.current_interval(), "buy", 10, PRICE)),
         409,
         "interval_closed",
     ),
     "interval_too_far": (
-        lambda m, h: post(h, m.alice.order(m.service.current_interval() + 9, "buy", 1, PRICE)),
+        lambda m, h: post(h, m.alice.order(m.service.current_interval() + 9, "buy", 10, PRICE)),
         422,
         "interval_too_far",
     ),
@@ -335,14 +335,14 @@ CASES: dict[str, tuple[Any, int, str]] = {
         "insufficient_collateral",
     ),
     "self_cross": (
-        lambda m, h: post(h, m.alice.order(m.t, "sell", 5, PRICE)),
+        lambda m, h: post(h, m.alice.order(m.t, "sell", 50, PRICE)),
         409,
         "self_cross",
     ),
     "batch_with_one_bad_order": (
         lambda m, h: post(
             h,
-            {"orders": [m.alice.order(m.t, "buy", 1, PRICE), order_with(m, quantityWh=0)]},
+            {"orders": [m.alice.order(m.t, "buy", 10, PRICE), order_with(m, quantityWh=0)]},
             "/orders:batch",
         ),
         422,
@@ -351,7 +351,7 @@ CASES: dict[str, tuple[Any, int, str]] = {
     "batch_empty": (lambda m, h: post(h, {"orders": []}, "/orders:batch"), 422, "invalid_request"),
     "batch_too_large": (
         lambda m, h: post(
-            h, {"orders": [m.alice.order(m.t, "buy", 1, PRICE)] * 1001}, "/orders:batch"
+            h, {"orders": [m.alice.order(m.t, "buy", 10, PRICE)] * 1001}, "/orders:batch"
         ),
         413,
         "body_too_large",
@@ -480,10 +480,10 @@ def test_self_cross_is_refused_within_a_batch_and_apart_prices_are_accepted(env:
     apart = {"orders": [m.bob.order(t, "buy", 10, PRICE), m.bob.order(t, "sell", 10, PRICE + 1)]}
     assert post(http, apart, "/orders:batch").status_code == 201
     # Once the crossing own order is cancelled, the other side is accepted.
-    assert post(http, m.alice.order(m.t, "sell", 5, PRICE)).status_code == 409
+    assert post(http, m.alice.order(m.t, "sell", 50, PRICE)).status_code == 409
     cancel = m.alice.cancel(m.open["id"])
     assert http.request("DELETE", f"/orders/{m.open['id']}", json=cancel).status_code == 200
-    assert post(http, m.alice.order(m.t, "sell", 5, PRICE)).status_code == 201
+    assert post(http, m.alice.order(m.t, "sell", 50, PRICE)).status_code == 201
 
 
 def test_a_wrong_method_is_refused_naming_the_methods_the_path_takes(env: Any) -> None:

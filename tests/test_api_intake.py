@@ -71,7 +71,7 @@ def test_a_first_order_reads_the_chain_beside_the_event_loop(tmp_path: Path) -> 
         setattr(m.ledger, name, recording)
     with httpx.Client(transport=transport, base_url="http://market.test") as http:
         first = http.post("/orders", json=m.alice.order(m.t, "buy", 10, PRICE))
-        batch = [m.bob.order(m.t, "sell", 10, PRICE + 1), m.carol.order(m.t, "buy", 1, PRICE)]
+        batch = [m.bob.order(m.t, "sell", 10, PRICE + 1), m.carol.order(m.t, "buy", 10, PRICE)]
         second = http.post("/orders:batch", json={"orders": batch})
     transport.close()
     assert (first.status_code, second.status_code) == (201, 201)
@@ -108,7 +108,7 @@ def test_inline_commits_store_orders_on_the_event_loop_and_a_server_on_a_worker(
         with httpx.Client(transport=transport, base_url="http://market.test") as http:
             http.post("/orders", json=m.alice.order(m.t, "buy", 10, PRICE))  # first sight
             order = m.bob.order(m.t, "sell", 10, PRICE + 1)
-            http.post("/orders", json=m.bob.order(m.t, "sell", 5, PRICE + 2))
+            http.post("/orders", json=m.bob.order(m.t, "sell", 50, PRICE + 2))
             threads.clear()
             answer = http.post("/orders", json=order)
         transport.close()

@@ -35,7 +35,10 @@ METHODS = ("get", "put", "post", "delete", "patch")
 def _settlement_stub() -> SettlementService:
     """Enough of a settlement service to build its router and document it (no request is
     answered by it here)."""
-    return cast(SettlementService, SimpleNamespace(config=SimpleNamespace(max_intake_readings=7)))
+    return cast(
+        SettlementService,
+        SimpleNamespace(config=SimpleNamespace(max_intake_readings=7, max_reading_wh=10_000_000)),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +170,23 @@ def test_decimal_range_patterns_match_exactly_the_range() -> None:
     big = re.compile(decimal_range_pattern(0, 2**64 - 1))
     assert big.fullmatch(str(2**64 - 1)) and big.fullmatch("0" + str(2**64 - 2))
     assert not big.fullmatch(str(2**64)) and not big.fullmatch(str(10**20))
+
+
+def test_decimal_range_patterns_take_any_lower_bound() -> None:
+    """A configured minimum (the market's smallest order) is written into the pattern too."""
+    import re
+
+    for low in (2, 9, 10, 11, 25, 99, 100, 101, 250, 999):
+        for high in (low, low + 1, 99, 100, 255, 1099, 2**16):
+            if high < low:
+                continue
+            pattern = re.compile(decimal_range_pattern(low, high))
+            for n in range(high + 200):
+                for text in (str(n), "00" + str(n)):
+                    assert bool(pattern.fullmatch(text)) == (low <= n <= high), (low, high, text)
+    big = re.compile(decimal_range_pattern(10, 2**40 - 1))
+    assert big.fullmatch(str(2**40 - 1)) and big.fullmatch("0010") and not big.fullmatch("9")
+    assert not big.fullmatch(str(2**40))
 
 
 # --------------------------------------------------------------------------- problem codes

@@ -119,8 +119,8 @@ def test_chain_facts_are_checked_at_most_once_per_period(tmp_path: Path) -> None
     m.ledger.facts = counting  # type: ignore[method-assign]
     old = m.service.terms()
     m.ledger.set_terms(Terms(old.penalty_price_per_wh + 1, 0, 90))
-    for _ in range(50):
-        m.service.submit_order(signed(m.alice.order(m.t, "buy", 1, PRICE)))
+    for i in range(50):  # over several intervals: one holds at most 16 orders of one key
+        m.service.submit_order(signed(m.alice.order(m.t + i % 5, "buy", 10, PRICE)))
         assert m.service.terms() == old
     assert calls == []
     assert m.service.refresh_facts().terms.reading_window_seconds == 90

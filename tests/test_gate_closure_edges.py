@@ -60,7 +60,7 @@ def test_an_interval_without_orders_is_empty_once_its_gate_has_passed(m: Market)
         _assert_empty(api, m, t)
         # A closed empty interval takes no order.
         with pytest.raises(MarketApiError) as caught:
-            api.submit_order(t, "buy", 1, PRICE)
+            api.submit_order(t, "buy", 10, PRICE)
         assert caught.value.code == "interval_closed"
 
 
@@ -131,7 +131,7 @@ def test_an_order_expired_at_gate_closure_does_not_trade(m: Market) -> None:
 def test_an_interval_whose_orders_all_expired_is_committed_without_trades(m: Market) -> None:
     t = m.t
     gate = m.service.gate_closure_at(t)
-    bid = m.service.submit_order(signed(m.alice.order(t, "buy", 5, PRICE, expiry=gate - 1)))
+    bid = m.service.submit_order(signed(m.alice.order(t, "buy", 50, PRICE, expiry=gate - 1)))
     m.close_due(t)
     root, trades = m.ledger.commits[t]
     assert trades == () and root == MerkleTree.of([bytes.fromhex(bid.id[2:])]).root

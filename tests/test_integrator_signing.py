@@ -226,7 +226,7 @@ def test_each_signature_form_is_accepted_and_published_canonical(
     assert placed.json()["signature"] == canonical
     assert http.get(f"/orders/{order_id}").json()["signature"] == canonical
     # a cancel in the same form is stored canonical too
-    other = http.post("/orders", json=m.alice.order(m.t, "buy", 7, PRICE)).json()
+    other = http.post("/orders", json=m.alice.order(m.t, "buy", 70, PRICE)).json()
     cancel = m.alice.cancel(other["id"])
     response = http.request(
         "DELETE",
@@ -315,7 +315,7 @@ def test_a_registration_on_a_dev_chain_is_registered_at_once_and_idempotently(
     # the registered participant trades at once (no stale "unregistered" answer)
     m.ledger.free[newcomer.address.lower()] = 10**18
     trader = OrderSigner(newcomer, m.service.domain)
-    assert http.post("/orders", json=trader.order(m.t, "buy", 1, PRICE)).status_code == 201
+    assert http.post("/orders", json=trader.order(m.t, "buy", 10, PRICE)).status_code == 201
 
 
 def test_a_participant_seen_unregistered_trades_right_after_registering(
@@ -325,14 +325,14 @@ def test_a_participant_seen_unregistered_trades_right_after_registering(
     newcomer = account(31)
     trader = OrderSigner(newcomer, m.service.domain)
     expect(
-        http.post("/orders", json=trader.order(m.t, "buy", 1, PRICE)),
+        http.post("/orders", json=trader.order(m.t, "buy", 10, PRICE)),
         403,
         "unregistered_participant",
     )
     body = registration_body(newcomer, account(32).address, 1, m.service.domain, m.clock.now() + 60)
     assert http.post("/registrations", json=body).status_code == 201
     m.ledger.free[newcomer.address.lower()] = 10**18
-    assert http.post("/orders", json=trader.order(m.t, "buy", 1, PRICE)).status_code == 201
+    assert http.post("/orders", json=trader.order(m.t, "buy", 10, PRICE)).status_code == 201
 
 
 def test_registration_refusals_have_stable_codes_and_store_nothing(

@@ -153,7 +153,7 @@ def test_every_kind_signed_from_the_templates_by_eth_account_and_by_anvil_is_acc
         assert int(buy["signature"][130:], 16) in (27, 28)
     # cancel: one extra order each, cancelled by its participant
     for who, signers in ((p1, by_eth_account), (p2, by_anvil)):
-        extra = submit("order", signers[who.address], order(who, t1, 0, 1, 1), "/orders", "POST")
+        extra = submit("order", signers[who.address], order(who, t1, 0, 10, 1), "/orders", "POST")
         cancel = {
             "participant": who.address,
             "orderHash": extra["id"],

@@ -139,7 +139,7 @@ def test_orders_acked_201_survive_sigkill_and_nothing_else_appears(tmp_path: Pat
                 # Nonces are durable: an acked order replayed after the restart is refused.
                 replay = next(iter(acked.values()))
                 assert http.post("/orders", json=replay).json()["code"] == "nonce_used"
-                fresh = http.post("/orders", json=signers[0].order(t, "buy", 1, PRICE))
+                fresh = http.post("/orders", json=signers[0].order(t, "buy", 10, PRICE))
                 assert fresh.status_code == 201
                 assert fresh.json()["seq"] > max(seqs)
                 health = http.get("/health").json()

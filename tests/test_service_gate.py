@@ -97,7 +97,7 @@ def test_orders_after_gate_closure_and_cancels_are_refused(m: Market) -> None:
     a1, _, _ = _book(m, t)
     m.close_due(t)
     with pytest.raises(IntervalClosed):
-        m.service.submit_order(signed(m.alice.order(t, "buy", 1, PRICE)))
+        m.service.submit_order(signed(m.alice.order(t, "buy", 10, PRICE)))
     with pytest.raises(RequestError) as caught:
         m.service.cancel_order(a1.id, signed(m.alice.cancel(a1.id)))
     assert caught.value.code in ("order_not_open", "interval_closed")
@@ -207,7 +207,7 @@ def test_operator_can_close_early_with_a_signed_message_and_nobody_else_can(m: M
     record = m.service.operator_close_gate(t, signed(operator.close_gate(t)))
     assert record.state == COMMITTED
     with pytest.raises(IntervalClosed):
-        m.service.submit_order(signed(m.alice.order(t, "buy", 1, PRICE)))
+        m.service.submit_order(signed(m.alice.order(t, "buy", 10, PRICE)))
 
 
 def test_gate_closure_waits_for_orders_being_written(m: Market) -> None:

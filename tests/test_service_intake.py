@@ -105,10 +105,10 @@ def test_interval_too_far_ahead_is_refused_at_the_exact_bound(tmp_path: Path) ->
 def test_buyer_collateral_is_quantity_times_limit_across_intervals(tmp_path: Path) -> None:
     m = make_market(tmp_path, deposit=3000 * PRICE)
     m.service.submit_order(signed(m.alice.order(m.t, "buy", 1000, PRICE)))
-    m.service.submit_order(signed(m.alice.order(m.t + 1, "buy", 1999, PRICE)))
+    m.service.submit_order(signed(m.alice.order(m.t + 1, "buy", 1990, PRICE)))
     with pytest.raises(InsufficientCollateral):
-        m.service.submit_order(signed(m.alice.order(m.t + 2, "buy", 2, PRICE)))
-    m.service.submit_order(signed(m.alice.order(m.t + 2, "buy", 1, PRICE)))  # exactly enough
+        m.service.submit_order(signed(m.alice.order(m.t + 2, "buy", 11, PRICE)))
+    m.service.submit_order(signed(m.alice.order(m.t + 2, "buy", 10, PRICE)))  # exactly enough
 
 
 def test_seller_collateral_is_quantity_times_penalty_price(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_seller_collateral_is_quantity_times_penalty_price(tmp_path: Path) -> No
     # The ask's own limit price does not matter for its bond.
     m.service.submit_order(signed(m.bob.order(m.t, "sell", 1000, 1)))
     with pytest.raises(InsufficientCollateral):
-        m.service.submit_order(signed(m.bob.order(m.t, "sell", 1, 1)))
+        m.service.submit_order(signed(m.bob.order(m.t, "sell", 10, 1)))
 
 
 def test_a_fresh_deposit_is_seen_when_the_cached_balance_falls_short(tmp_path: Path) -> None:
@@ -132,8 +132,8 @@ def test_a_fresh_deposit_is_seen_when_the_cached_balance_falls_short(tmp_path: P
 def test_intake_does_not_read_the_chain_for_a_known_funded_participant(m: Market) -> None:
     m.service.submit_order(signed(m.alice.order(m.t, "buy", 10, PRICE)))
     reads = m.ledger.balance_reads
-    for _ in range(20):
-        m.service.submit_order(signed(m.alice.order(m.t, "buy", 10, PRICE)))
+    for i in range(20):  # over several intervals: one holds at most 16 orders of one key
+        m.service.submit_order(signed(m.alice.order(m.t + i % 4, "buy", 10, PRICE)))
     assert m.ledger.balance_reads == reads
 
 
@@ -174,7 +174,7 @@ def test_batch_collateral_is_cumulative_within_the_batch(tmp_path: Path) -> None
 
 def test_batch_over_the_limit_is_refused(tmp_path: Path) -> None:
     m = make_market(tmp_path, config=MarketConfig(max_batch_orders=2))
-    bodies = [m.alice.order(m.t, "buy", 1, PRICE) for _ in range(3)]
+    bodies = [m.alice.order(m.t, "buy", 10, PRICE) for _ in range(3)]
     with pytest.raises(BatchTooLarge):
         m.service.submit_orders([signed(b) for b in bodies])
 
@@ -241,7 +241,8 @@ def test_large_amounts_stay_exact(tmp_path: Path) -> None:
 def test_self_cross_is_refused_exactly_when_a_naive_scan_finds_a_crossing_own_order(
     tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, Any, int]]
 ) -> None:
-    m = make_market(tmp_path_factory.mktemp("cross"), deposit=10**6 * PRICE)
+    many = MarketConfig(max_orders_per_interval=100)  # the cap is not what this checks
+    m = make_market(tmp_path_factory.mktemp("cross"), deposit=10**6 * PRICE, config=many)
     mine: dict[str, tuple[str, int]] = {}  # open order id -> (side, price), the reference
     for kind, what, level in steps:
         if kind == "cancel":
@@ -255,7 +256,7 @@ def test_self_cross_is_refused_exactly_when_a_naive_scan_finds_a_crossing_own_or
             side != what and (price >= p if what == "buy" else p >= price)
             for side, p in mine.values()
         )
-        body = m.alice.order(m.t, what, 1, price)
+        body = m.alice.order(m.t, what, 10, price)
         if crosses:
             with pytest.raises(SelfCross):
                 m.service.submit_order(signed(body))

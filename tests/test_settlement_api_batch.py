@@ -275,8 +275,22 @@ def test_every_bad_reading_is_listed_and_the_status_is_the_first_ones(api: Batch
     env, t = api.env, api.t
     bodies = good(api)
     bodies[0] = env.body(t - 1, env.p(1), 10)  # 404
+    nobody = Account.create()
+    bodies[2] = env.body(t, nobody.address, 9, meter=nobody)  # 403
+    api.refused(bodies, {0: "interval_not_committed", 2: "unregistered_meter"}, 404)
+
+
+def test_a_batch_with_a_reading_failing_the_checks_without_chain_lists_only_those(
+    api: BatchApi,
+) -> None:
+    """Intended since the chain is read only for signed readings: a reading that fails a
+    check needing no chain (here its signature) refuses the batch at once, and the others
+    (one for an interval never committed) are not checked against the chain."""
+    env, t = api.env, api.t
+    bodies = good(api)
+    bodies[0] = env.body(t - 1, env.p(1), 10)  # would be 404, but is not looked at
     bodies[2] = {**bodies[2], "signature": "0x12"}  # 400
-    api.refused(bodies, {0: "interval_not_committed", 2: "bad_signature"}, 404)
+    api.refused(bodies, {2: "bad_signature"}, 400)
 
 
 def test_a_duplicate_found_only_by_the_store_refuses_the_batch(

@@ -26,6 +26,11 @@ invalid_quantity            422     ``quantityWh`` is zero, negative or not an i
 invalid_price               422     ``pricePerWh`` is zero, negative or not an integer
 out_of_bounds               422     a value is above the market's bounds or its EIP-712 type
 insufficient_collateral     409     free balance minus open orders' locks cannot cover it
+order_too_small             422     ``quantityWh`` is below the market's minimum order size
+                                    (``GET /market`` ``bounds.minQuantityWh``)
+too_many_orders             409     the participant already has the most open orders one
+                                    participant may have in the interval
+                                    (``bounds.maxOrdersPerInterval``)
 self_cross                  409     the order would trade against the participant's own
                                     open order of the other side in the same interval
 batch_too_large             413     more orders in one batch than the market accepts
@@ -52,6 +57,8 @@ registration_not_found      404     no registration request of this participant
 not_found                   404     no such path
 method_not_allowed          405     the path does not take this method
 service_unavailable         503     the order store or the chain failed (not bad input)
+chain_busy                  503     the chain-read budget for participants not seen yet is
+                                    spent; retry after ``Retry-After`` seconds
 ==========================  ======  =====================================================
 =======
 The table of codes, statuses and meanings is published in both APIs' OpenAPI description,
@@ -146,6 +153,24 @@ class InsufficientCollateral(RequestError):
     """Raised when free balance minus open orders' locks cannot cover a new order."""
 
     code, status, title = "insufficient_collateral", 409, "Insufficient collateral"
+
+
+class OrderTooSmall(RequestError):
+    """Raised when ``quantityWh`` is below the market's minimum order size.
+
+    The clearing divides orders down to 1 Wh, but intake takes no order below
+    ``min_order_wh`` (``GET /market`` ``bounds.minQuantityWh``), so that one key cannot
+    split its energy into many tiny orders, each a trade to commit and settle."""
+
+    code, status, title = "order_too_small", 422, "Order too small"
+
+
+class TooManyOrders(RequestError):
+    """Raised when the participant already has ``max_orders_per_interval`` open orders in the
+    order's interval (``GET /market`` ``bounds.maxOrdersPerInterval``); a cancel frees a
+    place."""
+
+    code, status, title = "too_many_orders", 409, "Too many open orders in the interval"
 
 
 class SelfCross(RequestError):
@@ -279,11 +304,32 @@ class ChainUnavailableProblem(ServiceUnavailable):
     public_detail = "the chain is unavailable; retry later"
 
 
+class ChainBusy(ServiceUnavailable):
+    """Raised when a request needs a chain read for a participant the service has not seen
+    (never registered, or not looked up yet) and the budget of such reads is spent (503,
+    with ``Retry-After``): participants it knows never wait for it.
+
+    ``retry_after_seconds``: when the budget will have a read again (whole seconds, at
+    least 1)."""
+
+    code = "chain_busy"
+    title = "Chain reads for new participants are rate-limited"
+    public_detail = (
+        "the service reads the chain for participants it has not seen at a bounded rate, and "
+        "that budget is spent for now; retry after the Retry-After seconds"
+    )
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+
 __all__ = [
     "AlreadyRegistered",
     "BatchRejected",
     "BatchTooLarge",
     "BodyTooLarge",
+    "ChainBusy",
     "ChainUnavailableProblem",
     "InsufficientCollateral",
     "IntervalClosed",
@@ -304,6 +350,7 @@ __all__ = [
     "OrderNotFound",
     "OrderNotInBook",
     "OrderNotOpen",
+    "OrderTooSmall",
     "OutOfBounds",
     "RegistrationExpired",
     "RegistrationNotFound",
@@ -311,5 +358,6 @@ __all__ = [
     "RegistrationRefused",
     "ServiceUnavailable",
     "SignerMismatch",
+    "TooManyOrders",
     "UnregisteredParticipant",
 ]

@@ -193,11 +193,13 @@ class OrderIntake:
         signed = check_batch(value) if path == BATCH_PATH else [check_signed_order(value)]
         if self.service.facts_due():  # terms and registrations follow the chain, off the loop
             await asyncio.to_thread(self.service.refresh_facts)
-        if len(signed) <= self.service.config.max_batch_orders:
-            unknown = self.service.unknown_participants(signed)
-            if unknown:  # first sight: the chain reads happen beside the event loop, not on it
-                await asyncio.to_thread(self.service.look_up, unknown)
-        prepared = self.service.prepare_orders(signed)
+        # Signatures first (CPU, no chain): a request with an order its participant did not
+        # sign is refused here, before anything is read from the chain for any of its orders.
+        checked = self.service.authenticate_orders(signed)
+        unknown = self.service.unknown_participants(checked)
+        if unknown:  # first sight: the chain reads happen beside the event loop, not on it
+            await asyncio.to_thread(self.service.look_up, unknown)
+        prepared = self.service.prepare_orders(signed, checked)
         await self.committer.commit(prepared)
         if path == BATCH_PATH:
             views = ",".join([self._accepted_json(o) for o in prepared.orders])

@@ -502,6 +502,23 @@ class Eip712Info(BaseModel):
     signature: str = Field(description="the signature forms every endpoint takes")
 
 
+class MarketBounds(BaseModel):
+    """What intake takes of an order beyond its EIP-712 types (prices as decimal strings)."""
+
+    minQuantityWh: int = Field(
+        description="the smallest order intake takes, Wh (a setting of the market; smaller "
+        "orders are refused with order_too_small; the clearing still divides orders down to "
+        "1 Wh)"
+    )
+    maxQuantityWh: int = Field(description="the largest order, Wh")
+    minPricePerWh: str = Field(description="the lowest limit price, base units per Wh")
+    maxPricePerWh: str = Field(description="the highest limit price, base units per Wh")
+    maxOrdersPerInterval: int = Field(
+        description="most open orders one participant may have in one interval (cancelled "
+        "orders do not count); one more is refused with too_many_orders"
+    )
+
+
 class MarketInfo(BaseModel):
     """Everything a client needs to sign orders and follow the market."""
 
@@ -532,7 +549,7 @@ class MarketInfo(BaseModel):
     now: int = Field(description="the market's clock, Unix seconds")
     mechanism: dict[str, Any]
     terms: dict[str, Any]
-    bounds: dict[str, Any]
+    bounds: MarketBounds
 
 
 __all__ = [
@@ -547,6 +564,7 @@ __all__ = [
     "Eip712Field",
     "Eip712Info",
     "Health",
+    "MarketBounds",
     "MarketInfo",
     "MessageKind",
     "OrderBatch",

@@ -42,12 +42,15 @@ class LimitedRouter(APIRouter):
     ``component`` holds at most ``n`` items (a batch's limit from the configuration).
     ``components``: schema components that replace FastAPI's of the same name (the body
     models that document what a route checks by hand, :func:`model_components`).
+    ``properties[(component, field)] = schema``: the schema of ``field`` of ``component``
+    (an integer range from the configuration, :func:`market.http.wire.integer_range_schema`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_items: dict[tuple[str, str], int] = {}
         self.components: dict[str, Any] = {}
+        self.properties: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 class DocumentedApp(FastAPI):
@@ -75,6 +78,11 @@ class DocumentedApp(FastAPI):
                 for (component, field), n in router.max_items.items():
                     if component in schemas:
                         schemas[component]["properties"][field]["maxItems"] = n
+                for (component, field), schema in router.properties.items():
+                    if component in schemas:
+                        title = schemas[component]["properties"][field].get("title")
+                        fixed = {**schema, **({"title": title} if title else {})}
+                        schemas[component]["properties"][field] = fixed
             info = document["info"]
             info["description"] = (
                 info.get("description", "").rstrip()

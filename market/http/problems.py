@@ -31,6 +31,7 @@ from starlette.routing import Match
 
 from ledger.errors import BadSignature, InputError, RequestError, WattledgerError
 from market.http.errors import (
+    ChainBusy,
     InvalidPrice,
     InvalidQuantity,
     InvalidRequest,
@@ -83,7 +84,10 @@ def problem_response(err: BaseException, instance: str | None = None) -> JSONRes
         hint = err.hint
     elif isinstance(err, ServiceUnavailable):
         status, code, title, hint = err.status, err.code, err.title, err.hint
-        log.warning("%s answered %s: %s", instance or "a request", code, err.message)
+        if isinstance(err, ChainBusy):  # load shed on purpose: a flood must not flood the log
+            log.debug("%s answered %s: %s", instance or "a request", code, err.message)
+        else:
+            log.warning("%s answered %s: %s", instance or "a request", code, err.message)
         body = {"detail": err.public_detail}
     elif isinstance(err, InputError):
         status, code, title, hint = 422, err.code, "Invalid input", err.hint
@@ -106,7 +110,10 @@ def problem_response(err: BaseException, instance: str | None = None) -> JSONRes
         content["hint"] = hint
     if instance:
         content["instance"] = instance
-    return JSONResponse(content, status_code=status, media_type=PROBLEM_JSON)
+    response = JSONResponse(content, status_code=status, media_type=PROBLEM_JSON)
+    if isinstance(err, ChainBusy):
+        response.headers["Retry-After"] = str(err.retry_after_seconds)
+    return response
 
 
 def shape_problem(

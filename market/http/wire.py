@@ -60,17 +60,45 @@ a larger JSON integer is taken but not offered by the schema, since JSON tools r
 as doubles, which round above 2^53."""
 
 
+def _same_length_range(low: str, high: str) -> str:
+    """A regular expression for the digit strings of ``low``'s length between ``low`` and
+    ``high`` (equal lengths, ``low <= high``): the common first digit, or a branch for
+    ``low``'s first digit, the digits between, and ``high``'s first digit."""
+    if low == high:
+        return low
+    if len(low) == 1:
+        return f"[{low}-{high}]"
+    if low[0] == high[0]:
+        return low[0] + _same_length_range(low[1:], high[1:])
+    rest = len(low) - 1
+    branches = [low[0] + _same_length_range(low[1:], "9" * rest)]
+    first, last = int(low[0]) + 1, int(high[0]) - 1
+    if first <= last:
+        digit = str(first) if first == last else f"[{first}-{last}]"
+        branches.append(digit + ("[0-9]" if rest == 1 else f"[0-9]{{{rest}}}"))
+    branches.append(high[0] + _same_length_range("0" * rest, high[1:]))
+    return "(?:" + "|".join(branches) + ")"
+
+
 def decimal_range_pattern(low: int, high: int) -> str:
     """A regular expression matching exactly the decimal strings (leading zeros allowed, no
-    sign, no spaces) whose value lies in ``low..high``; ``low`` is 0 or 1.
+    sign, no spaces) whose value lies in ``low..high``.
 
     The value range of a string-encoded integer is not expressible as ``minimum`` and
-    ``maximum`` in JSON Schema, so it is written into the pattern: numbers with fewer digits
-    than ``high``, then, digit by digit, those with ``high``'s first digits and a smaller next
-    one, then ``high`` itself.
+    ``maximum`` in JSON Schema, so it is written into the pattern. For ``low`` 0 or 1:
+    numbers with fewer digits than ``high``, then, digit by digit, those with ``high``'s
+    first digits and a smaller next one, then ``high`` itself. For a larger ``low`` (a
+    configured minimum): per number of digits, the range of that length, split digit by
+    digit where its bounds differ.
     """
-    if low not in (0, 1) or high < max(low, 1):
+    if low < 0 or high < max(low, 1):
         raise ValueError(f"unsupported range {low}..{high}")
+    if low > 1:
+        pieces = []
+        for n in range(len(str(low)), len(str(high)) + 1):
+            start, stop = max(low, 10 ** (n - 1)), min(high, 10**n - 1)
+            pieces.append(_same_length_range(str(start), str(stop)))
+        return "^0*(" + "|".join(pieces) + ")$"
     digits = str(high)
     n = len(digits)
     branches: list[str] = []
@@ -89,6 +117,25 @@ def decimal_range_pattern(low: int, high: int) -> str:
     if low == 0:
         branches.insert(0, "0")
     return "^0*(" + "|".join(branches) + ")$"
+
+
+def integer_range_schema(low: int, high: int, description: str) -> dict[str, Any]:
+    """The JSON Schema of an unsigned field in ``low..high`` known only when an app is built
+    (a configured bound): a JSON integer (up to 2^53 - 1 in the schema, as
+    :data:`_SAFE_MAXIMUM` says) or a string of decimal digits; the form of
+    :data:`QuantityWh` and :data:`Uint64` with other bounds."""
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": low, "maximum": min(high, JSON_SAFE_MAX)},
+            {
+                "type": "string",
+                "pattern": decimal_range_pattern(low, high),
+                "minLength": 1,
+                "maxLength": MAX_DIGITS,
+            },
+        ],
+        "description": f"{description}: {_range(low, high)}",
+    }
 
 
 def _digits(low: int, high: int) -> Any:
@@ -124,7 +171,12 @@ Side = Annotated[
 QuantityWh = Annotated[
     Annotated[int, Field(ge=1, le=MAX_QUANTITY_WH), BeforeValidator(_json_int)]
     | Annotated[StrictStr, _digits(1, MAX_QUANTITY_WH)],
-    Field(description=f"energy in Wh (uint64, the market's bounds): {_range(1, MAX_QUANTITY_WH)}"),
+    Field(
+        description=f"energy in Wh (uint64, the market's bounds): {_range(1, MAX_QUANTITY_WH)}; "
+        "intake refuses an order below the market's minimum order size, a setting of the "
+        "market (10 Wh by default) that GET /market states as bounds.minQuantityWh "
+        "(`order_too_small`)"
+    ),
 ]
 """An order's quantity, within the market's bounds."""
 PricePerWh = Annotated[
@@ -169,4 +221,5 @@ __all__ = [
     "Signature",
     "Uint64",
     "decimal_range_pattern",
+    "integer_range_schema",
 ]

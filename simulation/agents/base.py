@@ -14,9 +14,10 @@ The three calls must come in this order, for ``t = 0, 1, 2, ...`` without gaps; 
 else raises :class:`AgentProtocolError`, because an agent that skipped a delivery would
 silently carry a wrong state of charge or a wrong amount of unfinished work.
 
-What an agent may know before gate closure is in :class:`MarketView`: the interval length
-and the past clearing prices. Its own fills it learns through ``on_fills`` and keeps itself
-(:attr:`Agent.fills`), so there is one source of truth for them.
+What an agent may know before gate closure is in :class:`MarketView`: the interval length,
+the past clearing prices and the market's minimum order size. Its own fills it learns
+through ``on_fills`` and keeps itself (:attr:`Agent.fills`), so there is one source of truth
+for them.
 
 Everything an agent hands out is an exact ``int``: order quantities in Wh, limit prices in
 token base units per Wh, meter readings in Wh, collateral in base units. Floats stay inside
@@ -39,6 +40,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH, MIN_PRICE_PER_WH, MIN_QUANTITY_WH
+from market.service import DEFAULT_MIN_ORDER_WH
 from simulation.profiles import seeded_rng
 from simulation.scenario import CalendarSpec
 
@@ -98,6 +100,9 @@ class MarketView:
 
     interval_seconds: int
     recent_prices: tuple[int | None, ...] = ()
+    min_order_wh: int = DEFAULT_MIN_ORDER_WH
+    """The market's minimum order size (``GET /market`` ``bounds.minQuantityWh``): an agent
+    does not place a smaller order, which intake would refuse; it stays unfilled."""
 
     def known_prices(self, window: int) -> list[int]:
         """The non-empty prices among the last ``window`` intervals, oldest first."""
@@ -246,7 +251,9 @@ class Agent(ABC):
         is at or above one of its asks: an agent never trades with itself.
         """
         self._expect(t, "orders")
-        intents = tuple(self._plan(t, view))
+        # An order below the market's minimum would be refused: it is not placed, and the
+        # agent's plan for it meets an unfilled order, as when a price does not clear.
+        intents = tuple(i for i in self._plan(t, view) if i.quantity_wh >= view.min_order_wh)
         self._cycle.intents = intents
         self._cycle.expect = "fills"
         return list(intents)

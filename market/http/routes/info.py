@@ -121,10 +121,11 @@ def info_router(service: MarketService) -> APIRouter:
                 "readingWindowSeconds": terms.reading_window_seconds,
             },
             "bounds": {
-                "minQuantityWh": 1,
+                "minQuantityWh": cfg.min_order_wh,
                 "maxQuantityWh": MAX_QUANTITY_WH,
                 "minPricePerWh": "1",
                 "maxPricePerWh": str(MAX_PRICE_PER_WH),
+                "maxOrdersPerInterval": cfg.max_orders_per_interval,
             },
         }
 

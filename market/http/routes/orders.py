@@ -20,6 +20,7 @@ from ledger.errors import BadSignature, UnverifiableSignature
 from market.http.errors import (
     BatchTooLarge,
     BodyTooLarge,
+    ChainBusy,
     ChainUnavailableProblem,
     InsufficientCollateral,
     IntervalClosed,
@@ -36,10 +37,12 @@ from market.http.errors import (
     OrderNotFound,
     OrderNotInBook,
     OrderNotOpen,
+    OrderTooSmall,
     OutOfBounds,
     SelfCross,
     ServiceUnavailable,
     SignerMismatch,
+    TooManyOrders,
     UnregisteredParticipant,
 )
 from market.http.intake import BATCH_PATH, ORDER_PATH, OrderIntake
@@ -55,6 +58,8 @@ from market.http.openapi_doc import LimitedRouter
 from market.http.params import OrderIdParam
 from market.http.problems import problem_responses
 from market.http.views import json_response, order_view
+from market.http.wire import integer_range_schema
+from market.orders import MAX_QUANTITY_WH
 from market.service import MarketService
 from market.signed_messages import SignedMessage
 
@@ -67,15 +72,18 @@ ORDER_REFUSALS = (
     InvalidQuantity,
     InvalidPrice,
     OutOfBounds,
+    OrderTooSmall,
     UnverifiableSignature,
     SignerMismatch,
-    UnregisteredParticipant,
     OrderExpired,
+    UnregisteredParticipant,
     IntervalTooFar,
     IntervalClosed,
     NonceUsed,
+    TooManyOrders,
     SelfCross,
     InsufficientCollateral,
+    ChainBusy,
     ChainUnavailableProblem,
     ServiceUnavailable,
 )
@@ -87,22 +95,34 @@ Checked in this order; the first failing check answers:
 1. the body's shape and every field's form and range, as the schema states
    (`malformed_json`, `invalid_request`, `bad_signature`, `invalid_side`,
    `invalid_quantity`, `invalid_price`, `out_of_bounds`);
-2. the signature recovers a key (`unverifiable_signature`: `r` or `s` out of range, a high
+2. `quantityWh` is at least the market's minimum order size, `bounds.minQuantityWh` of
+   `GET /market` (a setting of the market, 10 Wh by default) (`order_too_small`);
+3. the signature recovers a key (`unverifiable_signature`: `r` or `s` out of range, a high
    `s`, or no key) and that key is `order.participant` under the EIP-712 domain of
    `GET /market` (`signer_mismatch`);
-3. the participant is registered on the market contract (`unregistered_participant`);
 4. `expiry` is after the market's clock (`order_expired`);
-5. the interval's gate is open: the market's clock is before
+5. the participant is registered on the market contract (`unregistered_participant`);
+6. the interval's gate is open: the market's clock is before
    `epoch + interval * intervalSeconds - gateClosureSeconds` (`interval_closed`), and
    `interval` is at most `maxAheadIntervals` after the current one (`interval_too_far`);
-6. the participant has not used `nonce` (`nonce_used`; orders and cancels share nonces);
-7. the order does not cross the participant's own open order of the other side in the
+7. the participant has not used `nonce` (`nonce_used`; orders and cancels share nonces);
+8. the participant has fewer than `bounds.maxOrdersPerInterval` open orders in the
+   interval (`too_many_orders`; a cancel frees a place);
+9. the order does not cross the participant's own open order of the other side in the
    same interval (`self_cross`);
-8. the free balance minus what open orders reserve covers the order (a bid reserves
+10. the free balance minus what open orders reserve covers the order (a bid reserves
    `quantityWh * pricePerWh`, an ask its bond `quantityWh * penaltyPricePerWh`)
    (`insufficient_collateral`).
 
-`service_unavailable` (503) means the order store or the chain failed: retry.
+Checks 1-4 need no chain: a request with an order failing one of them is refused without
+reading the chain for any of its orders (a batch then lists only the orders that failed
+them). The chain is read for a participant the market has not seen (check 5 and its free
+balance) within a budget of reads per second for the whole market; when it is spent the
+answer is `chain_busy` (503) with `Retry-After`, and participants the market knows are not
+held up by it.
+
+`service_unavailable` and `chain_unavailable` (503) mean the order store or the chain
+failed: retry.
 """
 
 
@@ -146,6 +166,13 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
     """The ``/orders`` paths of ``service``; submissions go through ``intake``."""
     router = LimitedRouter(tags=["orders"])
     router.max_items[("OrderBatch", "orders")] = service.config.max_batch_orders
+    router.properties[("OrderMessage", "quantityWh")] = integer_range_schema(
+        service.config.min_order_wh,
+        MAX_QUANTITY_WH,
+        "energy in Wh (uint64), at least the market's minimum order size (GET /market: "
+        "bounds.minQuantityWh, smaller orders are refused with `order_too_small`) and at most "
+        "its maximum",
+    )
 
     @router.post(
         ORDER_PATH,
@@ -220,8 +247,9 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
         "`cancel.orderHash` equals the order id of the path (`invalid_request`); `expiry` "
         "is after the market's clock (`order_expired`); the order exists "
         "(`order_not_found`) and is the signer's (`not_your_order`); it is open "
-        "(`order_not_open`) and its gate has not closed (`interval_closed`); the nonce is "
-        "unused (`nonce_used`).",
+        "(`order_not_open`) and its gate has not closed: the market's clock is before the "
+        "interval's gate closure time, as for orders, whether or not the gate closure has "
+        "run yet (`interval_closed`); the nonce is unused (`nonce_used`).",
     )
     def cancel_order(order_id: OrderIdParam, body: SignedCancel) -> Response:
         """Cancel an open order with the participant's signed ``Cancel`` (before gate closure)."""
