@@ -42,6 +42,13 @@ def lived() -> MarketEnv:
     ledger.settle(t, max_trades=1)
     ledger.withdraw(ps[0], 10**18)
     ledger.rotate_meter(ps[3], Account.create().address)
+    # one registration change per change window (the longest a commit can lock funds)
+    functions = ledger.contract.functions
+    env.chain.advance_time(
+        functions.MAX_COMMIT_LEAD_SECONDS().call()
+        + functions.intervalSeconds().call()
+        + functions.MAX_READING_WINDOW_SECONDS().call()
+    )
     ledger.deregister_participant(ps[3])
     ledger.set_terms(Terms(10**14, 100, 1_800))
     ledger.pause()

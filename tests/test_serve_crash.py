@@ -37,6 +37,8 @@ def start_serve(rpc_url: str, tmp: Path, port: int) -> subprocess.Popen[bytes]:
         "--deployments-dir", str(tmp / "deployments"),
         "--port", str(port),
         "--fund-dev-accounts",
+        # the test streams 400 orders per trader into one interval
+        "--max-orders-per-interval", "1000",
     ]  # fmt: skip
     log = open(tmp / f"serve-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -348,8 +348,10 @@ def test_embedded_market_ends_in_the_same_storage_with_and_without_the_cache(
 ) -> None:
     stock = HexaryTrie
     install()
-    # Far enough ahead that both runs can commit it, whatever the clock does meanwhile.
-    t = connect().timestamp() // 900 + 1000
+    # Far enough ahead that both runs can commit it, whatever the clock does meanwhile, and
+    # within the contract's commit lead (MAX_COMMIT_LEAD_SECONDS, two days): interval numbers
+    # count from each market's epoch, its deployment time (900-second intervals).
+    t = 100
     with monkeypatch.context() as patch:
         patch.setattr(trie_cache, "install", lambda: False)
         for module in (eth.db.storage, eth.db.account):
