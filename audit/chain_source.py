@@ -5,15 +5,16 @@
 * every event of the market up to that block, through the one event reader
   (:class:`chain.logs.EventReader`: ``eth_getLogs`` in chunks, or the embedded chain's own
   log source), as :mod:`ledger.events` records;
-* the calldata of each ``commitInterval`` (trades travel there, bound to ``IntervalCommitted``
-  by two hashes; decoded by :func:`ledger.calldata.decode_commit_calldata`) and of each
-  ``submitReadings`` (the meter signatures);
+* each commit's trades from its ``TradesCommitted`` chunk events (bound to
+  ``IntervalCommitted`` by two hashes; decoded by :func:`ledger.commit_plan.trades_of_chunks`),
+  so a commit sent through a multisig or relayer audits like any other, and the calldata of
+  each ``submitReadings`` (the meter signatures);
 * the views (``intervalInfo``, ``balanceOf``, ``totalEscrowed``, the token balance, the
   runtime code) with ``block_identifier`` set to that block, so a market that keeps trading
   while the audit runs is still audited at one consistent state.
 
-A commit or reading relayed through another contract is not an error here: its trades (or
-signature) stay unread and the checks report it. What is an error (:class:`AuditError`): an
+A reading relayed through another contract is not an error here: its signature stays unread
+and the checks report it. What is an error (:class:`AuditError`): an
 address that is not one, no contract there, a contract that does not answer as an EnergyMarket,
 a node that does not answer. The published order sets are the other source,
 :mod:`audit.order_sources`.
@@ -22,7 +23,7 @@ a node that does not answer. The published order sets are the other source,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from eth_abi.abi import decode as abi_decode
@@ -37,7 +38,7 @@ from chain.connection import RPC_TIMEOUT_SECONDS
 from chain.deployment import Deployment
 from chain.logs import EventReader, LogSource
 from chain.rpc import unreachable_reason
-from ledger.calldata import decode_commit_calldata
+from ledger.commit_plan import trades_of_chunks
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
 from ledger.events import (
     CollateralLocked,
@@ -51,9 +52,10 @@ from ledger.events import (
     ParticipantRegistered,
     ParticipantSettled,
     ReadingSubmitted,
+    TradesCommitted,
     TradeSettled,
 )
-from ledger.records import IntervalInfo, Trade
+from ledger.records import IntervalInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +218,7 @@ def read_ledger(
     record = _Record.of(reader.records(None, None, from_block, pinned))
     say(f"reading {len(record.commits)} commit transactions")
     commits = {
-        t: commit_record(reader.transaction(event.tx_hash), market, event)
+        t: commit_record(reader.transaction(event.tx_hash), event, record.chunks.get(t, []))
         for t, event in record.commits.items()
     }
     say(f"reading {len(record.readings)} meter readings")
@@ -264,6 +266,7 @@ class _Record:
 
     meter_changes: list[MeterEvent] = dataclasses.field(default_factory=list)
     commits: dict[int, IntervalCommitted] = dataclasses.field(default_factory=dict)
+    chunks: dict[int, list[TradesCommitted]] = dataclasses.field(default_factory=dict)
     readings: list[ReadingSubmitted] = dataclasses.field(default_factory=list)
     trade_settlements: list[TradeSettled] = dataclasses.field(default_factory=list)
     party_settlements: list[ParticipantSettled] = dataclasses.field(default_factory=list)
@@ -285,6 +288,8 @@ class _Record:
                 out.seen.add(e.participant)
             elif isinstance(e, IntervalCommitted):
                 out.commits[e.interval] = e
+            elif isinstance(e, TradesCommitted):
+                out.chunks.setdefault(e.interval, []).append(e)
             elif isinstance(e, CollateralLocked):
                 out.locks.append(e)
                 out.seen.add(e.participant)
@@ -307,21 +312,22 @@ def _values(answer: Any) -> list[Any]:
     return list(answer)
 
 
-def commit_record(tx: Mapping[str, Any], market: str, event: IntervalCommitted) -> CommitRecord:
-    """``event`` with the trades of its transaction ``tx``, or why they cannot be read: a
-    transaction sent to another address (a relay contract), or calldata that is not a
-    ``commitInterval`` call of the event's interval."""
-    to = tx.get("to")
+def commit_record(
+    tx: Mapping[str, Any], event: IntervalCommitted, chunks: Sequence[TradesCommitted]
+) -> CommitRecord:
+    """``event`` with the trades of its ``TradesCommitted`` chunks (in chain order), or why
+    they cannot be read (chunks that do not add up to the commit). ``tx``, the transaction
+    of the commit's last chunk, names the account that sent it."""
     sender = tx.get("from")
     by = None if sender is None else to_checksum_address(sender)
-    if to is None or to_checksum_address(to) != market:
-        return CommitRecord(event, None, f"it was sent to {to}, not to the market", by)
     try:
-        trades: tuple[Trade, ...] = decode_commit_calldata(bytes(tx["input"]), event.interval)
-    except ValueError as err:  # another function, or calldata that is not an ABI call
-        return CommitRecord(
-            event, None, f"its calldata is not a direct commitInterval call: {err}", by
+        trades = trades_of_chunks(
+            event.interval,
+            [(c.chunk, c.first_index, c.parties, c.order_ids, c.trades) for c in chunks],
+            event.trade_count,
         )
+    except ValueError as err:
+        return CommitRecord(event, None, str(err), by)
     return CommitRecord(event, trades, sender=by)
 
 

@@ -65,10 +65,10 @@ class CreationRecord:
 
 @dataclass(frozen=True, slots=True)
 class CommitRecord:
-    """An ``IntervalCommitted`` event and the trades of its transaction's calldata.
+    """An ``IntervalCommitted`` event and the trades of its ``TradesCommitted`` chunks.
 
-    ``trades`` is None when the calldata could not be read as a direct ``commitInterval``
-    call (a commit relayed through a contract); ``trades_error`` says why. Parties are
+    ``trades`` is None when the chunks could not be read as the commit's (missing, out of
+    order, or not adding up to its trade count); ``trades_error`` says why. Parties are
     checksum addresses, order ids 32 bytes.
     """
 

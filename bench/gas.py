@@ -1,17 +1,21 @@
 """Gas per settled trade of the EnergyMarket, all-in: commit + readings + settle, amortised.
 
 Runs on a local anvil (Prague rules, 30M block gas limit) started for the run, with a fixed
-seed. 500 participants are registered and funded; intervals of 10, 100 and 1,000 trades are
-committed among them, every party of an interval submits a meter-signed reading (batches of
-100, sorted by participant index), and the interval settles.
+seed. 500 participants are registered and funded. Each interval is a signed order book
+cleared the way the market walks it (bids by falling limit, asks by rising limit, each trade
+the overlap of the current bid and ask, so a book of n orders gives about n trades): half
+the participants bid, half ask, each with several orders, every order EIP-712 signed by its
+participant. The commit passes the filled orders and the contract verifies every signature
+and limit on-chain (in as many chunks as bytes and gas require); every party submits a
+meter-signed reading (batches of 100, sorted by participant index), and the interval
+settles. Intervals of 10, 100 and 1,000 trades.
 
 Then block limits: the largest settle chunk that fits a 30M block is found with
 eth_estimateGas on a committed probe interval bigger than that chunk (``--probe`` trades, no
-readings), and a 5,000-trade interval is committed, read and settled in chunks of
-``--chunk`` trades (default: half the largest chunk, as the settlement service by default
-spends half a block per transaction), each of which must fit a block. anvil runs with
-``--no-request-size-limit``: its default 2 MB JSON-RPC body limit (about 1 MB of calldata,
-some 5,100 ABI-encoded trades) would refuse the probe before gas is measured.
+readings), and a 5,000-trade interval is committed (each chunk within 120 KB of calldata and
+the gas budget), read and settled in chunks of ``--chunk`` trades (default: half the largest
+chunk, as the settlement service by default spends half a block per transaction), each of
+which must fit a block.
 
 Usage: ``python bench/gas.py [--participants 500] [--sizes 10,100,1000] [--big 5000]
 [--probe 8000] [--chunk N]``.
@@ -38,14 +42,17 @@ from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from deploy.deployment import deploy_system
 from ledger.calldata import settle_chunk_args
+from ledger.commit_plan import MAX_COMMIT_BYTES
 from ledger.eip712 import sign_reading
-from ledger.records import Reading, Trade
+from ledger.order_backing import sign_order
+from ledger.records import Reading, SignedOrder, Trade
 from ledger.trade_chain import settlement_chain
 
 SEED = 20240601
 PRICE = 250_000_000_000_000
 DEPOSIT = 10**30
-TARGET_PER_TRADE = 25_000
+TARGET_PER_TRADE = 30_000
+ORDERS_PER_PARTY = 2
 
 
 @dataclass
@@ -65,7 +72,16 @@ class Measured:
         return self.commit + self.reading_gas + self.settle
 
 
-def setup(chain: Chain, n: int) -> tuple[LedgerClient, list[str], dict[str, LocalAccount]]:
+@dataclass
+class People:
+    """Registered, funded participants with their keys and meter keys."""
+
+    addresses: list[str]
+    keys: dict[str, bytes]
+    meters: dict[str, LocalAccount]
+
+
+def setup(chain: Chain, n: int) -> tuple[LedgerClient, People]:
     """Deploy, register ``n`` participants with meter keys, fund and deposit for each."""
     deployment = deploy_system(chain)
     ledger = LedgerClient.from_deployment(chain, deployment)
@@ -74,10 +90,13 @@ def setup(chain: Chain, n: int) -> tuple[LedgerClient, list[str], dict[str, Loca
     rpc("anvil_autoImpersonateAccount", [True])  # type: ignore[arg-type]
     rng = random.Random(SEED)
     people: list[str] = []
+    keys: dict[str, bytes] = {}
     meters: dict[str, LocalAccount] = {}
     token = ledger.token
     for i in range(n):
-        who = Account.from_key(rng.getrandbits(256).to_bytes(32, "big")).address
+        key = rng.getrandbits(256).to_bytes(32, "big")
+        who = Account.from_key(key).address
+        keys[who] = key
         meters[who] = Account.from_key((10**6 + i).to_bytes(32, "big"))
         rpc("anvil_setBalance", [who, hex(10**20)])  # type: ignore[arg-type]
         ledger.register_participant(who, meters[who].address)
@@ -85,27 +104,77 @@ def setup(chain: Chain, n: int) -> tuple[LedgerClient, list[str], dict[str, Loca
         ledger.transact(token.functions.approve(ledger.address, DEPOSIT), who)
         ledger.transact(ledger.contract.functions.deposit(DEPOSIT), who)
         people.append(who)
-    return ledger, people, meters
+    return ledger, People(people, keys, meters)
 
 
-def make_trades(rng: random.Random, people: list[str], count: int) -> list[Trade]:
-    """``count`` trades, buyers from the first half of ``people``, sellers from the second."""
-    half = len(people) // 2
-    trades = []
-    for k in range(count):
-        buyer = people[rng.randrange(half)]
-        seller = people[half + rng.randrange(len(people) - half)]
-        trades.append(
-            Trade(
-                buyer,
-                seller,
-                rng.randint(100, 5_000),
-                PRICE + rng.randint(-(10**13), 10**13),
-                buy_order_id=rng.getrandbits(256).to_bytes(32, "big"),
-                sell_order_id=(k + 1).to_bytes(32, "big"),
-            )
+@dataclass
+class Book:
+    """One interval's cleared trades (in walk order) and the signed orders they fill."""
+
+    trades: list[Trade]
+    orders: dict[bytes, SignedOrder]
+
+
+def make_book(ledger: LedgerClient, rng: random.Random, people: People, t: int, count: int) -> Book:
+    """A signed book of about ``count + 1`` orders whose walk gives ``count`` trades: buyers
+    from the first half of the participants, sellers from the second, each party with up to
+    ORDERS_PER_PARTY orders, dealt round-robin (1,000 trades: 500 parties)."""
+    domain = ledger.domain()
+    addresses = people.addresses
+    half = len(addresses) // 2
+    n_bids = count // 2 + 1
+    n_asks = count - n_bids + 1
+
+    def party(k: int, first: int, size: int) -> str:
+        slots = max(1, min(size, -(-(n_bids + n_asks) // (2 * ORDERS_PER_PARTY))))
+        return addresses[first + k % slots]
+
+    bids = [
+        sign_order(
+            people.keys[who := party(i, 0, half)],
+            domain,
+            who,
+            t,
+            0,
+            rng.randint(100, 5_000),
+            PRICE + rng.randint(0, 10**13),
+            rng.getrandbits(63),
         )
-    return trades
+        for i in range(n_bids)
+    ]
+    asks = [
+        sign_order(
+            people.keys[who := party(j, half, len(addresses) - half)],
+            domain,
+            who,
+            t,
+            1,
+            rng.randint(100, 5_000),
+            PRICE - rng.randint(0, 10**13),
+            rng.getrandbits(63),
+        )
+        for j in range(n_asks)
+    ]
+    bids.sort(key=lambda o: -o.price_per_wh)
+    asks.sort(key=lambda o: o.price_per_wh)
+    trades: list[Trade] = []
+    i = j = 0
+    left_bid, left_ask = bids[0].quantity_wh, asks[0].quantity_wh
+    while len(trades) < count and i < len(bids) and j < len(asks):
+        bid, ask = bids[i], asks[j]
+        if bid.participant == ask.participant:
+            break
+        q = min(left_bid, left_ask)
+        trades.append(Trade(bid.participant, ask.participant, q, PRICE, bid.order_id, ask.order_id))
+        left_bid -= q
+        left_ask -= q
+        if left_bid == 0:
+            i += 1
+            left_bid = bids[i].quantity_wh if i < len(bids) else 0
+        if left_ask == 0:
+            j += 1
+            left_ask = asks[j].quantity_wh if j < len(asks) else 0
+    return Book(trades, {o.order_id: o for o in (*bids, *asks)})
 
 
 def advance_to(chain: Chain, timestamp: int) -> None:
@@ -117,15 +186,23 @@ def advance_to(chain: Chain, timestamp: int) -> None:
 def run_interval(
     chain: Chain,
     ledger: LedgerClient,
-    meters: dict[str, LocalAccount],
-    trades: list[Trade],
+    people: People,
+    count: int,
     rng: random.Random,
     max_trades: int | None = None,
-) -> tuple[Measured, list[int], list[int]]:
-    """Commit, read and settle one interval; return the gas by phase, per settle chunk and per
-    commit transaction."""
+) -> tuple[Measured, list[int], list[tuple[int, int]]]:
+    """Commit, read and settle one interval of ``count`` trades; return the gas by phase, per
+    settle chunk, and (gas, calldata bytes) per commit transaction."""
+    meters = people.meters
     t = ledger.current_interval() + 1
-    commit_receipts = [int(ledger.commit_interval(t, b"\x42" * 32, trades)["gasUsed"])]
+    book = make_book(ledger, rng, people, t, count)
+    trades = book.trades
+    receipts = ledger.commit_chunks(t, b"\x42" * 32, trades, book.orders)
+    commit_receipts = [
+        (int(r["gasUsed"]), len(chain.w3.eth.get_transaction(r["transactionHash"])["input"]))
+        for r in receipts
+    ]
+    trades = list(ledger.committed_trades(t))
     sold: dict[str, int] = {}
     for tr in trades:
         sold[tr.seller] = sold.get(tr.seller, 0) + tr.quantity_wh
@@ -148,7 +225,7 @@ def run_interval(
             trades=len(trades),
             parties=len(parties),
             readings=len(signed),
-            commit=sum(commit_receipts),
+            commit=sum(g for g, _ in commit_receipts),
             reading_gas=sum(int(r["gasUsed"]) for r in reading_receipts),
             settle=sum(chunks),
             settle_txs=len(chunks),
@@ -185,20 +262,21 @@ def largest_chunk(chain: Chain, ledger: LedgerClient, t: int, limit: int) -> int
 
 
 def probe_chunk(
-    chain: Chain, ledger: LedgerClient, people: list[str], rng: random.Random, size: int
+    chain: Chain, ledger: LedgerClient, people: People, rng: random.Random, size: int
 ) -> tuple[int, int]:
-    """(largest settle chunk under a block, commit gas of the probe) on a ``size``-trade probe.
+    """(largest settle chunk under a block, commit transactions of the probe) on a
+    ``size``-trade probe.
 
     The probe interval is committed on a snapshot and reverted afterwards. The result is
     only meaningful when it is smaller than ``size``.
     """
-    trades = make_trades(rng, people, size)
     t = ledger.current_interval() + 1
+    book = make_book(ledger, rng, people, t, size)
     snap = chain.snapshot()
     try:
-        commit = ledger.commit_interval(t, b"\x44" * 32, trades)
+        commits = ledger.commit_chunks(t, b"\x44" * 32, book.trades, book.orders)
         advance_to(chain, ledger.interval_info(t).deadline)
-        return largest_chunk(chain, ledger, t, DEFAULT_GAS_LIMIT), int(commit["gasUsed"])
+        return largest_chunk(chain, ledger, t, DEFAULT_GAS_LIMIT), len(commits)
     finally:
         chain.revert(snap)
         ledger._trades.pop(t, None)
@@ -218,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     # ABI-encoded trades); the block gas limit, not the request size, is what is measured.
     with running_anvil(extra_args=["--no-request-size-limit"]) as url:
         chain = connect(url)
-        ledger, people, meters = setup(chain, args.participants)
+        ledger, people = setup(chain, args.participants)
         rng = random.Random(SEED + 1)
         print(
             f"EnergyMarket gas, anvil (Prague, {DEFAULT_GAS_LIMIT:,} block gas limit), "
@@ -233,13 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         print("-" * len(header))
         results = []
         for size in (int(s) for s in args.sizes.split(",") if s):
-            m, _, _ = run_interval(chain, ledger, meters, make_trades(rng, people, size), rng)
+            m, _, commits = run_interval(chain, ledger, people, size, rng)
             results.append(m)
             n = m.trades
             print(
                 f"{n:>6} {m.parties:>7} {m.readings:>8} {m.commit:>10,} {m.reading_gas:>10,} "
                 f"{m.settle:>10,} {m.total:>11,} | {m.commit // n:>9,} {m.reading_gas // n:>8,} "
-                f"{m.settle // n:>9,} {m.total // n:>9,}"
+                f"{m.settle // n:>9,} {m.total // n:>9,}   "
+                f"(commit: {len(commits)} tx, {sum(b for _, b in commits) // n} calldata B/trade)"
             )
         last = results[-1]
         verdict = "meets" if last.total // last.trades <= TARGET_PER_TRADE else "MISSES"
@@ -253,23 +332,24 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         # Block limits: the largest settle chunk, then a big interval committed and settled.
-        chunk_limit, probe_commit = probe_chunk(chain, ledger, people, rng, args.probe)
+        chunk_limit, probe_commits = probe_chunk(chain, ledger, people, rng, args.probe)
         bounded = chunk_limit < args.probe
         print(
             f"\nlargest settle chunk under {DEFAULT_GAS_LIMIT:,} gas: "
             f"{chunk_limit:,} trades{'' if bounded else ' or more'} "
             f"(eth_estimateGas on a probe interval of {args.probe:,} trades without readings, "
-            f"whose commit took {probe_commit:,} gas in one transaction)"
+            f"committed in {probe_commits} transactions)"
         )
         chunk = args.chunk or max(1, chunk_limit // 2)
-        m, chunks, commits = run_interval(
-            chain, ledger, meters, make_trades(rng, people, args.big), rng, max_trades=chunk
-        )
-        fit = all(g < DEFAULT_GAS_LIMIT for g in [*commits, *chunks])
+        m, chunks, commits = run_interval(chain, ledger, people, args.big, rng, max_trades=chunk)
+        fit = all(g < DEFAULT_GAS_LIMIT for g in [*(g for g, _ in commits), *chunks])
+        small = all(b <= MAX_COMMIT_BYTES for _, b in commits)
         print(
             f"{m.trades:,}-trade interval ({m.parties} parties): commit "
-            + " + ".join(f"{g:,}" for g in commits)
-            + f" gas in {len(commits)} transaction{'s' if len(commits) > 1 else ''}; "
+            + " + ".join(f"{g:,}" for g, _ in commits)
+            + f" gas in {len(commits)} transaction{'s' if len(commits) > 1 else ''} of "
+            + ", ".join(f"{b:,}" for _, b in commits)
+            + f" calldata bytes (each <= {MAX_COMMIT_BYTES:,}: {small}); "
             f"readings {m.reading_gas:,} gas; settled in {len(chunks)} chunks of <= {chunk:,} "
             "trades, gas per chunk: "
             + ", ".join(f"{g:,}" for g in chunks)

@@ -53,6 +53,7 @@ from chain.deployment import Deployment
 from chain.rpc import serialize_requests
 from deploy.deployment import DEFAULT_MARKET_TERMS, deploy_system
 from ledger.eip712 import Domain
+from ledger.order_backing import back_trades
 from ledger.records import Reading, Terms, Trade
 from market.client import AppTransport, OrderSigner
 from settlement.api import create_settlement_app
@@ -223,7 +224,14 @@ def run_chain(chain: Chain, name: str, trades_n: int, participants_n: int, tmp: 
     participants, meters = populate(chain, ledger, participants_n)
     trades = ring_trades(participants, trades_n)
     t = ledger.current_interval() + 1
-    commit_block = int(ledger.commit_interval(t, b"\xbb" * 32, trades)["blockNumber"])
+    keys = {
+        Account.from_key(k).address: k
+        for k in ((SEED * 10**7 + i).to_bytes(32, "big") for i in range(participants_n))
+    }
+    trades_backed, orders = back_trades(t, trades, ledger.domain(), keys)
+    trades = list(trades_backed)
+    receipt = ledger.commit_interval(t, b"\xbb" * 32, trades, orders)
+    commit_block = int(receipt["blockNumber"])
     _, end = ledger.interval_window(t)
     chain.advance_time(end - chain.timestamp())
     rng = random.Random(SEED + 1)

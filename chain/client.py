@@ -14,7 +14,7 @@ cache (:mod:`ledger.addresses`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eth_typing import ChecksumAddress
@@ -33,10 +33,14 @@ from ledger.addresses import checksum_address
 from ledger.calldata import (
     SettleArgs,
     balances_of_calldata,
-    commit_calldata,
     decode_balances,
-    encode_commit,
     settle_chunk_args,
+)
+from ledger.commit_plan import (
+    DEFAULT_CHUNK_GAS,
+    MAX_COMMIT_BYTES,
+    commit_calldata,
+    plan_commit,
 )
 from ledger.contract_errors import IntervalNotCommitted, LedgerRevert
 from ledger.eip712 import Domain, SignedReading
@@ -45,6 +49,7 @@ from ledger.records import (
     IntervalInfo,
     ParticipantInfo,
     Reading,
+    SignedOrder,
     Terms,
     Trade,
 )
@@ -321,13 +326,63 @@ class LedgerClient:
         return IntervalInfo.from_values(self._call(self.contract.functions.intervalInfo(t)))
 
     def commit_interval(
-        self, t: int, book_root: bytes, trades: Sequence[Trade], sender: str | None = None
+        self,
+        t: int,
+        book_root: bytes,
+        trades: Sequence[Trade],
+        orders: Mapping[bytes, SignedOrder],
+        sender: str | None = None,
+        *,
+        max_bytes: int = MAX_COMMIT_BYTES,
+        max_gas: int = DEFAULT_CHUNK_GAS,
     ) -> TxReceipt:
-        """Commit interval ``t``'s trades in this order (operator)."""
-        data = commit_calldata(t, book_root, encode_commit(trades))
-        receipt = self.transact_data(data, sender, f"commitInterval({t})")
-        self._trades[t] = tuple(trades)
-        return receipt
+        """Commit interval ``t``'s trades, backed by their signed ``orders`` (by order id), in
+        as many ``commitInterval`` chunks as bytes and gas require
+        (:func:`ledger.commit_plan.plan_commit`); return the last chunk's receipt (operator).
+
+        A commit of several chunks that an earlier call left open (a crash between chunks)
+        resumes after the chunks already on-chain: the plan is a function of its inputs."""
+        receipts = self.commit_chunks(
+            t, book_root, trades, orders, sender, max_bytes=max_bytes, max_gas=max_gas
+        )
+        return receipts[-1]
+
+    def commit_chunks(
+        self,
+        t: int,
+        book_root: bytes,
+        trades: Sequence[Trade],
+        orders: Mapping[bytes, SignedOrder],
+        sender: str | None = None,
+        *,
+        max_bytes: int = MAX_COMMIT_BYTES,
+        max_gas: int = DEFAULT_CHUNK_GAS,
+    ) -> list[TxReceipt]:
+        """:meth:`commit_interval`, returning the receipt of every chunk this call sent."""
+        indices: dict[str, int] = {
+            p: self.participant_index(p) for p in {checksum_address(x.seller) for x in trades}
+        }
+        plan = plan_commit(t, trades, orders, indices, max_bytes=max_bytes, max_gas=max_gas)
+        start = 0
+        if len(plan.chunks) > 1:
+            info = self.interval_info(t)
+            if info.status == "committing":
+                counts = [0]
+                for chunk in plan.chunks:
+                    counts.append(counts[-1] + chunk.trade_count)
+                if info.trade_count not in counts:
+                    raise ValueError(
+                        f"interval {t}'s open commit holds {info.trade_count} trades, which no "
+                        "prefix of this plan's chunks does"
+                    )
+                start = counts.index(info.trade_count)
+        receipts = []
+        for number, chunk in enumerate(plan.chunks[start:], start=start + 1):
+            data = commit_calldata(t, book_root, chunk)
+            what = f"commitInterval({t}) chunk {number} of {len(plan.chunks)}"
+            receipts.append(self.transact_data(data, sender, what))
+        self._trades[t] = plan.trades
+        return receipts
 
     def committed_trades(self, t: int) -> tuple[Trade, ...]:
         """Interval ``t``'s trades in commit order, decoded from the commit transaction

@@ -39,6 +39,7 @@ from ledger.events import (
     ParticipantRegistered,
     ParticipantSettled,
     ReadingSubmitted,
+    TradesCommitted,
     TradeSettled,
 )
 from ledger.hashing import keccak
@@ -179,6 +180,16 @@ _RECORDS: dict[str, _Builder] = {
         deadline=a["deadline"],
         penalty_price_per_wh=a["penaltyPricePerWh"],
         tolerance_bps=a["toleranceBps"],
+        position=at,
+        tx_hash=tx,
+    ),
+    "TradesCommitted": lambda a, at, tx: TradesCommitted(
+        interval=a["interval"],
+        chunk=a["chunk"],
+        first_index=a["firstIndex"],
+        parties=tuple(a["parties"]),
+        order_ids=tuple(bytes(i) for i in a["orderIds"]),
+        trades=tuple(int(w) for w in a["trades"]),
         position=at,
         tx_hash=tx,
     ),

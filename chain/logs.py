@@ -16,8 +16,8 @@ the audit.
   chunks and matched here.
 
 It also finds an interval's ``IntervalCommitted`` (:meth:`EventReader.commit_of`) and replays
-the committed trades from that transaction's calldata (:meth:`EventReader.trades_of`, with
-:func:`ledger.calldata.decode_commit_calldata`).
+the committed trades from its ``TradesCommitted`` events (:meth:`EventReader.trades_of`, with
+:func:`ledger.commit_plan.trades_of_chunks`), however the commit was sent.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from web3 import Web3
 from chain.connection import Chain
 from chain.events import EventCodec, market_codec
 from ledger.addresses import checksum_address
-from ledger.calldata import decode_commit_calldata
-from ledger.events import IntervalCommitted, MarketEvent
+from ledger.commit_plan import trades_of_chunks
+from ledger.events import IntervalCommitted, MarketEvent, TradesCommitted
 from ledger.records import Trade
 
 T = TypeVar("T")
@@ -216,13 +216,16 @@ class EventReader:
         return found
 
     def trades_of(self, commit: IntervalCommitted) -> tuple[Trade, ...]:
-        """The trades of ``commit``, in commit order, from its transaction's calldata.
-
-        ValueError when the calldata is not a direct ``commitInterval`` call of that interval
-        (a commit relayed through a contract).
-        """
-        tx = self.transaction(commit.tx_hash, f"reading the commit of interval {commit.interval}")
-        return decode_commit_calldata(bytes(tx["input"]), commit.interval)
+        """The trades of ``commit``, in commit order, from its ``TradesCommitted`` events (up
+        to the commit's block). ValueError when the chunks do not add up to the commit."""
+        chunks = self.of(
+            TradesCommitted, {"interval": commit.interval}, 0, commit.position.block_number
+        )
+        return trades_of_chunks(
+            commit.interval,
+            [(c.chunk, c.first_index, c.parties, c.order_ids, c.trades) for c in chunks],
+            commit.trade_count,
+        )
 
 
 def _chunked(fetch: Callable[[int, int], list[Any]], start: int, stop: int) -> list[Any]:

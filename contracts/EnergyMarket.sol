@@ -5,6 +5,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
@@ -39,6 +40,13 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     bytes32 public constant METER_READING_TYPEHASH =
         keccak256("MeterReading(address participant,uint64 interval,uint64 importedWh,uint64 exportedWh)");
 
+    /// @notice EIP-712 type hash of an order (the market API's signed order).
+    bytes32 public constant ORDER_TYPEHASH = keccak256(
+        "Order(address participant,uint64 interval,uint8 side,uint64 quantityWh,uint128 pricePerWh,uint64 nonce,uint64 expiry)"
+    );
+    /// @notice Most chunks one interval's commit may take.
+    uint256 public constant MAX_COMMIT_CHUNKS = 255;
+
     /// @notice Latest start, after the commit's block time, of an interval that may be committed
     ///         (seconds): with MAX_READING_WINDOW_SECONDS it bounds how long a commit locks funds.
     uint256 public constant MAX_COMMIT_LEAD_SECONDS = 2 days;
@@ -48,6 +56,16 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     uint256 private constant MAX_BALANCE = type(uint128).max;
     /// @dev "No word cached yet" in a ReadingBatch (word keys are participant index >> 2 or >> 8).
     uint256 private constant NO_WORD = type(uint256).max;
+    /// @dev Words per order in commitInterval's `orders`.
+    uint256 private constant ORDER_WORDS = 4;
+    /// @dev Order flags (bits 24-31 of an order's first word).
+    uint256 private constant ORDER_CONTINUED = 1;
+    uint256 private constant ORDER_OPEN = 2;
+    /// @dev Positions in a trade word and in an order's first word are 16 bits.
+    uint256 private constant MAX_CHUNK_PARTIES = 1 << 16;
+    uint256 private constant MAX_CHUNK_ORDERS = 1 << 16;
+    /// @dev partyFlags bit: the party has an order in the chunk that no earlier chunk opened.
+    uint256 private constant PARTY_FRESH_ORDER = 1;
 
     struct Balance {
         uint128 free;
@@ -75,6 +93,23 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint16 toleranceBps;
         uint128 penaltyPricePerWh;
         uint64 commitSeq;
+        uint8 chunks;
+        bytes32 expectedHead;
+        bytes32 ordersDigest;
+    }
+
+    /// @dev One commitInterval chunk: where it continues and the interval's snapshot.
+    struct CommitContext {
+        uint64 interval;
+        uint256 chunk;
+        bool last;
+        uint256 deadline;
+        uint256 penaltyPrice;
+        uint256 commitSeq;
+        uint256 firstIndex;
+        bytes32 ordersDigest;
+        bytes32 expectedHead;
+        bytes32 tail;
     }
 
     /// @dev A submitReadings batch: the flag word and the lane word being filled, written back
@@ -116,6 +151,10 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     mapping(uint64 interval => IntervalRecord) private _intervals;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _readingFlags;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _exportedLanes;
+    /// @dev Fill plus one of each order a commit chunk left open, by order digest.
+    mapping(uint64 interval => mapping(bytes32 orderId => uint256)) private _openFills;
+    /// @dev Per party (participant index), the chunks its fresh orders and its sales came in.
+    mapping(uint64 interval => mapping(uint256 word => uint256)) private _commitLanes;
 
     /// @notice Deploys the market.
     /// @dev Reverts ZeroAddress, InvalidIntervalLength or InvalidTerms for bad arguments.
@@ -234,33 +273,101 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     // ---------------------------------------------------------------- commit
 
     /// @inheritdoc IEnergyMarket
-    function commitInterval(uint64 t, bytes32 bookRoot, address[] calldata parties, CommitTrade[] calldata trades)
-        external
-        onlyRole(OPERATOR_ROLE)
-        whenNotPaused
-    {
+    function commitInterval(
+        uint64 t,
+        bytes32 bookRoot,
+        address[] calldata parties,
+        uint256[] calldata orders,
+        uint256[] calldata trades,
+        bytes32 tailHash
+    ) external onlyRole(OPERATOR_ROLE) whenNotPaused {
         IntervalRecord storage rec = _intervals[t];
-        if (rec.status != IntervalStatus.None) revert IntervalAlreadyCommitted(t);
-        uint64 deadline = _commitDeadline(t);
-        uint128 penaltyPrice = _terms.penaltyPricePerWh;
-        uint256 table = _loadParties(parties);
-        bytes32 ordersDigest = _tallyTrades(table, parties.length, trades, penaltyPrice, 0);
+        CommitContext memory c = _openChunk(rec, t, bookRoot, tailHash);
+        uint256 table = _loadParties(parties, c.chunk == 1 ? 0 : c.commitSeq);
+        uint256[] memory partyFlags = new uint256[](parties.length);
+        (uint256 ot, bytes32[] memory orderIds) = _loadOrders(c, table, parties.length, orders, partyFlags);
+        c.ordersDigest = _tallyTrades(c, table, ot, orderIds, trades);
+        _closeOrders(c, ot, orderIds);
         _fixSoldTotals(table, parties.length);
-        bytes32 head = _chainCommitted(table, trades, 0);
+        if (!(c.chunk == 1 && c.last)) _checkLanes(c, table, parties.length, partyFlags);
+        bytes32 head = _chainCommitted(table, trades, tailHash);
         _lockCollateral(t, table, parties.length);
+        _closeChunk(rec, c, head, bookRoot, trades.length);
+        emit TradesCommitted(t, uint16(c.chunk), uint64(c.firstIndex), parties, orderIds, trades);
+        if (c.last) {
+            emit IntervalCommitted(
+                t,
+                bookRoot,
+                rec.remainingHash,
+                c.ordersDigest,
+                rec.tradeCount,
+                rec.deadline,
+                rec.penaltyPricePerWh,
+                rec.toleranceBps
+            );
+        }
+    }
 
-        uint16 toleranceBps = _terms.toleranceBps;
-        rec.remainingHash = head;
-        rec.bookRoot = bookRoot;
-        rec.tradeCount = uint64(trades.length);
-        rec.deadline = deadline;
-        rec.status = IntervalStatus.Committed;
-        rec.toleranceBps = toleranceBps;
-        rec.penaltyPricePerWh = penaltyPrice;
-        rec.commitSeq = ++_stateSeq;
-        emit IntervalCommitted(
-            t, bookRoot, head, ordersDigest, uint64(trades.length), deadline, penaltyPrice, toleranceBps
-        );
+    /// @dev The chunk's context: a first chunk checks `t` and snapshots the terms; a later one
+    ///      continues an interval whose commit is still open, under its snapshot, before the
+    ///      interval ends, and must carry the first chunk's bookRoot.
+    function _openChunk(IntervalRecord storage rec, uint64 t, bytes32 bookRoot, bytes32 tailHash)
+        private
+        view
+        returns (CommitContext memory c)
+    {
+        IntervalStatus status = rec.status;
+        c.interval = t;
+        c.last = tailHash == 0;
+        c.tail = tailHash;
+        if (status == IntervalStatus.None) {
+            c.chunk = 1;
+            c.deadline = _commitDeadline(t);
+            c.penaltyPrice = _terms.penaltyPricePerWh;
+            c.commitSeq = _stateSeq + 1;
+            return c;
+        }
+        if (status != IntervalStatus.Committing) revert IntervalAlreadyCommitted(t);
+        (, uint256 end) = _window(t);
+        if (block.timestamp >= end) revert IntervalAlreadyEnded(t, end, block.timestamp);
+        if (bookRoot != rec.bookRoot) revert BookRootMismatch(t, rec.bookRoot, bookRoot);
+        c.chunk = uint256(rec.chunks) + 1;
+        if (c.chunk > MAX_COMMIT_CHUNKS) revert TooManyCommitChunks(t);
+        c.deadline = rec.deadline;
+        c.penaltyPrice = rec.penaltyPricePerWh;
+        c.commitSeq = rec.commitSeq;
+        c.firstIndex = rec.tradeCount;
+        c.ordersDigest = rec.ordersDigest;
+        c.expectedHead = rec.expectedHead;
+    }
+
+    /// @dev Stores the chunk: a first chunk the interval's record (its head is the chain's
+    ///      head), a later one only the count and where the chain goes on; `tailHash` (zero on
+    ///      the last chunk) is the head the next chunk must produce.
+    function _closeChunk(IntervalRecord storage rec, CommitContext memory c, bytes32 head, bytes32 bookRoot, uint256 n)
+        private
+    {
+        bytes32 tailHash = c.tail;
+        if (c.chunk == 1) {
+            rec.remainingHash = head;
+            rec.bookRoot = bookRoot;
+            rec.deadline = uint64(c.deadline);
+            rec.toleranceBps = _terms.toleranceBps;
+            rec.penaltyPricePerWh = uint128(c.penaltyPrice);
+            rec.commitSeq = uint64(++_stateSeq);
+        } else if (head != c.expectedHead) {
+            revert ChunkHeadMismatch(c.interval, uint16(c.chunk));
+        }
+        rec.tradeCount = uint64(c.firstIndex + n);
+        rec.chunks = uint8(c.chunk);
+        rec.status = c.last ? IntervalStatus.Committed : IntervalStatus.Committing;
+        if (!c.last) {
+            rec.expectedHead = tailHash;
+            rec.ordersDigest = c.ordersDigest;
+        } else if (c.chunk > 1) {
+            rec.expectedHead = 0;
+            rec.ordersDigest = 0;
+        }
     }
 
     function _commitDeadline(uint64 t) private view returns (uint64) {
@@ -274,10 +381,13 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         return uint64(deadline);
     }
 
-    /// @dev Checks that the party table is strictly ascending and registered; copies each party's
-    ///      address and participant index into a PartyTable.
-    function _loadParties(address[] calldata parties) private view returns (uint256 table) {
+    /// @dev Checks that the party table is strictly ascending and registered (and, after a
+    ///      first chunk, registered under the same registration as at that chunk:
+    ///      `commitSeq` nonzero); copies each party's address and participant index into a
+    ///      PartyTable.
+    function _loadParties(address[] calldata parties, uint256 commitSeq) private view returns (uint256 table) {
         uint256 n = parties.length;
+        if (n > MAX_CHUNK_PARTIES) revert ChunkTooLarge(n);
         table = PartyTable.create(n);
         address previous = address(0); // read only from position 1 on
         for (uint256 i; i < n;) {
@@ -285,6 +395,9 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             if (i > 0 && account <= previous) revert PartiesNotAscending(i);
             uint256 word = _participantWord(account);
             if (!_isRegistered(word)) revert ParticipantNotRegistered(account);
+            if (commitSeq != 0 && (word >> 200) & 0xffffffffffff > commitSeq) {
+                revert RegistrationChangedDuringCommit(account);
+            }
             PartyTable.set(table, i, PartyTable.ACCOUNT, uint160(account));
             PartyTable.set(table, i, PartyTable.PARTICIPANT_INDEX, _indexOf(word));
             previous = account;
@@ -294,57 +407,253 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
     }
 
-    /// @dev Forward pass in commit order: checks each trade, nets each party's lock, adds to each
-    ///      seller's sold total, and continues the order-id fold `ordersDigest`.
-    function _tallyTrades(
+    /// @dev Reads the chunk's signed orders (four words each, see IEnergyMarket.commitInterval),
+    ///      strictly ascending by EIP-712 digest so that none appears twice; checks each one's
+    ///      signature by its party (ECDSA, or ERC-1271 for a contract account) and its fields'
+    ///      ranges, and takes a continued order's earlier fill from its open record. Returns the
+    ///      order table (per order: filled so far, limit price, first word) and the digests.
+    function _loadOrders(
+        CommitContext memory c,
         uint256 table,
         uint256 partyCount,
-        CommitTrade[] calldata trades,
-        uint256 penaltyPrice,
-        bytes32 ordersDigest
-    ) private pure returns (bytes32) {
+        uint256[] calldata orders,
+        uint256[] memory partyFlags
+    ) private returns (uint256 ot, bytes32[] memory ids) {
+        if (orders.length % ORDER_WORDS != 0) revert MalformedOrders(orders.length);
+        uint256 n = orders.length / ORDER_WORDS;
+        if (n > MAX_CHUNK_ORDERS) revert ChunkTooLarge(n);
+        ids = new bytes32[](n);
+        assembly ("memory-safe") {
+            ot := mload(0x40)
+            mstore(0x40, add(ot, mul(n, 96)))
+        }
+        bytes32 separator = _domainSeparatorV4();
+        bytes32 previous;
         uint256 w;
         assembly ("memory-safe") {
-            w := trades.offset
+            w := orders.offset
         }
-        uint256 n = trades.length;
         for (uint256 i; i < n;) {
-            bytes32 buyOrderId;
-            bytes32 sellOrderId;
+            uint256 meta;
+            uint256 limit;
             assembly ("memory-safe") {
-                buyOrderId := calldataload(add(w, 128))
-                sellOrderId := calldataload(add(w, 160))
+                meta := calldataload(w)
+                limit := calldataload(add(w, 32))
             }
-            ordersDigest = TradeChain.foldOrders(ordersDigest, buyOrderId, sellOrderId);
-            _tallyTrade(table, partyCount, w, i, penaltyPrice);
+            uint256 party = meta & 0xffff;
+            uint256 side = (meta >> 16) & 0xff;
+            uint256 flags = (meta >> 24) & 0xff;
+            if (party >= partyCount || side > 1 || flags > 3 || (meta >> 32) & 0xffffffff != 0 || limit >> 128 != 0) {
+                revert MalformedOrder(i);
+            }
+            address account = address(uint160(PartyTable.get(table, party, PartyTable.ACCOUNT)));
+            bytes32 id = _orderDigest(separator, account, c.interval, meta, limit);
+            if (id <= previous) revert OrdersNotAscending(i);
+            previous = id;
+            _checkOrderSigner(account, id, w, i);
+            uint256 filled;
+            if (flags & ORDER_CONTINUED != 0) {
+                uint256 record = _openFills[c.interval][id];
+                if (record == 0) revert OrderNotOpen(i, id);
+                _openFills[c.interval][id] = 0;
+                unchecked {
+                    filled = record - 1;
+                }
+            } else {
+                partyFlags[party] |= PARTY_FRESH_ORDER;
+            }
+            ids[i] = id;
+            assembly ("memory-safe") {
+                let o := add(ot, mul(i, 96))
+                mstore(o, filled)
+                mstore(add(o, 32), limit)
+                mstore(add(o, 64), meta)
+            }
             unchecked {
-                w += 192;
+                w += ORDER_WORDS * 32;
                 ++i;
             }
         }
-        return ordersDigest;
     }
 
-    /// @dev Checks the CommitTrade at calldata offset `w` (trade `i` of the list) and tallies it.
-    function _tallyTrade(uint256 table, uint256 partyCount, uint256 w, uint256 i, uint256 penaltyPrice) private pure {
-        uint256 buyer;
-        uint256 seller;
-        uint256 q;
-        uint256 price;
+    /// @dev The EIP-712 digest of an Order whose fields are the first order word `meta`, the
+    ///      limit price, the party `account` and the interval.
+    function _orderDigest(bytes32 separator, address account, uint256 t, uint256 meta, uint256 limit)
+        private
+        pure
+        returns (bytes32 digest)
+    {
+        bytes32 typeHash = ORDER_TYPEHASH;
         assembly ("memory-safe") {
-            buyer := calldataload(w)
-            seller := calldataload(add(w, 32))
-            q := calldataload(add(w, 64))
-            price := calldataload(add(w, 96))
+            let m := mload(0x40)
+            mstore(m, typeHash)
+            mstore(add(m, 32), account)
+            mstore(add(m, 64), t)
+            mstore(add(m, 96), and(shr(16, meta), 0xff))
+            mstore(add(m, 128), and(shr(64, meta), 0xffffffffffffffff))
+            mstore(add(m, 160), limit)
+            mstore(add(m, 192), and(shr(128, meta), 0xffffffffffffffff))
+            mstore(add(m, 224), shr(192, meta))
+            let structHash := keccak256(m, 256)
+            mstore(m, 0x1901)
+            mstore(add(m, 32), separator)
+            mstore(add(m, 64), structHash)
+            digest := keccak256(add(m, 30), 66)
         }
-        if (buyer >= partyCount) revert PartyIndexOutOfRange(i, buyer, partyCount);
-        if (seller >= partyCount) revert PartyIndexOutOfRange(i, seller, partyCount);
-        if (buyer == seller) revert SelfTrade(i, _accountAt(table, buyer));
-        if (q == 0) revert ZeroQuantity(i);
-        if (price == 0) revert ZeroPrice(i);
-        // The ABI ranges of uint64 and uint128, which Solidity's decoder would enforce.
-        if ((q >> 64) | (price >> 128) != 0) revert();
-        if (_tally(table, buyer, seller, q, price, penaltyPrice)) revert SoldQuantityOverflow(_accountAt(table, seller));
+    }
+
+    /// @dev Reverts BadOrderSignature unless the compact signature (r, vs) at calldata offset
+    ///      `w + 64` over `id` is `account`'s: an ECDSA signature of its key, or one its
+    ///      ERC-1271 `isValidSignature` accepts when `account` is a contract.
+    function _checkOrderSigner(address account, bytes32 id, uint256 w, uint256 i) private view {
+        bytes32 r;
+        bytes32 vs;
+        assembly ("memory-safe") {
+            r := calldataload(add(w, 64))
+            vs := calldataload(add(w, 96))
+        }
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(id, r, vs);
+        if (err == ECDSA.RecoverError.NoError && signer == account) return;
+        if (account.code.length != 0 && SignatureChecker.isValidERC1271SignatureNow(account, id, abi.encodePacked(r, vs)))
+        {
+            return;
+        }
+        revert BadOrderSignature(i, account);
+    }
+
+    /// @dev Forward pass in commit order: checks each trade word against its two orders (sides,
+    ///      parties, limit prices), adds its quantity to both orders' fills, nets each party's
+    ///      lock, adds to each seller's sold total, and continues the order-id fold.
+    function _tallyTrades(
+        CommitContext memory c,
+        uint256 table,
+        uint256 ot,
+        bytes32[] memory ids,
+        uint256[] calldata trades
+    ) private pure returns (bytes32 ordersDigest) {
+        ordersDigest = c.ordersDigest;
+        uint256 n = trades.length;
+        uint256 orderCount = ids.length;
+        uint256 penaltyPrice = c.penaltyPrice;
+        for (uint256 k; k < n;) {
+            uint256 word = trades[k];
+            uint256 bo = (word >> 32) & 0xffff;
+            uint256 so = (word >> 48) & 0xffff;
+            if (bo >= orderCount || so >= orderCount) revert TradeOrderMismatch(k);
+            _matchOrders(ot, word, k);
+            ordersDigest = TradeChain.foldOrders(ordersDigest, ids[bo], ids[so]);
+            uint256 buyer = word & 0xffff;
+            uint256 seller = (word >> 16) & 0xffff;
+            if (buyer == seller) revert SelfTrade(k, _accountAt(table, buyer));
+            uint256 q = (word >> 64) & 0xffffffffffffffff;
+            if (_tally(table, buyer, seller, q, word >> 128, penaltyPrice)) {
+                revert SoldQuantityOverflow(_accountAt(table, seller));
+            }
+            unchecked {
+                ++k;
+            }
+        }
+    }
+
+    /// @dev Checks trade word `word` (trade `k` of the chunk) against its buy and sell orders and
+    ///      adds its quantity to their fills.
+    function _matchOrders(uint256 ot, uint256 word, uint256 k) private pure {
+        uint256 buyer = word & 0xffff;
+        uint256 seller = (word >> 16) & 0xffff;
+        uint256 q = (word >> 64) & 0xffffffffffffffff;
+        uint256 price = word >> 128;
+        uint256 bidMeta;
+        uint256 bidLimit;
+        uint256 askMeta;
+        uint256 askLimit;
+        assembly ("memory-safe") {
+            let b := add(ot, mul(and(shr(32, word), 0xffff), 96))
+            let s := add(ot, mul(and(shr(48, word), 0xffff), 96))
+            mstore(b, add(mload(b), q))
+            mstore(s, add(mload(s), q))
+            bidLimit := mload(add(b, 32))
+            bidMeta := mload(add(b, 64))
+            askLimit := mload(add(s, 32))
+            askMeta := mload(add(s, 64))
+        }
+        // The order's party (bits 0-15) and side (bits 16-23) against the trade's.
+        if ((bidMeta & 0xffffff) != buyer || (askMeta & 0xffffff) != (seller | (1 << 16))) {
+            revert TradeOrderMismatch(k);
+        }
+        if (q == 0) revert ZeroQuantity(k);
+        if (price == 0) revert ZeroPrice(k);
+        if (price > bidLimit || price < askLimit) revert PriceOutsideLimit(k, price, bidLimit, askLimit);
+    }
+
+    /// @dev Checks every order's fill against its quantity and records the fill of each order
+    ///      the chunk leaves open (a later chunk continues it); the last chunk leaves none open.
+    function _closeOrders(CommitContext memory c, uint256 ot, bytes32[] memory ids) private {
+        uint256 n = ids.length;
+        for (uint256 i; i < n;) {
+            uint256 filled;
+            uint256 meta;
+            assembly ("memory-safe") {
+                let o := add(ot, mul(i, 96))
+                filled := mload(o)
+                meta := mload(add(o, 64))
+            }
+            uint256 quantity = (meta >> 64) & 0xffffffffffffffff;
+            if (filled > quantity) revert OrderOverfilled(ids[i], filled, quantity);
+            if ((meta >> 24) & ORDER_OPEN != 0) {
+                if (c.last) revert OrderLeftOpen(ids[i]);
+                unchecked {
+                    _openFills[c.interval][ids[i]] = filled + 1;
+                }
+            }
+            unchecked {
+                ++i;
+            }
+        }
+    }
+
+    /// @dev Commits over several chunks keep, per party, the chunk its fresh orders came in
+    ///      and the chunk it sold in (one byte each, sixteen parties per word): a party's
+    ///      fresh orders all come in one chunk (a later chunk can only continue an open one, so
+    ///      no order is filled twice), and a seller sells in one chunk only (its sold total, in
+    ///      the chain's links, is then complete). The last chunk only checks.
+    function _checkLanes(CommitContext memory c, uint256 table, uint256 partyCount, uint256[] memory partyFlags)
+        private
+    {
+        uint256 chunk = c.chunk;
+        mapping(uint256 => uint256) storage lanes = _commitLanes[c.interval];
+        uint256 cachedWord = NO_WORD;
+        uint256 bits;
+        bool dirty;
+        for (uint256 i; i < partyCount;) {
+            uint256 index = PartyTable.get(table, i, PartyTable.PARTICIPANT_INDEX);
+            uint256 wordKey = index >> 4;
+            if (wordKey != cachedWord) {
+                if (dirty) lanes[cachedWord] = bits;
+                cachedWord = wordKey;
+                bits = lanes[wordKey];
+                dirty = false;
+            }
+            uint256 shift = (index & 15) << 4;
+            uint256 lane = (bits >> shift) & 0xffff;
+            uint256 intro = lane & 0xff;
+            uint256 soldIn = lane >> 8;
+            if (partyFlags[i] & PARTY_FRESH_ORDER != 0 && intro != 0 && intro != chunk) {
+                revert OrderIntroducedLate(_accountAt(table, i), uint16(intro));
+            }
+            bool sold = PartyTable.get(table, i, PartyTable.SOLD) != 0;
+            if (sold && soldIn != 0) revert SellerSpansChunks(_accountAt(table, i), uint16(soldIn));
+            if (!c.last) {
+                uint256 updated = (intro == 0 ? chunk : intro) | ((sold ? chunk : soldIn) << 8);
+                if (updated != lane) {
+                    bits = (bits & ~(uint256(0xffff) << shift)) | (updated << shift);
+                    dirty = true;
+                }
+            }
+            unchecked {
+                ++i;
+            }
+        }
+        if (dirty) lanes[cachedWord] = bits;
     }
 
     /// @dev Adds q * price to the buyer's lock and q * penaltyPrice to the seller's, and q to the
@@ -366,7 +675,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
     }
 
-    /// @dev A whole interval in one call: each seller's total S is its sold Wh after the tally.
+    /// @dev Each seller's total S is its sold Wh after the tally (a seller sells in one chunk).
     function _fixSoldTotals(uint256 table, uint256 partyCount) private pure {
         for (uint256 i; i < partyCount;) {
             PartyTable.set(table, i, PartyTable.SOLD_TOTAL, PartyTable.get(table, i, PartyTable.SOLD));
@@ -376,40 +685,36 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
     }
 
-    /// @dev Backward pass over the calldata's trades, from `tail` (the chain head after its last
-    ///      trade) to the head at its first. B_k, the seller's quantity in earlier trades of the
-    ///      interval, is its sold total after the tally minus its quantity from trade k to the end
-    ///      of the calldata, which this pass accumulates. _tallyTrades range-checked the positions.
-    function _chainCommitted(uint256 table, CommitTrade[] calldata trades, bytes32 tail)
+    /// @dev Backward pass over the chunk's trade words, from `tail` (the chain head after its
+    ///      last trade) to the head at its first. B_k, the seller's quantity in earlier trades of
+    ///      the interval, is its sold total minus its quantity from trade k to the end of the
+    ///      chunk, which this pass accumulates. _tallyTrades range-checked the positions.
+    function _chainCommitted(uint256 table, uint256[] calldata trades, bytes32 tail)
         private
         pure
         returns (bytes32 head)
     {
         uint256 link = TradeChain.newLink();
         head = tail;
-        uint256 w;
-        assembly ("memory-safe") {
-            w := add(trades.offset, mul(trades.length, 192))
-        }
         for (uint256 i = trades.length; i > 0;) {
+            unchecked {
+                --i;
+            }
+            uint256 word = trades[i];
             assembly ("memory-safe") {
-                w := sub(w, 192)
-                let s := add(table, mul(calldataload(add(w, 32)), 192))
-                let q := calldataload(add(w, 64))
+                let s := add(table, mul(and(shr(16, word), 0xffff), 192))
+                let q := and(shr(64, word), 0xffffffffffffffff)
                 let fromHere := add(mload(add(s, 128)), q)
                 mstore(add(s, 128), fromHere)
-                mstore(link, mload(add(table, mul(calldataload(w), 192))))
+                mstore(link, mload(add(table, mul(and(word, 0xffff), 192))))
                 mstore(add(link, 32), mload(s))
                 mstore(add(link, 64), mload(add(s, 32)))
                 mstore(add(link, 96), q)
-                mstore(add(link, 128), calldataload(add(w, 96)))
+                mstore(add(link, 128), shr(128, word))
                 mstore(add(link, 160), mload(add(s, 160)))
                 mstore(add(link, 192), sub(mload(add(s, 96)), fromHere))
             }
             head = TradeChain.seal(link, head);
-            unchecked {
-                --i;
-            }
         }
     }
 
@@ -596,7 +901,11 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint256 end = _checkChunk(rec, t, firstIndex, trades.length);
         bool last = end == rec.tradeCount;
         uint256 table = _loadSettleParties(parties);
-        if (_chainSettled(table, parties.length, trades, tailHash) != rec.remainingHash || (last && tailHash != 0)) {
+        // The chain ends at zero, or, for a commit left unfinished, where its last chunk left it.
+        if (
+            _chainSettled(table, parties.length, trades, tailHash) != rec.remainingHash
+                || (last && tailHash != rec.expectedHead)
+        ) {
             revert TradesMismatch(t, firstIndex);
         }
         rec.remainingHash = tailHash;

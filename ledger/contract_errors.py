@@ -382,12 +382,144 @@ class ZeroQuantity(LedgerError):
     fields = ("trade_index",)
 
 
+class BookRootMismatch(LedgerError):
+    """Raised when a later commit chunk carries another bookRoot than the first."""
+
+    code = "book_root_mismatch"
+    solidity_name = "BookRootMismatch"
+    fields = ("interval", "committed", "given")
+
+
+class ChunkHeadMismatch(LedgerError):
+    """Raised when a commit chunk's chain head is not the tail its previous chunk named."""
+
+    code = "chunk_head_mismatch"
+    solidity_name = "ChunkHeadMismatch"
+    fields = ("interval", "chunk")
+
+
+class TooManyCommitChunks(LedgerError):
+    """Raised when an interval's commit would take more than MAX_COMMIT_CHUNKS chunks."""
+
+    code = "too_many_commit_chunks"
+    solidity_name = "TooManyCommitChunks"
+    fields = ("interval",)
+
+
+class ChunkTooLarge(LedgerError):
+    """Raised when a commit chunk has more than 65,536 parties or orders."""
+
+    code = "chunk_too_large"
+    solidity_name = "ChunkTooLarge"
+    fields = ("count",)
+
+
+class RegistrationChangedDuringCommit(LedgerError):
+    """Raised when a party's registration changed between two chunks of one commit."""
+
+    code = "registration_changed_during_commit"
+    solidity_name = "RegistrationChangedDuringCommit"
+    fields = ("participant",)
+
+
+class MalformedOrders(LedgerError):
+    """Raised when a commit's orders are not a whole number of four-word orders."""
+
+    code = "malformed_orders"
+    solidity_name = "MalformedOrders"
+    fields = ("words",)
+
+
+class MalformedOrder(LedgerError):
+    """Raised when an order's fields are out of range."""
+
+    code = "malformed_order"
+    solidity_name = "MalformedOrder"
+    fields = ("order_index",)
+
+
+class OrdersNotAscending(LedgerError):
+    """Raised when a commit chunk's orders are not strictly ascending by digest."""
+
+    code = "orders_not_ascending"
+    solidity_name = "OrdersNotAscending"
+    fields = ("order_index",)
+
+
+class BadOrderSignature(LedgerError):
+    """Raised when an order's signature is not its party's."""
+
+    code = "bad_order_signature"
+    solidity_name = "BadOrderSignature"
+    fields = ("order_index", "participant")
+
+
+class OrderNotOpen(LedgerError):
+    """Raised when an order is marked as continued but no earlier chunk left it open."""
+
+    code = "order_not_open"
+    solidity_name = "OrderNotOpen"
+    fields = ("order_index", "order_id")
+
+
+class OrderOverfilled(LedgerError):
+    """Raised when an order's trades add up to more than its signed quantity."""
+
+    code = "order_overfilled"
+    solidity_name = "OrderOverfilled"
+    fields = ("order_id", "filled_wh", "quantity_wh")
+
+
+class OrderLeftOpen(LedgerError):
+    """Raised when the last chunk of a commit leaves an order open."""
+
+    code = "order_left_open"
+    solidity_name = "OrderLeftOpen"
+    fields = ("order_id",)
+
+
+class OrderIntroducedLate(LedgerError):
+    """Raised when a party has a fresh order in a later commit chunk than its first."""
+
+    code = "order_introduced_late"
+    solidity_name = "OrderIntroducedLate"
+    fields = ("participant", "first_chunk")
+
+
+class SellerSpansChunks(LedgerError):
+    """Raised when a seller sells in more than one chunk of a commit."""
+
+    code = "seller_spans_chunks"
+    solidity_name = "SellerSpansChunks"
+    fields = ("participant", "sold_in_chunk")
+
+
+class TradeOrderMismatch(LedgerError):
+    """Raised when a trade does not match its orders' parties and sides."""
+
+    code = "trade_order_mismatch"
+    solidity_name = "TradeOrderMismatch"
+    fields = ("trade_index",)
+
+
+class PriceOutsideLimit(LedgerError):
+    """Raised when a trade's price is above its bid's limit or below its ask's."""
+
+    code = "price_outside_limit"
+    solidity_name = "PriceOutsideLimit"
+    fields = ("trade_index", "price", "bid_limit", "ask_limit")
+
+
 ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "AccessControlBadConfirmation": AccessControlBadConfirmation,
     "AccessControlUnauthorizedAccount": AccessControlUnauthorizedAccount,
+    "BadOrderSignature": BadOrderSignature,
     "BalanceOverflow": BalanceOverflow,
+    "BookRootMismatch": BookRootMismatch,
+    "ChunkHeadMismatch": ChunkHeadMismatch,
     "ChunkNotAtCursor": ChunkNotAtCursor,
     "ChunkOutOfRange": ChunkOutOfRange,
+    "ChunkTooLarge": ChunkTooLarge,
     "EnforcedPause": EnforcedPause,
     "ExpectedPause": ExpectedPause,
     "InsufficientCollateral": InsufficientCollateral,
@@ -403,20 +535,32 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "InvalidMeterSignature": InvalidMeterSignature,
     "InvalidShortString": InvalidShortString,
     "InvalidTerms": InvalidTerms,
+    "MalformedOrder": MalformedOrder,
+    "MalformedOrders": MalformedOrders,
+    "OrderIntroducedLate": OrderIntroducedLate,
+    "OrderLeftOpen": OrderLeftOpen,
+    "OrderNotOpen": OrderNotOpen,
+    "OrderOverfilled": OrderOverfilled,
+    "OrdersNotAscending": OrdersNotAscending,
     "ParticipantAlreadyRegistered": ParticipantAlreadyRegistered,
     "ParticipantNotRegistered": ParticipantNotRegistered,
     "PartiesNotAscending": PartiesNotAscending,
     "PartyIndexOutOfRange": PartyIndexOutOfRange,
+    "PriceOutsideLimit": PriceOutsideLimit,
     "ReadingAlreadySubmitted": ReadingAlreadySubmitted,
     "ReadingIntervalMismatch": ReadingIntervalMismatch,
     "ReadingWindowClosed": ReadingWindowClosed,
     "ReadingWindowOpen": ReadingWindowOpen,
     "ReentrancyGuardReentrantCall": ReentrancyGuardReentrantCall,
     "RegistrationChangePending": RegistrationChangePending,
+    "RegistrationChangedDuringCommit": RegistrationChangedDuringCommit,
     "SafeERC20FailedOperation": SafeERC20FailedOperation,
     "SelfTrade": SelfTrade,
+    "SellerSpansChunks": SellerSpansChunks,
     "SoldQuantityOverflow": SoldQuantityOverflow,
     "StringTooLong": StringTooLong,
+    "TooManyCommitChunks": TooManyCommitChunks,
+    "TradeOrderMismatch": TradeOrderMismatch,
     "TradesMismatch": TradesMismatch,
     "ZeroAddress": ZeroAddress,
     "ZeroAmount": ZeroAmount,

@@ -185,12 +185,31 @@ class IntervalSettled:
     tx_hash: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class TradesCommitted:
+    """``TradesCommitted``: one commit chunk's trades (``chunk`` from 1), relay-proof.
+
+    ``trades`` are the chunk's trade words, which index ``parties`` and ``order_ids`` (see
+    :func:`ledger.commit_plan.trades_of_chunk`); ``first_index`` is the interval trade index
+    of the first."""
+
+    interval: int
+    chunk: int
+    first_index: int
+    parties: tuple[str, ...]
+    order_ids: tuple[bytes, ...]
+    trades: tuple[int, ...]
+    position: LogPosition = NO_POSITION
+    tx_hash: str = ""
+
+
 MarketEvent = (
     ParticipantRegistered
     | MeterRotated
     | ParticipantDeregistered
     | EscrowChange
     | IntervalCommitted
+    | TradesCommitted
     | CollateralLocked
     | ReadingSubmitted
     | TradeSettled
@@ -286,4 +305,5 @@ __all__ = [
     "ParticipantSettled",
     "ReadingSubmitted",
     "TradeSettled",
+    "TradesCommitted",
 ]

@@ -42,6 +42,24 @@ class Trade:
 
 
 @dataclass(frozen=True)
+class SignedOrder:
+    """An order as its participant signed it (EIP-712 ``Order``), with the signature and its
+    digest ``order_id``: what a commit passes so the contract can check the trades it fills.
+
+    ``side`` is 0 for a bid, 1 for an ask; ``signature`` the 65-byte ``0x`` hex signature."""
+
+    participant: str
+    interval: int
+    side: int
+    quantity_wh: int
+    price_per_wh: int
+    nonce: int
+    expiry: int
+    signature: str
+    order_id: bytes
+
+
+@dataclass(frozen=True)
 class Reading:
     """A meter reading of one participant for one interval (signature checked elsewhere)."""
 
@@ -73,7 +91,7 @@ def seller_positions(trades: Sequence[Trade]) -> tuple[SellerPosition, ...]:
     )
 
 
-STATUS_NAMES = ("none", "committed", "settled")
+STATUS_NAMES = ("none", "committed", "settled", "committing")
 
 
 @dataclass(frozen=True)

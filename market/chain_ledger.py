@@ -28,14 +28,14 @@ was added); the caller decides how often to call (:class:`market.service.MarketS
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from chain.client import LedgerClient
 from ledger.addresses import checksum_address
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
 from ledger.events import ParticipantRegistered
-from ledger.records import Balance, ParticipantInfo, Terms, Trade
+from ledger.records import Balance, ParticipantInfo, SignedOrder, Terms, Trade
 from ledger.roles import OPERATOR_ROLE
 from market.ledger_port import (
     CommitReceipt,
@@ -204,21 +204,28 @@ class ChainLedger:
         return self._guard(f"reading the balances of {len(participants)} participants", read)
 
     def committed_root(self, interval: int) -> bytes | None:
-        """The committed ``bookRoot`` of ``interval``, or None while uncommitted."""
+        """The committed ``bookRoot`` of ``interval``, or None while uncommitted (or while
+        its commit's chunks are not all on-chain)."""
 
         def read() -> bytes | None:
             info = self.client.interval_info(interval)
-            return None if info.status == "none" else info.book_root
+            # A commit of several chunks still open is not committed: committing resumes it.
+            return None if info.status in ("none", "committing") else info.book_root
 
         return self._guard(f"reading interval {interval}", read)
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[Trade]
+        self,
+        interval: int,
+        book_root: bytes,
+        trades: Sequence[Trade],
+        orders: Mapping[bytes, SignedOrder],
     ) -> CommitReceipt:
-        """``commitInterval(t, bookRoot, parties, trades)`` from the operator account."""
+        """``commitInterval`` from the operator account, in as many chunks as it takes (a
+        commit left open by a crash between chunks resumes)."""
 
         def send() -> CommitReceipt:
-            receipt = self.client.commit_interval(interval, book_root, trades)
+            receipt = self.client.commit_interval(interval, book_root, trades, orders)
             return CommitReceipt(
                 tx_hash="0x" + bytes(receipt["transactionHash"]).hex().removeprefix("0x"),
                 block_number=int(receipt["blockNumber"]),

@@ -55,7 +55,7 @@ from typing import Any
 from ledger import eip712 as signing
 from ledger.addresses import checksum_address
 from ledger.merkle import MerkleTree
-from ledger.records import Trade
+from ledger.records import SignedOrder, Trade
 from market.book import OpenBook
 from market.clearing import ClearingResult, clear
 from market.clock import Clock
@@ -152,6 +152,28 @@ def committed_trades(clearing: dict[str, Any]) -> list[Trade]:
         )
         for t in clearing["trades"]
     ]
+
+
+def signed_orders(book: Sequence[StoredOrder], trades: Sequence[Trade]) -> dict[bytes, SignedOrder]:
+    """The signed orders (by order id) that ``trades`` fill, from the frozen ``book``: what
+    the contract checks each committed trade against."""
+    filled = {bytes(t.buy_order_id) for t in trades} | {bytes(t.sell_order_id) for t in trades}
+    out = {}
+    for o in book:
+        order_id = bytes.fromhex(o.id[2:])
+        if order_id in filled:
+            out[order_id] = SignedOrder(
+                participant=checksum_address(o.participant),
+                interval=o.interval,
+                side=o.side,
+                quantity_wh=o.quantity_wh,
+                price_per_wh=o.price_per_wh,
+                nonce=o.nonce,
+                expiry=o.expiry,
+                signature=o.signature,
+                order_id=order_id,
+            )
+    return out
 
 
 class GateClosure:
@@ -307,7 +329,8 @@ class GateClosure:
                 self.store.record_commit(interval, None, None)
                 return True
             trades = committed_trades(record.clearing)
-            receipt = self.ledger.commit_interval(interval, root, trades)
+            orders = signed_orders(self.store.interval_orders(interval), trades)
+            receipt = self.ledger.commit_interval(interval, root, trades, orders)
         except LedgerCallFailed as err:
             log.error("interval %d: commit failed, will retry: %s", interval, err)
             return False
@@ -326,4 +349,5 @@ __all__ = [
     "clearing_document",
     "clearing_order",
     "committed_trades",
+    "signed_orders",
 ]

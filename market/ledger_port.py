@@ -15,12 +15,12 @@ the contract has no record for is defined here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.errors import WattledgerError
-from ledger.records import Balance, ParticipantInfo, Terms, Trade
+from ledger.records import Balance, ParticipantInfo, SignedOrder, Terms, Trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +137,14 @@ class Ledger(Protocol):
         ...
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[Trade]
+        self,
+        interval: int,
+        book_root: bytes,
+        trades: Sequence[Trade],
+        orders: Mapping[bytes, SignedOrder],
     ) -> CommitReceipt:
-        """Commit ``interval``'s trades and book root; raise LedgerCallFailed on failure."""
+        """Commit ``interval``'s trades, backed by their signed ``orders`` (by order id), and
+        book root; raise LedgerCallFailed on failure."""
         ...
 
 
@@ -256,7 +261,11 @@ class MemoryLedger:
         return entry[0] if entry else None
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[Trade]
+        self,
+        interval: int,
+        book_root: bytes,
+        trades: Sequence[Trade],
+        orders: Mapping[bytes, SignedOrder],
     ) -> CommitReceipt:
         with self._lock:
             if interval in self.commits:

@@ -35,7 +35,6 @@ from audit.evidence import (
 from audit.run import audit_market
 from ledger import eip712 as signing
 from ledger import records
-from ledger.calldata import commit_calldata, encode_commit
 from ledger.eip712 import Domain, recover_meter, sign_reading
 from ledger.errors import InputError
 from ledger.events import (
@@ -45,6 +44,7 @@ from ledger.events import (
     ParticipantDeregistered,
     ParticipantRegistered,
     ReadingSubmitted,
+    TradesCommitted,
 )
 from ledger.hashing import keccak
 from ledger.records import Reading, Trade
@@ -273,40 +273,51 @@ def test_the_audits_reading_signer_agrees_with_the_reading_module(
     assert reading_signer(separator, record) == recover_meter(signed, domain) == meter.address
 
 
-# ----------------------------------------------------------------------------- calldata
+# ----------------------------------------------------------------------------- commit chunks
 
 MARKET = ADDRESSES[4]
-COMMIT = IntervalCommitted(9, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 1, 10, 5, 500)
-ONE_TRADE = (Trade(ADDRESSES[0], ADDRESSES[1], 100, 7, b"\x0a" * 32, b"\x0b" * 32),)
+COMMIT = IntervalCommitted(9, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 2, 10, 5, 500)
+PARTIES = (ADDRESSES[0], ADDRESSES[1], ADDRESSES[2])
+IDS = (b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32)
+TWO_TRADES = (
+    Trade(ADDRESSES[0], ADDRESSES[1], 100, 7, IDS[0], IDS[1]),
+    Trade(ADDRESSES[2], ADDRESSES[1], 50, 9, IDS[2], IDS[1]),
+)
 
 
-def test_commit_trades_are_read_from_a_direct_commit_call() -> None:
-    data = commit_calldata(9, COMMIT.book_root, encode_commit(ONE_TRADE))
-    record = commit_record({"to": MARKET.lower(), "input": data}, MARKET, COMMIT)
-    assert record == CommitRecord(COMMIT, ONE_TRADE)
+def _word(buyer: int, seller: int, bo: int, so: int, q: int, price: int) -> int:
+    return buyer | seller << 16 | bo << 32 | so << 48 | q << 64 | price << 128
+
+
+def _chunk(number: int, first: int, words: tuple[int, ...]) -> TradesCommitted:
+    return TradesCommitted(9, number, first, PARTIES, IDS, words)
+
+
+W0, W1 = _word(0, 1, 0, 1, 100, 7), _word(2, 1, 2, 1, 50, 9)
+
+
+def test_commit_trades_are_read_from_its_chunk_events_whoever_sent_it() -> None:
+    relay = {"from": ADDRESSES[3], "to": ADDRESSES[3]}  # a multisig or relayer sent it
+    one = commit_record(relay, COMMIT, [_chunk(1, 0, (W0, W1))])
+    two = commit_record(relay, COMMIT, [_chunk(1, 0, (W0,)), _chunk(2, 1, (W1,))])
+    assert one == two == CommitRecord(COMMIT, TWO_TRADES, sender=ADDRESSES[3])
 
 
 @pytest.mark.parametrize(
-    ("to", "calldata", "why"),
+    ("chunks", "why"),
     [
-        (ADDRESSES[3], "commit", f"it was sent to {ADDRESSES[3]}, not to the market"),
-        (None, "commit", "it was sent to None, not to the market"),
-        (MARKET, "other interval", "commits interval 8, not 9"),
-        (MARKET, "withdraw", "does not call commitInterval(9, ...)"),
-        (MARKET, "cut", "its calldata is not a direct commitInterval call"),
+        ((), "hold 0 trades, its commit 2"),
+        (((1, 0, (W0,)),), "hold 1 trades, its commit 2"),
+        (((2, 0, (W0, W1)),), "chunk 2 (from trade 0) does not follow chunk 0"),
+        (((1, 0, (W0,)), (2, 0, (W1,))), "chunk 2 (from trade 0) does not follow chunk 1"),
+        (((1, 0, (W0, _word(0, 1, 0, 5, 1, 1))),), "beyond its chunk's tables"),
     ],
 )
-def test_a_commit_relayed_or_not_a_commit_call_leaves_its_trades_unread(
-    to: str | None, calldata: str, why: str
+def test_commit_chunks_that_do_not_add_up_leave_its_trades_unread(
+    chunks: tuple[tuple[int, int, tuple[int, ...]], ...], why: str
 ) -> None:
-    """A commit through a relay contract is reported (``trades_error``), never a crash."""
-    data = {
-        "commit": commit_calldata(9, COMMIT.book_root, encode_commit(ONE_TRADE)),
-        "other interval": commit_calldata(8, COMMIT.book_root, encode_commit(ONE_TRADE)),
-        "withdraw": bytes.fromhex("2e1a7d4d") + (5).to_bytes(32, "big"),
-        "cut": commit_calldata(9, COMMIT.book_root, encode_commit(ONE_TRADE))[:100],
-    }[calldata]
-    record = commit_record({"to": to, "input": data}, MARKET, COMMIT)
+    """Missing, repeated or malformed chunks are reported (``trades_error``), never a crash."""
+    record = commit_record({"from": MARKET}, COMMIT, [_chunk(*c) for c in chunks])
     assert record.trades is None and record.event == COMMIT
     assert record.trades_error is not None and why in record.trades_error
 

@@ -14,7 +14,7 @@ and fail, against an audit that lacks them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from test_audit_support import PRICE, AuditChain, Session, published_books, simp
 from audit.report import AuditReport
 from audit.run import audit_market
 from ledger import eip712 as signing
-from ledger.records import Trade
+from ledger.records import SignedOrder, Trade
 from market.chain_ledger import ChainLedger
 from market.ledger_port import CommitReceipt
 
@@ -259,11 +259,15 @@ class SkippingLedger(ChainLedger):
     skip: int = -1
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[Trade]
+        self,
+        interval: int,
+        book_root: bytes,
+        trades: Sequence[Trade],
+        orders: Mapping[bytes, SignedOrder],
     ) -> CommitReceipt:
         if interval == self.skip:
             return CommitReceipt(tx_hash="0x" + "00" * 32, block_number=0)
-        return super().commit_interval(interval, book_root, trades)
+        return super().commit_interval(interval, book_root, trades, orders)
 
 
 def test_an_interval_published_but_never_committed_fails_uncommitted(session: Session) -> None:

@@ -27,7 +27,7 @@ from chain.connection import Chain, connect
 from chain.deployment import Deployment
 from deploy.deployment import deploy_system
 from ledger.eip712 import sign_reading
-from ledger.records import Reading, Trade
+from ledger.records import Reading, SignedOrder, Trade
 from market.chain_ledger import ChainLedger
 from market.client import MarketApiError, MarketClient
 from market.clock import SimulatedClock
@@ -59,10 +59,14 @@ class TamperingLedger(ChainLedger):
         self.tamper = tamper
 
     def commit_interval(
-        self, interval: int, book_root: bytes, trades: Sequence[Trade]
+        self,
+        interval: int,
+        book_root: bytes,
+        trades: Sequence[Trade],
+        orders: Mapping[bytes, SignedOrder],
     ) -> CommitReceipt:
         root, altered = self.tamper(interval, book_root, list(trades))
-        return super().commit_interval(interval, root, altered)
+        return super().commit_interval(interval, root, altered, orders)
 
 
 class FixedGas(Web3Middleware):

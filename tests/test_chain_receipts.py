@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_ledger_support import BOOK_ROOT, MarketEnv, trade
+from test_ledger_support import MarketEnv, trade
 from web3.datastructures import AttributeDict
 from web3.logs import DISCARD
 from web3.types import TxReceipt
@@ -88,11 +88,11 @@ def check_receipts_equal_web3s(chain: Chain) -> None:
 def check_logs_decode_like_web3s(chain: Chain) -> None:
     env = MarketEnv.build(chain, n_participants=4)
     ps = env.participants
-    receipt = env.ledger.commit_interval(
-        env.next_interval(), BOOK_ROOT, [trade(ps[0], ps[1], 5), trade(ps[2], ps[3], 7, n=1)]
+    receipt = env.commit_receipt(
+        [trade(ps[0], ps[1], 5), trade(ps[2], ps[3], 7, n=1)], env.next_interval()
     )
     web3s = chain.w3.eth.get_transaction_receipt(receipt["transactionHash"])
-    for name in ("CollateralLocked", "IntervalCommitted"):
+    for name in ("CollateralLocked", "IntervalCommitted", "TradesCommitted"):
         decoded = env.ledger.events(receipt, name)
         assert decoded
         assert decoded == env.ledger.events(web3s, name)

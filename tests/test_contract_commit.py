@@ -6,7 +6,6 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from eth_abi.abi import encode
-from eth_utils.crypto import keccak
 from test_ledger_support import (
     BOOK_ROOT,
     DEFAULT_TERMS,
@@ -20,7 +19,7 @@ from test_ledger_support import (
 
 from chain.connection import connect
 from chain.reverts import mapped_reverts
-from ledger.calldata import encode_commit
+from ledger.commit_plan import COMMIT_SELECTOR, plan_commit
 from ledger.contract_errors import (
     AccessControlUnauthorizedAccount,
     EnforcedPause,
@@ -29,16 +28,17 @@ from ledger.contract_errors import (
     IntervalAlreadyEnded,
     IntervalTooFarAhead,
     InvalidTerms,
-    LedgerRevert,
+    MalformedOrder,
     ParticipantNotRegistered,
     PartiesNotAscending,
-    PartyIndexOutOfRange,
     SelfTrade,
     SoldQuantityOverflow,
+    TradeOrderMismatch,
     ZeroPrice,
     ZeroQuantity,
 )
-from ledger.records import Terms
+from ledger.order_backing import back_trades, sign_order
+from ledger.records import Terms, Trade
 from ledger.roles import OPERATOR_ROLE
 from ledger.trade_chain import orders_digest, settlement_chain
 from settlement.model import collateral_locks
@@ -57,9 +57,14 @@ def env(base_env: MarketEnv) -> Iterator[MarketEnv]:
 
 
 def test_commit_locks_payments_and_bonds_and_snapshots_terms(env: MarketEnv) -> None:
-    trades = [trade(env.p(0), env.p(1), 1_000, n=0), trade(env.p(2), env.p(1), 500, 2 * PRICE, n=1)]
     t = env.next_interval()
-    receipt = env.ledger.commit_interval(t, BOOK_ROOT, trades)
+    trades, orders = back_trades(
+        t,
+        [trade(env.p(0), env.p(1), 1_000, n=0), trade(env.p(2), env.p(1), 500, 2 * PRICE, n=1)],
+        env.ledger.domain(),
+        env.keys,
+    )
+    receipt = env.ledger.commit_interval(t, BOOK_ROOT, trades, orders)
     locks = collateral_locks(trades, DEFAULT_TERMS.penalty_price_per_wh)
     for p, amount in locks.items():
         assert env.ledger.balance_of(p).locked == amount
@@ -79,6 +84,9 @@ def test_commit_locks_payments_and_bonds_and_snapshots_terms(env: MarketEnv) -> 
     assert ev["ordersDigest"] == orders_digest(trades) and ev["tradeCount"] == 2
     locked = {e["participant"]: e["amount"] for e in env.ledger.events(receipt, "CollateralLocked")}
     assert locked == locks
+    (chunk,) = env.ledger.events(receipt, "TradesCommitted")
+    assert (chunk["chunk"], chunk["firstIndex"], len(chunk["trades"])) == (1, 0, 2)
+    assert sorted(chunk["orderIds"]) == sorted(orders)
 
 
 def test_later_change_of_terms_never_rewrites_a_committed_interval(env: MarketEnv) -> None:
@@ -89,9 +97,15 @@ def test_later_change_of_terms_never_rewrites_a_committed_interval(env: MarketEn
     assert after == before
 
 
-def test_committed_trades_decode_from_commit_calldata(env: MarketEnv) -> None:
-    trades = [trade(env.p(3), env.p(1), 7, n=3), trade(env.p(0), env.p(4), 9, n=4)]
-    t = env.commit(trades)
+def test_committed_trades_decode_from_the_commits_events(env: MarketEnv) -> None:
+    t = env.next_interval()
+    trades, orders = back_trades(
+        t,
+        [trade(env.p(3), env.p(1), 7, n=3), trade(env.p(0), env.p(4), 9, n=4)],
+        env.ledger.domain(),
+        env.keys,
+    )
+    env.ledger.commit_interval(t, BOOK_ROOT, trades, orders)
     env.ledger._trades.clear()
     assert env.ledger.committed_trades(t) == tuple(trades)
 
@@ -103,7 +117,7 @@ def test_empty_interval_commits(env: MarketEnv) -> None:
 
 def test_commit_by_non_operator_reverts(env: MarketEnv) -> None:
     with raises(AccessControlUnauthorizedAccount, account=env.p(0), needed_role=OPERATOR_ROLE):
-        env.ledger.commit_interval(env.next_interval(), BOOK_ROOT, [], sender=env.p(0))
+        env.ledger.commit_interval(env.next_interval(), BOOK_ROOT, [], {}, sender=env.p(0))
 
 
 def test_second_commit_of_an_interval_reverts(env: MarketEnv) -> None:
@@ -128,7 +142,7 @@ def test_commit_during_delivery_is_still_accepted(env: MarketEnv) -> None:
 def test_trade_with_unknown_participant_reverts(env: MarketEnv) -> None:
     outsider = env.chain.accounts[9]
     with raises(ParticipantNotRegistered, participant=outsider):
-        env.commit([trade(env.p(0), outsider, 10)])
+        env.commit([trade(outsider, env.p(0), 10)])
 
 
 def test_trade_with_deregistered_participant_reverts(env: MarketEnv) -> None:
@@ -173,10 +187,21 @@ def test_collateral_exactly_equal_to_free_balance_commits(env: MarketEnv) -> Non
 
 def test_seller_total_above_uint64_reverts(env: MarketEnv) -> None:
     env.ledger.set_terms(Terms(0, 0, 60))
+    t = env.next_interval()
+    domain, keys = env.ledger.domain(), env.keys
+    orders = [
+        sign_order(keys[env.p(0)], domain, env.p(0), t, 0, UINT64_MAX, 1),
+        sign_order(keys[env.p(2)], domain, env.p(2), t, 0, 1, 1),
+        sign_order(keys[env.p(1)], domain, env.p(1), t, 1, UINT64_MAX, 1, nonce=1),
+        sign_order(keys[env.p(1)], domain, env.p(1), t, 1, 1, 1, nonce=2),
+    ]
+    ids = [o.order_id for o in orders]
+    trades = [
+        Trade(env.p(0), env.p(1), UINT64_MAX, 1, ids[0], ids[2]),
+        Trade(env.p(2), env.p(1), 1, 1, ids[1], ids[3]),
+    ]
     with raises(SoldQuantityOverflow, seller=env.p(1)):
-        env.commit(
-            [trade(env.p(0), env.p(1), UINT64_MAX, price=1), trade(env.p(2), env.p(1), 1, price=1)]
-        )
+        env.ledger.commit_interval(t, BOOK_ROOT, trades, {o.order_id: o for o in orders})
 
 
 def test_uint64_quantity_times_uint128_price_is_exact(env: MarketEnv) -> None:
@@ -185,66 +210,72 @@ def test_uint64_quantity_times_uint128_price_is_exact(env: MarketEnv) -> None:
         env.commit([trade(env.p(0), env.p(1), UINT64_MAX, price=2**128 - 1)])
 
 
-def test_party_table_must_be_ascending(env: MarketEnv) -> None:
-    args = encode_commit([trade(env.p(0), env.p(1), 10)])
-    parties = list(reversed(args.parties))
-    fn = env.ledger.contract.functions.commitInterval(env.next_interval(), BOOK_ROOT, parties, [])
-    with raises(PartiesNotAscending, position=1):
-        env.ledger.transact(fn)
-    dup = [args.parties[0], args.parties[0]]
-    fn = env.ledger.contract.functions.commitInterval(env.next_interval(), BOOK_ROOT, dup, [])
-    with raises(PartiesNotAscending, position=1):
-        env.ledger.transact(fn)
+def _chunk(env: MarketEnv, t: int) -> tuple[list[str], list[int], list[int]]:
+    """(parties, order words, trade words) of a one-trade commit of ``t``."""
+    trades, orders = back_trades(t, [trade(env.p(0), env.p(1), 10)], env.ledger.domain(), env.keys)
+    indices = {p: env.ledger.participant_index(p) for p in env.participants}
+    (chunk,) = plan_commit(t, trades, orders, indices).chunks
+    return list(chunk.parties), list(chunk.orders), list(chunk.trades)
 
 
-def test_party_index_out_of_range_reverts(env: MarketEnv) -> None:
-    args = encode_commit([trade(env.p(0), env.p(1), 10)])
-    bad = [(0, 5, 10, PRICE, keccak(b"b"), keccak(b"s"))]
-    fn = env.ledger.contract.functions.commitInterval(
-        env.next_interval(), BOOK_ROOT, list(args.parties), bad
+def _send_raw(
+    env: MarketEnv, t: int, parties: Sequence[str], orders: list[int], trades: list[int]
+) -> None:
+    """Call commitInterval with raw words (nothing range-checked on the way)."""
+    body = encode(
+        ["uint64", "bytes32", "address[]", "uint256[]", "uint256[]", "bytes32"],
+        [t, BOOK_ROOT, list(parties), orders, trades, bytes(32)],
     )
-    with raises(PartyIndexOutOfRange, trade_index=0, party_index=5, party_count=2):
-        env.ledger.transact(fn)
+    with mapped_reverts():
+        env.chain.w3.eth.call(
+            {"from": env.admin, "to": env.ledger.address, "data": COMMIT_SELECTOR + body}
+        )
+
+
+def test_party_table_must_be_ascending(env: MarketEnv) -> None:
+    t = env.next_interval()
+    parties, orders, trades = _chunk(env, t)
+    with raises(PartiesNotAscending, position=1):
+        _send_raw(env, t, list(reversed(parties)), orders, trades)
+    with raises(PartiesNotAscending, position=1):
+        _send_raw(env, t, [parties[0], parties[0]], orders, trades)
+    _send_raw(env, t, parties, orders, trades)
+
+
+def test_order_fields_out_of_range_revert(env: MarketEnv) -> None:
+    """The order loop reads calldata words itself, so it refuses a party position beyond the
+    table, a side other than 0/1, unknown flags, set unused bits and a limit above uint128."""
+    t = env.next_interval()
+    parties, orders, trades = _chunk(env, t)
+    for i in range(0, len(orders), 4):
+        for bad_meta in (
+            orders[i] | 0xFFFF,  # party position 65,535 of a table of 2
+            orders[i] | (2 << 16),  # side 2 (or 3)
+            orders[i] | (4 << 24),  # flag 4
+            orders[i] | (1 << 40),  # an unused bit
+        ):
+            bad = list(orders)
+            bad[i] = bad_meta
+            with raises(MalformedOrder, order_index=i // 4):
+                _send_raw(env, t, parties, bad, trades)
+        bad = list(orders)
+        bad[i + 1] = 2**128
+        with raises(MalformedOrder, order_index=i // 4):
+            _send_raw(env, t, parties, bad, trades)
+
+
+def test_a_trade_naming_an_order_beyond_the_chunk_reverts(env: MarketEnv) -> None:
+    t = env.next_interval()
+    parties, orders, trades = _chunk(env, t)
+    for shift in (32, 48):
+        with raises(TradeOrderMismatch, trade_index=0):
+            _send_raw(env, t, parties, orders, [trades[0] | (0xFF << shift)])
 
 
 def test_commit_while_paused_reverts(env: MarketEnv) -> None:
     env.ledger.pause()
     with raises(EnforcedPause):
         env.commit([trade(env.p(0), env.p(1), 10)])
-
-
-def _commit_calldata(t: int, parties: Sequence[str], rows: list[list[int]]) -> bytes:
-    """commitInterval calldata with every CommitTrade word given raw (not range-checked): a
-    static tuple array is ABI-encoded exactly like uint256[6][]."""
-    body = encode(["uint64", "bytes32", "address[]", "uint256[6][]"], [t, BOOK_ROOT, parties, rows])
-    return bytes(keccak(text=_COMMIT_SIGNATURE)[:4]) + body
-
-
-_COMMIT_SIGNATURE = (
-    "commitInterval(uint64,bytes32,address[],(uint32,uint32,uint64,uint128,bytes32,bytes32)[])"
-)
-
-
-def test_out_of_range_abi_values_revert_like_the_abi_decoder(env: MarketEnv) -> None:
-    """The per-trade loop reads calldata words itself, so it must refuse what Solidity's decoder
-    would: a quantity above uint64 or a price above uint128 (revert without data)."""
-    parties = list(encode_commit([trade(env.p(0), env.p(1), 10)]).parties)
-    t = env.next_interval()
-    ok = [0, 1, 10, PRICE, 1, 2]
-    for bad in ([0, 1, 2**64, PRICE, 1, 2], [0, 1, 10, 2**128, 1, 2]):
-        data = _commit_calldata(t, parties, [ok, bad])
-        with pytest.raises(LedgerRevert), mapped_reverts():
-            env.chain.w3.eth.call({"from": env.admin, "to": env.ledger.address, "data": data})
-    data = _commit_calldata(t, parties, [ok])
-    env.chain.w3.eth.call({"from": env.admin, "to": env.ledger.address, "data": data})
-
-
-def test_party_position_beyond_uint32_reports_the_raw_position(env: MarketEnv) -> None:
-    parties = list(encode_commit([trade(env.p(0), env.p(1), 10)]).parties)
-    data = _commit_calldata(env.next_interval(), parties, [[2**40, 1, 10, PRICE, 1, 2]])
-    out_of_range = raises(PartyIndexOutOfRange, trade_index=0, party_index=2**40, party_count=2)
-    with out_of_range, mapped_reverts():
-        env.chain.w3.eth.call({"from": env.admin, "to": env.ledger.address, "data": data})
 
 
 def test_a_commit_far_ahead_reverts_so_no_lock_lasts_unbounded(env: MarketEnv) -> None:
@@ -256,11 +287,11 @@ def test_a_commit_far_ahead_reverts_so_no_lock_lasts_unbounded(env: MarketEnv) -
     now = env.ledger.current_interval()
     too_far = now + lead // length + 2
     with raises(IntervalTooFarAhead, interval=too_far):
-        env.ledger.commit_interval(too_far, b"\x01" * 32, [trade(env.p(0), env.p(1), 10)])
+        env.commit([trade(env.p(0), env.p(1), 10)], too_far)
     with raises(IntervalTooFarAhead, interval=10**12):
-        env.ledger.commit_interval(10**12, b"\x01" * 32, [trade(env.p(0), env.p(1), 10)])
+        env.commit([trade(env.p(0), env.p(1), 10)], 10**12)
     within = now + lead // length - 1
-    env.ledger.commit_interval(within, b"\x01" * 32, [trade(env.p(0), env.p(1), 10)])
+    env.commit([trade(env.p(0), env.p(1), 10)], within)
 
 
 def test_terms_cannot_set_an_unbounded_reading_window(env: MarketEnv) -> None:

@@ -22,14 +22,8 @@ from web3 import Web3
 from chain.artifacts import load_artifact
 from ledger.addresses import checksum_address, checksum_of_bytes
 from ledger.calldata import (
-    BALANCES_OF_SELECTOR,
-    COMMIT_SELECTOR,
-    CommitArgs,
     balances_of_calldata,
-    commit_calldata,
     decode_balances,
-    decode_commit_calldata,
-    encode_commit,
     party_table,
     settle_chunk_args,
 )
@@ -41,30 +35,6 @@ UINT64 = 2**64
 UINT128 = 2**128
 
 # ----------------------------------------------------------------------------- references
-
-
-def reference_decode_commit(calldata: bytes, t: int) -> tuple[Trade, ...]:
-    """The decoder decode_commit replaced: web3's decode_function_input (eth_abi)."""
-    fn, params = MARKET.decode_function_input(calldata)
-    if fn.fn_name != "commitInterval" or int(params["t"]) != t:
-        raise ValueError(f"the transaction calls {fn.fn_name}, not commitInterval({t}, ...)")
-    parties = [to_checksum_address(p) for p in params["parties"]]
-    fields = ("buyer", "seller", "quantityWh", "pricePerWh", "buyOrderId", "sellOrderId")
-    rows = [
-        [row[k] for k in fields] if isinstance(row, Mapping) else list(row)
-        for row in params["trades"]
-    ]
-    return tuple(
-        Trade(
-            buyer=parties[int(row[0])],
-            seller=parties[int(row[1])],
-            quantity_wh=int(row[2]),
-            price_per_wh=int(row[3]),
-            buy_order_id=bytes(row[4]),
-            sell_order_id=bytes(row[5]),
-        )
-        for row in rows
-    )
 
 
 def reference_chain_link(
@@ -96,12 +66,6 @@ def reference_settlement_chain(
             heads[k + 1], trades[k], participant_index[seller], positions[k]
         )
     return tuple(heads)
-
-
-def web3_commit_calldata(t: int, root: bytes, parties: Sequence[str], rows: Any) -> bytes:
-    """What web3 sends for ``commitInterval(t, root, parties, rows)``."""
-    data = MARKET.encode_abi("commitInterval", args=[t, root, list(parties), list(rows)])
-    return bytes.fromhex(data[2:])
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -168,7 +132,7 @@ def test_cached_checksum_rejects_what_eth_utils_rejects() -> None:
         checksum_of_bytes(b"\x01" * 19)
 
 
-# ----------------------------------------------------------------------------- commit
+# ----------------------------------------------------------------------------- party table
 
 
 @settings(max_examples=60)
@@ -176,142 +140,6 @@ def test_cached_checksum_rejects_what_eth_utils_rejects() -> None:
 def test_party_table_is_sorted_by_address_value(trades: list[Trade]) -> None:
     parties = {to_checksum_address(p) for t in trades for p in (t.buyer, t.seller)}
     assert party_table(trades) == tuple(sorted(parties, key=lambda a: int(a, 16)))
-
-
-@settings(max_examples=60)
-@given(trades=trade_lists(), t=st.integers(0, UINT64 - 1), root=bytes32)
-def test_commit_calldata_equals_web3_encoding(trades: list[Trade], t: int, root: bytes) -> None:
-    args = encode_commit(trades)
-    data = commit_calldata(t, root, args)
-    assert data == web3_commit_calldata(t, root, args.parties, args.trades)
-    assert data[:4] == COMMIT_SELECTOR
-
-
-@settings(max_examples=60)
-@given(trades=trade_lists(), t=st.integers(0, UINT64 - 1), root=bytes32)
-def test_decode_commit_agrees_with_eth_abi_and_inverts_the_encoder(
-    trades: list[Trade], t: int, root: bytes
-) -> None:
-    args = encode_commit(trades)
-    data = web3_commit_calldata(t, root, args.parties, args.trades)
-    decoded = decode_commit_calldata(data, t)
-    assert decoded == reference_decode_commit(data, t) == _canonical(trades)
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [("t", UINT64), ("t", -1), ("position", 2**32), ("quantity", UINT64), ("price", UINT128)],
-)
-def test_commit_calldata_refuses_values_outside_their_abi_type(field: str, value: int) -> None:
-    ok = {"t": 1, "position": 0, "quantity": 1, "price": 1}
-    v = ok | {field: value}
-    parties = (to_checksum_address(b"\x01" * 20), to_checksum_address(b"\x02" * 20))
-    row = (v["position"], 1, v["quantity"], v["price"], b"\x00" * 32, b"\x00" * 32)
-    commit_calldata(
-        1, b"\x00" * 32, CommitArgs(parties, ((0, 1, 1, 1, b"\x00" * 32, b"\x00" * 32),))
-    )
-    with pytest.raises(ValueError):
-        commit_calldata(v["t"], b"\x00" * 32, CommitArgs(parties, (row,)))
-
-
-# Words of a small valid commit's arguments (after the selector): 0 t, 1 root, 2 parties
-# offset, 3 trades offset, 4 party count, 5-6 parties, 7 trade count, 8-13 the trade.
-_A, _B = to_checksum_address(b"\x0a" * 20), to_checksum_address(b"\x0b" * 20)
-_SMALL = [Trade(_A, _B, 5, 7, b"\x01" * 32, b"\x02" * 32)]
-
-
-def _small_commit() -> bytearray:
-    return bytearray(commit_calldata(3, b"\xbb" * 32, encode_commit(_SMALL)))
-
-
-def _set_word(data: bytearray, index: int, value: int) -> bytearray:
-    data[4 + 32 * index : 4 + 32 * (index + 1)] = value.to_bytes(32, "big")
-    return data
-
-
-@pytest.mark.parametrize(
-    ("index", "value", "why"),
-    [
-        (0, 4, "another interval"),
-        (0, UINT64 + 3, "interval beyond uint64"),
-        (2, 0, "parties offset inside the head"),
-        (2, 2**255, "parties offset beyond the data"),
-        (3, 10_000, "trades offset beyond the data"),
-        (4, 100, "more parties than the data holds"),
-        (4, 2**200, "absurd party count"),
-        (5, 2**160 + 1, "party with high bytes set"),
-        (7, 2, "more trades than the data holds"),
-        (8, 2, "buyer position beyond the table"),
-        (9, 2**32, "seller position beyond uint32"),
-        (10, UINT64, "quantity beyond uint64"),
-        (11, UINT128, "price beyond uint128"),
-    ],
-)
-def test_decode_commit_rejects_malformed_calldata(index: int, value: int, why: str) -> None:
-    data = bytes(_set_word(_small_commit(), index, value))
-    with pytest.raises(ValueError):
-        decode_commit_calldata(data, 3)
-    with pytest.raises(Exception):  # noqa: B017 - the reference raises eth_abi's or web3's own
-        reference_decode_commit(data, 3)
-
-
-def test_decode_commit_refuses_an_offset_into_the_head() -> None:
-    """Party offset 0 reads the interval as the party count and the next two head words as
-    parties; eth_abi refuses a pointer into the head, and so does the fast decoder."""
-    words = bytearray(commit_calldata(2, b"\x00" * 32, encode_commit(_SMALL)))
-    data = bytes(_set_word(words, 2, 0))
-    with pytest.raises(ValueError, match="parties offset"):
-        decode_commit_calldata(data, 2)
-    with pytest.raises(Exception):  # noqa: B017 - eth_abi's InvalidPointer
-        reference_decode_commit(data, 2)
-
-
-def test_decode_commit_rejects_other_calls_and_short_data() -> None:
-    data = bytes(_small_commit())
-    assert decode_commit_calldata(data, 3) == tuple(_SMALL)
-    with pytest.raises(ValueError, match="does not call commitInterval"):
-        decode_commit_calldata(BALANCES_OF_SELECTOR + data[4:], 3)
-    for cut in (0, 3, 4, 4 + 32 * 3, len(data) - 1):
-        with pytest.raises(ValueError):
-            decode_commit_calldata(data[:cut], 3)
-
-
-def test_decode_commit_ignores_bytes_after_the_arguments_like_the_evm() -> None:
-    data = bytes(_small_commit()) + b"\xff" * 40
-    assert decode_commit_calldata(data, 3) == reference_decode_commit(data, 3) == tuple(_SMALL)
-
-
-_EDGE_WORDS = (0, 1, 2, 3, 4, 0x40, 0x80, 0xC0, 0xE0, 0x100, 2**32, 2**64, 2**128, 2**160 + 1)
-# Mostly the head, the party table and the first trade, where a corrupted word changes layout.
-_EDIT_INDEX = st.integers(0, 14) | st.integers(0, 60)
-_EDIT_VALUE = st.sampled_from(_EDGE_WORDS) | st.integers(0, 2**256 - 1)
-
-
-@settings(max_examples=200)
-@given(
-    trades=trade_lists(max_trades=4),
-    edits=st.lists(st.tuples(_EDIT_INDEX, _EDIT_VALUE), max_size=3),
-    cut=st.none() | st.integers(0, 600),
-)
-def test_decode_commit_accepts_exactly_what_eth_abi_accepts(
-    trades: list[Trade], edits: list[tuple[int, int]], cut: int | None
-) -> None:
-    """Corrupted words (offsets, lengths, positions, ranges) and truncations: the fast decoder
-    returns the reference's trades, or both refuse the calldata."""
-    data = bytearray(commit_calldata(9, b"\x00" * 32, encode_commit(trades)))
-    for index, value in edits:
-        if 4 + 32 * (index + 1) <= len(data):
-            _set_word(data, index, value)
-    raw = bytes(data if cut is None else data[:cut])
-    try:
-        expected: tuple[Trade, ...] | None = reference_decode_commit(raw, 9)
-    except Exception:  # eth_abi's DecodingError, web3's errors, IndexError for a position
-        expected = None
-    if expected is None:
-        with pytest.raises(ValueError):
-            decode_commit_calldata(raw, 9)
-    else:
-        assert decode_commit_calldata(raw, 9) == expected
 
 
 # ----------------------------------------------------------------------------- hash chain
@@ -351,7 +179,7 @@ def test_settle_chunk_args_name_parties_by_position_in_the_chunk_table(
 
 
 def test_chain_link_refuses_a_malformed_address() -> None:
-    bad = Trade("0x1234", _B, 1, 1, b"\x00" * 32, b"\x00" * 32)
+    bad = Trade("0x1234", to_checksum_address(b"\x0b" * 20), 1, 1, b"\x00" * 32, b"\x00" * 32)
     with pytest.raises(ValueError):
         chain_link(b"\x00" * 32, bad, 0, SellerPosition(1, 0))
 
@@ -397,9 +225,10 @@ def test_interval_info_names_the_contracts_statuses_and_keeps_any_other_number()
     )
     assert (info.tolerance_bps, info.penalty_price_per_wh) == (500, 7)
     assert (info.book_root, info.remaining_hash) == (b"\x01" * 32, b"\x02" * 32)
-    assert [IntervalInfo.from_values([s, *values[1:]]).status for s in (0, 2, 3, 255)] == [
+    assert [IntervalInfo.from_values([s, *values[1:]]).status for s in (0, 2, 3, 4, 255)] == [
         "none",
         "settled",
-        "3",
+        "committing",
+        "4",
         "255",
     ]

@@ -8,18 +8,20 @@ Tests share one env per module and revert to a snapshot after each test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
 
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from deploy.deployment import DEFAULT_MARKET_TERMS, deploy_system
 from ledger.eip712 import SignedReading, sign_reading
+from ledger.order_backing import back_trades
 from ledger.records import Reading, Terms, Trade
 
 TOKEN = 10**18
@@ -70,10 +72,21 @@ class MarketEnv:
         return self.ledger.current_interval() + 1
 
     def commit(self, trades: Sequence[Trade], t: int | None = None) -> int:
-        """Commit ``trades`` for ``t`` (default: the next interval); return ``t``."""
+        """Commit ``trades`` for ``t`` (default: the next interval), backed by orders each
+        party signs (:func:`ledger.order_backing.back_trades`); return ``t``."""
         t = self.next_interval() if t is None else t
-        self.ledger.commit_interval(t, BOOK_ROOT, trades)
+        self.commit_receipt(trades, t)
         return t
+
+    def commit_receipt(self, trades: Sequence[Trade], t: int) -> TxReceipt:
+        """:meth:`commit`, returning the (last) commit transaction's receipt."""
+        backed, orders = back_trades(t, trades, self.ledger.domain(), self.keys)
+        return self.ledger.commit_interval(t, BOOK_ROOT, backed, orders)
+
+    @property
+    def keys(self) -> dict[str, bytes]:
+        """Private keys of the chain's accounts (participants sign their orders with them)."""
+        return {s.address: bytes(s.key) for s in self.chain.signers}
 
     def to_reading_window(self, t: int) -> None:
         """Move chain time to just after interval ``t`` ends."""
@@ -127,6 +140,23 @@ def trade(buyer: str, seller: str, quantity_wh: int, price: int = PRICE, n: int 
         buy_order_id=(2 * n + 1).to_bytes(32, "big"),
         sell_order_id=(2 * n + 2).to_bytes(32, "big"),
     )
+
+
+def commit_backed(
+    ledger: LedgerClient,
+    keys: Mapping[str, bytes],
+    t: int,
+    trades: Sequence[Trade],
+    root: bytes = BOOK_ROOT,
+) -> TxReceipt:
+    """Commit ``trades`` for ``t`` backed by orders each party signs with its key in ``keys``."""
+    backed, orders = back_trades(t, trades, ledger.domain(), keys)
+    return ledger.commit_interval(t, root, backed, orders)
+
+
+def chain_keys(chain: Chain) -> dict[str, bytes]:
+    """Private keys of the accounts ``chain`` signs for."""
+    return {s.address: bytes(s.key) for s in chain.signers}
 
 
 def snapshot_env(env: MarketEnv) -> Iterator[MarketEnv]:

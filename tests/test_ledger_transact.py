@@ -10,8 +10,10 @@ from test_ledger_support import BOOK_ROOT, MarketEnv, raises, snapshot_env, trad
 
 from chain.client import LedgerClient
 from chain.connection import connect
-from ledger.calldata import commit_calldata, encode_commit
+from ledger.commit_plan import commit_calldata, plan_commit
 from ledger.contract_errors import IntervalAlreadyCommitted, ZeroQuantity
+from ledger.order_backing import back_trades
+from ledger.records import SignedOrder, Trade
 
 GAS_LIMIT = 5_000_000
 
@@ -26,23 +28,33 @@ def env(base_env: MarketEnv) -> Iterator[MarketEnv]:
     yield from snapshot_env(base_env)
 
 
+def _backed(
+    env: MarketEnv, t: int, trades: list[Trade]
+) -> tuple[list[Trade], dict[bytes, SignedOrder]]:
+    backed, orders = back_trades(t, trades, env.ledger.domain(), env.keys)
+    return list(backed), orders
+
+
 def _fixed(env: MarketEnv) -> LedgerClient:
     return LedgerClient(env.chain, env.ledger.address, gas_limit=GAS_LIMIT)
 
 
 def test_commit_sends_exactly_the_built_calldata(env: MarketEnv) -> None:
-    trades = [trade(env.p(0), env.p(1), 10), trade(env.p(2), env.p(1), 7, n=1)]
     t = env.next_interval()
-    receipt = env.ledger.commit_interval(t, BOOK_ROOT, trades)
+    trades, orders = _backed(env, t, [trade(env.p(0), env.p(1), 10), trade(env.p(2), env.p(1), 7)])
+    receipt = env.ledger.commit_interval(t, BOOK_ROOT, trades, orders)
     tx = env.chain.w3.eth.get_transaction(receipt["transactionHash"])
-    assert bytes(tx["input"]) == commit_calldata(t, BOOK_ROOT, encode_commit(trades))
+    indices = {p: env.ledger.participant_index(p) for p in env.participants}
+    (chunk,) = plan_commit(t, trades, orders, indices).chunks
+    assert bytes(tx["input"]) == commit_calldata(t, BOOK_ROOT, chunk)
     assert tx["to"] == env.ledger.address
     assert tx["gas"] != GAS_LIMIT  # estimated
 
 
 def test_a_fixed_gas_limit_is_the_transactions_gas(env: MarketEnv) -> None:
     client = _fixed(env)
-    receipt = client.commit_interval(env.next_interval(), BOOK_ROOT, [trade(env.p(0), env.p(1), 3)])
+    t = env.next_interval()
+    receipt = client.commit_interval(t, BOOK_ROOT, *_backed(env, t, [trade(env.p(0), env.p(1), 3)]))
     assert env.chain.w3.eth.get_transaction(receipt["transactionHash"])["gas"] == GAS_LIMIT
     receipt = client.withdraw(env.p(2), 1)
     assert env.chain.w3.eth.get_transaction(receipt["transactionHash"])["gas"] == GAS_LIMIT
@@ -55,9 +67,11 @@ def test_a_reverting_commit_raises_the_contracts_error(
 ) -> None:
     client = LedgerClient(env.chain, env.ledger.address, gas_limit=gas_limit)
     t = client.current_interval() + 1
-    client.commit_interval(t, BOOK_ROOT, [trade(env.p(0), env.p(1), 3)])
+    client.commit_interval(t, BOOK_ROOT, *_backed(env, t, [trade(env.p(0), env.p(1), 3)]))
     with raises(IntervalAlreadyCommitted, interval=t):
-        client.commit_interval(t, BOOK_ROOT, [trade(env.p(0), env.p(1), 3)])
+        client.commit_interval(t, BOOK_ROOT, *_backed(env, t, [trade(env.p(0), env.p(1), 3)]))
     with raises(ZeroQuantity, trade_index=0):
-        client.commit_interval(t + 1, BOOK_ROOT, [trade(env.p(0), env.p(1), 0)])
+        client.commit_interval(
+            t + 1, BOOK_ROOT, *_backed(env, t + 1, [trade(env.p(0), env.p(1), 0)])
+        )
     assert client.interval_info(t + 1).status == "none"

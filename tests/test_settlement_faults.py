@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_ledger_support import commit_backed
 from test_settlement_service_support import Population, model_after, populate_anvil, ring_trades
 
 from chain.anvil import free_port, start_anvil, stop_anvil
@@ -208,7 +209,7 @@ def make_scene(
     population = populate_anvil(chain, ledger, n, DEPOSIT, seed)
     trades = ring_trades(population.participants, trade_count, seed)
     t = ledger.current_interval() + 1
-    ledger.commit_interval(t, b"\xbb" * 32, trades)
+    commit_backed(ledger, population.keys, t, trades)
     rng = random.Random(seed)
     sold: dict[str, int] = {}
     for tr in trades:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from market_harness import fund_participants
-from test_ledger_support import trade
+from test_ledger_support import chain_keys, commit_backed, trade
 from test_settlement_service_support import populate_anvil
 
 from chain.client import LedgerClient
@@ -52,7 +52,7 @@ def test_settle_once_settles_what_is_due_and_reports_it(
     people = populate_anvil(anvil_chain, ledger, 4, 10**24, seed=21)
     a, b, c, d = people.participants
     t = ledger.current_interval() + 1
-    ledger.commit_interval(t, b"\xbb" * 32, [trade(a, b, 600), trade(c, d, 300, n=1)])
+    commit_backed(ledger, people.keys, t, [trade(a, b, 600), trade(c, d, 300, n=1)])
     _, end = ledger.interval_window(t)
     anvil_chain.advance_time(end - anvil_chain.timestamp())
     signed = sign_reading(people.meters[b], Reading(b, t, 0, 500), ledger.domain())
@@ -88,7 +88,7 @@ def test_serve_runs_the_settlement_service_beside_the_market_on_the_embedded_cha
     alice, bob = chain.signers[1], chain.signers[2]
     fund_participants(client, [alice, bob], 10**21)  # each participant is its own meter
     t = client.current_interval() + 1
-    client.commit_interval(t, b"\xbb" * 32, [trade(alice.address, bob.address, 700)])
+    commit_backed(client, chain_keys(chain), t, [trade(alice.address, bob.address, 700)])
     args = build_parser().parse_args(
         ["serve", "--settle-poll-seconds", "0.05", "--settlement-db", str(tmp_path / "s.db")]
     )

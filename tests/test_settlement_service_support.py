@@ -183,6 +183,8 @@ class Population:
     participants: list[str]
     meters: dict[str, LocalAccount]
     deposit: int
+    keys: dict[str, bytes]
+    """Each participant's private key (it signs the orders that back its trades)."""
 
 
 def populate_anvil(
@@ -244,7 +246,8 @@ def populate_anvil(
         rpc("anvil_autoImpersonateAccount", [False])  # type: ignore[arg-type]
     participants = [p.address for p in people]
     assert ledger.balance_of(participants[-1]).free == deposit
-    return Population(participants, dict(zip(participants, meters, strict=True)), deposit)
+    keys = {p.address: bytes(p.key) for p in people}
+    return Population(participants, dict(zip(participants, meters, strict=True)), deposit, keys)
 
 
 def ring_trades(participants: Sequence[str], count: int, seed: int) -> list[Trade]:

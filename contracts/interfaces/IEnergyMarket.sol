@@ -20,16 +20,6 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
         uint64 readingWindowSeconds;
     }
 
-    /// @notice A cleared trade as committed. Buyer and seller are positions in the party table.
-    struct CommitTrade {
-        uint32 buyer;
-        uint32 seller;
-        uint64 quantityWh;
-        uint128 pricePerWh;
-        bytes32 buyOrderId;
-        bytes32 sellOrderId;
-    }
-
     /// @notice A party of a settlement chunk: its address and its participant index.
     struct SettleParty {
         address account;
@@ -62,7 +52,8 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     enum IntervalStatus {
         None,
         Committed,
-        Settled
+        Settled,
+        Committing
     }
 
     /// @notice Stored state of an interval, as returned by `intervalInfo`.
@@ -133,29 +124,59 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
 
     // ---------------------------------------------------------------- intervals
 
-    /// @notice Commits the cleared trades of interval `t` as dynamic energy contracts.
-    /// @dev Caller needs OPERATOR_ROLE. Locks quantity * price of each buyer and quantity *
-    ///      penaltyPrice (the bond) of each seller, netted per party; snapshots the terms.
-    ///      Stores only a hash chain over the trades; settlement replays them as calldata.
+    /// @notice Commits the cleared trades of interval `t` as dynamic energy contracts, each one
+    ///         backed by its buyer's and its seller's EIP-712 signed orders, in one or more
+    ///         chunks (transactions) that extend one hash chain.
+    /// @dev Caller needs OPERATOR_ROLE. Every trade names a buy order and a sell order of the
+    ///      chunk; the contract recovers each order's signer from its EIP-712 digest (interval
+    ///      `t`, the order's party) and checks: the signer is the registered party (or its
+    ///      ERC-1271 contract accepts the signature), sides, price <= the bid's limit and >= the
+    ///      ask's, and every order's total fill over the chunks <= its quantity. Locks quantity *
+    ///      price of each buyer and quantity * penaltyPrice (the bond) of each seller, netted per
+    ///      party; the first chunk snapshots the terms. Stores only a hash chain over the trades
+    ///      and emits each chunk's trades in TradesCommitted, from which settlement replays them.
+    ///
+    ///      Chunks: a chunk whose `tailHash` is not zero leaves the commit open; the next chunk
+    ///      must carry the same bookRoot and produce `tailHash` as its chain head; the chunk
+    ///      with `tailHash` zero completes it (IntervalCommitted). A commit left open when the
+    ///      interval ends settles as far as its chunks went. Across chunks a party's fresh
+    ///      orders all come in one chunk, an order a chunk leaves open (flag 2) is continued
+    ///      by a later chunk (flag 1) from its recorded fill, and a seller sells in one chunk.
+    ///
+    ///      Encoding (positions are 16-bit): `orders` holds four words per order, strictly
+    ///      ascending by digest: word 0 = party position (bits 0-15) | side (16-23, 0 buy,
+    ///      1 sell) | flags (24-31) | quantityWh (64-127) | nonce (128-191) | expiry (192-255);
+    ///      word 1 = pricePerWh limit; words 2, 3 = the signature's r and vs (EIP-2098).
+    ///      `trades` holds one word per trade: buyer position (0-15) | seller position (16-31) |
+    ///      buy order (32-47) | sell order (48-63) | quantityWh (64-127) | pricePerWh (128-255).
     ///      Reverts:
     ///      - EnforcedPause when paused;
-    ///      - IntervalAlreadyCommitted if `t` was committed;
-    ///      - IntervalAlreadyEnded if delivery of `t` has ended;
-    ///      - IntervalTooFarAhead if `t` starts more than MAX_COMMIT_LEAD_SECONDS from now, so
-    ///        no commit locks funds for longer than that lead, the interval and the reading
-    ///        window (at most MAX_READING_WINDOW_SECONDS);
-    ///      - IntervalOutOfRange if the deadline of `t` does not fit uint64;
-    ///      - PartiesNotAscending if `parties` is not strictly ascending;
-    ///      - ParticipantNotRegistered if a party is not registered;
-    ///      - PartyIndexOutOfRange, ZeroQuantity, ZeroPrice or SelfTrade for a malformed trade;
-    ///      - SoldQuantityOverflow if a seller sells more than 2^64 - 1 Wh;
+    ///      - IntervalAlreadyCommitted if `t` was committed; IntervalAlreadyEnded if delivery of
+    ///        `t` has ended; IntervalTooFarAhead if `t` starts more than MAX_COMMIT_LEAD_SECONDS
+    ///        from now; IntervalOutOfRange if the deadline of `t` does not fit uint64;
+    ///      - BookRootMismatch, ChunkHeadMismatch or TooManyCommitChunks for a chunk that does
+    ///        not continue the open commit;
+    ///      - PartiesNotAscending, ParticipantNotRegistered, RegistrationChangedDuringCommit,
+    ///        ChunkTooLarge for the party table;
+    ///      - MalformedOrders, MalformedOrder, OrdersNotAscending, BadOrderSignature,
+    ///        OrderNotOpen, OrderOverfilled, OrderLeftOpen, OrderIntroducedLate for the orders;
+    ///      - TradeOrderMismatch, PriceOutsideLimit, ZeroQuantity, ZeroPrice, SelfTrade,
+    ///        SellerSpansChunks or SoldQuantityOverflow for a trade;
     ///      - InsufficientCollateral if a party's free balance cannot cover its lock.
     /// @param t Interval number.
     /// @param bookRoot Merkle root of the interval's signed order set.
-    /// @param parties Every buyer and seller of the interval, strictly ascending by address.
-    /// @param trades Trades in commit order; buyer and seller index into `parties`.
-    function commitInterval(uint64 t, bytes32 bookRoot, address[] calldata parties, CommitTrade[] calldata trades)
-        external;
+    /// @param parties Every party of the chunk's orders, strictly ascending by address.
+    /// @param orders The chunk's signed orders, four words each (see above).
+    /// @param trades The chunk's trades in commit order, one word each (see above).
+    /// @param tailHash Chain head after the chunk's last trade (zero on the last chunk).
+    function commitInterval(
+        uint64 t,
+        bytes32 bookRoot,
+        address[] calldata parties,
+        uint256[] calldata orders,
+        uint256[] calldata trades,
+        bytes32 tailHash
+    ) external;
 
     /// @notice Accepts meter-signed readings for interval `t`; anyone may relay them.
     /// @dev Each reading is EIP-712 typed data MeterReading(address participant,uint64 interval,

@@ -159,4 +159,81 @@ interface IEnergyMarketErrors {
     /// @param interval Interval number.
     /// @param cursor Index of the first trade of the rejected chunk.
     error TradesMismatch(uint64 interval, uint256 cursor);
+
+    /// @notice Thrown when a later commit chunk carries another bookRoot than the first.
+    /// @param interval Interval number.
+    /// @param committed The first chunk's bookRoot.
+    /// @param given The chunk's bookRoot.
+    error BookRootMismatch(uint64 interval, bytes32 committed, bytes32 given);
+
+    /// @notice Thrown when a commit chunk's chain head is not the tail its previous chunk named.
+    /// @param interval Interval number.
+    /// @param chunk Chunk number.
+    error ChunkHeadMismatch(uint64 interval, uint16 chunk);
+
+    /// @notice Thrown when an interval's commit would take more than MAX_COMMIT_CHUNKS chunks.
+    /// @param interval Interval number.
+    error TooManyCommitChunks(uint64 interval);
+
+    /// @notice Thrown when a commit chunk has more than 65,536 parties or orders.
+    /// @param count The count.
+    error ChunkTooLarge(uint256 count);
+
+    /// @notice Thrown when a party's registration changed between two chunks of one commit.
+    /// @param participant The party.
+    error RegistrationChangedDuringCommit(address participant);
+
+    /// @notice Thrown when `orders` is not a whole number of four-word orders.
+    /// @param words Number of words.
+    error MalformedOrders(uint256 words);
+
+    /// @notice Thrown when an order's fields are out of range (party position, side, flags,
+    ///         unused bits, limit price above uint128).
+    /// @param orderIndex Position of the order in the chunk.
+    error MalformedOrder(uint256 orderIndex);
+
+    /// @notice Thrown when the chunk's orders are not strictly ascending by digest.
+    /// @param orderIndex Position of the first order out of order.
+    error OrdersNotAscending(uint256 orderIndex);
+
+    /// @notice Thrown when an order's signature is not its party's.
+    /// @param orderIndex Position of the order in the chunk.
+    /// @param participant The order's party.
+    error BadOrderSignature(uint256 orderIndex, address participant);
+
+    /// @notice Thrown when an order is marked as continued but no earlier chunk left it open.
+    /// @param orderIndex Position of the order in the chunk.
+    /// @param orderId The order's digest.
+    error OrderNotOpen(uint256 orderIndex, bytes32 orderId);
+
+    /// @notice Thrown when an order's trades add up to more than its quantity.
+    /// @param orderId The order's digest.
+    /// @param filledWh Its fill so far, Wh.
+    /// @param quantityWh Its signed quantity, Wh.
+    error OrderOverfilled(bytes32 orderId, uint256 filledWh, uint256 quantityWh);
+
+    /// @notice Thrown when the last chunk of a commit leaves an order open.
+    /// @param orderId The order's digest.
+    error OrderLeftOpen(bytes32 orderId);
+
+    /// @notice Thrown when a party has a fresh order in a later chunk than its first.
+    /// @param participant The party.
+    /// @param firstChunk The chunk its fresh orders came in.
+    error OrderIntroducedLate(address participant, uint16 firstChunk);
+
+    /// @notice Thrown when a seller sells in more than one chunk of a commit.
+    /// @param participant The seller.
+    /// @param soldInChunk The chunk it sold in.
+    error SellerSpansChunks(address participant, uint16 soldInChunk);
+
+    /// @notice Thrown when a trade does not match its orders' parties and sides.
+    /// @param tradeIndex Position of the trade in the chunk.
+    error TradeOrderMismatch(uint256 tradeIndex);
+
+    /// @notice Thrown when a trade's price is above its bid's limit or below its ask's.
+    /// @param tradeIndex Position of the trade in the chunk.
+    /// @param price Trade price, base units per Wh.
+    /// @param bidLimit The bid's limit.
+    /// @param askLimit The ask's limit.
+    error PriceOutsideLimit(uint256 tradeIndex, uint256 price, uint256 bidLimit, uint256 askLimit);
 }

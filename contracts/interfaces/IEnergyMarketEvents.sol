@@ -39,7 +39,7 @@ interface IEnergyMarketEvents {
     /// @param amount Amount in token base units.
     event Withdrawn(address indexed participant, uint256 amount);
 
-    /// @notice Emitted when an interval's cleared trades are committed.
+    /// @notice Emitted when an interval's cleared trades are committed (by its last chunk).
     /// @param interval Interval number.
     /// @param bookRoot Merkle root of the interval's signed order set (published by the market API).
     /// @param settlementHead Head of the trade hash chain (see TradeChain) that settlement checks.
@@ -57,6 +57,23 @@ interface IEnergyMarketEvents {
         uint64 deadline,
         uint128 penaltyPricePerWh,
         uint16 toleranceBps
+    );
+
+    /// @notice Emitted for every commit chunk: its trades, relay-proof (however the commit was
+    ///         sent, settlement and the audit read the trades from here).
+    /// @param interval Interval number.
+    /// @param chunk Chunk number, from 1.
+    /// @param firstIndex Interval trade index of the chunk's first trade.
+    /// @param parties The chunk's party table.
+    /// @param orderIds EIP-712 digests of the chunk's orders, as the trade words index them.
+    /// @param trades Trade words (see IEnergyMarket.commitInterval).
+    event TradesCommitted(
+        uint64 indexed interval,
+        uint16 chunk,
+        uint64 firstIndex,
+        address[] parties,
+        bytes32[] orderIds,
+        uint256[] trades
     );
 
     /// @notice Emitted once per party of a commit: free balance moved to locked.

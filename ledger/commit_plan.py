@@ -1,0 +1,427 @@
+"""An interval's commit: its trades backed by their signed orders, split into chunks.
+
+``commitInterval`` (``contracts/EnergyMarket.sol``) takes, per transaction (*chunk*), a party
+table, the signed orders the chunk's trades fill (four words each, ascending by EIP-712
+digest) and one word per trade, plus the hash-chain head after the chunk's last trade
+(``tailHash``, zero on the last chunk). The contract recovers every order's signer and
+checks every trade against its two orders; across chunks it allows only what keeps that
+check sound:
+
+- a party's *fresh* orders all come in one chunk, its first: an order a later chunk fills
+  must have been left *open* by the chunk before (flag :data:`ORDER_OPEN`) and is
+  *continued* there (flag :data:`ORDER_CONTINUED`) from its recorded fill;
+- a seller sells in one chunk only, so each chain link's seller total is complete.
+
+:func:`plan_commit` builds those chunks. When everything fits one transaction it keeps the
+trades' order; otherwise it groups each seller's trades together (in order of each seller's
+first trade, each seller's own trades in their order, so every trade's place among its
+seller's trades, which is all settlement's allocation depends on, is unchanged) and packs
+whole sellers into chunks of at most :data:`MAX_COMMIT_BYTES` of calldata and the gas
+budget. A seller whose trades alone exceed a chunk cannot be committed
+(:class:`CommitTooLarge`).
+
+:func:`commit_calldata` encodes one chunk; :func:`trades_of_chunk` turns a
+``TradesCommitted`` event back into :class:`~ledger.records.Trade` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from eth_typing import ChecksumAddress
+from eth_utils.crypto import keccak
+
+from ledger.abi import ADDRESS_PAD, UINT64_LIMIT, UINT128_LIMIT, WORD, address_bytes, bytes32_word
+from ledger.addresses import checksum_address
+from ledger.eip712 import compact_signature
+from ledger.records import SignedOrder, Trade
+from ledger.trade_chain import settlement_chain
+
+COMMIT_SIGNATURE = "commitInterval(uint64,bytes32,address[],uint256[],uint256[],bytes32)"
+COMMIT_SELECTOR = bytes(keccak(text=COMMIT_SIGNATURE))[:4]
+
+ORDER_CONTINUED = 1
+"""Order flag: an earlier chunk left this order open; its fill continues from there."""
+ORDER_OPEN = 2
+"""Order flag: a later chunk continues this order."""
+
+MAX_COMMIT_BYTES = 120_000
+"""Most calldata bytes of one chunk: geth-based nodes refuse transactions above 128 KB."""
+DEFAULT_CHUNK_GAS = 14_000_000
+"""Gas one chunk may be estimated at: under half of a 30M block."""
+MAX_POSITION = 1 << 16
+"""Parties and orders per chunk (16-bit positions in the words)."""
+
+# A conservative linear model of a chunk's gas, from bench/gas.py's measurements: a party
+# costs its registration read, its balance write and a CollateralLocked log (plus a lane
+# word in a commit of several chunks), an order its signature recovery, hashing and
+# calldata (plus an open record when a later chunk continues it), a trade its calldata,
+# checks, chain link and event word.
+GAS_BASE = 160_000
+GAS_PER_PARTY = 16_000
+GAS_PER_ORDER = 7_000
+GAS_PER_OPEN_ORDER = 26_000
+GAS_PER_TRADE = 5_500
+GAS_PER_LANE_PARTY = 1_500
+_HEAD_BYTES = 4 + 9 * WORD
+
+
+class CommitTooLarge(ValueError):
+    """A seller's trades (with their orders and parties) do not fit one chunk."""
+
+
+@dataclass(frozen=True)
+class CommitChunk:
+    """One ``commitInterval`` transaction's arguments."""
+
+    parties: tuple[ChecksumAddress, ...]
+    orders: tuple[int, ...]
+    """Four words per order (see the contract's NatSpec)."""
+    trades: tuple[int, ...]
+    """One word per trade."""
+    tail_hash: bytes
+    first_index: int
+
+    @property
+    def trade_count(self) -> int:
+        """Trades in this chunk."""
+        return len(self.trades)
+
+    @property
+    def order_count(self) -> int:
+        """Orders in this chunk."""
+        return len(self.orders) // 4
+
+
+@dataclass(frozen=True)
+class CommitPlan:
+    """The trades in commit order and the chunks that commit them."""
+
+    trades: tuple[Trade, ...]
+    chunks: tuple[CommitChunk, ...]
+
+
+@dataclass
+class _Draft:
+    """A chunk being packed: its trades (positions in the grouped list), parties, orders."""
+
+    trades: list[int] = field(default_factory=list)
+    parties: set[str] = field(default_factory=set)
+    orders: set[bytes] = field(default_factory=set)
+
+    def size(self, open_orders: int = 0, lanes: bool = False) -> tuple[int, int]:
+        """(calldata bytes, estimated gas)."""
+        n_parties, n_orders, n_trades = len(self.parties), len(self.orders), len(self.trades)
+        size = _HEAD_BYTES + WORD * (n_parties + n_trades) + 4 * WORD * n_orders
+        gas = (
+            GAS_BASE
+            + GAS_PER_PARTY * n_parties
+            + GAS_PER_ORDER * n_orders
+            + GAS_PER_OPEN_ORDER * open_orders
+            + GAS_PER_TRADE * n_trades
+            + (GAS_PER_LANE_PARTY * n_parties if lanes else 0)
+        )
+        return size, gas
+
+
+def group_by_seller(trades: Sequence[Trade]) -> tuple[Trade, ...]:
+    """The trades with each seller's together, sellers in order of their first trade; each
+    seller's trades keep their order (so each trade's sold-before total is unchanged)."""
+    groups: dict[str, list[Trade]] = {}
+    for trade in trades:
+        groups.setdefault(checksum_address(trade.seller), []).append(trade)
+    return tuple(t for group in groups.values() for t in group)
+
+
+def _order_words(order: SignedOrder, position: int, flags: int) -> tuple[int, int, int, int]:
+    r, vs = compact_signature(order.signature)
+    meta = (
+        position
+        | order.side << 16
+        | flags << 24
+        | order.quantity_wh << 64
+        | order.nonce << 128
+        | order.expiry << 192
+    )
+    return meta, order.price_per_wh, int.from_bytes(r, "big"), int.from_bytes(vs, "big")
+
+
+def _check_order(order: SignedOrder, t: int) -> None:
+    if order.interval != t:
+        raise ValueError(
+            f"order 0x{order.order_id.hex()} is for interval {order.interval}, not {t}"
+        )
+    if order.side not in (0, 1):
+        raise ValueError(f"order 0x{order.order_id.hex()} has side {order.side}")
+    for value, bound, what in (
+        (order.quantity_wh, UINT64_LIMIT, "quantityWh"),
+        (order.nonce, UINT64_LIMIT, "nonce"),
+        (order.expiry, UINT64_LIMIT, "expiry"),
+        (order.price_per_wh, UINT128_LIMIT, "pricePerWh"),
+    ):
+        if not 0 <= value < bound:
+            raise ValueError(f"order 0x{order.order_id.hex()}: {what} {value} is out of range")
+
+
+def plan_commit(
+    t: int,
+    trades: Sequence[Trade],
+    orders: Mapping[bytes, SignedOrder],
+    participant_index: Mapping[str, int],
+    *,
+    max_bytes: int = MAX_COMMIT_BYTES,
+    max_gas: int = DEFAULT_CHUNK_GAS,
+) -> CommitPlan:
+    """The chunks committing ``trades`` of interval ``t``, backed by ``orders`` (by order id).
+
+    ``participant_index`` maps each seller (checksum address) to its participant index (the
+    chain links carry it). ValueError when a trade names an order that is missing, of
+    another party or side, or of another interval; :class:`CommitTooLarge` when one seller's
+    trades do not fit one chunk.
+    """
+    used = _used_orders(t, trades, orders)
+    draft = _Draft(list(range(len(trades))), _parties_of(used), set(used))
+    size, gas = draft.size()
+    if len(trades) == 0 or (
+        size <= max_bytes
+        and gas <= max_gas
+        and len(draft.parties) <= MAX_POSITION
+        and len(used) <= MAX_POSITION
+    ):
+        return _assemble(tuple(trades), [draft], used, participant_index)
+    grouped = group_by_seller(trades)
+    drafts = _pack(grouped, used, max_bytes, max_gas)
+    return _assemble(grouped, drafts, used, participant_index)
+
+
+def _used_orders(
+    t: int, trades: Sequence[Trade], orders: Mapping[bytes, SignedOrder]
+) -> dict[bytes, SignedOrder]:
+    used: dict[bytes, SignedOrder] = {}
+    for k, trade in enumerate(trades):
+        for order_id, party, side in (
+            (trade.buy_order_id, trade.buyer, 0),
+            (trade.sell_order_id, trade.seller, 1),
+        ):
+            order = orders.get(bytes(order_id))
+            if order is None:
+                raise ValueError(f"trade {k} names order 0x{bytes(order_id).hex()}, not given")
+            if checksum_address(order.participant) != checksum_address(party) or order.side != side:
+                raise ValueError(f"trade {k}: order 0x{order.order_id.hex()} is not its party's")
+            if order.order_id not in used:
+                _check_order(order, t)
+                used[order.order_id] = order
+    return used
+
+
+def _parties_of(orders: Mapping[bytes, SignedOrder]) -> set[str]:
+    return {checksum_address(o.participant) for o in orders.values()}
+
+
+def _pack(
+    grouped: Sequence[Trade], used: Mapping[bytes, SignedOrder], max_bytes: int, max_gas: int
+) -> list[_Draft]:
+    """Whole sellers into chunks, each within ``max_bytes`` and ``max_gas``. A party's every
+    order comes in its first chunk (fresh), so a new party brings all of its orders."""
+    by_party: dict[str, list[bytes]] = {}
+    for order_id, order in used.items():
+        by_party.setdefault(checksum_address(order.participant), []).append(order_id)
+    seen: set[str] = set()
+    drafts: list[_Draft] = []
+    current = _Draft()
+    k = 0
+    while k < len(grouped):
+        seller = checksum_address(grouped[k].seller)
+        end = k
+        while end < len(grouped) and checksum_address(grouped[end].seller) == seller:
+            end += 1
+        candidate = _with_group(current, grouped, k, end, by_party, seen)
+        if not _fits(candidate, max_bytes, max_gas) and current.trades:
+            drafts.append(current)
+            seen |= current.parties
+            current = _Draft()
+            candidate = _with_group(current, grouped, k, end, by_party, seen)
+        if not _fits(candidate, max_bytes, max_gas):
+            raise CommitTooLarge(
+                f"seller {seller}'s {end - k} trades, with their orders and parties, do not fit "
+                f"one commit transaction ({max_bytes} bytes, {max_gas} gas)"
+            )
+        current = candidate
+        k = end
+    if current.trades:
+        drafts.append(current)
+    return drafts
+
+
+def _with_group(
+    draft: _Draft,
+    grouped: Sequence[Trade],
+    start: int,
+    end: int,
+    by_party: Mapping[str, list[bytes]],
+    seen: set[str],
+) -> _Draft:
+    out = _Draft(list(draft.trades), set(draft.parties), set(draft.orders))
+    for k in range(start, end):
+        trade = grouped[k]
+        out.trades.append(k)
+        for party, order_id in (
+            (checksum_address(trade.buyer), bytes(trade.buy_order_id)),
+            (checksum_address(trade.seller), bytes(trade.sell_order_id)),
+        ):
+            if party not in out.parties:
+                out.parties.add(party)
+                if party not in seen:
+                    out.orders.update(by_party[party])
+            out.orders.add(order_id)
+    return out
+
+
+def _fits(draft: _Draft, max_bytes: int, max_gas: int) -> bool:
+    # Every order of a chunk of several may be left open, and every party takes a lane.
+    size, gas = draft.size(open_orders=len(draft.orders), lanes=True)
+    return (
+        size <= max_bytes
+        and gas <= max_gas
+        and len(draft.parties) <= MAX_POSITION
+        and len(draft.orders) <= MAX_POSITION
+    )
+
+
+def _assemble(
+    trades: tuple[Trade, ...],
+    drafts: Sequence[_Draft],
+    used: Mapping[bytes, SignedOrder],
+    participant_index: Mapping[str, int],
+) -> CommitPlan:
+    heads = settlement_chain(trades, participant_index)
+    listed: dict[bytes, list[int]] = {}
+    for c, draft in enumerate(drafts):
+        for order_id in draft.orders:
+            listed.setdefault(order_id, []).append(c)
+    chunks = []
+    first = 0
+    for c, draft in enumerate(drafts):
+        parties = tuple(sorted((checksum_address(p) for p in draft.parties), key=str.lower))
+        where = {p: i for i, p in enumerate(parties)}
+        ids = sorted(draft.orders)
+        order_at = {order_id: i for i, order_id in enumerate(ids)}
+        order_words: list[int] = []
+        for order_id in ids:
+            order = used[order_id]
+            chunks_of = listed[order_id]
+            flags = (ORDER_CONTINUED if chunks_of[0] < c else 0) | (
+                ORDER_OPEN if chunks_of[-1] > c else 0
+            )
+            order_words.extend(
+                _order_words(order, where[checksum_address(order.participant)], flags)
+            )
+        trade_words = []
+        for k in draft.trades:
+            trade = trades[k]
+            trade_words.append(
+                where[checksum_address(trade.buyer)]
+                | where[checksum_address(trade.seller)] << 16
+                | order_at[bytes(trade.buy_order_id)] << 32
+                | order_at[bytes(trade.sell_order_id)] << 48
+                | trade.quantity_wh << 64
+                | trade.price_per_wh << 128
+            )
+        last = first + len(draft.trades)
+        chunks.append(
+            CommitChunk(parties, tuple(order_words), tuple(trade_words), heads[last], first)
+        )
+        first = last
+    return CommitPlan(trades, tuple(chunks))
+
+
+def _array(words: Sequence[bytes]) -> bytes:
+    return len(words).to_bytes(WORD, "big") + b"".join(words)
+
+
+def commit_calldata(t: int, book_root: bytes, chunk: CommitChunk) -> bytes:
+    """The calldata of ``commitInterval(t, bookRoot, parties, orders, trades, tailHash)``."""
+    parties = _array([ADDRESS_PAD + address_bytes(p) for p in chunk.parties])
+    orders = _array([w.to_bytes(WORD, "big") for w in chunk.orders])
+    trades = _array([w.to_bytes(WORD, "big") for w in chunk.trades])
+    head = 6 * WORD
+    return b"".join(
+        (
+            COMMIT_SELECTOR,
+            t.to_bytes(WORD, "big"),
+            bytes32_word(book_root, "bookRoot"),
+            head.to_bytes(WORD, "big"),
+            (head + len(parties)).to_bytes(WORD, "big"),
+            (head + len(parties) + len(orders)).to_bytes(WORD, "big"),
+            bytes32_word(chunk.tail_hash, "tailHash"),
+            parties,
+            orders,
+            trades,
+        )
+    )
+
+
+def trades_of_chunk(
+    parties: Sequence[str], order_ids: Sequence[bytes], trade_words: Sequence[int]
+) -> tuple[Trade, ...]:
+    """The trades of one ``TradesCommitted`` event (ValueError for a position out of range:
+    only another contract emits one)."""
+    out = []
+    for k, word in enumerate(trade_words):
+        buyer, seller = word & 0xFFFF, (word >> 16) & 0xFFFF
+        bo, so = (word >> 32) & 0xFFFF, (word >> 48) & 0xFFFF
+        if max(buyer, seller) >= len(parties) or max(bo, so) >= len(order_ids):
+            raise ValueError(f"trade word {k} names a position beyond its chunk's tables")
+        out.append(
+            Trade(
+                buyer=checksum_address(parties[buyer]),
+                seller=checksum_address(parties[seller]),
+                quantity_wh=(word >> 64) & 0xFFFFFFFFFFFFFFFF,
+                price_per_wh=word >> 128,
+                buy_order_id=bytes(order_ids[bo]),
+                sell_order_id=bytes(order_ids[so]),
+            )
+        )
+    return tuple(out)
+
+
+def trades_of_chunks(
+    interval: int,
+    chunks: Sequence[tuple[int, int, Sequence[str], Sequence[bytes], Sequence[int]]],
+    trade_count: int,
+) -> tuple[Trade, ...]:
+    """The trades of an interval's commit, in commit order, from its ``TradesCommitted``
+    events given as ``(chunk, first_index, parties, order_ids, trade_words)`` in chain order.
+
+    ValueError unless the chunks are numbered 1, 2, ... with each starting where the one
+    before ended, and hold ``trade_count`` trades in all."""
+    out: list[Trade] = []
+    for expected, (chunk, first_index, parties, order_ids, words) in enumerate(chunks, start=1):
+        if chunk != expected or first_index != len(out):
+            raise ValueError(
+                f"interval {interval}'s commit chunk {chunk} (from trade {first_index}) does not "
+                f"follow chunk {expected - 1} ({len(out)} trades)"
+            )
+        out.extend(trades_of_chunk(parties, order_ids, words))
+    if len(out) != trade_count:
+        raise ValueError(
+            f"interval {interval}'s commit chunks hold {len(out)} trades, its commit {trade_count}"
+        )
+    return tuple(out)
+
+
+__all__ = [
+    "COMMIT_SELECTOR",
+    "MAX_COMMIT_BYTES",
+    "ORDER_CONTINUED",
+    "ORDER_OPEN",
+    "CommitChunk",
+    "CommitPlan",
+    "CommitTooLarge",
+    "commit_calldata",
+    "group_by_seller",
+    "plan_commit",
+    "trades_of_chunk",
+    "trades_of_chunks",
+]
