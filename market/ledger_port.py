@@ -48,9 +48,16 @@ class CommitReceipt:
 
 
 class LedgerCallFailed(WattledgerError):
-    """Raised when a ledger call of the market service fails (a revert, or the node is down)."""
+    """Raised when a ledger call of the market service fails (a revert, or the node is down).
+
+    ``revert`` names the contract's custom error when the call reverted with one
+    (``InsufficientCollateral``), else None."""
 
     code = "ledger_call_failed"
+
+    def __init__(self, message: str, *, hint: str | None = None, revert: str | None = None):
+        super().__init__(message, hint=hint)
+        self.revert = revert
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,11 @@ class Ledger(Protocol):
         """Free and locked balances of each of ``participants`` (keyed as given), all read at
         one moment: gate closure reads every party of an interval, and one request for all
         costs what one call each costs for a few."""
+        ...
+
+    def balances_at_head(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
+        """:meth:`balances_of`, and the number of the block whose state they were read in:
+        a defaulter at commit is named with it (:mod:`market.defaulters`)."""
         ...
 
     def committed_root(self, interval: int) -> bytes | None:
@@ -251,6 +263,10 @@ class MemoryLedger:
     def balances_of(self, participants: Sequence[str]) -> dict[str, Balance]:
         return {p: self.balances(p) for p in participants}
 
+    def balances_at_head(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
+        """The balances, at the "block" of the last commit (one per commit)."""
+        return len(self.commits), self.balances_of(participants)
+
     def committed_root(self, interval: int) -> bytes | None:
         entry = self.commits.get(interval)
         return entry[0] if entry else None
@@ -271,13 +287,16 @@ class MemoryLedger:
                 if self.free.get(who, 0) < amount:
                     raise LedgerCallFailed(
                         f"InsufficientCollateral({who}, needed {amount}, "
-                        f"free {self.free.get(who, 0)})"
+                        f"free {self.free.get(who, 0)})",
+                        revert="InsufficientCollateral",
                     )
             for who, amount in need.items():
                 self.free[who] -= amount
                 self.locked[who] = self.locked.get(who, 0) + amount
             self.commits[interval] = (book_root, tuple(trades))
-            return CommitReceipt(tx_hash="0x" + interval.to_bytes(32, "big").hex(), block_number=0)
+            return CommitReceipt(
+                tx_hash="0x" + interval.to_bytes(32, "big").hex(), block_number=len(self.commits)
+            )
 
 
 __all__ = [
