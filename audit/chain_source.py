@@ -305,6 +305,16 @@ class _Record:
         return out
 
 
+def read_block_times(w3: Web3, blocks: Iterable[int], latest: int) -> dict[int, int]:
+    """The timestamps of ``blocks`` (those up to ``latest``), by number: the ``defaulters``
+    check tells from them whether a balance was read after a gate closed."""
+    times = {}
+    for number in sorted(set(blocks)):
+        if 0 <= number <= latest:
+            times[number] = int(w3.eth.get_block(number)["timestamp"])
+    return times
+
+
 def _values(answer: Any) -> list[Any]:
     """An ``intervalInfo`` answer's eight values in ABI order (a tuple, or a mapping)."""
     if isinstance(answer, Mapping):
@@ -384,6 +394,7 @@ __all__ = [
     "LedgerReader",
     "commit_record",
     "creation_source",
+    "read_block_times",
     "read_creation",
     "read_ledger",
     "reading_signatures",

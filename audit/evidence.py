@@ -11,7 +11,7 @@ checks in :mod:`audit.checks` take them, and tests build or bend them freely.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import eip712 as signing
@@ -122,6 +122,10 @@ class LedgerEvidence:
     epoch + (t + 1) * intervalSeconds)`` (None when not read)."""
     interval_seconds: int | None = None
     """``intervalSeconds()`` of the market (None when not read)."""
+    block_times: Mapping[int, int] = field(default_factory=dict)
+    """Unix timestamps of the blocks right after those the published sets name defaulters at
+    (:mod:`audit.checks.defaulters`): a balance read at block ``B`` was read after the gate
+    closed when block ``B + 1`` was mined at or after it."""
 
     @property
     def operators(self) -> frozenset[str]:
@@ -165,7 +169,8 @@ class PublishedOrder:
     signature: Any
     filled_wh: Any = None
     status: Any = None
-    """``closed`` or ``expired`` as published (None in sets published before expiry)."""
+    """``closed``, ``expired`` or ``dropped`` as published (None in sets published before
+    expiry)."""
     receipt: Any = None
     """The operator's ``OrderReceipt`` as published: ``{"seq", "receivedAt", "signature"}``."""
 
@@ -214,6 +219,10 @@ class PublishedBook:
     refused: tuple[PublishedRefusal, ...] = ()
     state: Any = None
     """The interval's state as published (``frozen``, ``committed``, ``empty``)."""
+    defaulters: tuple[Any, ...] = ()
+    """The parties dropped at commit for want of collateral, as published: objects with
+    ``round``, ``block``, ``participant``, ``freeBaseUnits``, ``neededBaseUnits`` and
+    ``reason`` (:mod:`market.defaulters`)."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,7 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
         cancels=tuple(cancels),
         refused=tuple(refused),
         state=data.get("state"),
+        defaulters=tuple(_entries(data, "defaulters", where)),
     )
 
 

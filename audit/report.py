@@ -16,10 +16,16 @@ signed order set the market published and the chain's own record, and checks:
     The trades read from the ``commitInterval`` calldata are the committed ones: their count
     is ``tradeCount``, their order ids fold to ``ordersDigest`` and the trade hash chain
     (``TradeChain``) to ``settlementHead``; ``intervalInfo(t)`` agrees with the event.
+``defaulters``
+    Every party the interval names as a defaulter (dropped at commit for want of collateral,
+    :mod:`market.defaulters`) was short at the block it names: its free balance there,
+    rebuilt from the market's events, was below what its trades of that round's clearing
+    lock; every party short there was named; the block lies between the gate closure and the
+    commit; and exactly the defaulters' orders are published ``dropped``.
 ``reclear``
-    :func:`market.clearing.clear` on the published set with the market's mechanism gives
-    exactly the committed trades, in commit order: buy and sell order ids, buyer and seller,
-    quantity and price, and the published fills.
+    :func:`market.clearing.clear` on the published set without the dropped parties, with the
+    market's mechanism, gives exactly the committed trades, in commit order: buy and sell
+    order ids, buyer and seller, quantity and price, and the published fills.
 ``properties``
     Every DESIGN §4 property (:mod:`market.properties`) holds on the *committed* result.
 ``settlement``
@@ -93,6 +99,7 @@ from typing import Any
 from audit.checks.book import PublishedSet, check_book_root, check_signatures
 from audit.checks.clearing import check_properties, check_reclear
 from audit.checks.commitment import check_commitment
+from audit.checks.defaulters import check_defaulters
 from audit.checks.market import check_code, check_conservation
 from audit.checks.meters import MeterHistory
 from audit.checks.receipts import (
@@ -316,6 +323,7 @@ def audit_interval(
             checks,
         )
         check_book_root(book, parsed, commit.event, state, checks)
+        check_defaulters(book, parsed, commit.event, ledger, rules, checks)
         if commit.trades is not None:
             check_reclear(parsed, trades, rules, checks)
             check_properties(parsed, trades, rules, checks)

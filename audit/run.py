@@ -7,10 +7,17 @@ The edge of the audit: :mod:`audit.chain_source` reads the chain's record and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from audit.chain_source import CreationSource, LedgerReader, read_ledger, web3_of
+from audit.chain_source import (
+    CreationSource,
+    LedgerReader,
+    read_block_times,
+    read_ledger,
+    web3_of,
+)
 from audit.evidence import AuditError, ClearingRules, MissingBook, PublishedBook
 from audit.order_sources import OrderSourceLike, order_source
 from audit.report import AuditReport, audit_evidence, select_intervals
@@ -73,6 +80,23 @@ def audit_market(
     for n, t in enumerate(chosen, 1):
         say(f"fetching the published order set of interval {t} ({n}/{len(chosen)})")
         books[t] = orders.book(t)
+    named = [
+        d["block"] + 1
+        for book in books.values()
+        if isinstance(book, PublishedBook)
+        for d in book.defaulters
+        if isinstance(d, dict) and isinstance(d.get("block"), int)
+    ]
+    if named:
+        say(f"reading the times of {len(named)} blocks defaulters were named at")
+        try:
+            times = read_block_times(w3, named, ledger.block_number)
+        except Exception as err:  # the node failed part-way
+            raise AuditError(
+                f"Reading block times from the chain failed: {type(err).__name__}: "
+                f"{str(err)[:300]}."
+            ) from err
+        ledger = dataclasses.replace(ledger, block_times=times)
     scanned = scan_range(chosen, from_t, to_t, _last_closed(orders))
     if scanned is not None:
         low, high = scanned

@@ -27,7 +27,11 @@ the market API, --api, or an archive folder, --orders) and the chain's own recor
                participant, registered when the interval was committed
   book_root    the Merkle root of the published set equals the committed bookRoot
   commitment   the trades in the commitInterval calldata hash to the committed digests
-  reclear      clearing the published set gives exactly the committed trades and price
+  defaulters   each party dropped at commit for want of collateral was short at the block
+               named (its free balance rebuilt from events), between gate closure and
+               commit, and every party short there was dropped
+  reclear      clearing the published set, without the dropped parties, gives exactly the
+               committed trades and price
   properties   every clearing property of DESIGN section 4 holds on the committed result
   settlement   settlement recomputed with settlement/model.py from the on-chain readings
                (meter signatures re-verified) equals the settlement events

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from chain.client import LedgerClient
 from ledger.addresses import checksum_address
+from ledger.contract_errors import LedgerError
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
 from ledger.events import ParticipantRegistered
 from ledger.records import Balance, ParticipantInfo, SignedOrder, Terms, Trade
@@ -74,7 +75,10 @@ class ChainLedger:
         with self._lock:
             try:
                 return call()
-            except Exception as err:  # reverts, RPC and connection errors alike
+            except LedgerError as err:  # a revert, named by the contract's custom error
+                name = type(err).__name__
+                raise LedgerCallFailed(f"{what}: {name}: {err}", revert=name) from None
+            except Exception as err:  # RPC and connection errors alike
                 raise LedgerCallFailed(f"{what}: {type(err).__name__}: {err}") from None
 
     def info(self) -> LedgerInfo:
@@ -196,10 +200,14 @@ class ChainLedger:
     def balances_of(self, participants: Sequence[str]) -> dict[str, Balance]:
         """``balanceOf`` of each of ``participants`` (keyed as given), in one batch read at
         one block."""
+        return self.balances_at_head(participants)[1]
 
-        def read() -> dict[str, Balance]:
-            _, found = self.client.balances_of(participants)
-            return {p: found[checksum_address(p)] for p in participants}
+    def balances_at_head(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
+        """:meth:`balances_of`, and the number of the block they were read at."""
+
+        def read() -> tuple[int, dict[str, Balance]]:
+            block, found = self.client.balances_of(participants)
+            return block, {p: found[checksum_address(p)] for p in participants}
 
         return self._guard(f"reading the balances of {len(participants)} participants", read)
 

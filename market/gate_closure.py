@@ -37,6 +37,18 @@ Empty intervals
     anyway. An interval with at least one published order (one that does not cross, or only
     expired ones) is committed with its root and no trades.
 
+Defaulters at commit
+    The clearing is published before its commit lands, and a participant may withdraw in
+    between: ``commitInterval`` would then revert ``InsufficientCollateral`` as a whole, and
+    every other party's trades would be lost. So before each commit is sent, and again when
+    one reverts for collateral, the free balances of every party of the set are read at one
+    block; every party that can no longer cover what its trades lock is a defaulter, its
+    orders become ``dropped``, and the rest of the set is cleared again, round after round
+    until no party is short (:mod:`market.defaulters`, whose rule the audit re-derives). The
+    re-clearing is stored and published (``defaulters``: round, block, participant, free and
+    needed base units) before the commit that carries it is sent. The book root is unchanged:
+    it commits the whole frozen set, dropped orders included.
+
 The stored clearing
     :func:`clearing_document` is what the store keeps and ``GET /intervals/{t}/clearing``
     publishes; the trades committed on-chain are read back from it
@@ -60,10 +72,11 @@ from market.book import OpenBook
 from market.clearing import ClearingResult, clear
 from market.clock import Clock
 from market.collateral import Collateral, worst_case_lock_base_units
+from market.defaulters import INSUFFICIENT_COLLATERAL, commit_locks, shortfalls
 from market.http.errors import IntervalNotClosed, ServiceUnavailable
 from market.ledger_port import IntervalTiming, Ledger, LedgerCallFailed
 from market.orders import Order, Side, is_expired
-from market.store import FROZEN, IntervalRecord, OrderStore, StoredOrder, StoreError
+from market.store import CLOSED, FROZEN, IntervalRecord, OrderStore, StoredOrder, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +149,28 @@ def clearing_document(
         "excluded": [o.id for o in excluded],
         "expired": [o.id for o in expired],
         "excludedReasons": {o.id: (reasons or {}).get(o.id, "") for o in excluded},
+    }
+
+
+def recleared_document(
+    clearing: dict[str, Any],
+    result: ClearingResult,
+    remaining: Sequence[StoredOrder],
+    penalty_price_per_wh: int,
+    defaulters: Sequence[dict[str, Any]],
+    dropped: Sequence[str],
+) -> dict[str, Any]:
+    """``clearing`` (a stored :func:`clearing_document`) with the re-clearing ``result`` of the
+    ``remaining`` orders in place of its result, and the ``defaulters`` (one entry per
+    dropped party: ``round``, ``block``, ``participant``, ``freeBaseUnits``,
+    ``neededBaseUnits``, ``reason``) and the ids of their ``dropped`` orders."""
+    fresh = clearing_document(result, remaining, [], penalty_price_per_wh)
+    kept = ("mechanism", "k", "price", "volumeWh", "trades", "penaltyPricePerWh")
+    return {
+        **clearing,
+        **{key: fresh[key] for key in kept},
+        "defaulters": list(defaulters),
+        "dropped": list(dropped),
     }
 
 
@@ -315,6 +350,7 @@ class GateClosure:
         if record is None or record.state != FROZEN or record.clearing is None:
             return False
         root = bytes.fromhex(record.book_root[2:])
+        clearing = record.clearing
         try:
             onchain = self.ledger.committed_root(interval)
             if onchain is not None:
@@ -328,18 +364,114 @@ class GateClosure:
                     return False
                 self.store.record_commit(interval, None, None)
                 return True
-            trades = committed_trades(record.clearing)
-            orders = signed_orders(self.store.interval_orders(interval), trades)
-            receipt = self.ledger.commit_interval(interval, root, trades, orders)
+            # Each collateral revert is met by a fresh read that drops at least one party,
+            # unless the party covered itself again meanwhile; either way the attempts end.
+            attempts = 2 + len({o.participant for o in self._live_set(interval)})
+            for _ in range(attempts):
+                clearing = self._drop_defaulters(interval, clearing)
+                trades = committed_trades(clearing)
+                try:
+                    orders = signed_orders(self.store.interval_orders(interval), trades)
+                    receipt = self.ledger.commit_interval(interval, root, trades, orders)
+                    break
+                except LedgerCallFailed as err:
+                    if err.revert != "InsufficientCollateral":
+                        raise
+                    log.warning(
+                        "interval %d: commit reverted for collateral, reading the parties' "
+                        "balances again: %s",
+                        interval,
+                        err,
+                    )
+            else:
+                log.error("interval %d: commit kept reverting for collateral, will retry", interval)
+                return False
         except LedgerCallFailed as err:
             log.error("interval %d: commit failed, will retry: %s", interval, err)
             return False
+        except StoreError as err:
+            log.error("interval %d: storing its re-clearing failed, will retry: %s", interval, err)
+            return False
         self.store.record_commit(interval, receipt.tx_hash, receipt.block_number)
-        penalty = record.clearing.get(
-            "penaltyPricePerWh", self.collateral.terms.penalty_price_per_wh
-        )
+        penalty = clearing.get("penaltyPricePerWh", self.collateral.terms.penalty_price_per_wh)
         self.collateral.spend(trades, int(penalty))
         return True
+
+    def _live_set(self, interval: int) -> list[StoredOrder]:
+        """The orders of ``interval``'s published set that are still cleared (``closed``:
+        neither expired nor dropped), in arrival order."""
+        return [o for o in self.store.published_orders(interval) if o.status == CLOSED]
+
+    def _drop_defaulters(self, interval: int, clearing: dict[str, Any]) -> dict[str, Any]:
+        """``clearing`` when every party of its trades covers what they lock; else the
+        re-clearing without the defaulters (:mod:`market.defaulters`), stored before it is
+        returned. One read of every party of the set's balances, at one block, serves all
+        the rounds (a re-clearing may give trades to a party that had none).
+
+        Raises LedgerCallFailed when the chain cannot be read, StoreError when the store
+        cannot be written: the commit waits for the next try."""
+        trades = committed_trades(clearing)
+        if not trades:
+            return clearing
+        penalty = self.ledger.terms().penalty_price_per_wh
+        live = self._live_set(interval)
+        block, read = self.ledger.balances_at_head(sorted({o.participant for o in live}))
+        free = {p: b.free for p, b in read.items()}
+        with self._lock:
+            self.collateral.remember(free, set())
+        defaulters = list(clearing.get("defaulters", []))
+        dropped = {str(d["participant"]) for d in defaulters}
+        short = shortfalls(commit_locks(_parties(trades), penalty), free)
+        if not short:
+            return clearing
+        rounds = max((int(d["round"]) for d in defaulters), default=0)
+        while short:
+            rounds += 1
+            for party, (balance, needed) in sorted(short.items()):
+                defaulters.append(
+                    {
+                        "round": rounds,
+                        "block": block,
+                        "participant": party,
+                        "freeBaseUnits": str(balance),
+                        "neededBaseUnits": str(needed),
+                        "reason": INSUFFICIENT_COLLATERAL,
+                    }
+                )
+            dropped |= set(short)
+            remaining = [o for o in live if o.participant not in dropped]
+            result = clear(
+                [clearing_order(o) for o in remaining], mechanism=self.mechanism, k=self.k
+            )
+            owner = {o.id: o.participant for o in remaining}
+            cleared = [
+                (owner[t.buy], owner[t.sell], t.quantity_wh, t.price_per_wh) for t in result.trades
+            ]
+            locks = commit_locks(cleared, penalty)
+            short = shortfalls(locks, free)
+        gone = [o.id for o in live if o.participant in dropped]
+        every_dropped = [*clearing.get("dropped", []), *gone]
+        log.warning(
+            "interval %d: %d parties could no longer cover their trades at block %d; dropped "
+            "their %d orders and cleared the rest again (%d rounds)",
+            interval,
+            len(dropped),
+            block,
+            len(gone),
+            rounds,
+        )
+        recleared = recleared_document(
+            clearing, result, remaining, penalty, defaulters, every_dropped
+        )
+        fills = {o.id: int(result.fills.get(o.id, 0)) for o in remaining}
+        self.store.record_defaults(interval, recleared, fills, gone)
+        return recleared
+
+
+def _parties(trades: Sequence[Trade]) -> list[tuple[str, str, int, int]]:
+    """``(buyer, seller, quantity_wh, price_per_wh)`` of each trade, parties in lower case
+    (as the store keys participants)."""
+    return [(t.buyer.lower(), t.seller.lower(), t.quantity_wh, t.price_per_wh) for t in trades]
 
 
 __all__ = [
@@ -349,5 +481,6 @@ __all__ = [
     "clearing_document",
     "clearing_order",
     "committed_trades",
+    "recleared_document",
     "signed_orders",
 ]

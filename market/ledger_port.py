@@ -48,9 +48,16 @@ class CommitReceipt:
 
 
 class LedgerCallFailed(WattledgerError):
-    """Raised when a ledger call of the market service fails (a revert, or the node is down)."""
+    """Raised when a ledger call of the market service fails (a revert, or the node is down).
+
+    ``revert`` names the contract's custom error when the call reverted with one
+    (``InsufficientCollateral``), else None."""
 
     code = "ledger_call_failed"
+
+    def __init__(self, message: str, *, hint: str | None = None, revert: str | None = None):
+        super().__init__(message, hint=hint)
+        self.revert = revert
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,11 @@ class Ledger(Protocol):
         costs what one call each costs for a few."""
         ...
 
+    def balances_at_head(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
+        """:meth:`balances_of`, and the number of the block whose state they were read in:
+        a defaulter at commit is named with it (:mod:`market.defaulters`)."""
+        ...
+
     def committed_root(self, interval: int) -> bytes | None:
         """The book root committed for ``interval``, or None when not committed."""
         ...
@@ -152,7 +164,8 @@ class Ledger(Protocol):
 class MemoryLedger:
     """An in-memory :class:`Ledger` with the contract's collateral rule, for tests.
 
-    ``commit_interval`` locks ``quantity * price`` of each buyer's free balance and
+    ``commit_interval`` checks each trade against its signed orders (the contract's rule,
+    signatures aside), locks ``quantity * price`` of each buyer's free balance and
     ``quantity * penalty`` of each seller's, and refuses the whole commit (changing nothing)
     when any party lacks collateral, like the contract's custom-error revert.
     """
@@ -256,6 +269,10 @@ class MemoryLedger:
     def balances_of(self, participants: Sequence[str]) -> dict[str, Balance]:
         return {p: self.balances(p) for p in participants}
 
+    def balances_at_head(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
+        """The balances, at the "block" of the last commit (one per commit)."""
+        return len(self.commits), self.balances_of(participants)
+
     def committed_root(self, interval: int) -> bytes | None:
         entry = self.commits.get(interval)
         return entry[0] if entry else None
@@ -270,6 +287,7 @@ class MemoryLedger:
         with self._lock:
             if interval in self.commits:
                 raise LedgerCallFailed(f"interval {interval} is already committed")
+            _check_backing(interval, trades, orders)
             need: dict[str, int] = {}
             for trade in trades:
                 buyer, seller = trade.buyer.lower(), trade.seller.lower()
@@ -280,13 +298,47 @@ class MemoryLedger:
                 if self.free.get(who, 0) < amount:
                     raise LedgerCallFailed(
                         f"InsufficientCollateral({who}, needed {amount}, "
-                        f"free {self.free.get(who, 0)})"
+                        f"free {self.free.get(who, 0)})",
+                        revert="InsufficientCollateral",
                     )
             for who, amount in need.items():
                 self.free[who] -= amount
                 self.locked[who] = self.locked.get(who, 0) + amount
             self.commits[interval] = (book_root, tuple(trades))
-            return CommitReceipt(tx_hash="0x" + interval.to_bytes(32, "big").hex(), block_number=0)
+            return CommitReceipt(
+                tx_hash="0x" + interval.to_bytes(32, "big").hex(), block_number=len(self.commits)
+            )
+
+
+def _check_backing(
+    interval: int, trades: Sequence[Trade], orders: Mapping[bytes, SignedOrder]
+) -> None:
+    """The contract's order rule (signatures aside): each trade's buy and sell orders are
+    given, of its parties, sides and interval, its price within both limits, and no order
+    filled beyond its quantity. LedgerCallFailed naming the revert otherwise."""
+    filled: dict[bytes, int] = {}
+    for k, trade in enumerate(trades):
+        for order_id, party, side in (
+            (bytes(trade.buy_order_id), trade.buyer, 0),
+            (bytes(trade.sell_order_id), trade.seller, 1),
+        ):
+            order = orders.get(order_id)
+            if (
+                order is None
+                or order.participant.lower() != party.lower()
+                or order.side != side
+                or order.interval != interval
+            ):
+                raise LedgerCallFailed(f"TradeOrderMismatch({k})", revert="TradeOrderMismatch")
+            if (side == 0 and trade.price_per_wh > order.price_per_wh) or (
+                side == 1 and trade.price_per_wh < order.price_per_wh
+            ):
+                raise LedgerCallFailed(f"PriceOutsideLimit({k})", revert="PriceOutsideLimit")
+            filled[order_id] = filled.get(order_id, 0) + trade.quantity_wh
+            if filled[order_id] > order.quantity_wh:
+                raise LedgerCallFailed(
+                    f"OrderOverfilled(0x{order_id.hex()})", revert="OrderOverfilled"
+                )
 
 
 __all__ = [

@@ -324,6 +324,9 @@ class OrderBook:
 
 EXPIRED = "expired"
 """The status of an order whose expiry had passed at its interval's gate closure."""
+DROPPED = "dropped"
+"""The status of an order whose participant defaulted when its interval was committed
+(:mod:`market.defaulters`)."""
 
 
 def is_expired(expiry: int, closed_at: int) -> bool:

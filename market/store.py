@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ledger.errors import WattledgerError
+from market.orders import DROPPED as DROPPED_STATUS
 from market.orders import EXPIRED as EXPIRED_STATUS
 from market.sqlite_store import SqliteStore
 
@@ -102,9 +103,13 @@ CLOSED = "closed"
 EXPIRED = EXPIRED_STATUS
 """Its ``expiry`` was before its interval's gate closure: published with the frozen book
 (and under its ``bookRoot``), but left out of the clearing (``filled_wh`` 0)."""
+DROPPED = DROPPED_STATUS
+"""Its participant defaulted between gate closure and commit (its free balance no longer
+covered what its trades lock, :mod:`market.defaulters`): published with the frozen book (and
+under its ``bookRoot``), but left out of the re-clearing that was committed (``filled_wh`` 0)."""
 
-ORDER_STATUSES = (OPEN, CANCELLED, EXCLUDED, CLOSED, EXPIRED)
-PUBLISHED_STATUSES = (CLOSED, EXPIRED)
+ORDER_STATUSES = (OPEN, CANCELLED, EXCLUDED, CLOSED, EXPIRED, DROPPED)
+PUBLISHED_STATUSES = (CLOSED, EXPIRED, DROPPED)
 """The statuses of the orders of an interval's published set (the leaves of its root)."""
 
 FROZEN = "frozen"
@@ -419,6 +424,40 @@ class OrderStore(SqliteStore):
                 [(i,) for i in excluded],
             )
 
+    def record_defaults(
+        self,
+        interval: int,
+        clearing: dict[str, Any],
+        fills: dict[str, int],
+        dropped: Sequence[str],
+    ) -> None:
+        """Record the re-clearing of a frozen ``interval`` without its defaulters, in one
+        transaction: the ``dropped`` orders (``closed`` ones of the published set) become
+        ``dropped`` with fill 0, every other ``closed`` order gets its fill from ``fills`` (0
+        when absent), and the interval's clearing is replaced by ``clearing``."""
+        gone = set(dropped)
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE intervals SET clearing = ? WHERE interval = ? AND state = ?",
+                (json.dumps(clearing, sort_keys=True), interval, FROZEN),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"interval {interval} is not frozen")
+            cur.executemany(
+                "UPDATE orders SET status = 'dropped', filled_wh = 0 WHERE id = ? "
+                "AND interval = ? AND status = 'closed'",
+                [(i, interval) for i in gone],
+            )
+            cur.execute(
+                "UPDATE orders SET filled_wh = 0 WHERE interval = ? AND status = 'closed'",
+                (interval,),
+            )
+            cur.executemany(
+                "UPDATE orders SET filled_wh = ? WHERE id = ? AND interval = ? "
+                "AND status = 'closed'",
+                [(fill, i, interval) for i, fill in fills.items() if i not in gone],
+            )
+
     def record_commit(self, interval: int, commit_tx: str | None, commit_block: int | None) -> None:
         """Record that ``interval`` was committed on-chain (transaction and block if known)."""
         with self._transaction() as cur:
@@ -497,13 +536,13 @@ class OrderStore(SqliteStore):
         return sorted(orders, key=lambda o: ((o.cancel or {}).get("receipt") or {}).get("seq", 0))
 
     def published_orders(self, interval: int) -> list[StoredOrder]:
-        """The published set of a closed ``interval`` (``closed`` and ``expired`` orders) in
-        arrival order: the leaves of its book root."""
+        """The published set of a closed ``interval`` (``closed``, ``expired`` and ``dropped``
+        orders) in arrival order: the leaves of its book root."""
         return [
             _order(r)
             for r in self._read(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE interval = ? "
-                "AND status IN ('closed', 'expired') ORDER BY seq",
+                "AND status IN ('closed', 'expired', 'dropped') ORDER BY seq",
                 (interval,),
             )
         ]
@@ -536,6 +575,7 @@ __all__ = [
     "CANCELLED",
     "CLOSED",
     "COMMITTED",
+    "DROPPED",
     "EMPTY",
     "EXCLUDED",
     "EXPIRED",

@@ -29,6 +29,7 @@ PURE = (
     "ledger",
     "market.orders",
     "market.clearing",
+    "market.defaulters",
     "market.reference_clearing",
     "market.properties",
     "market.registrar_policy",

@@ -8,6 +8,7 @@ the numbers that show them) and notes to a :class:`~audit.checks.violations.Chec
 * :mod:`audit.checks.violations`: the check names, violations and the log they go to;
 * :mod:`audit.checks.book`: ``signatures`` and ``book_root`` (the published set);
 * :mod:`audit.checks.commitment`: ``commitment`` (calldata trades bound to the event);
+* :mod:`audit.checks.defaulters`: ``defaulters`` (parties dropped at commit were short);
 * :mod:`audit.checks.clearing`: ``reclear`` and ``properties``;
 * :mod:`audit.checks.meters`: registrations and meter keys over time, reading signers;
 * :mod:`audit.checks.settlement`: ``settlement`` (the model re-settles every interval);

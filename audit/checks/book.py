@@ -29,7 +29,7 @@ from ledger.events import IntervalCommitted
 from ledger.merkle import EMPTY_ROOT, MerkleTree
 from ledger.records import IntervalInfo
 from ledger.units import PricePerWh, Wh
-from market.orders import EXPIRED, Order, Side, is_expired
+from market.orders import DROPPED, EXPIRED, Order, Side, is_expired
 
 
 @dataclass
@@ -46,10 +46,21 @@ class PublishedSet:
     root, but not in the clearing (:func:`market.orders.is_expired`)."""
     marked_expired: set[str] = field(default_factory=set)
     """Orders the publication marks ``expired``."""
+    marked_dropped: set[str] = field(default_factory=set)
+    """Orders the publication marks ``dropped`` (their participant defaulted at commit)."""
+    dropped_parties: set[str] = field(default_factory=set)
+    """The defaulters the audit accepted (:mod:`audit.checks.defaulters`), checksum: their
+    orders do not enter the clearing that was committed."""
+
+    def unexpired_orders(self) -> list[Order]:
+        """The orders that enter the clearing of the set: every well-formed one but the
+        expired."""
+        return [o for oid, o in self.orders.items() if oid not in self.expired]
 
     def live_orders(self) -> list[Order]:
-        """The orders that enter the clearing: every well-formed one but the expired."""
-        return [o for oid, o in self.orders.items() if oid not in self.expired]
+        """The orders that enter the clearing that was committed: the unexpired ones but
+        those of the dropped parties."""
+        return [o for o in self.unexpired_orders() if o.participant not in self.dropped_parties]
 
 
 def check_signatures(
@@ -154,6 +165,8 @@ def _mark_expiry(
     publication states one) and whether the publication marks it so."""
     if entry.status == EXPIRED:
         out.marked_expired.add(order_id)
+    elif entry.status == DROPPED:
+        out.marked_dropped.add(order_id)
     if is_uint(closed_at):
         try:
             if is_expired(int(message["expiry"]), int(closed_at)):

@@ -1,6 +1,7 @@
 """The ``reclear`` and ``properties`` checks: the committed trades are what clearing gives.
 
-``reclear`` runs :func:`market.clearing.clear` on the published set with the market's declared
+``reclear`` runs :func:`market.clearing.clear` on the published set (without its expired orders
+and the orders of the defaulters the ``defaulters`` check accepted) with the market's declared
 mechanism and compares its trades with the committed ones, in commit order (order ids, parties,
 quantity, price) and the published fills. ``properties`` checks every DESIGN §4 property
 (:mod:`market.properties`) on the *committed* result over the published book. Committed trades

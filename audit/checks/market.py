@@ -117,28 +117,43 @@ def creation_problems(ledger: LedgerEvidence, creation: CreationRecord) -> list[
     return problems
 
 
-def check_conservation(ledger: LedgerEvidence, checks: CheckLog) -> None:
-    """The market-wide ``conservation`` check at the audited block."""
+def rebuilt_balances(
+    ledger: LedgerEvidence, through_block: int | None = None
+) -> dict[str, list[int]]:
+    """Every participant's ``[free, locked]`` balance rebuilt from the market's events alone
+    (deposits, withdrawals, commit locks, settlement releases and credits), as they stood at
+    the end of ``through_block`` (default: the audited block). ``conservation`` holds them
+    equal to ``balanceOf`` at the audited block; the ``defaulters`` check reads them at the
+    blocks an interval names its defaulters at."""
     rebuilt: dict[str, list[int]] = {}
 
     def entry(p: str) -> list[int]:
         return rebuilt.setdefault(p, [0, 0])
 
-    deposits = withdrawals = 0
+    def counted(block_number: int) -> bool:
+        return through_block is None or block_number <= through_block
+
     for e in ledger.escrow:
-        entry(e.participant)[0] += e.amount_base_units
-        if e.amount_base_units >= 0:
-            deposits += e.amount_base_units
-        else:
-            withdrawals -= e.amount_base_units
+        if counted(e.position.block_number):
+            entry(e.participant)[0] += e.amount_base_units
     for lock in ledger.locks:
-        b = entry(lock.participant)
-        b[0] -= lock.amount_base_units
-        b[1] += lock.amount_base_units
+        if counted(lock.position.block_number):
+            b = entry(lock.participant)
+            b[0] -= lock.amount_base_units
+            b[1] += lock.amount_base_units
     for s in ledger.party_settlements:
-        b = entry(s.participant)
-        b[1] -= s.released_base_units
-        b[0] += s.credited_base_units
+        if counted(s.position.block_number):
+            b = entry(s.participant)
+            b[1] -= s.released_base_units
+            b[0] += s.credited_base_units
+    return rebuilt
+
+
+def check_conservation(ledger: LedgerEvidence, checks: CheckLog) -> None:
+    """The market-wide ``conservation`` check at the audited block."""
+    rebuilt = rebuilt_balances(ledger)
+    deposits = sum(e.amount_base_units for e in ledger.escrow if e.amount_base_units >= 0)
+    withdrawals = -sum(e.amount_base_units for e in ledger.escrow if e.amount_base_units < 0)
     problems = []
     for p in sorted(set(rebuilt) | set(ledger.balances)):
         free, locked = rebuilt.get(p, [0, 0])
@@ -230,4 +245,5 @@ __all__ = [
     "code_matches",
     "constructor_arguments",
     "creation_problems",
+    "rebuilt_balances",
 ]

@@ -29,11 +29,15 @@ LATE_ORDERS = "late_orders"
 """No order received at or after the gate closure (by its receipt) is in the clearing."""
 UNCOMMITTED = "uncommitted"
 """An interval with a published order set was committed on-chain."""
+DEFAULTERS = "defaulters"
+"""Every party the interval names as a defaulter was short at the block it names, between the
+gate closure and the commit, and every party short there was named (:mod:`market.defaulters`)."""
 
 INTERVAL_CHECKS: tuple[str, ...] = (
     SIGNATURES,
     BOOK_ROOT,
     COMMITMENT,
+    DEFAULTERS,
     RECLEAR,
     PROPERTIES,
     SETTLEMENT,
@@ -125,6 +129,7 @@ __all__ = [
     "CODE",
     "COMMITMENT",
     "CONSERVATION",
+    "DEFAULTERS",
     "INTERVAL_CHECKS",
     "LATE_ORDERS",
     "MARKET_CHECKS",

@@ -249,7 +249,12 @@ class OrderView(BaseModel):
 
     id: str = Field(description="the order hash (EIP-712 digest), bytes32 hex")
     seq: int = Field(description="arrival sequence (price-tie priority)")
-    status: Literal["open", "cancelled", "excluded", "closed", "expired"]
+    status: Literal["open", "cancelled", "excluded", "closed", "expired", "dropped"] = Field(
+        description="open; cancelled; excluded (left out at gate closure, not in the book); "
+        "closed (in the interval's published book); expired (in the book, not cleared: its "
+        "expiry was before the gate closed); dropped (in the book, not cleared: its "
+        "participant could no longer cover its trades when the interval was committed)"
+    )
     participant: str
     interval: int
     side: Literal["buy", "sell"]
@@ -321,8 +326,9 @@ class PublishedOrder(BaseModel):
 
     id: str
     seq: int
-    status: Literal["closed", "expired"] = Field(
-        description="expired: its expiry was before closedAt, so it was not cleared"
+    status: Literal["closed", "expired", "dropped"] = Field(
+        description="expired: its expiry was before closedAt, so it was not cleared; dropped: "
+        "its participant is one of the interval's defaulters, so it was not cleared"
     )
     order: OrderMessageOut
     signature: str = Field(
@@ -332,6 +338,27 @@ class PublishedOrder(BaseModel):
     receipt: ReceiptView | None = Field(
         default=None, description="the operator's OrderReceipt; its seq is the order's seq"
     )
+    reason: str | None = Field(
+        default=None,
+        description="why a dropped order was not cleared: insufficient_collateral, with the "
+        "free balance, the lock its participant's trades needed and the block it was read at",
+    )
+
+
+class Defaulter(BaseModel):
+    """A party of the interval whose free balance, read at ``block`` when the interval was
+    committed, no longer covered what its cleared trades lock: its orders were dropped and the
+    rest of the set cleared again (round ``round``). The audit re-derives every round."""
+
+    round: int = Field(description="1 for the clearing of the set, r+1 for re-clearing r")
+    block: int = Field(description="the chain block whose state the balance was read in")
+    participant: str
+    freeBaseUnits: str = Field(description="its free balance at that block")
+    neededBaseUnits: str = Field(
+        description="what its trades of the round's clearing lock: buyer quantity * price, "
+        "seller quantity * penaltyPrice"
+    )
+    reason: Literal["insufficient_collateral"]
 
 
 class PublishedCancel(BaseModel):
@@ -378,6 +405,11 @@ class PublishedBook(BaseModel):
     refused: list[PublishedRefusal] = Field(
         default_factory=list, description="orders of the interval left out at gate closure"
     )
+    defaulters: list[Defaulter] = Field(
+        default_factory=list,
+        description="parties dropped at commit for want of collateral, by round; their "
+        "orders are in the set (and its root) as dropped",
+    )
 
 
 class TradeView(BaseModel):
@@ -412,6 +444,14 @@ class ClearingView(BaseModel):
     excluded: list[str]
     expired: list[str] = Field(
         default_factory=list, description="orders of the set whose expiry had passed"
+    )
+    defaulters: list[Defaulter] = Field(
+        default_factory=list,
+        description="parties dropped at commit for want of collateral; the trades are the "
+        "re-clearing of the set without their orders",
+    )
+    dropped: list[str] = Field(
+        default_factory=list, description="orders of the set dropped with their defaulters"
     )
     commit: CommitView | None
 

@@ -29,7 +29,19 @@ from market.http.problems import problem_responses
 from market.http.views import json_response, order_receipt
 from market.service import MarketService
 from market.signed_messages import SignedMessage, order_message_json
-from market.store import StoredOrder
+from market.store import DROPPED, StoredOrder
+
+
+def _defaulter(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stored defaulter (:mod:`market.defaulters`) as the API publishes it."""
+    return {
+        "round": int(entry["round"]),
+        "block": int(entry["block"]),
+        "participant": checksum_address(str(entry["participant"])),
+        "freeBaseUnits": str(entry["freeBaseUnits"]),
+        "neededBaseUnits": str(entry["neededBaseUnits"]),
+        "reason": str(entry["reason"]),
+    }
 
 
 def depth(orders: Sequence[StoredOrder], side: int) -> list[dict[str, Any]]:
@@ -102,10 +114,23 @@ def intervals_router(service: MarketService) -> APIRouter:
 
         Beside the set, outside its root: ``cancels``, the interval's orders cancelled
         before the gate closed, each with the signed cancel and both receipts, and
-        ``refused``, the orders left out at gate closure with the reason."""
+        ``refused``, the orders left out at gate closure with the reason.
+
+        ``defaulters``: the parties that could no longer cover their trades when the
+        interval was committed, each with the block its balance was read at; their orders
+        stay in the set (and its root) as ``dropped``, with the ``reason``, and the trades
+        committed are the re-clearing of the set without them."""
         record, orders = service.published_orders(t)
         cancels = service.published_cancels(t)
         refusals = service.published_refusals(t)
+        defaulters = (record.clearing or {}).get("defaulters", [])
+        why = {
+            str(d["participant"]): (
+                f"{d['reason']}: free {d['freeBaseUnits']} < needed {d['neededBaseUnits']} "
+                f"at block {d['block']}"
+            )
+            for d in defaulters
+        }
         return json_response(
             {
                 "interval": t,
@@ -122,9 +147,11 @@ def intervals_router(service: MarketService) -> APIRouter:
                         "signature": o.signature,
                         "filledWh": o.filled_wh,
                         "receipt": order_receipt(o),
+                        **({"reason": why.get(o.participant)} if o.status == DROPPED else {}),
                     }
                     for o in orders
                 ],
+                "defaulters": [_defaulter(d) for d in defaulters],
                 "cancels": [_published_cancel(o) for o in cancels],
                 "refused": [
                     {
@@ -169,6 +196,8 @@ def intervals_router(service: MarketService) -> APIRouter:
             ],
             "excluded": clearing.get("excluded", []),
             "expired": clearing.get("expired", []),
+            "defaulters": [_defaulter(d) for d in clearing.get("defaulters", [])],
+            "dropped": clearing.get("dropped", []),
             "commit": (
                 {"txHash": record.commit_tx, "blockNumber": record.commit_block}
                 if committed

@@ -52,7 +52,7 @@ def participants_router(service: MarketService) -> APIRouter:
     def participant_orders(
         address: AddressParam,
         status: Annotated[
-            Literal["open", "cancelled", "excluded", "closed", "expired"] | None,
+            Literal["open", "cancelled", "excluded", "closed", "expired", "dropped"] | None,
             Query(description="only orders with this status"),
         ] = None,
         interval: Annotated[int | None, Query(ge=0, le=MAX_INTERVAL)] = None,
