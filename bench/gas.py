@@ -124,6 +124,7 @@ def make_book(ledger: LedgerClient, rng: random.Random, people: People, t: int, 
     half = len(addresses) // 2
     n_bids = count // 2 + 1
     n_asks = count - n_bids + 1
+    spare = count // 20 + 2  # the walk stops at ``count`` trades, so a few orders stay unfilled
 
     def party(k: int, first: int, size: int) -> str:
         slots = max(1, min(size, -(-(n_bids + n_asks) // (2 * ORDERS_PER_PARTY))))
@@ -140,7 +141,7 @@ def make_book(ledger: LedgerClient, rng: random.Random, people: People, t: int, 
             PRICE + rng.randint(0, 10**13),
             rng.getrandbits(63),
         )
-        for i in range(n_bids)
+        for i in range(n_bids + spare)
     ]
     asks = [
         sign_order(
@@ -153,7 +154,7 @@ def make_book(ledger: LedgerClient, rng: random.Random, people: People, t: int, 
             PRICE - rng.randint(0, 10**13),
             rng.getrandbits(63),
         )
-        for j in range(n_asks)
+        for j in range(n_asks + spare)
     ]
     bids.sort(key=lambda o: -o.price_per_wh)
     asks.sort(key=lambda o: o.price_per_wh)
@@ -174,7 +175,8 @@ def make_book(ledger: LedgerClient, rng: random.Random, people: People, t: int, 
         if left_ask == 0:
             j += 1
             left_ask = asks[j].quantity_wh if j < len(asks) else 0
-    return Book(trades, {o.order_id: o for o in (*bids, *asks)})
+    filled = {t.buy_order_id for t in trades} | {t.sell_order_id for t in trades}
+    return Book(trades, {o.order_id: o for o in (*bids, *asks) if o.order_id in filled})
 
 
 def advance_to(chain: Chain, timestamp: int) -> None:

@@ -64,8 +64,8 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     /// @dev Positions in a trade word and in an order's first word are 16 bits.
     uint256 private constant MAX_CHUNK_PARTIES = 1 << 16;
     uint256 private constant MAX_CHUNK_ORDERS = 1 << 16;
-    /// @dev partyFlags bit: the party has an order in the chunk that no earlier chunk opened.
-    uint256 private constant PARTY_FRESH_ORDER = 1;
+    /// @dev Bits of a party's commit lane that mark its fresh orders (by digest mod 24).
+    uint256 private constant FRESH_BITS = 24;
 
     struct Balance {
         uint128 free;
@@ -460,7 +460,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
                     filled = record - 1;
                 }
             } else {
-                partyFlags[party] |= PARTY_FRESH_ORDER;
+                partyFlags[party] |= uint256(1) << (uint256(id) % FRESH_BITS);
             }
             ids[i] = id;
             assembly ("memory-safe") {
@@ -611,11 +611,13 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
     }
 
-    /// @dev Commits over several chunks keep, per party, the chunk its fresh orders came in
-    ///      and the chunk it sold in (one byte each, sixteen parties per word): a party's
-    ///      fresh orders all come in one chunk (a later chunk can only continue an open one, so
-    ///      no order is filled twice), and a seller sells in one chunk only (its sold total, in
-    ///      the chain's links, is then complete). The last chunk only checks.
+    /// @dev Commits over several chunks keep, per party, a lane of 32 bits (eight parties per
+    ///      word): bit (digest mod 24) of each of its fresh orders so far, and the chunk it sold
+    ///      in (bits 24-31). A fresh order whose bit is already set is refused, so no order is
+    ///      fresh twice (an order that spans chunks is continued from its open record instead;
+    ///      two orders of a party sharing a bit must both come fresh in one chunk); a seller
+    ///      sells in one chunk only (its sold total, in the chain's links, is then complete).
+    ///      The last chunk only checks.
     function _checkLanes(CommitContext memory c, uint256 table, uint256 partyCount, uint256[] memory partyFlags)
         private
     {
@@ -626,26 +628,24 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         bool dirty;
         for (uint256 i; i < partyCount;) {
             uint256 index = PartyTable.get(table, i, PartyTable.PARTICIPANT_INDEX);
-            uint256 wordKey = index >> 4;
+            uint256 wordKey = index >> 3;
             if (wordKey != cachedWord) {
                 if (dirty) lanes[cachedWord] = bits;
                 cachedWord = wordKey;
                 bits = lanes[wordKey];
                 dirty = false;
             }
-            uint256 shift = (index & 15) << 4;
-            uint256 lane = (bits >> shift) & 0xffff;
-            uint256 intro = lane & 0xff;
-            uint256 soldIn = lane >> 8;
-            if (partyFlags[i] & PARTY_FRESH_ORDER != 0 && intro != 0 && intro != chunk) {
-                revert OrderIntroducedLate(_accountAt(table, i), uint16(intro));
-            }
+            uint256 shift = (index & 7) << 5;
+            uint256 lane = (bits >> shift) & 0xffffffff;
+            uint256 fresh = partyFlags[i];
+            if (lane & fresh != 0) revert OrderAlreadyFresh(_accountAt(table, i), uint32(lane & fresh));
+            uint256 soldIn = lane >> FRESH_BITS;
             bool sold = PartyTable.get(table, i, PartyTable.SOLD) != 0;
             if (sold && soldIn != 0) revert SellerSpansChunks(_accountAt(table, i), uint16(soldIn));
             if (!c.last) {
-                uint256 updated = (intro == 0 ? chunk : intro) | ((sold ? chunk : soldIn) << 8);
+                uint256 updated = lane | fresh | (sold ? chunk << FRESH_BITS : 0);
                 if (updated != lane) {
-                    bits = (bits & ~(uint256(0xffff) << shift)) | (updated << shift);
+                    bits = (bits & ~(uint256(0xffffffff) << shift)) | (updated << shift);
                     dirty = true;
                 }
             }

@@ -7,9 +7,11 @@ digest) and one word per trade, plus the hash-chain head after the chunk's last 
 checks every trade against its two orders; across chunks it allows only what keeps that
 check sound:
 
-- a party's *fresh* orders all come in one chunk, its first: an order a later chunk fills
-  must have been left *open* by the chunk before (flag :data:`ORDER_OPEN`) and is
-  *continued* there (flag :data:`ORDER_CONTINUED`) from its recorded fill;
+- an order comes *fresh* once: each party has a 24-bit map of (digest mod 24) of its fresh
+  orders so far, and a fresh order on a set bit is refused. An order a later chunk fills
+  again must have been left *open* by the chunk before (flag :data:`ORDER_OPEN`) and is
+  *continued* there (flag :data:`ORDER_CONTINUED`) from its recorded fill; two orders of a
+  party on one bit come fresh in one chunk (the earlier one's), the later one open;
 - a seller sells in one chunk only, so each chain link's seller total is complete.
 
 :func:`plan_commit` builds those chunks. When everything fits one transaction it keeps the
@@ -48,7 +50,7 @@ ORDER_OPEN = 2
 
 MAX_COMMIT_BYTES = 120_000
 """Most calldata bytes of one chunk: geth-based nodes refuse transactions above 128 KB."""
-DEFAULT_CHUNK_GAS = 14_000_000
+DEFAULT_CHUNK_GAS = 15_000_000
 """Gas one chunk may be estimated at: under half of a 30M block."""
 MAX_POSITION = 1 << 16
 """Parties and orders per chunk (16-bit positions in the words)."""
@@ -59,11 +61,13 @@ MAX_POSITION = 1 << 16
 # calldata (plus an open record when a later chunk continues it), a trade its calldata,
 # checks, chain link and event word.
 GAS_BASE = 160_000
-GAS_PER_PARTY = 16_000
+GAS_PER_PARTY = 10_000
 GAS_PER_ORDER = 7_000
-GAS_PER_OPEN_ORDER = 26_000
-GAS_PER_TRADE = 5_500
-GAS_PER_LANE_PARTY = 1_500
+GAS_PER_OPEN_ORDER = 30_000
+GAS_PER_TRADE = 3_000
+GAS_PER_LANE_PARTY = 3_000
+FRESH_BITS = 24
+"""Bits of a party's commit lane for its fresh orders (the contract's FRESH_BITS)."""
 _HEAD_BYTES = 4 + 9 * WORD
 
 
@@ -134,7 +138,8 @@ def group_by_seller(trades: Sequence[Trade]) -> tuple[Trade, ...]:
     return tuple(t for group in groups.values() for t in group)
 
 
-def _order_words(order: SignedOrder, position: int, flags: int) -> tuple[int, int, int, int]:
+def order_words(order: SignedOrder, position: int, flags: int) -> tuple[int, int, int, int]:
+    """An order's four words in a chunk: its party at ``position``, with ``flags``."""
     r, vs = compact_signature(order.signature)
     meta = (
         position
@@ -191,8 +196,56 @@ def plan_commit(
     ):
         return _assemble(tuple(trades), [draft], used, participant_index)
     grouped = group_by_seller(trades)
-    drafts = _pack(grouped, used, max_bytes, max_gas)
-    return _assemble(grouped, drafts, used, participant_index)
+    byte_budget, gas_budget = max_bytes, max_gas
+    for _ in range(16):
+        drafts = _pack(grouped, used, byte_budget, gas_budget)
+        _introduce(drafts, used)
+        sizes = [d.size()[0] for d in drafts]
+        gases = _gas_with_opens(drafts)
+        if max(sizes) <= max_bytes and max(gases) <= max_gas:
+            return _assemble(grouped, drafts, used, participant_index)
+        byte_budget = min(byte_budget, byte_budget * max_bytes // max(sizes) * 19 // 20)
+        gas_budget = min(gas_budget, gas_budget * max_gas // max(gases) * 19 // 20)
+    raise CommitTooLarge(
+        f"no split of these trades keeps every chunk within {max_bytes} bytes and {max_gas} gas"
+    )
+
+
+def fresh_bit(order_id: bytes) -> int:
+    """The bit an order takes in its party's commit lane when it comes fresh."""
+    return int.from_bytes(order_id, "big") % FRESH_BITS
+
+
+def _introduce(drafts: Sequence[_Draft], used: Mapping[bytes, SignedOrder]) -> None:
+    """Lists each order, fresh, in the first chunk any order of its party on the same lane
+    bit is listed in (the contract refuses a fresh order on a bit an earlier chunk set)."""
+    first: dict[bytes, int] = {}
+    for c, draft in enumerate(drafts):
+        for order_id in draft.orders:
+            first.setdefault(order_id, c)
+    groups: dict[tuple[str, int], list[bytes]] = {}
+    for order_id in first:
+        owner: str = checksum_address(used[order_id].participant)
+        groups.setdefault((owner, fresh_bit(order_id)), []).append(order_id)
+    for (party, _bit), members in groups.items():
+        intro = min(first[o] for o in members)
+        for order_id in members:
+            if first[order_id] > intro:
+                drafts[intro].orders.add(order_id)
+                drafts[intro].parties.add(party)
+
+
+def _gas_with_opens(drafts: Sequence[_Draft]) -> list[int]:
+    """Each draft's estimated gas counting the orders it leaves open (listed again later)."""
+    last_listed: dict[bytes, int] = {}
+    for c, draft in enumerate(drafts):
+        for order_id in draft.orders:
+            last_listed[order_id] = c
+    out = []
+    for c, draft in enumerate(drafts):
+        opens = sum(1 for o in draft.orders if last_listed[o] > c)
+        out.append(draft.size(open_orders=opens, lanes=len(drafts) > 1)[1])
+    return out
 
 
 def _used_orders(
@@ -222,12 +275,8 @@ def _parties_of(orders: Mapping[bytes, SignedOrder]) -> set[str]:
 def _pack(
     grouped: Sequence[Trade], used: Mapping[bytes, SignedOrder], max_bytes: int, max_gas: int
 ) -> list[_Draft]:
-    """Whole sellers into chunks, each within ``max_bytes`` and ``max_gas``. A party's every
-    order comes in its first chunk (fresh), so a new party brings all of its orders."""
-    by_party: dict[str, list[bytes]] = {}
-    for order_id, order in used.items():
-        by_party.setdefault(checksum_address(order.participant), []).append(order_id)
-    seen: set[str] = set()
+    """Whole sellers into chunks, each within ``max_bytes`` and ``max_gas``; each chunk
+    lists the orders its trades fill."""
     drafts: list[_Draft] = []
     current = _Draft()
     k = 0
@@ -236,12 +285,11 @@ def _pack(
         end = k
         while end < len(grouped) and checksum_address(grouped[end].seller) == seller:
             end += 1
-        candidate = _with_group(current, grouped, k, end, by_party, seen)
+        candidate = _with_group(current, grouped, k, end)
         if not _fits(candidate, max_bytes, max_gas) and current.trades:
             drafts.append(current)
-            seen |= current.parties
             current = _Draft()
-            candidate = _with_group(current, grouped, k, end, by_party, seen)
+            candidate = _with_group(current, grouped, k, end)
         if not _fits(candidate, max_bytes, max_gas):
             raise CommitTooLarge(
                 f"seller {seller}'s {end - k} trades, with their orders and parties, do not fit "
@@ -254,33 +302,22 @@ def _pack(
     return drafts
 
 
-def _with_group(
-    draft: _Draft,
-    grouped: Sequence[Trade],
-    start: int,
-    end: int,
-    by_party: Mapping[str, list[bytes]],
-    seen: set[str],
-) -> _Draft:
+def _with_group(draft: _Draft, grouped: Sequence[Trade], start: int, end: int) -> _Draft:
     out = _Draft(list(draft.trades), set(draft.parties), set(draft.orders))
     for k in range(start, end):
         trade = grouped[k]
         out.trades.append(k)
-        for party, order_id in (
-            (checksum_address(trade.buyer), bytes(trade.buy_order_id)),
-            (checksum_address(trade.seller), bytes(trade.sell_order_id)),
-        ):
-            if party not in out.parties:
-                out.parties.add(party)
-                if party not in seen:
-                    out.orders.update(by_party[party])
-            out.orders.add(order_id)
+        out.parties.add(checksum_address(trade.buyer))
+        out.parties.add(checksum_address(trade.seller))
+        out.orders.add(bytes(trade.buy_order_id))
+        out.orders.add(bytes(trade.sell_order_id))
     return out
 
 
 def _fits(draft: _Draft, max_bytes: int, max_gas: int) -> bool:
-    # Every order of a chunk of several may be left open, and every party takes a lane.
-    size, gas = draft.size(open_orders=len(draft.orders), lanes=True)
+    # Every party of a chunk of several takes a lane; the orders left open are counted once
+    # the chunks are known (plan_commit tightens the gas budget until they fit).
+    size, gas = draft.size(lanes=True)
     return (
         size <= max_bytes
         and gas <= max_gas
@@ -307,16 +344,14 @@ def _assemble(
         where = {p: i for i, p in enumerate(parties)}
         ids = sorted(draft.orders)
         order_at = {order_id: i for i, order_id in enumerate(ids)}
-        order_words: list[int] = []
+        words: list[int] = []
         for order_id in ids:
             order = used[order_id]
             chunks_of = listed[order_id]
             flags = (ORDER_CONTINUED if chunks_of[0] < c else 0) | (
                 ORDER_OPEN if chunks_of[-1] > c else 0
             )
-            order_words.extend(
-                _order_words(order, where[checksum_address(order.participant)], flags)
-            )
+            words.extend(order_words(order, where[checksum_address(order.participant)], flags))
         trade_words = []
         for k in draft.trades:
             trade = trades[k]
@@ -329,9 +364,7 @@ def _assemble(
                 | trade.price_per_wh << 128
             )
         last = first + len(draft.trades)
-        chunks.append(
-            CommitChunk(parties, tuple(order_words), tuple(trade_words), heads[last], first)
-        )
+        chunks.append(CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first))
         first = last
     return CommitPlan(trades, tuple(chunks))
 
@@ -420,7 +453,9 @@ __all__ = [
     "CommitPlan",
     "CommitTooLarge",
     "commit_calldata",
+    "fresh_bit",
     "group_by_seller",
+    "order_words",
     "plan_commit",
     "trades_of_chunk",
     "trades_of_chunks",

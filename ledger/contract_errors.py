@@ -478,12 +478,13 @@ class OrderLeftOpen(LedgerError):
     fields = ("order_id",)
 
 
-class OrderIntroducedLate(LedgerError):
-    """Raised when a party has a fresh order in a later commit chunk than its first."""
+class OrderAlreadyFresh(LedgerError):
+    """Raised when a fresh order's bit in its party's commit lane was set by an earlier
+    chunk (it may be the same order, presented fresh twice)."""
 
-    code = "order_introduced_late"
-    solidity_name = "OrderIntroducedLate"
-    fields = ("participant", "first_chunk")
+    code = "order_already_fresh"
+    solidity_name = "OrderAlreadyFresh"
+    fields = ("participant", "bits")
 
 
 class SellerSpansChunks(LedgerError):
@@ -537,7 +538,7 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "InvalidTerms": InvalidTerms,
     "MalformedOrder": MalformedOrder,
     "MalformedOrders": MalformedOrders,
-    "OrderIntroducedLate": OrderIntroducedLate,
+    "OrderAlreadyFresh": OrderAlreadyFresh,
     "OrderLeftOpen": OrderLeftOpen,
     "OrderNotOpen": OrderNotOpen,
     "OrderOverfilled": OrderOverfilled,

@@ -46,6 +46,10 @@ FIXED_GAS = 15_000_000
 Tamper = Callable[[int, bytes, list[Trade]], tuple[bytes, list[Trade]]]
 """``(t, book_root, trades) -> (book_root, trades)``: what a dishonest operator commits."""
 
+FORGED_ORDERS: dict[bytes, SignedOrder] = {}
+"""Orders a dishonest operator adds to what it passes with its commits (it can sign only
+with keys it holds)."""
+
 
 class TamperingLedger(ChainLedger):
     """The market's ledger port with a dishonest operator: commits pass through ``tamper``.
@@ -66,7 +70,7 @@ class TamperingLedger(ChainLedger):
         orders: Mapping[bytes, SignedOrder],
     ) -> CommitReceipt:
         root, altered = self.tamper(interval, book_root, list(trades))
-        return super().commit_interval(interval, root, altered, orders)
+        return super().commit_interval(interval, root, altered, {**orders, **FORGED_ORDERS})
 
 
 class FixedGas(Web3Middleware):

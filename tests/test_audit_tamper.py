@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from test_audit_support import (
+    FORGED_ORDERS,
     PRICE,
     TOKEN,
     AuditChain,
@@ -43,12 +44,14 @@ from audit.checks.violations import (
     RECLEAR,
     SETTLEMENT,
     SIGNATURES,
+    UNCOMMITTED,
 )
 from audit.evidence import ClearingRules, CommitRecord, LedgerEvidence
 from audit.order_sources import ApiOrderSource, archive_books
 from audit.report import AuditReport
 from audit.run import audit_market
 from ledger.hashing import keccak
+from ledger.order_backing import sign_order
 from ledger.records import Trade
 
 
@@ -158,26 +161,42 @@ def test_operator_committing_a_wrong_price_fails_reclear_and_properties(
     assert report.interval(t0).ok
 
 
-def test_operator_committing_a_trade_for_an_order_never_signed_fails_reclear(
-    market: Callable[..., Any], base: AuditChain
+def test_an_operator_trade_for_an_order_the_buyer_never_signed_is_refused_on_chain(
+    base: AuditChain, caplog: pytest.LogCaptureFixture
 ) -> None:
-    forged = keccak(b"an order nobody signed")
-    buyer, seller = base.participants[4].address, base.participants[5].address
+    """Attack 1 through the market service: the operator adds a trade whose buy order it
+    forged for a victim (signed with a colluding seller's key). The contract refuses the
+    commit (BadOrderSignature), so the victim's balance never moves; the interval stays
+    uncommitted, which the audit reports."""
+    victim, colluder = base.participants[4], base.participants[5]
+    forged: list[Trade] = []
 
     def add_trade(t: int, root: bytes, trades: list[Trade]) -> Any:
-        extra = Trade(buyer, seller, 100, PRICE, forged, keccak(b"another"))
-        return root, [*trades, extra]
+        domain = session.ledger.domain()
+        bid = sign_order(colluder.key, domain, victim.address, t, 0, 100, PRICE, nonce=7)
+        ask = sign_order(colluder.key, domain, colluder.address, t, 1, 100, PRICE, nonce=8)
+        FORGED_ORDERS.update({bid.order_id: bid, ask.order_id: ask})
+        forged.append(
+            Trade(victim.address, colluder.address, 100, PRICE, bid.order_id, ask.order_id)
+        )
+        return root, [*trades, forged[-1]]
 
-    session, (_t0, t1) = market(second_interval_only(add_trade))
-    report = audit(session)
-    assert failed(report) == {t1: {RECLEAR, PROPERTIES}}
-    text = messages(report, t1, RECLEAR)
-    assert "trade count expected 2 found 3" in text
-    assert f"trade 2: buy order 0x{forged.hex()} is not in the published set" in text
-    assert "is not in the book" in messages(report, t1, PROPERTIES)
-    # The forged trade really is on-chain and settled by the real contract: the settlement
-    # check agrees with it, because it follows the committed trades.
-    assert report.interval(t1).settlement == "settled"
+    session = base.session(tamper=second_interval_only(add_trade))
+    try:
+        before = session.ledger.balance_of(victim.address)
+        committed = run_plan(session, simple_plan(2))
+        t1 = committed[0] + 1
+        assert len(committed) == 1 and forged
+        assert session.ledger.interval_info(t1).status == "none"
+        assert session.ledger.balance_of(victim.address) == before
+        refused = [r.getMessage() for r in caplog.records if "commit failed" in r.getMessage()]
+        assert refused and all("BadOrderSignature" in m for m in refused)
+        session.to_reading_window([t1])
+        report = audit(session)
+        assert failed(report) == {t1: {UNCOMMITTED}}
+    finally:
+        FORGED_ORDERS.clear()
+        session.close()
 
 
 def test_operator_committing_another_root_fails_book_root(

@@ -139,9 +139,10 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      Chunks: a chunk whose `tailHash` is not zero leaves the commit open; the next chunk
     ///      must carry the same bookRoot and produce `tailHash` as its chain head; the chunk
     ///      with `tailHash` zero completes it (IntervalCommitted). A commit left open when the
-    ///      interval ends settles as far as its chunks went. Across chunks a party's fresh
-    ///      orders all come in one chunk, an order a chunk leaves open (flag 2) is continued
-    ///      by a later chunk (flag 1) from its recorded fill, and a seller sells in one chunk.
+    ///      interval ends settles as far as its chunks went. Across chunks an order comes fresh
+    ///      once (a per-party bitmap of digest mod 24 refuses a second fresh order on a set
+    ///      bit), an order a chunk leaves open (flag 2) is continued by a later chunk (flag 1)
+    ///      from its recorded fill, and a seller sells in one chunk.
     ///
     ///      Encoding (positions are 16-bit): `orders` holds four words per order, strictly
     ///      ascending by digest: word 0 = party position (bits 0-15) | side (16-23, 0 buy,
@@ -159,7 +160,7 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      - PartiesNotAscending, ParticipantNotRegistered, RegistrationChangedDuringCommit,
     ///        ChunkTooLarge for the party table;
     ///      - MalformedOrders, MalformedOrder, OrdersNotAscending, BadOrderSignature,
-    ///        OrderNotOpen, OrderOverfilled, OrderLeftOpen, OrderIntroducedLate for the orders;
+    ///        OrderNotOpen, OrderOverfilled, OrderLeftOpen, OrderAlreadyFresh for the orders;
     ///      - TradeOrderMismatch, PriceOutsideLimit, ZeroQuantity, ZeroPrice, SelfTrade,
     ///        SellerSpansChunks or SoldQuantityOverflow for a trade;
     ///      - InsufficientCollateral if a party's free balance cannot cover its lock.

@@ -216,10 +216,11 @@ interface IEnergyMarketErrors {
     /// @param orderId The order's digest.
     error OrderLeftOpen(bytes32 orderId);
 
-    /// @notice Thrown when a party has a fresh order in a later chunk than its first.
+    /// @notice Thrown when a fresh order's lane bit (digest mod 24) is already set by an
+    ///         earlier chunk's fresh order of the same party: it may be that same order.
     /// @param participant The party.
-    /// @param firstChunk The chunk its fresh orders came in.
-    error OrderIntroducedLate(address participant, uint16 firstChunk);
+    /// @param bits The clashing bits.
+    error OrderAlreadyFresh(address participant, uint32 bits);
 
     /// @notice Thrown when a seller sells in more than one chunk of a commit.
     /// @param participant The seller.
