@@ -41,9 +41,11 @@ from ledger.commit_plan import (
     MAX_COMMIT_BYTES,
     commit_calldata,
     plan_commit,
+    trades_of_chunks,
 )
 from ledger.contract_errors import IntervalNotCommitted, LedgerRevert
 from ledger.eip712 import Domain, SignedReading
+from ledger.events import TradesCommitted
 from ledger.records import (
     Balance,
     IntervalInfo,
@@ -385,17 +387,31 @@ class LedgerClient:
         return receipts
 
     def committed_trades(self, t: int) -> tuple[Trade, ...]:
-        """Interval ``t``'s trades in commit order, decoded from the commit transaction
-        (:meth:`EventReader.trades_of <chain.logs.EventReader.trades_of>`: ValueError when it
-        is not a direct ``commitInterval`` call)."""
+        """Interval ``t``'s trades in commit order, from its ``TradesCommitted`` events
+        (:meth:`EventReader.trades_of <chain.logs.EventReader.trades_of>`), however the
+        commit was sent; for a commit left unfinished, the trades of its chunks on-chain."""
         if t in self._trades:
             return self._trades[t]
         commit = self.event_reader.commit_of(t)
         if commit is None:
-            raise IntervalNotCommitted(t)
-        trades = self.event_reader.trades_of(commit)
+            trades, _ = self.unfinished_commit(t)
+        else:
+            trades = self.event_reader.trades_of(commit)
         self._trades[t] = trades
         return trades
+
+    def unfinished_commit(self, t: int) -> tuple[tuple[Trade, ...], bytes]:
+        """The trades of interval ``t``'s commit that is still open (no last chunk), and
+        where its hash chain stops (the last chunk's ``tailHash``); IntervalNotCommitted
+        when no chunk of it is on-chain."""
+        chunks = self.event_reader.of(TradesCommitted, {"interval": t})
+        if not chunks:
+            raise IntervalNotCommitted(t)
+        count = sum(len(c.trades) for c in chunks)
+        trades = trades_of_chunks(
+            t, [(c.chunk, c.first_index, c.parties, c.order_ids, c.trades) for c in chunks], count
+        )
+        return trades, chunks[-1].tail_hash
 
     # -- readings
 
@@ -454,12 +470,15 @@ class LedgerClient:
     ) -> list[TxReceipt]:
         """Settle what is left of interval ``t`` in chunks of at most ``max_trades`` trades.
 
-        This is DESIGN's ``settle(t, maxTrades)``: the trades come from the commit's calldata.
+        This is DESIGN's ``settle(t, maxTrades)``: the trades come from the commit's
+        ``TradesCommitted`` events. A commit left unfinished (``committing`` once its interval
+        ended) settles as far as its chunks went.
         """
         trades = self.committed_trades(t)
         info = self.interval_info(t)
+        tail = self.unfinished_commit(t)[1] if info.status == "committing" else bytes(32)
         indices = {p: self.participant_index(p) for p in {tr.seller for tr in trades}}
-        heads = settlement_chain(trades, indices)
+        heads = settlement_chain(trades, indices, tail)
         step = max_trades or max(1, len(trades))
         receipts = []
         cursor = info.cursor

@@ -27,6 +27,7 @@ from eth_abi.abi import encode as abi_encode
 
 from chain.artifacts import load_artifact
 from ledger.abi import WORD, decode_word, is_static_word
+from ledger.addresses import checksum_address
 from ledger.events import (
     CollateralLocked,
     EscrowChange,
@@ -135,7 +136,8 @@ class EventCodec:
                 )
         else:
             values = abi_decode([kind for _, kind in event.plain], data)
-            args.update(zip((arg for arg, _ in event.plain), values, strict=True))
+            for (arg, kind), value in zip(event.plain, values, strict=True):
+                args[arg] = _as_web3(kind, value)
         return event.name, args
 
     def record(self, log: Mapping[str, Any]) -> MarketEvent | None:
@@ -147,6 +149,15 @@ class EventCodec:
         name, args = decoded
         build = _RECORDS.get(name)
         return None if build is None else build(args, position(log), tx_hash(log))
+
+
+def _as_web3(kind: str, value: Any) -> Any:
+    """An eth_abi value as web3 gives it: arrays as lists, addresses checksummed."""
+    if kind.endswith("[]"):
+        return [_as_web3(kind[:-2], v) for v in value]
+    if kind == "address":
+        return checksum_address(value)
+    return value
 
 
 def position(log: Mapping[str, Any]) -> LogPosition:
@@ -180,6 +191,7 @@ _RECORDS: dict[str, _Builder] = {
         deadline=a["deadline"],
         penalty_price_per_wh=a["penaltyPricePerWh"],
         tolerance_bps=a["toleranceBps"],
+        first_block=a["firstBlock"],
         position=at,
         tx_hash=tx,
     ),
@@ -190,6 +202,7 @@ _RECORDS: dict[str, _Builder] = {
         parties=tuple(a["parties"]),
         order_ids=tuple(bytes(i) for i in a["orderIds"]),
         trades=tuple(int(w) for w in a["trades"]),
+        tail_hash=bytes(a["tailHash"]),
         position=at,
         tx_hash=tx,
     ),

@@ -219,7 +219,10 @@ class EventReader:
         """The trades of ``commit``, in commit order, from its ``TradesCommitted`` events (up
         to the commit's block). ValueError when the chunks do not add up to the commit."""
         chunks = self.of(
-            TradesCommitted, {"interval": commit.interval}, 0, commit.position.block_number
+            TradesCommitted,
+            {"interval": commit.interval},
+            commit.start_block,
+            commit.position.block_number,
         )
         return trades_of_chunks(
             commit.interval,

@@ -398,9 +398,10 @@ class MarketReader:
         return found
 
     def first_block(self, t: int) -> int:
-        """Where interval ``t``'s events start: its commit block (else the deployment's)."""
+        """Where interval ``t``'s events start: its commit's first block (else the
+        deployment's)."""
         commit = self.commit_of(t)
-        return self.start_block if commit is None else commit.block_number
+        return self.start_block if commit is None else commit.start_block
 
     def reading_events(
         self, t: int, from_block: int | None = None, to_block: Block = "latest"

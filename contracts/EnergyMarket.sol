@@ -94,6 +94,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint128 penaltyPricePerWh;
         uint64 commitSeq;
         uint8 chunks;
+        uint48 firstBlock;
         bytes32 expectedHead;
         bytes32 ordersDigest;
     }
@@ -293,7 +294,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         bytes32 head = _chainCommitted(table, trades, tailHash);
         _lockCollateral(t, table, parties.length);
         _closeChunk(rec, c, head, bookRoot, trades.length);
-        emit TradesCommitted(t, uint16(c.chunk), uint64(c.firstIndex), parties, orderIds, trades);
+        emit TradesCommitted(t, uint16(c.chunk), uint64(c.firstIndex), parties, orderIds, trades, tailHash);
         if (c.last) {
             emit IntervalCommitted(
                 t,
@@ -303,7 +304,8 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
                 rec.tradeCount,
                 rec.deadline,
                 rec.penaltyPricePerWh,
-                rec.toleranceBps
+                rec.toleranceBps,
+                rec.firstBlock
             );
         }
     }
@@ -355,6 +357,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             rec.toleranceBps = _terms.toleranceBps;
             rec.penaltyPricePerWh = uint128(c.penaltyPrice);
             rec.commitSeq = uint64(++_stateSeq);
+            rec.firstBlock = uint48(block.number);
         } else if (head != c.expectedHead) {
             revert ChunkHeadMismatch(c.interval, uint16(c.chunk));
         }
@@ -624,8 +627,8 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint256 chunk = c.chunk;
         mapping(uint256 => uint256) storage lanes = _commitLanes[c.interval];
         uint256 cachedWord = NO_WORD;
-        uint256 bits;
-        bool dirty;
+        uint256 bits = 0;
+        bool dirty = false;
         for (uint256 i; i < partyCount;) {
             uint256 index = PartyTable.get(table, i, PartyTable.PARTICIPANT_INDEX);
             uint256 wordKey = index >> 3;

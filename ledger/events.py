@@ -98,13 +98,20 @@ class IntervalCommitted:
     deadline: int
     penalty_price_per_wh: int
     tolerance_bps: int
+    first_block: int = 0
+    """Block of the commit's first chunk (0 when not known: a record built by hand)."""
     position: LogPosition = NO_POSITION
     tx_hash: str = ""
 
     @property
     def block_number(self) -> int:
-        """The block of the commit."""
+        """The block of the commit (its last chunk)."""
         return self.position.block_number
+
+    @property
+    def start_block(self) -> int:
+        """Where the commit's events start: its first chunk's block."""
+        return self.first_block or self.position.block_number
 
     @property
     def terms(self) -> Terms:
@@ -191,7 +198,8 @@ class TradesCommitted:
 
     ``trades`` are the chunk's trade words, which index ``parties`` and ``order_ids`` (see
     :func:`ledger.commit_plan.trades_of_chunk`); ``first_index`` is the interval trade index
-    of the first."""
+    of the first; ``tail_hash`` the chain head after its last trade (zero on the last
+    chunk)."""
 
     interval: int
     chunk: int
@@ -199,6 +207,7 @@ class TradesCommitted:
     parties: tuple[str, ...]
     order_ids: tuple[bytes, ...]
     trades: tuple[int, ...]
+    tail_hash: bytes = bytes(32)
     position: LogPosition = NO_POSITION
     tx_hash: str = ""
 

@@ -62,9 +62,10 @@ def chain_link(
 
 
 def settlement_chain(
-    trades: Sequence[Trade], participant_index: Mapping[str, int]
+    trades: Sequence[Trade], participant_index: Mapping[str, int], tail: bytes = ZERO_HASH
 ) -> tuple[bytes, ...]:
-    """All chain heads ``h_0 .. h_n`` (``h_n`` is 32 zero bytes); ``h_0`` is what commit stores.
+    """All chain heads ``h_0 .. h_n``; ``h_0`` is what commit stores and ``h_n`` is ``tail``:
+    32 zero bytes, or where a commit left unfinished stops.
 
     ``participant_index`` maps each seller (checksum address) to its participant index.
     """
@@ -74,7 +75,7 @@ def settlement_chain(
         for p in (t.buyer, t.seller):
             if p not in raw:
                 raw[p] = address_bytes(p)
-    heads = [ZERO_HASH] * (len(trades) + 1)
+    heads = [tail] * (len(trades) + 1)
     for k in range(len(trades) - 1, -1, -1):
         trade = trades[k]
         index = participant_index[checksum_address(trade.seller)]

@@ -49,6 +49,18 @@ EXPLAINED: dict[tuple[str, str], str] = {
         "withdraw, and by _storeBalance (one SSTORE of the packed free/locked slot, whose key "
         "_balanceSlot computes as Solidity does); slither sees neither write."
     ),
+    ("divide-before-multiply", "_loadOrders"): (
+        "n = orders.length / ORDER_WORDS is an exact count (a remainder reverts MalformedOrders "
+        "first); n * 96 sizes the order table from it. Nothing is rounded."
+    ),
+    ("uninitialized-state", "_checkLanes"): (
+        "false positive: _commitLanes[t] is read and written through the storage mapping "
+        "pointer `lanes` in _checkLanes; slither does not follow that alias."
+    ),
+    ("unused-return", "_checkOrderSigner"): (
+        "the third value of ECDSA.tryRecover is not needed: any recover error or another "
+        "signer falls through to the ERC-1271 check, else BadOrderSignature(index, party)."
+    ),
     ("unused-return", "_checkMeter"): (
         "the third value of ECDSA.tryRecover (the malformed-signature argument) is not needed: "
         "any recover error or wrong signer reverts with InvalidMeterSignature(participant, signer)."

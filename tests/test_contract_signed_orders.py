@@ -24,9 +24,11 @@ from test_ledger_support import (
     raises,
     snapshot_env,
 )
+from web3 import Web3
 
 from chain.connection import connect
 from deploy.deployment import deploy_contract
+from ledger.addresses import checksum_address
 from ledger.calldata import settle_chunk_args
 from ledger.commit_plan import (
     ORDER_CONTINUED,
@@ -282,8 +284,8 @@ def build_chunk(
     trades: Sequence[Trade], orders: Sequence[SignedOrder], flags: dict[bytes, int], tail: bytes
 ) -> CommitChunk:
     """A chunk of exactly these trades and orders, with these order flags (by order id)."""
-    parties = tuple(sorted({o.participant for o in orders}, key=str.lower))
-    where = {p: i for i, p in enumerate(parties)}
+    parties = tuple(sorted({checksum_address(o.participant) for o in orders}, key=str.lower))
+    where: dict[str, int] = {p: i for i, p in enumerate(parties)}
     ids = sorted(o.order_id for o in orders)
     by_id = {o.order_id: o for o in orders}
     words = [
@@ -346,10 +348,13 @@ def test_a_commit_left_unfinished_settles_what_it_committed_after_the_deadline(
     env.to_deadline(t)
     heads = settlement_chain(plan.trades, indices)
     with raises(TradesMismatch):  # the chain goes on past the prefix: it cannot end at zero
-        env.ledger.settle_chunk(
-            t, settle_chunk_args(plan.trades[: first.trade_count], indices, 0, first.trade_count)
-        )
-    env.ledger.settle_chunk(t, settle_chunk_args(plan.trades, indices, 0, first.trade_count, heads))
+        prefix = plan.trades[: first.trade_count]
+        env.ledger.settle_chunk(t, settle_chunk_args(prefix, indices, 0, first.trade_count))
+    assert heads[first.trade_count] == first.tail_hash
+    env.ledger._trades.clear()
+    assert env.ledger.interval_info(t).status == "committing"
+    assert env.ledger.committed_trades(t) == plan.trades[: first.trade_count]
+    env.ledger.settle(t)  # from the chunk events alone, stopping where the chain stops
     assert env.ledger.interval_info(t).status == "settled"
     for p in env.participants:
         assert env.ledger.balance_of(p).locked == 0
@@ -383,7 +388,9 @@ def test_a_smart_account_participant_signs_through_erc1271(env: MarketEnv) -> No
     account, _ = deploy_contract(env.chain, "SmartAccount", owner.address)
     env.ledger.register_participant(account.address, Account.create().address)
     env.ledger.token.functions.mint(account.address, DEPOSIT).transact({"from": env.admin})
-    env.chain.w3.eth.send_transaction({"from": env.admin, "to": owner.address, "value": 10**18})
+    env.chain.w3.eth.send_transaction(
+        {"from": env.admin, "to": owner.address, "value": Web3.to_wei(1, "ether")}
+    )
     env.chain.add_signer(owner)
     account.functions.deposit(env.ledger.token.address, env.ledger.address, DEPOSIT).transact(
         {"from": owner.address}

@@ -18,6 +18,7 @@ SAMPLE = {
     "uint64": 2**64 - 1,
     "uint128": 2**128 - 1,
     "uint16": 10_000,
+    "uint32": 2**32 - 1,
     "bytes32": b"\x11" * 32,
     "string": "too long",
 }

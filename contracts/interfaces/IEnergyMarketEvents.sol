@@ -48,6 +48,7 @@ interface IEnergyMarketEvents {
     /// @param deadline Reading deadline (Unix time, s), snapshotted.
     /// @param penaltyPricePerWh Penalty rate snapshotted for this interval, base units per Wh.
     /// @param toleranceBps Tolerance snapshotted for this interval, basis points.
+    /// @param firstBlock Block of the commit's first chunk (where its events start).
     event IntervalCommitted(
         uint64 indexed interval,
         bytes32 bookRoot,
@@ -56,7 +57,8 @@ interface IEnergyMarketEvents {
         uint64 tradeCount,
         uint64 deadline,
         uint128 penaltyPricePerWh,
-        uint16 toleranceBps
+        uint16 toleranceBps,
+        uint64 firstBlock
     );
 
     /// @notice Emitted for every commit chunk: its trades, relay-proof (however the commit was
@@ -67,13 +69,16 @@ interface IEnergyMarketEvents {
     /// @param parties The chunk's party table.
     /// @param orderIds EIP-712 digests of the chunk's orders, as the trade words index them.
     /// @param trades Trade words (see IEnergyMarket.commitInterval).
+    /// @param tailHash Chain head after the chunk's last trade (zero on the last chunk): where
+    ///        settlement of a commit left unfinished stops.
     event TradesCommitted(
         uint64 indexed interval,
         uint16 chunk,
         uint64 firstIndex,
         address[] parties,
         bytes32[] orderIds,
-        uint256[] trades
+        uint256[] trades,
+        bytes32 tailHash
     );
 
     /// @notice Emitted once per party of a commit: free balance moved to locked.
