@@ -29,6 +29,8 @@ PURE = (
     "ledger",
     "market.orders",
     "market.clearing",
+    "market.grid",
+    "market.grid_clearing",
     "market.reference_clearing",
     "market.properties",
     "market.registrar_policy",
