@@ -6,6 +6,10 @@ median time of a stable argsort of the same price keys (bids' ``-price``, asks' 
 and their ratio. Absolute times on a shared machine are noise; the ratio to argsort is the
 number to watch (target: 1M orders in <= 1 s and <= 5x argsort on 2 cores).
 
+Grid clearing (docs/grid.md): the 100k book spread over a fixed-seed 50-node tree (edges
+with caps that bind and fees), ``clear_grid`` against ``clear`` of the same book in the same
+run (target: <= 1 s and within 10x of the single-zone clear).
+
 Peers on the same 10k book: ASSUME's pay-as-clear and pymarket's Huang auction, each in a
 throwaway venv made by ``bench/peers_clearing.py`` (never a project dependency). They run when
 their venvs exist, or with ``--peers``, which installs them first (from PyPI); otherwise the
@@ -14,6 +18,7 @@ bench prints that they were skipped.
 Usage::
 
     .venv/bin/python bench/clearing.py [--sizes 10000,100000,1000000] [--peers | --no-peers]
+        [--grid-orders 100000] [--grid-nodes 50]
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import peers_clearing
 
 from market.clearing import clear
+from market.grid import Grid, check_grid
+from market.grid_clearing import clear_grid
 from market.orders import OrderBook
 
 SEED = 20_250_101
@@ -60,6 +67,32 @@ def make_columns(n: int, seed: int = SEED) -> dict[str, object]:
         "price_per_wh": ticks * PRICE_TICK,
         "seq": np.arange(n),
     }
+
+
+def make_grid(n_nodes: int, n_orders: int, seed: int = SEED) -> tuple[Grid, list[str]]:
+    """A random tree of ``n_nodes`` and a node for each of ``n_orders`` orders.
+
+    Node ``i`` hangs below one of the 8 nodes made before it (a bushy tree some 8-12 levels
+    deep); each edge has export and import caps of 200 kWh to 3 MWh, about a tenth to a
+    hundredth of the book's traded volume, so many bind, and a fee of 0 to 0.0004
+    currency/kWh. Orders sit at uniformly random nodes.
+    """
+    rng = np.random.default_rng(seed + n_nodes)
+    nodes = []
+    for i in range(n_nodes):
+        cap = None if i == 0 else int(rng.integers(200_000, 3_000_001))
+        nodes.append(
+            {
+                "id": f"n{i:03d}",
+                "parent": None if i == 0 else f"n{int(rng.integers(max(0, i - 8), i)):03d}",
+                "export_cap_wh": cap,
+                "import_cap_wh": cap,
+                "fee_per_wh": 0 if i == 0 else int(rng.integers(0, 5)) * PRICE_TICK,
+            }
+        )
+    grid = check_grid({"version": 1, "interval": 1, "nodes": nodes})
+    where = [f"n{v:03d}" for v in rng.integers(0, n_nodes, n_orders).tolist()]
+    return grid, where
 
 
 def make_book(n: int, seed: int = SEED) -> OrderBook:
@@ -106,12 +139,42 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:9.2f} ms"
 
 
+def grid_benchmark(books: dict[int, OrderBook], n_orders: int, n_nodes: int) -> str:
+    """Time grid clearing against single-zone clearing of one book; print; return a summary."""
+    book = books.get(n_orders) or make_book(n_orders)
+    grid, where = make_grid(n_nodes, n_orders)
+    result = clear_grid(book, grid, where)
+    single = clear(book)
+    repeats = repeats_for(n_orders)
+    grid_s = median_time(partial(clear_grid, book, grid, where), repeats)
+    single_s = median_time(partial(clear, book), repeats)
+    at_cap = sum(
+        1
+        for node, flow in zip(grid.nodes, result.flows_wh, strict=True)
+        if flow != 0 and flow in (node.export_cap_wh, -(node.import_cap_wh or 0))
+    )
+    print(
+        f"grid: {label(n_orders)} orders on a {n_nodes}-node tree: "
+        f"clear_grid {ms(grid_s).strip()}, "
+        f"single-zone clear of the same book {ms(single_s).strip()}, ratio "
+        f"{grid_s / single_s:.2f}x; {len(result.trade_quantity_wh):,} trades, "
+        f"{result.volume_wh / 1000:,.3f} kWh (single zone {single.volume_wh / 1000:,.3f} kWh), "
+        f"{at_cap} edges at a cap"
+    )
+    return (
+        f"grid {label(n_orders)} orders x {n_nodes} nodes {grid_s:.3f} s = "
+        f"{grid_s / single_s:.2f}x single-zone"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--peers", action="store_true", help="install missing peers, then run")
     group.add_argument("--no-peers", action="store_true", help="do not run the peers")
+    parser.add_argument("--grid-orders", type=int, default=100_000)
+    parser.add_argument("--grid-nodes", type=int, default=50)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -145,6 +208,7 @@ def main() -> int:
     largest = max(sizes)
     clear_s, sort_s = timings[largest]
     summary.append(f"{label(largest)} orders {clear_s:.3f} s = {clear_s / sort_s:.2f}x argsort")
+    summary.append(grid_benchmark(books, args.grid_orders, args.grid_nodes))
 
     if args.no_peers or PEER_SIZE not in books:
         reason = "--no-peers" if args.no_peers else f"no {label(PEER_SIZE)} book in --sizes"

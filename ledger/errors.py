@@ -9,6 +9,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     WattledgerError                      ledger.errors
     ├── InputError                       ledger.errors      bad value from a user or file
     │   ├── OrdersCsvError               market.orders_csv  bad orders CSV (names row and field)
+    │   ├── GridError                    market.grid        bad grid document, order at no node
     │   ├── ScenarioError                simulation.scenario  bad scenario TOML (names the key)
     │   ├── OperatorKeyMismatch          market.receipts    no operator key, or another's
     │   └── RequestError                 ledger.errors      a request refused with an HTTP 4xx

@@ -7,7 +7,10 @@ The columns are ``id,side,quantity_wh,price[,seq]`` in any order, with a header 
 * ``quantity_wh``: a whole number of Wh, ``1 .. MAX_QUANTITY_WH``;
 * ``price``: a whole number of token base units per Wh, ``1 .. MAX_PRICE_PER_WH``;
 * ``seq`` (optional column, and a cell may be left empty): the arrival sequence, a whole
-  number ``0 .. MAX_SEQ``; it defaults to the row number (the first order is row 1).
+  number ``0 .. MAX_SEQ``; it defaults to the row number (the first order is row 1);
+* ``node`` (optional column, read only by :func:`read_located_orders_csv` and
+  :func:`parse_located_orders_bytes`; a cell may be left empty): the grid node the order
+  sits at (docs/grid.md §1.2), default the grid's root.
 
 Spaces around cells are ignored, and so are blank lines. Anything else that is not exactly
 this (a missing or unknown column, a decimal point, a sign, an exponent, a value out of
@@ -29,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ledger.errors import InputError
+from market.grid import Grid, GridError
 from market.orders import (
     ID_PATTERN,
     MAX_BOOK_ORDERS,
@@ -42,8 +46,8 @@ from market.orders import (
 )
 
 REQUIRED_COLUMNS = ("id", "side", "quantity_wh", "price")
-OPTIONAL_COLUMNS = ("seq",)
-HEADER_HELP = "The header must be id,side,quantity_wh,price with an optional seq column."
+OPTIONAL_COLUMNS = ("seq", "node")
+HEADER_HELP = "The header must be id,side,quantity_wh,price with optional seq and node columns."
 
 
 class OrdersCsvError(InputError):
@@ -75,8 +79,19 @@ def _parse_int(text: str, field: str, low: int, high: int, where: str) -> int:
 def parse_orders_csv(lines: Iterable[str], source: str = "orders") -> OrderBook:
     """Parse CSV text lines (as from an open text file) into an :class:`OrderBook`.
 
-    ``source`` names the input in error messages. Raises :class:`OrdersCsvError`.
+    ``source`` names the input in error messages. Raises :class:`OrdersCsvError`, also for a
+    ``node`` column: orders placed on a grid are read with :func:`parse_located_orders_bytes`.
     """
+    book, nodes = _parse(lines, source)
+    if nodes is not None:
+        raise OrdersCsvError(
+            f"{source}: column 'node' places orders on a grid; clear them with a grid document"
+        )
+    return book
+
+
+def _parse(lines: Iterable[str], source: str) -> tuple[OrderBook, _NodeCells | None]:
+    """The book, and the raw node cells with their lines if there is a ``node`` column."""
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
@@ -100,6 +115,7 @@ def parse_orders_csv(lines: Iterable[str], source: str = "orders") -> OrderBook:
         )
     i_id, i_side, i_qty, i_price = (names.index(name) for name in REQUIRED_COLUMNS)
     i_seq = names.index("seq") if "seq" in names else None
+    i_node = names.index("node") if "node" in names else None
 
     # Collect cells column by column: keeping a million row lists alive would make the cyclic
     # garbage collector rescan them over and over.
@@ -109,6 +125,7 @@ def parse_orders_csv(lines: Iterable[str], source: str = "orders") -> OrderBook:
     quantities: list[str] = []
     prices: list[str] = []
     seqs: list[str] = []
+    node_cells: list[str] = []
     line_numbers: list[int] = []
     try:
         for cells in reader:
@@ -125,6 +142,8 @@ def parse_orders_csv(lines: Iterable[str], source: str = "orders") -> OrderBook:
             prices.append(cells[i_price])
             if i_seq is not None:
                 seqs.append(cells[i_seq])
+            if i_node is not None:
+                node_cells.append(cells[i_node])
             line_numbers.append(reader.line_num)
             if len(ids) > MAX_BOOK_ORDERS:
                 raise OrdersCsvError(
@@ -138,7 +157,37 @@ def parse_orders_csv(lines: Iterable[str], source: str = "orders") -> OrderBook:
     if book is None:
         # Something is off: check row by row, which raises naming the row and field.
         book = _row_by_row(columns, line_numbers, source)
-    return book
+    return book, (_NodeCells(node_cells, line_numbers) if i_node is not None else None)
+
+
+@dataclass(frozen=True)
+class _NodeCells:
+    """The ``node`` column's cells and each data row's line in the file."""
+
+    cells: list[str]
+    line_numbers: list[int]
+
+
+def _locate(cells: _NodeCells | None, grid: Grid, source: str) -> tuple[str, ...] | None:
+    """Each row's node id (an empty cell: the root); None without a node column.
+
+    Raises :class:`~market.grid.GridError` ``order.unknown_node`` naming the row, its line
+    and the node.
+    """
+    if cells is None:
+        return None
+    nodes = tuple(cell.strip() or grid.root for cell in cells.cells)
+    unknown = set(nodes) - grid.index.keys()
+    if unknown:
+        row = next(r for r, node in enumerate(nodes) if node in unknown)
+        shown = ", ".join(n.id for n in grid.nodes[:8]) + (", ..." if len(grid) > 8 else "")
+        raise GridError(
+            "order.unknown_node",
+            f"{source}, row {row + 1} (line {cells.line_numbers[row]}), field 'node': "
+            f"{nodes[row]!r} is not a node of the grid",
+            hint=f"The grid's nodes are {shown}.",
+        )
+    return nodes
 
 
 @dataclass(frozen=True)
@@ -278,19 +327,45 @@ def read_orders_csv(path: str | Path) -> OrderBook:
     Raises :class:`OrdersCsvError` for bad content and :class:`InputError` when the file
     cannot be read.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read the orders file: {err.strerror}") from err
-    return parse_orders_bytes(data, str(path))
+    return parse_orders_bytes(_read(path), str(path))
 
 
 def parse_orders_bytes(data: bytes, source: str = "orders") -> OrderBook:
     """Parse the bytes of an orders CSV file (UTF-8, optional BOM) into an OrderBook."""
+    return parse_orders_csv(io.StringIO(_decode(data, source), newline=""), source)
+
+
+def parse_located_orders_bytes(
+    data: bytes, grid: Grid, source: str = "orders"
+) -> tuple[OrderBook, tuple[str, ...] | None]:
+    """Parse an orders CSV whose optional ``node`` column places each order on ``grid``.
+
+    Returns the book and each row's node id, or None when there is no ``node`` column (every
+    order at the root). Raises :class:`OrdersCsvError`, or
+    :class:`~market.grid.GridError` ``order.unknown_node`` naming the row.
+    """
+    book, cells = _parse(io.StringIO(_decode(data, source), newline=""), source)
+    return book, _locate(cells, grid, source)
+
+
+def read_located_orders_csv(
+    path: str | Path, grid: Grid
+) -> tuple[OrderBook, tuple[str, ...] | None]:
+    """:func:`parse_located_orders_bytes` of the file at ``path``."""
+    return parse_located_orders_bytes(_read(path), grid, str(path))
+
+
+def _read(path: str | Path) -> bytes:
     try:
-        text = data.decode("utf-8-sig")
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the orders file: {err.strerror}") from err
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise OrdersCsvError(
             f"{source}: not UTF-8 text (byte {err.start}): {err.reason}",
         ) from err
-    return parse_orders_csv(io.StringIO(text, newline=""), source)

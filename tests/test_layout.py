@@ -30,6 +30,8 @@ PURE = (
     "market.orders",
     "market.clearing",
     "market.defaulters",
+    "market.grid",
+    "market.grid_clearing",
     "market.reference_clearing",
     "market.properties",
     "market.registrar_policy",
