@@ -1,19 +1,33 @@
 """Stateful: random deposits, commits, readings, chunked settles and withdrawals on the contract,
 mirrored by settlement.model.Ledger; after every step tokens are conserved, no balance is
-negative, every balance equals the model's, and every trade has settled at most once."""
+negative, every balance equals the model's, and every trade has settled at most once.
+
+An adversarial operator steps in too (``forged_commit``): it commits a trade against a
+victim's balance with an order the victim did not sign, or beyond what it signed (price,
+quantity, another interval's order). Every such commit must revert, leaving every balance
+as the model (which never sees it) has it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from test_ledger_support import MarketEnv, trade
 
 from chain.connection import connect
-from ledger.contract_errors import LedgerError
-from ledger.records import Reading, Terms
+from ledger.contract_errors import (
+    BadOrderSignature,
+    LedgerError,
+    OrderOverfilled,
+    PriceOutsideLimit,
+)
+from ledger.eip712 import order_digest
+from ledger.order_backing import sign_order
+from ledger.records import Reading, Terms, Trade
 from settlement.model import Ledger
 
 N = 4
@@ -94,6 +108,50 @@ class LedgerMachine(RuleBasedStateMachine):
             for i, (b, s, q, price) in enumerate(raw)
         ]
         self._both(lambda: self.env.commit(trades, t), lambda: self.model.commit(t, trades, TERMS))
+
+    @rule(
+        victim=st.integers(0, N - 1),
+        attack=st.sampled_from(["other key", "price", "quantity", "interval"]),
+        amount=st.integers(1, 10**8),
+    )
+    def forged_commit(self, victim: int, attack: str, amount: int) -> None:
+        """The operator tries to drain ``victim`` through a colluding seller: always reverts."""
+        t = self.env.next_interval()
+        if t in self.model.intervals:
+            return
+        colluder = (victim + 1) % N
+        keys, domain = self.env.keys, self.env.ledger.domain()
+        who, partner = self.env.p(victim), self.env.p(colluder)
+        price = 20
+        signer, bid_t, bid_q, bid_price = keys[who], t, amount, price
+        if attack == "other key":
+            signer = keys[partner]
+        elif attack == "price":
+            bid_price = price - 1
+        elif attack == "quantity":
+            bid_q = amount - 1 if amount > 1 else 1
+            amount = bid_q + 1
+        else:
+            bid_t = t + 1
+        bid = sign_order(signer, domain, who, bid_t, 0, bid_q, bid_price)
+        presented = replace(bid, interval=t) if attack == "interval" else bid
+        if attack == "interval":
+            presented = replace(
+                presented,
+                order_id=order_digest(domain.separator, who, t, 0, bid_q, bid_price, 0, bid.expiry),
+            )
+        ask = sign_order(keys[partner], domain, partner, t, 1, amount, 1)
+        forged = Trade(who, partner, amount, price, presented.order_id, ask.order_id)
+        before = self.env.balances()
+        orders = {presented.order_id: presented, ask.order_id: ask}
+        with pytest.raises(LedgerError) as refused:
+            self.env.ledger.commit_interval(t, b"\x66" * 32, [forged], orders)
+        event(f"forged commit ({attack}): {type(refused.value).__name__}")
+        assert isinstance(refused.value, BadOrderSignature | PriceOutsideLimit | OrderOverfilled), (
+            refused.value
+        )
+        assert self.env.balances() == before
+        assert self.env.ledger.interval_info(t).status == "none"
 
     def _jump_to(self, timestamp: int) -> None:
         now = self.env.chain.timestamp()
