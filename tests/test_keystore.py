@@ -24,7 +24,7 @@ from test_settlement_service_support import populate_anvil
 
 from chain.anvil import running_anvil
 from chain.client import LedgerClient
-from chain.connection import Chain, connect
+from chain.connection import Chain, anvil_dev_accounts, connect
 from chain.deployment import read_deployment
 from chain.keys import KeySource, env_key, load_keystore
 from deploy.cli import main
@@ -143,7 +143,7 @@ def test_raw_env_key_is_refused_off_dev_chains_unless_opted_in(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    funded = Account.from_key("0x" + "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+    funded = anvil_dev_accounts(1)[0]  # anvil funds the same accounts under any chain id
     monkeypatch.setenv("WATTLEDGER_PRIVATE_KEY", "0x" + bytes(funded.key).hex())
     out = ["--out-dir", str(tmp_path / "dep")]
     assert main(["deploy", "--rpc-url", public_like_anvil, *out]) == 2
