@@ -25,8 +25,9 @@ answered in 2. The chain id is read once per :class:`Chain`, and web3's own vali
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -41,6 +42,7 @@ from web3.middleware import SignAndSendRawMiddlewareBuilder
 from web3.types import RPCEndpoint, TxReceipt, Wei
 
 from chain.errors import ChainConnectionError
+from chain.fee_cap import NO_CAP, FeeCap, format_gwei
 from chain.keys import env_key
 from chain.receipts import format_receipt, hash_bytes, hash_hex, tester_receipt
 from chain.rpc import unreachable_reason
@@ -57,6 +59,12 @@ RPC_TIMEOUT_SECONDS = 30
 VIEW_GAS = 30_000_000
 """Gas given to a view call (the conventional ``eth_call`` cap)."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+FEE_CAP_POLL_SECONDS = 2.0
+"""How often a transaction held back by the fee cap looks at the base fee again."""
+DEFAULT_TIP_WEI = 1_000_000_000
+"""Tip asked for when the node suggests none (1 gwei)."""
+
+log = logging.getLogger("wattledger.chain")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,10 @@ class Chain:
     _tester: Any = field(default=None, repr=False)
     _chain_id: int | None = field(default=None, repr=False)
     allow_env_keys: bool = False
+    fee_cap: FeeCap = NO_CAP
+    """The most a transaction sent through :meth:`capped_fees` (the market's commits and
+    registrations) pays per gas; the settlement service has its own
+    (``TxPolicy.fee_cap``)."""
 
     @property
     def chain_id(self) -> int:
@@ -114,6 +126,43 @@ class Chain:
         (:func:`chain.keys.env_key`)."""
         where = f"the chain at {self.rpc_url} (chain id {self.chain_id})"
         return env_key(name, dev_chain=self.is_dev, allow_env_keys=self.allow_env_keys, where=where)
+
+    def capped_fees(self, *, sleep: Callable[[float], None] = time.sleep) -> dict[str, int] | None:
+        """EIP-1559 fee fields within :attr:`fee_cap` for a transaction sent now, or None
+        to leave them to web3 (no cap, or the embedded chain's legacy pricing).
+
+        ``maxFeePerGas = min(2 * baseFee + tip, cap)`` with the node's tip (capped). While
+        the latest base fee plus the tip is above the cap it waits, saying so in the log
+        (the current base fee and the cap), and never pays more."""
+        cap = self.fee_cap
+        if not cap.active or self.is_embedded:
+            return None
+        said = False
+        while True:
+            block = self.w3.eth.get_block("latest")
+            base = block.get("baseFeePerGas")
+            try:
+                tip = int(self.w3.eth.max_priority_fee)
+            except Exception:  # a node without eth_maxPriorityFeePerGas
+                tip = DEFAULT_TIP_WEI
+            tip = cap.tip(max(tip, 1))
+            if base is None:
+                return {"gasPrice": cap.max_fee(int(self.w3.eth.gas_price))}
+            if not cap.blocks(int(base), tip):
+                if said:
+                    log.warning("base fee %s is within the fee cap again", format_gwei(int(base)))
+                max_fee = cap.max_fee(2 * int(base) + tip)
+                return {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": min(tip, max_fee)}
+            if not said:
+                log.warning(
+                    "waiting: the base fee is %s (tip %s), above the fee cap (%s); "
+                    "nothing sent until it falls",
+                    format_gwei(int(base)),
+                    format_gwei(tip),
+                    cap.describe(),
+                )
+                said = True
+            sleep(FEE_CAP_POLL_SECONDS)
 
     def add_signer(self, account: LocalAccount) -> None:
         """Let transactions ``from`` this account be signed locally and sent raw."""

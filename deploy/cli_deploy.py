@@ -24,7 +24,7 @@ funded deployer's encrypted keystore with --keystore PATH (and --password-file P
 the password when asked). {ENV_RULE}
 
 Example:
-  wattledger deploy --rpc-url https://rpc.example --keystore ~/.foundry/keystores/deployer \
+  wattledger deploy --rpc-url https://rpc.example --keystore ~/.foundry/keystores/deployer \\
       --password-file ~/.deployer-password --operator 0x... --registrar 0x... --admin 0x...
 """
 

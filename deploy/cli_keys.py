@@ -12,9 +12,10 @@ from chain.connection import Chain, connect
 from chain.keys import ALLOW_ENV_KEYS_FLAG, KeySource, paths
 
 ENV_RULE = (
-    "Raw private keys in the environment (WATTLEDGER_PRIVATE_KEY, WATTLEDGER_OPERATOR_KEY, "
-    "WATTLEDGER_SETTLER_KEY) are read on a local dev chain (the embedded chain, anvil's chain "
-    f"id 31337) only; elsewhere they are refused unless {ALLOW_ENV_KEYS_FLAG}."
+    "Raw private keys in the environment (WATTLEDGER_PRIVATE_KEY,\n"
+    "WATTLEDGER_OPERATOR_KEY, WATTLEDGER_SETTLER_KEY) are read on a local dev chain (the\n"
+    "embedded chain, anvil's chain id 31337) only; elsewhere they are refused unless\n"
+    f"{ALLOW_ENV_KEYS_FLAG}."
 )
 
 

@@ -18,7 +18,7 @@ from chain.deployment import Deployment, read_deployment, write_deployment
 from deploy.assembly import deploy_market, fund_dev_accounts, operator_key
 from deploy.cli_args import positive_int
 from deploy.cli_keys import ENV_RULE, add_key_arguments, connect_with_keys, load_accounts
-from deploy.cli_settle import add_serve_arguments, settlement_for_serve
+from deploy.cli_settle import add_serve_arguments, fee_cap, settlement_for_serve
 from ledger.errors import InputError
 from market.chain_ledger import ChainLedger
 from market.registrar_policy import POLICY_NAMES
@@ -53,15 +53,16 @@ Keys: --keystore PATH is the operator's encrypted keystore (it commits intervals
 receipts of accepted orders and, holding REGISTRAR_ROLE, registers participants; it deploys
 when there is no deployment yet); --settler-keystore PATH the settlement account's. Each
 password comes from --password-file / --settler-password-file or is asked on the terminal.
-{ENV_RULE} On a public chain also set --max-fee-gwei (and --max-priority-fee-gwei): the
-settlement service never pays more per gas, and waits while the base fee is above it.
+{ENV_RULE} On a public chain also set --max-fee-gwei (and
+--max-priority-fee-gwei): the market's commits and registrations and the settlement service
+never pay more per gas, and wait while the base fee is above the cap.
 
 Examples:
   wattledger serve                                   # embedded chain, 15-minute intervals
   wattledger serve --interval-seconds 60             # a quick demo market
   wattledger serve --rpc-url http://127.0.0.1:8545 --db market.db
-  wattledger serve --rpc-url https://rpc.example --keystore operator.json \
-      --password-file operator.pw --settler-keystore settler.json \
+  wattledger serve --rpc-url https://rpc.example --keystore operator.json \\
+      --password-file operator.pw --settler-keystore settler.json \\
       --settler-password-file settler.pw --max-fee-gwei 30 --max-priority-fee-gwei 2
 """
 
@@ -178,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settler_keys = load_accounts(args, "settler-")  # every password asked before anything runs
     chain = connect_with_keys(args.rpc_url, args)
+    chain.fee_cap = fee_cap(args)  # the market's commits and registrations too
     where = args.rpc_url or "the embedded eth-tester chain"
     print(f"market on {where} (chain id {chain.chain_id})", file=sys.stderr)
     deployment = (

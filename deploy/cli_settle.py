@@ -132,9 +132,10 @@ def add_common_arguments(parser: argparse._ActionsContainer, *, prefix: str = ""
         dest="max_fee_wei",
         type=gwei_to_wei,
         metavar="GWEI",
-        help="cap of the EIP-1559 maxFeePerGas of settlement transactions, gwei (to 1 wei; "
-        "default: no cap): while the base fee plus the tip is above it nothing is sent, the "
-        "service says so and waits, and a fee bump never goes above it",
+        help="cap of the EIP-1559 maxFeePerGas of settlement transactions (in serve also of "
+        "the market's commits and registrations), gwei (to 1 wei; default: no cap): while the "
+        "base fee plus the tip is above it nothing is sent, the service says so and waits, "
+        "and a fee bump never goes above it",
     )
     parser.add_argument(
         "--max-priority-fee-gwei",

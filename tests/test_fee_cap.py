@@ -5,16 +5,21 @@
 * on anvil, with the base fee raised above ``--max-fee-gwei`` (``anvil_setNextBlockBaseFeePerGas``)
   ``wattledger settle`` sends nothing and says why (the base fee and the cap); with the base
   fee lowered it settles, every transaction's ``maxFeePerGas`` and paid price are within
-  the cap, and the gas and fees paid are in the journal and the report.
+  the cap, and the gas and fees paid are in the journal and the report;
+* the market's own transactions (``LedgerClient.transact_data``: commits, registrations)
+  wait the same way under the chain's fee cap (``serve --max-fee-gwei``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import threading
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from test_ledger_support import commit_backed, trade
 from test_settlement_service_support import populate_anvil
 
@@ -133,3 +138,33 @@ def test_settle_waits_while_the_base_fee_is_above_the_cap_then_pays_within_it(
     assert report["costs"] == [c.to_json() for c in costs]
     assert main([*settle, "--report", str(t)]) == 0
     assert "transaction costs of this service" in capsys.readouterr().out
+
+
+@pytest.mark.anvil
+def test_market_transactions_wait_for_the_base_fee_and_pay_within_the_cap(
+    anvil_chain: Chain, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("chain.connection.FEE_CAP_POLL_SECONDS", 0.02)
+    caplog.set_level(logging.WARNING, logger="wattledger.chain")
+    deployment = deploy_system(anvil_chain)
+    ledger = LedgerClient.from_deployment(anvil_chain, deployment)
+    anvil_chain.fee_cap = CAP
+    newcomer = Account.create().address
+    nonce = anvil_chain.w3.eth.get_transaction_count(ledger.sender)
+    _set_base_fee(anvil_chain, 50 * GWEI)
+    done: list[str] = []
+    worker = threading.Thread(
+        target=lambda: done.append(
+            ledger.register_participant(newcomer, newcomer)["transactionHash"].hex()
+        )
+    )
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive() and not done  # held back: nothing sent
+    assert anvil_chain.w3.eth.get_transaction_count(ledger.sender) == nonce
+    assert "waiting: the base fee is 50 gwei" in caplog.text and "max fee 10 gwei" in caplog.text
+    _set_base_fee(anvil_chain, 2 * GWEI)
+    worker.join(10)
+    assert done and ledger.participant_info(newcomer).registered
+    sent = anvil_chain.w3.eth.get_transaction(done[0])  # type: ignore[arg-type]
+    assert sent["maxFeePerGas"] <= 10 * GWEI and sent["maxPriorityFeePerGas"] <= GWEI
