@@ -168,3 +168,31 @@ def test_market_transactions_wait_for_the_base_fee_and_pay_within_the_cap(
     assert done and ledger.participant_info(newcomer).registered
     sent = anvil_chain.w3.eth.get_transaction(done[0])  # type: ignore[arg-type]
     assert sent["maxFeePerGas"] <= 10 * GWEI and sent["maxPriorityFeePerGas"] <= GWEI
+
+
+def test_a_journal_written_before_prices_were_recorded_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        "CREATE TABLE txs (hash TEXT PRIMARY KEY, sender TEXT NOT NULL, nonce INTEGER NOT NULL,"
+        " kind TEXT NOT NULL, interval INTEGER, gas_limit INTEGER NOT NULL, max_fee TEXT,"
+        " priority_fee TEXT, gas_price TEXT, sent_at REAL NOT NULL, state TEXT NOT NULL,"
+        " block_number INTEGER, status INTEGER, gas_used INTEGER);"
+        "INSERT INTO txs VALUES ('0x01', '0xa', 0, 'settle', 7, 100000, '3', '1', NULL, 1.0,"
+        " 'mined', 5, 1, 50000);"
+    )
+    old.commit()
+    old.close()
+    store = ReadingStore(db)
+    (tx,) = store.txs(7)
+    assert tx.gas_used == 50_000 and tx.gas_price_paid is None and tx.fee_paid_wei is None
+    (costs,) = store.costs(7)
+    assert (costs.transactions, costs.gas_used, costs.fees_paid_wei, costs.unpriced) == (
+        1,
+        50_000,
+        0,
+        1,
+    )
+    store.close()
