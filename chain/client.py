@@ -133,7 +133,9 @@ class LedgerClient:
         to: str | None = None,
     ) -> TxReceipt:
         """Send calldata ``data`` to ``to`` (default: the market) from ``sender``, with
-        :attr:`gas_limit` when set; return the receipt or raise the mapped error.
+        :attr:`gas_limit` when set, and fees within the chain's fee cap
+        (:meth:`Chain.capped_fees <chain.connection.Chain.capped_fees>`, which waits while
+        the base fee is above it); return the receipt or raise the mapped error.
 
         A transaction mined as failed is replayed as a call at the state it ran on (the
         block before its own), so the contract's custom error surfaces. ``what`` names the
@@ -145,6 +147,9 @@ class LedgerClient:
         }
         if self.gas_limit is not None:
             tx["gas"] = self.gas_limit
+        fees = self.chain.capped_fees()  # within the chain's fee cap, waiting while above it
+        if fees is not None:
+            tx.update(fees)
         with mapped_reverts():
             tx_hash = self.w3.eth.send_transaction(tx)  # type: ignore[arg-type]
         receipt = self.chain.wait_for_receipt(tx_hash)

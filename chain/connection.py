@@ -8,7 +8,9 @@ controls (advance time, mine, snapshot) that both eth-tester and anvil offer.
   accounts of 1,000,000 ETH each; nothing needs to be running.
 * ``connect("http://127.0.0.1:8545")`` reaches anvil (``wattledger node``) or any other
   JSON-RPC chain. Anvil's ten default accounts are known; on another chain pass the
-  deployer's key with ``private_keys`` (or set ``WATTLEDGER_PRIVATE_KEY``).
+  accounts to sign with (``accounts``, decrypted from keystores by :mod:`chain.keys`) or
+  raw keys (``private_keys``). ``WATTLEDGER_PRIVATE_KEY`` is read on a local dev chain only,
+  or anywhere with ``allow_env_keys`` (:func:`chain.keys.env_key`).
 
 Many view calls at once (:meth:`Chain.view_calls`) run against one state: on eth-tester in
 one py-evm state whose account and storage caches the calls share (a fifth of the cost of a
@@ -23,9 +25,9 @@ answered in 2. The chain id is read once per :class:`Chain`, and web3's own vali
 
 from __future__ import annotations
 
-import os
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -37,9 +39,11 @@ from eth_typing import Address, ChecksumAddress
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
 from web3.middleware import SignAndSendRawMiddlewareBuilder
-from web3.types import RPCEndpoint, TxReceipt
+from web3.types import RPCEndpoint, TxReceipt, Wei
 
 from chain.errors import ChainConnectionError
+from chain.fee_cap import NO_CAP, FeeCap, format_gwei
+from chain.keys import env_key
 from chain.receipts import format_receipt, hash_bytes, hash_hex, tester_receipt
 from chain.rpc import unreachable_reason
 
@@ -55,6 +59,12 @@ RPC_TIMEOUT_SECONDS = 30
 VIEW_GAS = 30_000_000
 """Gas given to a view call (the conventional ``eth_call`` cap)."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+FEE_CAP_POLL_SECONDS = 2.0
+"""How often a transaction held back by the fee cap looks at the base fee again."""
+DEFAULT_TIP_WEI = 1_000_000_000
+"""Tip asked for when the node suggests none (1 gwei)."""
+
+log = logging.getLogger("wattledger.chain")
 
 
 @dataclass(frozen=True)
@@ -70,15 +80,22 @@ class Chain:
     """A connected chain with funded accounts whose keys are known.
 
     ``signers`` are the accounts this process can sign for; ``accounts`` their addresses
-    (the first is the default deployer and operator).
+    (the first is the default deployer and operator). ``allow_env_keys``: raw private keys
+    from the environment are accepted on a chain that is not a local dev chain
+    (:meth:`env_key`).
     """
 
     w3: Web3
     kind: ChainKind
     rpc_url: str | None
-    signers: tuple[LocalAccount, ...]
+    signers: tuple[LocalAccount, ...] = field(repr=False)
     _tester: Any = field(default=None, repr=False)
     _chain_id: int | None = field(default=None, repr=False)
+    allow_env_keys: bool = False
+    fee_cap: FeeCap = NO_CAP
+    """The most a transaction sent through :meth:`capped_fees` (the market's commits and
+    registrations) pays per gas; the settlement service has its own
+    (``TxPolicy.fee_cap``)."""
 
     @property
     def chain_id(self) -> int:
@@ -97,6 +114,55 @@ class Chain:
     def is_embedded(self) -> bool:
         """True for the in-process eth-tester chain."""
         return self.kind == "eth-tester"
+
+    @property
+    def is_dev(self) -> bool:
+        """True for a local development chain: the embedded chain, or anvil's chain id."""
+        return self.is_embedded or self.chain_id == ANVIL_CHAIN_ID
+
+    def env_key(self, name: str) -> str | None:
+        """The raw private key in the environment variable ``name`` (None when unset); on a
+        chain that is not a dev chain refused unless :attr:`allow_env_keys`
+        (:func:`chain.keys.env_key`)."""
+        where = f"the chain at {self.rpc_url} (chain id {self.chain_id})"
+        return env_key(name, dev_chain=self.is_dev, allow_env_keys=self.allow_env_keys, where=where)
+
+    def capped_fees(self, *, sleep: Callable[[float], None] = time.sleep) -> dict[str, int] | None:
+        """EIP-1559 fee fields within :attr:`fee_cap` for a transaction sent now, or None
+        to leave them to web3 (no cap, or the embedded chain's legacy pricing).
+
+        ``maxFeePerGas = min(2 * baseFee + tip, cap)`` with the node's tip (capped). While
+        the latest base fee plus the tip is above the cap it waits, saying so in the log
+        (the current base fee and the cap), and never pays more."""
+        cap = self.fee_cap
+        if not cap.active or self.is_embedded:
+            return None
+        said = False
+        while True:
+            block = self.w3.eth.get_block("latest")
+            base = block.get("baseFeePerGas")
+            try:
+                tip = int(self.w3.eth.max_priority_fee)
+            except Exception:  # a node without eth_maxPriorityFeePerGas
+                tip = DEFAULT_TIP_WEI
+            tip = cap.tip(max(tip, 1))
+            if base is None:
+                return {"gasPrice": cap.max_fee(int(self.w3.eth.gas_price))}
+            if not cap.blocks(int(base), tip):
+                if said:
+                    log.warning("base fee %s is within the fee cap again", format_gwei(int(base)))
+                max_fee = cap.max_fee(2 * int(base) + tip)
+                return {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": min(tip, max_fee)}
+            if not said:
+                log.warning(
+                    "waiting: the base fee is %s (tip %s), above the fee cap (%s); "
+                    "nothing sent until it falls",
+                    format_gwei(int(base)),
+                    format_gwei(tip),
+                    cap.describe(),
+                )
+                said = True
+            sleep(FEE_CAP_POLL_SECONDS)
 
     def add_signer(self, account: LocalAccount) -> None:
         """Let transactions ``from`` this account be signed locally and sent raw."""
@@ -353,7 +419,12 @@ def anvil_dev_accounts(count: int = DEV_ACCOUNT_COUNT) -> tuple[LocalAccount, ..
     )
 
 
-def _embedded() -> Chain:
+EMBEDDED_FUNDING_WEI = 1_000 * 10**18
+"""Ether given on the embedded chain to an account this process brought (a keystore's): the
+chain lives as long as the process, and its own accounts hold all its ether."""
+
+
+def _embedded(accounts: tuple[LocalAccount, ...] = ()) -> Chain:
     from eth_tester import EthereumTester, PyEVMBackend
     from web3 import EthereumTesterProvider
 
@@ -365,8 +436,15 @@ def _embedded() -> Chain:
     backend = PyEVMBackend()
     tester = EthereumTester(backend)
     w3 = Web3(EthereumTesterProvider(tester))
-    signers = tuple(Account.from_key(key) for key in backend.account_keys)
-    return Chain(w3=w3, kind="eth-tester", rpc_url=None, signers=signers, _tester=tester)
+    own = tuple(Account.from_key(key) for key in backend.account_keys)
+    chain = Chain(w3=w3, kind="eth-tester", rpc_url=None, signers=accounts + own, _tester=tester)
+    for account in accounts:
+        chain.add_signer(account)
+        tx_hash = w3.eth.send_transaction(
+            {"from": own[0].address, "to": account.address, "value": Wei(EMBEDDED_FUNDING_WEI)}
+        )
+        chain.wait_for_receipt(tx_hash)
+    return chain
 
 
 def local_session(rpc_url: str) -> requests.Session | None:
@@ -399,7 +477,12 @@ def http_provider(rpc_url: str) -> HTTPProvider:
     )
 
 
-def _json_rpc(rpc_url: str, private_keys: tuple[str, ...]) -> Chain:
+def _json_rpc(
+    rpc_url: str,
+    private_keys: tuple[str, ...],
+    accounts: tuple[LocalAccount, ...],
+    allow_env_keys: bool,
+) -> Chain:
     w3 = Web3(http_provider(rpc_url))
     try:
         chain_id = int(w3.eth.chain_id)
@@ -411,19 +494,31 @@ def _json_rpc(rpc_url: str, private_keys: tuple[str, ...]) -> Chain:
                 "URL and port, or leave out --rpc-url to use the embedded chain."
             ),
         ) from None
-    env_key = os.environ.get(PRIVATE_KEY_ENV)
-    keys = private_keys or ((env_key,) if env_key else ())
-    if keys:
+    chain = Chain(
+        w3=w3,
+        kind="json-rpc",
+        rpc_url=rpc_url,
+        signers=(),
+        _chain_id=chain_id,
+        allow_env_keys=allow_env_keys,
+    )
+    signers: tuple[LocalAccount, ...] = accounts
+    if not signers:
+        keys = private_keys
+        if not keys:
+            from_env = chain.env_key(PRIVATE_KEY_ENV)
+            keys = (from_env,) if from_env else ()
         signers = tuple(Account.from_key(k) for k in keys)
-    elif chain_id == ANVIL_CHAIN_ID:
+    if not signers and chain_id == ANVIL_CHAIN_ID:
         signers = anvil_dev_accounts()
-    else:
+    if not signers:
         raise ChainConnectionError(
             f"The chain at {rpc_url} (chain id {chain_id}) is not a local anvil, so its "
             "funded accounts are unknown.",
-            hint=f"Set {PRIVATE_KEY_ENV} to the private key of a funded deployer account.",
+            hint="Pass --keystore PATH, the encrypted keystore of a funded account (with "
+            "--password-file PATH, or type the password when asked).",
         )
-    chain = Chain(w3=w3, kind="json-rpc", rpc_url=rpc_url, signers=signers, _chain_id=chain_id)
+    chain.signers = signers
     unlocked = {a.lower() for a in w3.eth.accounts} if chain_id == ANVIL_CHAIN_ID else set()
     for signer in signers:
         if signer.address.lower() not in unlocked:
@@ -431,12 +526,24 @@ def _json_rpc(rpc_url: str, private_keys: tuple[str, ...]) -> Chain:
     return chain
 
 
-def connect(rpc_url: str | None = None, private_keys: tuple[str, ...] = ()) -> Chain:
+def connect(
+    rpc_url: str | None = None,
+    private_keys: tuple[str, ...] = (),
+    *,
+    accounts: Sequence[LocalAccount] = (),
+    allow_env_keys: bool = False,
+) -> Chain:
     """Return a connected :class:`Chain`: embedded eth-tester, or the JSON-RPC ``rpc_url``.
 
+    ``accounts`` (decrypted keystores) sign first: the first is the deployer. Without them,
+    ``private_keys``, else ``WATTLEDGER_PRIVATE_KEY`` (on a dev chain, or anywhere with
+    ``allow_env_keys``), else anvil's development accounts on anvil. On the embedded chain
+    ``accounts`` come before its own funded accounts and are given ether from them.
+
     Raises :class:`ChainConnectionError` when the endpoint does not answer, or answers but
-    no funded account is known for it.
+    no funded account is known for it; :class:`~ledger.errors.InputError` for a raw key in
+    the environment on a chain that is not a dev chain without ``allow_env_keys``.
     """
     if rpc_url is None:
-        return _embedded()
-    return _json_rpc(rpc_url, private_keys)
+        return _embedded(tuple(accounts))
+    return _json_rpc(rpc_url, private_keys, tuple(accounts), allow_env_keys)

@@ -11,7 +11,6 @@ Nothing here holds global state: every function takes what it wires and returns 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,26 +80,29 @@ OPERATOR_KEY_ENV = "WATTLEDGER_OPERATOR_KEY"
 """The environment variable with the operator's private key (``0x`` hex), for a market whose
 operator is not one of the chain's known signers (``WATTLEDGER_PRIVATE_KEY``, anvil's and the
 embedded chain's development accounts). An environment variable, not a flag: a flag's value
-is visible to every user of the machine in the process list."""
+is visible to every user of the machine in the process list. Read on a local dev chain only,
+or with ``--allow-env-keys`` (:meth:`chain.connection.Chain.env_key`); elsewhere the operator's
+key comes from its encrypted keystore (``serve --keystore``)."""
 
 
 def operator_key(chain: Chain, operator: str) -> bytes | str:
     """The private key of the market's ``operator`` account, which signs the receipts of
     every accepted order and cancel: the key of a known signer of ``chain`` with that
-    address, else :data:`OPERATOR_KEY_ENV`'s (checked against the address by the service).
+    address (a ``--keystore`` account among them), else :data:`OPERATOR_KEY_ENV`'s (checked
+    against the address by the service; refused off dev chains without ``--allow-env-keys``).
     Raises :class:`~market.receipts.OperatorKeyMismatch` when neither is there: the market
     does not start without it."""
     for signer in chain.signers:
         if signer.address.lower() == operator.lower():
             return bytes(signer.key)
-    from_env = os.environ.get(OPERATOR_KEY_ENV)
+    from_env = chain.env_key(OPERATOR_KEY_ENV)
     if from_env:
         return from_env
     raise OperatorKeyMismatch(
         f"the private key of the market's operator {operator} is not known: the market signs a "
         "receipt for every order and cancel it accepts with it, and does not start without it",
-        hint=f"Set {OPERATOR_KEY_ENV} to the operator account's private key (0x hex), or "
-        "WATTLEDGER_PRIVATE_KEY when the operator is also the deployer.",
+        hint="Pass the operator's encrypted keystore with --keystore PATH (on a local dev "
+        f"chain {OPERATOR_KEY_ENV} with its private key, 0x hex, also works).",
     )
 
 

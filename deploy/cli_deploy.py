@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from chain.artifacts import sources_changed
-from chain.connection import PRIVATE_KEY_ENV, connect
 from chain.deployment import ROLE_NAMES, write_deployment
+from deploy.cli_keys import ENV_RULE, add_key_arguments, connect_with_keys
 from deploy.deployment import deploy_system
 
 HELP = "deploy the contracts to the embedded chain or --rpc-url; write deployments/<chainId>.json"
@@ -19,8 +19,13 @@ numbers and artifact hashes to deployments/<chainId>.json.
 
 Without --rpc-url the embedded eth-tester chain is used (it lives only as long as this
 command, which makes this a quick end-to-end check). With --rpc-url any JSON-RPC chain
-works: a local anvil (`wattledger node`) needs nothing else; for another chain set
-{PRIVATE_KEY_ENV} to a funded deployer's private key.
+works: a local anvil (`wattledger node`) needs nothing else; for another chain pass the
+funded deployer's encrypted keystore with --keystore PATH (and --password-file PATH, or type
+the password when asked). {ENV_RULE}
+
+Example:
+  wattledger deploy --rpc-url https://rpc.example --keystore ~/.foundry/keystores/deployer \\
+      --password-file ~/.deployer-password --operator 0x... --registrar 0x... --admin 0x...
 """
 
 
@@ -41,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="folder for the deployment record (default: deployments/ in the project)",
     )
+    add_key_arguments(parser, "the deployer (the first keystore deploys)")
     roles = parser.add_argument_group(
         "roles",
         "Each role's account (default: the deployer). On a chain that is not a local dev chain "
@@ -75,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
             "run `wattledger compile` to deploy the current sources",
             file=sys.stderr,
         )
-    chain = connect(args.rpc_url)
+    chain = connect_with_keys(args.rpc_url, args)
     where = args.rpc_url or "the embedded eth-tester chain"
-    print(f"deploying to {where} (chain id {chain.chain_id}) ...", file=sys.stderr)
+    print(
+        f"deploying to {where} (chain id {chain.chain_id}) from {chain.accounts[0]} ...",
+        file=sys.stderr,
+    )
     deployment = deploy_system(
         chain,
         progress=lambda msg: print(f"  {msg}", file=sys.stderr),

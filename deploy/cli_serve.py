@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chain.client import LedgerClient
-from chain.connection import Chain, connect
+from chain.connection import Chain
 from chain.deployment import Deployment, read_deployment, write_deployment
 from deploy.assembly import deploy_market, fund_dev_accounts, operator_key
 from deploy.cli_args import positive_int
-from deploy.cli_settle import add_serve_arguments, settlement_for_serve
+from deploy.cli_keys import ENV_RULE, add_key_arguments, connect_with_keys, load_accounts
+from deploy.cli_settle import add_serve_arguments, fee_cap, settlement_for_serve
 from ledger.errors import InputError
 from market.chain_ledger import ChainLedger
 from market.registrar_policy import POLICY_NAMES
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import uvicorn
 
 HELP = "run the market HTTP API: signed orders, gate closure, clearing, on-chain commit"
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Serve the market API (DESIGN §7) on http://HOST:PORT; the OpenAPI document is at /docs.
 
 Participants submit EIP-712 signed orders; at each interval's gate closure the market freezes
@@ -48,10 +49,21 @@ and the chain's development accounts (whose keys are the well-known eth-tester t
 registered and funded with WATT so clients can trade at once. With --rpc-url the deployment
 in deployments/<chainId>.json is used, or the contracts are deployed and recorded there.
 
+Keys: --keystore PATH is the operator's encrypted keystore (it commits intervals, signs the
+receipts of accepted orders and, holding REGISTRAR_ROLE, registers participants; it deploys
+when there is no deployment yet); --settler-keystore PATH the settlement account's. Each
+password comes from --password-file / --settler-password-file or is asked on the terminal.
+{ENV_RULE} On a public chain also set --max-fee-gwei (and
+--max-priority-fee-gwei): the market's commits and registrations and the settlement service
+never pay more per gas, and wait while the base fee is above the cap.
+
 Examples:
   wattledger serve                                   # embedded chain, 15-minute intervals
   wattledger serve --interval-seconds 60             # a quick demo market
   wattledger serve --rpc-url http://127.0.0.1:8545 --db market.db
+  wattledger serve --rpc-url https://rpc.example --keystore operator.json \\
+      --password-file operator.pw --settler-keystore settler.json \\
+      --settler-password-file settler.pw --max-fee-gwei 30 --max-priority-fee-gwei 2
 """
 
 log = logging.getLogger("wattledger.serve")
@@ -141,6 +153,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="folder of deployment records (default: deployments/ in the project)",
     )
+    add_key_arguments(parser, "the operator (and registrar; the deployer when it deploys)")
     add_serve_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -164,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
     from market.store import OrderStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    chain = connect(args.rpc_url)
+    settler_keys = load_accounts(args, "settler-")  # every password asked before anything runs
+    chain = connect_with_keys(args.rpc_url, args)
+    chain.fee_cap = fee_cap(args)  # the market's commits and registrations too
     where = args.rpc_url or "the embedded eth-tester chain"
     print(f"market on {where} (chain id {chain.chain_id})", file=sys.stderr)
     deployment = (
@@ -219,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
     recovered = service.recover()
     if recovered:
         print(f"finished interrupted commits of intervals {recovered}", file=sys.stderr)
-    routers, stop_settlement = settlement_for_serve(args, chain, client, deployment, db)
+    routers, stop_settlement = settlement_for_serve(
+        args, chain, client, deployment, db, settler_keys[0] if settler_keys else None
+    )
     app = create_app(service, extra_routers=routers, tick_seconds=args.tick_seconds)
     print(
         f"market API on http://{args.host}:{args.port} (docs at /docs); EnergyMarket "

@@ -9,21 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter
 
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from chain.deployment import Deployment, read_deployment
+from chain.fee_cap import FeeCap, format_gwei, gwei_to_wei
 from chain.rpc import request_lock, serialize_requests
 from deploy.cli_args import non_negative_int, positive_int
+from deploy.cli_keys import add_key_arguments, key_source
 from ledger.errors import InputError
 from settlement.chain_reader import ChainReader
 from settlement.config import (
@@ -33,6 +33,7 @@ from settlement.config import (
     READING_MARGIN_BLOCKS,
     SettlementConfig,
 )
+from settlement.journal import TxCosts
 from settlement.runner import SettlementRunner
 from settlement.service import SettlementService
 from settlement.store import FAILED, ReadingStore
@@ -52,9 +53,12 @@ an interval failed). With --watch it keeps going; with --port it also serves the
 API: POST /meter-readings and POST /meter-readings:batch (EIP-712 readings signed by the
 meter key, one or many per request) and GET /intervals/{t}/settlement.
 
-Transactions are sent from the settlement account: the private key in $WATTLEDGER_SETTLER_KEY,
-or one of the chain's development accounts (--settler-account, default the last one). It
-pays gas only; anyone may settle.
+Transactions are sent from the settlement account: the encrypted keystore --keystore PATH
+(password from --password-file PATH, or asked on the terminal), else the private key in
+$WATTLEDGER_SETTLER_KEY (on a local dev chain, or with --allow-env-keys), else one of the
+chain's development accounts (--settler-account, default the last one). It pays gas only;
+anyone may settle. --max-fee-gwei and --max-priority-fee-gwei cap what it pays per gas:
+while the base fee is above the cap nothing is sent, and the service says so and waits.
 
 --report T prints the reconciliation report of interval T from on-chain events, checked
 against the settlement model (status 1 when a check fails); --json prints it as JSON.
@@ -121,7 +125,24 @@ def add_common_arguments(parser: argparse._ActionsContainer, *, prefix: str = ""
         type=int,
         metavar="INDEX",
         help=f"development account that sends settlement transactions (default: the last; "
-        f"${SETTLER_KEY_ENV} overrides)",
+        f"a keystore or ${SETTLER_KEY_ENV} overrides)",
+    )
+    parser.add_argument(
+        "--max-fee-gwei",
+        dest="max_fee_wei",
+        type=gwei_to_wei,
+        metavar="GWEI",
+        help="cap of the EIP-1559 maxFeePerGas of settlement transactions (in serve also of "
+        "the market's commits and registrations), gwei (to 1 wei; default: no cap): while the "
+        "base fee plus the tip is above it nothing is sent, the service says so and waits, "
+        "and a fee bump never goes above it",
+    )
+    parser.add_argument(
+        "--max-priority-fee-gwei",
+        dest="max_priority_fee_wei",
+        type=gwei_to_wei,
+        metavar="GWEI",
+        help="cap of maxPriorityFeePerGas (the tip), gwei (default: no cap)",
     )
     parser.add_argument(
         "--gas-fraction",
@@ -211,6 +232,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--retry-failed", action="store_true", help="put failed intervals back in the loop"
     )
     add_common_arguments(parser)
+    add_key_arguments(parser, "the settlement account")
     parser.set_defaults(handler=run)
 
 
@@ -232,15 +254,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="its SQLite store (default: settlement-<chainId>.db beside the order store)",
     )
     add_common_arguments(group, prefix="settle-")
+    add_key_arguments(group, "the settlement account", prefix="settler-", env_rule=False)
 
 
 # ----------------------------------------------------------------------------- assembly
 
 
-def settler_account(chain: Chain, index: int | None) -> LocalAccount:
-    """The account that sends settlement transactions (see ``--settler-account``)."""
-    key = os.environ.get(SETTLER_KEY_ENV)
+def settler_account(
+    chain: Chain, index: int | None, keystore: LocalAccount | None = None
+) -> LocalAccount:
+    """The account that sends settlement transactions: ``keystore``'s, else
+    ``$WATTLEDGER_SETTLER_KEY``'s (refused off dev chains without ``--allow-env-keys``), else
+    the development account ``index`` (see ``--settler-account``)."""
+    if keystore is not None:
+        return keystore
+    key = chain.env_key(SETTLER_KEY_ENV)
     if key:
+        from eth_account import Account
+
         account: LocalAccount = Account.from_key(key)
         return account
     signers = chain.signers
@@ -248,9 +279,17 @@ def settler_account(chain: Chain, index: int | None) -> LocalAccount:
     if not 0 <= position < len(signers):
         raise InputError(
             f"--settler-account {index}: the chain has {len(signers)} known accounts",
-            hint=f"Use 0..{len(signers) - 1}, or set {SETTLER_KEY_ENV} to a funded key.",
+            hint=f"Use 0..{len(signers) - 1}, or pass --keystore PATH of a funded account.",
         )
     return signers[position]
+
+
+def fee_cap(args: argparse.Namespace) -> FeeCap:
+    """The fee caps of parsed options (``--max-fee-gwei``, ``--max-priority-fee-gwei``)."""
+    return FeeCap(
+        max_fee_wei=getattr(args, "max_fee_wei", None),
+        priority_fee_wei=getattr(args, "max_priority_fee_wei", None),
+    )
 
 
 def build_service(
@@ -259,9 +298,11 @@ def build_service(
     deployment: Deployment,
     db: Path,
     args: argparse.Namespace,
+    keystore: LocalAccount | None = None,
 ) -> SettlementService:
-    """Assemble a :class:`SettlementService` from parsed options."""
-    settler = settler_account(chain, args.settler_account)
+    """Assemble a :class:`SettlementService` from parsed options; ``keystore``: the
+    settlement account decrypted from a keystore."""
+    settler = settler_account(chain, args.settler_account, keystore)
     if settler.address.lower() == deployment.role("operator").lower():
         log.warning(
             "the settlement account is the operator: its commits and the "
@@ -269,7 +310,7 @@ def build_service(
         )
     reader = ChainReader(client, start_block=deployment.contracts["EnergyMarket"].block_number)
     store = ReadingStore(db)
-    policy = TxPolicy(receipt_timeout_seconds=args.receipt_timeout)
+    policy = TxPolicy(receipt_timeout_seconds=args.receipt_timeout, fee_cap=fee_cap(args))
     config = SettlementConfig(
         max_reading_wh=args.max_reading_wh,
         meter_limits_wh=dict(args.meter_limit),
@@ -306,8 +347,10 @@ def settlement_for_serve(
     client: LedgerClient,
     deployment: Deployment,
     market_db: Path,
+    settler: LocalAccount | None = None,
 ) -> tuple[list[APIRouter], Callable[[], None]]:
-    """Start the settlement service for ``wattledger serve``: its routers and a stop function."""
+    """Start the settlement service for ``wattledger serve``: its routers and a stop function;
+    ``settler``: the settlement account from ``--settler-keystore``."""
     if not args.settle:
         return [], lambda: None
     from settlement.api import settlement_router
@@ -315,7 +358,7 @@ def settlement_for_serve(
     if chain.is_embedded:
         serialize_requests(chain.w3)  # gate closure and settlement share the in-process chain
     db = args.settlement_db or market_db.parent / f"settlement-{chain.chain_id}.db"
-    service = build_service(chain, client, deployment, db, args)
+    service = build_service(chain, client, deployment, db, args, settler)
     runner = SettlementRunner(
         service,
         args.settle_poll_seconds,
@@ -332,14 +375,18 @@ def settlement_for_serve(
     return [settlement_router(service)], runner.stop
 
 
-def _load(args: argparse.Namespace) -> tuple[Chain, LedgerClient, Deployment]:
+def _load(
+    args: argparse.Namespace,
+) -> tuple[Chain, LedgerClient, Deployment, tuple[LocalAccount, ...]]:
     if args.rpc_url is None:
         raise InputError(
             "wattledger settle needs --rpc-url: the embedded chain lives inside one process.",
             hint="`wattledger serve` runs the settlement service on its embedded chain; or "
             "start `wattledger node` and pass --rpc-url http://127.0.0.1:8545.",
         )
-    chain = connect(args.rpc_url)
+    source = key_source(args)
+    accounts = source.load()
+    chain = connect(args.rpc_url, accounts=accounts, allow_env_keys=source.allow_env_keys)
     deployment = read_deployment(chain.chain_id, args.deployments_dir)
     if deployment is None:
         raise InputError(
@@ -352,10 +399,26 @@ def _load(args: argparse.Namespace) -> tuple[Chain, LedgerClient, Deployment]:
             f"chain {chain.chain_id} (a fresh node?).",
             hint="Deploy again, or point --rpc-url at the node that has the deployment.",
         )
-    return chain, LedgerClient.from_deployment(chain, deployment), deployment
+    return chain, LedgerClient.from_deployment(chain, deployment), deployment, accounts
 
 
-def _print_report(client: LedgerClient, deployment: Deployment, t: int, as_json: bool) -> int:
+def _costs_line(costs: list[TxCosts]) -> str:
+    """``gas 123,456, fees 0.000123 ETH (readings 1 tx ..., settle ...)`` for a summary."""
+    if not costs:
+        return "no transactions of this service mined"
+    gas = sum(c.gas_used for c in costs)
+    fees = sum(c.fees_paid_wei for c in costs)
+    parts = ", ".join(
+        f"{c.kind} {c.transactions} tx {c.gas_used:,} gas {c.fees_paid_wei:,} wei" for c in costs
+    )
+    unpriced = sum(c.unpriced for c in costs)
+    note = f"; {unpriced} without a recorded price" if unpriced else ""
+    return f"gas used {gas:,}, fees paid {fees:,} wei = {format_gwei(fees)} ({parts}{note})"
+
+
+def _print_report(
+    client: LedgerClient, deployment: Deployment, t: int, as_json: bool, db: Path
+) -> int:
     from rich.console import Console
 
     from settlement.reconciliation import build_report
@@ -366,10 +429,23 @@ def _print_report(client: LedgerClient, deployment: Deployment, t: int, as_json:
     if not events.committed:
         raise InputError(f"interval {t} was never committed on this market; nothing to report.")
     report = build_report(events)
+    costs: list[TxCosts] | None = None
+    if db.is_file():
+        store = ReadingStore(db)
+        try:
+            costs = store.costs(t)
+        finally:
+            store.close()
     if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+        body = report.to_json()
+        body["costs"] = None if costs is None else [c.to_json() for c in costs]
+        print(json.dumps(body, indent=2))
     else:
         Console().print(render(report))
+        if costs is None:
+            print(f"transaction costs: no settlement store at {db} (--db)")
+        else:
+            print(f"transaction costs of this service (store {db}): {_costs_line(costs)}")
     return 0 if report.ok else 1
 
 
@@ -379,7 +455,8 @@ def _summary(service: SettlementService) -> list[str]:
         error = f"  ({row.error_code}: {row.error_detail})" if row.error_code else ""
         lines.append(
             f"interval {row.interval}: {row.state}, {row.trade_count} trades, "
-            f"{row.reading_txs} reading and {row.settle_txs} settle transactions{error}"
+            f"{row.reading_txs} reading and {row.settle_txs} settle transactions; "
+            f"{_costs_line(service.store.costs(row.interval))}{error}"
         )
     return lines
 
@@ -390,14 +467,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--port serves the settlement API while watching; add --watch.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    chain, client, deployment = _load(args)
-    if args.report is not None:
-        return _print_report(client, deployment, args.report, args.json)
+    chain, client, deployment, accounts = _load(args)
     db = args.db or Path(f"settlement-{chain.chain_id}.db")
-    service = build_service(chain, client, deployment, db, args)
+    if args.report is not None:
+        return _print_report(client, deployment, args.report, args.json, db)
+    service = build_service(chain, client, deployment, db, args, accounts[0] if accounts else None)
+    cap = service.sender.policy.fee_cap
     print(
         f"settlement on {args.rpc_url} (chain id {chain.chain_id}), EnergyMarket "
-        f"{client.address}, from {service.sender.address}; store {db}",
+        f"{client.address}, from {service.sender.address}; store {db}; fee cap "
+        f"{cap.describe()}",
         file=sys.stderr,
         flush=True,
     )

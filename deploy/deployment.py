@@ -16,7 +16,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from chain.artifacts import artifact_hash, load_artifact
-from chain.connection import ANVIL_CHAIN_ID, Chain
+from chain.connection import Chain
 from chain.deployment import ROLE_NAMES, DeployedContract, Deployment
 from chain.errors import DeploymentError
 
@@ -74,7 +74,7 @@ Progress = Callable[[str], None]
 def is_dev_chain(chain: Chain) -> bool:
     """Whether ``chain`` is a local development chain: the embedded eth-tester chain, or
     anvil's chain id."""
-    return chain.kind == "eth-tester" or chain.chain_id == ANVIL_CHAIN_ID
+    return chain.is_dev
 
 
 def role_accounts(

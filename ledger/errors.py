@@ -37,6 +37,7 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     ├── SettlementError                  settlement.errors  the settlement service's own failures
     │   ├── SettlementFailed             settlement.errors  an interval cannot settle (recorded)
     │   ├── TransactionNotMined, OutOfGas  settlement.errors  what became of a transaction
+    │   ├── FeeAboveCap                  settlement.errors  base fee above the cap: not sent, wait
     │   └── NonceConsumed                settlement.tx      its nonce was used meanwhile (rebuild)
     ├── LedgerCallFailed                 market.ledger_port a ledger call of the market failed
     ├── MarketApiError                   market.client      the market answered with a problem

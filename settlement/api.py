@@ -202,6 +202,11 @@ class ServiceState(BaseModel):
     readings: dict[str, int]
     readingTransactions: int
     settleTransactions: int
+    costs: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="per kind of transaction (readings, settle): how many were mined, the gas "
+        "they used and the fees they paid (wei, decimal strings)",
+    )
     error: dict[str, Any] | None
 
 

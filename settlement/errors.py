@@ -106,6 +106,14 @@ class TransactionNotMined(SettlementError):
     code = "transaction_not_mined"
 
 
+class FeeAboveCap(SettlementError):
+    """Raised, before anything is signed, when the base fee plus the tip is above the fee cap
+    (``--max-fee-gwei``): nothing is sent and the interval is retried on a later pass, once
+    the base fee has fallen (:class:`chain.fee_cap.FeeCap`)."""
+
+    code = "fee_above_cap"
+
+
 class OutOfGas(SettlementError):
     """Raised when a transaction was mined but ran out of gas; the batch is made smaller."""
 
@@ -114,6 +122,7 @@ class OutOfGas(SettlementError):
 
 __all__ = [
     "DuplicateReading",
+    "FeeAboveCap",
     "IntervalSettled",
     "MeterMismatch",
     "OutOfGas",

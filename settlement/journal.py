@@ -6,6 +6,10 @@ waits for it (or replaces it) before it reads the chain and decides anything. Th
 makes a kill between "send" and "mark" safe. A transaction is ``sent`` until its receipt is
 seen (``mined``) or another transaction with its nonce is mined (``dropped``).
 
+A mined transaction keeps the gas it used and the price per gas it paid (the receipt's
+``effectiveGasPrice``: base fee plus the tip it got), so what settlement cost is known per
+transaction and per interval (:meth:`TxJournal.costs`).
+
 The table lives in the reading store's SQLite file (:class:`settlement.store.ReadingStore`
 is a :class:`TxJournal`), so one ``--db`` holds all the service's state. Fees in wei are
 stored as decimal text: they can exceed SQLite's signed 64-bit integers.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from market.sqlite_store import SqliteStore
@@ -38,7 +43,8 @@ CREATE TABLE IF NOT EXISTS txs (
     state         TEXT NOT NULL,
     block_number  INTEGER,
     status        INTEGER,
-    gas_used      INTEGER
+    gas_used      INTEGER,
+    gas_price_paid TEXT
 );
 CREATE INDEX IF NOT EXISTS txs_by_state ON txs (sender, state, nonce);
 """
@@ -63,11 +69,45 @@ class TxRecord:
     block_number: int | None = None
     status: int | None = None
     gas_used: int | None = None
+    gas_price_paid: int | None = None
+    """The receipt's ``effectiveGasPrice`` (wei per gas), once mined."""
+
+    @property
+    def fee_paid_wei(self) -> int | None:
+        """What the transaction cost its sender, once mined: gas used times the price paid."""
+        if self.gas_used is None or self.gas_price_paid is None:
+            return None
+        return self.gas_used * self.gas_price_paid
+
+
+@dataclass(frozen=True, slots=True)
+class TxCosts:
+    """What the mined transactions of one kind (``readings``, ``settle``) cost: their number,
+    gas used, and fees paid in wei (``unpriced``: mined ones whose price was not recorded,
+    journalled before prices were)."""
+
+    kind: str
+    transactions: int
+    gas_used: int
+    fees_paid_wei: int
+    max_gas_price_paid: int
+    unpriced: int = 0
+
+    def to_json(self) -> dict[str, int | str]:
+        """The costs as JSON (wei as decimal strings: they exceed 2**53)."""
+        return {
+            "kind": self.kind,
+            "transactions": self.transactions,
+            "gasUsed": self.gas_used,
+            "feesPaidWei": str(self.fees_paid_wei),
+            "maxGasPricePaidWei": str(self.max_gas_price_paid),
+            "unpriced": self.unpriced,
+        }
 
 
 _TX_COLUMNS = (
     "hash, sender, nonce, kind, interval, gas_limit, max_fee, priority_fee, gas_price, "
-    "sent_at, state, block_number, status, gas_used"
+    "sent_at, state, block_number, status, gas_used, gas_price_paid"
 )
 
 
@@ -95,12 +135,20 @@ def _tx(row: Sequence[Any]) -> TxRecord:
         block_number=row[11],
         status=row[12],
         gas_used=row[13],
+        gas_price_paid=_opt_int(row[14]),
     )
 
 
 class TxJournal(SqliteStore):
     """The ``txs`` journal of a SQLite store whose schema includes :data:`JOURNAL_SCHEMA`
     (and the write helpers such a store's own tables use too)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        # A journal written before prices were recorded lacks the column: add it.
+        columns = {row[1] for row in self._read("PRAGMA table_info(txs)")}
+        if "gas_price_paid" not in columns:
+            self._write("ALTER TABLE txs ADD COLUMN gas_price_paid TEXT")
 
     def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
         """Run one statement in its own transaction; return rows changed."""
@@ -114,7 +162,7 @@ class TxJournal(SqliteStore):
     def record_tx(self, tx: TxRecord) -> None:
         """Journal a signed transaction before it is broadcast."""
         self._write(
-            f"INSERT OR REPLACE INTO txs ({_TX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO txs ({_TX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 tx.hash,
                 tx.sender,
@@ -130,6 +178,7 @@ class TxJournal(SqliteStore):
                 tx.block_number,
                 tx.status,
                 tx.gas_used,
+                _opt_str(tx.gas_price_paid),
             ),
         )
 
@@ -150,12 +199,38 @@ class TxJournal(SqliteStore):
             args.append(interval)
         return [_tx(r) for r in self._read(sql + " ORDER BY sent_at", args)]
 
-    def mark_tx_mined(self, tx_hash: str, block_number: int, status: int, gas_used: int) -> None:
-        """Record that ``tx_hash`` was mined."""
+    def mark_tx_mined(
+        self,
+        tx_hash: str,
+        block_number: int,
+        status: int,
+        gas_used: int,
+        gas_price_paid: int | None = None,
+    ) -> None:
+        """Record that ``tx_hash`` was mined, with the gas it used and the price per gas it
+        paid (the receipt's ``effectiveGasPrice``; None when the node gave none)."""
         self._write(
-            "UPDATE txs SET state = ?, block_number = ?, status = ?, gas_used = ? WHERE hash = ?",
-            (TX_MINED, block_number, status, gas_used, tx_hash),
+            "UPDATE txs SET state = ?, block_number = ?, status = ?, gas_used = ?, "
+            "gas_price_paid = ? WHERE hash = ?",
+            (TX_MINED, block_number, status, gas_used, _opt_str(gas_price_paid), tx_hash),
         )
+
+    def costs(self, interval: int) -> list[TxCosts]:
+        """What interval ``interval``'s mined transactions cost, per kind (in the order the
+        kinds were first sent)."""
+        totals: dict[str, list[int]] = {}
+        for tx in self.txs(interval):
+            if tx.state != TX_MINED or tx.gas_used is None:
+                continue
+            row = totals.setdefault(tx.kind, [0, 0, 0, 0, 0])
+            row[0] += 1
+            row[1] += tx.gas_used
+            if tx.gas_price_paid is None:
+                row[4] += 1
+            else:
+                row[2] += tx.gas_used * tx.gas_price_paid
+                row[3] = max(row[3], tx.gas_price_paid)
+        return [TxCosts(kind, *row) for kind, row in totals.items()]
 
     def mark_txs_dropped(self, sender: str, nonce: int, keep: str | None = None) -> None:
         """Mark every unconfirmed transaction of ``sender`` at ``nonce`` (except ``keep``) dropped:
@@ -167,4 +242,12 @@ class TxJournal(SqliteStore):
         )
 
 
-__all__ = ["JOURNAL_SCHEMA", "TX_DROPPED", "TX_MINED", "TX_SENT", "TxJournal", "TxRecord"]
+__all__ = [
+    "JOURNAL_SCHEMA",
+    "TX_DROPPED",
+    "TX_MINED",
+    "TX_SENT",
+    "TxCosts",
+    "TxJournal",
+    "TxRecord",
+]

@@ -45,12 +45,15 @@ Exactly once, across crashes
 
 Failures
     A node that does not answer (:class:`~chain.errors.ChainUnavailable`) stops the tick;
-    the runner retries with exponential backoff. Paused markets and early windows are noted on
-    the interval and retried. A revert that cannot succeed later (``TradesMismatch``, a chunk
-    out of range, undecodable commit calldata, ...) marks that interval ``failed`` with the
-    reason, and the service carries on with the others. A reading the contract refuses (the
-    meter was rotated or the participant deregistered after acceptance) is marked
-    ``rejected`` with the reason and the rest of its batch goes on.
+    the runner retries with exponential backoff. A base fee above the fee cap
+    (:class:`~settlement.errors.FeeAboveCap`) sends nothing: it is noted on the interval,
+    said as a progress line, and retried on the next pass. Paused markets and early windows
+    are noted on the interval and retried. A revert that cannot succeed later
+    (``TradesMismatch``, a chunk out of range, undecodable commit calldata, ...) marks that
+    interval ``failed`` with the reason, and the service carries on with the others. A
+    reading the contract refuses (the meter was rotated or the participant deregistered
+    after acceptance) is marked ``rejected`` with the reason and the rest of its batch goes
+    on.
 """
 
 from __future__ import annotations
@@ -72,7 +75,12 @@ from settlement.chain_reader import ChainReader
 from settlement.chunks import ChunkSettler
 from settlement.config import SettlementConfig
 from settlement.contract_chain import ContractChain
-from settlement.errors import SettlementFailed, TransactionNotMined, UnknownInterval
+from settlement.errors import (
+    FeeAboveCap,
+    SettlementFailed,
+    TransactionNotMined,
+    UnknownInterval,
+)
 from settlement.intake import ReadingIntake, read_chain
 from settlement.reconciliation import build_report
 from settlement.report import SettlementReport
@@ -234,6 +242,9 @@ class SettlementService:
             self._fail(err, tick)
         except (ChainUnavailable, ReadingStoreError):
             raise
+        except FeeAboveCap as err:
+            tick.note(t, err.code, err.message)
+            tick.emit(f"interval {t}: waiting: {err.message}")
         except (NonceConsumed, TransactionNotMined) as err:
             tick.note(t, err.code, err.message)
             tick.emit(f"interval {t}: {err.message}; retrying")
@@ -371,6 +382,7 @@ class SettlementService:
             },
             "readingTransactions": row.reading_txs if row else 0,
             "settleTransactions": row.settle_txs if row else 0,
+            "costs": [c.to_json() for c in self.store.costs(t)],
             "error": (
                 {"code": row.error_code, "detail": row.error_detail}
                 if row and row.error_code

@@ -16,13 +16,18 @@ interval. For each transaction it:
    unmined transaction at that nonce is *replaced*, never queued behind;
 4. prices it (:mod:`settlement.fees`): EIP-1559 ``maxFeePerGas = 2 * baseFee + tip`` with the
    node's suggested tip (legacy ``gasPrice`` on a chain without a base fee); a replacement
-   pays at least 9/8 of the fees it replaces (rounded up: nodes ask for +10 %);
+   pays at least 9/8 of the fees it replaces (rounded up: nodes ask for +10 %); a
+   :attr:`TxPolicy.fee_cap` clamps both (:func:`settlement.fees.priced`): while the base fee
+   plus the tip is above it nothing is signed (:class:`FeeAboveCap`: the service says so and
+   tries again on its next pass), and a replacement the cap leaves no room to bump is not
+   sent (the transaction already in the pool is waited for again);
 5. signs it locally and **journals** it (nonce, hash, fees) in SQLite before broadcasting
    (:mod:`settlement.journal`);
 6. waits for the receipt up to ``receipt_timeout``; if none, preflights again (the state may
    have moved on) and sends a replacement with the same nonce and bumped fees, up to
    ``max_replacements`` times;
-7. on a receipt, marks it mined in the journal; a failed receipt raises :class:`OutOfGas`
+7. on a receipt, marks it mined in the journal with the gas it used and the price per gas it
+   paid (``effectiveGasPrice``); a failed receipt raises :class:`OutOfGas`
    when it used all its gas, or the replayed revert otherwise.
 
 A node that stops answering raises :class:`~chain.errors.ChainUnavailable` (after the
@@ -43,12 +48,13 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3.types import TxReceipt
 
+from chain.fee_cap import NO_CAP, FeeCap
 from chain.reverts import mapped_reverts
 from chain.rpc import is_transient, request_lock, to_int
 from ledger.contract_errors import LedgerError, LedgerRevert
 from settlement.chain_reader import ChainReader
-from settlement.errors import OutOfGas, SettlementError, TransactionNotMined
-from settlement.fees import FeeReader, Fees, batch_answer
+from settlement.errors import FeeAboveCap, OutOfGas, SettlementError, TransactionNotMined
+from settlement.fees import FeeReader, Fees, batch_answer, cap_message, priced
 from settlement.journal import TxJournal, TxRecord
 from settlement.preflight import Preflight
 
@@ -82,6 +88,8 @@ class TxPolicy:
     and a dry run costs as much as the transaction, as on the embedded chain of a simulation,
     whose service made the reads the transaction relies on itself a moment before.
     Replacements are always preflighted (the chain may have moved on while waiting).
+    ``fee_cap``: the most a transaction pays per gas (:class:`~chain.fee_cap.FeeCap`;
+    default none).
     """
 
     receipt_timeout_seconds: float = 60.0
@@ -89,6 +97,7 @@ class TxPolicy:
     max_replacements: int = 6
     bump: tuple[int, int] = (9, 8)
     preflight: bool = True
+    fee_cap: FeeCap = NO_CAP
 
 
 class TxSender:
@@ -237,8 +246,13 @@ class TxSender:
 
     def _record_mined(self, receipt: Mapping[str, Any], nonce: int) -> None:
         tx_hash = hex_hash(receipt["transactionHash"])
+        price = receipt.get("effectiveGasPrice")
         self.journal.mark_tx_mined(
-            tx_hash, int(receipt["blockNumber"]), int(receipt["status"]), int(receipt["gasUsed"])
+            tx_hash,
+            int(receipt["blockNumber"]),
+            int(receipt["status"]),
+            int(receipt["gasUsed"]),
+            None if price is None else to_int(price),
         )
         self.journal.mark_txs_dropped(self.address, nonce, keep=tx_hash)
 
@@ -288,9 +302,15 @@ class TxSender:
         assert nonce is not None
         if self.policy.preflight:
             self.preflight.check(to, data, gas_limit, when)
-        for stale in self.journal.unconfirmed_txs(self.address):
-            if stale.nonce == nonce:
-                fees = fees.at_least(Fees.of(stale).bumped(self.policy.bump))
+        cap = self.policy.fee_cap
+        stale = [tx for tx in self.journal.unconfirmed_txs(self.address) if tx.nonce == nonce]
+        floor: Fees | None = None
+        for tx in stale:
+            least = Fees.of(tx).bumped(self.policy.bump)
+            floor = least if floor is None else floor.at_least(least)
+        price = priced(fees, floor, cap)
+        if price is None:  # nothing signed: the service tries again on its next pass
+            raise FeeAboveCap(cap_message(fees, cap, replacing=nonce if stale else None))
         hashes: list[str] = []
         for attempt in range(self.policy.max_replacements + 1):
             if attempt:
@@ -301,21 +321,34 @@ class TxSender:
                     if receipt is not None:
                         return self._finish(receipt, nonce, gas_limit, to, data)
                     raise
-                fees = self.fees.current().at_least(fees.bumped(self.policy.bump))
-                log.info("replacing transaction at nonce %d with higher fees %s", nonce, fees)
-            try:
-                tx_hash = self._sign_and_send(to, data, gas_limit, nonce, fees, kind, interval)
-            except NonceConsumed:  # mined while we were replacing it?
-                receipt = self._first_receipt(hashes)
-                if receipt is not None:
-                    return self._finish(receipt, nonce, gas_limit, to, data)
-                raise
-            if tx_hash is None:  # the node refused the fees as too low for a replacement
-                continue
-            if attempt:
-                self.replacements += 1
-                self._replaced_at = nonce
-            hashes.append(tx_hash)
+                current = self.fees.current()
+                price = priced(current, floor, cap)
+                if price is None and not hashes:
+                    raise FeeAboveCap(cap_message(current, cap, replacing=nonce))
+                if price is not None:
+                    log.info("replacing transaction at nonce %d with higher fees %s", nonce, price)
+            if price is None:
+                log.info(
+                    "transaction at nonce %d: the fee cap (%s) leaves no room for a fee bump; "
+                    "waiting for it again",
+                    nonce,
+                    cap.describe(),
+                )
+            else:
+                try:
+                    tx_hash = self._sign_and_send(to, data, gas_limit, nonce, price, kind, interval)
+                except NonceConsumed:  # mined while we were replacing it?
+                    receipt = self._first_receipt(hashes)
+                    if receipt is not None:
+                        return self._finish(receipt, nonce, gas_limit, to, data)
+                    raise
+                floor = price.bumped(self.policy.bump)
+                if tx_hash is None:  # the node refused the fees as too low for a replacement
+                    continue
+                if attempt:
+                    self.replacements += 1
+                    self._replaced_at = nonce
+                hashes.append(tx_hash)
             receipt = self._wait(hashes, nonce)
             if receipt is not None:
                 return self._finish(receipt, nonce, gas_limit, to, data)

@@ -7,6 +7,7 @@ HTTP API in-process; receipts are checked with eth_account only, as a participan
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,11 @@ def test_the_service_does_not_start_without_the_operators_key(tmp_path: Path) ->
 def test_the_operator_key_comes_from_the_chains_signers_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    class Signers:
+    class Signers:  # a dev chain: raw keys from the environment are read
         signers = (account(7),)
+
+        def env_key(self, name: str) -> str | None:
+            return os.environ.get(name)
 
     chain: Any = Signers()
     assert operator_key(chain, account(7).address) == bytes(account(7).key)
