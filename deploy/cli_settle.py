@@ -231,6 +231,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--retry-failed", action="store_true", help="put failed intervals back in the loop"
     )
+    parser.add_argument(
+        "--interval",
+        type=non_negative_int,
+        metavar="T",
+        help="settle interval T now, straight through the contract (anyone may, once its "
+        "reading deadline has passed): also a commit left unfinished when the operator "
+        "vanished between its chunks, which the service does not pick up",
+    )
     add_common_arguments(parser)
     add_key_arguments(parser, "the settlement account")
     parser.set_defaults(handler=run)
@@ -461,6 +469,35 @@ def _summary(service: SettlementService) -> list[str]:
     return lines
 
 
+SETTLE_ONE_CHUNK = 1_000
+"""Trades per transaction of ``settle --interval`` (well under a block: bench/gas.py)."""
+
+
+def _settle_one(
+    chain: Chain, client: LedgerClient, t: int, accounts: tuple[LocalAccount, ...]
+) -> int:
+    """``settle --interval T``: settle what is left of one interval from the chain alone."""
+    info = client.interval_info(t)
+    if info.status == "none":
+        raise InputError(f"Interval {t} was never committed: there is nothing to settle.")
+    if info.status == "settled":
+        print(f"interval {t}: already settled")
+        return 0
+    now = chain.timestamp()
+    if now < info.deadline:
+        raise InputError(
+            f"Interval {t}'s reading window is open until {info.deadline} (chain time {now}).",
+            hint="Settlement opens at the reading deadline; run this again after it.",
+        )
+    sender = accounts[0].address if accounts else chain.accounts[0]
+    unfinished = info.status == "committing"
+    receipts = client.settle(t, max_trades=SETTLE_ONE_CHUNK, sender=sender)
+    trades = client.interval_info(t).cursor
+    kind = "an unfinished commit, as far as its chunks went" if unfinished else "its commit"
+    print(f"interval {t}: settled {trades} trades of {kind} in {len(receipts)} transactions")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Settle what is due (once, or --watch), or print a report."""
     if args.port is not None and not args.watch:
@@ -471,6 +508,8 @@ def run(args: argparse.Namespace) -> int:
     db = args.db or Path(f"settlement-{chain.chain_id}.db")
     if args.report is not None:
         return _print_report(client, deployment, args.report, args.json, db)
+    if args.interval is not None:
+        return _settle_one(chain, client, args.interval, accounts)
     service = build_service(chain, client, deployment, db, args, accounts[0] if accounts else None)
     cap = service.sender.policy.fee_cap
     print(

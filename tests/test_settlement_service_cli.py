@@ -26,7 +26,9 @@ from chain.rpc import request_lock
 from deploy.cli import build_parser, main
 from deploy.cli_settle import _embedded_heartbeat, settlement_for_serve
 from deploy.deployment import deploy_system
+from ledger.commit_plan import commit_calldata, plan_commit
 from ledger.eip712 import Domain, sign_reading
+from ledger.order_backing import back_trades
 from ledger.records import Reading
 from market.client import AppTransport, OrderSigner
 
@@ -132,3 +134,38 @@ def test_embedded_heartbeat_lets_chain_time_follow_the_wall_clock() -> None:
     _embedded_heartbeat(chain)()
     assert chain.w3.eth.block_number > before
     assert int(chain.w3.eth.get_block("pending")["timestamp"]) >= int(time.time()) - 1
+
+
+@pytest.mark.anvil
+def test_settle_interval_settles_a_commit_the_operator_left_unfinished(
+    anvil_chain: Chain, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator sends the first chunk of a two-chunk commit and vanishes. After the
+    deadline anyone runs ``settle --interval T``: the committed prefix settles and every lock
+    it took is released."""
+    deployment = deploy_system(anvil_chain)
+    write_deployment(deployment, tmp_path / "dep")
+    ledger = LedgerClient.from_deployment(anvil_chain, deployment)
+    people = populate_anvil(anvil_chain, ledger, 4, 10**24, seed=23)
+    a, b, c, d = people.participants
+    t = ledger.current_interval() + 1
+    trades, orders = back_trades(
+        t, [trade(a, b, 600), trade(c, d, 300, n=1)], ledger.domain(), people.keys
+    )
+    indices = {p: ledger.participant_index(p) for p in people.participants}
+    plan = plan_commit(t, trades, orders, indices, max_bytes=900)
+    assert len(plan.chunks) == 2
+    ledger.transact_data(commit_calldata(t, b"\xbb" * 32, plan.chunks[0]))
+    assert ledger.balance_of(plan.trades[0].buyer).locked > 0
+    url = anvil_chain.rpc_url
+    assert url is not None
+    common = ["--rpc-url", url, "--deployments-dir", str(tmp_path / "dep")]
+    assert main(["settle", *common, "--interval", str(t)]) == 2  # the reading window is open
+    assert "reading window is open" in capsys.readouterr().err
+    anvil_chain.advance_time(ledger.interval_info(t).deadline - anvil_chain.timestamp())
+    assert main(["settle", *common, "--interval", str(t)]) == 0
+    assert "settled 1 trades of an unfinished commit" in capsys.readouterr().out
+    assert ledger.interval_info(t).status == "settled"
+    assert all(ledger.balance_of(p).locked == 0 for p in people.participants)
+    assert main(["settle", *common, "--interval", str(t)]) == 0
+    assert "already settled" in capsys.readouterr().out
