@@ -617,6 +617,41 @@ AGENT_KINDS: dict[str, tuple[Key, ...]] = {
     "vpp": VPP_KEYS,
 }
 """The kinds of ``[[agents.KIND]]`` tables and their keys."""
+def _fee(value: object) -> int:
+    fee = _units(price_per_wh_from_currency_per_kwh, "price", value)
+    if not 0 <= fee <= MAX_PRICE_PER_WH:
+        raise InvalidValue(f"{value} currency/kWh is out of range; a fee is 0 or more")
+    return fee
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValue(f"expected true or false, got {type_name(value)} {value!r}")
+    return value
+
+
+def _network(value: object) -> str:
+    from simulation.feeder import NETWORKS
+
+    text = _string(value)
+    if text not in NETWORKS:
+        raise InvalidValue(
+            f"{text!r} is not a network pandapower bundles; one of {', '.join(NETWORKS)}"
+        )
+    return text
+
+
+GRID_KEYS = (
+    _key("network", _network, REQUIRED, "pandapower network the agents sit on"),
+    _key("margin", _real(0, 1, high_open=True), Decimal("0.1"), "fraction of ratings withheld"),
+    _key("transformer_fee_per_kwh", _fee, "0", "fee per kWh across a transformer"),
+    _key("line_fee_per_kwh", _fee, "0", "fee per kWh across a line"),
+    _key("transformer_kva", _int(1, MAX_POWER_W // 1000), None, "transformer rating override"),
+    _key("curtail_unsold", _boolean, True, "curtail a site's export beyond what it sold"),
+)
+"""``[grid]``: the feeder (:mod:`simulation.feeder`); ``[grid.buses]`` maps agent names to
+bus indices of the network (the rest are spread over its load buses)."""
+
 TOP_LEVEL_KEYS = (
     "name",
     "description",
@@ -626,5 +661,6 @@ TOP_LEVEL_KEYS = (
     "market",
     "weather",
     "agents",
+    "grid",
 )
 """Keys allowed at the top of a scenario file."""
