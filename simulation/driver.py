@@ -379,9 +379,7 @@ class _Run:
             self.unsettled.add(interval)
             self.state.committed += 1
             self.state.trades += len(trades)
-        self.recorder.add_clearing(
-            t, price, trades, sell_prices if self.grid is not None else None
-        )
+        self.recorder.add_clearing(t, price, trades, sell_prices if self.grid is not None else None)
         if record.committed:
             self.recorder.mark_committed(t)
         self.prices.append(_reference_price(price, trades))

@@ -12,7 +12,8 @@ The tree
 
 Caps (Wh per interval)
     A line carries at most ``sqrt(3) · vn_kv · max_i_ka · parallel`` MVA, a transformer
-    ``sn_mva`` (the scenario's ``transformer_kva`` replaces it, in the power flow too); a switch is unbounded. Of
+    ``sn_mva`` (the scenario's ``transformer_kva`` replaces it, in the power flow too); a
+    switch is unbounded. Of
     that the scenario's ``margin`` is withheld, and the rest over the interval is the edge's
     cap, rounded down to whole Wh, the same in both directions. The physics is in floats
     (ratings are floats in pandapower); the caps the market sees are exact integers.
@@ -46,19 +47,7 @@ from market.grid import GRID_VERSION, Grid, check_grid
 from simulation.errors import SimulationError
 from simulation.profiles import seeded_rng
 from simulation.scenario import GridSpec
-
-NETWORKS: Mapping[str, str] = {
-    "kerber_landnetz_freileitung_1": "create_kerber_landnetz_freileitung_1",
-    "kerber_landnetz_freileitung_2": "create_kerber_landnetz_freileitung_2",
-    "kerber_landnetz_kabel_1": "create_kerber_landnetz_kabel_1",
-    "kerber_landnetz_kabel_2": "create_kerber_landnetz_kabel_2",
-    "kerber_dorfnetz": "create_kerber_dorfnetz",
-    "kerber_vorstadtnetz_kabel_1": "create_kerber_vorstadtnetz_kabel_1",
-    "kerber_vorstadtnetz_kabel_2": "create_kerber_vorstadtnetz_kabel_2",
-    "dickert_lv_network": "create_dickert_lv_network",
-    "cigre_network_lv": "create_cigre_network_lv",
-}
-"""The networks a scenario may name, and the :mod:`pandapower.networks` function of each."""
+from simulation.scenario_schema import NETWORKS
 
 NODE_PREFIX = "bus-"
 
@@ -183,8 +172,9 @@ def derive_feeder(
         )
         link(int(row.from_bus), int(row.to_bus), "line", int(i), rating, spec.line_fee_per_wh)
     for i, row in net.trafo[net.trafo.in_service].iterrows():
+        sn = spec.transformer_kva / 1000 if spec.transformer_kva is not None else row.sn_mva
         fee = spec.transformer_fee_per_wh
-        link(int(row.hv_bus), int(row.lv_bus), "trafo", int(i), float(row.sn_mva), fee)
+        link(int(row.hv_bus), int(row.lv_bus), "trafo", int(i), float(sn), fee)
     switches = net.switch[(net.switch.et == "b") & net.switch.closed]
     for i, row in switches.iterrows():
         link(int(row.bus), int(row.element), "switch", int(i), None, 0)
@@ -195,10 +185,12 @@ def derive_feeder(
     while frontier:
         nxt: list[int] = []
         for bus in frontier:
-            for other, kind, element, rating, fee in sorted(adjacency.get(bus, [])):
+            for other, kind, element, edge_mva, fee in sorted(adjacency.get(bus, [])):
                 if other in seen:
                     if not any(
-                        e.bus == bus and e.parent == other and (e.kind, e.element) == (kind, element)
+                        e.bus == bus
+                        and e.parent == other
+                        and (e.kind, e.element) == (kind, element)
                         for e in edges
                     ):
                         raise SimulationError(
@@ -207,7 +199,7 @@ def derive_feeder(
                         )
                     continue
                 seen.add(other)
-                cap = None if rating is None else cap_wh(rating, spec.margin, interval_seconds)
+                cap = None if edge_mva is None else cap_wh(edge_mva, spec.margin, interval_seconds)
                 edges.append(Edge(other, bus, kind, element, cap, fee))
                 nxt.append(other)
         frontier = nxt
@@ -241,7 +233,9 @@ def place_agents(
     return placement
 
 
-def build_feeder(spec: GridSpec, agents: Sequence[str], *, seed: int, interval_seconds: int) -> Feeder:
+def build_feeder(
+    spec: GridSpec, agents: Sequence[str], *, seed: int, interval_seconds: int
+) -> Feeder:
     """:func:`derive_feeder` on a freshly loaded :func:`scenario_network`."""
     return derive_feeder(
         scenario_network(spec), spec, agents, seed=seed, interval_seconds=interval_seconds

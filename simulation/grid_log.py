@@ -77,7 +77,9 @@ def grid_summary(grid: GridRecord, settled_revenue_base_units: int) -> dict[str,
     interval by interval, the series (node prices, loading, voltage band)."""
     flows = [r.flow for r in grid.intervals if r.flow.converged]
     line = [f.max_line_loading_centipct for f in flows if f.max_line_loading_centipct is not None]
-    trafo = [f.max_trafo_loading_centipct for f in flows if f.max_trafo_loading_centipct is not None]
+    trafo = [
+        f.max_trafo_loading_centipct for f in flows if f.max_trafo_loading_centipct is not None
+    ]
     low = [f.min_vm_pu_e4 for f in flows if f.min_vm_pu_e4 is not None]
     high = [f.max_vm_pu_e4 for f in flows if f.max_vm_pu_e4 is not None]
     events = [

@@ -47,7 +47,9 @@ class GridWatch:
             (),
         )
 
-    def limit_export(self, sample: MeterSample, bought_wh: int, sold_wh: int) -> tuple[MeterSample, int]:
+    def limit_export(
+        self, sample: MeterSample, bought_wh: int, sold_wh: int
+    ) -> tuple[MeterSample, int]:
         """``sample`` with its export cut to ``max(0, sold − bought)`` (taken off its
         generation), and the Wh cut; unchanged when curtailment is off."""
         allowed = max(0, sold_wh - bought_wh)

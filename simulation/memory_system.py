@@ -56,8 +56,8 @@ from ledger.eip712 import Domain
 from ledger.events import TradeSettled
 from ledger.records import Balance, Reading, Terms, Trade
 from market.clearing import clear
-from market.grid_clearing import clear_grid
 from market.collateral import worst_case_lock_base_units
+from market.grid_clearing import clear_grid
 from market.orders import OrderBook
 from market.service import DEFAULT_MAX_ORDERS_PER_INTERVAL, DEFAULT_MIN_ORDER_WH
 from settlement.model import Ledger

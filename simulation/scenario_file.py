@@ -378,7 +378,9 @@ def _grid(raw: Mapping[str, Any], reader: _Reader, agents: AgentsSpec) -> GridSp
         if name not in names:
             close = difflib.get_close_matches(name, sorted(names), n=1)
             raise reader.fail(
-                where, "no agent of that name", hint=f"Did you mean {close[0]!r}?" if close else None
+                where,
+                "no agent of that name",
+                hint=f"Did you mean {close[0]!r}?" if close else None,
             )
         if isinstance(bus, bool) or not isinstance(bus, int):
             raise reader.fail(where, f"expected a bus index (integer), got {type_name(bus)}")

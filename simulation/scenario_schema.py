@@ -60,6 +60,18 @@ around the site's profile, 0..1), ``load_persistence`` (0.8, AR(1) coefficient o
 per interval, 0 <= x < 1), ``load_shift_minutes`` (30, the site's habits run up to that much
 earlier or later than the standard profile, 0..180).
 
+``[grid]`` (optional; :mod:`simulation.feeder`, runs with ``--ledger memory`` only)
+    ``network`` (required): a low-voltage network pandapower bundles (``kerber_dorfnetz``,
+    ``kerber_landnetz_kabel_1``, ..., ``dickert_lv_network``, ``cigre_network_lv``); its
+    buses are the market's nodes, rooted at the external grid. ``margin`` (0.1, 0 <= x <
+    1): fraction of every line and transformer rating withheld from the market's caps.
+    ``transformer_fee_per_kwh`` and ``line_fee_per_kwh`` ("0"): fees per kWh of net flow
+    across an edge of that grid level. ``transformer_kva`` (the network's): replaces the
+    transformers' rating, in the caps and the power flow. ``curtail_unsold`` (true): a site
+    exports at most what it sold net of what it bought; the rest of its generation is
+    curtailed. ``[grid.buses]``: agent name = bus index of the network; the other agents
+    are spread over its load buses in a seeded order.
+
 Keys of earlier files are refused with a hint: ``load_kwh_per_day`` (write
 ``load_kwh_per_year``, the hint gives 365 times the old value), ``load_profile =
 "residential"`` (``"h0"``) or ``"commercial"`` (``"g1"`` or ``"g0"``), ``[weather]``
@@ -617,6 +629,8 @@ AGENT_KINDS: dict[str, tuple[Key, ...]] = {
     "vpp": VPP_KEYS,
 }
 """The kinds of ``[[agents.KIND]]`` tables and their keys."""
+
+
 def _fee(value: object) -> int:
     fee = _units(price_per_wh_from_currency_per_kwh, "price", value)
     if not 0 <= fee <= MAX_PRICE_PER_WH:
@@ -630,9 +644,21 @@ def _boolean(value: object) -> bool:
     return value
 
 
-def _network(value: object) -> str:
-    from simulation.feeder import NETWORKS
+NETWORKS: dict[str, str] = {
+    "kerber_landnetz_freileitung_1": "create_kerber_landnetz_freileitung_1",
+    "kerber_landnetz_freileitung_2": "create_kerber_landnetz_freileitung_2",
+    "kerber_landnetz_kabel_1": "create_kerber_landnetz_kabel_1",
+    "kerber_landnetz_kabel_2": "create_kerber_landnetz_kabel_2",
+    "kerber_dorfnetz": "create_kerber_dorfnetz",
+    "kerber_vorstadtnetz_kabel_1": "create_kerber_vorstadtnetz_kabel_1",
+    "kerber_vorstadtnetz_kabel_2": "create_kerber_vorstadtnetz_kabel_2",
+    "dickert_lv_network": "create_dickert_lv_network",
+    "cigre_network_lv": "create_cigre_network_lv",
+}
+"""The networks a scenario may name, and the :mod:`pandapower.networks` function of each."""
 
+
+def _network(value: object) -> str:
     text = _string(value)
     if text not in NETWORKS:
         raise InvalidValue(
