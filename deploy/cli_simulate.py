@@ -165,6 +165,12 @@ def default_out_dir() -> Path:
 def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
     from deploy.systems import EmbeddedSystem, RemoteSystem, memory_system
 
+    if scenario.grid is not None and args.ledger != "memory":
+        raise InputError(
+            "grid scenarios run with --ledger memory until the contract supports the grid "
+            f"(the scenario has a [grid] section: {scenario.grid.network})",
+            hint="Add --ledger memory.",
+        )
     if args.ledger == "memory":
         if args.rpc_url is not None or args.api_url is not None:
             raise InputError(

@@ -92,6 +92,8 @@ def memory_system(scenario: Scenario) -> MemorySystem:
         tolerance_bps=market.tolerance_bps,
         gate_closure_seconds=default_gate_closure_seconds(sim.interval_seconds),
         reading_window_seconds=DEFAULT_MARKET_TERMS[2],
+        grid=scenario.grid,
+        seed=sim.seed,
     )
 
 

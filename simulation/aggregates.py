@@ -154,6 +154,8 @@ class Season:
     paid_base_units: int
     penalties_base_units: int
     meters: int = 0
+    grid_revenue_base_units: int = 0
+    """What the grid operator received at settlement (a run on a grid)."""
 
 
 def month_totals(days: tuple[DayTotals, ...]) -> list[tuple[int, dict[str, int]]]:

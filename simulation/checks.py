@@ -143,8 +143,12 @@ def row_checks(record: RunRecord, pos: Mapping[str, Position] | None = None) -> 
                 f"{s.shortfall_wh} Wh short"
             )
     net_sum = sum(p.net_base_units for p in (pos or positions(record)).values())
-    if net_sum:
-        tokens.append(f"net positions sum to {net_sum} base units, not 0")
+    grid_revenue = sum(s.grid_base_units for s in record.settlements)
+    if net_sum + grid_revenue:
+        tokens.append(
+            f"net positions sum to {net_sum} base units, not minus the grid operator's "
+            f"{grid_revenue}"
+        )
     results.append(CheckResult("tokens_conserved", not tokens, tuple(tokens[:_MAX_DETAIL])))
 
     rational: list[str] = []
@@ -152,10 +156,16 @@ def row_checks(record: RunRecord, pos: Mapping[str, Position] | None = None) -> 
         buy, sell = orders.get(trade.buy_order_id), orders.get(trade.sell_order_id)
         if buy is None or sell is None or buy.side != "buy" or sell.side != "sell":
             rational.append(f"trade {trade.buy_order_id}/{trade.sell_order_id}: unknown orders")
-        elif not sell.price_per_wh <= trade.price_per_wh <= buy.price_per_wh:
+        elif not (
+            sell.price_per_wh
+            <= (trade.price_per_wh if trade.sell_price_per_wh is None else trade.sell_price_per_wh)
+            <= trade.price_per_wh
+            <= buy.price_per_wh
+        ):
             rational.append(
-                f"trade {trade.buy_order_id}/{trade.sell_order_id} at {trade.price_per_wh}: "
-                f"bid {buy.price_per_wh}, ask {sell.price_per_wh}"
+                f"trade {trade.buy_order_id}/{trade.sell_order_id} at {trade.price_per_wh} "
+                f"(seller {trade.sell_price_per_wh}): bid {buy.price_per_wh}, ask "
+                f"{sell.price_per_wh}"
             )
     results.append(
         CheckResult("individually_rational", not rational, tuple(rational[:_MAX_DETAIL]))

@@ -68,6 +68,7 @@ from market.client import OrderSigner
 from simulation.agents import Agent, MarketView, OrderIntent, build_agents
 from simulation.errors import SimulationError
 from simulation.fold import DayFolder
+from simulation.grid_watch import GridWatch
 from simulation.positions import positions
 from simulation.profiles import intervals_per_day
 from simulation.readings import signed_reading_body
@@ -110,6 +111,7 @@ class _Trade:
     seller: str
     quantity_wh: int
     price_per_wh: int
+    sell_price_per_wh: int
 
 
 @dataclass
@@ -205,6 +207,8 @@ class _Run:
         self.accepted: dict[int, int] = {}
         self.t0 = 0
         self.min_order_wh = 1
+        self.grid: GridWatch | None = None
+        """The feeder's clearing outcomes, curtailment and power flow (with ``[grid]``)."""
 
     # ------------------------------------------------------------------ top level
 
@@ -262,6 +266,11 @@ class _Run:
     # ------------------------------------------------------------------ set-up
 
     def _setup(self) -> None:
+        if self.scenario.grid is not None and not self.system.supports_grid:
+            raise SimulationError(
+                "grid scenarios run with --ledger memory until the contract supports the grid",
+                hint="Add --ledger memory, or drop the scenario's [grid] section.",
+            )
         self.agents = build_agents(self.scenario)
         participants = []
         for agent in self.agents:
@@ -275,6 +284,9 @@ class _Run:
             self.recorder.add_participant(agent, account.address)
         self._report("registering participants")
         self.system.onboard(participants)
+        if self.scenario.grid is not None:
+            self.grid = GridWatch(self.scenario, self.system.feeder)
+            self.recorder.grid_template = self.grid.template
 
     # ------------------------------------------------------------------ orders
 
@@ -333,6 +345,8 @@ class _Run:
         has_orders = self.accepted.get(t, 0) > 0
         price: int | None = None
         trades: list[tuple[str, str, int, int]] = []
+        sell_prices: list[int] = []
+        grid_outcome: dict[str, Any] | None = None
         if has_orders:
             with self.sw.stage("clearing"):
                 self.system.close_gate(interval)
@@ -344,9 +358,12 @@ class _Run:
                     f"{clearing['state']!r}, not committed"
                 )
             price = None if clearing["pricePerWh"] is None else int(clearing["pricePerWh"])
+            grid_outcome = clearing.get("grid")
             for trade in clearing["trades"]:
                 quantity, trade_price = int(trade["quantityWh"]), int(trade["pricePerWh"])
+                sell_price = int(trade.get("sellPricePerWh", trade_price))
                 trades.append((trade["buyOrder"], trade["sellOrder"], quantity, trade_price))
+                sell_prices.append(sell_price)
                 record.trades.append(
                     _Trade(
                         trade["buyOrder"],
@@ -355,23 +372,31 @@ class _Run:
                         self.name_of[trade["seller"].lower()],
                         quantity,
                         trade_price,
+                        sell_price,
                     )
                 )
             record.committed = True
             self.unsettled.add(interval)
             self.state.committed += 1
             self.state.trades += len(trades)
-        self.recorder.add_clearing(t, price, trades)
+        self.recorder.add_clearing(t, price, trades, sell_prices if self.grid is not None else None)
         if record.committed:
             self.recorder.mark_committed(t)
         self.prices.append(_reference_price(price, trades))
         separator = self.system.domain.separator
         signs = self.system.signs
+        grid = self.grid
+        metered: dict[str, tuple[int, int]] = {}
+        curtailed = 0
         with self.sw.stage("agents"):
             for agent in self.agents:
                 bought, sold = self.recorder.fills_of(t, agent.name)
                 agent.on_fills(t, bought, sold, price)
                 sample = agent.meter(t)
+                if grid is not None:
+                    sample, cut = grid.limit_export(sample, bought, sold)
+                    curtailed += cut
+                    metered[agent.name] = (sample.imported_wh, sample.exported_wh)
                 self.recorder.add_meter(t, agent.name, sample)
                 if bought or sold:
                     address = self.signers[agent.name].account.address
@@ -381,6 +406,10 @@ class _Run:
                         if signs
                         else reading
                     )
+
+        if grid is not None:
+            with self.sw.stage("power_flow"):
+                self.recorder.add_grid(grid.observe(t, grid_outcome, curtailed, metered))
 
     def _meter_key(self, agent: Agent) -> coincurve.PrivateKey:
         """The agent's meter key, made once (making one derives its public key)."""
@@ -427,6 +456,7 @@ class _Run:
                         o.payment_base_units,
                         o.refund_base_units,
                         o.penalty_base_units,
+                        o.delivered_wh * (trade.price_per_wh - trade.sell_price_per_wh),
                     )
                 )
             self.recorder.add_settlements(settled)

@@ -96,6 +96,7 @@ class DayFolder:
         )
         self.days.append(totals)
         self.totals["settlements"] += len(chunk.settlements)
+        self.totals["grid_revenue"] += sum(s.grid_base_units for s in chunk.settlements)
         self.totals["meters"] += len(chunk.meters)
 
     def season(self) -> Season:
@@ -116,6 +117,7 @@ class DayFolder:
             paid_base_units=sum(d.paid_base_units for d in days),
             penalties_base_units=sum(d.penalties_base_units for d in days),
             meters=self.totals["meters"],
+            grid_revenue_base_units=self.totals["grid_revenue"],
         )
 
 

@@ -57,11 +57,14 @@ from ledger.events import TradeSettled
 from ledger.records import Balance, Reading, Terms, Trade
 from market.clearing import clear
 from market.collateral import worst_case_lock_base_units
+from market.grid_clearing import clear_grid
 from market.orders import OrderBook
 from market.service import DEFAULT_MAX_ORDERS_PER_INTERVAL, DEFAULT_MIN_ORDER_WH
 from settlement.model import Ledger
 from simulation.agents.base import OrderIntent
 from simulation.errors import SimulationError
+from simulation.feeder import Feeder, build_feeder
+from simulation.scenario import GridSpec
 from simulation.settlement_feed import SettlementProgress
 from simulation.stopwatch import Stopwatch
 from simulation.system import MarketTiming, Participant, System
@@ -72,6 +75,10 @@ without nonce, expiry or signature."""
 
 MEMORY_LABEL = "memory (no chain)"
 """How the report and ``summary.json`` name the ledger of a memory run."""
+
+GRID_OPERATOR = "0x" + "00" * 19 + "02"
+"""The grid operator's account in a memory run with a grid: it receives, per delivered Wh,
+the difference between the buyer's and the seller's price (docs/grid.md §8)."""
 
 START_SECONDS = 1_767_225_600
 """The market's clock at the start of a memory run (2026-01-01T00:00:00Z): fixed, so that
@@ -106,6 +113,7 @@ class MemorySystem(System):
     """
 
     signs = False
+    supports_grid = True
 
     def __init__(
         self,
@@ -117,6 +125,8 @@ class MemorySystem(System):
         tolerance_bps: int,
         gate_closure_seconds: int,
         reading_window_seconds: int,
+        grid: GridSpec | None = None,
+        seed: int = 0,
     ) -> None:
         self.stopwatch = Stopwatch()
         self.label = MEMORY_LABEL
@@ -140,6 +150,16 @@ class MemorySystem(System):
         self._reserved: dict[str, int] = {}
         self._clearings: dict[int, dict[str, Any]] = {}
         self._trade_counts: dict[int, int] = {}
+        self._grid_spec = grid
+        self._seed = seed
+        self.feeder: Feeder | None = None
+        """The grid the market clears on (built at :meth:`onboard`, where the agents' names
+        are known); None without ``[grid]``."""
+        self._node: dict[str, str] = {}
+        self._spreads: dict[int, list[int]] = {}
+        """Per committed interval with a grid: buyer price minus seller price of each trade."""
+        self.grid_revenue_base_units = 0
+        """What the grid operator was credited at settlement."""
 
     # -- time and set-up ------------------------------------------------------------------------
 
@@ -154,7 +174,18 @@ class MemorySystem(System):
         self._now = max(self._now, unix_seconds)
 
     def onboard(self, participants: Sequence[Participant]) -> int:
-        """Register each participant and deposit its collateral (no transactions)."""
+        """Register each participant and deposit its collateral (no transactions); with a
+        grid, place each on its bus."""
+        if self._grid_spec is not None:
+            self.feeder = build_feeder(
+                self._grid_spec,
+                [p.name for p in participants],
+                seed=self._seed,
+                interval_seconds=self.timing.interval_seconds,
+            )
+            self.model.register(GRID_OPERATOR)
+            for p in participants:
+                self._node[p.account.address.lower()] = self.feeder.node_of(p.name)
         for p in participants:
             who = p.account.address.lower()
             self.model.register(who)
@@ -345,18 +376,32 @@ class MemorySystem(System):
             np.array(book.price_per_wh, dtype=np.int64),
             np.array(book.seq, dtype=np.int64),
         )
-        result = clear(columns, mechanism=self.mechanism, k=self.k)
         parties = book.participants
+        grid_outcome: dict[str, Any] | None = None
+        if self.feeder is None:
+            result: Any = clear(columns, mechanism=self.mechanism, k=self.k)
+            sell_prices = result.trade_price_per_wh.tolist()
+        else:
+            grid = self.feeder.grid(interval)
+            nodes = [self._node[who] for who in parties]
+            result = clear_grid(columns, grid, nodes, self.mechanism, self.k)
+            sell_prices = result.trade_sell_price_per_wh.tolist()
+            grid_outcome = grid_outcome_of(result)
         trades: list[Trade] = []
         published: list[dict[str, Any]] = []
-        for b, s, q, p in zip(
+        spreads: list[int] = []
+        for b, s, q, p, sp in zip(
             result.trade_buy_rows.tolist(),
             result.trade_sell_rows.tolist(),
             result.trade_quantity_wh.tolist(),
             result.trade_price_per_wh.tolist(),
+            sell_prices,
             strict=True,
         ):
+            # The model settles at the buyer's price; the seller's share of a grid trade is
+            # its own price, the rest goes to the grid operator at settlement (settle()).
             trades.append(Trade(parties[b], parties[s], q, p))
+            spreads.append(p - sp)
             published.append(
                 {
                     "buyOrder": book.ids[b],
@@ -365,6 +410,7 @@ class MemorySystem(System):
                     "seller": parties[s],
                     "quantityWh": q,
                     "pricePerWh": p,
+                    "sellPricePerWh": sp,
                 }
             )
         try:
@@ -372,11 +418,15 @@ class MemorySystem(System):
         except LedgerError as err:
             raise SimulationError(f"interval {interval}: the commit was refused: {err}") from err
         self._trade_counts[interval] = len(trades)
+        if any(spreads):
+            self._spreads[interval] = spreads
         self._clearings[interval] = {
             "state": "committed",
             "pricePerWh": None if result.price is None else int(result.price),
             "trades": published,
         }
+        if grid_outcome is not None:
+            self._clearings[interval]["grid"] = grid_outcome
 
     def clearing(self, interval: int) -> dict[str, Any]:
         """``interval``'s clearing, in the shape ``GET /intervals/{t}/clearing`` has (handed
@@ -412,6 +462,9 @@ class MemorySystem(System):
                 continue
             count = self._trade_counts.pop(t)
             result = self.model.settle(t, count)
+            spreads = self._spreads.pop(t, None)
+            if spreads is not None:
+                self._credit_grid(t, result.outcomes, spreads)
             progress.outcomes += [
                 TradeSettled(t, o.index, o.delivered_wh, o.payment, o.refund, o.penalty)
                 for o in result.outcomes
@@ -425,6 +478,23 @@ class MemorySystem(System):
             state.exported_wh = {}
             state.read = set()
         return progress
+
+    def _credit_grid(self, t: int, outcomes: Sequence[Any], spreads: Sequence[int]) -> None:
+        """Move ``delivered · (price − sell price)`` of each settled trade from its seller,
+        whom the model paid the buyer's price, to the grid operator: the two-price
+        settlement of docs/grid.md §8 (undelivered energy earns the grid nothing; balances
+        still sum to the deposits)."""
+        trades = self.model.intervals[t].trades
+        balances = self.model.balances
+        credited = 0
+        for o in outcomes:
+            share = o.delivered_wh * spreads[o.index]
+            if share:
+                balances[trades[o.index].seller].free -= share
+                credited += share
+        if credited:
+            self.model.balance(GRID_OPERATOR).free += credited
+            self.grid_revenue_base_units += credited
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -447,4 +517,27 @@ class MemorySystem(System):
         )
 
 
-__all__ = ["MEMORY_LABEL", "START_SECONDS", "MemorySystem", "UnsignedOrder"]
+def grid_outcome_of(result: Any) -> dict[str, Any]:
+    """What a memory run records of a grid clearing (:class:`GridClearingResult`): node
+    prices by node id, the edges at a cap, flows, fee revenue and congestion rent."""
+    grid = result.grid
+    at_cap = []
+    flows = {}
+    for i, (node, z) in enumerate(zip(grid.nodes, result.flows_wh, strict=True)):
+        if i == grid.root_index:
+            continue
+        if z:
+            flows[node.id] = z
+        if (z > 0 and z == node.export_cap_wh) or (z < 0 and -z == node.import_cap_wh):
+            at_cap.append(node.id)
+    return {
+        "nodePrices": {n.id: p for n, p in zip(grid.nodes, result.node_prices, strict=True)},
+        "flows": flows,
+        "atCap": at_cap,
+        "feeRevenue": int(result.fee_revenue_base_units),
+        "congestionRent": int(result.congestion_rent_base_units),
+        "gridRoot": grid.grid_root_hex,
+    }
+
+
+__all__ = ["GRID_OPERATOR", "MEMORY_LABEL", "START_SECONDS", "MemorySystem", "UnsignedOrder"]

@@ -40,7 +40,7 @@ def positions(record: RunRecord) -> dict[str, Position]:
         buyer.penalties_received_base_units += s.penalty_base_units
         seller.delivered_wh += s.delivered_wh
         seller.shortfall_wh += s.shortfall_wh
-        seller.earned_base_units += s.paid_base_units
+        seller.earned_base_units += s.paid_base_units - s.grid_base_units
         seller.penalties_paid_base_units += s.penalty_base_units
     for m in record.meters:
         p = get(m.participant)

@@ -51,6 +51,7 @@ from typing import Protocol
 from simulation.agents.base import Agent, MeterSample, OrderIntent, Side
 from simulation.agents.datacenter import DataCenterAgent
 from simulation.aggregates import Season
+from simulation.grid_log import GridIntervalRecord, GridRecord
 from simulation.profiles import intervals_per_day
 from simulation.scenario import Scenario
 
@@ -92,6 +93,8 @@ class TradeRecord:
     seller: str
     quantity_wh: int
     price_per_wh: int
+    sell_price_per_wh: int | None = None
+    """What the seller receives per Wh on a grid (docs/grid.md §4); None: ``price_per_wh``."""
 
     @property
     def value_base_units(self) -> int:
@@ -119,6 +122,9 @@ class SettlementRecord:
     paid_base_units: int
     refunded_base_units: int
     penalty_base_units: int
+    grid_base_units: int = 0
+    """Of ``paid_base_units``, what the grid operator received (``delivered * (price −
+    sell price)``); the seller received the rest."""
 
     @property
     def shortfall_wh(self) -> int:
@@ -231,6 +237,8 @@ class RunRecord:
     extra_checks: Mapping[str, bool] = field(default_factory=dict)
     timing_seconds: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    grid: GridRecord | None = None
+    """The feeder and its per-interval outcomes, for a scenario with ``[grid]``."""
     season: Season | None = None
     """For a run folded day by day (longer than a day, :mod:`simulation.fold`): the totals
     of every day. Then ``orders`` holds only the busiest interval's orders (for its supply
@@ -285,6 +293,9 @@ class RunRecorder:
         self._meters: list[MeterRecord] = []
         self._intervals: dict[int, IntervalRecord] = {}
         self._fills: dict[tuple[int, str], tuple[int, int]] = {}
+        self._grid: list[GridIntervalRecord] = []
+        self.grid_template: GridRecord | None = None
+        """Set by the driver for a run on a grid: the feeder (its intervals are added)."""
         self.extra_checks: dict[str, bool] = {}
         self.timing_seconds: dict[str, float] = defaultdict(float)
 
@@ -313,17 +324,26 @@ class RunRecorder:
         t: int,
         price_per_wh: int | None,
         trades: Iterable[tuple[str, str, int, int]],
+        sell_prices: Sequence[int] | None = None,
     ) -> None:
-        """Record interval ``t``'s clearing: price and ``(buy id, sell id, Wh, price)`` trades.
+        """Record interval ``t``'s clearing: price and ``(buy id, sell id, Wh, price)`` trades,
+        with each trade's seller price on a grid (``sell_prices``).
 
         Order fills are derived from the trades.
         """
         volume = 0
-        for buy_id, sell_id, quantity_wh, trade_price in trades:
+        for n, (buy_id, sell_id, quantity_wh, trade_price) in enumerate(trades):
             buy, sell = self._orders[buy_id], self._orders[sell_id]
             self._trades.append(
                 TradeRecord(
-                    t, buy_id, sell_id, buy.participant, sell.participant, quantity_wh, trade_price
+                    t,
+                    buy_id,
+                    sell_id,
+                    buy.participant,
+                    sell.participant,
+                    quantity_wh,
+                    trade_price,
+                    None if sell_prices is None else sell_prices[n],
                 )
             )
             for order_id in (buy_id, sell_id):
@@ -356,6 +376,20 @@ class RunRecorder:
                 sample.generation_wh,
             )
         )
+
+    def add_grid(self, record: GridIntervalRecord) -> None:
+        """Record one interval on the grid (node prices dropped in a folded run)."""
+        if self.fold is not None and record.node_prices:
+            record = GridIntervalRecord(
+                record.interval,
+                (),
+                record.at_cap,
+                record.fee_revenue_base_units,
+                record.congestion_rent_base_units,
+                record.curtailed_wh,
+                record.flow,
+            )
+        self._grid.append(record)
 
     def mark_committed(self, t: int) -> None:
         """Interval ``t``'s trades are on-chain."""
@@ -497,6 +531,18 @@ class RunRecorder:
         season: Season | None = None,
     ) -> RunRecord:
         sim, market = self.scenario.simulation, self.scenario.market
+        grid = None
+        if self.grid_template is not None and (self.fold is None or season is not None):
+            grid = GridRecord(
+                self.grid_template.network,
+                self.grid_template.root,
+                self.grid_template.nodes,
+                self.grid_template.agent_nodes,
+                self.grid_template.caps_wh,
+                tuple(self._grid),
+                node_prices_kept=self.fold is None,
+                power_flow_seconds=self.grid_template.power_flow_seconds,
+            )
         return RunRecord(
             scenario=self.scenario.name,
             description=self.scenario.description,
@@ -518,6 +564,7 @@ class RunRecorder:
             jobs=jobs,
             extra_checks=dict(self.extra_checks),
             timing_seconds=dict(self.timing_seconds),
+            grid=grid,
             season=season,
         )
 

@@ -27,6 +27,7 @@ Errors
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
@@ -276,6 +277,24 @@ class AgentsSpec:
 
 
 @dataclass(frozen=True)
+class GridSpec:
+    """``[grid]``: the pandapower network the agents sit on, and what the market sees of it
+    (:mod:`simulation.feeder`). Fees in base units per Wh; ``margin`` is the fraction of
+    every rating withheld from the market."""
+
+    network: str
+    margin: float = 0.1
+    transformer_fee_per_wh: int = 0
+    line_fee_per_wh: int = 0
+    transformer_kva: int | None = None
+    """Replaces the bundled transformers' rating (to study a tighter one)."""
+    curtail_unsold: bool = True
+    """A site's export beyond what it sold is curtailed (the operator's export limit)."""
+    buses: Mapping[str, int] = field(default_factory=dict)
+    """Agents placed explicitly (name -> bus index); the rest are spread over load buses."""
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A validated scenario. Build it with :func:`~simulation.scenario_file.load_scenario` or
     :func:`~simulation.scenario_file.parse_scenario`."""
@@ -289,6 +308,8 @@ class Scenario:
     calendar: CalendarSpec = CalendarSpec()
     location: LocationSpec = LocationSpec()
     source: str = field(default="", compare=False)
+    grid: GridSpec | None = None
+    """``[grid]``: the feeder the agents sit on; None for one node without fees."""
 
     def with_intervals(self, intervals: int) -> Scenario:
         """The same scenario run for ``intervals`` intervals (the ``--intervals`` override).

@@ -26,6 +26,7 @@ from simulation.scenario import (
     BatterySpec,
     CalendarSpec,
     DataCenterSpec,
+    GridSpec,
     HouseholdSpec,
     JobSpec,
     LoadSpec,
@@ -43,6 +44,7 @@ from simulation.scenario import (
 from simulation.scenario_schema import (
     AGENT_KINDS,
     CALENDAR_KEYS,
+    GRID_KEYS,
     JOB_KEYS,
     LOCATION_KEYS,
     MARKET_KEYS,
@@ -362,6 +364,51 @@ def _agents(
     return AgentsSpec(**{kind: tuple(specs) for kind, specs in groups.items()})
 
 
+def _grid(raw: Mapping[str, Any], reader: _Reader, agents: AgentsSpec) -> GridSpec:
+    """``[grid]`` and its ``[grid.buses]``: each named agent must exist, each bus be one of
+    the network's."""
+    table = reader.table(raw, "grid", "")
+    v = reader.values(table, "grid", GRID_KEYS, ("buses",))
+    buses = reader.table(table, "buses", "grid")
+    names = {n for group in _groups(agents) for n in agent_names(group.name, group.count)}
+    placed: dict[str, int] = {}
+    known: set[int] | None = None
+    for name, bus in buses.items():
+        where = f"grid.buses.{name}"
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            raise reader.fail(
+                where,
+                "no agent of that name",
+                hint=f"Did you mean {close[0]!r}?" if close else None,
+            )
+        if isinstance(bus, bool) or not isinstance(bus, int):
+            raise reader.fail(where, f"expected a bus index (integer), got {type_name(bus)}")
+        if known is None:
+            from simulation.feeder import load_network
+
+            known = {int(b) for b in load_network(v["network"]).bus.index}
+        if bus not in known:
+            raise reader.fail(
+                where,
+                f"bus {bus} is not a bus of {v['network']} (buses {min(known)}..{max(known)})",
+            )
+        placed[name] = bus
+    return GridSpec(
+        v["network"],
+        v["margin"],
+        v["transformer_fee_per_kwh"],
+        v["line_fee_per_kwh"],
+        v["transformer_kva"],
+        v["curtail_unsold"],
+        placed,
+    )
+
+
+def _groups(agents: AgentsSpec) -> tuple[Any, ...]:
+    return agents.pv + agents.battery + agents.household + agents.data_center + agents.vpp
+
+
 def parse_scenario(
     text: str, *, source: str = "<scenario>", intervals: int | None = None
 ) -> Scenario:
@@ -396,6 +443,7 @@ def parse_scenario(
         w["temperature_swing_c"],
     )
     agents = _agents(reader.table(raw, "agents", ""), reader, sim, site)
+    grid = _grid(raw, reader, agents) if "grid" in raw else None
     scenario = Scenario(
         meta["name"],
         meta["description"],
@@ -406,6 +454,7 @@ def parse_scenario(
         calendar=calendar,
         location=site,
         source=source,
+        grid=grid,
     )
     return scenario if intervals is None else scenario.with_intervals(intervals)
 

@@ -60,6 +60,18 @@ around the site's profile, 0..1), ``load_persistence`` (0.8, AR(1) coefficient o
 per interval, 0 <= x < 1), ``load_shift_minutes`` (30, the site's habits run up to that much
 earlier or later than the standard profile, 0..180).
 
+``[grid]`` (optional; :mod:`simulation.feeder`, runs with ``--ledger memory`` only)
+    ``network`` (required): a low-voltage network pandapower bundles (``kerber_dorfnetz``,
+    ``kerber_landnetz_kabel_1``, ..., ``dickert_lv_network``, ``cigre_network_lv``); its
+    buses are the market's nodes, rooted at the external grid. ``margin`` (0.1, 0 <= x <
+    1): fraction of every line and transformer rating withheld from the market's caps.
+    ``transformer_fee_per_kwh`` and ``line_fee_per_kwh`` ("0"): fees per kWh of net flow
+    across an edge of that grid level. ``transformer_kva`` (the network's): replaces the
+    transformers' rating, in the caps and the power flow. ``curtail_unsold`` (true): a site
+    exports at most what it sold net of what it bought; the rest of its generation is
+    curtailed. ``[grid.buses]``: agent name = bus index of the network; the other agents
+    are spread over its load buses in a seeded order.
+
 Keys of earlier files are refused with a hint: ``load_kwh_per_day`` (write
 ``load_kwh_per_year``, the hint gives 365 times the old value), ``load_profile =
 "residential"`` (``"h0"``) or ``"commercial"`` (``"g1"`` or ``"g0"``), ``[weather]``
@@ -617,6 +629,55 @@ AGENT_KINDS: dict[str, tuple[Key, ...]] = {
     "vpp": VPP_KEYS,
 }
 """The kinds of ``[[agents.KIND]]`` tables and their keys."""
+
+
+def _fee(value: object) -> int:
+    fee = _units(price_per_wh_from_currency_per_kwh, "price", value)
+    if not 0 <= fee <= MAX_PRICE_PER_WH:
+        raise InvalidValue(f"{value} currency/kWh is out of range; a fee is 0 or more")
+    return fee
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValue(f"expected true or false, got {type_name(value)} {value!r}")
+    return value
+
+
+NETWORKS: dict[str, str] = {
+    "kerber_landnetz_freileitung_1": "create_kerber_landnetz_freileitung_1",
+    "kerber_landnetz_freileitung_2": "create_kerber_landnetz_freileitung_2",
+    "kerber_landnetz_kabel_1": "create_kerber_landnetz_kabel_1",
+    "kerber_landnetz_kabel_2": "create_kerber_landnetz_kabel_2",
+    "kerber_dorfnetz": "create_kerber_dorfnetz",
+    "kerber_vorstadtnetz_kabel_1": "create_kerber_vorstadtnetz_kabel_1",
+    "kerber_vorstadtnetz_kabel_2": "create_kerber_vorstadtnetz_kabel_2",
+    "dickert_lv_network": "create_dickert_lv_network",
+    "cigre_network_lv": "create_cigre_network_lv",
+}
+"""The networks a scenario may name, and the :mod:`pandapower.networks` function of each."""
+
+
+def _network(value: object) -> str:
+    text = _string(value)
+    if text not in NETWORKS:
+        raise InvalidValue(
+            f"{text!r} is not a network pandapower bundles; one of {', '.join(NETWORKS)}"
+        )
+    return text
+
+
+GRID_KEYS = (
+    _key("network", _network, REQUIRED, "pandapower network the agents sit on"),
+    _key("margin", _real(0, 1, high_open=True), Decimal("0.1"), "fraction of ratings withheld"),
+    _key("transformer_fee_per_kwh", _fee, "0", "fee per kWh across a transformer"),
+    _key("line_fee_per_kwh", _fee, "0", "fee per kWh across a line"),
+    _key("transformer_kva", _int(1, MAX_POWER_W // 1000), None, "transformer rating override"),
+    _key("curtail_unsold", _boolean, True, "curtail a site's export beyond what it sold"),
+)
+"""``[grid]``: the feeder (:mod:`simulation.feeder`); ``[grid.buses]`` maps agent names to
+bus indices of the network (the rest are spread over its load buses)."""
+
 TOP_LEVEL_KEYS = (
     "name",
     "description",
@@ -626,5 +687,6 @@ TOP_LEVEL_KEYS = (
     "market",
     "weather",
     "agents",
+    "grid",
 )
 """Keys allowed at the top of a scenario file."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from simulation.aggregates import MIX_FIELDS, MONTH_NAMES, Season, month_totals
 from simulation.checks import check_record
+from simulation.grid_log import grid_summary
 from simulation.positions import interval_average_prices, positions
 from simulation.record import RunRecord
 
@@ -98,6 +99,11 @@ def summarize(record: RunRecord) -> dict[str, Any]:
         },
         "checks": {c.name: c.ok for c in checks},
     }
+    if record.grid is not None:
+        settled = sum(s.grid_base_units for s in record.settlements)
+        if season is not None:
+            settled = season.grid_revenue_base_units
+        summary["grid"] = grid_summary(record.grid, settled)
     if season is not None:
         summary["season"] = season_summary(season)
     return summary

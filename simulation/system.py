@@ -117,6 +117,13 @@ class System(ABC):
     them: True for every system on a chain; False for the in-memory market
     (:class:`simulation.memory_system.MemorySystem`), which takes them unsigned."""
 
+    supports_grid: bool = False
+    """Whether the system clears on a scenario's ``[grid]`` (docs/grid.md): only the
+    in-memory market, until the contract settles trades at two prices."""
+    feeder: Any = None
+    """The :class:`simulation.feeder.Feeder` the market clears on, once set up; None
+    without a grid."""
+
     @abstractmethod
     def now(self) -> int:
         """The market's time (Unix seconds) as the driver sees it."""

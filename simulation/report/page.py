@@ -23,6 +23,7 @@ from simulation.positions import Position, positions
 from simulation.record import RunRecord
 from simulation.report.charts import PALETTE
 from simulation.report.display import price_text
+from simulation.report.grid import grid_section
 from simulation.report.headline import headline
 from simulation.report.market import (
     book_section,
@@ -157,6 +158,7 @@ def _sections(record: RunRecord, pos: dict[str, Position], t: int) -> str:
             + book_section(record, t)
             + participants_section(record, pos)
             + datacenter_season_section(record)
+            + grid_section(record)
         )
     return (
         market_section(record)
@@ -164,6 +166,7 @@ def _sections(record: RunRecord, pos: dict[str, Position], t: int) -> str:
         + delivery_section(record)
         + participants_section(record, pos)
         + datacenter_section(record)
+        + grid_section(record)
     )
 
 
