@@ -215,7 +215,9 @@ def set_key(tables: dict[str, Any], key: str, value: Any, *, source: str = "") -
         if child is None:
             child = node[name] = {}
         elif not isinstance(child, dict):
-            raise ScenarioError(f"is a {type_name(child)}, not a table", key=path, source=source)
+            kind = type_name(child)
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ScenarioError(f"is {article} {kind}, not a table", key=path, source=source)
         node = child
 
 
