@@ -25,8 +25,8 @@ HELP = "run a scenario under a grid of settings and seeds on Dask; compare the r
 DESCRIPTION = """\
 Run one scenario for every combination of the swept values (--param, each a key of the
 scenario file as a dotted TOML path) times every seed (--seeds), each run as
-`wattledger simulate` runs it, with its own memory ledger or its own embedded chain, in
-its own Dask worker process; then compare the runs.
+`wattledger simulate` runs it, with its own embedded chain (or, with --ledger memory, its
+own memory ledger), in its own Dask worker process; then compare the runs.
 
 Every key and value is checked before anything runs: an unknown key, a value of the
 wrong type or out of range, or a combination the scenario refuses (a job's deadline past
@@ -67,7 +67,8 @@ input.
 
 Examples:
   wattledger sweep scenarios/neighbourhood.toml --param simulation.k=0/1,1/2,1/1 \\
-      --param simulation.mechanism=uniform,pay-as-bid --seeds 5 --intervals 96
+      --param simulation.mechanism=uniform,pay-as-bid --seeds 5 --intervals 96 \\
+      --ledger memory
   wattledger sweep scenarios/neighbourhood.toml --param agents.pv[0].count=6,12,24 \\
       --param weather.mean_clearness=0.4,0.8 --seeds 3 --workers 2 --out sweeps/pv
   wattledger sweep scenarios/neighbourhood.toml --param simulation.k=0/1,1/1 \\
@@ -119,10 +120,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--ledger",
         choices=("memory", "embedded"),
-        help="memory (default): the same agents, intake, clearing and settlement rules "
-        "with the contract's settlement model, no chain (`simulate --ledger memory`); "
-        "embedded: each run deploys its own contracts on its own embedded eth-tester chain "
-        "in its worker (about ten times slower)",
+        help="embedded (default, as `wattledger simulate`): each run deploys its own "
+        "contracts on its own embedded eth-tester chain in its worker process; memory: the "
+        "same agents, intake, clearing and settlement rules with the contract's settlement "
+        "model and no chain (`simulate --ledger memory`), for sweeps of many or long runs "
+        "(a 24-interval run of the neighbourhood: about 9 s embedded, under 1 s in memory)",
     )
     parser.add_argument(
         "--workers",
@@ -227,7 +229,7 @@ def _new_plan(args: argparse.Namespace) -> tuple[SweepPlan, Path, str]:
         params,
         seeds=args.seeds or 1,
         intervals=intervals,
-        ledger=args.ledger or "memory",
+        ledger=args.ledger or "embedded",
         source=source,
     )
     out = args.out or default_out_dir()

@@ -5,6 +5,7 @@ line's refusals of bad input (each naming the key or the flag)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -235,13 +236,16 @@ def task_of(p: SweepPlan, index: int = 0) -> RunTask:
     )
 
 
-def test_one_run_sends_back_its_folder_as_simulate_writes_it() -> None:
+@pytest.mark.parametrize(("ledger", "chain"), [("memory", "memory"), ("embedded", "eth-tester")])
+def test_one_run_sends_back_its_folder_as_simulate_writes_it(ledger: str, chain: str) -> None:
     p = plan("simulation.mechanism=pay-as-bid", intervals=2)
-    result = run_one(task_of(p))
+    result = run_one(replace(task_of(p), ledger=ledger))
     assert result.ok, result.error
     assert {"report.html", "summary.json", "trades.csv", "timing.json"} <= set(result.files)
     figures = json.loads(result.files["summary.json"])
     assert (figures["mechanism"], figures["intervals"], figures["seed"]) == ("pay-as-bid", 2, 77)
+    assert figures["chain"].startswith(chain)
+    assert all(figures["checks"].values()), figures["checks"]
 
 
 def test_a_run_that_raises_comes_back_failed_with_its_error_and_traceback() -> None:

@@ -22,7 +22,10 @@ from deploy.sweep_dask import Engine, RunResult, RunTask, dask_client, run_one
 from ledger.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
-PARAMS = ("--param", "simulation.mechanism=uniform,pay-as-bid", "--seeds", "2", "--intervals", "3")
+PARAMS = (
+    *("--param", "simulation.mechanism=uniform,pay-as-bid", "--seeds", "2"),
+    *("--intervals", "3", "--ledger", "memory"),
+)
 
 
 def sweep_args(scenario: Path, out: Path, *more: str) -> list[str]:
