@@ -386,16 +386,25 @@ def execute(
             outcomes[result.run] = RunOutcome(error=result.error)
         display.result(task, result, status)
 
-    with display:
-        run_tasks(
-            tasks,
-            engine,
-            on_result=on_result,
-            on_status=display.status,
-            on_start=display.note,
-            run=task_function or run_one,
+    try:
+        with display:
+            run_tasks(
+                tasks,
+                engine,
+                on_result=on_result,
+                on_status=display.status,
+                on_start=display.note,
+                run=task_function or run_one,
+            )
+    except KeyboardInterrupt:
+        done = sum(1 for t in tasks if t.run in outcomes)
+        say(
+            f"interrupted after {done} of {len(tasks)} runs; finish the sweep with: "
+            f"wattledger sweep --resume {out}"
         )
-    write_results(plan, outcomes, out)
+        raise
+    finally:  # interrupted too: what finished is in the comparison, --resume does the rest
+        write_results(plan, outcomes, out)
     return _report(plan, outcomes, out)
 
 
