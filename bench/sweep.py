@@ -12,7 +12,9 @@ started and their imports done: what a longer sweep's pace is). The time end to 
 Both sweeps must give the same ``sweep.csv`` bytes.
 
 Run it alone: a 2-core machine with another CPU-heavy process on it cannot show 2 cores'
-worth of speed. Prints the machine's load before and after.
+worth of speed. Prints the machine's load before and after, and the machine's own ceiling
+measured in the same run: a pure-Python loop in 8 tasks on 2 processes against 1 (what two
+cores give two CPU-bound processes here, with no Dask and no wattledger).
 
 Usage: ``python bench/sweep.py [--ledger memory|embedded] [--intervals 24]``. The last
 line is the one to quote.
@@ -54,6 +56,26 @@ class Measured:
     total_seconds: float
     csv: str
     failed: int
+    run_seconds: float
+    """Mean wall time of one run inside its worker."""
+
+
+def _spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def ceiling(processes: int, tasks: int = 8, n: int = 6_000_000) -> float:
+    """Seconds for ``tasks`` pure-Python loops on ``processes`` processes."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_spin, [1000] * processes)  # started
+        started = time.perf_counter()
+        pool.map(_spin, [n] * tasks, chunksize=1)
+        return time.perf_counter() - started
 
 
 def plan(intervals: int, ledger: str) -> SweepPlan:
@@ -74,6 +96,7 @@ def sweep(p: SweepPlan, workers: int) -> Measured:
     ]
     outcomes: dict[str, RunOutcome] = {}
     last: list[SweepStatus] = []
+    seconds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="wattledger-bench-sweep-") as out:
 
         def on_result(result: RunResult, status: SweepStatus) -> None:
@@ -88,12 +111,20 @@ def sweep(p: SweepPlan, workers: int) -> Measured:
                 else RunOutcome(error=result.error)
             )
             last[:] = [status]
+            seconds.append(result.seconds)
 
         started = time.perf_counter()
         run_tasks(tasks, Engine(workers=workers), on_result=on_result)
         total = time.perf_counter() - started
     failed = sum(1 for o in outcomes.values() if o.summary is None)
-    return Measured(workers, last[0].elapsed_seconds, total, sweep_csv_text(p, outcomes), failed)
+    return Measured(
+        workers,
+        last[0].elapsed_seconds,
+        total,
+        sweep_csv_text(p, outcomes),
+        failed,
+        sum(seconds) / len(seconds),
+    )
 
 
 def main() -> int:
@@ -106,6 +137,13 @@ def main() -> int:
         f"sweep: {len(p.runs)} runs of {p.scenario}, {p.intervals} intervals, {p.ledger} "
         f"ledger ({', '.join(PARAMS)}; seeds {', '.join(map(str, p.seeds))}); load {load()}"
     )
+    one_loop, two_loops = ceiling(1), ceiling(2)
+    machine = one_loop / two_loops
+    print(
+        f"  the machine: a pure-Python loop in 8 tasks on 2 processes {machine:.2f}x the speed "
+        f"of 1 ({two_loops:.1f} s against {one_loop:.1f} s); load {load()}",
+        flush=True,
+    )
     results = []
     for workers in (1, 2):
         m = sweep(p, workers)
@@ -113,7 +151,8 @@ def main() -> int:
         print(
             f"  {workers} worker(s): runs {m.runs_seconds:6.1f} s "
             f"({len(p.runs) / m.runs_seconds:.2f} runs/s), end to end {m.total_seconds:6.1f} s "
-            f"(cluster start and imports included); {m.failed} failed; load {load()}",
+            f"(cluster start and imports included); a run {m.run_seconds:.1f} s in its worker; "
+            f"{m.failed} failed; load {load()}",
             flush=True,
         )
     one, two = results
@@ -126,8 +165,8 @@ def main() -> int:
         f"sweep of {len(p.runs)} runs x {p.intervals} intervals ({p.ledger} ledger) on 2 Dask "
         f"workers: {speedup:.2f}x the speed of 1 worker (target >= {TARGET}x; runs "
         f"{two.runs_seconds:.1f} s against {one.runs_seconds:.1f} s; end to end "
-        f"{two.total_seconds:.1f} s against {one.total_seconds:.1f} s, {end_to_end:.2f}x; "
-        f"load {load()})"
+        f"{two.total_seconds:.1f} s against {one.total_seconds:.1f} s, {end_to_end:.2f}x; the "
+        f"machine's ceiling {machine:.2f}x; load {load()})"
     )
     return 0 if ok else 1
 
