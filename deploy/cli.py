@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "deploy.cli_clear",
     "deploy.cli_serve",
     "deploy.cli_simulate",
+    "deploy.cli_sweep",
     "deploy.cli_settle",
     "deploy.cli_audit",
 )

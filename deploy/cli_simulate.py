@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ from ledger.errors import InputError
 
 if TYPE_CHECKING:
     from simulation.driver import RunState
+    from simulation.record import RunRecord
     from simulation.scenario import Scenario
     from simulation.system import System
 
@@ -162,22 +165,30 @@ def default_out_dir() -> Path:
     return Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
+def _system(
+    scenario: Scenario,
+    say: Callable[[str], None],
+    *,
+    ledger: str,
+    rpc_url: str | None,
+    api_url: str | None,
+    audit: bool,
+) -> System:
     from deploy.systems import EmbeddedSystem, RemoteSystem, memory_system
 
-    if scenario.grid is not None and args.ledger != "memory":
+    if scenario.grid is not None and ledger != "memory":
         raise InputError(
             "grid scenarios run with --ledger memory until the contract supports the grid "
             f"(the scenario has a [grid] section: {scenario.grid.network})",
             hint="Add --ledger memory.",
         )
-    if args.ledger == "memory":
-        if args.rpc_url is not None or args.api_url is not None:
+    if ledger == "memory":
+        if rpc_url is not None or api_url is not None:
             raise InputError(
                 "--ledger memory runs without a chain: it takes neither --rpc-url nor --api-url",
                 hint="Drop --ledger memory to run on the chain at --rpc-url.",
             )
-        if args.audit:
+        if audit:
             raise InputError(
                 "--audit needs a chain: a --ledger memory run commits nothing on-chain and "
                 "publishes no signed order sets",
@@ -185,26 +196,24 @@ def _system(args: argparse.Namespace, scenario: Scenario, say: Any) -> System:
             )
         say("starting the market in memory (no chain, no signatures)")
         return memory_system(scenario)
-    if args.api_url is not None:
-        if args.rpc_url is None:
+    if api_url is not None:
+        if rpc_url is None:
             raise InputError(
                 "--api-url needs --rpc-url: the simulation registers its participants and "
                 "moves chain time on the market's chain.",
                 hint="Pass the --rpc-url the server was started with, e.g. "
                 "--api-url http://127.0.0.1:8000 --rpc-url http://127.0.0.1:8545.",
             )
-        say(f"driving the market at {args.api_url} on {args.rpc_url}")
-        return RemoteSystem(scenario, api_url=args.api_url, rpc_url=args.rpc_url)
-    say(f"starting the system on {args.rpc_url or 'the embedded eth-tester chain'}")
-    return EmbeddedSystem(scenario, rpc_url=args.rpc_url, progress=say)
+        say(f"driving the market at {api_url} on {rpc_url}")
+        return RemoteSystem(scenario, api_url=api_url, rpc_url=rpc_url)
+    say(f"starting the system on {rpc_url or 'the embedded eth-tester chain'}")
+    return EmbeddedSystem(scenario, rpc_url=rpc_url, progress=say)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the scenario, run it, write the report and print the headline figures."""
-    from deploy.assembly import prefer_fast_keccak
     from simulation.checks import check_record
     from simulation.profiles import intervals_per_day
-    from simulation.report.files import write_run
     from simulation.report.headline import headline_text
     from simulation.scenario_file import load_scenario
 
@@ -235,8 +244,6 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    prefer_fast_keccak()
-    started = time.perf_counter()
     sim = scenario.simulation
     of_all = (
         f" of its {full.simulation.intervals} (--intervals all for every one)"
@@ -247,13 +254,63 @@ def run(args: argparse.Namespace) -> int:
         f"scenario {scenario.name} ({args.scenario}): {scenario.agents.count} agents, "
         f"{sim.intervals} intervals of {sim.interval_seconds} s{of_all}, seed {sim.seed}"
     )
-    system = _system(args, scenario, say)
+    outcome = simulate_run(
+        scenario,
+        out,
+        ledger=args.ledger,
+        rpc_url=args.rpc_url,
+        api_url=args.api_url,
+        audit=args.audit,
+        book_interval=args.book_interval,
+        show_progress=not args.no_progress,
+        say=say,
+    )
+    record, audit_lines, timing = outcome.record, outcome.audit_lines, outcome.timing_seconds
+    files = outcome.files
+    if audit_lines:
+        print(audit_lines[-1])
+    print(headline_text(record, files["report.html"].resolve()))
+    print(f"Run took {timing['total']:.0f} s on {record.chain}; files in {out}")
+    return 0 if all(check.ok for check in check_record(record)) else 1
+
+
+@dataclass(frozen=True)
+class SimulateOutcome:
+    """What :func:`simulate_run` did: the run's record, the files it wrote (by name), its
+    wall time by stage (``timing.json``) and the audit's lines (with ``audit``)."""
+
+    record: RunRecord
+    files: dict[str, Path]
+    timing_seconds: dict[str, float]
+    audit_lines: list[str]
+
+
+def simulate_run(
+    scenario: Scenario,
+    out: Path,
+    *,
+    ledger: str = "embedded",
+    rpc_url: str | None = None,
+    api_url: str | None = None,
+    audit: bool = False,
+    book_interval: int | None = None,
+    show_progress: bool = False,
+    say: Callable[[str], None] = lambda _message: None,
+) -> SimulateOutcome:
+    """Run ``scenario`` as ``wattledger simulate`` does and write its folder ``out`` (the
+    report, ``summary.json``, the CSVs and ``timing.json``); print nothing but ``say``'s
+    lines and, with ``show_progress``, the progress bar. ``wattledger sweep`` runs each of
+    its runs through here."""
+    from deploy.assembly import prefer_fast_keccak
+    from simulation.report.files import write_run
+
+    prefer_fast_keccak()
+    started = time.perf_counter()
+    system = _system(scenario, say, ledger=ledger, rpc_url=rpc_url, api_url=api_url, audit=audit)
     try:
-        record, audit_lines = _run_with_progress(
-            scenario, system, show=not args.no_progress, audit=args.audit
-        )
+        record, audit_lines = _run_with_progress(scenario, system, show=show_progress, audit=audit)
         write_started = time.perf_counter()
-        files = write_run(record, out, book_interval=args.book_interval)
+        files = write_run(record, out, book_interval=book_interval)
         timing = dict(record.timing_seconds)
         timing["report"] = time.perf_counter() - write_started
         timing["total"] = time.perf_counter() - started
@@ -261,13 +318,10 @@ def run(args: argparse.Namespace) -> int:
             json.dumps({k: round(v, 3) for k, v in timing.items()}, indent=2) + "\n",
             encoding="utf-8",
         )
+        files["timing.json"] = out / "timing.json"
     finally:
         system.close()
-    if audit_lines:
-        print(audit_lines[-1])
-    print(headline_text(record, files["report.html"].resolve()))
-    print(f"Run took {timing['total']:.0f} s on {record.chain}; files in {out}")
-    return 0 if all(check.ok for check in check_record(record)) else 1
+    return SimulateOutcome(record, files, timing, audit_lines)
 
 
 def _run_with_progress(

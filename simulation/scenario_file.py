@@ -413,11 +413,24 @@ def parse_scenario(
     text: str, *, source: str = "<scenario>", intervals: int | None = None
 ) -> Scenario:
     """Parse and validate scenario TOML ``text``; ``intervals`` overrides the run length."""
-    reader = _Reader(source)
+    return scenario_from_table(read_toml(text, source=source), source=source, intervals=intervals)
+
+
+def read_toml(text: str, *, source: str = "<scenario>") -> dict[str, Any]:
+    """Scenario TOML ``text`` as nested tables, floats as exact :class:`Decimal` values
+    (nothing checked beyond TOML syntax: :func:`scenario_from_table` checks the keys)."""
     try:
-        raw = tomllib.loads(text, parse_float=Decimal)
+        return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"not valid TOML: {error}", source=source) from None
+
+
+def scenario_from_table(
+    raw: Mapping[str, Any], *, source: str = "<scenario>", intervals: int | None = None
+) -> Scenario:
+    """Check the tables :func:`read_toml` gives (or a changed copy of them: a sweep sets
+    keys in them) and build the scenario; ``intervals`` overrides the run length."""
+    reader = _Reader(source)
     reader.check_known(raw, "", TOP_LEVEL_KEYS)
     default_name = Path(source).stem if source and not source.startswith("<") else "scenario"
     meta = reader.values(
