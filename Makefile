@@ -43,6 +43,9 @@ bench: setup
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/settle.py
 	$(BIN)/python bench/simulated_day.py
+	$(BIN)/python bench/simulated_year.py
+	$(BIN)/python bench/grid_day.py
+	$(BIN)/python bench/sweep.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
