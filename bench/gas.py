@@ -18,7 +18,9 @@ chunk, as the settlement service by default spends half a block per transaction)
 which must fit a block.
 
 Usage: ``python bench/gas.py [--participants 500] [--sizes 10,100,1000] [--big 5000]
-[--probe 8000] [--chunk N]``.
+[--probe 8000] [--chunk N] [--l1-gwei 10] [--l2-gwei 0.01] [--eth-price 3000]
+[--kwh-price 0.2242]``. The chain cost per kWh traded and as a share of the value traded is
+printed for the stated gas prices, ETH price and energy price (the demo's average).
 For comparison (DESIGN §5a): CoW Protocol batch settlement ~60-76k gas per trade; naive
 per-trade storage ~100-130k.
 """
@@ -66,10 +68,37 @@ class Measured:
     reading_gas: int
     settle: int
     settle_txs: int
+    energy_wh: int = 0
+    commit_bytes: int = 0
 
     @property
     def total(self) -> int:
         return self.commit + self.reading_gas + self.settle
+
+
+def chain_cost_lines(
+    m: Measured, l1_gwei: float, l2_gwei: float, eth: float, kwh_price: float
+) -> list[str]:
+    """What the measured gas costs per kWh traded, and as a share of the value traded, for a
+    stated gas price on an L1 and an L2 (execution gas only) and a stated ETH price."""
+    kwh = m.energy_wh / 1_000
+    value = kwh * kwh_price
+    lines = [
+        f"chain cost at {m.trades:,} trades ({kwh:,.1f} kWh, {m.total // m.trades:,} gas and "
+        f"{m.commit_bytes // m.trades} commit calldata bytes per trade; ETH at {eth:,.0f} "
+        f"currency units; value at {kwh_price} /kWh, the demo's average price):"
+    ]
+    for name, gwei in (("L1", l1_gwei), ("L2", l2_gwei)):
+        cost = m.total * gwei * 1e-9 * eth
+        lines.append(
+            f"  {name} at {gwei:g} gwei: {cost / m.trades:.5f} per trade, {cost / kwh:.5f} per "
+            f"kWh, {100 * cost / value:.2f} % of the value traded"
+        )
+    lines.append(
+        "  (on an L2, the L1 data fee of the calldata comes on top of the execution gas and "
+        "follows the L1's blob price)"
+    )
+    return lines
 
 
 @dataclass
@@ -231,6 +260,8 @@ def run_interval(
             reading_gas=sum(int(r["gasUsed"]) for r in reading_receipts),
             settle=sum(chunks),
             settle_txs=len(chunks),
+            energy_wh=sum(x.quantity_wh for x in trades),
+            commit_bytes=sum(b for _, b in commit_receipts),
         ),
         chunks,
         commit_receipts,
@@ -292,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=5_000)
     parser.add_argument("--probe", type=int, default=8_000)
     parser.add_argument("--chunk", type=int, default=0, help="settle chunk (0: half the limit)")
+    parser.add_argument("--l1-gwei", type=float, default=10.0, help="L1 gas price (gwei)")
+    parser.add_argument("--l2-gwei", type=float, default=0.01, help="L2 gas price (gwei)")
+    parser.add_argument("--eth-price", type=float, default=3_000.0, help="currency units per ETH")
+    parser.add_argument(
+        "--kwh-price", type=float, default=0.2242, help="currency per kWh traded (demo average)"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     # The probe's calldata is over anvil's default 2 MB JSON-RPC body limit (about 5,100
@@ -332,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{last.total / last.trades / 76_000:.2f}; to naive storage (100-130k): "
             f"{last.total / last.trades / 100_000:.2f}-{last.total / last.trades / 130_000:.2f}"
         )
+        for m in results[1:]:
+            for line in chain_cost_lines(
+                m, args.l1_gwei, args.l2_gwei, args.eth_price, args.kwh_price
+            ):
+                print(line)
 
         # Block limits: the largest settle chunk, then a big interval committed and settled.
         chunk_limit, probe_commits = probe_chunk(chain, ledger, people, rng, args.probe)
@@ -358,6 +400,18 @@ def main(argv: list[str] | None = None) -> int:
             + f"; every transaction < block limit: {fit}; all-in per trade {m.total // m.trades:,}"
         )
     print(f"(ran in {time.monotonic() - started:.0f} s)")
+    per = {r.trades: r.total // r.trades for r in results}
+    l1 = last.total * args.l1_gwei * 1e-9 * args.eth_price / (last.energy_wh / 1_000)
+    l2 = last.total * args.l2_gwei * 1e-9 * args.eth_price / (last.energy_wh / 1_000)
+    print(
+        "gas: all-in per settled trade "
+        + ", ".join(f"{v:,} at {n:,} trades" for n, v in per.items())
+        + f" (target <= {TARGET_PER_TRADE:,} at {last.trades:,}: {verdict.lower()}); "
+        f"{args.big:,}-trade interval in {len(commits)} commit transactions each <= "
+        f"{MAX_COMMIT_BYTES:,} bytes: {small}, every transaction under the block: {fit}; "
+        f"chain cost per kWh at {last.trades:,} trades {l1:.4f} on an L1 at {args.l1_gwei:g} "
+        f"gwei, {l2:.6f} on an L2 at {args.l2_gwei:g} gwei (ETH at {args.eth_price:,.0f})"
+    )
     return 0
 
 
