@@ -2,7 +2,9 @@
 
 Usage: ``python scripts/slither_check.py [--json OUT]``. Exit status 0 when every High or
 Medium finding in the project's own sources is listed in :data:`EXPLAINED` with its reason,
-1 otherwise. OpenZeppelin and the test-only contracts (contracts/test) are not judged.
+1 otherwise; an explanation no finding needs any more is reported as stale (the test fails on
+it, so explanations do not outlive what they explain). OpenZeppelin and the test-only
+contracts (contracts/test) are not judged.
 
 slither-analyzer pins ``web3<8`` while wattledger needs web3 8; its analysis never touches
 web3, so it is installed without that pin (``pip install --no-deps slither-analyzer
@@ -26,20 +28,6 @@ JUDGED_IMPACTS = ("High", "Medium")
 
 # (detector, function or contract name in the finding) -> why it is not a defect.
 EXPLAINED: dict[tuple[str, str], str] = {
-    ("divide-before-multiply", "deliveredWh"): (
-        "floor((B+q)*D/S) - floor(B*D/S) is the cumulative-floor allocation rule itself: each "
-        "division is of an already multiplied value; the subtraction of two floors is intended."
-    ),
-    ("incorrect-equality", "_checkChunk"): (
-        "length == 0 compares a calldata length, not a balance or time; it is exact by intent."
-    ),
-    ("incorrect-equality", "settle"): (
-        "end == tradeCount compares the cursor with the trade count, both exact integers."
-    ),
-    ("reentrancy-no-eth", "deposit"): (
-        "deposit measures the tokens actually received (fee-on-transfer tokens), so the transfer "
-        "precedes the credit; nonReentrant (transient guard) covers deposit and withdraw."
-    ),
     ("uninitialized-state", "commitInterval"): (
         "false positive: _intervals is written through the storage pointer `rec` in "
         "commitInterval and settle; slither does not follow that alias."
@@ -132,6 +120,16 @@ def judge(findings: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return explained, unexplained
 
 
+def stale(findings: list[dict[str, Any]]) -> list[str]:
+    """Explanations in :data:`EXPLAINED` that no High or Medium finding needs any more."""
+    fired = {
+        (str(f.get("check")), _function_name(f))
+        for f in findings
+        if f.get("impact") in JUDGED_IMPACTS
+    }
+    return [f"{check} in {where}" for check, where in EXPLAINED if (check, where) not in fired]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run slither, print High/Medium findings, and return 1 if any is unexplained."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -149,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for line in unexplained:
         print("UNEXPLAINED " + line)
+    for line in stale(findings):
+        print("STALE explanation (no finding needs it; remove it): " + line)
     print(f"high/medium: {len(explained)} explained, {len(unexplained)} unexplained")
     return 1 if unexplained else 0
 
