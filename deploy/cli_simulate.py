@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--intervals",
         metavar="N|all",
-        type=_intervals,
+        type=interval_count,
         help=f"simulate N intervals (default: the scenario's first {DEFAULT_INTERVALS}, from "
         "midnight to noon, under a minute on the embedded chain); `all` runs the "
         "scenario's simulation.intervals (a whole day for the shipped scenarios, about a "
@@ -154,7 +154,8 @@ ALL_INTERVALS = 0
 """``--intervals all``: the scenario's own length."""
 
 
-def _intervals(text: str) -> int:
+def interval_count(text: str) -> int:
+    """An ``--intervals`` value: a positive count, or ``all`` (:data:`ALL_INTERVALS`)."""
     if text == "all":
         return ALL_INTERVALS
     return positive_int(text)

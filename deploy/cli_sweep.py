@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploy.cli_args import positive_int
+from deploy.cli_simulate import ALL_INTERVALS, interval_count
 from ledger.errors import InputError
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--intervals",
         metavar="N|all",
-        type=_intervals,
+        type=interval_count,
         help=f"simulate N intervals per run (default: the scenario's first "
         f"{DEFAULT_INTERVALS}, as `wattledger simulate`); `all` runs the scenario's "
         "simulation.intervals",
@@ -166,15 +167,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a line per finished run instead of a progress bar (for logs and CI)",
     )
     parser.set_defaults(handler=run)
-
-
-ALL_INTERVALS = 0
-
-
-def _intervals(text: str) -> int:
-    if text == "all":
-        return ALL_INTERVALS
-    return positive_int(text)
 
 
 def default_out_dir() -> Path:

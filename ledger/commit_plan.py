@@ -152,6 +152,20 @@ def order_words(order: SignedOrder, position: int, flags: int) -> tuple[int, int
     return meta, order.price_per_wh, int.from_bytes(r, "big"), int.from_bytes(vs, "big")
 
 
+def trade_word(
+    buyer: int, seller: int, buy_order: int, sell_order: int, quantity_wh: int, price_per_wh: int
+) -> int:
+    """A trade's word in a chunk: party and order positions, quantity and price."""
+    return (
+        buyer
+        | seller << 16
+        | buy_order << 32
+        | sell_order << 48
+        | quantity_wh << 64
+        | price_per_wh << 128
+    )
+
+
 def _check_order(order: SignedOrder, t: int) -> None:
     if order.interval != t:
         raise ValueError(
@@ -356,12 +370,14 @@ def _assemble(
         for k in draft.trades:
             trade = trades[k]
             trade_words.append(
-                where[checksum_address(trade.buyer)]
-                | where[checksum_address(trade.seller)] << 16
-                | order_at[bytes(trade.buy_order_id)] << 32
-                | order_at[bytes(trade.sell_order_id)] << 48
-                | trade.quantity_wh << 64
-                | trade.price_per_wh << 128
+                trade_word(
+                    where[checksum_address(trade.buyer)],
+                    where[checksum_address(trade.seller)],
+                    order_at[bytes(trade.buy_order_id)],
+                    order_at[bytes(trade.sell_order_id)],
+                    trade.quantity_wh,
+                    trade.price_per_wh,
+                )
             )
         last = first + len(draft.trades)
         chunks.append(CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first))
@@ -457,6 +473,7 @@ __all__ = [
     "group_by_seller",
     "order_words",
     "plan_commit",
+    "trade_word",
     "trades_of_chunk",
     "trades_of_chunks",
 ]

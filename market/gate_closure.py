@@ -367,11 +367,12 @@ class GateClosure:
             # Each collateral revert is met by a fresh read that drops at least one party,
             # unless the party covered itself again meanwhile; either way the attempts end.
             attempts = 2 + len({o.participant for o in self._live_set(interval)})
+            book = self.store.interval_orders(interval)  # a re-clearing fills a subset of it
             for _ in range(attempts):
                 clearing = self._drop_defaulters(interval, clearing)
                 trades = committed_trades(clearing)
                 try:
-                    orders = signed_orders(self.store.interval_orders(interval), trades)
+                    orders = signed_orders(book, trades)
                     receipt = self.ledger.commit_interval(interval, root, trades, orders)
                     break
                 except LedgerCallFailed as err:

@@ -35,6 +35,7 @@ from audit.evidence import (
 from audit.run import audit_market
 from ledger import eip712 as signing
 from ledger import records
+from ledger.commit_plan import trade_word
 from ledger.eip712 import Domain, recover_meter, sign_reading
 from ledger.errors import InputError
 from ledger.events import (
@@ -285,15 +286,11 @@ TWO_TRADES = (
 )
 
 
-def _word(buyer: int, seller: int, bo: int, so: int, q: int, price: int) -> int:
-    return buyer | seller << 16 | bo << 32 | so << 48 | q << 64 | price << 128
-
-
 def _chunk(number: int, first: int, words: tuple[int, ...]) -> TradesCommitted:
     return TradesCommitted(9, number, first, PARTIES, IDS, words)
 
 
-W0, W1 = _word(0, 1, 0, 1, 100, 7), _word(2, 1, 2, 1, 50, 9)
+W0, W1 = trade_word(0, 1, 0, 1, 100, 7), trade_word(2, 1, 2, 1, 50, 9)
 
 
 def test_commit_trades_are_read_from_its_chunk_events_whoever_sent_it() -> None:
@@ -310,7 +307,7 @@ def test_commit_trades_are_read_from_its_chunk_events_whoever_sent_it() -> None:
         (((1, 0, (W0,)),), "hold 1 trades, its commit 2"),
         (((2, 0, (W0, W1)),), "chunk 2 (from trade 0) does not follow chunk 0"),
         (((1, 0, (W0,)), (2, 0, (W1,))), "chunk 2 (from trade 0) does not follow chunk 1"),
-        (((1, 0, (W0, _word(0, 1, 0, 5, 1, 1))),), "beyond its chunk's tables"),
+        (((1, 0, (W0, trade_word(0, 1, 0, 5, 1, 1))),), "beyond its chunk's tables"),
     ],
 )
 def test_commit_chunks_that_do_not_add_up_leave_its_trades_unread(

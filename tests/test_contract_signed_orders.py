@@ -37,6 +37,7 @@ from ledger.commit_plan import (
     commit_calldata,
     order_words,
     plan_commit,
+    trade_word,
 )
 from ledger.contract_errors import (
     BadOrderSignature,
@@ -145,13 +146,13 @@ def test_an_order_of_another_interval_or_side_is_refused(env: MarketEnv) -> None
     chunk = build_chunk([], [bid, seller_bid], {}, bytes(32))
     ids = sorted([bid.order_id, seller_bid.order_id])
     where = sorted([env.p(0), env.p(2)], key=str.lower)
-    word = (
-        where.index(env.p(0))
-        | where.index(env.p(2)) << 16
-        | ids.index(bid.order_id) << 32
-        | ids.index(seller_bid.order_id) << 48
-        | 10 << 64
-        | PRICE << 128
+    word = trade_word(
+        where.index(env.p(0)),
+        where.index(env.p(2)),
+        ids.index(bid.order_id),
+        ids.index(seller_bid.order_id),
+        10,
+        PRICE,
     )
     with raises(TradeOrderMismatch, trade_index=0):
         _send(env, t, replace(chunk, trades=(word,)))
@@ -292,12 +293,14 @@ def build_chunk(
         w for i in ids for w in order_words(by_id[i], where[by_id[i].participant], flags.get(i, 0))
     ]
     trade_words = tuple(
-        where[x.buyer]
-        | where[x.seller] << 16
-        | ids.index(x.buy_order_id) << 32
-        | ids.index(x.sell_order_id) << 48
-        | x.quantity_wh << 64
-        | x.price_per_wh << 128
+        trade_word(
+            where[x.buyer],
+            where[x.seller],
+            ids.index(x.buy_order_id),
+            ids.index(x.sell_order_id),
+            x.quantity_wh,
+            x.price_per_wh,
+        )
         for x in trades
     )
     return CommitChunk(parties, tuple(words), trade_words, tail, 0)
