@@ -303,8 +303,14 @@ class LedgerClient:
     # -- intervals
 
     def terms(self) -> Terms:
-        """Terms the next commit snapshots."""
+        """Terms in force (of every interval that starts before any scheduled terms)."""
         pp, tol, window = self._call(self.contract.functions.terms())
+        return Terms(int(pp), int(tol), int(window))
+
+    def terms_for(self, t: int) -> Terms:
+        """The terms a commit of interval ``t`` snapshots (scheduled terms apply to intervals
+        that start ``TERMS_NOTICE_SECONDS`` or more after they were set)."""
+        pp, tol, window = self._call(self.contract.functions.termsFor(t))
         return Terms(int(pp), int(tol), int(window))
 
     def epoch(self) -> int:

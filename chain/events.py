@@ -140,15 +140,28 @@ class EventCodec:
                 args[arg] = _as_web3(kind, value)
         return event.name, args
 
-    def record(self, log: Mapping[str, Any]) -> MarketEvent | None:
-        """The :mod:`ledger.events` record of one log of the market, or None for an event
-        without one (roles, pauses, terms changes) or of another ABI."""
+    def records(self, log: Mapping[str, Any]) -> tuple[MarketEvent, ...]:
+        """The :mod:`ledger.events` records of one log of the market: one per party for the
+        per-chunk ``CollateralLocked`` and ``ParticipantSettled`` (parties the chunk did not
+        touch left out), one for the other events that have a record, none for those without
+        one (roles, pauses, terms changes) or of another ABI."""
         decoded = self.decode(log)
         if decoded is None:
-            return None
+            return ()
         name, args = decoded
         build = _RECORDS.get(name)
-        return None if build is None else build(args, position(log), tx_hash(log))
+        if build is None:
+            return ()
+        built = build(args, position(log), tx_hash(log))
+        return built if isinstance(built, tuple) else (built,)
+
+    def record(self, log: Mapping[str, Any]) -> MarketEvent | None:
+        """The one record of a log (:meth:`records`), or None when it has none; ValueError
+        for a per-chunk log that holds several."""
+        found = self.records(log)
+        if len(found) > 1:
+            raise ValueError(f"the log holds {len(found)} records")
+        return found[0] if found else None
 
 
 def _as_web3(kind: str, value: Any) -> Any:
@@ -170,7 +183,30 @@ def tx_hash(log: Mapping[str, Any]) -> str:
     return "0x" + bytes(log["transactionHash"]).hex()
 
 
-_Builder = Callable[[dict[str, Any], LogPosition, str], MarketEvent]
+_Builder = Callable[[dict[str, Any], LogPosition, str], MarketEvent | tuple[MarketEvent, ...]]
+
+
+def _locks(a: dict[str, Any], at: LogPosition, tx: str) -> tuple[MarketEvent, ...]:
+    parties, amounts = a["participants"], a["amounts"]
+    if len(parties) != len(amounts):
+        raise ValueError("CollateralLocked: participants and amounts differ in length")
+    return tuple(
+        CollateralLocked(a["interval"], who, amount, at, tx)
+        for who, amount in zip(parties, amounts, strict=True)
+        if amount != 0
+    )
+
+
+def _settled(a: dict[str, Any], at: LogPosition, tx: str) -> tuple[MarketEvent, ...]:
+    parties, out, into = a["participants"], a["releasedBaseUnits"], a["creditedBaseUnits"]
+    if not len(parties) == len(out) == len(into):
+        raise ValueError("ParticipantSettled: participants and amounts differ in length")
+    return tuple(
+        ParticipantSettled(a["interval"], who, released, credited, at, tx)
+        for who, released, credited in zip(parties, out, into, strict=True)
+        if released or credited
+    )
+
 
 _RECORDS: dict[str, _Builder] = {
     "ParticipantRegistered": lambda a, at, tx: ParticipantRegistered(
@@ -206,9 +242,7 @@ _RECORDS: dict[str, _Builder] = {
         position=at,
         tx_hash=tx,
     ),
-    "CollateralLocked": lambda a, at, tx: CollateralLocked(
-        a["interval"], a["participant"], a["amount"], at, tx
-    ),
+    "CollateralLocked": _locks,
     "ReadingSubmitted": lambda a, at, tx: ReadingSubmitted(
         a["interval"], a["participant"], a["importedWh"], a["exportedWh"], at, tx
     ),
@@ -222,9 +256,7 @@ _RECORDS: dict[str, _Builder] = {
         position=at,
         tx_hash=tx,
     ),
-    "ParticipantSettled": lambda a, at, tx: ParticipantSettled(
-        a["interval"], a["participant"], a["releasedBaseUnits"], a["creditedBaseUnits"], at, tx
-    ),
+    "ParticipantSettled": _settled,
     "IntervalSettled": lambda a, at, tx: IntervalSettled(a["interval"], at, tx),
 }
 """How each event of the market becomes its record, from its arguments by Solidity name."""

@@ -178,11 +178,9 @@ class EventReader:
         contract that has a record when None) in ``[from_block, to_block]`` whose indexed
         arguments equal ``filters``, in chain order."""
         topics = [] if event is None else self.codec.topics(event, filters)
-        out = []
+        out: list[MarketEvent] = []
         for entry in self.raw(topics, from_block, to_block):
-            record = self.codec.record(entry)
-            if record is not None:
-                out.append(record)
+            out.extend(self.codec.records(entry))
         return out
 
     def of(

@@ -5,7 +5,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {IERC1271} from "@openzeppelin/contracts/interfaces/IERC1271.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
@@ -52,6 +52,13 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     uint256 public constant MAX_COMMIT_LEAD_SECONDS = 2 days;
     /// @notice Longest reading window the terms may set (seconds).
     uint64 public constant MAX_READING_WINDOW_SECONDS = 7 days;
+    /// @notice Notice of a terms change: new terms apply to intervals that start at least this
+    ///         long after setTerms (no earlier than MAX_COMMIT_LEAD_SECONDS, so the terms of an
+    ///         interval are fixed before any of its orders can be committed).
+    uint256 public constant TERMS_NOTICE_SECONDS = MAX_COMMIT_LEAD_SECONDS;
+    /// @notice Gas an ERC-1271 participant's isValidSignature may use for one order: a hostile
+    ///         contract account cannot make a commit run out of gas.
+    uint256 public constant ERC1271_GAS = 50_000;
 
     uint256 private constant MAX_BALANCE = type(uint128).max;
     /// @dev "No word cached yet" in a ReadingBatch (word keys are participant index >> 2 or >> 8).
@@ -64,8 +71,9 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     /// @dev Positions in a trade word and in an order's first word are 16 bits.
     uint256 private constant MAX_CHUNK_PARTIES = 1 << 16;
     uint256 private constant MAX_CHUNK_ORDERS = 1 << 16;
-    /// @dev Bits of a party's commit lane that mark its fresh orders (by digest mod 24).
-    uint256 private constant FRESH_BITS = 24;
+    /// @dev Bits of a party's 16-bit commit lane that mark its fresh orders (by digest mod 15);
+    ///      the lane's top bit marks that it sold in an earlier chunk.
+    uint256 private constant FRESH_BITS = 15;
 
     struct Balance {
         uint128 free;
@@ -97,6 +105,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint48 firstBlock;
         bytes32 expectedHead;
         bytes32 ordersDigest;
+        bytes32 openOrders;
     }
 
     /// @dev One commitInterval chunk: where it continues and the interval's snapshot.
@@ -106,11 +115,13 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         bool last;
         uint256 deadline;
         uint256 penaltyPrice;
+        uint256 toleranceBps;
         uint256 commitSeq;
         uint256 firstIndex;
         bytes32 ordersDigest;
         bytes32 expectedHead;
         bytes32 tail;
+        bytes32 openOrders;
     }
 
     /// @dev A submitReadings batch: the flag word and the lane word being filled, written back
@@ -140,6 +151,9 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     uint64 private immutable _intervalSeconds;
 
     Terms private _terms;
+    /// @dev Scheduled terms and the first interval start they apply to (zero: none scheduled).
+    Terms private _nextTerms;
+    uint64 private _nextFrom;
     uint32 private _participantCount;
     uint256 private _totalEscrowed;
     mapping(address participant => Balance) private _balances;
@@ -152,8 +166,6 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     mapping(uint64 interval => IntervalRecord) private _intervals;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _readingFlags;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _exportedLanes;
-    /// @dev Fill plus one of each order a commit chunk left open, by order digest.
-    mapping(uint64 interval => mapping(bytes32 orderId => uint256)) private _openFills;
     /// @dev Per party (participant index), the chunks its fresh orders and its sales came in.
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _commitLanes;
 
@@ -177,7 +189,11 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         _epoch = epochSeconds;
         _intervalSeconds = intervalLengthSeconds;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _setTerms(initialTerms);
+        _checkTerms(initialTerms);
+        _terms = initialTerms;
+        emit TermsChanged(
+            initialTerms.penaltyPricePerWh, initialTerms.toleranceBps, initialTerms.readingWindowSeconds, 0
+        );
     }
 
     // ---------------------------------------------------------------- participants
@@ -324,8 +340,11 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         c.tail = tailHash;
         if (status == IntervalStatus.None) {
             c.chunk = 1;
-            c.deadline = _commitDeadline(t);
-            c.penaltyPrice = _terms.penaltyPricePerWh;
+            (uint256 start, uint256 end) = _window(t);
+            Terms memory terms = _termsAt(start);
+            c.deadline = _commitDeadline(t, start, end, terms.readingWindowSeconds);
+            c.penaltyPrice = terms.penaltyPricePerWh;
+            c.toleranceBps = terms.toleranceBps;
             c.commitSeq = _stateSeq + 1;
             return c;
         }
@@ -341,6 +360,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         c.firstIndex = rec.tradeCount;
         c.ordersDigest = rec.ordersDigest;
         c.expectedHead = rec.expectedHead;
+        c.openOrders = rec.openOrders;
     }
 
     /// @dev Stores the chunk: a first chunk the interval's record (its head is the chain's
@@ -354,7 +374,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             rec.remainingHash = head;
             rec.bookRoot = bookRoot;
             rec.deadline = uint64(c.deadline);
-            rec.toleranceBps = _terms.toleranceBps;
+            rec.toleranceBps = uint16(c.toleranceBps);
             rec.penaltyPricePerWh = uint128(c.penaltyPrice);
             rec.commitSeq = uint64(++_stateSeq);
             rec.firstBlock = uint48(block.number);
@@ -367,19 +387,24 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         if (!c.last) {
             rec.expectedHead = tailHash;
             rec.ordersDigest = c.ordersDigest;
+            rec.openOrders = c.openOrders;
         } else if (c.chunk > 1) {
             rec.expectedHead = 0;
             rec.ordersDigest = 0;
+            rec.openOrders = 0;
         }
     }
 
-    function _commitDeadline(uint64 t) private view returns (uint64) {
-        (uint256 start, uint256 end) = _window(t);
+    function _commitDeadline(uint64 t, uint256 start, uint256 end, uint256 readingWindow)
+        private
+        view
+        returns (uint64)
+    {
         if (block.timestamp >= end) revert IntervalAlreadyEnded(t, end, block.timestamp);
         if (start > block.timestamp + MAX_COMMIT_LEAD_SECONDS) {
             revert IntervalTooFarAhead(t, start, block.timestamp + MAX_COMMIT_LEAD_SECONDS);
         }
-        uint256 deadline = end + _terms.readingWindowSeconds;
+        uint256 deadline = end + readingWindow;
         if (deadline > type(uint64).max) revert IntervalOutOfRange(t);
         return uint64(deadline);
     }
@@ -410,10 +435,12 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
     }
 
-    /// @dev Reads the chunk's signed orders (four words each, see IEnergyMarket.commitInterval),
-    ///      strictly ascending by EIP-712 digest so that none appears twice; checks each one's
-    ///      signature by its party (ECDSA, or ERC-1271 for a contract account) and its fields'
-    ///      ranges, and takes a continued order's earlier fill from its open record. Returns the
+    /// @dev Reads the chunk's orders (four words each, see IEnergyMarket.commitInterval),
+    ///      strictly ascending by EIP-712 digest so that none appears twice. A fresh order's
+    ///      signature by its party is checked (ECDSA, or ERC-1271 for a contract account); a
+    ///      continued order carries its fill so far instead, and the fold of the continued
+    ///      orders' (digest, fill) must equal the open orders the chunk before left
+    ///      (`c.openOrders`), so its fields and fill are the ones checked there. Returns the
     ///      order table (per order: filled so far, limit price, first word) and the digests.
     function _loadOrders(
         CommitContext memory c,
@@ -421,7 +448,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint256 partyCount,
         uint256[] calldata orders,
         uint256[] memory partyFlags
-    ) private returns (uint256 ot, bytes32[] memory ids) {
+    ) private view returns (uint256 ot, bytes32[] memory ids) {
         if (orders.length % ORDER_WORDS != 0) revert MalformedOrders(orders.length);
         uint256 n = orders.length / ORDER_WORDS;
         if (n > MAX_CHUNK_ORDERS) revert ChunkTooLarge(n);
@@ -432,6 +459,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
         bytes32 separator = _domainSeparatorV4();
         bytes32 previous;
+        bytes32 continued;
         uint256 w;
         assembly ("memory-safe") {
             w := orders.offset
@@ -444,25 +472,25 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
                 limit := calldataload(add(w, 32))
             }
             uint256 party = meta & 0xffff;
-            uint256 side = (meta >> 16) & 0xff;
             uint256 flags = (meta >> 24) & 0xff;
-            if (party >= partyCount || side > 1 || flags > 3 || (meta >> 32) & 0xffffffff != 0 || limit >> 128 != 0) {
+            if (party >= partyCount || (meta >> 16) & 0xff > 1 || flags > 3 || (meta >> 32) & 0xffffffff != 0 || limit >> 128 != 0) {
                 revert MalformedOrder(i);
             }
             address account = address(uint160(PartyTable.get(table, party, PartyTable.ACCOUNT)));
             bytes32 id = _orderDigest(separator, account, c.interval, meta, limit);
             if (id <= previous) revert OrdersNotAscending(i);
             previous = id;
-            _checkOrderSigner(account, id, w, i);
             uint256 filled;
             if (flags & ORDER_CONTINUED != 0) {
-                uint256 record = _openFills[c.interval][id];
-                if (record == 0) revert OrderNotOpen(i, id);
-                _openFills[c.interval][id] = 0;
-                unchecked {
-                    filled = record - 1;
+                uint256 spare;
+                assembly ("memory-safe") {
+                    filled := calldataload(add(w, 64))
+                    spare := calldataload(add(w, 96))
                 }
+                if (spare != 0 || filled >> 64 != 0) revert MalformedOrder(i);
+                continued = TradeChain.foldOpen(continued, id, filled);
             } else {
+                _checkOrderSigner(account, id, w, i);
                 partyFlags[party] |= uint256(1) << (uint256(id) % FRESH_BITS);
             }
             ids[i] = id;
@@ -477,6 +505,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
                 ++i;
             }
         }
+        if (continued != c.openOrders) revert OpenOrdersMismatch(c.interval);
     }
 
     /// @dev The EIP-712 digest of an Order whose fields are the first order word `meta`, the
@@ -517,11 +546,27 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(id, r, vs);
         if (err == ECDSA.RecoverError.NoError && signer == account) return;
-        if (account.code.length != 0 && SignatureChecker.isValidERC1271SignatureNow(account, id, abi.encodePacked(r, vs)))
-        {
-            return;
-        }
+        if (account.code.length != 0 && _acceptsERC1271(account, id, r, vs)) return;
         revert BadOrderSignature(i, account);
+    }
+
+    /// @dev Whether contract account `account` accepts the compact signature (r, vs) over `id`
+    ///      (ERC-1271 isValidSignature returns its selector), given at most ERC1271_GAS gas and
+    ///      reading at most one word of its answer: a hostile account can refuse its own order,
+    ///      but not burn the commit's gas or return a memory bomb.
+    function _acceptsERC1271(address account, bytes32 id, bytes32 r, bytes32 vs) private view returns (bool ok) {
+        bytes4 magic = IERC1271.isValidSignature.selector;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, magic)
+            mstore(add(m, 4), id)
+            mstore(add(m, 36), 0x40)
+            mstore(add(m, 68), 64)
+            mstore(add(m, 100), r)
+            mstore(add(m, 132), vs)
+            let success := staticcall(ERC1271_GAS, account, m, 164, m, 32)
+            ok := and(success, and(gt(returndatasize(), 31), eq(mload(m), magic)))
+        }
     }
 
     /// @dev Forward pass in commit order: checks each trade word against its two orders (sides,
@@ -588,10 +633,12 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         if (price > bidLimit || price < askLimit) revert PriceOutsideLimit(k, price, bidLimit, askLimit);
     }
 
-    /// @dev Checks every order's fill against its quantity and records the fill of each order
-    ///      the chunk leaves open (a later chunk continues it); the last chunk leaves none open.
-    function _closeOrders(CommitContext memory c, uint256 ot, bytes32[] memory ids) private {
+    /// @dev Checks every order's fill against its quantity and folds the (digest, fill) of each
+    ///      order the chunk leaves open into `c.openOrders`, which the next chunk's continued
+    ///      orders must reproduce exactly; the last chunk leaves none open.
+    function _closeOrders(CommitContext memory c, uint256 ot, bytes32[] memory ids) private pure {
         uint256 n = ids.length;
+        bytes32 open;
         for (uint256 i; i < n;) {
             uint256 filled;
             uint256 meta;
@@ -604,19 +651,18 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             if (filled > quantity) revert OrderOverfilled(ids[i], filled, quantity);
             if ((meta >> 24) & ORDER_OPEN != 0) {
                 if (c.last) revert OrderLeftOpen(ids[i]);
-                unchecked {
-                    _openFills[c.interval][ids[i]] = filled + 1;
-                }
+                open = TradeChain.foldOpen(open, ids[i], filled);
             }
             unchecked {
                 ++i;
             }
         }
+        c.openOrders = open;
     }
 
-    /// @dev Commits over several chunks keep, per party, a lane of 32 bits (eight parties per
-    ///      word): bit (digest mod 24) of each of its fresh orders so far, and the chunk it sold
-    ///      in (bits 24-31). A fresh order whose bit is already set is refused, so no order is
+    /// @dev Commits over several chunks keep, per party, a lane of 16 bits (sixteen parties per
+    ///      word): bit (digest mod 15) of each of its fresh orders so far, and whether it sold in
+    ///      an earlier chunk (bit 15). A fresh order whose bit is already set is refused, so no order is
     ///      fresh twice (an order that spans chunks is continued from its open record instead;
     ///      two orders of a party sharing a bit must both come fresh in one chunk); a seller
     ///      sells in one chunk only (its sold total, in the chain's links, is then complete).
@@ -624,31 +670,30 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     function _checkLanes(CommitContext memory c, uint256 table, uint256 partyCount, uint256[] memory partyFlags)
         private
     {
-        uint256 chunk = c.chunk;
         mapping(uint256 => uint256) storage lanes = _commitLanes[c.interval];
         uint256 cachedWord = NO_WORD;
         uint256 bits = 0;
         bool dirty = false;
         for (uint256 i; i < partyCount;) {
             uint256 index = PartyTable.get(table, i, PartyTable.PARTICIPANT_INDEX);
-            uint256 wordKey = index >> 3;
+            uint256 wordKey = index >> 4;
             if (wordKey != cachedWord) {
                 if (dirty) lanes[cachedWord] = bits;
                 cachedWord = wordKey;
                 bits = lanes[wordKey];
                 dirty = false;
             }
-            uint256 shift = (index & 7) << 5;
-            uint256 lane = (bits >> shift) & 0xffffffff;
+            uint256 shift = (index & 15) << 4;
+            uint256 lane = (bits >> shift) & 0xffff;
             uint256 fresh = partyFlags[i];
             if (lane & fresh != 0) revert OrderAlreadyFresh(_accountAt(table, i), uint32(lane & fresh));
-            uint256 soldIn = lane >> FRESH_BITS;
+            uint256 soldBefore = lane >> FRESH_BITS;
             bool sold = PartyTable.get(table, i, PartyTable.SOLD) != 0;
-            if (sold && soldIn != 0) revert SellerSpansChunks(_accountAt(table, i), uint16(soldIn));
+            if (sold && soldBefore != 0) revert SellerSpansChunks(_accountAt(table, i), uint16(soldBefore));
             if (!c.last) {
-                uint256 updated = lane | fresh | (sold ? chunk << FRESH_BITS : 0);
+                uint256 updated = lane | fresh | (sold ? 1 << FRESH_BITS : 0);
                 if (updated != lane) {
-                    bits = (bits & ~(uint256(0xffffffff) << shift)) | (updated << shift);
+                    bits = (bits & ~(uint256(0xffff) << shift)) | (updated << shift);
                     dirty = true;
                 }
             }
@@ -722,21 +767,25 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     }
 
     function _lockCollateral(uint64 t, uint256 table, uint256 partyCount) private {
+        address[] memory accounts = new address[](partyCount);
+        uint256[] memory amounts = new uint256[](partyCount);
         for (uint256 i; i < partyCount;) {
             uint256 amount = PartyTable.get(table, i, PartyTable.LOCK);
+            address account = address(uint160(PartyTable.get(table, i, PartyTable.ACCOUNT)));
+            accounts[i] = account;
             if (amount != 0) {
-                address account = address(uint160(PartyTable.get(table, i, PartyTable.ACCOUNT)));
                 (uint256 slot, uint256 free, uint256 locked) = _balanceSlot(account);
                 if (amount > free) revert InsufficientCollateral(account, amount, free);
                 locked += amount;
                 if (locked > MAX_BALANCE) revert BalanceOverflow(account, locked);
                 _storeBalance(slot, free - amount, locked);
-                emit CollateralLocked(t, account, amount);
+                amounts[i] = amount;
             }
             unchecked {
                 ++i;
             }
         }
+        emit CollateralLocked(t, accounts, amounts);
     }
 
     // ---------------------------------------------------------------- readings
@@ -1097,22 +1146,28 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     }
 
     function _applySettlement(uint64 t, uint256 table, uint256 partyCount) private {
+        address[] memory accounts = new address[](partyCount);
+        uint256[] memory released = new uint256[](partyCount);
+        uint256[] memory credited = new uint256[](partyCount);
         for (uint256 i; i < partyCount;) {
             uint256 out = PartyTable.get(table, i, PartyTable.RELEASED);
             uint256 into = PartyTable.get(table, i, PartyTable.CREDITED);
+            address account = address(uint160(PartyTable.get(table, i, PartyTable.ACCOUNT)));
+            accounts[i] = account;
             if (out != 0 || into != 0) {
-                address account = address(uint160(PartyTable.get(table, i, PartyTable.ACCOUNT)));
                 (uint256 slot, uint256 free, uint256 locked) = _balanceSlot(account);
                 free += into;
                 if (free > MAX_BALANCE) revert BalanceOverflow(account, free);
                 // `out` never exceeds `locked`: the hash chain proves these trades locked it at commit.
                 _storeBalance(slot, free, locked - out);
-                emit ParticipantSettled(t, account, out, into);
+                released[i] = out;
+                credited[i] = into;
             }
             unchecked {
                 ++i;
             }
         }
+        emit ParticipantSettled(t, accounts, released, credited);
     }
 
     // ---------------------------------------------------------------- storage words
@@ -1163,7 +1218,18 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
 
     /// @inheritdoc IEnergyMarket
     function setTerms(Terms calldata newTerms) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _setTerms(newTerms);
+        _checkTerms(newTerms);
+        uint256 from = _nextFrom;
+        if (from != 0) {
+            // Every interval that started before `from` has ended: none can still be committed
+            // under the terms `from` ends.
+            if (block.timestamp < from + _intervalSeconds) revert TermsChangePending(uint64(from));
+            _terms = _nextTerms;
+        }
+        from = block.timestamp + TERMS_NOTICE_SECONDS;
+        _nextTerms = newTerms;
+        _nextFrom = uint64(from);
+        emit TermsChanged(newTerms.penaltyPricePerWh, newTerms.toleranceBps, newTerms.readingWindowSeconds, uint64(from));
     }
 
     /// @inheritdoc IEnergyMarket
@@ -1176,15 +1242,20 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         _unpause();
     }
 
-    function _setTerms(Terms memory newTerms) private {
+    function _checkTerms(Terms memory newTerms) private pure {
         if (
             newTerms.toleranceBps > SettlementMath.BPS || newTerms.readingWindowSeconds == 0
                 || newTerms.readingWindowSeconds > MAX_READING_WINDOW_SECONDS
         ) {
             revert InvalidTerms(newTerms.penaltyPricePerWh, newTerms.toleranceBps, newTerms.readingWindowSeconds);
         }
-        _terms = newTerms;
-        emit TermsChanged(newTerms.penaltyPricePerWh, newTerms.toleranceBps, newTerms.readingWindowSeconds);
+    }
+
+    /// @dev The terms of the interval that starts at `start`: the scheduled ones from their
+    ///      first start on, the current ones before.
+    function _termsAt(uint256 start) private view returns (Terms memory) {
+        uint256 from = _nextFrom;
+        return from != 0 && start >= from ? _nextTerms : _terms;
     }
 
     // ---------------------------------------------------------------- views
@@ -1196,7 +1267,18 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
 
     /// @inheritdoc IEnergyMarket
     function terms() external view returns (Terms memory) {
-        return _terms;
+        return _termsAt(block.timestamp);
+    }
+
+    /// @inheritdoc IEnergyMarket
+    function termsFor(uint64 t) external view returns (Terms memory) {
+        (uint256 start,) = _window(t);
+        return _termsAt(start);
+    }
+
+    /// @inheritdoc IEnergyMarket
+    function scheduledTerms() external view returns (Terms memory next, uint64 from) {
+        return (_nextTerms, _nextFrom);
     }
 
     /// @inheritdoc IEnergyMarket

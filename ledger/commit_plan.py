@@ -7,11 +7,14 @@ digest) and one word per trade, plus the hash-chain head after the chunk's last 
 checks every trade against its two orders; across chunks it allows only what keeps that
 check sound:
 
-- an order comes *fresh* once: each party has a 24-bit map of (digest mod 24) of its fresh
+- an order comes *fresh* once: each party has a 15-bit map of (digest mod 15) of its fresh
   orders so far, and a fresh order on a set bit is refused. An order a later chunk fills
-  again must have been left *open* by the chunk before (flag :data:`ORDER_OPEN`) and is
-  *continued* there (flag :data:`ORDER_CONTINUED`) from its recorded fill; two orders of a
-  party on one bit come fresh in one chunk (the earlier one's), the later one open;
+  again is left *open* (flag :data:`ORDER_OPEN`) by every chunk from the one it comes fresh
+  in, and *continued* (flag :data:`ORDER_CONTINUED`) by every later one up to its last, with
+  its fill so far in place of its signature (the contract stores a digest of each chunk's
+  open orders and fills, and the next chunk's continued orders must reproduce it exactly,
+  so an open order is listed in every chunk in between); two orders of a party on one bit
+  come fresh in one chunk (the earlier one's), the later one open;
 - a seller sells in one chunk only, so each chain link's seller total is complete.
 
 :func:`plan_commit` builds those chunks. When everything fits one transaction it keeps the
@@ -63,10 +66,10 @@ MAX_POSITION = 1 << 16
 GAS_BASE = 160_000
 GAS_PER_PARTY = 10_000
 GAS_PER_ORDER = 7_000
-GAS_PER_OPEN_ORDER = 30_000
+GAS_PER_OPEN_ORDER = 1_000
 GAS_PER_TRADE = 3_000
 GAS_PER_LANE_PARTY = 3_000
-FRESH_BITS = 24
+FRESH_BITS = 15
 """Bits of a party's commit lane for its fresh orders (the contract's FRESH_BITS)."""
 _HEAD_BYTES = 4 + 9 * WORD
 
@@ -138,9 +141,12 @@ def group_by_seller(trades: Sequence[Trade]) -> tuple[Trade, ...]:
     return tuple(t for group in groups.values() for t in group)
 
 
-def order_words(order: SignedOrder, position: int, flags: int) -> tuple[int, int, int, int]:
-    """An order's four words in a chunk: its party at ``position``, with ``flags``."""
-    r, vs = compact_signature(order.signature)
+def order_words(
+    order: SignedOrder, position: int, flags: int, filled_wh: int = 0
+) -> tuple[int, int, int, int]:
+    """An order's four words in a chunk: its party at ``position``, with ``flags``; a
+    continued order carries ``filled_wh`` (its fill in the chunks before) and a zero word
+    in place of its signature."""
     meta = (
         position
         | order.side << 16
@@ -149,6 +155,9 @@ def order_words(order: SignedOrder, position: int, flags: int) -> tuple[int, int
         | order.nonce << 128
         | order.expiry << 192
     )
+    if flags & ORDER_CONTINUED:
+        return meta, order.price_per_wh, filled_wh, 0
+    r, vs = compact_signature(order.signature)
     return meta, order.price_per_wh, int.from_bytes(r, "big"), int.from_bytes(vs, "big")
 
 
@@ -214,6 +223,7 @@ def plan_commit(
     for _ in range(16):
         drafts = _pack(grouped, used, byte_budget, gas_budget)
         _introduce(drafts, used)
+        _carry(drafts, used)
         sizes = [d.size()[0] for d in drafts]
         gases = _gas_with_opens(drafts)
         if max(sizes) <= max_bytes and max(gases) <= max_gas:
@@ -247,6 +257,21 @@ def _introduce(drafts: Sequence[_Draft], used: Mapping[bytes, SignedOrder]) -> N
             if first[order_id] > intro:
                 drafts[intro].orders.add(order_id)
                 drafts[intro].parties.add(party)
+
+
+def _carry(drafts: Sequence[_Draft], used: Mapping[bytes, SignedOrder]) -> None:
+    """Lists each order (and its party) in every chunk between the first and the last that
+    lists it: each chunk continues exactly the orders the chunk before left open."""
+    span: dict[bytes, tuple[int, int]] = {}
+    for c, draft in enumerate(drafts):
+        for order_id in draft.orders:
+            first, _ = span.get(order_id, (c, c))
+            span[order_id] = (first, c)
+    for order_id, (first, last) in span.items():
+        party = checksum_address(used[order_id].participant)
+        for c in range(first + 1, last):
+            drafts[c].orders.add(order_id)
+            drafts[c].parties.add(party)
 
 
 def _gas_with_opens(drafts: Sequence[_Draft]) -> list[int]:
@@ -347,6 +372,7 @@ def _assemble(
     participant_index: Mapping[str, int],
 ) -> CommitPlan:
     heads = settlement_chain(trades, participant_index)
+    filled: dict[bytes, int] = {}
     listed: dict[bytes, list[int]] = {}
     for c, draft in enumerate(drafts):
         for order_id in draft.orders:
@@ -365,7 +391,14 @@ def _assemble(
             flags = (ORDER_CONTINUED if chunks_of[0] < c else 0) | (
                 ORDER_OPEN if chunks_of[-1] > c else 0
             )
-            words.extend(order_words(order, where[checksum_address(order.participant)], flags))
+            words.extend(
+                order_words(
+                    order,
+                    where[checksum_address(order.participant)],
+                    flags,
+                    filled.get(order_id, 0),
+                )
+            )
         trade_words = []
         for k in draft.trades:
             trade = trades[k]
@@ -379,6 +412,10 @@ def _assemble(
                     trade.price_per_wh,
                 )
             )
+        for k in draft.trades:
+            trade = trades[k]
+            for order_id in (bytes(trade.buy_order_id), bytes(trade.sell_order_id)):
+                filled[order_id] = filled.get(order_id, 0) + trade.quantity_wh
         last = first + len(draft.trades)
         chunks.append(CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first))
         first = last

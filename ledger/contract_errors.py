@@ -454,12 +454,22 @@ class BadOrderSignature(LedgerError):
     fields = ("order_index", "participant")
 
 
-class OrderNotOpen(LedgerError):
-    """Raised when an order is marked as continued but no earlier chunk left it open."""
+class TermsChangePending(LedgerError):
+    """Raised when terms are set while scheduled terms may still meet an interval that
+    started before them."""
 
-    code = "order_not_open"
-    solidity_name = "OrderNotOpen"
-    fields = ("order_index", "order_id")
+    code = "terms_change_pending"
+    solidity_name = "TermsChangePending"
+    fields = ("effective_from",)
+
+
+class OpenOrdersMismatch(LedgerError):
+    """Raised when a commit chunk's continued orders (digests and fills) are not exactly the
+    orders the chunk before left open."""
+
+    code = "open_orders_mismatch"
+    solidity_name = "OpenOrdersMismatch"
+    fields = ("interval",)
 
 
 class OrderOverfilled(LedgerError):
@@ -540,7 +550,8 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "MalformedOrders": MalformedOrders,
     "OrderAlreadyFresh": OrderAlreadyFresh,
     "OrderLeftOpen": OrderLeftOpen,
-    "OrderNotOpen": OrderNotOpen,
+    "OpenOrdersMismatch": OpenOrdersMismatch,
+    "TermsChangePending": TermsChangePending,
     "OrderOverfilled": OrderOverfilled,
     "OrdersNotAscending": OrdersNotAscending,
     "ParticipantAlreadyRegistered": ParticipantAlreadyRegistered,

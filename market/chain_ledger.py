@@ -117,6 +117,12 @@ class ChainLedger:
         """The terms the next commit snapshots."""
         return self._guard("reading terms", self.client.terms)
 
+    def terms_for(self, interval: int) -> Terms:
+        """The terms a commit of ``interval`` snapshots."""
+        return self._guard(
+            f"reading interval {interval}'s terms", lambda: self.client.terms_for(interval)
+        )
+
     def facts(self) -> LedgerFacts:
         """Terms, pause, the operator's role and the registry event count: kept since the last
         call unless a block added since holds an event of :data:`FACT_EVENTS` (then read

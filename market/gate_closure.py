@@ -414,7 +414,7 @@ class GateClosure:
         trades = committed_trades(clearing)
         if not trades:
             return clearing
-        penalty = self.ledger.terms().penalty_price_per_wh
+        penalty = self.ledger.terms_for(interval).penalty_price_per_wh
         live = self._live_set(interval)
         block, read = self.ledger.balances_at_head(sorted({o.participant for o in live}))
         free = {p: b.free for p, b in read.items()}

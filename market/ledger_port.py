@@ -104,6 +104,11 @@ class Ledger(Protocol):
         """The contract's current terms."""
         ...
 
+    def terms_for(self, interval: int) -> Terms:
+        """The terms a commit of ``interval`` snapshots (a terms change applies only to
+        intervals that start after its notice)."""
+        ...
+
     def facts(self) -> LedgerFacts:
         """The facts of :class:`LedgerFacts` as the chain holds them now; an implementation
         may keep them until the contract emits an event that changes them."""
@@ -231,6 +236,9 @@ class MemoryLedger:
 
     def terms(self) -> Terms:
         return Terms(self.penalty_price_per_wh, self.tolerance_bps, self.reading_window_seconds)
+
+    def terms_for(self, interval: int) -> Terms:
+        return self.terms()
 
     def facts(self) -> LedgerFacts:
         facts = (self.paused, self.operator_active, self.registry_changes, len(self.commits))

@@ -50,13 +50,20 @@ def on_chain(chain: Chain, tmp_path: Path) -> Any:
         client.close()
 
 
+def _terms_in_force(ledger: LedgerClient, terms: Terms) -> None:
+    """Schedule ``terms`` and move the chain past their notice (the service's clock stays)."""
+    ledger.set_terms(terms)
+    notice = int(ledger.contract.functions.TERMS_NOTICE_SECONDS().call())
+    ledger.chain.advance_time(notice + ledger.interval_seconds())
+
+
 def test_market_follows_set_terms_pause_and_the_operator_role_on_chain(on_chain: Any) -> None:
     _service, ledger, (alice, *_) = on_chain
     before = alice.market(refresh=True)
     old = ledger.terms()
     assert before["terms"]["readingWindowSeconds"] == old.reading_window_seconds != 90
 
-    ledger.set_terms(Terms(old.penalty_price_per_wh * 2, 250, 90))
+    _terms_in_force(ledger, Terms(old.penalty_price_per_wh * 2, 250, 90))
     after = alice.market(refresh=True)
     assert after["terms"] == {
         "penaltyPricePerWh": str(old.penalty_price_per_wh * 2),
@@ -84,7 +91,7 @@ def test_intake_checks_collateral_at_the_penalty_price_now_on_chain(on_chain: An
     bob.submit_order(t, "sell", half, PRICE)
     # At the old price the same ask again would use the other half: acceptable. At three
     # times the price it would lock 1.5 deposits: refused, with the usual collateral code.
-    ledger.set_terms(Terms(old.penalty_price_per_wh * 3, old.tolerance_bps, 90))
+    _terms_in_force(ledger, Terms(old.penalty_price_per_wh * 3, old.tolerance_bps, 90))
     with pytest.raises(MarketApiError) as caught:
         bob.submit_order(t, "sell", half, PRICE)
     assert caught.value.code == "insufficient_collateral"
@@ -93,7 +100,7 @@ def test_intake_checks_collateral_at_the_penalty_price_now_on_chain(on_chain: An
     with pytest.raises(MarketApiError) as caught:
         alice.submit_order(t, "sell", big, PRICE)
     assert caught.value.code == "insufficient_collateral"
-    ledger.set_terms(Terms(old.penalty_price_per_wh, old.tolerance_bps, 90))
+    _terms_in_force(ledger, Terms(old.penalty_price_per_wh, old.tolerance_bps, 90))
     assert alice.submit_order(t, "sell", big, PRICE)["status"] == "open"
 
 

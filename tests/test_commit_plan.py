@@ -82,7 +82,7 @@ def walk_book(
 def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
     """Replay ``plan`` under the contract's chunk rules; return the trades it commits."""
     lanes: dict[str, tuple[int, int]] = {}
-    open_fill: dict[bytes, int] = {}
+    open_orders: list[tuple[bytes, int]] = []  # the chunk before's open orders, ascending
     committed: list[Trade] = []
     heads = settlement_chain(plan.trades, INDEX)
     expected_head = heads[0]
@@ -96,6 +96,7 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
         metas: list[tuple[str, int, int, int]] = []
         ids: list[bytes] = []
         fresh: dict[str, int] = {}
+        continued: list[tuple[bytes, int]] = []
         for k in range(chunk.order_count):
             meta, limit = chunk.orders[4 * k], chunk.orders[4 * k + 1]
             party = chunk.parties[meta & 0xFFFF]
@@ -105,7 +106,9 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
             assert not ids or digest > ids[-1]
             ids.append(digest)
             if flags & ORDER_CONTINUED:
-                fills.append(open_fill.pop(digest))  # KeyError: OrderNotOpen
+                assert chunk.orders[4 * k + 3] == 0
+                fills.append(chunk.orders[4 * k + 2])
+                continued.append((digest, chunk.orders[4 * k + 2]))
             else:
                 fills.append(0)
                 fresh[party] = fresh.get(party, 0) | 1 << (
@@ -113,6 +116,8 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
                 )
             limits.append(limit)
             metas.append((party, side, q, flags))
+        assert continued == open_orders  # OpenOrdersMismatch
+        open_orders = []
         sold: dict[str, int] = {}
         for word in chunk.trades:
             bo, so = (word >> 32) & 0xFFFF, (word >> 48) & 0xFFFF
@@ -132,7 +137,7 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
             assert fills[k] <= q
             if flags & ORDER_OPEN:
                 assert not last
-                open_fill[ids[k]] = fills[k]
+                open_orders.append((ids[k], fills[k]))
         if len(plan.chunks) > 1:
             for party in chunk.parties:
                 bits, sold_in = lanes.get(party, (0, 0))
@@ -146,7 +151,7 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
         assert heads[start] == expected_head
         expected_head = chunk.tail_hash
         assert heads[len(committed)] == chunk.tail_hash
-    assert not open_fill
+    assert not open_orders
     return committed
 
 
@@ -174,10 +179,13 @@ def test_every_plan_is_accepted_and_commits_the_same_trades(
     try:
         plan = plan_commit(T, trades, orders, INDEX, max_bytes=max_bytes)
     except CommitTooLarge:
-        # Only a seller whose own trades, orders and parties exceed a chunk cannot commit.
+        # Only a seller whose own trades, orders and parties, with the open orders of other
+        # chunks that its chunk carries (at most every bid, 160 bytes each), exceed a chunk
+        # cannot commit.
         groups = group_by_seller(trades)
+        carried = 160 * len({x.buy_order_id for x in trades})
         assert any(
-            sum(1 for x in groups if x.seller == s) * 200 + 600 > max_bytes
+            sum(1 for x in groups if x.seller == s) * 200 + 600 + carried > max_bytes
             for s in {x.seller for x in groups}
         )
         return

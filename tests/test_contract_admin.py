@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from eth_account import Account
-from test_ledger_support import MarketEnv, raises, snapshot_env
+from test_ledger_support import MarketEnv, raises, snapshot_env, trade
 
 from chain.connection import connect
 from chain.errors import DeploymentError
@@ -18,6 +18,7 @@ from ledger.contract_errors import (
     InvalidTerms,
     ParticipantAlreadyRegistered,
     ParticipantNotRegistered,
+    TermsChangePending,
     ZeroAddress,
 )
 from ledger.records import Terms
@@ -91,9 +92,22 @@ def test_deregister_keeps_index_and_balance_and_allows_reregistration(env: Marke
 
 def test_set_terms_is_admin_only_and_validated(env: MarketEnv) -> None:
     new = Terms(1, 10_000, 1)
+    old = env.ledger.terms()
+    near = env.next_interval()
     receipt = env.ledger.set_terms(new)
+    (changed,) = env.ledger.events(receipt, "TermsChanged")
+    notice = env.ledger.contract.functions.TERMS_NOTICE_SECONDS().call()
+    assert changed["effectiveFrom"] == env.chain.timestamp() + notice
+    # Scheduled, not in force: an interval whose orders may already be signed keeps its terms.
+    assert env.ledger.terms() == env.ledger.terms_for(near) == old != new
+    far = near + (notice // env.ledger.interval_seconds()) + 1
+    assert env.ledger.terms_for(far) == new
+    with raises(TermsChangePending, effective_from=changed["effectiveFrom"]):
+        env.ledger.set_terms(Terms(2, 0, 1))  # one change at a time
+    t = env.commit([trade(env.p(0), env.p(1), 10)])
+    assert env.ledger.interval_info(t).penalty_price_per_wh == old.penalty_price_per_wh
+    env.chain.advance_time(notice + env.ledger.interval_seconds())
     assert env.ledger.terms() == new
-    assert env.ledger.events(receipt, "TermsChanged")
     with raises(InvalidTerms, tolerance_bps=10_001):
         env.ledger.set_terms(Terms(1, 10_001, 1))
     with raises(InvalidTerms, reading_window_seconds=0):

@@ -82,7 +82,8 @@ def test_commit_locks_payments_and_bonds_and_snapshots_terms(env: MarketEnv) -> 
     assert info.remaining_hash == settlement_chain(trades, indices)[0]
     (ev,) = env.ledger.events(receipt, "IntervalCommitted")
     assert ev["ordersDigest"] == orders_digest(trades) and ev["tradeCount"] == 2
-    locked = {e["participant"]: e["amount"] for e in env.ledger.events(receipt, "CollateralLocked")}
+    (lock_event,) = env.ledger.events(receipt, "CollateralLocked")
+    locked = dict(zip(lock_event["participants"], lock_event["amounts"], strict=True))
     assert locked == locks
     (chunk,) = env.ledger.events(receipt, "TradesCommitted")
     assert (chunk["chunk"], chunk["firstIndex"], len(chunk["trades"])) == (1, 0, 2)
@@ -92,7 +93,7 @@ def test_commit_locks_payments_and_bonds_and_snapshots_terms(env: MarketEnv) -> 
 def test_later_change_of_terms_never_rewrites_a_committed_interval(env: MarketEnv) -> None:
     t = env.commit([trade(env.p(0), env.p(1), 10)])
     before = env.ledger.interval_info(t)
-    env.ledger.set_terms(Terms(1, 9_000, 5))
+    env.set_terms_now(Terms(1, 9_000, 5))
     after = env.ledger.interval_info(t)
     assert after == before
 
@@ -180,13 +181,13 @@ def test_seller_bond_exceeding_collateral_reverts(env: MarketEnv) -> None:
 
 
 def test_collateral_exactly_equal_to_free_balance_commits(env: MarketEnv) -> None:
-    env.ledger.set_terms(Terms(0, 0, 60))
+    env.set_terms_now(Terms(0, 0, 60))
     env.commit([trade(env.p(0), env.p(1), DEPOSIT // PRICE)])
     assert env.ledger.balance_of(env.p(0)).free == 0
 
 
 def test_seller_total_above_uint64_reverts(env: MarketEnv) -> None:
-    env.ledger.set_terms(Terms(0, 0, 60))
+    env.set_terms_now(Terms(0, 0, 60))
     t = env.next_interval()
     domain, keys = env.ledger.domain(), env.keys
     orders = [
@@ -205,7 +206,7 @@ def test_seller_total_above_uint64_reverts(env: MarketEnv) -> None:
 
 
 def test_uint64_quantity_times_uint128_price_is_exact(env: MarketEnv) -> None:
-    env.ledger.set_terms(Terms(0, 0, 60))
+    env.set_terms_now(Terms(0, 0, 60))
     with raises(InsufficientCollateral, needed=UINT64_MAX * (2**128 - 1)):
         env.commit([trade(env.p(0), env.p(1), UINT64_MAX, price=2**128 - 1)])
 

@@ -65,7 +65,7 @@ def test_contract_and_model_agree_on_every_balance_and_trade(
             trade(ps[b], ps[s], q, price, n=i) for i, (b, s, q, price) in enumerate(raw)
         ]
         exported = {ps[i]: e for i, e in exported_by_index.items()}
-        env.ledger.set_terms(terms)
+        env.set_terms_now(terms)
         before = env.balances()
         t = env.commit(trades)
         env.read(t, exported, imported={p: 1 for p in exported})

@@ -254,7 +254,7 @@ def test_settle_works_while_paused(env: MarketEnv) -> None:
 
 
 def test_arithmetic_at_uint64_quantity_and_uint128_balance_limits(env: MarketEnv) -> None:
-    env.ledger.set_terms(Terms(0, 0, 3600))
+    env.set_terms_now(Terms(0, 0, 3600))
     a, b = env.p(0), env.p(1)
     # Buyer locks its whole deposit with one uint64-sized trade at price 1 (no bond).
     q = DEPOSIT if DEPOSIT <= UINT64_MAX else UINT64_MAX

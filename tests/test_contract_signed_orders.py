@@ -44,9 +44,10 @@ from ledger.contract_errors import (
     BookRootMismatch,
     ChunkHeadMismatch,
     IntervalAlreadyEnded,
+    MalformedOrder,
+    OpenOrdersMismatch,
     OrderAlreadyFresh,
     OrderLeftOpen,
-    OrderNotOpen,
     OrderOverfilled,
     OrdersNotAscending,
     PriceOutsideLimit,
@@ -54,6 +55,7 @@ from ledger.contract_errors import (
     TradeOrderMismatch,
     TradesMismatch,
 )
+from ledger.eip712 import compact_signature
 from ledger.order_backing import sign_order
 from ledger.records import Reading, SignedOrder, Trade
 from ledger.trade_chain import settlement_chain
@@ -245,7 +247,7 @@ def test_chunks_refuse_a_wrong_head_root_or_open_order_at_the_end(env: MarketEnv
         _send(env, t, second, b"\x01" * 32)
     with raises(ChunkHeadMismatch, interval=t, chunk=2):
         _send(env, t, replace(second, tail_hash=b"\x07" * 32))  # another chain from here on
-    with raises(OrderNotOpen):
+    with raises(OpenOrdersMismatch, interval=t):
         _send(env, t, third)  # skips the second chunk, which opens what the third continues
     _send(env, t, second)
     open_at_end = next(i for i in range(third.order_count) if third.orders[4 * i] >> 24 & 0xFF)
@@ -255,10 +257,16 @@ def test_chunks_refuse_a_wrong_head_root_or_open_order_at_the_end(env: MarketEnv
     assert env.ledger.interval_info(t).status == "committed"
 
 
+def _with_words(chunk: CommitChunk, position: int, third: int, fourth: int) -> CommitChunk:
+    words = list(chunk.orders)
+    words[4 * position + 2 : 4 * position + 4] = [third, fourth]
+    return replace(chunk, orders=tuple(words))
+
+
 def test_an_order_cannot_be_filled_again_in_a_later_chunk(env: MarketEnv) -> None:
     """The bid that spans two sellers is left open by the first chunk; presenting it in the
-    second as fresh, or continuing an order never left open, or continuing beyond its
-    quantity, all revert."""
+    second as fresh (signed), continuing it from a smaller fill, continuing an order never
+    left open, or continuing beyond its quantity, all revert."""
     t = env.next_interval()
     trades, orders = _multi_chunk_book(env, t)
     first, second, _third = _plan(env, t, trades, orders, 1_000)
@@ -266,13 +274,24 @@ def test_an_order_cannot_be_filled_again_in_a_later_chunk(env: MarketEnv) -> Non
     continued = next(
         i for i in range(second.order_count) if second.orders[4 * i] >> 24 & ORDER_CONTINUED
     )
-    with raises(OrderAlreadyFresh):
-        _send(env, t, _with_flags(second, continued, 0))  # the same order, claimed fresh
+    assert second.orders[4 * continued + 2 : 4 * continued + 4] == (250, 0)  # its fill so far
+    quantity = (second.orders[4 * continued] >> 64) & (2**64 - 1)
+    bid = next(o for o in orders if o.side == 0 and o.quantity_wh == quantity)
+    r, vs = compact_signature(bid.signature)
+    claimed_fresh = _with_words(
+        _with_flags(second, continued, 0), continued, int.from_bytes(r), int.from_bytes(vs)
+    )
+    with raises(OpenOrdersMismatch, interval=t):
+        _send(env, t, claimed_fresh)  # the same order, signed, claimed fresh
+    with raises(OpenOrdersMismatch, interval=t):
+        _send(env, t, _with_words(second, continued, 0, 0))  # continued from no fill
+    with raises(MalformedOrder, order_index=continued):
+        _send(env, t, _with_words(second, continued, 250, 1))  # a continued order's spare word
     fresh = next(
         i for i in range(second.order_count) if not second.orders[4 * i] >> 24 & ORDER_CONTINUED
     )
-    with raises(OrderNotOpen, order_index=fresh):
-        _send(env, t, _with_flags(second, fresh, ORDER_CONTINUED))
+    with raises(OpenOrdersMismatch, interval=t):
+        _send(env, t, _with_words(_with_flags(second, fresh, ORDER_CONTINUED), fresh, 0, 0))
     # The continued bid (300 Wh, 250 filled in chunk 1) asked for 51 more instead of 50.
     stretched = list(second.trades)
     k = next(k for k, w in enumerate(stretched) if (w >> 32) & 0xFFFF == continued)
@@ -282,15 +301,24 @@ def test_an_order_cannot_be_filled_again_in_a_later_chunk(env: MarketEnv) -> Non
 
 
 def build_chunk(
-    trades: Sequence[Trade], orders: Sequence[SignedOrder], flags: dict[bytes, int], tail: bytes
+    trades: Sequence[Trade],
+    orders: Sequence[SignedOrder],
+    flags: dict[bytes, int],
+    tail: bytes,
+    filled: dict[bytes, int] | None = None,
 ) -> CommitChunk:
-    """A chunk of exactly these trades and orders, with these order flags (by order id)."""
+    """A chunk of exactly these trades and orders, with these order flags and, for continued
+    orders, fills so far (by order id)."""
     parties = tuple(sorted({checksum_address(o.participant) for o in orders}, key=str.lower))
     where: dict[str, int] = {p: i for i, p in enumerate(parties)}
     ids = sorted(o.order_id for o in orders)
     by_id = {o.order_id: o for o in orders}
     words = [
-        w for i in ids for w in order_words(by_id[i], where[by_id[i].participant], flags.get(i, 0))
+        w
+        for i in ids
+        for w in order_words(
+            by_id[i], where[by_id[i].participant], flags.get(i, 0), (filled or {}).get(i, 0)
+        )
     ]
     trade_words = tuple(
         trade_word(
@@ -329,9 +357,24 @@ def test_a_seller_cannot_sell_in_two_chunks(env: MarketEnv) -> None:
         [bids[1], ask],
         {ask.order_id: ORDER_CONTINUED, bids[1].order_id: ORDER_CONTINUED},
         heads[2],
+        {ask.order_id: 10},
     )
     with raises(SellerSpansChunks, participant=env.p(3), sold_in_chunk=1):
         _send(env, t, second)
+
+
+def test_an_order_filled_in_one_chunk_cannot_come_fresh_in_a_later_one(env: MarketEnv) -> None:
+    """The party's lane remembers the bit of each of its fresh orders."""
+    t = env.next_interval()
+    bid, later = order(env, 0, t, 0, 10), order(env, 1, t, 0, 10)
+    ask = order(env, 3, t, 1, 20)
+    trades = [deal(env, bid, ask, 10), deal(env, later, ask, 10)]
+    heads = settlement_chain(trades, {p: env.ledger.participant_index(p) for p in env.participants})
+    _send(env, t, build_chunk(trades[:1], [bid, ask], {ask.order_id: ORDER_OPEN}, heads[1]))
+    both = ORDER_CONTINUED | ORDER_OPEN
+    again = build_chunk([], [bid, ask], {ask.order_id: both}, heads[1], {ask.order_id: 10})
+    with raises(OrderAlreadyFresh, participant=env.p(0)):
+        _send(env, t, again)
 
 
 def test_a_commit_left_unfinished_settles_what_it_committed_after_the_deadline(

@@ -40,7 +40,7 @@ def _env() -> MarketEnv:
     global _ENV
     if _ENV is None:
         _ENV = MarketEnv.build(connect(), n_participants=N, deposit=DEPOSIT)
-        _ENV.ledger.set_terms(TERMS)
+        _ENV.set_terms_now(TERMS)
     return _ENV
 
 

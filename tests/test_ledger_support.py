@@ -88,6 +88,14 @@ class MarketEnv:
         """Private keys of the chain's accounts (participants sign their orders with them)."""
         return {s.address: bytes(s.key) for s in self.chain.signers}
 
+    def set_terms_now(self, terms: Terms) -> TxReceipt:
+        """Schedule ``terms`` and move chain time past their notice, so that they apply to
+        the next interval (and another change may be scheduled)."""
+        receipt = self.ledger.set_terms(terms)
+        notice = int(self.ledger.contract.functions.TERMS_NOTICE_SECONDS().call())
+        self.chain.advance_time(notice + self.ledger.interval_seconds())
+        return receipt
+
     def to_reading_window(self, t: int) -> None:
         """Move chain time to just after interval ``t`` ends."""
         _, end = self.ledger.interval_window(t)

@@ -140,14 +140,16 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      must carry the same bookRoot and produce `tailHash` as its chain head; the chunk
     ///      with `tailHash` zero completes it (IntervalCommitted). A commit left open when the
     ///      interval ends settles as far as its chunks went. Across chunks an order comes fresh
-    ///      once (a per-party bitmap of digest mod 24 refuses a second fresh order on a set
-    ///      bit), an order a chunk leaves open (flag 2) is continued by a later chunk (flag 1)
-    ///      from its recorded fill, and a seller sells in one chunk.
+    ///      once (a per-party bitmap of digest mod 15 refuses a second fresh order on a set
+    ///      bit), the orders a chunk leaves open (flag 2) are exactly the ones the next chunk
+    ///      continues (flag 1; the chunk stores a digest of their ids and fills), and a
+    ///      seller sells in one chunk.
     ///
     ///      Encoding (positions are 16-bit): `orders` holds four words per order, strictly
     ///      ascending by digest: word 0 = party position (bits 0-15) | side (16-23, 0 buy,
     ///      1 sell) | flags (24-31) | quantityWh (64-127) | nonce (128-191) | expiry (192-255);
-    ///      word 1 = pricePerWh limit; words 2, 3 = the signature's r and vs (EIP-2098).
+    ///      word 1 = pricePerWh limit; words 2, 3 = the signature's r and vs (EIP-2098), or,
+    ///      for a continued order (not checked again), its fill so far and zero.
     ///      `trades` holds one word per trade: buyer position (0-15) | seller position (16-31) |
     ///      buy order (32-47) | sell order (48-63) | quantityWh (64-127) | pricePerWh (128-255).
     ///      Reverts:
@@ -160,7 +162,7 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      - PartiesNotAscending, ParticipantNotRegistered, RegistrationChangedDuringCommit,
     ///        ChunkTooLarge for the party table;
     ///      - MalformedOrders, MalformedOrder, OrdersNotAscending, BadOrderSignature,
-    ///        OrderNotOpen, OrderOverfilled, OrderLeftOpen, OrderAlreadyFresh for the orders;
+    ///        OpenOrdersMismatch, OrderOverfilled, OrderLeftOpen, OrderAlreadyFresh for the orders;
     ///      - TradeOrderMismatch, PriceOutsideLimit, ZeroQuantity, ZeroPrice, SelfTrade,
     ///        SellerSpansChunks or SoldQuantityOverflow for a trade;
     ///      - InsufficientCollateral if a party's free balance cannot cover its lock.
@@ -224,10 +226,15 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
 
     // ---------------------------------------------------------------- admin
 
-    /// @notice Sets the terms applied to intervals committed from now on.
-    /// @dev Caller needs DEFAULT_ADMIN_ROLE. Committed intervals keep their snapshot.
+    /// @notice Schedules terms for the intervals that start TERMS_NOTICE_SECONDS from now or
+    ///         later; earlier intervals keep the terms in force (an interval's terms are fixed
+    ///         before any of its orders can be committed, so they are the terms its orders were
+    ///         signed under).
+    /// @dev Caller needs DEFAULT_ADMIN_ROLE. Committed intervals keep their snapshot. One change
+    ///      is scheduled at a time: a new one first makes the scheduled terms current.
     ///      Reverts: InvalidTerms if toleranceBps > 10,000 or readingWindowSeconds is zero or above
-    ///      MAX_READING_WINDOW_SECONDS.
+    ///      MAX_READING_WINDOW_SECONDS; TermsChangePending until every interval that started
+    ///      before the scheduled terms' first start has ended.
     /// @param newTerms The new terms.
     function setTerms(Terms calldata newTerms) external;
 
@@ -247,9 +254,19 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @return The ERC-20 held in escrow.
     function token() external view returns (IERC20);
 
-    /// @notice Terms that the next commit will snapshot.
+    /// @notice Terms in force now: those of an interval that starts at this block's time.
     /// @return The current terms.
     function terms() external view returns (Terms memory);
+
+    /// @notice The terms a commit of interval `t` snapshots.
+    /// @param t Interval number.
+    /// @return The interval's terms.
+    function termsFor(uint64 t) external view returns (Terms memory);
+
+    /// @notice The scheduled terms and the first interval start (Unix s) they apply to.
+    /// @return next The scheduled terms (zero when none).
+    /// @return from Their first interval start (zero when none are scheduled).
+    function scheduledTerms() external view returns (Terms memory next, uint64 from);
 
     /// @notice Start of interval 0, Unix time in seconds.
     /// @return The epoch.

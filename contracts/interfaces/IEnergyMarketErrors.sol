@@ -201,10 +201,15 @@ interface IEnergyMarketErrors {
     /// @param participant The order's party.
     error BadOrderSignature(uint256 orderIndex, address participant);
 
-    /// @notice Thrown when an order is marked as continued but no earlier chunk left it open.
-    /// @param orderIndex Position of the order in the chunk.
-    /// @param orderId The order's digest.
-    error OrderNotOpen(uint256 orderIndex, bytes32 orderId);
+    /// @notice Thrown when terms are set while scheduled terms may still meet an interval that
+    ///         started before them.
+    /// @param effectiveFrom The scheduled terms' first interval start.
+    error TermsChangePending(uint64 effectiveFrom);
+
+    /// @notice Thrown when a chunk's continued orders (digests and fills so far) are not
+    ///         exactly the orders the chunk before left open.
+    /// @param interval The interval.
+    error OpenOrdersMismatch(uint64 interval);
 
     /// @notice Thrown when an order's trades add up to more than its quantity.
     /// @param orderId The order's digest.
@@ -216,7 +221,7 @@ interface IEnergyMarketErrors {
     /// @param orderId The order's digest.
     error OrderLeftOpen(bytes32 orderId);
 
-    /// @notice Thrown when a fresh order's lane bit (digest mod 24) is already set by an
+    /// @notice Thrown when a fresh order's lane bit (digest mod 15) is already set by an
     ///         earlier chunk's fresh order of the same party: it may be that same order.
     /// @param participant The party.
     /// @param bits The clashing bits.
@@ -224,7 +229,7 @@ interface IEnergyMarketErrors {
 
     /// @notice Thrown when a seller sells in more than one chunk of a commit.
     /// @param participant The seller.
-    /// @param soldInChunk The chunk it sold in.
+    /// @param soldInChunk 1: it sold in an earlier chunk.
     error SellerSpansChunks(address participant, uint16 soldInChunk);
 
     /// @notice Thrown when a trade does not match its orders' parties and sides.

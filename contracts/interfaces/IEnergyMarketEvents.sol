@@ -23,11 +23,13 @@ interface IEnergyMarketEvents {
     /// @param participant Participant address.
     event ParticipantDeregistered(address indexed participant);
 
-    /// @notice Emitted when the admin changes the terms used by later commits.
+    /// @notice Emitted when terms are set: at deployment (from zero: every interval) and when the
+    ///         admin schedules new ones.
     /// @param penaltyPricePerWh Penalty (and bond) rate in token base units per Wh.
     /// @param toleranceBps Shortfall tolerated without penalty, in basis points of quantity.
     /// @param readingWindowSeconds Seconds after an interval's end during which readings are accepted.
-    event TermsChanged(uint128 penaltyPricePerWh, uint16 toleranceBps, uint64 readingWindowSeconds);
+    /// @param effectiveFrom First interval start (Unix s) the terms apply to.
+    event TermsChanged(uint128 penaltyPricePerWh, uint16 toleranceBps, uint64 readingWindowSeconds, uint64 effectiveFrom);
 
     /// @notice Emitted when a participant deposits tokens into its free balance.
     /// @param participant Depositor.
@@ -81,11 +83,13 @@ interface IEnergyMarketEvents {
         bytes32 tailHash
     );
 
-    /// @notice Emitted once per party of a commit: free balance moved to locked.
+    /// @notice Emitted once per commit chunk: each party's free balance moved to locked (one
+    ///         log per chunk rather than per party: a party costs 64 bytes of log data).
     /// @param interval Interval number.
-    /// @param participant Party.
-    /// @param amount Buyer payments plus seller bonds locked, in token base units.
-    event CollateralLocked(uint64 indexed interval, address indexed participant, uint256 amount);
+    /// @param participants The chunk's parties (ascending).
+    /// @param amounts Per party, buyer payments plus seller bonds locked, in token base units
+    ///        (zero for a party that locks nothing in this chunk).
+    event CollateralLocked(uint64 indexed interval, address[] participants, uint256[] amounts);
 
     /// @notice Emitted when a meter-signed reading is accepted.
     /// @param interval Interval number.
@@ -110,13 +114,15 @@ interface IEnergyMarketEvents {
         uint256 penaltyBaseUnits
     );
 
-    /// @notice Emitted once per party per settlement chunk with its netted balance change.
+    /// @notice Emitted once per settlement chunk with each party's netted balance change (one
+    ///         log per chunk rather than per party).
     /// @param interval Interval number.
-    /// @param participant Party.
-    /// @param releasedBaseUnits Amount removed from the party's locked balance.
-    /// @param creditedBaseUnits Amount added to the party's free balance.
+    /// @param participants The chunk's parties (ascending).
+    /// @param releasedBaseUnits Per party, the amount removed from its locked balance.
+    /// @param creditedBaseUnits Per party, the amount added to its free balance (a party with
+    ///        both zero was not touched).
     event ParticipantSettled(
-        uint64 indexed interval, address indexed participant, uint256 releasedBaseUnits, uint256 creditedBaseUnits
+        uint64 indexed interval, address[] participants, uint256[] releasedBaseUnits, uint256[] creditedBaseUnits
     );
 
     /// @notice Emitted when the last trade of an interval has settled.

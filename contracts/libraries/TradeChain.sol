@@ -43,4 +43,12 @@ library TradeChain {
             h := keccak256(p, 0x60)
         }
     }
+
+    /// @notice Folds one open order into a chunk's open-orders digest (ascending by order id).
+    /// @dev open_0 = 0, open_{k+1} = keccak256(abi.encode(open_k, orderId_k, filledWh_k)); zero
+    ///      exactly when no order is open.
+    /// @return h The next digest.
+    function foldOpen(bytes32 open, bytes32 orderId, uint256 filledWh) internal pure returns (bytes32 h) {
+        return foldOrders(open, orderId, bytes32(filledWh));
+    }
 }
