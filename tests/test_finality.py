@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from web3.types import Wei
 
 from chain.canonical import TxFate, final_block, resolve_finality, tx_fate
 from chain.connection import ANVIL_CHAIN_ID, Chain, connect, is_dev_chain
@@ -61,7 +62,7 @@ def test_a_transaction_is_pending_until_deep_enough_and_dropped_when_reverted_aw
     chain.finality = Finality(confirmations=2)
     a, b = chain.accounts[0], chain.accounts[1]
     before = chain.snapshot()
-    tx = chain.w3.eth.send_transaction({"from": a, "to": b, "value": 1})
+    tx = chain.w3.eth.send_transaction({"from": a, "to": b, "value": Wei(1)})
     chain.wait_for_receipt(tx)
     assert tx_fate(chain, tx) is TxFate.PENDING
     chain.mine(1)
