@@ -21,7 +21,7 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, TxReceipt
 
 from chain.artifacts import load_artifact
 from chain.connection import Chain, ViewCall
@@ -334,9 +334,11 @@ class LedgerClient:
         """Interval whose delivery contains the latest block's time."""
         return self.interval_at(self.chain.timestamp())
 
-    def interval_info(self, t: int) -> IntervalInfo:
-        """Stored state of interval ``t``."""
-        return IntervalInfo.from_values(self._call(self.contract.functions.intervalInfo(t)))
+    def interval_info(self, t: int, block: BlockIdentifier = "latest") -> IntervalInfo:
+        """Stored state of interval ``t`` (at ``block``: a number or a tag)."""
+        fn = self.contract.functions.intervalInfo(t)
+        with mapped_reverts():
+            return IntervalInfo.from_values(fn.call(block_identifier=block))
 
     def commit_interval(
         self,

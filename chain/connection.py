@@ -43,6 +43,7 @@ from web3.types import RPCEndpoint, TxReceipt, Wei
 
 from chain.errors import ChainConnectionError
 from chain.fee_cap import NO_CAP, FeeCap, format_gwei
+from chain.finality import IMMEDIATE, Finality
 from chain.keys import env_key
 from chain.receipts import format_receipt, hash_bytes, hash_hex, tester_receipt
 from chain.rpc import unreachable_reason
@@ -65,6 +66,12 @@ DEFAULT_TIP_WEI = 1_000_000_000
 """Tip asked for when the node suggests none (1 gwei)."""
 
 log = logging.getLogger("wattledger.chain")
+
+
+def is_dev_chain(chain_id: int, *, embedded: bool = False) -> bool:
+    """True for a local development chain: the embedded chain, or anvil's chain id. Raw keys
+    from the environment are allowed there, and a mined block is final there."""
+    return embedded or chain_id == ANVIL_CHAIN_ID
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,10 @@ class Chain:
     """The most a transaction sent through :meth:`capped_fees` (the market's commits and
     registrations) pays per gas; the settlement service has its own
     (``TxPolicy.fee_cap``)."""
+    finality: Finality = IMMEDIATE
+    """When a transaction on this chain counts as done (:mod:`chain.finality`): every service
+    marks a step done only once it is final. Final once mined unless set (the command line
+    sets the chain's default, :func:`chain.canonical.resolve_finality`)."""
 
     @property
     def chain_id(self) -> int:
@@ -117,8 +128,8 @@ class Chain:
 
     @property
     def is_dev(self) -> bool:
-        """True for a local development chain: the embedded chain, or anvil's chain id."""
-        return self.is_embedded or self.chain_id == ANVIL_CHAIN_ID
+        """True for a local development chain (:func:`is_dev_chain`)."""
+        return is_dev_chain(self.chain_id, embedded=self.is_embedded)
 
     def env_key(self, name: str) -> str | None:
         """The raw private key in the environment variable ``name`` (None when unset); on a

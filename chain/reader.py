@@ -41,6 +41,7 @@ from web3.types import RPCEndpoint
 
 from chain.client import LedgerClient
 from chain.connection import RPC_TIMEOUT_SECONDS, ViewCall, local_session
+from chain.finality import final_block_of
 from chain.logs import Block, EventReader
 from chain.rpc import QUICK_RETRIES, request_lock, rpc_result, to_int, with_retries
 from ledger.events import IntervalCommitted, ParticipantRegistered, ReadingSubmitted
@@ -193,9 +194,18 @@ class MarketReader:
         """Run ``call`` with the reader's quick retries of transient errors."""
         return with_retries(what, call, retries=self._retries, sleep=self._sleep)
 
-    def view(self, to: str, data: bytes, types: Sequence[str]) -> tuple[Any, ...]:
-        """A view call ``data`` to contract ``to`` at the latest block, its answer decoded as
-        ``types``; RuntimeError when it reverts."""
+    def view(
+        self, to: str, data: bytes, types: Sequence[str], block: int | None = None
+    ) -> tuple[Any, ...]:
+        """A view call ``data`` to contract ``to`` at the latest block (or ``block``), its
+        answer decoded as ``types``; RuntimeError when it reverts."""
+        if block is not None:
+            tag = hex(block)
+            result = self.rpc(
+                "eth_call", [{"from": self._caller, "to": to, "data": "0x" + data.hex()}, tag]
+            )
+            raw = bytes.fromhex(result[2:]) if isinstance(result, str) else bytes(result)
+            return tuple(abi_decode(list(types), raw))
         if self._embedded:
             # Straight into py-evm: web3's and eth-tester's request formatting around an
             # eth_call costs several times the EVM's own work.
@@ -218,8 +228,8 @@ class MarketReader:
         meter, index, registered = self.view(self.market, data, ["address", "uint32", "bool"])
         return MeterInfo(str(meter).lower(), int(index), bool(registered))
 
-    def interval(self, t: int) -> IntervalInfo:
-        """``intervalInfo(t)``.
+    def interval(self, t: int, block: int | None = None) -> IntervalInfo:
+        """``intervalInfo(t)`` (at ``block``: a final block, read as it is, never kept).
 
         On the embedded chain an answer is kept with the block it was read at, and given
         again while it still holds (a view there costs about 12 ms, the check a few tens of
@@ -231,8 +241,8 @@ class MarketReader:
           ``settle`` changes a committed interval (status, cursor, remaining hash), and it
           reverts before the deadline.
         """
-        if not self._embedded:
-            (values,) = self.view(self.market, self._interval_call(t), _INFO_TYPES)
+        if not self._embedded or block is not None:
+            (values,) = self.view(self.market, self._interval_call(t), _INFO_TYPES, block)
             return IntervalInfo.from_values(values)
         cached = self._intervals.get(t)
         if cached is not None and self._still_holds(*cached):
@@ -357,6 +367,18 @@ class MarketReader:
         if self._embedded:
             return self.client.chain.block_number()
         return to_int(self.rpc("eth_blockNumber", []))
+
+    def final_block(self, latest: int | None = None) -> int:
+        """The newest final block (:mod:`chain.finality`) when the latest is ``latest``
+        (read when not given): ``latest`` itself on a chain whose mined blocks are final."""
+        if latest is None:
+            latest = self.latest_block()
+        finality = self.client.chain.finality
+        if finality.immediate:
+            return latest
+        return self.retry(
+            "reading the final block", lambda: final_block_of(self.w3, finality, latest)
+        )
 
     def gas_limit(self) -> int:
         """The latest block's gas limit."""

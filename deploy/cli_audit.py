@@ -6,12 +6,22 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from audit.chain_source import CreationSource, creation_source, web3_of
 from audit.evidence import AuditError, ClearingRules
 from audit.order_sources import ApiOrderSource, DirectoryOrderSource, OrderSource, archive_books
 from audit.run import audit_market
+from chain.connection import is_dev_chain
 from chain.deployment import read_deployment
+from chain.finality import (
+    DEFAULT_CONFIRMATIONS,
+    Finality,
+    default_finality,
+    final_block_of,
+    parse_finality,
+    tagged_block,
+)
 from deploy.cli_clear import parse_k
 from ledger.errors import InputError
 from market.clearing import DEFAULT_K, MECHANISMS
@@ -50,7 +60,10 @@ and once for the market at the audited block:
   conservation every balance rebuilt from events equals balanceOf; their sum equals
                totalEscrowed and deposits - withdrawals, and the token balance covers it
 
-Everything is read at one block (--block, default the latest). The mechanism and k come from
+Everything is read at one block: --block N, else the newest final block (--confirmations:
+N blocks below the head, or the node's finalized/safe block; default: the latest on a dev
+chain, else the node's finalized block where it has one, else 64 below the head), so that a
+reorganisation cannot change what was audited. The mechanism and k come from
 the market's GET /market (or market.json in the archive folder) unless given here; the chain
 does not record them.
 
@@ -93,7 +106,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--from", dest="from_t", type=_interval, metavar="T", help="first interval")
     parser.add_argument("--to", dest="to_t", type=_interval, metavar="T", help="last interval")
     parser.add_argument(
-        "--block", type=_interval, metavar="N", help="audit at this block (default: latest)"
+        "--block",
+        type=_interval,
+        metavar="N",
+        help="audit at this block (default: the newest final block, see --confirmations)",
+    )
+    parser.add_argument(
+        "--confirmations",
+        type=parse_finality,
+        metavar="N|finalized|safe",
+        help="without --block: audit at the block N below the head, or at the node's "
+        "finalized (or safe) block (default: the latest on a dev chain, else finalized where "
+        f"the node has it, else {DEFAULT_CONFIRMATIONS})",
     )
     parser.add_argument(
         "--from-block",
@@ -145,6 +169,26 @@ def _interval(text: str) -> int:
     return value
 
 
+def audit_block(w3: Any, chain_id: int, requested: Finality | None) -> int | None:
+    """The block an audit reads at without ``--block``: the newest final block under
+    ``requested``, else under the chain's default (:func:`chain.finality.default_finality`;
+    the latest, None, on a dev chain). An :class:`AuditError` when no block is final yet."""
+    finality = requested
+    if finality is None:
+        dev = is_dev_chain(chain_id)
+        finality = default_finality(dev, not dev and tagged_block(w3, "finalized") is not None)
+    if finality.immediate:
+        return None
+    block = final_block_of(w3, finality)
+    if block < 0:
+        raise AuditError(
+            f"No block of chain {chain_id} is final yet ({finality.describe()}).",
+            hint="Pass --block N, or --confirmations 0 to audit at the latest block.",
+        )
+    print(f"auditing at block {block}, final by {finality.describe()}", file=sys.stderr)
+    return block
+
+
 def _progress(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
 
@@ -181,13 +225,16 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    block = args.block
+    if block is None:
+        block = audit_block(w3, chain_id, args.confirmations)
     report = audit_market(
         w3,
         market,
         source,
         args.from_t,
         args.to_t,
-        block=args.block,
+        block=block,
         from_block=args.from_block,
         rules=rules,
         progress=_progress,

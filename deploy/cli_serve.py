@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chain.canonical import resolve_finality
 from chain.client import LedgerClient
 from chain.connection import Chain
 from chain.deployment import Deployment, read_deployment, write_deployment
@@ -180,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     settler_keys = load_accounts(args, "settler-")  # every password asked before anything runs
     chain = connect_with_keys(args.rpc_url, args)
     chain.fee_cap = fee_cap(args)  # the market's commits and registrations too
+    chain.finality = resolve_finality(chain, args.confirmations)
     where = args.rpc_url or "the embedded eth-tester chain"
     print(f"market on {where} (chain id {chain.chain_id})", file=sys.stderr)
     deployment = (

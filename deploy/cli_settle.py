@@ -17,10 +17,12 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter
 
+from chain.canonical import resolve_finality
 from chain.client import LedgerClient
 from chain.connection import Chain, connect
 from chain.deployment import Deployment, read_deployment
 from chain.fee_cap import FeeCap, format_gwei, gwei_to_wei
+from chain.finality import DEFAULT_CONFIRMATIONS, parse_finality
 from chain.rpc import request_lock, serialize_requests
 from deploy.cli_args import non_negative_int, positive_int
 from deploy.cli_keys import add_key_arguments, key_source
@@ -126,6 +128,17 @@ def add_common_arguments(parser: argparse._ActionsContainer, *, prefix: str = ""
         metavar="INDEX",
         help=f"development account that sends settlement transactions (default: the last; "
         f"a keystore or ${SETTLER_KEY_ENV} overrides)",
+    )
+    parser.add_argument(
+        "--confirmations",
+        type=parse_finality,
+        metavar="N|finalized|safe",
+        help="when a transaction counts as done: N blocks on top of it, or once the node's "
+        "finalized (or safe) block holds it; the settlement service (in serve also the "
+        "market: an interval is published as committed only then) marks a step done only "
+        "then, and sends again what a reorganisation dropped (default: 0 on a dev chain, "
+        "else finalized where the node has it, else "
+        f"{DEFAULT_CONFIRMATIONS})",
     )
     parser.add_argument(
         "--max-fee-gwei",
@@ -395,6 +408,7 @@ def _load(
     source = key_source(args)
     accounts = source.load()
     chain = connect(args.rpc_url, accounts=accounts, allow_env_keys=source.allow_env_keys)
+    chain.finality = resolve_finality(chain, args.confirmations)
     deployment = read_deployment(chain.chain_id, args.deployments_dir)
     if deployment is None:
         raise InputError(

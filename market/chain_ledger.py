@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from chain.canonical import TxFate, final_block, tx_fate
 from chain.client import LedgerClient
 from ledger.addresses import checksum_address
 from ledger.contract_errors import LedgerError
@@ -63,6 +64,8 @@ class ChainLedger:
         self._info: LedgerInfo | None = None
         self._facts: LedgerFacts | None = None
         self._ever_registered: tuple[int, list[str]] = (0, [])
+        self._sent: dict[int, CommitReceipt] = {}
+        """The receipt of each interval's commit sent by this process, until it is final."""
         codec = client.event_reader.codec
         self._fact_topics = {self._topic(codec, name) for name in FACT_EVENTS}
         self._registry_topics = {self._topic(codec, name) for name in REGISTRY_EVENTS}
@@ -228,6 +231,30 @@ class ChainLedger:
 
         return self._guard(f"reading interval {interval}", read)
 
+    def final_commit(self, interval: int) -> CommitReceipt | None:
+        """``interval``'s commit once ``intervalInfo`` at the final block
+        (:func:`chain.finality.final_block`) holds it complete; with the transaction this
+        process sent when that one is final (a commit that a reorganisation dropped and
+        someone else's transaction put back is final without it)."""
+
+        def read() -> CommitReceipt | None:
+            chain = self.client.chain
+            if chain.finality.immediate:
+                info = self.client.interval_info(interval)
+            else:
+                block = final_block(chain)
+                if block < 0:
+                    return None
+                info = self.client.interval_info(interval, block=block)
+            if info.status in ("none", "committing"):
+                return None
+            sent = self._sent.pop(interval, None)
+            if sent is not None and tx_fate(chain, sent.tx_hash) is TxFate.FINAL:
+                return CommitReceipt(sent.tx_hash, sent.block_number)
+            return CommitReceipt(None, None)
+
+        return self._guard(f"reading interval {interval} at the final block", read)
+
     def commit_interval(
         self,
         interval: int,
@@ -236,14 +263,19 @@ class ChainLedger:
         orders: Mapping[bytes, SignedOrder],
     ) -> CommitReceipt:
         """``commitInterval`` from the operator account, in as many chunks as it takes (a
-        commit left open by a crash between chunks resumes)."""
+        commit left open by a crash between chunks resumes). The receipt is ``final`` when
+        the chain takes a mined transaction as final; else :meth:`final_commit` says when."""
 
         def send() -> CommitReceipt:
             receipt = self.client.commit_interval(interval, book_root, trades, orders)
-            return CommitReceipt(
+            sent = CommitReceipt(
                 tx_hash="0x" + bytes(receipt["transactionHash"]).hex().removeprefix("0x"),
                 block_number=int(receipt["blockNumber"]),
+                final=self.client.chain.finality.immediate,
             )
+            if not sent.final:
+                self._sent[interval] = sent
+            return sent
 
         return self._guard(f"committing interval {interval}", send)
 

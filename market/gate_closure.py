@@ -8,6 +8,9 @@ Gate closure of interval ``t`` (``gate_closure_seconds`` before ``t`` starts)
     signatures), then call ``commitInterval(t, bookRoot, trades)``. A failed or interrupted
     commit leaves ``t`` ``frozen``; :meth:`GateClosure.tick` and :meth:`GateClosure.recover`
     finish it, and nothing is committed twice (the ledger's committed root is checked first).
+    ``t`` is stored and published as ``committed`` only once its commit is final
+    (:mod:`chain.finality`); until then it stays ``frozen``, and a commit a reorganisation
+    dropped is found missing at the head and sent again.
 
 Uncovered orders
     A participant can withdraw at any time, so gate closure re-reads the free balances of
@@ -345,7 +348,11 @@ class GateClosure:
             self.collateral.remember(fresh, set(short))
 
     def commit_frozen(self, interval: int) -> bool:
-        """Commit a frozen interval on-chain unless it already is; True when committed."""
+        """Commit a frozen interval on-chain unless it already is; True once its commit is
+        final (:mod:`chain.finality`), and only then is it stored (and published) as
+        committed. A commit mined but not final leaves the interval ``frozen``; a later
+        :meth:`tick` finds it final, or finds that a reorganisation dropped it and sends it
+        again (what to send is read from the chain: nothing twice)."""
         record = self.store.get_interval(interval)
         if record is None or record.state != FROZEN or record.clearing is None:
             return False
@@ -362,7 +369,10 @@ class GateClosure:
                         root.hex(),
                     )
                     return False
-                self.store.record_commit(interval, None, None)
+                final = self.ledger.final_commit(interval)
+                if final is None:
+                    return False  # mined, not final yet: the next tick looks again
+                self.store.record_commit(interval, final.tx_hash, final.block_number)
                 return True
             # Each collateral revert is met by a fresh read that drops at least one party,
             # unless the party covered itself again meanwhile; either way the attempts end.
@@ -393,9 +403,17 @@ class GateClosure:
         except StoreError as err:
             log.error("interval %d: storing its re-clearing failed, will retry: %s", interval, err)
             return False
-        self.store.record_commit(interval, receipt.tx_hash, receipt.block_number)
         penalty = clearing.get("penaltyPricePerWh", self.collateral.terms.penalty_price_per_wh)
         self.collateral.spend(trades, int(penalty))
+        if not receipt.final:
+            log.info(
+                "interval %d: commit mined in block %s (%s); published once final",
+                interval,
+                receipt.block_number,
+                receipt.tx_hash,
+            )
+            return False
+        self.store.record_commit(interval, receipt.tx_hash, receipt.block_number)
         return True
 
     def _live_set(self, interval: int) -> list[StoredOrder]:

@@ -41,10 +41,13 @@ class IntervalTiming:
 
 @dataclass(frozen=True, slots=True)
 class CommitReceipt:
-    """Where an interval's commit landed."""
+    """Where an interval's commit landed (None: not known, e.g. a commit found on-chain
+    after a restart), and whether it is final (:mod:`chain.finality`): the market publishes
+    an interval as committed only once its commit is."""
 
-    tx_hash: str
-    block_number: int
+    tx_hash: str | None
+    block_number: int | None
+    final: bool = True
 
 
 class LedgerCallFailed(WattledgerError):
@@ -150,7 +153,13 @@ class Ledger(Protocol):
         ...
 
     def committed_root(self, interval: int) -> bytes | None:
-        """The book root committed for ``interval``, or None when not committed."""
+        """The book root committed for ``interval`` at the chain's head, or None when not
+        committed (a commit a reorganisation dropped is not)."""
+        ...
+
+    def final_commit(self, interval: int) -> CommitReceipt | None:
+        """``interval``'s commit once it is final (its transaction and block when known),
+        None while the final block holds no complete commit of it."""
         ...
 
     def commit_interval(
@@ -284,6 +293,12 @@ class MemoryLedger:
     def committed_root(self, interval: int) -> bytes | None:
         entry = self.commits.get(interval)
         return entry[0] if entry else None
+
+    def final_commit(self, interval: int) -> CommitReceipt | None:
+        """A commit in memory is final at once."""
+        if interval not in self.commits:
+            return None
+        return CommitReceipt(tx_hash="0x" + interval.to_bytes(32, "big").hex(), block_number=None)
 
     def commit_interval(
         self,

@@ -3,7 +3,10 @@ interval's reading window is open.
 
 Before each batch the readings already on-chain are read (``ReadingSubmitted`` events) and
 marked: ``onchain`` when the event carries exactly the stored values, ``superseded`` when
-someone else relayed another reading of that participant first. The rest are sent sorted by
+someone else relayed another reading of that participant first; either only once the event's
+block is final (:mod:`chain.finality`). A reading the head holds in a block not final yet is
+left queued and not sent; one a reorganisation dropped is missing from the head again, and
+is sent again (the chain decides, so nothing is sent twice). The rest are sent sorted by
 participant index (the contract's reading words are shared by neighbours, so a sorted batch
 costs about 20k gas per reading instead of up to 60k), as many as fit the transaction budget
 (:mod:`settlement.gas`).
@@ -56,16 +59,22 @@ class ReadingBatcher:
         """Gas per reading: assumed, then measured."""
 
     def sync(self, t: int) -> list[StoredReading]:
-        """Mark queued readings that are on-chain; return the queued ones that are not."""
+        """Mark queued readings that are on-chain in a final block; return the queued ones
+        the chain's head does not hold (a reading in a block not final yet is neither: it
+        stays queued until it is final, or is sent again if a reorganisation drops it)."""
         queued = self.store.readings(t, QUEUED)
         if not queued:
             return []
-        onchain = self.chain.submitted_readings(t)
+        latest = self.chain.latest_block()
+        final = self.chain.final_block(latest)
+        onchain = self.chain.submitted_readings(t, latest)
         todo = []
         for r in queued:
             event = onchain.get(r.participant)
             if event is None:
                 todo.append(r)
+            elif event.block_number > final:
+                continue
             elif (event.imported_wh, event.exported_wh) == (r.imported_wh, r.exported_wh):
                 self.store.mark_readings(
                     t,
@@ -128,13 +137,7 @@ class ReadingBatcher:
             except NonceConsumed:
                 continue
             self.gas.observe(mined.gas_used, len(batch))
-            self.store.mark_readings(
-                t,
-                [r.participant for r in batch],
-                ONCHAIN,
-                tx_hash=mined.tx_hash,
-                block_number=mined.block_number,
-            )
+            # Marked on-chain by the next sync, once their block is final.
             self.store.count_tx(t, "readings")
             tick.emit(
                 f"interval {t}: {len(batch)} readings on-chain in {mined.tx_hash} "

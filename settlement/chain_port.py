@@ -87,8 +87,14 @@ class SettlementChain(Protocol):
         """(start, end) of interval ``t``'s delivery, Unix seconds."""
         ...
 
-    def interval(self, t: int) -> IntervalInfo:
-        """``intervalInfo(t)``: status, trade count, settle cursor, reading deadline, terms."""
+    def final_block(self, latest: int) -> int:
+        """The newest final block (:mod:`chain.finality`) when the latest is ``latest``: the
+        service marks a step done only once the final block holds it."""
+        ...
+
+    def interval(self, t: int, block: int | None = None) -> IntervalInfo:
+        """``intervalInfo(t)``: status, trade count, settle cursor, reading deadline, terms;
+        at the latest block, or at ``block``."""
         ...
 
     def participant(self, participant: str) -> MeterInfo:

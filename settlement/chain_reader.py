@@ -69,20 +69,28 @@ class ChainReader(MarketReader):
         Kept per interval and extended from the last block seen, so that a service putting
         1,000 readings on-chain in batches does not decode them all again for every batch,
         and intake, which asks for every reading it takes, scans the logs only when a block
-        was mined since it last asked.
+        was mined since it last asked. Only final blocks (:meth:`final_block`) are kept: the
+        events of the blocks above them are read again on every call, so a reading that a
+        reorganisation dropped is seen missing.
         """
         if latest is None:
             latest = self.latest_block()
+        final = self.final_block(latest)
         first = self.first_block(t)
         start, known = self._readings.get(t, (first, {}))
-        if latest + 1 < start:  # the chain went back (a reset node): read everything again
+        if final + 1 < start:  # the chain went back (a reset node): read everything again
             start, known = first, {}
         known = dict(known)
-        if start <= latest:
-            for e in self.reading_events(t, start, latest):
+        if start <= final:
+            for e in self.reading_events(t, start, final):
                 known.setdefault(e.participant.lower(), e)
-        self._readings[t] = (latest + 1, known)
-        return dict(known)
+            start = final + 1
+        self._readings[t] = (start, known)
+        found = dict(known)
+        if start <= latest:  # blocks not final yet: read every time, never kept
+            for e in self.reading_events(t, start, latest):
+                found.setdefault(e.participant.lower(), e)
+        return found
 
     def escrow(self) -> EscrowSnapshot:
         """Token balance of the market, ``totalEscrowed`` and the sum of every registered

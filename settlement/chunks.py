@@ -9,6 +9,10 @@ the head at the cursor are compared with the replay, so trades that cannot match
 interval (``trades_mismatch``) before any gas is spent. A chunk holds as many trades as fit
 the transaction budget (:mod:`settlement.gas`).
 
+Done only when final: an interval is taken as settled once the final block
+(:mod:`chain.finality`) holds it ``Settled``; a chunk a reorganisation dropped leaves the
+head's cursor behind it, and the chunk is sent again from there.
+
 Exactly once: the contract refuses a chunk that is not at the cursor (``ChunkNotAtCursor``)
 or an interval already settled; either means someone else moved the cursor, and the cursor
 is read again.
@@ -16,6 +20,7 @@ is read again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from eth_utils.address import to_checksum_address
@@ -33,6 +38,8 @@ from settlement.gas import TRADE_GAS_CEILING, ItemGas
 from settlement.store import ReadingStore
 from settlement.tick import Tick, revert_reason
 from settlement.tx import NonceConsumed
+
+log = logging.getLogger("wattledger.settle")
 
 MAX_ATTEMPTS = 10_000
 """Most chunks (or retries of one) a tick sends for one interval before it gives up."""
@@ -98,7 +105,7 @@ class ChunkSettler:
                 return False
             info, read = read or self.chain.interval(t), None
             if info.status == "settled":
-                return True
+                return self.settled_final(t)
             if info.trade_count != len(trades):
                 raise SettlementFailed(
                     t,
@@ -149,8 +156,20 @@ class ChunkSettler:
                 f"{mined.tx_hash} ({mined.gas_used:,} gas)"
             )
             if stop == len(trades):
-                return True  # a mined chunk that reached the last trade left it Settled
+                return self.settled_final(t)  # the chunk that reached the last trade
         raise SettlementFailed(t, "no_progress", "settlement made no progress in 10,000 attempts")
+
+    def settled_final(self, t: int) -> bool:
+        """Whether ``t``, ``Settled`` at the head, is settled at the final block
+        (:mod:`chain.finality`; at once on a chain whose mined blocks are final). Until it
+        is, the interval stays in the loop: a chunk a reorganisation dropped moves the
+        head's cursor back, and the next pass sends it again from there."""
+        latest = self.chain.latest_block()
+        final = self.chain.final_block(latest)
+        if final >= latest or self.chain.interval(t, final).status == "settled":
+            return True
+        log.info("interval %d: settled at the head (block %d), waiting for finality", t, latest)
+        return False
 
 
 __all__ = ["ChunkSettler"]

@@ -71,9 +71,13 @@ class ContractChain:
         """(start, end) of interval ``t``'s delivery."""
         return self.reader.window(t)
 
-    def interval(self, t: int) -> IntervalInfo:
-        """``intervalInfo(t)``."""
-        return self.reader.interval(t)
+    def final_block(self, latest: int) -> int:
+        """The newest final block when the latest is ``latest``."""
+        return self.reader.final_block(latest)
+
+    def interval(self, t: int, block: int | None = None) -> IntervalInfo:
+        """``intervalInfo(t)`` (at ``block``)."""
+        return self.reader.interval(t, block)
 
     def participant(self, participant: str) -> MeterInfo:
         """``participantInfo(participant)``."""

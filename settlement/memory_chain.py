@@ -256,8 +256,13 @@ class MemoryChain:
         start = self.epoch_seconds + t * self.interval_seconds
         return start, start + self.interval_seconds
 
-    def interval(self, t: int) -> IntervalInfo:
-        """``intervalInfo(t)``: the remaining hash is the chain head at the cursor."""
+    def final_block(self, latest: int) -> int:
+        """An in-memory chain never reorganises: every block is final."""
+        return latest
+
+    def interval(self, t: int, block: int | None = None) -> IntervalInfo:
+        """``intervalInfo(t)``: the remaining hash is the chain head at the cursor (every
+        block is final here, so ``block`` changes nothing)."""
         commit = self._commits.get(t)
         if commit is None:
             return IntervalInfo("none", 0, 0, 0, 0, 0, ZERO_HASH, ZERO_HASH)

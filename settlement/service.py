@@ -33,6 +33,14 @@ The loop (:meth:`SettlementService.tick`)
          chunk sized to the gas budget), and repeat until the interval is ``Settled``.
        * ``settled``; ``failed`` (a permanent error, recorded with its reason).
 
+Finality (:mod:`chain.finality`)
+    The service acts on the chain's head but takes a step as done only once the final block
+    holds it: intervals are discovered from final commits, a reading is marked ``onchain``
+    once its event's block is final, an interval ``settled`` once it is settled at the final
+    block. What to send is always read from the head, so a reading batch or a settle chunk
+    that a reorganisation dropped is found missing and sent again, once (the contract's own
+    refusals stay the backstop).
+
 Exactly once, across crashes
     Every transaction is preceded by a read of the state it changes (readings on-chain; the
     settle cursor) and by an ``eth_call`` preflight; the contract itself refuses a second
@@ -255,12 +263,13 @@ class SettlementService:
             tick.note(t, "internal_error", f"{type(err).__name__}: {err}")
 
     def _discover(self, now: int, latest: int) -> None:
-        """Add intervals committed up to block ``latest`` since the last scan
-        (``IntervalCommitted`` events)."""
+        """Add intervals committed since the last scan up to the final block when the
+        latest is ``latest`` (``IntervalCommitted`` events)."""
         scanned = self.store.get_meta("scan_block")
         start = self.chain.start_block if scanned is None else int(scanned) + 1
-        while start <= latest:
-            stop = min(latest, start + SCAN_STEP_BLOCKS - 1)
+        final = self.chain.final_block(latest)  # only final commits: they cannot vanish
+        while start <= final:
+            stop = min(final, start + SCAN_STEP_BLOCKS - 1)
             for c in self.chain.committed_intervals(start, stop):
                 added = self.store.upsert_interval(
                     c.interval, c.trade_count, c.deadline, now, c.block_number
@@ -279,7 +288,8 @@ class SettlementService:
         t, now = row.interval, tick.now
         info = self._status(t, now)
         if info.status == "settled":
-            self._finish(t, tick)
+            if self.chunks.settled_final(t):
+                self._finish(t, tick)
             return
         if info.status == "none":
             raise SettlementFailed(

@@ -157,7 +157,9 @@ class TxSender:
         the transaction counts when the nonce is not known); they used to be five or six
         round trips per transaction.
         """
-        need_nonce = self._nonce is None
+        # A nonce known here holds only while mined blocks are final: a reorganisation that
+        # dropped our last transaction takes the account's count back.
+        need_nonce = self._nonce is None or not self.reader.client.chain.finality.immediate
         if self.reader.client.chain.is_embedded:
             return None, self._next_nonce() if need_nonce else self._nonce, self.fees.current()
         calls: list[tuple[str, list[Any]]] = [
