@@ -139,14 +139,19 @@ class Feeder:
             )
         return nodes
 
-    def grid(self, interval: int) -> Grid:
-        """The grid document of on-chain interval ``interval``, checked by the market's
-        own rules (:func:`market.grid.check_grid`)."""
+    @cached_property
+    def _checked_grid(self) -> Grid:
         return check_grid(
-            {"version": GRID_VERSION, "interval": interval, "nodes": self._document_nodes},
-            interval=interval,
+            {"version": GRID_VERSION, "interval": 0, "nodes": self._document_nodes},
+            interval=0,
             source=f"feeder {self.network}",
         )
+
+    def grid(self, interval: int) -> Grid:
+        """The grid document of on-chain interval ``interval``, checked by the market's
+        own rules (:func:`market.grid.check_grid`) once: the nodes are the same in every
+        interval, so later intervals get :meth:`market.grid.Grid.for_interval` of it."""
+        return self._checked_grid.for_interval(interval)
 
     def node_of(self, agent: str) -> str:
         """The node id of ``agent``'s bus."""
