@@ -119,29 +119,58 @@ class Grid:
         """The id of the root node."""
         return self.nodes[self.root_index].id
 
-    @property
+    @cached_property
     def pre_order(self) -> tuple[int, ...]:
         """Parents before their children, siblings ascending by id (docs/grid.md §3.3)."""
         return tuple(_pre_order(self.parent_index, self.root_index))
 
     @cached_property
+    def _nodes_json(self) -> bytes:
+        """The canonical bytes of the ``nodes`` array (the part no interval changes)."""
+        nodes = [
+            {
+                "export_cap_wh": n.export_cap_wh,
+                "fee_per_wh": n.fee_per_wh,
+                "id": n.id,
+                "import_cap_wh": n.import_cap_wh,
+                "parent": n.parent,
+            }
+            for n in self.nodes
+        ]
+        return json.dumps(nodes, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+    @cached_property
     def canonical_bytes(self) -> bytes:
-        """The document's canonical bytes (docs/grid.md §1.1)."""
-        document = {
-            "interval": self.interval,
-            "nodes": [
-                {
-                    "export_cap_wh": n.export_cap_wh,
-                    "fee_per_wh": n.fee_per_wh,
-                    "id": n.id,
-                    "import_cap_wh": n.import_cap_wh,
-                    "parent": n.parent,
-                }
-                for n in self.nodes
-            ],
-            "version": GRID_VERSION,
-        }
-        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("ascii")
+        """The document's canonical bytes (docs/grid.md §1.1): the keys ``interval``,
+        ``nodes``, ``version`` in that (ascending) order, no whitespace."""
+        return b'{"interval":%d,"nodes":%s,"version":%d}' % (
+            self.interval,
+            self._nodes_json,
+            GRID_VERSION,
+        )
+
+    def for_interval(self, interval: int) -> Grid:
+        """The same nodes as the document of ``interval``: what :func:`check_grid` gives for
+        this document with its ``interval`` replaced, without checking the nodes again, and
+        sharing what no interval changes (the tree's orders, ``F``, the nodes' bytes).
+
+        A feeder whose network does not change publishes one such document per interval.
+        """
+        if not _is_int(interval) or not 0 <= interval <= MAX_GRID_INT:
+            raise GridError(
+                "grid.bad_field", f"interval {interval!r} is not an integer 0 .. {MAX_GRID_INT}"
+            )
+        other = Grid(
+            interval=interval,
+            nodes=self.nodes,
+            index=self.index,
+            root_index=self.root_index,
+            parent_index=self.parent_index,
+            post_order=self.post_order,
+        )
+        shared = ("pre_order", "largest_fee_path", "_nodes_json")
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k in shared})
+        return other
 
     @cached_property
     def grid_root(self) -> bytes:

@@ -288,6 +288,10 @@ def _clear(
     tiebreak = _tiebreak(book)
     price = book.price_per_wh.astype(object) if wide else book.price_per_wh
 
+    own_buy = np.zeros(n_nodes, dtype=np.int64)
+    np.add.at(own_buy, located[book.is_buy], book.quantity_wh[book.is_buy])
+    own_buy_wh = own_buy.tolist()
+
     lists: list[_NodeList | None] = [None] * n_nodes
     outgoing: list[_Outgoing | None] = [None] * n_nodes
     children: list[list[int]] = [[] for _ in range(n_nodes)]
@@ -296,7 +300,15 @@ def _clear(
         if parent >= 0:
             children[parent].append(node)
         node_list, out = _bottom_up(
-            grid, node, own_rows[node], children[node], outgoing, book, price, tiebreak
+            grid,
+            node,
+            own_rows[node],
+            own_buy_wh[node],
+            children[node],
+            outgoing,
+            book,
+            price,
+            tiebreak,
         )
         lists[node] = node_list
         outgoing[node] = out
@@ -370,6 +382,7 @@ def _bottom_up(
     grid: Grid,
     node: int,
     rows: I64,
+    own_buy_wh: int,
     kids: list[int],
     outgoing: list[_Outgoing | None],
     book: OrderBook,
@@ -377,26 +390,39 @@ def _bottom_up(
     tiebreak: I64,
 ) -> tuple[_NodeList, _Outgoing | None]:
     """Build ``List_v`` and, below the root, ``H_v`` (§3.2 steps 1-3)."""
-    own_buy_wh = int(book.quantity_wh[rows[book.is_buy[rows]]].sum())
-    parts_price = [price[rows]]
-    parts_quantity = [book.quantity_wh[rows]]
-    parts_tiebreak = [tiebreak[rows]]
-    parts_source = [rows.astype(np.int64)]
     y0 = -own_buy_wh
-    for child in kids:
-        out = outgoing[child]
-        assert out is not None
-        y0 += out.y0
-        parts_price.append(out.price)
-        parts_quantity.append(out.quantity_wh)
-        parts_tiebreak.append(out.tiebreak)
-        parts_source.append(np.full(len(out.quantity_wh), -(child + 1), dtype=np.int64))
-    step_price = np.concatenate(parts_price)
-    step_tiebreak = np.concatenate(parts_tiebreak)
-    order = _key_order(step_price, step_tiebreak)
-    step_price = step_price[order]
-    step_quantity = np.concatenate(parts_quantity)[order]
-    step_tiebreak = step_tiebreak[order]
+    if not kids:
+        # A leaf: its own orders alone (most nodes of a feeder).
+        step_price = price[rows]
+        step_quantity = book.quantity_wh[rows]
+        step_tiebreak = tiebreak[rows]
+        step_source = rows
+    else:
+        parts_price = [price[rows]]
+        parts_quantity = [book.quantity_wh[rows]]
+        parts_tiebreak = [tiebreak[rows]]
+        codes = [-1]
+        lengths = [len(rows)]
+        for child in kids:
+            out = outgoing[child]
+            assert out is not None
+            y0 += out.y0
+            parts_price.append(out.price)
+            parts_quantity.append(out.quantity_wh)
+            parts_tiebreak.append(out.tiebreak)
+            codes.append(-(child + 1))
+            lengths.append(len(out.quantity_wh))
+        step_price = np.concatenate(parts_price)
+        step_quantity = np.concatenate(parts_quantity)
+        step_tiebreak = np.concatenate(parts_tiebreak)
+        step_source = np.repeat(np.array(codes, dtype=np.int64), lengths)
+        step_source[: len(rows)] = rows
+    if len(step_quantity) > 1:
+        order = _key_order(step_price, step_tiebreak)
+        step_price = step_price[order]
+        step_quantity = step_quantity[order]
+        step_tiebreak = step_tiebreak[order]
+        step_source = step_source[order]
     ends = np.cumsum(step_quantity)
     total = int(ends[-1]) if len(ends) else 0
     y1 = y0 + total
@@ -413,7 +439,7 @@ def _bottom_up(
     node_list = _NodeList(
         price=step_price,
         quantity_wh=step_quantity,
-        source=np.concatenate(parts_source)[order],
+        source=step_source,
         ends=ends,
         y0=y0,
         y0_out=y0_out,
@@ -431,27 +457,41 @@ def _clip_and_shift(
     high: int,
     fee: int,
 ) -> _Outgoing:
-    """``H_v``: the list clipped to ``[low, high]``, split at 0 and shifted by ``∓fee``."""
-    start = ends - step_quantity + y0
-    end = ends + y0
-    clipped_start = np.maximum(start, low)
-    clipped_end = np.minimum(end, high)
-    keep = clipped_end > clipped_start
-    out_price = step_price[keep]
-    out_start = clipped_start[keep]
-    out_end = clipped_end[keep]
-    out_tiebreak = step_tiebreak[keep]
+    """``H_v``: the list clipped to ``[low, high]``, split at 0 and shifted by ``∓fee``.
+
+    Every step holds at least 1 Wh (orders by ``MIN_QUANTITY_WH``, a child's steps by this
+    clipping), so ``start < end`` on each and both ascend.
+    """
+    out_end = ends + y0
+    if len(out_end) == 0 or (low <= y0 and int(out_end[-1]) <= high):
+        # Nothing to clip (the common case: the list fits the edge's caps).
+        out_start = out_end - step_quantity
+        out_price = step_price
+        out_tiebreak = step_tiebreak
+    else:
+        start = out_end - step_quantity
+        clipped_start = np.maximum(start, low)
+        clipped_end = np.minimum(out_end, high)
+        keep = clipped_end > clipped_start
+        out_price = step_price[keep]
+        out_start = clipped_start[keep]
+        out_end = clipped_end[keep]
+        out_tiebreak = step_tiebreak[keep]
     if fee > 0:
-        straddle = np.flatnonzero((out_start < 0) & (out_end > 0))
-        if len(straddle):
-            i = int(straddle[0])
-            out_price = np.insert(out_price, i + 1, out_price[i])
-            out_tiebreak = np.insert(out_tiebreak, i + 1, out_tiebreak[i])
-            out_start = np.insert(out_start, i + 1, 0)
-            out_end = np.insert(out_end, i, 0)
+        # The one step that straddles 0, if any, is the first to end above 0.
+        i = int(np.searchsorted(out_end, 0, side="right"))
+        if i < len(out_end) and out_start[i] < 0:
+            out_price = np.concatenate((out_price[: i + 1], out_price[i:]))
+            out_tiebreak = np.concatenate((out_tiebreak[: i + 1], out_tiebreak[i:]))
+            out_start = np.concatenate((out_start[: i + 1], _ZERO, out_start[i + 1 :]))
+            out_end = np.concatenate((out_end[:i], _ZERO, out_end[i:]))
         # Importing less earns the fee back; exporting more pays it.
         out_price = np.where(out_end <= 0, out_price - fee, out_price + fee)
     return _Outgoing(out_price, out_end - out_start, out_tiebreak, low)
+
+
+_ZERO = np.zeros(1, dtype=np.int64)
+_ZERO.flags.writeable = False
 
 
 def _top_down(
@@ -563,7 +603,18 @@ def _pairs(
     out_quantity: list[I64] = []
     for node in grid.post_order:
         rows = own_rows[node]
-        rows = rows[fill[rows] > 0]
+        filled = fill[rows]
+        has_fill = filled > 0
+        if not children[node]:
+            # A leaf: nothing to pair but its own orders; one filled order (or none) is
+            # its remainder as it stands.
+            if not has_fill.any():
+                continue
+            if int(has_fill.sum()) == 1:
+                row = rows[has_fill]
+                remainders[node] = (row, filled[has_fill], not bool(book.is_buy[row[0]]))
+                continue
+        rows = rows[has_fill]
         is_buy = book.is_buy[rows]
         sells, buys = [rows[~is_buy]], [rows[is_buy]]
         sell_wh, buy_wh = [fill[sells[0]]], [fill[buys[0]]]

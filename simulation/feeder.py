@@ -36,6 +36,7 @@ Placement
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -57,13 +58,27 @@ def node_id(bus: int) -> str:
     return f"{NODE_PREFIX}{bus}"
 
 
+NETWORK_SEED = 0
+"""Seed of Python's :mod:`random` while a network is built. pandapower's Kerber generators
+draw each line's cable type from the global :mod:`random` (between two types of different
+ampacity and impedance); seeded, the same name is the same cables in every call, so a run's
+caps (from one copy) and power flow (from another) see one network, and a seed gives the
+same run every time."""
+
+
 def load_network(name: str) -> Any:
-    """A fresh pandapower network by its scenario name (one of :data:`NETWORKS`)."""
+    """A fresh pandapower network by its scenario name (one of :data:`NETWORKS`), the same
+    every time (:data:`NETWORK_SEED`); the global :mod:`random` state is left as it was."""
     import pandapower.networks as pn
 
     if name not in NETWORKS:
         raise SimulationError(f"unknown network {name!r}; one of {', '.join(NETWORKS)}")
-    return getattr(pn, NETWORKS[name])()
+    state = random.getstate()
+    random.seed(NETWORK_SEED)
+    try:
+        return getattr(pn, NETWORKS[name])()
+    finally:
+        random.setstate(state)
 
 
 def scenario_network(spec: GridSpec) -> Any:
@@ -124,14 +139,19 @@ class Feeder:
             )
         return nodes
 
-    def grid(self, interval: int) -> Grid:
-        """The grid document of on-chain interval ``interval``, checked by the market's
-        own rules (:func:`market.grid.check_grid`)."""
+    @cached_property
+    def _checked_grid(self) -> Grid:
         return check_grid(
-            {"version": GRID_VERSION, "interval": interval, "nodes": self._document_nodes},
-            interval=interval,
+            {"version": GRID_VERSION, "interval": 0, "nodes": self._document_nodes},
+            interval=0,
             source=f"feeder {self.network}",
         )
+
+    def grid(self, interval: int) -> Grid:
+        """The grid document of on-chain interval ``interval``, checked by the market's
+        own rules (:func:`market.grid.check_grid`) once: the nodes are the same in every
+        interval, so later intervals get :meth:`market.grid.Grid.for_interval` of it."""
+        return self._checked_grid.for_interval(interval)
 
     def node_of(self, agent: str) -> str:
         """The node id of ``agent``'s bus."""
@@ -244,6 +264,7 @@ def build_feeder(
 
 __all__ = [
     "NETWORKS",
+    "NETWORK_SEED",
     "Edge",
     "Feeder",
     "build_feeder",

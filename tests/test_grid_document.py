@@ -90,6 +90,27 @@ def test_canonical_bytes_round_trip_and_match_rfc_8785_form(grid: Grid) -> None:
         seen.add(v)
 
 
+@settings(max_examples=50, deadline=None)
+@given(grid=grids(max_nodes=10))
+def test_the_same_nodes_for_another_interval_are_what_check_grid_gives(grid: Grid) -> None:
+    assert grid.largest_fee_path >= 0 and grid.pre_order and grid.grid_root  # to be shared
+    for interval in (0, 7, MAX_GRID_INT):
+        moved = grid.for_interval(interval)
+        document = {**json.loads(grid.canonical_bytes), "interval": interval}
+        checked = check_grid(document, interval=interval)
+        assert moved.canonical_bytes == checked.canonical_bytes == canonical(document)
+        assert moved.grid_root == checked.grid_root == keccak(checked.canonical_bytes)
+        assert moved.interval == interval
+        for name in ("nodes", "root_index", "parent_index", "post_order", "pre_order"):
+            assert getattr(moved, name) == getattr(checked, name)
+        assert dict(moved.index) == dict(checked.index)
+        assert moved.largest_fee_path == checked.largest_fee_path
+    for bad in (-1, MAX_GRID_INT + 1, True):
+        with pytest.raises(GridError) as refused:
+            grid.for_interval(bad)
+        assert refused.value.code == "grid.bad_field"
+
+
 @pytest.mark.parametrize(
     "layout",
     [

@@ -4,6 +4,7 @@ a short memory run on it, and the refusals."""
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,6 +50,20 @@ def test_feeder_grid_is_a_document_the_market_accepts() -> None:
     again = parse_grid(grid.canonical_bytes, interval=42)
     assert again.grid_root == grid.grid_root and len(again) == len(net.bus)
     assert again.nodes[again.index["bus-1"]].export_cap_wh == math.floor(50_000 * 0.9 / 4)
+
+
+def test_network_cables_are_the_same_in_every_load_and_leave_random_alone() -> None:
+    # The Kerber generators draw cable types from the global random module: unseeded, the
+    # caps (one copy) and the power flow (another) would be two different villages.
+    random.seed(3)
+    expected = random.random()
+    random.seed(3)
+    first = load_network("kerber_dorfnetz")
+    again = load_network("kerber_dorfnetz")
+    assert first.line.std_type.tolist() == again.line.std_type.tolist()
+    assert first.line.max_i_ka.tolist() == again.line.max_i_ka.tolist()
+    assert first.line.std_type.nunique() > 1  # the draw happened, and was the same
+    assert random.random() == expected
 
 
 def test_placement_is_seeded_and_fills_every_load_bus_before_doubling() -> None:
