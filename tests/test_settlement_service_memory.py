@@ -8,7 +8,6 @@ step) are cheap to cover.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -327,7 +326,16 @@ def test_a_pure_buyers_reading_is_kept_published_not_sent_and_settlement_is_the_
         events = scene.chain.interval_events(t).events
         index = {p.lower(): i for i, p in enumerate(scene.participants)}
         return (
-            [dataclasses.replace(e, position=None, tx_hash="") for e in events.trade_settlements],
+            [
+                (
+                    e.trade_index,
+                    e.delivered_wh,
+                    e.payment_base_units,
+                    e.refund_base_units,
+                    e.penalty_base_units,
+                )
+                for e in events.trade_settlements
+            ],
             sorted(
                 (index[e.participant.lower()], e.released_base_units, e.credited_base_units)
                 for e in events.party_settlements
