@@ -233,6 +233,37 @@ class MissingBook:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PublishedReadings:
+    """One interval's meter readings as the settlement service publishes them
+    (``GET /intervals/{t}/readings``): each entry as published (``participant``,
+    ``interval``, ``importedWh``, ``exportedWh``, ``signature``, ``status``, ``onChain``), so
+    that the audit, not the parser, judges the fields. ``source`` says where they came from."""
+
+    interval: int
+    entries: tuple[Any, ...]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class MissingReadings:
+    """A committed interval whose published readings could not be had from the source."""
+
+    interval: int
+    reason: str
+
+
+def parse_published_readings(body: Any, interval: int, source: str) -> PublishedReadings:
+    """A ``GET /intervals/{t}/readings`` body as :class:`PublishedReadings`; InputError when
+    it is not one (not an object, no ``readings`` list, another interval)."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("readings"), list):
+        raise InputError(f"{source}: the readings of interval {interval} are not a readings body")
+    stated = body.get("interval", interval)
+    if stated != interval:
+        raise InputError(f"{source}: asked for the readings of interval {interval}, got {stated!r}")
+    return PublishedReadings(interval, tuple(body["readings"]), source)
+
+
 @dataclass(frozen=True)
 class ClearingRules:
     """The mechanism and ``k`` the market declares, and where the audit got them."""
@@ -351,10 +382,13 @@ __all__ = [
     "CreationRecord",
     "LedgerEvidence",
     "MissingBook",
+    "MissingReadings",
     "PublishedBook",
     "PublishedCancel",
     "PublishedOrder",
+    "PublishedReadings",
     "PublishedRefusal",
     "parse_published_book",
+    "parse_published_readings",
     "rules_from_market_info",
 ]

@@ -35,6 +35,13 @@ signed order set the market published and the chain's own record, and checks:
     settled trade settled (``TradeSettled``: delivered, payment, refund, penalty) and each
     party's netted change (``ParticipantSettled``); each trade settles at most once, in
     cursor order, and ``IntervalSettled`` comes exactly when all have.
+``readings``
+    Only sellers' readings go on-chain; the settlement service keeps the others and publishes
+    every reading it accepted (``GET /intervals/{t}/readings``). Each reading of that
+    off-chain set is signed by its participant's meter key in force at the commit, is of a
+    participant that sold nothing, and no participant has two; each entry published as
+    on-chain is the chain's (:mod:`audit.checks.readings`). Run only with a source of
+    published readings (``--readings``): settlement does not depend on them.
 
 ``receipts``, ``cancels``, ``late_orders``
     What the operator did with each order (:mod:`audit.checks.receipts`): every published
@@ -102,6 +109,7 @@ from audit.checks.commitment import check_commitment
 from audit.checks.defaulters import check_defaulters
 from audit.checks.market import check_code, check_conservation
 from audit.checks.meters import MeterHistory
+from audit.checks.readings import Metered, check_readings
 from audit.checks.receipts import (
     check_cancels,
     check_late_orders,
@@ -118,7 +126,14 @@ from audit.checks.violations import (
     Violation,
     decimal_text,
 )
-from audit.evidence import ClearingRules, LedgerEvidence, MissingBook, PublishedBook
+from audit.evidence import (
+    ClearingRules,
+    LedgerEvidence,
+    MissingBook,
+    MissingReadings,
+    PublishedBook,
+    PublishedReadings,
+)
 from ledger.events import IntervalEvents
 from ledger.units import currency_per_kwh_from_price_per_wh
 
@@ -138,6 +153,9 @@ class IntervalReport:
     prices_per_wh: tuple[int, ...]
     """The distinct committed trade prices, ascending."""
     settlement: str
+    metered: Metered | None = None
+    """The interval's metered energy, from the chain's readings and the published off-chain
+    set (None for an interval never committed)."""
 
     @property
     def ok(self) -> bool:
@@ -180,6 +198,7 @@ class IntervalReport:
             "failedChecks": list(self.failed_checks),
             "violations": [v.to_json() for v in self.violations],
             "notes": list(self.notes),
+            "readings": None if self.metered is None else self.metered.to_json(),
         }
 
 
@@ -291,12 +310,14 @@ def audit_interval(
     rules: ClearingRules,
     events: IntervalEvents | None = None,
     meters: MeterHistory | None = None,
+    readings: PublishedReadings | MissingReadings | None = None,
 ) -> IntervalReport:
     """Run every interval check on committed interval ``t``.
 
     ``events`` and ``meters`` are :meth:`LedgerEvidence.events_by_interval` and
     :class:`MeterHistory` of ``ledger``; :func:`audit_evidence` builds them once for all
-    intervals.
+    intervals. ``readings``: the interval's published readings (None: no source, the
+    ``readings`` check is not run).
     """
     commit = ledger.commits[t]
     if events is None:
@@ -335,6 +356,8 @@ def audit_interval(
         checks.fail(RECLEAR, "not re-cleared: no published order set")
 
     status = check_settlement(commit, trades, state, events, ledger, meters, checks)
+    separator = ledger.order_domain.separator
+    metered = check_readings(commit, trades, events.readings, readings, separator, meters, checks)
     return IntervalReport(
         interval=t,
         violations=tuple(checks.violations),
@@ -343,6 +366,7 @@ def audit_interval(
         volume_wh=sum(x.quantity_wh for x in trades),
         prices_per_wh=tuple(sorted({x.price_per_wh for x in trades})),
         settlement=status,
+        metered=metered,
     )
 
 
@@ -373,13 +397,17 @@ def audit_evidence(
     to_t: int | None = None,
     progress: Callable[[str], None] | None = None,
     scanned: tuple[int, int] | None = None,
+    readings: Mapping[int, PublishedReadings | MissingReadings] | None = None,
 ) -> AuditReport:
     """Audit the committed intervals of ``ledger`` in ``[from_t, to_t]`` against ``books``,
     and the intervals of ``books`` in that range that were never committed (``uncommitted``:
     a non-empty published set without a commit fails once the interval has ended).
 
     Pure: every input is a value. Committed intervals without an entry in ``books`` fail
-    ``book_root`` and ``signatures`` (nothing was published to check).
+    ``book_root`` and ``signatures`` (nothing was published to check). ``readings``: the
+    settlement service's published readings per interval; None when the audit has no such
+    source (the ``readings`` check is then not run, and the market notes say so); a
+    committed interval missing from it fails ``readings``.
     """
     say = progress or (lambda _msg: None)
     chosen = select_intervals(ledger.commits, from_t, to_t)
@@ -389,7 +417,10 @@ def audit_evidence(
     for n, t in enumerate(chosen, 1):
         say(f"checking interval {t} ({n}/{len(chosen)})")
         events = grouped.get(t, IntervalEvents(t, ledger.commits[t].event))
-        reports.append(audit_interval(t, ledger, books.get(t), rules, events, meters))
+        published: PublishedReadings | MissingReadings | None = None
+        if readings is not None:
+            published = readings.get(t, MissingReadings(t, "no source entry"))
+        reports.append(audit_interval(t, ledger, books.get(t), rules, events, meters, published))
     pending: list[str] = []
     for t in select_intervals(books, from_t, to_t):
         book = books[t]
@@ -409,6 +440,12 @@ def audit_evidence(
             "without a commit"
         )
     market.notes.extend(pending)
+    if readings is None and chosen:
+        market.notes.append(
+            "readings: the off-chain readings (of participants that sold nothing) were not "
+            "checked: no source of published readings (--readings); settlement depends only "
+            "on the sellers' readings on-chain, which the settlement check verified"
+        )
     return AuditReport(
         market=ledger.market,
         chain_id=ledger.chain_id,

@@ -18,8 +18,16 @@ from audit.chain_source import (
     read_ledger,
     web3_of,
 )
-from audit.evidence import AuditError, ClearingRules, MissingBook, PublishedBook
+from audit.evidence import (
+    AuditError,
+    ClearingRules,
+    MissingBook,
+    MissingReadings,
+    PublishedBook,
+    PublishedReadings,
+)
 from audit.order_sources import OrderSourceLike, order_source
+from audit.reading_sources import ReadingSourceLike, reading_source
 from audit.report import AuditReport, audit_evidence, select_intervals
 from ledger.errors import WattledgerError
 
@@ -37,6 +45,7 @@ def audit_market(
     reader: LedgerReader | None = None,
     progress: Callable[[str], None] | None = None,
     creation: CreationSource | None = None,
+    readings: ReadingSourceLike | None = None,
 ) -> AuditReport:
     """Audit a market: the library entry (the ``wattledger audit`` command calls it too).
 
@@ -50,7 +59,11 @@ def audit_market(
     ``reader`` replaces the chain reader (tests use it to tamper with the events the audit
     reads). ``creation`` names the market's creation transaction (and the constructor
     arguments its deployment record states), which the ``code`` check then verifies.
-    Raises :class:`AuditError` when the evidence cannot be read.
+    ``readings`` is where the settlement service's published readings come from (its base
+    URL, a client, a folder of ``<t>.json``, a mapping ``{t: GET /intervals/{t}/readings
+    body}``): the readings kept off-chain, which the ``readings`` check verifies; without
+    it that check is not run (settlement does not depend on them, see
+    :mod:`audit.checks.readings`). Raises :class:`AuditError` when the evidence cannot be read.
     """
     say = progress or (lambda _msg: None)
     w3 = web3_of(chain)
@@ -80,6 +93,13 @@ def audit_market(
     for n, t in enumerate(chosen, 1):
         say(f"fetching the published order set of interval {t} ({n}/{len(chosen)})")
         books[t] = orders.book(t)
+    published: dict[int, PublishedReadings | MissingReadings] | None = None
+    if readings is not None:
+        source_of_readings = reading_source(readings)
+        published = {}
+        for n, t in enumerate(chosen, 1):
+            say(f"fetching the published readings of interval {t} ({n}/{len(chosen)})")
+            published[t] = source_of_readings.readings(t)
     named = [
         d["block"] + 1
         for book in books.values()
@@ -104,7 +124,9 @@ def audit_market(
         for t in range(low, high + 1):
             if t not in books:
                 books[t] = orders.book(t)
-    return audit_evidence(ledger, books, chosen_rules, from_t, to_t, say, scanned)
+    return audit_evidence(
+        ledger, books, chosen_rules, from_t, to_t, say, scanned, readings=published
+    )
 
 
 DEFAULT_SCAN = 96

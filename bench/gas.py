@@ -6,16 +6,17 @@ cleared the way the market walks it (bids by falling limit, asks by rising limit
 the overlap of the current bid and ask, so a book of n orders gives about n trades): half
 the participants bid, half ask, each with several orders, every order EIP-712 signed by its
 participant. The commit passes the filled orders and the contract verifies every signature
-and limit on-chain (in as many chunks as bytes and gas require); every party submits a
-meter-signed reading (batches of 100, sorted by participant index), and the interval
-settles. Intervals of 10, 100 and 1,000 trades.
+and limit on-chain (in as many chunks as bytes and gas require); every party's meter signs
+a reading, the sellers' go on-chain (batches of 100, sorted by participant index; a buyer's
+is kept and published off-chain by the settlement service, since settlement reads only
+sellers' exports), and the interval settles. Intervals of 10, 100 and 1,000 trades.
 
 Then block limits: the largest settle chunk that fits a 30M block is found with
 eth_estimateGas on a committed probe interval bigger than that chunk (``--probe`` trades, no
 readings), and a 5,000-trade interval is committed (each chunk within 120 KB of calldata and
 the gas budget), read and settled in chunks of ``--chunk`` trades (default: half the largest
 chunk, as the settlement service by default spends half a block per transaction), each of
-which must fit a block.
+which must fit a block. ``--probe 0`` skips the probe, ``--big 0`` the big interval.
 
 Usage: ``python bench/gas.py [--participants 500] [--sizes 10,100,1000] [--big 5000]
 [--probe 8000] [--chunk N] [--l1-gwei 10] [--l2-gwei 0.01] [--eth-price 3000]
@@ -64,6 +65,9 @@ class Measured:
     trades: int
     parties: int
     readings: int
+    """Readings signed: one per party."""
+    readings_onchain: int
+    """Readings sent on-chain: the sellers'."""
     commit: int
     reading_gas: int
     settle: int
@@ -246,7 +250,9 @@ def run_interval(
         signed.append(
             sign_reading(meters[p], Reading(p, t, rng.randint(0, 9_000), exported), domain)
         )
-    reading_receipts = ledger.submit_readings(t, signed, batch_size=100)
+    # Only the readings settlement uses go on-chain (settlement/batching.py): the sellers'.
+    onchain = [r for r in signed if r.reading.participant in sold]
+    reading_receipts = ledger.submit_readings(t, onchain, batch_size=100) if onchain else []
     advance_to(chain, ledger.interval_info(t).deadline)
     settle_receipts = ledger.settle(t, max_trades=max_trades)
     assert ledger.interval_info(t).status == "settled"
@@ -256,6 +262,7 @@ def run_interval(
             trades=len(trades),
             parties=len(parties),
             readings=len(signed),
+            readings_onchain=len(onchain),
             commit=sum(g for g, _ in commit_receipts),
             reading_gas=sum(int(r["gasUsed"]) for r in reading_receipts),
             settle=sum(chunks),
@@ -341,8 +348,12 @@ def main(argv: list[str] | None = None) -> int:
             f"EnergyMarket gas, anvil (Prague, {DEFAULT_GAS_LIMIT:,} block gas limit), "
             f"{args.participants} participants, seed {SEED}"
         )
+        print(
+            "parties: buyers and sellers of the interval, each with a meter-signed reading; "
+            "on-chain: the readings sent on-chain (the sellers')"
+        )
         header = (
-            f"{'trades':>6} {'parties':>7} {'readings':>8} {'commit':>10} {'readings':>10} "
+            f"{'trades':>6} {'parties':>7} {'on-chain':>8} {'commit':>10} {'readings':>10} "
             f"{'settle':>10} {'total':>11} | {'commit/tr':>9} {'read/tr':>8} {'settle/tr':>9} "
             f"{'all-in/tr':>9}"
         )
@@ -354,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(m)
             n = m.trades
             print(
-                f"{n:>6} {m.parties:>7} {m.readings:>8} {m.commit:>10,} {m.reading_gas:>10,} "
-                f"{m.settle:>10,} {m.total:>11,} | {m.commit // n:>9,} {m.reading_gas // n:>8,} "
-                f"{m.settle // n:>9,} {m.total // n:>9,}   "
+                f"{n:>6} {m.parties:>7} {m.readings_onchain:>8} {m.commit:>10,} "
+                f"{m.reading_gas:>10,} {m.settle:>10,} {m.total:>11,} | {m.commit // n:>9,} "
+                f"{m.reading_gas // n:>8,} {m.settle // n:>9,} {m.total // n:>9,}   "
                 f"(commit: {len(commits)} tx, {sum(b for _, b in commits) // n} calldata B/trade)"
             )
         last = results[-1]
@@ -376,29 +387,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
 
         # Block limits: the largest settle chunk, then a big interval committed and settled.
-        chunk_limit, probe_commits = probe_chunk(chain, ledger, people, rng, args.probe)
-        bounded = chunk_limit < args.probe
-        print(
-            f"\nlargest settle chunk under {DEFAULT_GAS_LIMIT:,} gas: "
-            f"{chunk_limit:,} trades{'' if bounded else ' or more'} "
-            f"(eth_estimateGas on a probe interval of {args.probe:,} trades without readings, "
-            f"committed in {probe_commits} transactions)"
-        )
-        chunk = args.chunk or max(1, chunk_limit // 2)
-        m, chunks, commits = run_interval(chain, ledger, people, args.big, rng, max_trades=chunk)
-        fit = all(g < DEFAULT_GAS_LIMIT for g in [*(g for g, _ in commits), *chunks])
-        small = all(b <= MAX_COMMIT_BYTES for _, b in commits)
-        print(
-            f"{m.trades:,}-trade interval ({m.parties} parties): commit "
-            + " + ".join(f"{g:,}" for g, _ in commits)
-            + f" gas in {len(commits)} transaction{'s' if len(commits) > 1 else ''} of "
-            + ", ".join(f"{b:,}" for _, b in commits)
-            + f" calldata bytes (each <= {MAX_COMMIT_BYTES:,}: {small}); "
-            f"readings {m.reading_gas:,} gas; settled in {len(chunks)} chunks of <= {chunk:,} "
-            "trades, gas per chunk: "
-            + ", ".join(f"{g:,}" for g in chunks)
-            + f"; every transaction < block limit: {fit}; all-in per trade {m.total // m.trades:,}"
-        )
+        chunk_limit = 0
+        if args.probe > 0:
+            chunk_limit, probe_commits = probe_chunk(chain, ledger, people, rng, args.probe)
+            bounded = chunk_limit < args.probe
+            print(
+                f"\nlargest settle chunk under {DEFAULT_GAS_LIMIT:,} gas: "
+                f"{chunk_limit:,} trades{'' if bounded else ' or more'} "
+                f"(eth_estimateGas on a probe interval of {args.probe:,} trades without "
+                f"readings, committed in {probe_commits} transactions)"
+            )
+        big = ""
+        if args.big > 0:
+            chunk = args.chunk or max(1, chunk_limit // 2)
+            big = big_interval(chain, ledger, people, rng, args.big, chunk)
     print(f"(ran in {time.monotonic() - started:.0f} s)")
     per = {r.trades: r.total // r.trades for r in results}
     l1 = last.total * args.l1_gwei * 1e-9 * args.eth_price / (last.energy_wh / 1_000)
@@ -406,13 +408,40 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "gas: all-in per settled trade "
         + ", ".join(f"{v:,} at {n:,} trades" for n, v in per.items())
-        + f" (target <= {TARGET_PER_TRADE:,} at {last.trades:,}: {verdict.lower()}); "
-        f"{args.big:,}-trade interval in {len(commits)} commit transactions each <= "
-        f"{MAX_COMMIT_BYTES:,} bytes: {small}, every transaction under the block: {fit}; "
-        f"chain cost per kWh at {last.trades:,} trades {l1:.4f} on an L1 at {args.l1_gwei:g} "
-        f"gwei, {l2:.6f} on an L2 at {args.l2_gwei:g} gwei (ETH at {args.eth_price:,.0f})"
+        + f" (target <= {TARGET_PER_TRADE:,} at {last.trades:,}: {verdict.lower()}; readings "
+        f"on-chain for {last.readings_onchain} of {last.parties} parties, the sellers'); "
+        + big
+        + f"chain cost per kWh at {last.trades:,} trades {l1:.4f} on an L1 at "
+        f"{args.l1_gwei:g} gwei, {l2:.6f} on an L2 at {args.l2_gwei:g} gwei "
+        f"(ETH at {args.eth_price:,.0f})"
     )
     return 0
+
+
+def big_interval(
+    chain: Chain, ledger: LedgerClient, people: People, rng: random.Random, size: int, chunk: int
+) -> str:
+    """Commit, read and settle a ``size``-trade interval in settle chunks of ``chunk`` trades;
+    print what it cost and return the summary line's words about it."""
+    m, chunks, commits = run_interval(chain, ledger, people, size, rng, max_trades=chunk)
+    fit = all(g < DEFAULT_GAS_LIMIT for g in [*(g for g, _ in commits), *chunks])
+    small = all(b <= MAX_COMMIT_BYTES for _, b in commits)
+    print(
+        f"{m.trades:,}-trade interval ({m.parties} parties, {m.readings_onchain} readings "
+        "on-chain): commit "
+        + " + ".join(f"{g:,}" for g, _ in commits)
+        + f" gas in {len(commits)} transaction{'s' if len(commits) > 1 else ''} of "
+        + ", ".join(f"{b:,}" for _, b in commits)
+        + f" calldata bytes (each <= {MAX_COMMIT_BYTES:,}: {small}); "
+        f"readings {m.reading_gas:,} gas; settled in {len(chunks)} chunks of <= {chunk:,} "
+        "trades, gas per chunk: "
+        + ", ".join(f"{g:,}" for g in chunks)
+        + f"; every transaction < block limit: {fit}; all-in per trade {m.total // m.trades:,}"
+    )
+    return (
+        f"{size:,}-trade interval in {len(commits)} commit transactions each <= "
+        f"{MAX_COMMIT_BYTES:,} bytes: {small}, every transaction under the block: {fit}; "
+    )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ the market API, --api, or an archive folder, --orders) and the chain's own recor
   properties   every clearing property of DESIGN section 4 holds on the committed result
   settlement   settlement recomputed with settlement/model.py from the on-chain readings
                (meter signatures re-verified) equals the settlement events
+  readings     with --readings: the readings kept off-chain (of participants that sold
+               nothing; only sellers' go on-chain) are signed by the meter key in force at
+               the commit, one per participant, none of a seller; those published as
+               on-chain are the chain's
   receipts     every published receipt is signed by the operator that committed the
                interval; each order's seq is its receipt's; seq order is arrival order
   cancels      no order whose cancel the operator received before the gate closed is in
@@ -59,6 +63,13 @@ and once for the market at the audited block:
   code         the contract's code is the EnergyMarket build the audit mirrors
   conservation every balance rebuilt from events equals balanceOf; their sum equals
                totalEscrowed and deposits - withdrawals, and the token balance covers it
+
+Only sellers' readings go on-chain: settle reads nothing else (a buyer is take-or-pay and its
+import is for reporting). The settlement service publishes every reading it accepted at
+GET /intervals/{t}/readings; --readings URL (the market API of `wattledger serve`, or
+`wattledger settle --watch --port N`) or --readings DIR (<t>.json of those bodies) checks
+them. Without --readings the readings check is not run and the market line says so; every
+payment, refund and penalty is still checked, from the sellers' readings on-chain.
 
 Everything is read at one block: --block N, else the newest final block (--confirmations:
 N blocks below the head, or the node's finalized/safe block; default: the latest on a dev
@@ -77,6 +88,7 @@ Examples:
   wattledger audit --rpc-url http://127.0.0.1:8545 --api http://127.0.0.1:8000
   wattledger audit --rpc-url http://127.0.0.1:8545 --market 0x... --orders archive/ --json
   wattledger audit --rpc-url URL --api URL --save-orders archive/   # audit, then archive
+  wattledger audit --rpc-url URL --api URL --readings URL   # also the off-chain readings
 """
 
 
@@ -102,6 +114,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="archive folder: <interval>.json (GET /intervals/{t}/orders bodies), optional "
         "market.json (GET /market)",
+    )
+    parser.add_argument(
+        "--readings",
+        metavar="URL|DIR",
+        help="the settlement service's published readings, to check the ones kept off-chain: "
+        "its base URL (GET /intervals/{t}/readings; with `wattledger serve` the --api URL) or "
+        "a folder of <interval>.json bodies (default: not checked; settlement does not "
+        "depend on them)",
     )
     parser.add_argument("--from", dest="from_t", type=_interval, metavar="T", help="first interval")
     parser.add_argument("--to", dest="to_t", type=_interval, metavar="T", help="last interval")
@@ -239,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         rules=rules,
         progress=_progress,
         creation=creation,
+        readings=args.readings,
     )
     if args.save_orders is not None and isinstance(source, ApiOrderSource):
         written = archive_books(source, args.save_orders, [r.interval for r in report.intervals])

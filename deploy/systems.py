@@ -331,22 +331,29 @@ class RemoteSystem(System):
         return refused
 
     def _await_readings(self, before: int) -> None:
-        """Wait until the server has put the readings of every interval whose deadline is
-        at or before ``before`` on-chain: its settlement service submits them on its own
-        loop, and moving chain time past the deadline first would make them miss it."""
+        """Wait until the server has handled the readings of every interval whose deadline
+        is at or before ``before``: put on-chain (a seller's) or kept off-chain (a
+        participant that sold nothing), as ``GET /intervals/{t}/readings`` says. Its
+        settlement service does that on its own loop, and moving chain time past the
+        deadline first would make a seller's reading miss it."""
         for interval in sorted(self._awaiting):
             if self.timing.deadline(interval) > before:
                 continue
             waiting = self._awaiting.pop(interval)
             limit = time.monotonic() + self.settle_timeout_seconds
             while waiting:
-                waiting = {p for p in waiting if not self.ledger.reading_of(interval, p)[0]}
+                published = self.api.get(f"/intervals/{interval}/readings")["readings"]
+                queued = {
+                    str(r["participant"]).lower() for r in published if r["status"] == "queued"
+                }
+                waiting = {p for p in waiting if p.lower() in queued}
                 if not waiting:
                     break
                 if time.monotonic() > limit:
                     raise SimulationError(
-                        f"the server did not put {len(waiting)} readings of interval "
-                        f"{interval} on-chain within {self.settle_timeout_seconds:.0f} s",
+                        f"the server did not handle {len(waiting)} readings of interval "
+                        f"{interval} (put them on-chain or keep them off-chain) within "
+                        f"{self.settle_timeout_seconds:.0f} s",
                         hint="Is `wattledger serve` running its settlement service (--settle)?",
                     )
                 time.sleep(0.2)

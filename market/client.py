@@ -392,6 +392,12 @@ class MarketClient:
         result: dict[str, Any] = self._request("GET", f"/intervals/{interval}/orders")
         return result
 
+    def interval_readings(self, interval: int) -> dict[str, Any]:
+        """``GET /intervals/{t}/readings``: every meter reading of ``interval`` the
+        settlement service accepted, signed, and whether each is on-chain."""
+        result: dict[str, Any] = self._request("GET", f"/intervals/{interval}/readings")
+        return result
+
     def clearing(self, interval: int) -> dict[str, Any]:
         """``GET /intervals/{t}/clearing``."""
         result: dict[str, Any] = self._request("GET", f"/intervals/{interval}/clearing")

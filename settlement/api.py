@@ -34,6 +34,14 @@ mapping.
     settlement model (:mod:`settlement.report`), plus the service's own state of the interval
     (``service``: state, readings by status, transactions, last error).
 
+``GET /intervals/{t}/readings``
+    Every reading of interval ``t`` the service accepted, with its meter signature, its
+    status and whether it is on-chain (``onChain``). Only the readings settlement uses go
+    on-chain, those of the interval's sellers; a participant that sold nothing has its
+    reading kept here (``offchain``), and this list is where it is published for the audit
+    (``wattledger audit --readings URL``), which checks each signature against the meter key
+    registered when the interval was committed.
+
 ``GET /settlement``
     Every interval the service tracks, with its state and last error (failed intervals are
     listed here with their reason).
@@ -77,7 +85,7 @@ from settlement.errors import (
     UnknownInterval,
     UnregisteredMeter,
 )
-from settlement.intake import reading_json
+from settlement.intake import published_reading_json, read_store, reading_json
 from settlement.service import SettlementService
 
 READING_REFUSALS = (
@@ -187,6 +195,28 @@ class ReadingView(BaseModel):
     txHash: str | None
     blockNumber: int | None
     signature: str
+
+
+class PublishedReading(ReadingView):
+    """A reading as the settlement service publishes it, and whether it is on-chain."""
+
+    onChain: bool = Field(
+        description="whether this reading is the one on-chain (a ReadingSubmitted event "
+        "carries it); an offchain reading (a participant that sold nothing in the interval) "
+        "is published only here"
+    )
+
+
+class PublishedReadings(BaseModel):
+    """Every reading of an interval the settlement service accepted."""
+
+    interval: int
+    chainId: int
+    market: str = Field(
+        description="the EnergyMarket whose EIP-712 domain the readings are signed over"
+    )
+    state: str | None = Field(description="the service's state of the interval (null: unknown)")
+    readings: list[PublishedReading]
 
 
 class ReadingList(BaseModel):
@@ -326,6 +356,27 @@ def settlement_router(service: SettlementService) -> APIRouter:
         body["service"] = service.interval_status(t)
         return JSONResponse(body)
 
+    @router.get(
+        "/intervals/{t}/readings",
+        response_model=PublishedReadings,
+        responses=problem_responses(InvalidRequest, ServiceUnavailable),
+    )
+    def interval_readings(t: IntervalParam) -> Response:
+        """Every reading of interval ``t`` the service accepted, with its meter signature and
+        whether it is on-chain. Only sellers' readings go on-chain (settlement reads nothing
+        else); the others (``offchain``) are published here, signed, for the audit."""
+        row = service.store.get_interval(t)
+        readings = read_store("listing readings", lambda: service.published_readings(t))
+        return JSONResponse(
+            {
+                "interval": t,
+                "chainId": service.chain_id,
+                "market": service.market,
+                "state": row.state if row else None,
+                "readings": [published_reading_json(r) for r in readings],
+            }
+        )
+
     @router.get("/settlement", response_model=SettlementOverview)
     def overview() -> Response:
         """Every interval the settlement service tracks, with its state and last error."""
@@ -411,6 +462,8 @@ def create_settlement_app(
 
 
 __all__ = [
+    "PublishedReading",
+    "PublishedReadings",
     "ReadingBatch",
     "ReadingList",
     "ReadingView",

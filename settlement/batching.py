@@ -1,12 +1,25 @@
-"""Readings on-chain: queued readings go to ``submitReadings`` in gas-sized batches while the
-interval's reading window is open.
+"""Readings on-chain: queued readings of the interval's sellers go to ``submitReadings`` in
+gas-sized batches while the interval's reading window is open; the others stay here.
+
+Only the readings settlement uses go on-chain. ``settle`` reads one thing of a reading: a
+seller's exported energy (its delivery is ``min(sold, exported)``, and a missing reading
+counts as 0). A participant that sold nothing in the interval (a pure buyer, or a registered
+participant without a trade) has a reading that nothing on-chain reads, so it is marked
+``offchain``: kept in the store with its meter signature and published by
+``GET /intervals/{t}/readings``, where the audit checks it (:mod:`audit.checks.readings`).
+A participant that both buys and sells is a seller. The sellers are those of the interval's
+committed trades (``IntervalCommitted`` comes with the last commit chunk, so they are final
+once the service sees the commit); if the trades cannot be had, every reading goes on-chain,
+as it did before, so a seller's reading is never held back. The decision is made again
+before every batch: an ``offchain`` reading whose participant is a seller goes on-chain.
 
 Before each batch the readings already on-chain are read (``ReadingSubmitted`` events) and
 marked: ``onchain`` when the event carries exactly the stored values, ``superseded`` when
-someone else relayed another reading of that participant first; either only once the event's
-block is final (:mod:`chain.finality`). A reading the head holds in a block not final yet is
-left queued and not sent; one a reorganisation dropped is missing from the head again, and
-is sent again (the chain decides, so nothing is sent twice). The rest are sent sorted by
+someone else relayed another reading of that participant first (an ``offchain`` reading
+too: anyone may relay a signed reading); either only once the event's block is final
+(:mod:`chain.finality`). A reading the head holds in a block not final yet is left as it is
+and not sent; one a reorganisation dropped is missing from the head again, and is sent again
+(the chain decides, so nothing is sent twice). The sellers' others are sent sorted by
 participant index (the contract's reading words are shared by neighbours, so a sorted batch
 costs about 20k gas per reading instead of up to 60k), as many as fit the transaction budget
 (:mod:`settlement.gas`).
@@ -29,7 +42,16 @@ from settlement.chain_port import SettlementChain
 from settlement.config import SettlementConfig
 from settlement.errors import OutOfGas, SettlementFailed
 from settlement.gas import READING_GAS_CEILING, ItemGas
-from settlement.store import ONCHAIN, QUEUED, REJECTED, SUPERSEDED, ReadingStore, StoredReading
+from settlement.store import (
+    OFFCHAIN,
+    ONCHAIN,
+    PENDING,
+    QUEUED,
+    REJECTED,
+    SUPERSEDED,
+    ReadingStore,
+    StoredReading,
+)
 from settlement.tick import Tick, revert_reason
 from settlement.tx import NonceConsumed
 
@@ -57,22 +79,49 @@ class ReadingBatcher:
         self.config = config
         self.gas = ItemGas(config.reading_gas, READING_GAS_CEILING)
         """Gas per reading: assumed, then measured."""
+        self._sellers: dict[int, frozenset[str] | None] = {}
+
+    def sellers(self, t: int) -> frozenset[str] | None:
+        """The sellers of ``t``'s committed trades (lower-case), or None when the trades
+        cannot be had (then every reading goes on-chain). Kept once read: a commit's trades
+        never change."""
+        if t not in self._sellers:
+            try:
+                trades = self.chain.committed_trades(t)
+            except SettlementFailed as err:
+                log.warning(
+                    "interval %d: sellers unknown (%s); every reading goes on-chain", t, err
+                )
+                return None
+            self._sellers[t] = frozenset(tr.seller.lower() for tr in trades)
+        return self._sellers[t]
+
+    def forget(self, t: int) -> None:
+        """Drop what is kept of ``t`` (its sellers)."""
+        self._sellers.pop(t, None)
 
     def sync(self, t: int) -> list[StoredReading]:
-        """Mark queued readings that are on-chain in a final block; return the queued ones
-        the chain's head does not hold (a reading in a block not final yet is neither: it
-        stays queued until it is final, or is sent again if a reorganisation drops it)."""
-        queued = self.store.readings(t, QUEUED)
-        if not queued:
+        """Mark pending readings that are on-chain in a final block, and queued readings of
+        participants that sold nothing ``offchain``; return the sellers' pending readings that
+        the chain's head does not hold (to send, or to mark missed once the deadline has
+        passed). A reading in a block not final yet is neither: it stays as it is until it is
+        final, or is sent again if a reorganisation drops it."""
+        pending = self.store.readings(t, PENDING)
+        if not pending:
             return []
         latest = self.chain.latest_block()
         final = self.chain.final_block(latest)
         onchain = self.chain.submitted_readings(t, latest)
+        sellers = self.sellers(t)
         todo = []
-        for r in queued:
+        kept: list[str] = []
+        for r in pending:
             event = onchain.get(r.participant)
             if event is None:
-                todo.append(r)
+                if sellers is None or r.participant in sellers:
+                    todo.append(r)
+                elif r.status == QUEUED:
+                    kept.append(r.participant)
             elif event.block_number > final:
                 continue
             elif (event.imported_wh, event.exported_wh) == (r.imported_wh, r.exported_wh):
@@ -95,6 +144,14 @@ class ReadingBatcher:
                     tx_hash=event.tx_hash,
                     block_number=event.block_number,
                 )
+        if kept:
+            self.store.mark_readings(
+                t,
+                kept,
+                OFFCHAIN,
+                reason="the participant sold nothing in the interval: settlement does not "
+                "read its reading, which is kept and published off-chain",
+            )
         return todo
 
     def submit(self, t: int, tick: Tick) -> None:

@@ -71,7 +71,13 @@ from settlement.errors import (
     UnknownInterval,
     UnregisteredMeter,
 )
-from settlement.store import DuplicateKey, ReadingStore, ReadingStoreError, StoredReading
+from settlement.store import (
+    ONCHAIN,
+    DuplicateKey,
+    ReadingStore,
+    ReadingStoreError,
+    StoredReading,
+)
 
 UINT64_MAX = 2**64 - 1
 UNREGISTERED_CACHE_SECONDS = 2.0
@@ -156,6 +162,12 @@ def reading_json(r: StoredReading) -> dict[str, Any]:
         "blockNumber": r.block_number,
         "signature": r.signature,
     }
+
+
+def published_reading_json(r: StoredReading) -> dict[str, Any]:
+    """A stored reading as ``GET /intervals/{t}/readings`` publishes it: :func:`reading_json`
+    and whether it is the one on-chain (``onChain``)."""
+    return {**reading_json(r), "onChain": r.status == ONCHAIN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +542,7 @@ __all__ = [
     "ReadingIntake",
     "normalized_signature",
     "parse_reading",
+    "published_reading_json",
     "read_chain",
     "read_store",
     "reading_json",

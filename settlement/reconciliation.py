@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ledger.events import ReadingSubmitted, TradeSettled
-from ledger.records import Terms, Trade
+from ledger.records import Reading, Terms, Trade
 from settlement.interval_record import IntervalRecord
 from settlement.model import BalanceDelta, TradeOutcome
 from settlement.report import Check, ParticipantLine, SettlementReport, Totals, TradeLine
@@ -94,8 +94,15 @@ def _lower_record(record: IntervalRecord) -> _OnChain:
     )
 
 
-def build_report(record: IntervalRecord) -> SettlementReport:
-    """Reconcile one interval's on-chain record with :mod:`settlement.model`."""
+def build_report(
+    record: IntervalRecord, off_chain: Mapping[str, Reading] | None = None
+) -> SettlementReport:
+    """Reconcile one interval's on-chain record with :mod:`settlement.model`.
+
+    ``off_chain``: meter-signed readings kept off-chain (participants that sold nothing, by
+    lower-case address), which the participant lines show where the chain has none of the
+    participant (``reading_source`` ``offchain``). Settlement reads none of them, so no
+    check depends on them."""
     state = record.state
     chain = _lower_record(record)
     trades = chain.trades
@@ -107,7 +114,7 @@ def build_report(record: IntervalRecord) -> SettlementReport:
 
     lines = _trade_lines(trades, chain.settled, model.outcomes, terms)
     trade_mismatches = _trade_mismatches(lines)
-    parties = _participant_lines(trades, lines, chain, model.deltas)
+    parties = _participant_lines(trades, lines, chain, model.deltas, off_chain or {})
     party_mismatch = [
         p for p in parties if (p.released, p.credited) != (p.expected_released, p.expected_credited)
     ]
@@ -288,6 +295,7 @@ def _participant_lines(
     lines: list[TradeLine],
     chain: _OnChain,
     expected: Mapping[str, BalanceDelta],
+    off_chain: Mapping[str, Reading],
 ) -> list[ParticipantLine]:
     """One line per party of the interval (traded, locked or settled), ascending by address."""
     bought: dict[str, int] = {}
@@ -304,7 +312,10 @@ def _participant_lines(
     )
     parties = []
     for p in everyone:
-        reading = chain.readings.get(p)
+        reading: ReadingSubmitted | Reading | None = chain.readings.get(p)
+        source = None if reading is None else "onchain"
+        if reading is None and p in off_chain:
+            reading, source = off_chain[p], "offchain"
         delta = expected.get(p)
         parties.append(
             ParticipantLine(
@@ -319,6 +330,7 @@ def _participant_lines(
                 credited=chain.credited.get(p, 0),
                 expected_released=0 if delta is None else delta.released,
                 expected_credited=0 if delta is None else delta.credited,
+                reading_source=source,
             )
         )
     return parties
@@ -362,7 +374,8 @@ def _party_checks(parties: list[ParticipantLine], complete: bool) -> list[Check]
     for party in parties:
         if not party.sold_wh:
             continue
-        cap = min(party.sold_wh, party.exported_wh or 0)
+        exported = party.exported_wh if party.reading_source == "onchain" else None
+        cap = min(party.sold_wh, exported or 0)
         if (complete and party.delivered_wh != cap) or party.delivered_wh > cap:
             overdelivered.append(party.participant)
     checks.append(

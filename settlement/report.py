@@ -63,6 +63,10 @@ class ParticipantLine:
     credited: int
     expected_released: int
     expected_credited: int
+    reading_source: str | None = None
+    """Where ``imported_wh`` and ``exported_wh`` come from: ``onchain`` (the reading
+    settlement used), ``offchain`` (a participant that sold nothing: its meter-signed reading
+    is kept and published by the settlement service, not sent on-chain), or None (none)."""
 
     @property
     def net_change(self) -> int:
@@ -209,6 +213,7 @@ def _participant_json(p: ParticipantLine) -> dict[str, Any]:
         "deliveredWh": p.delivered_wh,
         "importedWh": p.imported_wh,
         "exportedWh": p.exported_wh,
+        "reading": p.reading_source,
         "locked": str(p.locked),
         "released": str(p.released),
         "credited": str(p.credited),

@@ -26,11 +26,15 @@ The loop (:meth:`SettlementService.tick`)
 
        * ``waiting``: delivery has not ended. Nothing to do.
        * ``reading``: the window is open. Read which readings are on-chain (``ReadingSubmitted``
-         events), mark those, and submit the rest sorted by participant index in batches
-         sized to a fraction of the block gas limit, re-reading the chain before each batch.
-       * ``settling``: the deadline has passed. Readings still queued are ``missed``. Read the
-         cursor, send the chunk from the cursor (trades replayed from the commit calldata,
-         chunk sized to the gas budget), and repeat until the interval is ``Settled``.
+         events), mark those, keep the readings of participants that sold nothing in the
+         interval off-chain (``offchain``: settlement does not read them; they are published
+         by ``GET /intervals/{t}/readings``), and submit the sellers' sorted by participant
+         index in batches sized to a fraction of the block gas limit, re-reading the chain
+         before each batch (:mod:`settlement.batching`).
+       * ``settling``: the deadline has passed. Sellers' readings still queued are
+         ``missed``. Read the cursor, send the chunk from the cursor (trades replayed from
+         the commit calldata, chunk sized to the gas budget), and repeat until the interval
+         is ``Settled``.
        * ``settled``; ``failed`` (a permanent error, recorded with its reason).
 
 Finality (:mod:`chain.finality`)
@@ -75,7 +79,7 @@ from chain.errors import ChainUnavailable
 from chain.reader import ChainClock
 from ledger import eip712 as signing
 from ledger.contract_errors import LedgerError
-from ledger.records import IntervalInfo
+from ledger.records import IntervalInfo, Reading
 from market.clock import Clock
 from settlement.batching import ReadingBatcher
 from settlement.chain_port import SettlementChain
@@ -95,6 +99,7 @@ from settlement.report import SettlementReport
 from settlement.store import (
     FAILED,
     MISSED,
+    OFFCHAIN,
     ONCHAIN,
     QUEUED,
     READING,
@@ -349,8 +354,7 @@ class SettlementService:
         tick.emit(f"interval {err.interval}: FAILED ({err.reason}): {err.detail}")
 
     def _finish(self, t: int, tick: Tick) -> None:
-        self.batcher.sync(t)
-        leftover = self.store.readings(t, QUEUED)
+        leftover = self.batcher.sync(t)
         if leftover:
             self.store.mark_readings(
                 t,
@@ -368,6 +372,7 @@ class SettlementService:
     def _forget(self, t: int) -> None:
         """Drop what is cached about ``t`` (a retry re-derives everything from the chain)."""
         self.chunks.forget(t)
+        self.batcher.forget(t)
         self._committed.pop(t, None)
 
     def retry_failed(self, interval: int | None = None) -> list[int]:
@@ -388,7 +393,8 @@ class SettlementService:
         return {
             "state": row.state if row else None,
             "readings": {
-                s: counts.get(s, 0) for s in (QUEUED, ONCHAIN, SUPERSEDED, REJECTED, MISSED)
+                s: counts.get(s, 0)
+                for s in (QUEUED, ONCHAIN, OFFCHAIN, SUPERSEDED, REJECTED, MISSED)
             },
             "readingTransactions": row.reading_txs if row else 0,
             "settleTransactions": row.settle_txs if row else 0,
@@ -409,7 +415,18 @@ class SettlementService:
         )
         if not events.committed and events.state.status == "none":
             raise UnknownInterval(f"interval {t} was never committed")
-        return build_report(events)
+        off_chain = {
+            r.participant: Reading(r.participant, t, r.imported_wh, r.exported_wh)
+            for r in self.store.readings(t, OFFCHAIN)
+        }
+        return build_report(events, off_chain)
+
+    def published_readings(self, t: int) -> list[StoredReading]:
+        """Every reading of interval ``t`` the service accepted, whatever became of it, by
+        participant index: what ``GET /intervals/{t}/readings`` publishes. The ``offchain``
+        ones are the only copy of those readings anyone publishes; each carries the meter
+        key's signature, so the audit checks them as it checks the ones on-chain."""
+        return self.store.readings(t)
 
     def intervals(self) -> list[IntervalRow]:
         """Every interval the service knows, ascending."""

@@ -12,6 +12,11 @@ Two tables of its own, and the settlement account's transaction journal
     A reading's ``status``:
 
     * ``queued``: accepted, not yet seen on-chain;
+    * ``offchain``: accepted and kept here, not sent on-chain: its participant sold nothing
+      in the interval, so settlement reads nothing of it (the contract settles on sellers'
+      exports only; a buyer's import is for reporting). It is published, signed, by
+      ``GET /intervals/{t}/readings`` for the audit; should the participant turn out to be
+      a seller after all, it goes on-chain like a queued one;
     * ``onchain``: a ``ReadingSubmitted`` event carries exactly these values;
     * ``superseded``: another reading for the participant reached the chain first (relayed
       by someone else) with other values;
@@ -54,7 +59,10 @@ ONCHAIN = "onchain"
 SUPERSEDED = "superseded"
 REJECTED = "rejected"
 MISSED = "missed"
-READING_STATUSES = (QUEUED, ONCHAIN, SUPERSEDED, REJECTED, MISSED)
+OFFCHAIN = "offchain"
+READING_STATUSES = (QUEUED, ONCHAIN, OFFCHAIN, SUPERSEDED, REJECTED, MISSED)
+PENDING = (QUEUED, OFFCHAIN)
+"""The statuses of a reading that is not on-chain and may still go there."""
 
 WAITING = "waiting"
 READING = "reading"
@@ -370,13 +378,17 @@ class ReadingStore(TxJournal):
             found.update((r.participant, r) for r in map(_reading, rows))
         return found
 
-    def readings(self, interval: int, status: str | None = None) -> list[StoredReading]:
-        """Readings of ``interval`` (optionally with ``status``) by participant index."""
+    def readings(
+        self, interval: int, status: str | Sequence[str] | None = None
+    ) -> list[StoredReading]:
+        """Readings of ``interval`` (optionally with ``status``, or any of several) by
+        participant index."""
         sql = f"SELECT {_READING_COLUMNS} FROM readings WHERE interval = ?"
         args: list[Any] = [interval]
         if status is not None:
-            sql += " AND status = ?"
-            args.append(status)
+            statuses = [status] if isinstance(status, str) else list(status)
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args.extend(statuses)
         return [_reading(r) for r in self._read(sql + " ORDER BY participant_index", args)]
 
     def reading_counts(self, interval: int) -> dict[str, int]:
@@ -405,13 +417,16 @@ class ReadingStore(TxJournal):
         block_number: int | None = None,
         only_queued: bool = True,
     ) -> int:
-        """Set the status (and reason, transaction) of readings; return how many changed."""
+        """Set the status (and reason, transaction) of readings; return how many changed.
+
+        With ``only_queued`` (the default) only readings still :data:`PENDING` (``queued``
+        or ``offchain``) change, so a reading's final status is never overwritten."""
         sql = (
             "UPDATE readings SET status = ?, reason = ?, tx_hash = COALESCE(?, tx_hash), "
             "block_number = COALESCE(?, block_number) WHERE interval = ? AND participant = ?"
         )
         if only_queued:
-            sql += f" AND status = '{QUEUED}'"
+            sql += f" AND status IN ('{QUEUED}', '{OFFCHAIN}')"
         return self._write_many(
             (sql, (status, reason, tx_hash, block_number, interval, p)) for p in participants
         )
@@ -496,7 +511,9 @@ __all__ = [
     "FAILED",
     "INTERVAL_STATES",
     "MISSED",
+    "OFFCHAIN",
     "ONCHAIN",
+    "PENDING",
     "QUEUED",
     "READING",
     "READING_STATUSES",

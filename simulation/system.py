@@ -177,11 +177,14 @@ class System(ABC):
 
     def audit(self, intervals: Sequence[int]) -> AuditReport:
         """Audit ``intervals`` as anyone could (``wattledger audit``): the signed order sets
-        the market API publishes, re-cleared and checked against the chain's record."""
+        the market API publishes, re-cleared and checked against the chain's record, and
+        the meter readings its settlement service kept off-chain (``GET
+        /intervals/{t}/readings``), checked against the meter keys."""
         from audit.evidence import rules_from_market_info
         from audit.run import audit_market
 
         orders = {t: self.api.get(f"/intervals/{t}/orders") for t in intervals}
+        readings = {t: self.api.get(f"/intervals/{t}/readings") for t in intervals}
         return audit_market(
             self.ledger.chain,
             self.ledger.address,
@@ -191,6 +194,7 @@ class System(ABC):
             from_block=self.deployed_block,
             creation=self.creation,
             rules=rules_from_market_info(self.api.get("/market"), "GET /market"),
+            readings=readings,
         )
 
     def onboard(self, participants: Sequence[Participant]) -> int:

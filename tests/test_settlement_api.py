@@ -239,6 +239,42 @@ def test_settlement_report_and_overview(api: Api) -> None:
     assert missing.status_code == 404 and missing.json()["code"] == "interval_not_committed"
 
 
+def test_only_the_sellers_reading_goes_on_chain_and_every_reading_is_published(api: Api) -> None:
+    """On the contract: buyer p(0) and seller p(1) send readings; only the seller's is
+    submitted; both are published, signed, with whether each is on-chain, and the report
+    shows the buyer's import from the off-chain reading."""
+    env, t = api.env, api.t
+    buyer, seller = env.p(0), env.p(1)
+    response = api.http.post(
+        "/meter-readings:batch",
+        json={"readings": [env.body(t, buyer, 0, 640), env.body(t, seller, 580, 3)]},
+    )
+    assert response.status_code == 202, response.text
+    env.service.tick()
+    onchain = env.service.chain.submitted_readings(t)
+    assert set(onchain) == {seller.lower()}
+    published = api.http.get(f"/intervals/{t}/readings")
+    assert published.status_code == 200, published.text
+    body = published.json()
+    assert (body["interval"], body["market"]) == (t, env.service.market)
+    views = {r["participant"]: r for r in body["readings"]}
+    assert {w: (v["status"], v["onChain"]) for w, v in views.items()} == {
+        buyer: ("offchain", False),
+        seller: ("onchain", True),
+    }
+    assert views[buyer]["importedWh"] == 640 and views[buyer]["signature"].startswith("0x")
+    assert views[buyer]["meter"] == env.market.meters[buyer].address
+    env.market.to_deadline(t)
+    env.service.tick()
+    report = api.http.get(f"/intervals/{t}/settlement").json()
+    assert report["ok"] is True and report["status"] == "settled"
+    assert report["service"]["readings"]["offchain"] == 1
+    lines = {p["participant"]: p for p in report["participants"]}
+    assert (lines[buyer]["importedWh"], lines[buyer]["reading"]) == (640, "offchain")
+    assert (lines[seller]["exportedWh"], lines[seller]["reading"]) == (580, "onchain")
+    assert api.http.get(f"/intervals/{t + 5}/readings").json()["readings"] == []
+
+
 # --------------------------------------------------------------------------- inside the market
 
 

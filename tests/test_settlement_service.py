@@ -24,7 +24,7 @@ from settlement import chunks as chunks_module
 from settlement.config import SettlementConfig
 from settlement.fees import Fees
 from settlement.runner import SettlementRunner
-from settlement.store import FAILED, MISSED, ONCHAIN, QUEUED, SETTLED, ReadingStore
+from settlement.store import FAILED, MISSED, OFFCHAIN, ONCHAIN, QUEUED, SETTLED, ReadingStore
 from settlement.tx import TxSender
 
 
@@ -51,6 +51,21 @@ def four_trades(env: SettleEnv) -> list[Trade]:
 def exported(env: SettleEnv) -> dict[str, int]:
     a, b, _, d, _, f = env.participants
     return {b: 450, d: 100, f: 980, a: 0}
+
+
+def ring_trades(env: SettleEnv) -> list[Trade]:
+    """Each participant sells to the next: six sellers (each also a buyer), so every reading
+    goes on-chain."""
+    ps = env.participants
+    return [trade(ps[i], ps[(i + 1) % len(ps)], 100 + i, n=i) for i in range(len(ps))]
+
+
+def statuses(env: SettleEnv, t: int, sellers_status: str) -> None:
+    """Assert each stored reading of ``t`` has ``sellers_status`` if its participant sold
+    in :func:`four_trades` and is kept ``offchain`` if not."""
+    sellers = {tr.seller.lower() for tr in four_trades(env)}
+    found = {r.participant: r.status for r in env.service.store.readings(t)}
+    assert found == {p: sellers_status if p in sellers else OFFCHAIN for p in found}
 
 
 def reading_events(env: SettleEnv, t: int) -> list[str]:
@@ -89,7 +104,7 @@ def test_accepted_reading_is_durable_before_the_answer_and_costs_no_gas(env: Set
 def test_readings_go_on_chain_sorted_in_batches_within_the_gas_budget(env: SettleEnv) -> None:
     budget = env.chain.w3.eth.get_block("latest")["gasLimit"] // 300
     service = env.new_service(SettlementConfig(gas_fraction=(1, 300)))
-    t = env.commit(four_trades(env))
+    t = env.commit(ring_trades(env))
     env.market.to_reading_window(t)
     env.accept(t, {p: 10 * i for i, p in enumerate(env.participants)})
     lines = service.tick()
@@ -110,7 +125,7 @@ def test_settles_in_chunks_only_after_the_deadline_and_each_trade_once(env: Sett
     env.market.to_reading_window(t)
     env.accept(t, exported(env))
     service.tick()
-    assert len(reading_events(env, t)) == 4
+    assert len(reading_events(env, t)) == 3  # the sellers'; buyer a's is kept off-chain
     assert env.market.ledger.interval_info(t).cursor == 0
     assert service.tick() == []  # the window is still open: no settlement yet
     env.market.to_deadline(t)
@@ -133,7 +148,7 @@ def test_reading_not_submitted_by_the_deadline_is_missed_and_counts_zero(env: Se
     env.market.to_deadline(t)  # the service never ran during the window
     lines = env.service.tick()
     assert any("missed the deadline" in line for line in lines)
-    assert {r.status for r in env.service.store.readings(t)} == {MISSED}
+    statuses(env, t, MISSED)
     assert reading_events(env, t) == []
     env.settle_model(t, readings=[])
     env.assert_balances_match_model()
@@ -143,7 +158,7 @@ def test_restart_after_a_kill_between_mining_and_marking_repeats_nothing(
     env: SettleEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = env.new_service(SettlementConfig(gas_fraction=(1, 300)))
-    t = env.commit(four_trades(env))
+    t = env.commit(ring_trades(env))
     env.market.to_reading_window(t)
     env.accept(t, {p: 10 + i for i, p in enumerate(env.participants)})
     real = service.store.mark_readings
@@ -188,8 +203,8 @@ def test_restart_after_a_kill_before_the_receipt_was_seen_waits_for_it(
     assert env.settler_nonce() == nonce  # the journalled transaction was enough
     (mined,) = restarted.store.txs()
     assert (mined.hash, mined.state) == (journalled.hash, "mined")
-    assert {r.status for r in restarted.store.readings(t)} == {ONCHAIN}
-    assert len(reading_events(env, t)) == 4
+    statuses(env, t, ONCHAIN)
+    assert len(reading_events(env, t)) == 3
 
 
 def test_restart_in_the_middle_of_chunked_settlement_resumes_at_the_cursor(

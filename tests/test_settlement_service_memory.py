@@ -17,10 +17,18 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address as checksum
 
 from ledger.calldata import settle_chunk_args
 from ledger.contract_errors import TradesMismatch
-from ledger.eip712 import Domain, SignedReading, compact_signature, reading_digest, sign_digest
+from ledger.eip712 import (
+    Domain,
+    SignedReading,
+    compact_signature,
+    reading_digest,
+    recover,
+    sign_digest,
+)
 from ledger.errors import RequestError
 from ledger.records import Reading, Trade
 from ledger.trade_chain import settlement_chain
@@ -34,6 +42,7 @@ from settlement.errors import (
     ReadingDeadlinePassed,
     ReadingOutOfBounds,
     ReadingTooEarly,
+    SettlementFailed,
     UnknownInterval,
     UnregisteredMeter,
 )
@@ -43,6 +52,7 @@ from settlement.service import SettlementService
 from settlement.store import (
     FAILED,
     MISSED,
+    OFFCHAIN,
     ONCHAIN,
     QUEUED,
     SETTLED,
@@ -155,6 +165,17 @@ def exported(s: Scene) -> dict[str, int]:
     return {b: 450, d: 100, f: 980, a: 0}
 
 
+def sellers(s: Scene) -> set[str]:
+    """The sellers of :func:`four_trades`, lower-case: the parties whose readings go on-chain."""
+    return {tr.seller.lower() for tr in four_trades(s)}
+
+
+def expected_statuses(s: Scene, t: int, sellers_status: str) -> dict[str, str]:
+    """Each stored reading's status when the sellers' have ``sellers_status`` and the
+    others (who sold nothing) are kept off-chain."""
+    return {p: sellers_status if p in sellers(s) else OFFCHAIN for p in s.statuses(t)}
+
+
 # --------------------------------------------------------------------------- intake
 
 
@@ -225,16 +246,17 @@ def test_readings_go_on_chain_once_each_in_batches_sorted_by_participant_index(
     scene.to_reading_window(t)
     scene.accept(t, {p: 10 * i for i, p in enumerate(reversed(scene.participants))})
     service.tick()
-    assert scene.kinds(t) == [("readings", 2)] * 3
+    assert scene.kinds(t) == [("readings", 2), ("readings", 1)]  # the three sellers'
     assert scene.chain.refused == []
     assert (budget - TX_OVERHEAD_GAS) // 25_000 == 2
     events = scene.chain.submitted_readings(t)
-    assert set(events) == {p.lower() for p in scene.participants}
+    assert set(events) == sellers(scene)
     order = [scene.chain.participant(e.participant).participant_index for e in events.values()]
     assert order == sorted(order)
-    assert set(scene.statuses(t).values()) == {ONCHAIN}
+    assert scene.statuses(t) == expected_statuses(scene, t, ONCHAIN)
+    assert len(scene.statuses(t)) == 6
     assert service.tick() == []  # nothing left to do in the window
-    assert len(scene.chain.transactions) == 3
+    assert len(scene.chain.transactions) == 2
 
 
 def test_a_batch_that_runs_out_of_gas_is_retried_with_more_gas_per_reading(
@@ -245,10 +267,132 @@ def test_a_batch_that_runs_out_of_gas_is_retried_with_more_gas_per_reading(
     scene.to_reading_window(t)
     scene.accept(t, exported(scene))
     scene.service.tick()
-    assert set(scene.statuses(t).values()) == {ONCHAIN}
-    assert sum(items for kind, items in scene.kinds(t) if kind == "readings") == 4
+    assert scene.statuses(t) == expected_statuses(scene, t, ONCHAIN)
+    assert sum(items for kind, items in scene.kinds(t) if kind == "readings") == 3
     assert scene.service.batcher.gas.ceiling == 120_000  # doubled after running out
     assert scene.chain.refused == [("readings", t, "OutOfGas")]
+
+
+def _settle_with_every_reading(scene: Scene, readings: dict[int, int]) -> int:
+    """Commit :func:`four_trades`, accept a reading of each participant index in
+    ``readings`` (exported Wh), and run the service until the interval is settled."""
+    t = scene.commit(four_trades(scene))
+    scene.to_reading_window(t)
+    scene.accept(t, {scene.p(i): e for i, e in readings.items()})
+    scene.service.tick()
+    scene.to_deadline(t)
+    scene.service.tick()
+    assert scene.chain.interval(t).status == "settled"
+    return t
+
+
+def test_a_pure_buyers_reading_is_kept_published_not_sent_and_settlement_is_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buyers a, c, e sell nothing: their readings (a's with a PV export) are accepted,
+    stored with their meter signatures and published, but not sent on-chain; the interval
+    settles exactly as it does with every reading on-chain."""
+    readings = {0: 300, 1: 450, 2: 0, 3: 100, 4: 0, 5: 980}
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "every").mkdir()
+    kept = Scene(tmp_path / "kept")
+    t = _settle_with_every_reading(kept, readings)
+    buyers = {kept.p(i).lower() for i in (0, 2, 4)}
+    assert set(kept.chain.submitted_readings(t)) == sellers(kept)
+    assert kept.kinds(t)[0] == ("readings", 3)
+    published = {r.participant: r for r in kept.service.published_readings(t)}
+    assert set(published) == {p.lower() for p in kept.participants}
+    separator = Domain(kept.chain.chain_id, kept.chain.market).separator
+    for who in buyers:
+        r = published[who]
+        assert (r.status, r.imported_wh) == (OFFCHAIN, 7)
+        digest = reading_digest(separator, Reading(who, t, r.imported_wh, r.exported_wh))
+        assert recover(digest, r.signature) == kept.meters[checksum(who)].address.lower()
+    assert published[kept.p(0).lower()].exported_wh == 300
+    report = kept.service.report(t)
+    assert report.ok
+    lines = {line.participant: line for line in report.participants}
+    assert {w: (lines[w].imported_wh, lines[w].reading_source) for w in buyers} == {
+        w: (7, "offchain") for w in buyers
+    }
+    assert {lines[w].reading_source for w in sellers(kept)} == {"onchain"}
+
+    every = Scene(tmp_path / "every")  # the same interval with every reading on-chain
+    monkeypatch.setattr(every.service.batcher, "sellers", lambda _t: None)
+    u = _settle_with_every_reading(every, readings)
+    assert len(every.chain.submitted_readings(u)) == 6
+
+    def outcome(scene: Scene, t: int) -> tuple[Any, ...]:
+        events = scene.chain.interval_events(t).events
+        index = {p.lower(): i for i, p in enumerate(scene.participants)}
+        return (
+            [
+                (
+                    e.trade_index,
+                    e.delivered_wh,
+                    e.payment_base_units,
+                    e.refund_base_units,
+                    e.penalty_base_units,
+                )
+                for e in events.trade_settlements
+            ],
+            sorted(
+                (index[e.participant.lower()], e.released_base_units, e.credited_base_units)
+                for e in events.party_settlements
+            ),
+        )
+
+    assert outcome(kept, t) == outcome(every, u)
+    for s in (kept, every):
+        for store in s.stores:
+            store.close()
+
+
+def test_a_party_that_buys_and_sells_is_a_seller_and_its_reading_goes_on_chain(
+    scene: Scene,
+) -> None:
+    a, b, c = scene.participants[:3]
+    t = scene.commit([Trade(a, b, 500, PRICE), Trade(b, c, 200, PRICE)])
+    scene.to_reading_window(t)
+    scene.accept(t, {a: 0, b: 190, c: 0})
+    scene.service.tick()
+    assert set(scene.chain.submitted_readings(t)) == {b.lower(), c.lower()}
+    assert scene.statuses(t) == {a.lower(): OFFCHAIN, b.lower(): ONCHAIN, c.lower(): ONCHAIN}
+    scene.to_deadline(t)
+    scene.service.tick()
+    delivered = [e.delivered_wh for e in scene.chain.interval_events(t).events.trade_settlements]
+    assert delivered == [190, 0]
+
+
+def test_when_the_sellers_cannot_be_read_every_reading_goes_on_chain(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = scene.commit(four_trades(scene))
+    scene.to_reading_window(t)
+    scene.accept(t, exported(scene))
+
+    def unreadable(t: int) -> Any:
+        raise SettlementFailed(t, "trades_unavailable", "calldata cannot be replayed")
+
+    monkeypatch.setattr(scene.chain, "committed_trades", unreadable)
+    scene.service.tick()
+    assert set(scene.statuses(t).values()) == {ONCHAIN}
+    assert len(scene.chain.submitted_readings(t)) == 4
+
+
+def test_an_offchain_reading_relayed_by_someone_else_is_marked_on_chain(scene: Scene) -> None:
+    t = scene.commit(four_trades(scene))
+    scene.to_reading_window(t)
+    a = scene.p(0)
+    scene.accept(t, {a: 0})
+    scene.service.tick()
+    assert scene.statuses(t) == {a.lower(): OFFCHAIN}
+    _, signature = scene.body(t, a, 0)
+    r, vs = compact_signature(signature)
+    scene.chain.submit_readings(t, [SignedReading(Reading(a, t, 7, 0), r, vs)], gas_limit=10**6)
+    scene.to_deadline(t)
+    scene.service.tick()
+    assert scene.statuses(t) == {a.lower(): ONCHAIN}
 
 
 def test_reading_relayed_by_someone_else_is_marked_without_a_transaction(scene: Scene) -> None:
@@ -307,12 +451,12 @@ def test_settles_in_chunks_only_after_the_deadline_and_each_trade_once(scene: Sc
     assert scene.chain.interval(t).cursor == 0
     scene.to_deadline(t)
     service.tick()
-    assert scene.kinds(t) == [("readings", 4), ("settle", 3), ("settle", 1)]
+    assert scene.kinds(t) == [("readings", 3), ("settle", 3), ("settle", 1)]
     assert scene.settled_indices(t) == [0, 1, 2, 3]
     assert scene.chain.interval(t).status == "settled"
     assert service.store.get_interval(t).state == SETTLED  # type: ignore[union-attr]
     assert scene.chain.ledger.intervals[t].exported_wh == {
-        p.lower(): e for p, e in exported(scene).items()
+        p.lower(): e for p, e in exported(scene).items() if p.lower() in sellers(scene)
     }
     report = service.report(t)
     assert report.ok and report.settled, [c for c in report.checks if not c.ok]
@@ -337,7 +481,7 @@ def test_reading_not_submitted_by_the_deadline_is_missed_and_counts_zero(scene: 
     scene.to_deadline(t)  # the service never ran during the window
     lines = scene.service.tick()
     assert any("missed the deadline" in line for line in lines)
-    assert set(scene.statuses(t).values()) == {MISSED}
+    assert scene.statuses(t) == expected_statuses(scene, t, MISSED)
     assert scene.chain.submitted_readings(t) == {}
     assert scene.kinds(t) == [("settle", 4)] and scene.chain.refused == []  # none tried late
     assert scene.chain.interval(t).status == "settled"
@@ -428,12 +572,12 @@ def test_restart_after_a_kill_between_mining_and_marking_repeats_nothing(
     with pytest.raises(KeyboardInterrupt):
         service.tick()
     assert scene.kinds(t) == [("readings", 2)]
-    assert set(scene.statuses(t).values()) == {QUEUED}
+    assert scene.statuses(t) == expected_statuses(scene, t, QUEUED)
     restarted = scene.restart(config)
     restarted.tick()
-    assert scene.kinds(t) == [("readings", 2)] * 3  # each reading once
+    assert scene.kinds(t) == [("readings", 2), ("readings", 1)]  # each seller's reading once
     assert scene.chain.refused == []  # nor tried twice
-    assert set(scene.statuses(t).values()) == {ONCHAIN}
+    assert scene.statuses(t) == expected_statuses(scene, t, ONCHAIN)
 
 
 def test_restart_in_the_middle_of_chunked_settlement_resumes_at_the_cursor(

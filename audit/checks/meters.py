@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from typing import Any
 
 from audit.checks.violations import address_key
 from ledger import eip712 as signing
@@ -23,6 +24,7 @@ from ledger.events import (
     ParticipantRegistered,
     ReadingSubmitted,
 )
+from ledger.records import Reading
 
 
 class MeterHistory:
@@ -85,7 +87,15 @@ def reading_signer(separator: bytes, reading: ReadingSubmitted) -> str:
     return address_key(signing.recover(digest, signing.expand_signature(r, vs)))
 
 
+def published_reading_signer(separator: bytes, reading: Reading, signature: Any) -> str:
+    """Checksum address that signed ``reading`` with ``signature`` as published (65 bytes
+    ``r ‖ s ‖ v`` or EIP-2098 64 bytes, hex); raise BadSignature if none (or ``s`` is high)."""
+    digest = signing.reading_digest(separator, reading)
+    return address_key(signing.recover(digest, signature))
+
+
 __all__ = [
     "MeterHistory",
+    "published_reading_signer",
     "reading_signer",
 ]

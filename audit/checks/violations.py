@@ -19,6 +19,9 @@ COMMITMENT = "commitment"
 RECLEAR = "reclear"
 PROPERTIES = "properties"
 SETTLEMENT = "settlement"
+READINGS = "readings"
+"""The meter readings kept off-chain and published by the settlement service are signed by
+the meter key in force at the commit, of non-sellers, and agree with the chain."""
 CONSERVATION = "conservation"
 CODE = "code"
 RECEIPTS = "receipts"
@@ -41,6 +44,7 @@ INTERVAL_CHECKS: tuple[str, ...] = (
     RECLEAR,
     PROPERTIES,
     SETTLEMENT,
+    READINGS,
     RECEIPTS,
     CANCELS,
     LATE_ORDERS,
@@ -135,6 +139,7 @@ __all__ = [
     "MARKET_CHECKS",
     "MAX_DIFFERENCES",
     "PROPERTIES",
+    "READINGS",
     "RECEIPTS",
     "RECLEAR",
     "SETTLEMENT",
