@@ -25,7 +25,8 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
     │       │   NotOperator, NotFound, MethodNotAllowed, InvalidMeter, RegistrationExpired,
     │       │   RegistrationRefused, AlreadyRegistered, RegistrationPending,
-    │       │   RegistrationNotFound                      (codes: market.http.errors)
+    │       │   RegistrationNotFound, WrongNode, NodeNotRegistered,
+    │       │   InvalidGridDocument, NoGrid               (codes: market.http.errors)
     │       └── UnregisteredMeter, MeterMismatch, ReadingOutOfBounds, ReadingTooEarly,
     │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed,
     │           ReadingDeadlineTooClose, DuplicateReading
