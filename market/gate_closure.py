@@ -184,7 +184,7 @@ def clearing_document(
 
 def recleared_document(
     clearing: dict[str, Any],
-    result: ClearingResult,
+    result: ClearingResult | GridClearingResult,
     remaining: Sequence[StoredOrder],
     penalty_price_per_wh: int,
     defaulters: Sequence[dict[str, Any]],

@@ -23,9 +23,10 @@ from audit.evidence import ClearingRules
 from ledger import eip712 as signing
 from ledger.grid_signature import sign_grid_document
 from ledger.records import Terms
+from ledger.units import PricePerWh, Wh
 from market.grid import check_grid as check_grid_document
 from market.grid_clearing import clear_grid
-from market.orders import Order, PricePerWh, Side, Wh
+from market.orders import Order, Side
 
 T = 42
 DOMAIN = signing.Domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")

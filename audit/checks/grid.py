@@ -36,10 +36,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from audit.checks.violations import GRID, CheckLog, short
-from audit.evidence import ClearingRules
-from ledger.eip712 import Domain
-from ledger.errors import BadSignature
+from audit.checks.violations import GRID, CheckLog, address_key, hex_of, short
+from audit.evidence import ClearingRules, PublishedGrid
+from ledger.eip712 import Domain, parse_bytes32
+from ledger.errors import BadSignature, InputError
 from ledger.grid_signature import verify_grid_signature
 from ledger.hashing import keccak
 from ledger.records import Terms, Trade
@@ -147,6 +147,69 @@ def check_grid(
     settled, money = resettle(trades, exported_wh, terms)
     checks.fail_all(GRID, money)
     return settled
+
+
+def check_published_grid(
+    t: int,
+    published: PublishedGrid,
+    domain: Domain,
+    orders: Sequence[Order],
+    trades: Sequence[Trade],
+    rules: ClearingRules,
+    checks: CheckLog,
+    *,
+    exported_wh: Mapping[str, int] | None = None,
+    terms: Terms | None = None,
+) -> GridSettlement | None:
+    """:func:`check_grid` on what a grid market published (:class:`PublishedGrid`) and the
+    trades committed on-chain, whose seller prices the chain does not record yet: they are
+    the published clearing's, which must list one per committed trade."""
+    problems: list[str] = []
+    sell = published.sell_prices if isinstance(published.sell_prices, list) else []
+    if len(sell) != len(trades) or not all(isinstance(p, str) and p.isdigit() for p in sell):
+        problems.append(
+            f"the published clearing states {len(sell)} seller prices for the "
+            f"{len(trades)} committed trades"
+        )
+    nodes: dict[str, str] = {}
+    if isinstance(published.nodes, Mapping):
+        for who, node in published.nodes.items():
+            try:
+                nodes[address_key(str(who))] = str(node)
+            except ValueError:
+                problems.append(f"node registry: {who!r} is not an address")
+    root = None
+    if isinstance(published.stated_root, str):
+        try:
+            root = parse_bytes32(published.stated_root, "gridRoot")
+        except InputError:
+            problems.append(f"gridRoot {published.stated_root!r} is not 32 bytes of hex")
+    if problems:
+        checks.fail_all(GRID, problems)
+        return None
+    evidence = GridEvidence(
+        t,
+        published.document,
+        str(published.signature),
+        str(published.grid_operator),
+        nodes,
+        root,
+    )
+    records = [
+        GridTradeRecord(
+            hex_of(tr.buy_order_id),
+            hex_of(tr.sell_order_id),
+            tr.buyer,
+            tr.seller,
+            tr.quantity_wh,
+            tr.price_per_wh,
+            int(p),
+        )
+        for tr, p in zip(trades, sell, strict=True)
+    ]
+    return check_grid(
+        evidence, domain, orders, records, rules, checks, exported_wh=exported_wh, terms=terms
+    )
 
 
 def _compare_trades(
@@ -382,6 +445,7 @@ __all__ = [
     "GridSettlement",
     "GridTradeRecord",
     "check_grid",
+    "check_published_grid",
     "dual_bound",
     "properties_of_committed",
     "resettle",
