@@ -52,11 +52,11 @@ def base() -> AuditChain:
 
 
 def _grid_session(base: AuditChain) -> Session:
-    nodes = {
-        base.participants[0].address: "sub",
-        base.participants[1].address: "sub",
-        base.participants[2].address: "f",
-        base.participants[3].address: "f",
+    nodes: dict[str, str] = {
+        str(base.participants[0].address): "sub",
+        str(base.participants[1].address): "sub",
+        str(base.participants[2].address): "f",
+        str(base.participants[3].address): "f",
     }
     setup = GridSetup(template=check_grid(_template()), key=DSO_KEY, nodes=nodes)
     return base.session(grid=setup)
