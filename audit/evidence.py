@@ -204,6 +204,24 @@ class PublishedRefusal:
 
 
 @dataclass(frozen=True)
+class PublishedGrid:
+    """What a grid market publishes about one interval beyond its order set (docs/grid.md):
+    the grid document's bytes and the grid operator's signature (``GET /intervals/{t}/grid``),
+    the ``gridRoot`` and each committed trade's seller price as the clearing states them
+    (``GET /intervals/{t}/clearing``: the chain records neither yet), and the grid operator
+    and node registry ``GET /market`` names. Fields as published; the ``grid`` check judges
+    them."""
+
+    document: bytes
+    signature: Any
+    grid_operator: Any
+    nodes: Any
+    stated_root: Any = None
+    sell_prices: Any = None
+    """The clearing's ``sellPricePerWh`` per trade in commit order, as published."""
+
+
+@dataclass(frozen=True)
 class PublishedBook:
     """An interval's published signed order set (``GET /intervals/{t}/orders``), and beside
     it the interval's cancelled orders and the orders refused at gate closure."""
@@ -223,6 +241,8 @@ class PublishedBook:
     """The parties dropped at commit for want of collateral, as published: objects with
     ``round``, ``block``, ``participant``, ``freeBaseUnits``, ``neededBaseUnits`` and
     ``reason`` (:mod:`market.defaulters`)."""
+    grid: PublishedGrid | None = None
+    """A grid market's document and outcome of the interval (None: the market has no grid)."""
 
 
 @dataclass(frozen=True)
@@ -385,6 +405,7 @@ __all__ = [
     "MissingReadings",
     "PublishedBook",
     "PublishedCancel",
+    "PublishedGrid",
     "PublishedOrder",
     "PublishedReadings",
     "PublishedRefusal",

@@ -28,6 +28,15 @@ signed order set the market published and the chain's own record, and checks:
     order ids, buyer and seller, quantity and price, and the published fills.
 ``properties``
     Every DESIGN §4 property (:mod:`market.properties`) holds on the *committed* result.
+``grid``
+    For an interval of a market that clears on a grid (docs/grid.md), in place of
+    ``reclear`` and ``properties``: the published grid document is the grid operator's
+    (EIP-712 signature, ``keccak256`` = the stated ``gridRoot``), re-clearing on it with the
+    registered nodes gives exactly the committed trades and their seller prices, P1-P6 hold
+    (P6 by the exact dual bound), and re-settling with both prices balances
+    (:mod:`audit.checks.grid`). Until the chain records ``gridRoot``, the seller prices, the
+    grid operator and the nodes, they are read from the market API (``GET /market``,
+    ``GET /intervals/{t}/grid`` and ``/clearing``).
 ``settlement``
     :mod:`settlement.model` recomputes, from the committed trades, the snapshotted terms and
     the readings accepted on-chain (``ReadingSubmitted``, each re-verified against the meter
@@ -107,6 +116,7 @@ from audit.checks.book import PublishedSet, check_book_root, check_signatures
 from audit.checks.clearing import check_properties, check_reclear
 from audit.checks.commitment import check_commitment
 from audit.checks.defaulters import check_defaulters
+from audit.checks.grid import check_published_grid
 from audit.checks.market import check_code, check_conservation
 from audit.checks.meters import MeterHistory
 from audit.checks.readings import Metered, check_readings
@@ -135,6 +145,7 @@ from audit.evidence import (
     PublishedReadings,
 )
 from ledger.events import IntervalEvents
+from ledger.records import Terms
 from ledger.units import currency_per_kwh_from_price_per_wh
 
 NOT_COMMITTED = "not committed"
@@ -345,7 +356,24 @@ def audit_interval(
         )
         check_book_root(book, parsed, commit.event, state, checks)
         check_defaulters(book, parsed, commit.event, ledger, rules, checks)
-        if commit.trades is not None:
+        if commit.trades is not None and book.grid is not None:
+            # A grid interval re-clears on its grid document (docs/grid.md §8), not §4.
+            exported = {r.participant: r.exported_wh for r in ledger.readings if r.interval == t}
+            terms = (
+                None if state is None else Terms(state.penalty_price_per_wh, state.tolerance_bps)
+            )
+            check_published_grid(
+                t,
+                book.grid,
+                ledger.order_domain,
+                parsed.live_orders(),
+                trades,
+                rules,
+                checks,
+                exported_wh=exported,
+                terms=terms,
+            )
+        elif commit.trades is not None:
             check_reclear(parsed, trades, rules, checks)
             check_properties(parsed, trades, rules, checks)
         operators = {commit.sender} if commit.sender is not None else ledger.operators

@@ -43,6 +43,12 @@ the market API, --api, or an archive folder, --orders) and the chain's own recor
   reclear      clearing the published set, without the dropped parties, gives exactly the
                committed trades and price
   properties   every clearing property of DESIGN section 4 holds on the committed result
+  grid         on a grid market, instead of reclear and properties: the grid document is
+               the grid operator's (signature, gridRoot), re-clearing on it at the
+               registered nodes gives the committed trades and seller prices, P1-P6 of
+               docs/grid.md hold (P6 by the dual bound), and re-settling with both prices
+               balances; until the chain records them, the document, grid operator, nodes
+               and seller prices come from the market API
   settlement   settlement recomputed with settlement/model.py from the on-chain readings
                (meter signatures re-verified) equals the settlement events
   readings     with --readings: the readings kept off-chain (of participants that sold

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import logging
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from eth_account.signers.local import LocalAccount
 
 from chain.canonical import resolve_finality
 from chain.client import LedgerClient
@@ -22,6 +25,8 @@ from deploy.cli_keys import ENV_RULE, add_key_arguments, connect_with_keys, load
 from deploy.cli_settle import add_serve_arguments, fee_cap, settlement_for_serve
 from ledger.errors import InputError
 from market.chain_ledger import ChainLedger
+from market.grid import parse_grid
+from market.grid_operator import GridSetup
 from market.registrar_policy import POLICY_NAMES
 from market.service import (
     DEFAULT_MAX_ORDERS_PER_INTERVAL,
@@ -31,6 +36,9 @@ from market.service import (
 
 if TYPE_CHECKING:
     import uvicorn
+
+GRID_KEY_ENV = "WATTLEDGER_GRID_OPERATOR_KEY"
+"""The grid operator's raw private key (0x hex), read on local dev chains only."""
 
 HELP = "run the market HTTP API: signed orders, gate closure, clearing, on-chain commit"
 DESCRIPTION = f"""\
@@ -58,6 +66,21 @@ password comes from --password-file / --settler-password-file or is asked on the
 --max-priority-fee-gwei): the market's commits and registrations and the settlement service
 never pay more per gas, and wait while the base fee is above the cap.
 
+Grid (docs/grid.md): with --grid-operator ADDRESS the market clears every interval on the
+grid document that grid operator signs and publishes with PUT /intervals/{{t}}/grid (the
+canonical bytes, the EIP-712 signature in the Grid-Signature header); a document is frozen at
+the interval's gate closure, and an interval without one is not cleared. --grid GRID.json
+adds a default document for every interval without a published one, which the market signs
+per interval with the grid operator's key: --grid-keystore PATH (with
+--grid-password-file), or on a local dev chain {GRID_KEY_ENV}; the key is
+never logged or served, and the grid operator's address is the key's.
+--grid-nodes NODES.json records each participant's node
+({{"0xADDRESS": "NODE", ...}}): intake takes an order only at its participant's node, and
+GET /market publishes the grid operator and the nodes. Without these flags the market has one
+node and behaves as before. The chain does not record gridRoot or seller prices yet: trades
+are committed at the buyer's price, and the seller prices and the grid outcome are published
+with GET /intervals/{{t}}/clearing.
+
 Examples:
   wattledger serve                                   # embedded chain, 15-minute intervals
   wattledger serve --interval-seconds 60             # a quick demo market
@@ -65,6 +88,7 @@ Examples:
   wattledger serve --rpc-url https://rpc.example --keystore operator.json \\
       --password-file operator.pw --settler-keystore settler.json \\
       --settler-password-file settler.pw --max-fee-gwei 30 --max-priority-fee-gwei 2
+  wattledger serve --grid feeder.json --grid-keystore dso.json --grid-nodes nodes.json
 """
 
 log = logging.getLogger("wattledger.serve")
@@ -155,6 +179,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="folder of deployment records (default: deployments/ in the project)",
     )
     add_key_arguments(parser, "the operator (and registrar; the deployer when it deploys)")
+    grid = parser.add_argument_group("grid (docs/grid.md)")
+    grid.add_argument(
+        "--grid-operator",
+        metavar="ADDRESS",
+        help="the grid operator's address: the market clears on the grid documents it signs "
+        "(PUT /intervals/{t}/grid); default: the address of --grid-keystore's key",
+    )
+    grid.add_argument(
+        "--grid",
+        metavar="GRID.json",
+        type=Path,
+        help="a default grid document for every interval without a published one (any JSON "
+        "layout; its interval is set per interval), signed per interval with the grid "
+        "operator's key (--grid-keystore)",
+    )
+    grid.add_argument(
+        "--grid-nodes",
+        metavar="NODES.json",
+        type=Path,
+        help='each participant\'s grid node, {"0xADDRESS": "NODE", ...}: intake takes an '
+        "order only at its participant's node",
+    )
+    add_key_arguments(
+        grid, "the grid operator (signs the --grid document)", prefix="grid-", env_rule=False
+    )
     add_serve_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -179,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settler_keys = load_accounts(args, "settler-")  # every password asked before anything runs
+    grid_keys = load_accounts(args, "grid-")
     chain = connect_with_keys(args.rpc_url, args)
     chain.fee_cap = fee_cap(args)  # the market's commits and registrations too
     chain.finality = resolve_finality(chain, args.confirmations)
@@ -231,8 +281,20 @@ def run(args: argparse.Namespace) -> int:
         max_orders_per_interval=args.max_orders_per_interval,
     )
     service = MarketService(
-        OrderStore(db), ChainLedger(client), SystemClock(), config, operator_key=key
+        OrderStore(db),
+        ChainLedger(client),
+        SystemClock(),
+        config,
+        operator_key=key,
+        grid=grid_setup(args, chain, grid_keys),
     )
+    if service.grid is not None:
+        print(
+            f"grid market: grid operator {service.grid.address}, "
+            f"{len(service.grid.nodes)} participants' nodes recorded, default document "
+            f"{'yes' if service.grid.has_default else 'no'}",
+            file=sys.stderr,
+        )
     recovered = service.recover()
     if recovered:
         print(f"finished interrupted commits of intervals {recovered}", file=sys.stderr)
@@ -262,6 +324,60 @@ def run(args: argparse.Namespace) -> int:
         service.store.close()
         print("stopped: settlement service stopped, order store closed", file=sys.stderr)
     return 0
+
+
+def grid_setup(
+    args: argparse.Namespace, chain: Chain, grid_keys: tuple[LocalAccount, ...]
+) -> GridSetup | None:
+    """The grid operator's setup from ``--grid-operator``, ``--grid``, ``--grid-nodes`` and
+    its key (``--grid-keystore``, or :data:`GRID_KEY_ENV` on a dev chain); None without
+    any of them (one node). InputError for a bad file or a missing key."""
+    if (
+        args.grid_operator is None
+        and args.grid is None
+        and args.grid_nodes is None
+        and not (grid_keys)
+    ):
+        return None
+    key: bytes | None = bytes(grid_keys[0].key) if grid_keys else None
+    if key is None and args.grid is not None:
+        from_env = chain.env_key(GRID_KEY_ENV)
+        key = bytes.fromhex(from_env.removeprefix("0x")) if from_env else None
+    if key is None and args.grid_operator is None:
+        raise InputError(
+            "a grid market needs the grid operator: --grid-operator ADDRESS, or its key "
+            "(--grid-keystore PATH) to sign the --grid document per interval"
+        )
+    if args.grid is not None and key is None:
+        raise InputError(
+            "--grid needs the grid operator's key to sign the document per interval",
+            hint=f"Pass --grid-keystore PATH (on a local dev chain {GRID_KEY_ENV} works too), "
+            "or leave --grid out and let the grid operator PUT /intervals/{t}/grid.",
+        )
+    template = None
+    if args.grid is not None:
+        try:
+            data = args.grid.read_bytes()
+        except OSError as err:
+            raise InputError(f"--grid {args.grid}: {err.strerror}") from None
+        template = parse_grid(data, require_canonical=False, source=str(args.grid))
+    nodes: dict[str, str] = {}
+    if args.grid_nodes is not None:
+        try:
+            raw = json.loads(args.grid_nodes.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"--grid-nodes {args.grid_nodes}: {err}") from None
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        ):
+            raise InputError(
+                f"--grid-nodes {args.grid_nodes}: expected an object of address -> node id"
+            )
+        nodes = raw
+    try:
+        return GridSetup(address=args.grid_operator, template=template, key=key, nodes=nodes)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def _quiet_server_class() -> type[uvicorn.Server]:

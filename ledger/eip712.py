@@ -34,6 +34,7 @@ Types (all integers unsigned; ``side`` is 0 for buy, 1 for sell, like a Solidity
     OrderReceipt(bytes32 orderId,uint64 seq,uint64 receivedAt)     (operator only)
     CancelReceipt(bytes32 orderId,bytes32 cancelDigest,uint64 seq,uint64 receivedAt)
                                                                    (operator only)
+    GridDocument(uint64 interval,bytes32 gridRoot)                 (grid operator only)
 
 Receipts (:data:`RECEIPT_KINDS`) are what the operator signs, with its own key over the same
 domain, for every order and every cancel the market accepts: the order's (or cancel's) place
@@ -128,6 +129,10 @@ CANCEL_RECEIPT_TYPE: Final = [
     {"name": "seq", "type": "uint64"},
     {"name": "receivedAt", "type": "uint64"},
 ]
+GRID_DOCUMENT_TYPE: Final = [
+    {"name": "interval", "type": "uint64"},
+    {"name": "gridRoot", "type": "bytes32"},
+]
 TYPES: Final[dict[str, list[dict[str, str]]]] = {
     "Order": ORDER_TYPE,
     "Cancel": CANCEL_TYPE,
@@ -136,9 +141,11 @@ TYPES: Final[dict[str, list[dict[str, str]]]] = {
     "Registration": REGISTRATION_TYPE,
     "OrderReceipt": ORDER_RECEIPT_TYPE,
     "CancelReceipt": CANCEL_RECEIPT_TYPE,
+    "GridDocument": GRID_DOCUMENT_TYPE,
 }
-"""Every primary type the market and the settlement service take (the first five) or the
-operator signs for what it accepted (the receipts), by name."""
+"""Every primary type the market and the settlement service take (the first five), the
+operator signs for what it accepted (the receipts), or the grid operator signs for an
+interval's grid document (docs/grid.md §1.1; :mod:`ledger.grid_signature`), by name."""
 
 _NONCE = (
     "single-use number of the signer (uint64): any value it has not used before; one set per "
@@ -215,6 +222,13 @@ FIELD_DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
             "from then on the order must be neither in its interval's book nor filled"
         ),
     },
+    "GridDocument": {
+        "interval": "delivery interval number the grid document is for (uint64)",
+        "gridRoot": (
+            "keccak256 of the document's canonical bytes (docs/grid.md §1.1), 0x + 64 hex "
+            "digits (bytes32)"
+        ),
+    },
 }
 """What each field of each type means, with its unit: ``GET /market`` publishes it beside
 each ready-to-sign template (:func:`template`)."""
@@ -227,6 +241,7 @@ SIGNERS: Final[dict[str, str]] = {
     "Registration": "the participant's key (a participant registers only itself)",
     "OrderReceipt": "the market operator's key (GET /market: operator)",
     "CancelReceipt": "the market operator's key (GET /market: operator)",
+    "GridDocument": "the grid operator's key (GET /market: grid.operator)",
 }
 """Which key signs each type."""
 
@@ -704,6 +719,7 @@ __all__ = [
     "DOMAIN_VERSION",
     "EIP712_DOMAIN_TYPE",
     "FIELD_DESCRIPTIONS",
+    "GRID_DOCUMENT_TYPE",
     "MESSAGE_KINDS",
     "ORDER_RECEIPT_TYPE",
     "ORDER_TYPE",

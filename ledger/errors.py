@@ -14,7 +14,9 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │   ├── OperatorKeyMismatch          market.receipts    no operator key, or another's
     │   └── RequestError                 ledger.errors      a request refused with an HTTP 4xx
     │       ├── BadSignature             ledger.errors      not 0x and 128/130 hex digits
-    │       │   └── UnverifiableSignature ledger.errors  well-formed, verifies as no key
+    │       │   ├── UnverifiableSignature ledger.errors  well-formed, verifies as no key
+    │       │   └── GridSignatureMismatch  ledger.grid_signature  a grid document not
+    │       │                                            signed by the grid operator
     │       ├── MalformedJson, InvalidRequest, BodyTooLarge, SignerMismatch,
     │       │   UnregisteredParticipant, NonceUsed, OrderExpired, IntervalClosed,
     │       │   IntervalTooFar, InvalidSide, InvalidQuantity, InvalidPrice, OutOfBounds,
@@ -23,7 +25,8 @@ command line can print it as one paragraph (no traceback) and the HTTP API can m
     │       │   OrderNotOpen, OrderNotFound, OrderNotInBook, IntervalNotClosed,
     │       │   NotOperator, NotFound, MethodNotAllowed, InvalidMeter, RegistrationExpired,
     │       │   RegistrationRefused, AlreadyRegistered, RegistrationPending,
-    │       │   RegistrationNotFound                      (codes: market.http.errors)
+    │       │   RegistrationNotFound, WrongNode, NodeNotRegistered,
+    │       │   InvalidGridDocument, NoGrid               (codes: market.http.errors)
     │       └── UnregisteredMeter, MeterMismatch, ReadingOutOfBounds, ReadingTooEarly,
     │           UnknownInterval, IntervalSettled, ReadingDeadlinePassed,
     │           ReadingDeadlineTooClose, DuplicateReading

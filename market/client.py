@@ -398,6 +398,18 @@ class MarketClient:
         result: dict[str, Any] = self._request("GET", f"/intervals/{interval}/readings")
         return result
 
+    def grid_document(self, interval: int) -> tuple[bytes, str]:
+        """``GET /intervals/{t}/grid``: the grid document's exact bytes and the grid
+        operator's signature (the ``Grid-Signature`` header)."""
+        response = self._http.get(f"/intervals/{interval}/grid")
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"code": "http_error", "detail": response.text[:500]}
+            raise MarketApiError(response.status_code, problem)
+        return response.content, response.headers.get("Grid-Signature", "")
+
     def clearing(self, interval: int) -> dict[str, Any]:
         """``GET /intervals/{t}/clearing``."""
         result: dict[str, Any] = self._request("GET", f"/intervals/{interval}/clearing")

@@ -76,6 +76,8 @@ from market.clearing import ClearingResult, clear
 from market.clock import Clock
 from market.collateral import Collateral, worst_case_lock_base_units
 from market.defaulters import INSUFFICIENT_COLLATERAL, commit_locks, shortfalls
+from market.grid_clearing import GridClearingResult, GridTrade, clear_grid
+from market.grid_operator import GridOperator
 from market.http.errors import IntervalNotClosed, ServiceUnavailable
 from market.ledger_port import IntervalTiming, Ledger, LedgerCallFailed
 from market.orders import Order, Side, is_expired
@@ -118,8 +120,30 @@ def clearing_order(order: StoredOrder) -> Order:
     )
 
 
+def grid_outcome(result: GridClearingResult, nodes: dict[str, str]) -> dict[str, Any]:
+    """The stored and published outcome of a clearing on a grid (docs/grid.md §7): the
+    document's root, node prices and flows, fee revenue and congestion rent, and the node each
+    cleared participant was at (the registry as the clearing used it)."""
+    grid = result.grid
+    return {
+        "gridRoot": grid.grid_root_hex,
+        "nodePrices": {
+            n.id: None if p is None else str(p)
+            for n, p in zip(grid.nodes, result.node_prices, strict=True)
+        },
+        "flowsWh": {
+            n.id: z
+            for i, (n, z) in enumerate(zip(grid.nodes, result.flows_wh, strict=True))
+            if i != grid.root_index
+        },
+        "feeRevenue": str(result.fee_revenue_base_units),
+        "congestionRent": str(result.congestion_rent_base_units),
+        "nodes": dict(sorted(nodes.items())),
+    }
+
+
 def clearing_document(
-    result: ClearingResult,
+    result: ClearingResult | GridClearingResult,
     included: Sequence[StoredOrder],
     excluded: Sequence[StoredOrder],
     penalty_price_per_wh: int,
@@ -130,8 +154,10 @@ def clearing_document(
     mechanism, price, volume, trades with both parties, the penalty price the commit
     snapshots, the ids of the ``excluded`` and ``expired`` orders (``included``: the
     orders cleared), and why each excluded order was left out (``reasons``, by id:
-    ``unregistered`` or ``insufficient_collateral: ...``)."""
+    ``unregistered`` or ``insufficient_collateral: ...``). A clearing on a grid adds each
+    trade's ``sellPricePerWh``; its ``grid`` outcome is the caller's to add."""
     owner = {o.id: o.participant for o in included}
+    on_grid = isinstance(result, GridClearingResult)
     return {
         "mechanism": result.mechanism,
         "k": list(result.k) if result.k else None,
@@ -145,6 +171,9 @@ def clearing_document(
                 "seller": owner[t.sell],
                 "quantityWh": int(t.quantity_wh),
                 "pricePerWh": str(t.price_per_wh),
+                **(
+                    {"sellPricePerWh": str(t.sell_price_per_wh)} if isinstance(t, GridTrade) else {}
+                ),
             }
             for t in result.trades
         ],
@@ -152,16 +181,18 @@ def clearing_document(
         "excluded": [o.id for o in excluded],
         "expired": [o.id for o in expired],
         "excludedReasons": {o.id: (reasons or {}).get(o.id, "") for o in excluded},
+        **({"onGrid": True} if on_grid else {}),
     }
 
 
 def recleared_document(
     clearing: dict[str, Any],
-    result: ClearingResult,
+    result: ClearingResult | GridClearingResult,
     remaining: Sequence[StoredOrder],
     penalty_price_per_wh: int,
     defaulters: Sequence[dict[str, Any]],
     dropped: Sequence[str],
+    grid: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``clearing`` (a stored :func:`clearing_document`) with the re-clearing ``result`` of the
     ``remaining`` orders in place of its result, and the ``defaulters`` (one entry per
@@ -172,6 +203,7 @@ def recleared_document(
     return {
         **clearing,
         **{key: fresh[key] for key in kept},
+        **({"grid": grid} if grid is not None else {}),
         "defaulters": list(defaulters),
         "dropped": list(dropped),
     }
@@ -233,8 +265,10 @@ class GateClosure:
         *,
         mechanism: str,
         k: tuple[int, int],
+        grid: GridOperator | None = None,
     ) -> None:
         self.store = store
+        self.grid = grid
         self.ledger = ledger
         self.clock = clock
         self.schedule = schedule
@@ -322,7 +356,7 @@ class GateClosure:
         dead = {o.id for o in expired}
         published = [o for o in orders if o.id in dead or o.participant not in short]
         tree = book_tree(published)
-        result = clear([clearing_order(o) for o in cleared], mechanism=self.mechanism, k=self.k)
+        result, outcome = self._clear(interval, cleared, now)
         try:
             self.store.freeze_interval(
                 interval,
@@ -337,7 +371,8 @@ class GateClosure:
                     penalty,
                     expired,
                     reasons={o.id: short[o.participant] for o in excluded},
-                ),
+                )
+                | outcome,
                 {k: int(v) for k, v in result.fills.items()},
                 expired=[o.id for o in expired],
             )
@@ -346,6 +381,38 @@ class GateClosure:
         with self._lock:
             self.book.close(interval, orders)
             self.collateral.remember(fresh, set(short))
+
+    def _clear(
+        self, interval: int, orders: Sequence[StoredOrder], now: int | None = None
+    ) -> tuple[ClearingResult | GridClearingResult, dict[str, Any]]:
+        """Clear ``orders`` of ``interval``, and what the stored clearing adds for a grid.
+
+        Without a grid: :func:`market.clearing.clear`. On a grid: the document in force at
+        gate closure (frozen then, ``now`` given) with each participant at its recorded node
+        (:func:`market.grid_clearing.clear_grid`); no document, no clearing: nothing trades
+        and ``grid`` is null. An order whose participant's node is not in the document does
+        not clear (it cannot be placed) and is named in ``grid.unplaced``."""
+        book = [clearing_order(o) for o in orders]
+        if self.grid is None:
+            return clear(book, mechanism=self.mechanism, k=self.k), {}
+        document = (
+            self.grid.freeze(interval, now) if now is not None else self.grid.document(interval)
+        )
+        if document is None:
+            log.warning("interval %d: no grid document at gate closure, nothing clears", interval)
+            return clear([], mechanism=self.mechanism, k=self.k), {"grid": None}
+        grid = document.grid
+        nodes = {o.participant: self.grid.node_of(o.participant) for o in orders}
+        placed = [o for o in book if nodes.get(o.participant or "") in grid.index]
+        unplaced = [o.id for o in book if nodes.get(o.participant or "") not in grid.index]
+        result = clear_grid(
+            placed, grid, [str(nodes[o.participant or ""]) for o in placed], self.mechanism, self.k
+        )
+        used = {p: n for p, n in nodes.items() if n is not None and n in grid.index}
+        outcome = grid_outcome(result, used)
+        if unplaced:
+            outcome["unplaced"] = unplaced
+        return result, {"grid": outcome}
 
     def commit_frozen(self, interval: int) -> bool:
         """Commit a frozen interval on-chain unless it already is; True once its commit is
@@ -459,9 +526,7 @@ class GateClosure:
                 )
             dropped |= set(short)
             remaining = [o for o in live if o.participant not in dropped]
-            result = clear(
-                [clearing_order(o) for o in remaining], mechanism=self.mechanism, k=self.k
-            )
+            result, outcome = self._clear(interval, remaining)
             owner = {o.id: o.participant for o in remaining}
             cleared = [
                 (owner[t.buy], owner[t.sell], t.quantity_wh, t.price_per_wh) for t in result.trades
@@ -480,7 +545,7 @@ class GateClosure:
             rounds,
         )
         recleared = recleared_document(
-            clearing, result, remaining, penalty, defaulters, every_dropped
+            clearing, result, remaining, penalty, defaulters, every_dropped, outcome.get("grid")
         )
         fills = {o.id: int(result.fills.get(o.id, 0)) for o in remaining}
         self.store.record_defaults(interval, recleared, fills, gone)
@@ -500,6 +565,7 @@ __all__ = [
     "clearing_document",
     "clearing_order",
     "committed_trades",
+    "grid_outcome",
     "recleared_document",
     "signed_orders",
 ]

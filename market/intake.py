@@ -5,8 +5,10 @@ Intake (``POST /orders``)
     It is accepted when, in this order of checks: every field is in range
     (:func:`market.signed_messages.parse_order`); ``quantityWh`` is at least
     ``min_order_wh``; the signature recovers to ``participant``; ``expiry`` has not passed;
-    the participant is registered on-chain; the interval's gate is still open and the
-    interval is at most ``max_ahead_intervals`` ahead of the current one; the participant
+    the participant is registered on-chain, and the order is at its participant's grid node
+    (:mod:`market.grid_operator`; a market without a grid has one node, ``root``); the
+    interval's gate is still open and the interval is at most ``max_ahead_intervals``
+    ahead of the current one; the participant
     has not used the nonce; it has fewer than ``max_orders_per_interval`` open orders in the
     interval; the order does not cross the participant's own opposite order
     (:meth:`market.book.OpenBook.check_self_cross`); and the participant's collateral covers
@@ -55,6 +57,7 @@ from market.book import OpenBook
 from market.clock import Clock
 from market.collateral import Collateral
 from market.gate_closure import GateSchedule
+from market.grid_operator import GridOperator, check_single_node
 from market.http.errors import (
     BatchRejected,
     BatchTooLarge,
@@ -117,6 +120,8 @@ class Intake:
     sequence number given (orders and cancels share the sequence): both are rebuilt from the
     store at start and guarded by ``lock`` (the market's one lock). ``receipts`` signs the
     operator's receipt of every accepted order and cancel (:mod:`market.receipts`).
+    ``grid``: the grid operator's role when the market clears on a grid (its node registry
+    decides where an order may be); None: one node, ``root``.
     """
 
     def __init__(
@@ -135,8 +140,10 @@ class Intake:
         max_batch_orders: int,
         min_order_wh: int = 1,
         max_orders_per_interval: int = 2**63,
+        grid: GridOperator | None = None,
     ) -> None:
         self.store = store
+        self.grid = grid
         self.receipts = receipts
         self.min_order_wh = min_order_wh
         self.max_orders_per_interval = max_orders_per_interval
@@ -203,7 +210,7 @@ class Intake:
             checked = self.authenticate(signed)
         if checked.errors:
             raise _refusal(checked.errors, checked.count)
-        errors = self._look_up(checked)
+        errors = self._look_up(checked, signed)
         refused = {index for index, _ in errors}
         prepared = Prepared(orders=[], locks=[])
         with self._lock:
@@ -234,15 +241,24 @@ class Intake:
             raise _refusal(errors, checked.count)
         return prepared
 
-    def _look_up(self, checked: Authenticated) -> list[tuple[int, RequestError]]:
-        """Each signer's registration, then the free balance of every registered signer not
-        seen yet: chain reads for participants not in the caches (outside the lock), within
-        the lookup budget. The refusals by index."""
+    def _look_up(
+        self, checked: Authenticated, signed: Sequence[SignedMessage]
+    ) -> list[tuple[int, RequestError]]:
+        """Each signer's registration and grid node (:meth:`GridOperator.check_node
+        <market.grid_operator.GridOperator.check_node>`), then the free balance of every
+        registered signer not seen yet: chain reads for participants not in the caches
+        (outside the lock), within the lookup budget. The refusals by index."""
         errors: list[tuple[int, RequestError]] = []
         registered = []
+        grid = self.grid
         for index, parsed, _, _ in checked.orders:
             try:
                 self.collateral.check_registered(parsed.participant)
+                stated = signed[index].node
+                if grid is None:
+                    check_single_node(stated)
+                else:
+                    grid.check_node(parsed.participant, stated)
             except RequestError as err:
                 errors.append((index, err))
                 continue

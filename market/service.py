@@ -16,7 +16,9 @@ wires the parts, each in its own module, around one lock and one book:
 - :mod:`market.views`: orders, participants, intervals, books and proofs as served;
 - :mod:`market.registrar`: registration requests, decided by a
   :mod:`market.registrar_policy` and carried out on-chain;
-- :mod:`market.receipts`: the operator's signed receipt of every accepted order and cancel.
+- :mod:`market.receipts`: the operator's signed receipt of every accepted order and cancel;
+- :mod:`market.grid_operator`: in a market that clears on a grid, the grid operator's signed
+  documents per interval and the node registry (``grid``: a :class:`GridSetup`).
 
 The service needs the operator's signing key (``operator_key``, the key of the account the
 ledger port commits from): it refuses to start without it, or with another account's key
@@ -42,6 +44,8 @@ from market.book import OpenBook
 from market.clock import Clock
 from market.collateral import Collateral
 from market.gate_closure import GateClosure, GateSchedule
+from market.grid_operator import GridOperator, GridSetup, SignedGrid
+from market.http.errors import IntervalClosed, NoGrid, ServiceUnavailable
 from market.intake import Authenticated, Intake, Prepared
 from market.ledger_port import Ledger, LedgerCallFailed, LedgerFacts, LedgerInfo
 from market.lookup_budget import DEFAULT_LOOKUP_BURST, DEFAULT_LOOKUPS_PER_SECOND, LookupBudget
@@ -58,6 +62,7 @@ from market.store import (
     OrderStore,
     StoredOrder,
     StoredRegistration,
+    StoreError,
 )
 from market.views import IntervalView, MarketViews, ParticipantView, Proof
 
@@ -128,6 +133,7 @@ class MarketService:
         *,
         operator_key: bytes | str | None,
         registrar_policy: RegistrarPolicy | None = None,
+        grid: GridSetup | None = None,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -135,7 +141,7 @@ class MarketService:
         self.config = config or MarketConfig()
         self.info: LedgerInfo = ledger.info()
         self.timing = ledger.timing()
-        lock = threading.RLock()
+        lock = self._lock = threading.RLock()
         self.collateral = Collateral(
             ledger,
             lock,
@@ -161,6 +167,18 @@ class MarketService:
         store.bind_deployment(self.info.chain_id, self.info.market_address)
         self.schedule = GateSchedule(self.timing, self.config.gate_closure_seconds)
         self.book = OpenBook(lock)
+        self.grid = (
+            None
+            if grid is None
+            else GridOperator(
+                store,
+                self.domain,
+                grid.address,
+                template=grid.template,
+                key=grid.key,
+                nodes=grid.nodes,
+            )
+        )
         self.intake = Intake(
             store,
             clock,
@@ -175,6 +193,7 @@ class MarketService:
             max_batch_orders=self.config.max_batch_orders,
             min_order_wh=self.config.min_order_wh,
             max_orders_per_interval=self.config.max_orders_per_interval,
+            grid=self.grid,
         )
         self.gates = GateClosure(
             store,
@@ -186,6 +205,7 @@ class MarketService:
             lock,
             mechanism=self.config.mechanism,
             k=self.config.k,
+            grid=self.grid,
         )
         self.views = MarketViews(
             store,
@@ -337,6 +357,52 @@ class MarketService:
         """The registrar's decision on a held request (:meth:`Registrar.decide
         <market.registrar.Registrar.decide>`)."""
         return self.registrar.decide(participant, decision)
+
+    # -- the grid ---------------------------------------------------------------------------
+
+    def publish_grid(self, interval: int, document: bytes, signature: str) -> SignedGrid:
+        """Take the grid operator's signed document for ``interval`` (``PUT
+        /intervals/{t}/grid``): its signature first (BadSignature, ``not_grid_operator``),
+        then the bytes (InvalidGridDocument), then the gate, which must still be open
+        (IntervalClosed: the document is frozen at gate closure). NoGrid in a market that
+        clears on no grid."""
+        grid = self._grid()
+        checked = grid.check_document(interval, document, signature)
+        with self._lock:
+            # Under the market's lock: gate closure marks the interval closing under it
+            # before it freezes the document, so none is stored after that.
+            now = self.clock.now()
+            closes = self.schedule.gate_closure_at(interval)
+            if interval in self.book.closed or interval in self.book.closing or now >= closes:
+                raise IntervalClosed(
+                    f"interval {interval}: its gate closed at {closes}; the grid document in "
+                    "force then is frozen"
+                )
+            if self.store.get_interval(interval) is not None:
+                raise IntervalClosed(f"interval {interval}: its gate has closed")
+            try:
+                grid.store(checked, now)
+            except StoreError as err:
+                raise ServiceUnavailable(f"the order store failed: {err.message}") from None
+        log.info("interval %d: grid document %s published", interval, checked.grid_root_hex)
+        return checked
+
+    def grid_document(self, interval: int) -> SignedGrid:
+        """The grid document in force for ``interval`` (published, frozen or the default);
+        NoGrid when the market clears on no grid or the interval has none."""
+        document = self._grid().document(interval)
+        if document is None:
+            raise NoGrid(f"interval {interval}: the grid operator has published no document")
+        return document
+
+    def record_node(self, participant: str, node: str) -> None:
+        """The registrar records ``participant``'s grid node (NoGrid without a grid)."""
+        self._grid().record_node(parse_address(participant, "participant"), node)
+
+    def _grid(self) -> GridOperator:
+        if self.grid is None:
+            raise NoGrid("this market clears on no grid (one node, 'root')")
+        return self.grid
 
     # -- reading ----------------------------------------------------------------------------
 

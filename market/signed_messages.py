@@ -37,6 +37,9 @@ class SignedMessage:
 
     message: Mapping[str, Any]
     signature: str
+    node: str | None = None
+    """An order's grid node as the submission states it (outside the signed message);
+    None: the participant's recorded node."""
 
 
 JSON_SAFE_MAX = 2**53 - 1

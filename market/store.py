@@ -90,6 +90,16 @@ CREATE TABLE IF NOT EXISTS registrations (
     received_at  INTEGER NOT NULL,
     decided_at   INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grid_documents (
+    interval     INTEGER PRIMARY KEY,
+    document     BLOB NOT NULL,
+    signature    TEXT NOT NULL,
+    received_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS participant_nodes (
+    participant  TEXT PRIMARY KEY,
+    node         TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 OPEN = "open"
@@ -564,6 +574,38 @@ class OrderStore(SqliteStore):
                 "SELECT interval FROM intervals WHERE state = ? ORDER BY interval", (state,)
             )
         ]
+
+    def save_grid_document(
+        self, interval: int, document: bytes, signature: str, received_at: int
+    ) -> None:
+        """Store ``interval``'s signed grid document (canonical bytes and the grid operator's
+        signature), replacing an earlier one: the caller refuses once the gate has closed."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO grid_documents (interval, document, signature, "
+                "received_at) VALUES (?, ?, ?, ?)",
+                (interval, document, signature, received_at),
+            )
+
+    def grid_document(self, interval: int) -> tuple[bytes, str] | None:
+        """``interval``'s stored grid document and signature, or None."""
+        rows = self._read(
+            "SELECT document, signature FROM grid_documents WHERE interval = ?", (interval,)
+        )
+        return (bytes(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def save_node(self, participant: str, node: str) -> None:
+        """Record ``participant``'s (lower-case ``0x``) grid node, replacing an earlier one."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO participant_nodes (participant, node) VALUES (?, ?)",
+                (participant, node),
+            )
+
+    def nodes(self) -> dict[str, str]:
+        """Every recorded participant's grid node (lower-case ``0x`` address → node id)."""
+        rows = self._read("SELECT participant, node FROM participant_nodes")
+        return {str(p): str(n) for p, n in rows}
 
     def last_closed_interval(self) -> int | None:
         """The highest interval whose gate has closed, or None."""

@@ -11,6 +11,7 @@ from eth_account.signers.local import LocalAccount
 
 from market.client import OrderSigner
 from market.clock import SimulatedClock
+from market.grid_operator import GridSetup
 from market.ledger_port import MemoryLedger
 from market.service import MarketConfig, MarketService
 from market.signed_messages import SignedMessage
@@ -77,13 +78,18 @@ def account(seed: int) -> LocalAccount:
 
 
 def make_market(
-    tmp_path: Path, deposit: int = 1_000 * TOKEN, config: MarketConfig | None = None
+    tmp_path: Path,
+    deposit: int = 1_000 * TOKEN,
+    config: MarketConfig | None = None,
+    grid: GridSetup | None = None,
 ) -> Market:
     ledger = MemoryLedger(penalty_price_per_wh=PENALTY)
     ledger.operator = OPERATOR.address.lower()
     clock = SimulatedClock(ledger.epoch_seconds + 10 * ledger.interval_seconds)
     db = tmp_path / "market.db"
-    service = MarketService(OrderStore(db), ledger, clock, config, operator_key=OPERATOR.key)
+    service = MarketService(
+        OrderStore(db), ledger, clock, config, operator_key=OPERATOR.key, grid=grid
+    )
     signers = []
     for seed in (1, 2, 3):
         who = account(seed)

@@ -31,6 +31,7 @@ from ledger.records import Reading, SignedOrder, Trade
 from market.chain_ledger import ChainLedger
 from market.client import MarketApiError, MarketClient
 from market.clock import SimulatedClock
+from market.grid_operator import GridSetup
 from market.http.app import create_app
 from market.ledger_port import CommitReceipt
 from market.service import MarketConfig, MarketService
@@ -107,19 +108,29 @@ class AuditChain:
         self.market = client.address
         self._snapshot = self.chain.snapshot()
 
-    def session(self, config: MarketConfig | None = None, tamper: Tamper | None = None) -> Session:
-        """Revert to the funded snapshot and start a fresh market service over it."""
+    def session(
+        self,
+        config: MarketConfig | None = None,
+        tamper: Tamper | None = None,
+        grid: GridSetup | None = None,
+    ) -> Session:
+        """Revert to the funded snapshot and start a fresh market service over it (on a
+        grid when ``grid`` is given)."""
         self.chain.revert(self._snapshot)
         if not self.chain.is_embedded:
             self._snapshot = self.chain.snapshot()  # anvil consumes a snapshot on revert
-        return Session(self, config, tamper)
+        return Session(self, config, tamper, grid)
 
 
 class Session:
     """A market service, its API and a client per participant, on a reverted chain."""
 
     def __init__(
-        self, base: AuditChain, config: MarketConfig | None, tamper: Tamper | None = None
+        self,
+        base: AuditChain,
+        config: MarketConfig | None,
+        tamper: Tamper | None = None,
+        grid: GridSetup | None = None,
     ) -> None:
         self.base = base
         self.chain = base.chain
@@ -132,6 +143,7 @@ class Session:
             self.clock,
             config,
             operator_key=base.operator.key,
+            grid=grid,
         )
         self.app = create_app(self.service)
         self.clients = [MarketClient(app=self.app, account=who) for who in base.participants]

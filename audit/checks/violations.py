@@ -32,6 +32,9 @@ LATE_ORDERS = "late_orders"
 """No order received at or after the gate closure (by its receipt) is in the clearing."""
 UNCOMMITTED = "uncommitted"
 """An interval with a published order set was committed on-chain."""
+GRID = "grid"
+"""A grid interval's document is the grid operator's, its committed trades are the grid
+re-clearing's and P1-P6 hold (:mod:`audit.checks.grid`)."""
 DEFAULTERS = "defaulters"
 """Every party the interval names as a defaulter was short at the block it names, between the
 gate closure and the commit, and every party short there was named (:mod:`market.defaulters`)."""
@@ -43,6 +46,7 @@ INTERVAL_CHECKS: tuple[str, ...] = (
     DEFAULTERS,
     RECLEAR,
     PROPERTIES,
+    GRID,
     SETTLEMENT,
     READINGS,
     RECEIPTS,
@@ -134,6 +138,7 @@ __all__ = [
     "COMMITMENT",
     "CONSERVATION",
     "DEFAULTERS",
+    "GRID",
     "INTERVAL_CHECKS",
     "LATE_ORDERS",
     "MARKET_CHECKS",

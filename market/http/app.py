@@ -49,6 +49,7 @@ from market.http.group_commit import GroupCommitter
 from market.http.intake import OrderIntake
 from market.http.openapi_doc import DocumentedApp
 from market.http.problems import install_problem_handlers
+from market.http.routes.grid import grid_router
 from market.http.routes.info import info_router
 from market.http.routes.intervals import intervals_router
 from market.http.routes.orders import intake_body_schemas, orders_router
@@ -170,6 +171,7 @@ def create_app(
     app.include_router(participants_router(service))
     app.include_router(registrations_router(service))
     app.include_router(intervals_router(service))
+    app.include_router(grid_router(service))
     for router in extra_routers:
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

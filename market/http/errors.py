@@ -56,6 +56,15 @@ registration_pending        409     the participant has another registration req
 registration_not_found      404     no registration request of this participant
 not_found                   404     no such path
 method_not_allowed          405     the path does not take this method
+wrong_node                  422     an order states a grid node other than the one recorded
+                                    for its participant (``GET /market`` ``grid.nodes``)
+node_not_registered         403     a grid market has no node recorded for the participant
+not_grid_operator           403     a grid document's signature is valid but not the grid
+                                    operator's over this interval and document
+invalid_grid_document       422     a grid document is refused (its ``gridCode`` says why:
+                                    ``grid.not_canonical``, ``grid.interval_mismatch``, ...)
+no_grid                     404     the market clears on no grid, or has no document for
+                                    the interval
 service_unavailable         503     the order store or the chain failed (not bad input)
 chain_busy                  503     the chain-read budget for participants not seen yet is
                                     spent; retry after ``Retry-After`` seconds
@@ -282,6 +291,34 @@ class MethodNotAllowed(RequestError):
     code, status, title = "method_not_allowed", 405, "Method not allowed"
 
 
+class WrongNode(RequestError):
+    """Raised when an order states a grid node other than its participant's recorded node
+    (docs/grid.md §1.2: intake accepts an order only at that node)."""
+
+    code, status, title = "wrong_node", 422, "Wrong grid node"
+
+
+class NodeNotRegistered(RequestError):
+    """Raised when a market that clears on a grid has no node recorded for the participant
+    (the registrar records it; ``GET /market`` ``grid.nodes``)."""
+
+    code, status, title = "node_not_registered", 403, "No grid node recorded"
+
+
+class InvalidGridDocument(RequestError):
+    """Raised when a grid document sent to the market is refused; ``gridCode`` names the
+    rule of docs/grid.md §1.3 it breaks."""
+
+    code, status, title = "invalid_grid_document", 422, "Invalid grid document"
+
+
+class NoGrid(RequestError):
+    """Raised when a grid document is asked of a market that clears on no grid, or of an
+    interval that has none (yet)."""
+
+    code, status, title = "no_grid", 404, "No grid document"
+
+
 class ServiceUnavailable(WattledgerError):
     """Raised when the order store or the chain fails; the request may be retried (503).
 
@@ -335,6 +372,7 @@ __all__ = [
     "IntervalClosed",
     "IntervalNotClosed",
     "IntervalTooFar",
+    "InvalidGridDocument",
     "InvalidMeter",
     "InvalidPrice",
     "InvalidQuantity",
@@ -342,6 +380,8 @@ __all__ = [
     "InvalidSide",
     "MalformedJson",
     "MethodNotAllowed",
+    "NoGrid",
+    "NodeNotRegistered",
     "NonceUsed",
     "NotFound",
     "NotOperator",
@@ -360,4 +400,5 @@ __all__ = [
     "SignerMismatch",
     "TooManyOrders",
     "UnregisteredParticipant",
+    "WrongNode",
 ]

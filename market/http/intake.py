@@ -53,6 +53,7 @@ BATCH_PATH = "/orders:batch"
 _ORDER_FIELDS = ("participant", "interval", "side", "quantityWh", "pricePerWh", "nonce", "expiry")
 _ORDER_FIELD_SET = frozenset(_ORDER_FIELDS)
 _SIGNED_FIELD_SET = frozenset(("order", "signature"))
+_SIGNED_WITH_NODE = frozenset(("order", "signature", "node"))
 _BATCH_FIELD_SET = frozenset(("orders",))
 
 
@@ -119,8 +120,11 @@ def check_signed_order(body: Any, loc: tuple[str | int, ...] = ()) -> SignedMess
     signature = _field(signed, "signature", loc)
     if type(signature) is not str:
         raise _shape_error((*loc, "signature"), "string_type", "Input should be a string")
-    _check_extra(signed, _SIGNED_FIELD_SET, loc)
-    return SignedMessage(order, signature)
+    node = signed.get("node")
+    if node is not None and type(node) is not str:
+        raise _shape_error((*loc, "node"), "string_type", "Input should be a string")
+    _check_extra(signed, _SIGNED_WITH_NODE if "node" in signed else _SIGNED_FIELD_SET, loc)
+    return SignedMessage(order, signature, node)
 
 
 def check_batch(body: Any) -> list[SignedMessage]:

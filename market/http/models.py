@@ -70,6 +70,13 @@ class SignedOrder(BaseModel):
 
     order: OrderMessage
     signature: Signature
+    node: str | None = Field(
+        default=None,
+        description="optional, outside the signed message: the grid node the order is for. "
+        "Intake takes an order only at its participant's recorded node (GET /market: "
+        "grid.nodes; wrong_node otherwise); in a market without a grid the one node is "
+        "'root'. Absent: the participant's node.",
+    )
 
 
 class OrderBatch(BaseModel):
@@ -420,7 +427,32 @@ class TradeView(BaseModel):
     buyer: str
     seller: str
     quantityWh: int
-    pricePerWh: str
+    pricePerWh: str = Field(description="what the buyer pays, base units per Wh")
+    sellPricePerWh: str | None = Field(
+        default=None,
+        description="grid markets: what the seller receives, base units per Wh (the grid "
+        "operator receives the difference); absent in a market without a grid",
+    )
+
+
+class GridOutcome(BaseModel):
+    """What clearing on the interval's grid document gave (docs/grid.md §7)."""
+
+    gridRoot: str = Field(description="keccak256 of the document's canonical bytes")
+    nodePrices: dict[str, str | None] = Field(description="node id -> price, base units per Wh")
+    flowsWh: dict[str, int] = Field(
+        description="node id -> net Wh across its edge to its parent, + = export (non-root)"
+    )
+    feeRevenue: str = Field(description="the edges' fees, base units")
+    congestionRent: str = Field(description="grid revenue beyond the fees, base units")
+    nodes: dict[str, str] = Field(
+        default_factory=dict,
+        description="the node registry as the clearing used it: participant -> node",
+    )
+    unplaced: list[str] = Field(
+        default_factory=list,
+        description="orders whose participant's node is not in the document: not cleared",
+    )
 
 
 class CommitView(BaseModel):
@@ -452,6 +484,11 @@ class ClearingView(BaseModel):
     )
     dropped: list[str] = Field(
         default_factory=list, description="orders of the set dropped with their defaulters"
+    )
+    grid: GridOutcome | None = Field(
+        default=None,
+        description="grid markets: the outcome on the interval's grid document (null: no "
+        "grid, or no document at gate closure, so nothing was cleared)",
     )
     commit: CommitView | None
 
@@ -559,6 +596,24 @@ class MarketBounds(BaseModel):
     )
 
 
+class GridInfo(BaseModel):
+    """The grid a market clears on (docs/grid.md): who signs its documents, where each
+    participant is, and how to publish a document."""
+
+    operator: str = Field(description="the grid operator's address, which signs each document")
+    nodes: dict[str, str] = Field(
+        description="the node registry: participant address -> the node its orders clear at"
+    )
+    defaultDocument: bool = Field(
+        description="whether intervals without a published document get the deployment's "
+        "default one (signed with the grid operator's key the market holds)"
+    )
+    template: dict[str, Any] = Field(
+        description="the ready-to-sign EIP-712 GridDocument(uint64 interval, bytes32 gridRoot)"
+    )
+    submit: str = Field(description="where the grid operator publishes a document")
+
+
 class MarketInfo(BaseModel):
     """Everything a client needs to sign orders and follow the market."""
 
@@ -590,6 +645,9 @@ class MarketInfo(BaseModel):
     mechanism: dict[str, Any]
     terms: dict[str, Any]
     bounds: MarketBounds
+    grid: GridInfo | None = Field(
+        default=None, description="null: the market clears on no grid (one node, 'root')"
+    )
 
 
 __all__ = [
@@ -603,6 +661,8 @@ __all__ = [
     "Eip712Domain",
     "Eip712Field",
     "Eip712Info",
+    "GridInfo",
+    "GridOutcome",
     "Health",
     "MarketBounds",
     "MarketInfo",

@@ -64,6 +64,22 @@ def eip712_info(domain: signing.Domain) -> dict[str, Any]:
     }
 
 
+def grid_info(service: MarketService) -> dict[str, Any] | None:
+    """``GET /market``'s ``grid``: None for a market without a grid; else the grid
+    operator's address, the node registry, whether a default document is signed per
+    interval, and the ready-to-sign ``GridDocument`` template."""
+    grid = service.grid
+    if grid is None:
+        return None
+    return {
+        "operator": checksum_address(grid.address),
+        "nodes": {checksum_address(p): n for p, n in sorted(grid.nodes.items())},
+        "defaultDocument": grid.has_default,
+        "template": signing.template(service.domain, "GridDocument"),
+        "submit": "PUT /intervals/{t}/grid (body: the canonical bytes; header Grid-Signature)",
+    }
+
+
 def info_router(service: MarketService) -> APIRouter:
     """``GET /health`` and ``GET /market`` of ``service``."""
     router = APIRouter(tags=["market"])
@@ -120,6 +136,7 @@ def info_router(service: MarketService) -> APIRouter:
                 "toleranceBps": terms.tolerance_bps,
                 "readingWindowSeconds": terms.reading_window_seconds,
             },
+            "grid": grid_info(service),
             "bounds": {
                 "minQuantityWh": cfg.min_order_wh,
                 "maxQuantityWh": MAX_QUANTITY_WH,
@@ -132,4 +149,4 @@ def info_router(service: MarketService) -> APIRouter:
     return router
 
 
-__all__ = ["RETURNED_BY", "SUBMIT", "eip712_info", "info_router"]
+__all__ = ["RETURNED_BY", "SUBMIT", "eip712_info", "grid_info", "info_router"]

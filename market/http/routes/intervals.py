@@ -198,6 +198,7 @@ def intervals_router(service: MarketService) -> APIRouter:
             "expired": clearing.get("expired", []),
             "defaulters": [_defaulter(d) for d in clearing.get("defaulters", [])],
             "dropped": clearing.get("dropped", []),
+            "grid": clearing.get("grid"),
             "commit": (
                 {"txHash": record.commit_tx, "blockNumber": record.commit_block}
                 if committed

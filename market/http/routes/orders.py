@@ -31,6 +31,7 @@ from market.http.errors import (
     InvalidRequest,
     InvalidSide,
     MalformedJson,
+    NodeNotRegistered,
     NonceUsed,
     NotYourOrder,
     OrderExpired,
@@ -44,6 +45,7 @@ from market.http.errors import (
     SignerMismatch,
     TooManyOrders,
     UnregisteredParticipant,
+    WrongNode,
 )
 from market.http.intake import BATCH_PATH, ORDER_PATH, OrderIntake
 from market.http.models import (
@@ -77,6 +79,8 @@ ORDER_REFUSALS = (
     SignerMismatch,
     OrderExpired,
     UnregisteredParticipant,
+    NodeNotRegistered,
+    WrongNode,
     IntervalTooFar,
     IntervalClosed,
     NonceUsed,
@@ -102,6 +106,9 @@ Checked in this order; the first failing check answers:
    `GET /market` (`signer_mismatch`);
 4. `expiry` is after the market's clock (`order_expired`);
 5. the participant is registered on the market contract (`unregistered_participant`);
+   in a market that clears on a grid it has a recorded node (`node_not_registered`), and
+   `node`, when the body states one, is that node (`wrong_node`; `GET /market`
+   `grid.nodes`); in a market without a grid `node` may only be `root`;
 6. the interval's gate is open: the market's clock is before
    `epoch + interval * intervalSeconds - gateClosureSeconds` (`interval_closed`), and
    `interval` is at most `maxAheadIntervals` after the current one (`interval_too_far`);
