@@ -68,6 +68,8 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     /// @dev Order flags (bits 24-31 of an order's first word).
     uint256 private constant ORDER_CONTINUED = 1;
     uint256 private constant ORDER_OPEN = 2;
+    uint256 private constant ORDER_UNPARKED = 4;
+    uint256 private constant ORDER_PARKED = 8;
     /// @dev Positions in a trade word and in an order's first word are 16 bits.
     uint256 private constant MAX_CHUNK_PARTIES = 1 << 16;
     uint256 private constant MAX_CHUNK_ORDERS = 1 << 16;
@@ -166,8 +168,12 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     mapping(uint64 interval => IntervalRecord) private _intervals;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _readingFlags;
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _exportedLanes;
+    /// @dev Exports of 2^32 - 1 Wh or more, whole, by participant index (their lane is full).
+    mapping(uint64 interval => mapping(uint256 index => uint256)) private _largeExports;
     /// @dev Per party (participant index), the chunks its fresh orders and its sales came in.
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _commitLanes;
+    /// @dev Fill plus one of each order a chunk parked (left open for a chunk after the next).
+    mapping(uint64 interval => mapping(bytes32 orderId => uint256)) private _openFills;
 
     /// @notice Deploys the market.
     /// @dev Reverts ZeroAddress, InvalidIntervalLength or InvalidTerms for bad arguments.
@@ -440,7 +446,8 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     ///      signature by its party is checked (ECDSA, or ERC-1271 for a contract account); a
     ///      continued order carries its fill so far instead, and the fold of the continued
     ///      orders' (digest, fill) must equal the open orders the chunk before left
-    ///      (`c.openOrders`), so its fields and fill are the ones checked there. Returns the
+    ///      (`c.openOrders`), so its fields and fill are the ones checked there; an unparked
+    ///      order takes its fill from the record a chunk before parked it in. Returns the
     ///      order table (per order: filled so far, limit price, first word) and the digests.
     function _loadOrders(
         CommitContext memory c,
@@ -448,7 +455,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint256 partyCount,
         uint256[] calldata orders,
         uint256[] memory partyFlags
-    ) private view returns (uint256 ot, bytes32[] memory ids) {
+    ) private returns (uint256 ot, bytes32[] memory ids) {
         if (orders.length % ORDER_WORDS != 0) revert MalformedOrders(orders.length);
         uint256 n = orders.length / ORDER_WORDS;
         if (n > MAX_CHUNK_ORDERS) revert ChunkTooLarge(n);
@@ -473,7 +480,10 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             }
             uint256 party = meta & 0xffff;
             uint256 flags = (meta >> 24) & 0xff;
-            if (party >= partyCount || (meta >> 16) & 0xff > 1 || flags > 3 || (meta >> 32) & 0xffffffff != 0 || limit >> 128 != 0) {
+            if (
+                party >= partyCount || (meta >> 16) & 0xff > 1 || flags > 15 || flags & 5 == 5 || flags & 10 == 10
+                    || (meta >> 32) & 0xffffffff != 0 || limit >> 128 != 0
+            ) {
                 revert MalformedOrder(i);
             }
             address account = address(uint160(PartyTable.get(table, party, PartyTable.ACCOUNT)));
@@ -481,14 +491,24 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             if (id <= previous) revert OrdersNotAscending(i);
             previous = id;
             uint256 filled;
-            if (flags & ORDER_CONTINUED != 0) {
+            if (flags & (ORDER_CONTINUED | ORDER_UNPARKED) != 0) {
                 uint256 spare;
                 assembly ("memory-safe") {
                     filled := calldataload(add(w, 64))
                     spare := calldataload(add(w, 96))
                 }
+                if (flags & ORDER_UNPARKED != 0) {
+                    if (filled != 0) revert MalformedOrder(i);
+                    filled = _openFills[c.interval][id];
+                    if (filled == 0) revert OrderNotOpen(i, id);
+                    _openFills[c.interval][id] = 0;
+                    unchecked {
+                        --filled;
+                    }
+                } else {
+                    continued = TradeChain.foldOpen(continued, id, filled);
+                }
                 if (spare != 0 || filled >> 64 != 0) revert MalformedOrder(i);
-                continued = TradeChain.foldOpen(continued, id, filled);
             } else {
                 _checkOrderSigner(account, id, w, i);
                 partyFlags[party] |= uint256(1) << (uint256(id) % FRESH_BITS);
@@ -636,7 +656,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     /// @dev Checks every order's fill against its quantity and folds the (digest, fill) of each
     ///      order the chunk leaves open into `c.openOrders`, which the next chunk's continued
     ///      orders must reproduce exactly; the last chunk leaves none open.
-    function _closeOrders(CommitContext memory c, uint256 ot, bytes32[] memory ids) private pure {
+    function _closeOrders(CommitContext memory c, uint256 ot, bytes32[] memory ids) private {
         uint256 n = ids.length;
         bytes32 open;
         for (uint256 i; i < n;) {
@@ -649,9 +669,16 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             }
             uint256 quantity = (meta >> 64) & 0xffffffffffffffff;
             if (filled > quantity) revert OrderOverfilled(ids[i], filled, quantity);
-            if ((meta >> 24) & ORDER_OPEN != 0) {
+            uint256 flags = (meta >> 24) & 0xff;
+            if (flags & (ORDER_OPEN | ORDER_PARKED) != 0) {
                 if (c.last) revert OrderLeftOpen(ids[i]);
-                open = TradeChain.foldOpen(open, ids[i], filled);
+                if (flags & ORDER_OPEN != 0) {
+                    open = TradeChain.foldOpen(open, ids[i], filled);
+                } else {
+                    unchecked {
+                        _openFills[c.interval][ids[i]] = filled + 1;
+                    }
+                }
             }
             unchecked {
                 ++i;
@@ -908,7 +935,10 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
                 batch.laneWord = laneWord;
                 batch.laneBits = _exportedLanes[batch.interval][laneWord];
             }
-            batch.laneBits = ReadingSlots.writeLane(batch.laneBits, shift, uint64(exportedWh));
+            uint32 lane = ReadingSlots.FULL_LANE;
+            if (exportedWh < lane) lane = uint32(exportedWh);
+            else _largeExports[batch.interval][index] = exportedWh;
+            batch.laneBits = ReadingSlots.writeLane(batch.laneBits, shift, lane);
         }
     }
 
@@ -1103,8 +1133,10 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             index := mload(add(record, 32))
         }
         (uint256 word, uint256 shift) = ReadingSlots.lanePosition(index);
+        uint256 exported = ReadingSlots.readLane(_exportedLanes[uint64(t)][word], shift);
+        if (exported == ReadingSlots.FULL_LANE) exported = _largeExports[uint64(t)][index];
         unchecked {
-            exportedPlusOne = uint256(ReadingSlots.readLane(_exportedLanes[uint64(t)][word], shift)) + 1;
+            exportedPlusOne = exported + 1;
         }
         assembly ("memory-safe") {
             mstore(add(record, 128), exportedPlusOne)
@@ -1395,6 +1427,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         submitted = _readingFlags[t][word] & mask != 0;
         (uint256 laneWord, uint256 shift) = ReadingSlots.lanePosition(p.index);
         exportedWh = ReadingSlots.readLane(_exportedLanes[t][laneWord], shift);
+        if (exportedWh == ReadingSlots.FULL_LANE) exportedWh = uint64(_largeExports[t][p.index]);
     }
 
     /// @inheritdoc IEnergyMarket

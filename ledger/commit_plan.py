@@ -8,13 +8,14 @@ checks every trade against its two orders; across chunks it allows only what kee
 check sound:
 
 - an order comes *fresh* once: each party has a 15-bit map of (digest mod 15) of its fresh
-  orders so far, and a fresh order on a set bit is refused. An order a later chunk fills
-  again is left *open* (flag :data:`ORDER_OPEN`) by every chunk from the one it comes fresh
-  in, and *continued* (flag :data:`ORDER_CONTINUED`) by every later one up to its last, with
-  its fill so far in place of its signature (the contract stores a digest of each chunk's
-  open orders and fills, and the next chunk's continued orders must reproduce it exactly,
-  so an open order is listed in every chunk in between); two orders of a party on one bit
-  come fresh in one chunk (the earlier one's), the later one open;
+  orders so far, and a fresh order on a set bit is refused. An order that the next chunk
+  fills again is left *open* (flag :data:`ORDER_OPEN`) and *continued* there (flag
+  :data:`ORDER_CONTINUED`) with its fill so far in place of its signature: the contract
+  stores one digest of a chunk's open orders and fills, which the next chunk's continued
+  orders must reproduce exactly. An order that a later chunk fills again is *parked* (flag
+  :data:`ORDER_PARKED`: its fill is stored, about 22k gas) and *unparked* there (flag
+  :data:`ORDER_UNPARKED`). Two orders of a party on one bit come fresh in one chunk (the
+  earlier one's), the later one open or parked;
 - a seller sells in one chunk only, so each chain link's seller total is complete.
 
 :func:`plan_commit` builds those chunks. When everything fits one transaction it keeps the
@@ -49,7 +50,11 @@ COMMIT_SELECTOR = bytes(keccak(text=COMMIT_SIGNATURE))[:4]
 ORDER_CONTINUED = 1
 """Order flag: an earlier chunk left this order open; its fill continues from there."""
 ORDER_OPEN = 2
-"""Order flag: a later chunk continues this order."""
+"""Order flag: the next chunk continues this order."""
+ORDER_UNPARKED = 4
+"""Order flag: a chunk before the previous one parked this order; its fill is in storage."""
+ORDER_PARKED = 8
+"""Order flag: a chunk after the next continues this order (its fill is stored)."""
 
 MAX_COMMIT_BYTES = 120_000
 """Most calldata bytes of one chunk: geth-based nodes refuse transactions above 128 KB."""
@@ -67,6 +72,7 @@ GAS_BASE = 160_000
 GAS_PER_PARTY = 10_000
 GAS_PER_ORDER = 7_000
 GAS_PER_OPEN_ORDER = 1_000
+GAS_PER_PARKED_ORDER = 30_000
 GAS_PER_TRADE = 3_000
 GAS_PER_LANE_PARTY = 3_000
 FRESH_BITS = 15
@@ -157,6 +163,8 @@ def order_words(
     )
     if flags & ORDER_CONTINUED:
         return meta, order.price_per_wh, filled_wh, 0
+    if flags & ORDER_UNPARKED:
+        return meta, order.price_per_wh, 0, 0
     r, vs = compact_signature(order.signature)
     return meta, order.price_per_wh, int.from_bytes(r, "big"), int.from_bytes(vs, "big")
 
@@ -223,7 +231,6 @@ def plan_commit(
     for _ in range(16):
         drafts = _pack(grouped, used, byte_budget, gas_budget)
         _introduce(drafts, used)
-        _carry(drafts, used)
         sizes = [d.size()[0] for d in drafts]
         gases = _gas_with_opens(drafts)
         if max(sizes) <= max_bytes and max(gases) <= max_gas:
@@ -259,31 +266,23 @@ def _introduce(drafts: Sequence[_Draft], used: Mapping[bytes, SignedOrder]) -> N
                 drafts[intro].parties.add(party)
 
 
-def _carry(drafts: Sequence[_Draft], used: Mapping[bytes, SignedOrder]) -> None:
-    """Lists each order (and its party) in every chunk between the first and the last that
-    lists it: each chunk continues exactly the orders the chunk before left open."""
-    span: dict[bytes, tuple[int, int]] = {}
-    for c, draft in enumerate(drafts):
-        for order_id in draft.orders:
-            first, _ = span.get(order_id, (c, c))
-            span[order_id] = (first, c)
-    for order_id, (first, last) in span.items():
-        party = checksum_address(used[order_id].participant)
-        for c in range(first + 1, last):
-            drafts[c].orders.add(order_id)
-            drafts[c].parties.add(party)
-
-
 def _gas_with_opens(drafts: Sequence[_Draft]) -> list[int]:
-    """Each draft's estimated gas counting the orders it leaves open (listed again later)."""
-    last_listed: dict[bytes, int] = {}
+    """Each draft's estimated gas counting the orders it leaves open for the next chunk and
+    the ones it parks for a later one."""
+    listed: dict[bytes, list[int]] = {}
     for c, draft in enumerate(drafts):
         for order_id in draft.orders:
-            last_listed[order_id] = c
+            listed.setdefault(order_id, []).append(c)
     out = []
     for c, draft in enumerate(drafts):
-        opens = sum(1 for o in draft.orders if last_listed[o] > c)
-        out.append(draft.size(open_orders=opens, lanes=len(drafts) > 1)[1])
+        opens = parks = 0
+        for order_id in draft.orders:
+            later = [x for x in listed[order_id] if x > c]
+            if later:
+                opens += later[0] == c + 1
+                parks += later[0] > c + 1
+        _, gas = draft.size(open_orders=opens, lanes=len(drafts) > 1)
+        out.append(gas + GAS_PER_PARKED_ORDER * parks)
     return out
 
 
@@ -387,10 +386,7 @@ def _assemble(
         words: list[int] = []
         for order_id in ids:
             order = used[order_id]
-            chunks_of = listed[order_id]
-            flags = (ORDER_CONTINUED if chunks_of[0] < c else 0) | (
-                ORDER_OPEN if chunks_of[-1] > c else 0
-            )
+            flags = _flags(listed[order_id], c)
             words.extend(
                 order_words(
                     order,
@@ -420,6 +416,19 @@ def _assemble(
         chunks.append(CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first))
         first = last
     return CommitPlan(trades, tuple(chunks))
+
+
+def _flags(chunks_of: Sequence[int], c: int) -> int:
+    """An order's flags in chunk ``c``, of the chunks ``chunks_of`` (ascending) it is listed
+    in: continued from the chunk before or unparked from an earlier one; open for the next
+    chunk or parked for a later one."""
+    at = chunks_of.index(c)
+    flags = 0
+    if at > 0:
+        flags |= ORDER_CONTINUED if chunks_of[at - 1] == c - 1 else ORDER_UNPARKED
+    if at + 1 < len(chunks_of):
+        flags |= ORDER_OPEN if chunks_of[at + 1] == c + 1 else ORDER_PARKED
+    return flags
 
 
 def _array(words: Sequence[bytes]) -> bytes:
@@ -502,6 +511,8 @@ __all__ = [
     "MAX_COMMIT_BYTES",
     "ORDER_CONTINUED",
     "ORDER_OPEN",
+    "ORDER_PARKED",
+    "ORDER_UNPARKED",
     "CommitChunk",
     "CommitPlan",
     "CommitTooLarge",

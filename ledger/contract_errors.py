@@ -463,6 +463,14 @@ class TermsChangePending(LedgerError):
     fields = ("effective_from",)
 
 
+class OrderNotOpen(LedgerError):
+    """Raised when an order is marked unparked but no earlier chunk parked it."""
+
+    code = "order_not_open"
+    solidity_name = "OrderNotOpen"
+    fields = ("order_index", "order_id")
+
+
 class OpenOrdersMismatch(LedgerError):
     """Raised when a commit chunk's continued orders (digests and fills) are not exactly the
     orders the chunk before left open."""
@@ -551,6 +559,7 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "OrderAlreadyFresh": OrderAlreadyFresh,
     "OrderLeftOpen": OrderLeftOpen,
     "OpenOrdersMismatch": OpenOrdersMismatch,
+    "OrderNotOpen": OrderNotOpen,
     "TermsChangePending": TermsChangePending,
     "OrderOverfilled": OrderOverfilled,
     "OrdersNotAscending": OrdersNotAscending,

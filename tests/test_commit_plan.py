@@ -22,6 +22,8 @@ from ledger.commit_plan import (
     FRESH_BITS,
     ORDER_CONTINUED,
     ORDER_OPEN,
+    ORDER_PARKED,
+    ORDER_UNPARKED,
     CommitPlan,
     CommitTooLarge,
     commit_calldata,
@@ -83,6 +85,7 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
     """Replay ``plan`` under the contract's chunk rules; return the trades it commits."""
     lanes: dict[str, tuple[int, int]] = {}
     open_orders: list[tuple[bytes, int]] = []  # the chunk before's open orders, ascending
+    parked: dict[bytes, int] = {}
     committed: list[Trade] = []
     heads = settlement_chain(plan.trades, INDEX)
     expected_head = heads[0]
@@ -105,10 +108,14 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
             digest = order_digest(DOMAIN.separator, party, T, side, q, limit, nonce, expiry)
             assert not ids or digest > ids[-1]
             ids.append(digest)
+            assert flags < 16 and flags & 5 != 5 and flags & 10 != 10
             if flags & ORDER_CONTINUED:
                 assert chunk.orders[4 * k + 3] == 0
                 fills.append(chunk.orders[4 * k + 2])
                 continued.append((digest, chunk.orders[4 * k + 2]))
+            elif flags & ORDER_UNPARKED:
+                assert chunk.orders[4 * k + 2 : 4 * k + 4] == (0, 0)
+                fills.append(parked.pop(digest))  # KeyError: OrderNotOpen
             else:
                 fills.append(0)
                 fresh[party] = fresh.get(party, 0) | 1 << (
@@ -138,6 +145,9 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
             if flags & ORDER_OPEN:
                 assert not last
                 open_orders.append((ids[k], fills[k]))
+            elif flags & ORDER_PARKED:
+                assert not last
+                parked[ids[k]] = fills[k]
         if len(plan.chunks) > 1:
             for party in chunk.parties:
                 bits, sold_in = lanes.get(party, (0, 0))
@@ -151,7 +161,7 @@ def accept(plan: CommitPlan, max_bytes: int) -> list[Trade]:
         assert heads[start] == expected_head
         expected_head = chunk.tail_hash
         assert heads[len(committed)] == chunk.tail_hash
-    assert not open_orders
+    assert not open_orders and not parked
     return committed
 
 
@@ -179,13 +189,10 @@ def test_every_plan_is_accepted_and_commits_the_same_trades(
     try:
         plan = plan_commit(T, trades, orders, INDEX, max_bytes=max_bytes)
     except CommitTooLarge:
-        # Only a seller whose own trades, orders and parties, with the open orders of other
-        # chunks that its chunk carries (at most every bid, 160 bytes each), exceed a chunk
-        # cannot commit.
+        # Only a seller whose own trades, orders and parties exceed a chunk cannot commit.
         groups = group_by_seller(trades)
-        carried = 160 * len({x.buy_order_id for x in trades})
         assert any(
-            sum(1 for x in groups if x.seller == s) * 200 + 600 + carried > max_bytes
+            sum(1 for x in groups if x.seller == s) * 200 + 600 > max_bytes
             for s in {x.seller for x in groups}
         )
         return

@@ -144,6 +144,17 @@ def test_reading_at_uint64_maximum_is_kept_exactly(env: MarketEnv) -> None:
     assert env.ledger.reading_of(t, env.p(0)) == (False, 0)
 
 
+def test_exports_at_and_around_a_full_lane_are_kept_exactly(env: MarketEnv) -> None:
+    """A lane holds 32 bits; 2^32 - 1 Wh and more are stored whole beside it."""
+    t = _t(env)
+    env.to_reading_window(t)
+    values = [2**32 - 2, 2**32 - 1, 2**32, 2**40 + 7]
+    env.ledger.submit_readings(
+        t, [env.sign(Reading(env.p(i), t, 0, v)) for i, v in enumerate(values)]
+    )
+    assert [env.ledger.reading_of(t, env.p(i)) for i in range(4)] == [(True, v) for v in values]
+
+
 def test_reading_signed_by_wrong_key_reverts(env: MarketEnv) -> None:
     t = _t(env)
     env.to_reading_window(t)

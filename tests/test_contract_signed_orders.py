@@ -33,6 +33,8 @@ from ledger.calldata import settle_chunk_args
 from ledger.commit_plan import (
     ORDER_CONTINUED,
     ORDER_OPEN,
+    ORDER_PARKED,
+    ORDER_UNPARKED,
     CommitChunk,
     commit_calldata,
     order_words,
@@ -48,6 +50,7 @@ from ledger.contract_errors import (
     OpenOrdersMismatch,
     OrderAlreadyFresh,
     OrderLeftOpen,
+    OrderNotOpen,
     OrderOverfilled,
     OrdersNotAscending,
     PriceOutsideLimit,
@@ -225,6 +228,48 @@ def test_a_commit_in_chunks_settles_like_the_same_trades_in_one(env: MarketEnv) 
         credited = 0 if delta is None else delta.credited
         assert env.ledger.balance_of(p).locked == 0
         assert env.ledger.balance_of(p).free == DEPOSIT - locks.get(p, 0) + credited
+
+
+def test_an_order_filled_in_the_first_and_third_chunk_is_parked_in_between(
+    env: MarketEnv,
+) -> None:
+    """The bid fills in chunks 1 and 3 only: chunk 1 parks its fill in storage, chunk 2 does
+    not list it, chunk 3 unparks it; unparking an order never parked reverts."""
+    t = env.next_interval()
+    bid, other = order(env, 0, t, 0, 300), order(env, 1, t, 0, 150)
+    asks = [order(env, 3, t, 1, 250), order(env, 4, t, 1, 150), order(env, 5, t, 1, 50)]
+    trades = [
+        deal(env, bid, asks[0], 250),
+        deal(env, other, asks[1], 150),
+        deal(env, bid, asks[2], 50),
+    ]
+    orders = [bid, other, *asks]
+    first, second, third = _plan(env, t, trades, orders, 900)
+    parked = [i for i in range(first.order_count) if first.orders[4 * i] >> 24 & ORDER_PARKED]
+    assert len(parked) == 1 and second.order_count == 2
+    unparked = next(
+        i for i in range(third.order_count) if third.orders[4 * i] >> 24 & ORDER_UNPARKED
+    )
+    _send(env, t, _with_flags(first, parked[0], 0))  # closes the bid instead of parking it
+    _send(env, t, second)
+    with raises(OrderNotOpen, order_index=unparked):
+        _send(env, t, third)
+    # The honest plan commits, locking what the same trades lock in one transaction.
+    t = env.next_interval() + 1
+    bid, other = order(env, 0, t, 0, 300), order(env, 1, t, 0, 150)
+    asks = [order(env, 3, t, 1, 250), order(env, 4, t, 1, 150), order(env, 5, t, 1, 50)]
+    trades = [
+        deal(env, bid, asks[0], 250),
+        deal(env, other, asks[1], 150),
+        deal(env, bid, asks[2], 50),
+    ]
+    by_id = {o.order_id: o for o in (bid, other, *asks)}
+    before = {p: env.ledger.balance_of(p).locked for p in env.participants}
+    assert len(env.ledger.commit_chunks(t, BOOK_ROOT, trades, by_id, max_bytes=900)) == 3
+    assert env.ledger.interval_info(t).status == "committed"
+    locks = collateral_locks(trades, DEFAULT_TERMS.penalty_price_per_wh)
+    for p in env.participants:
+        assert env.ledger.balance_of(p).locked - before[p] == locks.get(p, 0)
 
 
 def _send(env: MarketEnv, t: int, chunk: CommitChunk, root: bytes = BOOK_ROOT) -> None:

@@ -141,15 +141,17 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      with `tailHash` zero completes it (IntervalCommitted). A commit left open when the
     ///      interval ends settles as far as its chunks went. Across chunks an order comes fresh
     ///      once (a per-party bitmap of digest mod 15 refuses a second fresh order on a set
-    ///      bit), the orders a chunk leaves open (flag 2) are exactly the ones the next chunk
-    ///      continues (flag 1; the chunk stores a digest of their ids and fills), and a
-    ///      seller sells in one chunk.
+    ///      bit), the orders a chunk leaves open for the next chunk (flag 2) are exactly the ones
+    ///      the next chunk continues (flag 1; the chunk stores a digest of their ids and fills),
+    ///      an order left open for a later chunk is parked (flag 8: its fill is stored) and
+    ///      unparked there (flag 4), and a seller sells in one chunk.
     ///
     ///      Encoding (positions are 16-bit): `orders` holds four words per order, strictly
     ///      ascending by digest: word 0 = party position (bits 0-15) | side (16-23, 0 buy,
     ///      1 sell) | flags (24-31) | quantityWh (64-127) | nonce (128-191) | expiry (192-255);
     ///      word 1 = pricePerWh limit; words 2, 3 = the signature's r and vs (EIP-2098), or,
-    ///      for a continued order (not checked again), its fill so far and zero.
+    ///      for a continued order (not checked again), its fill so far and zero, and for an
+    ///      unparked one, two zero words.
     ///      `trades` holds one word per trade: buyer position (0-15) | seller position (16-31) |
     ///      buy order (32-47) | sell order (48-63) | quantityWh (64-127) | pricePerWh (128-255).
     ///      Reverts:
@@ -162,7 +164,7 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      - PartiesNotAscending, ParticipantNotRegistered, RegistrationChangedDuringCommit,
     ///        ChunkTooLarge for the party table;
     ///      - MalformedOrders, MalformedOrder, OrdersNotAscending, BadOrderSignature,
-    ///        OpenOrdersMismatch, OrderOverfilled, OrderLeftOpen, OrderAlreadyFresh for the orders;
+    ///        OpenOrdersMismatch, OrderNotOpen, OrderOverfilled, OrderLeftOpen, OrderAlreadyFresh for the orders;
     ///      - TradeOrderMismatch, PriceOutsideLimit, ZeroQuantity, ZeroPrice, SelfTrade,
     ///        SellerSpansChunks or SoldQuantityOverflow for a trade;
     ///      - InsufficientCollateral if a party's free balance cannot cover its lock.

@@ -206,6 +206,11 @@ interface IEnergyMarketErrors {
     /// @param effectiveFrom The scheduled terms' first interval start.
     error TermsChangePending(uint64 effectiveFrom);
 
+    /// @notice Thrown when an order is marked unparked but no earlier chunk parked it.
+    /// @param orderIndex Position of the order in the chunk.
+    /// @param orderId The order's digest.
+    error OrderNotOpen(uint256 orderIndex, bytes32 orderId);
+
     /// @notice Thrown when a chunk's continued orders (digests and fills so far) are not
     ///         exactly the orders the chunk before left open.
     /// @param interval The interval.
