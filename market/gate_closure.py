@@ -52,6 +52,17 @@ Defaulters at commit
     needed base units) before the commit that carries it is sent. The book root is unchanged:
     it commits the whole frozen set, dropped orders included.
 
+Contract accounts
+    An order whose signature is not its participant's ECDSA one is a contract account's
+    (ERC-1271). At gate closure the account is asked at the head, as ``commitInterval`` asks
+    it (:mod:`ledger.erc1271`): a refuser is left out (``refused_signature``), and the block
+    each accepted order was accepted at is stored and published (``signatureBlocks``). Each
+    round before a commit asks again, at the round's block, for every such order the round's
+    clearing fills, and a refuser is a defaulter like a party short of collateral (reason
+    ``refused_signature``, with the order). A commit that reverts ``BadOrderSignature`` is
+    met the same way; when the party it names still accepts when asked (the probe cannot
+    tell the market's call from its own), the commit waits for the next tick.
+
 The stored clearing
     :func:`clearing_document` is what the store keeps and ``GET /intervals/{t}/clearing``
     publishes; the trades committed on-chain are read back from it
@@ -391,8 +402,15 @@ class GateClosure:
             # unless the party covered itself again meanwhile; either way the attempts end.
             attempts = 2 + len({o.participant for o in self._live_set(interval)})
             book = self.store.interval_orders(interval)  # a re-clearing fills a subset of it
+            refusal: LedgerCallFailed | None = None
             for _ in range(attempts):
                 clearing = self._drop_defaulters(interval, clearing)
+                if refusal is not None and not _dropped(clearing, refusal):
+                    # The party the contract named accepts when asked as the contract asks
+                    # (an order it never signed, or an account that tells the market's call
+                    # from any other): nothing to drop it for; the commit waits.
+                    raise refusal
+                refusal = None
                 trades = committed_trades(clearing)
                 try:
                     orders = signed_orders(book, trades)
@@ -401,6 +419,8 @@ class GateClosure:
                 except LedgerCallFailed as err:
                     if err.revert not in ("InsufficientCollateral", "BadOrderSignature"):
                         raise
+                    if err.revert == "BadOrderSignature":
+                        refusal = err
                     # A party no longer covers its trades, or a contract account refuses an
                     # order it accepted (BadOrderSignature names it): the next round reads
                     # the balances and asks the contract accounts again, at a newer block.
@@ -570,6 +590,13 @@ class GateClosure:
         fills = {o.id: int(result.fills.get(o.id, 0)) for o in remaining}
         self.store.record_defaults(interval, recleared, fills, gone)
         return recleared
+
+
+def _dropped(clearing: dict[str, Any], refusal: LedgerCallFailed) -> bool:
+    """Whether the party a ``BadOrderSignature`` revert names is a defaulter of
+    ``clearing``."""
+    party = str(refusal.details.get("participant", "")).lower()
+    return any(str(d["participant"]).lower() == party for d in clearing.get("defaulters", []))
 
 
 def _own_signature(order: StoredOrder) -> bool:

@@ -37,7 +37,7 @@ from ledger.errors import BadSignature
 from ledger.records import Trade
 from market.chain_ledger import ChainLedger
 from market.intake import Authenticated
-from market.ledger_port import LedgerCallFailed
+from market.ledger_port import LedgerCallFailed, MemoryLedger
 from market.signed_messages import SignedMessage, parse_order
 
 BUYER, SELLER, OTHER_SELLER = 0, 2, 3
@@ -301,7 +301,7 @@ def test_the_audit_fails_an_operator_that_drops_an_account_that_accepted(
 def test_the_audit_fails_a_refusal_claimed_of_an_ordinary_account(
     refused: tuple[Session, Flaky, int],
 ) -> None:
-    session, flaky, t = refused
+    session, _, t = refused
     body = copy.deepcopy(session.api.interval_orders(t))
     buyer = next(o for o in body["orders"] if o["order"]["participant"] == session.address(BUYER))
     body["defaulters"][0] |= {"participant": session.address(BUYER), "order": buyer["id"]}
@@ -314,7 +314,7 @@ def test_the_audit_fails_a_refusal_claimed_of_an_ordinary_account(
 def test_the_audit_fails_a_contract_order_without_the_block_it_was_accepted_at(
     refused: tuple[Session, Flaky, int],
 ) -> None:
-    session, flaky, t = refused
+    session, _, t = refused
     body = copy.deepcopy(session.api.interval_orders(t))
     for order in body["orders"]:
         order.pop("signatureBlock", None)
@@ -326,8 +326,6 @@ def test_the_audit_fails_a_contract_order_without_the_block_it_was_accepted_at(
 
 def test_an_ecdsa_signature_is_never_asked_of_a_contract() -> None:
     """The memory ledger (no contract accounts) accepts exactly an account's own signature."""
-    from market.ledger_port import MemoryLedger
-
     ledger = MemoryLedger()
     key = Account.create()
     digest = bytes(range(32))
