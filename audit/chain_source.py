@@ -32,14 +32,23 @@ from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import is_address, to_checksum_address
 from web3 import Web3
 
-from audit.evidence import AuditError, CommitRecord, CreationRecord, LedgerEvidence
+from audit.evidence import (
+    AuditError,
+    CommitRecord,
+    CreationRecord,
+    LedgerEvidence,
+    SignatureAnswer,
+)
 from chain.artifacts import load_artifact
 from chain.connection import RPC_TIMEOUT_SECONDS
 from chain.deployment import Deployment
 from chain.logs import EventReader, LogSource
 from chain.rpc import unreachable_reason
+from ledger import eip712 as signing
 from ledger.commit_plan import trades_of_chunks
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
+from ledger.erc1271 import probe_accepts, probe_init_code
+from ledger.errors import BadSignature
 from ledger.events import (
     CollateralLocked,
     EscrowChange,
@@ -315,6 +324,39 @@ def read_block_times(w3: Web3, blocks: Iterable[int], latest: int) -> dict[int, 
     return times
 
 
+def read_signature_answers(
+    w3: Web3, asked: Iterable[tuple[str, str, str, int]], latest: int
+) -> dict[tuple[str, str, int], SignatureAnswer]:
+    """For each ``(participant, order id, signature, block)`` (blocks up to ``latest``):
+    whether the participant held code at the end of the block, and whether it accepted the
+    signature there as ``commitInterval`` asks (its ECDSA signature, else the market's capped
+    static ``isValidSignature`` call, replayed by an ``eth_call`` of the probe of
+    :mod:`ledger.erc1271`). Keyed by ``(participant, order id, block)``; a signature that is
+    not one (malformed) is accepted by nobody."""
+    answers: dict[tuple[str, str, int], SignatureAnswer] = {}
+    for participant, order_id, signature, block in asked:
+        key = (participant, order_id.lower(), block)
+        if key in answers or not 0 <= block <= latest:
+            continue
+        contract = bool(w3.eth.get_code(to_checksum_address(participant), block_identifier=block))
+        digest = bytes.fromhex(order_id[2:])
+        try:
+            if signing.recover(digest, signature) == participant.lower():
+                answers[key] = SignatureAnswer(contract, True)
+                continue
+            r, vs = signing.compact_signature(signature)
+        except BadSignature:
+            answers[key] = SignatureAnswer(contract, False)
+            continue
+        accepts = False
+        if contract:
+            data = probe_init_code(participant, digest, r, vs)
+            output = w3.eth.call({"data": data}, block_identifier=block)
+            accepts = probe_accepts(bytes(output))
+        answers[key] = SignatureAnswer(contract, accepts)
+    return answers
+
+
 def _values(answer: Any) -> list[Any]:
     """An ``intervalInfo`` answer's eight values in ABI order (a tuple, or a mapping)."""
     if isinstance(answer, Mapping):
@@ -397,6 +439,7 @@ __all__ = [
     "read_block_times",
     "read_creation",
     "read_ledger",
+    "read_signature_answers",
     "reading_signatures",
     "web3_of",
 ]

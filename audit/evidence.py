@@ -81,6 +81,16 @@ class CommitRecord:
     the interval's receipts."""
 
 
+@dataclass(frozen=True, slots=True)
+class SignatureAnswer:
+    """Whether an order's participant held code at the end of a block, and whether it accepted
+    the order's signature there as ``commitInterval`` asks (:mod:`ledger.erc1271`: the
+    market's capped static ``isValidSignature`` call, replayed by an ``eth_call``)."""
+
+    contract: bool
+    accepts: bool
+
+
 @dataclass(frozen=True)
 class LedgerEvidence:
     """Everything the audit reads from the chain, pinned at ``block_number``.
@@ -126,6 +136,17 @@ class LedgerEvidence:
     """Unix timestamps of the blocks right after those the published sets name defaulters at
     (:mod:`audit.checks.defaulters`): a balance read at block ``B`` was read after the gate
     closed when block ``B + 1`` was mined at or after it."""
+    signature_answers: Mapping[tuple[str, str, int], SignatureAnswer] = field(default_factory=dict)
+    """What the chain answers, by ``(participant, order id, block)`` (participant checksum,
+    id ``0x`` lower-case hex), for every order the published sets name a block for: an order
+    of a contract account with its ``signatureBlock``, and the order a ``refused_signature``
+    defaulter names with the defaulter's block."""
+
+    def signature_answer(self, participant: str, order_id: str, block: int) -> SignatureAnswer:
+        """:attr:`signature_answers` of one order at one block (not read: neither a contract
+        nor accepting, which fails every claim that needs either)."""
+        key = (participant, order_id.lower(), block)
+        return self.signature_answers.get(key, SignatureAnswer(False, False))
 
     @property
     def operators(self) -> frozenset[str]:
@@ -173,6 +194,9 @@ class PublishedOrder:
     expiry)."""
     receipt: Any = None
     """The operator's ``OrderReceipt`` as published: ``{"seq", "receivedAt", "signature"}``."""
+    signature_block: Any = None
+    """For an order of a contract account: the block at which the market found its
+    ``isValidSignature`` accepting it (``signatureBlock``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +262,9 @@ class PublishedBook:
     state: Any = None
     """The interval's state as published (``frozen``, ``committed``, ``empty``)."""
     defaulters: tuple[Any, ...] = ()
-    """The parties dropped at commit for want of collateral, as published: objects with
-    ``round``, ``block``, ``participant``, ``freeBaseUnits``, ``neededBaseUnits`` and
-    ``reason`` (:mod:`market.defaulters`)."""
+    """The parties dropped at commit, as published: objects with ``round``, ``block``,
+    ``participant`` and ``reason``, and ``freeBaseUnits`` and ``neededBaseUnits`` (for want of
+    collateral) or ``order`` (a refused signature) (:mod:`market.defaulters`)."""
     grid: PublishedGrid | None = None
     """A grid market's document and outcome of the interval (None: the market has no grid)."""
 
@@ -327,6 +351,7 @@ def parse_published_book(data: Any, interval: int, source: str = "") -> Publishe
                 filled_wh=entry.get("filledWh"),
                 status=entry.get("status"),
                 receipt=entry.get("receipt"),
+                signature_block=entry.get("signatureBlock"),
             )
         )
     cancels = [
@@ -409,6 +434,7 @@ __all__ = [
     "PublishedOrder",
     "PublishedReadings",
     "PublishedRefusal",
+    "SignatureAnswer",
     "parse_published_book",
     "parse_published_readings",
     "rules_from_market_info",

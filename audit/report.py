@@ -353,6 +353,8 @@ def audit_interval(
             ledger.order_domain,
             lambda p: meters.registered_at(p, commit.event.position),
             checks,
+            ledger.signature_answer,
+            commit.event.block_number,
         )
         check_book_root(book, parsed, commit.event, state, checks)
         check_defaulters(book, parsed, commit.event, ledger, rules, checks)

@@ -8,16 +8,20 @@ The edge of the audit: :mod:`audit.chain_source` reads the chain's record and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from eth_utils.address import is_address, to_checksum_address
 
 from audit.chain_source import (
     CreationSource,
     LedgerReader,
     read_block_times,
     read_ledger,
+    read_signature_answers,
     web3_of,
 )
+from audit.checks.violations import is_uint
 from audit.evidence import (
     AuditError,
     ClearingRules,
@@ -30,6 +34,7 @@ from audit.order_sources import OrderSourceLike, order_source
 from audit.reading_sources import ReadingSourceLike, reading_source
 from audit.report import AuditReport, audit_evidence, select_intervals
 from ledger.errors import WattledgerError
+from market.defaulters import REFUSED_SIGNATURE
 
 
 def audit_market(
@@ -117,6 +122,16 @@ def audit_market(
                 f"{str(err)[:300]}."
             ) from err
         ledger = dataclasses.replace(ledger, block_times=times)
+    asked = signature_questions(b for b in books.values() if isinstance(b, PublishedBook))
+    if asked:
+        say(f"asking {len(asked)} contract-account signatures at the blocks they are named at")
+        try:
+            answers = read_signature_answers(w3, asked, ledger.block_number)
+        except Exception as err:  # the node failed part-way
+            raise AuditError(
+                f"Reading signatures from the chain failed: {type(err).__name__}: {str(err)[:300]}."
+            ) from err
+        ledger = dataclasses.replace(ledger, signature_answers=answers)
     scanned = scan_range(chosen, from_t, to_t, _last_closed(orders))
     if scanned is not None:
         low, high = scanned
@@ -127,6 +142,35 @@ def audit_market(
     return audit_evidence(
         ledger, books, chosen_rules, from_t, to_t, say, scanned, readings=published
     )
+
+
+def signature_questions(books: Iterable[PublishedBook]) -> list[tuple[str, str, str, int]]:
+    """``(participant, order id, signature, block)`` for every order the published sets name
+    a block for: an order with a ``signatureBlock`` (a contract account's), and the order a
+    ``refused_signature`` defaulter names, at the defaulter's block. Malformed entries are
+    skipped (the checks report them)."""
+    asked: list[tuple[str, str, str, int]] = []
+    for book in books:
+        signed: dict[str, tuple[str, str]] = {}
+        for order in book.orders:
+            message = order.message if isinstance(order.message, Mapping) else {}
+            participant, signature = message.get("participant"), order.signature
+            if not isinstance(participant, str) or not is_address(participant):
+                continue
+            if not isinstance(order.id, str) or not isinstance(signature, str):
+                continue
+            key = to_checksum_address(participant)
+            signed[order.id.lower()] = (key, signature)
+            if is_uint(order.signature_block):
+                asked.append((key, order.id.lower(), signature, int(order.signature_block)))
+        for d in book.defaulters:
+            oid, block = d.get("order"), d.get("block")
+            if d.get("reason") != REFUSED_SIGNATURE or not isinstance(oid, str):
+                continue
+            if is_uint(block) and oid.lower() in signed:
+                participant, signature = signed[oid.lower()]
+                asked.append((participant, oid.lower(), signature, int(block)))
+    return asked
 
 
 DEFAULT_SCAN = 96
@@ -165,4 +209,4 @@ def scan_range(
     return (low, high) if low <= high else None
 
 
-__all__ = ["DEFAULT_SCAN", "MAX_SCAN", "audit_market", "scan_range"]
+__all__ = ["DEFAULT_SCAN", "MAX_SCAN", "audit_market", "scan_range", "signature_questions"]

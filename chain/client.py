@@ -44,7 +44,8 @@ from ledger.commit_plan import (
     trades_of_chunks,
 )
 from ledger.contract_errors import IntervalNotCommitted, LedgerRevert
-from ledger.eip712 import Domain, SignedReading
+from ledger.eip712 import Domain, SignedReading, compact_signature
+from ledger.erc1271 import probe_accepts, probe_init_code
 from ledger.events import TradesCommitted
 from ledger.records import (
     Balance,
@@ -339,6 +340,21 @@ class LedgerClient:
         fn = self.contract.functions.intervalInfo(t)
         with mapped_reverts():
             return IntervalInfo.from_values(fn.call(block_identifier=block))
+
+    def has_code(self, account: str, block: int) -> bool:
+        """Whether ``account`` holds code at the end of ``block``: a contract account, whose
+        orders the market checks with ERC-1271 ``isValidSignature``."""
+        return bool(self.w3.eth.get_code(checksum_address(account), block_identifier=block))
+
+    def accepts_signature(self, account: str, digest: bytes, signature: str, block: int) -> bool:
+        """Whether contract account ``account`` accepts ``signature`` (65 bytes, canonical)
+        over ``digest`` at the end of ``block``, as ``commitInterval`` asks it: the market's
+        capped static ``isValidSignature`` call, replayed by an ``eth_call`` of the probe of
+        :mod:`ledger.erc1271` (nothing is deployed)."""
+        r, vs = compact_signature(signature)
+        data = probe_init_code(account, digest, r, vs)
+        output = self.w3.eth.call({"from": self.sender, "data": data}, block_identifier=block)
+        return probe_accepts(bytes(output))
 
     def commit_interval(
         self,

@@ -33,9 +33,11 @@ from typing import Any, TypeVar
 
 from chain.canonical import TxFate, final_block, tx_fate
 from chain.client import LedgerClient
+from ledger import eip712 as signing
 from ledger.addresses import checksum_address
 from ledger.contract_errors import LedgerError
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
+from ledger.errors import BadSignature
 from ledger.events import ParticipantRegistered
 from ledger.records import Balance, ParticipantInfo, SignedOrder, Terms, Trade
 from ledger.roles import OPERATOR_ROLE
@@ -80,7 +82,10 @@ class ChainLedger:
                 return call()
             except LedgerError as err:  # a revert, named by the contract's custom error
                 name = type(err).__name__
-                raise LedgerCallFailed(f"{what}: {name}: {err}", revert=name) from None
+                details = dict(zip(err.fields, err.values, strict=True))
+                raise LedgerCallFailed(
+                    f"{what}: {name}: {err}", revert=name, details=details
+                ) from None
             except Exception as err:  # RPC and connection errors alike
                 raise LedgerCallFailed(f"{what}: {type(err).__name__}: {err}") from None
 
@@ -219,6 +224,30 @@ class ChainLedger:
             return block, {p: found[checksum_address(p)] for p in participants}
 
         return self._guard(f"reading the balances of {len(participants)} participants", read)
+
+    def has_code(self, account: str, block: int) -> bool:
+        """Whether ``account`` holds code at the end of ``block``."""
+        return self._guard(
+            f"reading the code of {account} at block {block}",
+            lambda: self.client.has_code(account, block),
+        )
+
+    def accepts_signature(self, account: str, digest: bytes, signature: str, block: int) -> bool:
+        """``account``'s ECDSA signature, or, for a contract account, the market's own
+        ERC-1271 check replayed at the end of ``block``
+        (:meth:`chain.client.LedgerClient.accepts_signature`)."""
+        try:
+            if signing.recover(digest, signature) == account.lower():
+                return True
+        except BadSignature:
+            return False
+        return self._guard(
+            f"asking {account} for its signature at block {block}",
+            lambda: (
+                self.client.has_code(account, block)
+                and self.client.accepts_signature(account, digest, signature, block)
+            ),
+        )
 
     def committed_root(self, interval: int) -> bytes | None:
         """The committed ``bookRoot`` of ``interval``, or None while uncommitted (or while

@@ -18,6 +18,16 @@ The rule (:mod:`market.gate_closure` applies it; the audit re-derives it,
     as parties, and a book whose every party defaults ends empty (committed with its root and
     no trades).
 
+Refused signatures (the same rule, a second reason)
+    ``commitInterval`` checks every order it fills: an ECDSA signature of its party, or, for a
+    contract account, one its ERC-1271 ``isValidSignature`` accepts (within the market's gas
+    cap). A contract account can accept its orders at intake and refuse them when the commit
+    lands, and the whole commit reverts ``BadOrderSignature``: the same void as a withdrawal.
+    So in round ``r`` a party of ``C[r-1]`` is also a defaulter when it is a contract account
+    and one of its orders that ``C[r-1]`` fills is not accepted at ``B[r]``, asked exactly as
+    the market asks (:mod:`ledger.erc1271`); the defaulter names that order. A party both short
+    and refusing is named once, as short.
+
 Why it is safe to give the operator this choice
     A defaulter is named with the block at which its shortfall was read, and its free balance
     at a block is public: the audit rebuilds it from the market's escrow, lock and settlement
@@ -40,6 +50,12 @@ from collections.abc import Iterable, Mapping
 INSUFFICIENT_COLLATERAL = "insufficient_collateral"
 """The reason a defaulter's orders were dropped: its free balance at the named block was below
 what its trades lock."""
+REFUSED_SIGNATURE = "refused_signature"
+"""The reason a defaulter's orders were dropped: it is a contract account, and at the named block
+its ERC-1271 ``isValidSignature``, asked as ``commitInterval`` asks it (:mod:`ledger.erc1271`),
+did not accept the named order of its that the round's clearing fills."""
+REASONS = (INSUFFICIENT_COLLATERAL, REFUSED_SIGNATURE)
+"""Every reason the rule knows."""
 
 
 def commit_locks(
@@ -67,4 +83,4 @@ def shortfalls(
     }
 
 
-__all__ = ["INSUFFICIENT_COLLATERAL", "commit_locks", "shortfalls"]
+__all__ = ["INSUFFICIENT_COLLATERAL", "REASONS", "REFUSED_SIGNATURE", "commit_locks", "shortfalls"]

@@ -52,6 +52,17 @@ Defaulters at commit
     needed base units) before the commit that carries it is sent. The book root is unchanged:
     it commits the whole frozen set, dropped orders included.
 
+Contract accounts
+    An order whose signature is not its participant's ECDSA one is a contract account's
+    (ERC-1271). At gate closure the account is asked at the head, as ``commitInterval`` asks
+    it (:mod:`ledger.erc1271`): a refuser is left out (``refused_signature``), and the block
+    each accepted order was accepted at is stored and published (``signatureBlocks``). Each
+    round before a commit asks again, at the round's block, for every such order the round's
+    clearing fills, and a refuser is a defaulter like a party short of collateral (reason
+    ``refused_signature``, with the order). A commit that reverts ``BadOrderSignature`` is
+    met the same way; when the party it names still accepts when asked (the probe cannot
+    tell the market's call from its own), the commit waits for the next tick.
+
 The stored clearing
     :func:`clearing_document` is what the store keeps and ``GET /intervals/{t}/clearing``
     publishes; the trades committed on-chain are read back from it
@@ -69,13 +80,19 @@ from typing import Any
 
 from ledger import eip712 as signing
 from ledger.addresses import checksum_address
+from ledger.errors import BadSignature
 from ledger.merkle import MerkleTree
 from ledger.records import SignedOrder, Trade
 from market.book import OpenBook
 from market.clearing import ClearingResult, clear
 from market.clock import Clock
 from market.collateral import Collateral, worst_case_lock_base_units
-from market.defaulters import INSUFFICIENT_COLLATERAL, commit_locks, shortfalls
+from market.defaulters import (
+    INSUFFICIENT_COLLATERAL,
+    REFUSED_SIGNATURE,
+    commit_locks,
+    shortfalls,
+)
 from market.grid_clearing import GridClearingResult, GridTrade, clear_grid
 from market.grid_operator import GridOperator
 from market.http.errors import IntervalNotClosed, ServiceUnavailable
@@ -149,16 +166,21 @@ def clearing_document(
     penalty_price_per_wh: int,
     expired: Sequence[StoredOrder] = (),
     reasons: dict[str, str] | None = None,
+    signature_blocks: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The clearing of a frozen book as stored and published (big integers as strings):
     mechanism, price, volume, trades with both parties, the penalty price the commit
     snapshots, the ids of the ``excluded`` and ``expired`` orders (``included``: the
     orders cleared), and why each excluded order was left out (``reasons``, by id:
-    ``unregistered`` or ``insufficient_collateral: ...``). A clearing on a grid adds each
-    trade's ``sellPricePerWh``; its ``grid`` outcome is the caller's to add."""
+    ``unregistered``, ``insufficient_collateral: ...`` or ``refused_signature: ...``), and
+    for each order of a contract account (its signature is not its ECDSA one) the block at
+    which its ``isValidSignature`` accepted it (``signatureBlocks``, by id). A clearing on a
+    grid adds each trade's ``sellPricePerWh``; its ``grid`` outcome is the caller's to add."""
     owner = {o.id: o.participant for o in included}
     on_grid = isinstance(result, GridClearingResult)
+    blocks = {"signatureBlocks": dict(signature_blocks)} if signature_blocks else {}
     return {
+        **blocks,
         "mechanism": result.mechanism,
         "k": list(result.k) if result.k else None,
         "price": None if result.price is None else str(result.price),
@@ -343,6 +365,7 @@ class GateClosure:
             )
             needs[order.participant] = needs.get(order.participant, 0) + lock
         fresh, short = self.collateral.uncovered(needs) if needs else ({}, {})
+        signature_blocks = self._contract_signatures(interval, live, short)
         cleared = [o for o in live if o.participant not in short]
         excluded = [o for o in live if o.participant in short]
         if excluded:
@@ -371,6 +394,7 @@ class GateClosure:
                     penalty,
                     expired,
                     reasons={o.id: short[o.participant] for o in excluded},
+                    signature_blocks=signature_blocks,
                 )
                 | outcome,
                 {k: int(v) for k, v in result.fills.items()},
@@ -445,24 +469,41 @@ class GateClosure:
             # unless the party covered itself again meanwhile; either way the attempts end.
             attempts = 2 + len({o.participant for o in self._live_set(interval)})
             book = self.store.interval_orders(interval)  # a re-clearing fills a subset of it
+            refusal: LedgerCallFailed | None = None
             for _ in range(attempts):
                 clearing = self._drop_defaulters(interval, clearing)
+                if refusal is not None and not _dropped(clearing, refusal):
+                    # The party the contract named accepts when asked as the contract asks
+                    # (an order it never signed, or an account that tells the market's call
+                    # from any other): nothing to drop it for; the commit waits.
+                    raise refusal
+                refusal = None
                 trades = committed_trades(clearing)
                 try:
                     orders = signed_orders(book, trades)
                     receipt = self.ledger.commit_interval(interval, root, trades, orders)
                     break
                 except LedgerCallFailed as err:
-                    if err.revert != "InsufficientCollateral":
+                    if err.revert not in ("InsufficientCollateral", "BadOrderSignature"):
                         raise
+                    if err.revert == "BadOrderSignature":
+                        refusal = err
+                    # A party no longer covers its trades, or a contract account refuses an
+                    # order it accepted (BadOrderSignature names it): the next round reads
+                    # the balances and asks the contract accounts again, at a newer block.
                     log.warning(
-                        "interval %d: commit reverted for collateral, reading the parties' "
-                        "balances again: %s",
+                        "interval %d: commit reverted %s (%s), reading the parties' balances "
+                        "and signatures again: %s",
                         interval,
+                        err.revert,
+                        err.details.get("participant", ""),
                         err,
                     )
             else:
-                log.error("interval %d: commit kept reverting for collateral, will retry", interval)
+                log.error(
+                    "interval %d: commit kept reverting for collateral or signatures, will retry",
+                    interval,
+                )
                 return False
         except LedgerCallFailed as err:
             log.error("interval %d: commit failed, will retry: %s", interval, err)
@@ -482,6 +523,63 @@ class GateClosure:
             return False
         self.store.record_commit(interval, receipt.tx_hash, receipt.block_number)
         return True
+
+    def _contract_signatures(
+        self, interval: int, live: Sequence[StoredOrder], short: dict[str, str]
+    ) -> dict[str, int]:
+        """Ask every contract account of ``live`` (an order whose signature is not its
+        participant's ECDSA one) whether it accepts its orders, at the head: a refuser joins
+        ``short`` (left out, reason ``refused_signature``); the block of each accepted order
+        is returned by id, published so that the audit can ask again there."""
+        foreign = [o for o in live if o.participant not in short and not _own_signature(o)]
+        if not foreign:
+            return {}
+        block, _ = self.ledger.balances_at_head(sorted({o.participant for o in foreign}))
+        accepted: dict[str, int] = {}
+        for o in foreign:
+            if o.participant in short:
+                continue
+            digest = bytes.fromhex(o.id[2:])
+            if self.ledger.accepts_signature(o.participant, digest, o.signature, block):
+                accepted[o.id] = block
+            else:
+                short[o.participant] = f"{REFUSED_SIGNATURE}: order {o.id} at block {block}"
+                log.warning(
+                    "interval %d: contract account %s refuses its order %s at block %d; "
+                    "left out its orders",
+                    interval,
+                    o.participant,
+                    o.id,
+                    block,
+                )
+        owner = {o.id: o.participant for o in foreign}
+        return {oid: b for oid, b in accepted.items() if owner[oid] not in short}
+
+    def _refusals(
+        self,
+        block: int,
+        trades: Sequence[tuple[str, str, str, str]],
+        foreign: dict[str, StoredOrder],
+        answers: dict[str, bool],
+    ) -> dict[str, str]:
+        """The parties of ``trades`` (``(buyer, seller, buy order id, sell order id)``) that
+        refuse at ``block`` an order of theirs the trades fill, each with the first such
+        order; only ``foreign`` orders (signatures that are not their party's ECDSA one) are
+        asked, each once (``answers`` keeps what was asked)."""
+        refused: dict[str, str] = {}
+        for buyer, seller, buy, sell in trades:
+            for party, oid in ((buyer, buy), (seller, sell)):
+                order = foreign.get(oid)
+                if order is None or party in refused:
+                    continue
+                if oid not in answers:
+                    digest = bytes.fromhex(oid[2:])
+                    answers[oid] = self.ledger.accepts_signature(
+                        order.participant, digest, order.signature, block
+                    )
+                if not answers[oid]:
+                    refused[party] = oid
+        return refused
 
     def _live_set(self, interval: int) -> list[StoredOrder]:
         """The orders of ``interval``'s published set that are still cleared (``closed``:
@@ -507,24 +605,28 @@ class GateClosure:
             self.collateral.remember(free, set())
         defaulters = list(clearing.get("defaulters", []))
         dropped = {str(d["participant"]) for d in defaulters}
+        foreign = {o.id: o for o in live if not _own_signature(o)}
+        answers: dict[str, bool] = {}
         short = shortfalls(commit_locks(_parties(trades), penalty), free)
-        if not short:
+        refused = self._refusals(block, _order_parties(trades), foreign, answers)
+        if not short and not refused:
             return clearing
         rounds = max((int(d["round"]) for d in defaulters), default=0)
-        while short:
+        while short or refused:
             rounds += 1
-            for party, (balance, needed) in sorted(short.items()):
-                defaulters.append(
-                    {
-                        "round": rounds,
-                        "block": block,
-                        "participant": party,
+            for party in sorted(set(short) | set(refused)):
+                entry: dict[str, Any] = {"round": rounds, "block": block, "participant": party}
+                if party in short:
+                    balance, needed = short[party]
+                    entry |= {
                         "freeBaseUnits": str(balance),
                         "neededBaseUnits": str(needed),
                         "reason": INSUFFICIENT_COLLATERAL,
                     }
-                )
-            dropped |= set(short)
+                else:
+                    entry |= {"order": refused[party], "reason": REFUSED_SIGNATURE}
+                defaulters.append(entry)
+            dropped |= set(short) | set(refused)
             remaining = [o for o in live if o.participant not in dropped]
             result, outcome = self._clear(interval, remaining)
             owner = {o.id: o.participant for o in remaining}
@@ -533,10 +635,13 @@ class GateClosure:
             ]
             locks = commit_locks(cleared, penalty)
             short = shortfalls(locks, free)
+            filled = [(owner[t.buy], owner[t.sell], t.buy, t.sell) for t in result.trades]
+            refused = self._refusals(block, filled, foreign, answers)
         gone = [o.id for o in live if o.participant in dropped]
         every_dropped = [*clearing.get("dropped", []), *gone]
         log.warning(
-            "interval %d: %d parties could no longer cover their trades at block %d; dropped "
+            "interval %d: %d parties could no longer cover their trades or refused their "
+            "signatures at block %d; dropped "
             "their %d orders and cleared the rest again (%d rounds)",
             interval,
             len(dropped),
@@ -550,6 +655,36 @@ class GateClosure:
         fills = {o.id: int(result.fills.get(o.id, 0)) for o in remaining}
         self.store.record_defaults(interval, recleared, fills, gone)
         return recleared
+
+
+def _dropped(clearing: dict[str, Any], refusal: LedgerCallFailed) -> bool:
+    """Whether the party a ``BadOrderSignature`` revert names is a defaulter of
+    ``clearing``."""
+    party = str(refusal.details.get("participant", "")).lower()
+    return any(str(d["participant"]).lower() == party for d in clearing.get("defaulters", []))
+
+
+def _own_signature(order: StoredOrder) -> bool:
+    """Whether ``order``'s signature is its participant's ECDSA one (the contract then asks
+    no contract account)."""
+    try:
+        return signing.recover(bytes.fromhex(order.id[2:]), order.signature) == order.participant
+    except BadSignature:
+        return False
+
+
+def _order_parties(trades: Sequence[Trade]) -> list[tuple[str, str, str, str]]:
+    """``(buyer, seller, buy order id, sell order id)`` of each trade, parties in lower case
+    and ids ``0x`` hex (as the store keys them)."""
+    return [
+        (
+            t.buyer.lower(),
+            t.seller.lower(),
+            "0x" + bytes(t.buy_order_id).hex(),
+            "0x" + bytes(t.sell_order_id).hex(),
+        )
+        for t in trades
+    ]
 
 
 def _parties(trades: Sequence[Trade]) -> list[tuple[str, str, int, int]]:

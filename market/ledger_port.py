@@ -17,9 +17,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from ledger.errors import WattledgerError
+from ledger import eip712 as signing
+from ledger.errors import BadSignature, WattledgerError
 from ledger.records import Balance, ParticipantInfo, SignedOrder, Terms, Trade
 
 
@@ -54,13 +55,23 @@ class LedgerCallFailed(WattledgerError):
     """Raised when a ledger call of the market service fails (a revert, or the node is down).
 
     ``revert`` names the contract's custom error when the call reverted with one
-    (``InsufficientCollateral``), else None."""
+    (``InsufficientCollateral``), else None; ``details`` its decoded arguments by field name
+    (:mod:`ledger.contract_errors`: ``BadOrderSignature`` has ``order_index`` and
+    ``participant``)."""
 
     code = "ledger_call_failed"
 
-    def __init__(self, message: str, *, hint: str | None = None, revert: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        revert: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ):
         super().__init__(message, hint=hint)
         self.revert = revert
+        self.details: dict[str, Any] = dict(details or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +161,20 @@ class Ledger(Protocol):
     def balances_at_head(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
         """:meth:`balances_of`, and the number of the block whose state they were read in:
         a defaulter at commit is named with it (:mod:`market.defaulters`)."""
+        ...
+
+    def has_code(self, account: str, block: int) -> bool:
+        """Whether ``account`` is a contract account at the end of ``block``: the contract
+        checks its orders with ERC-1271 ``isValidSignature`` when their ECDSA signature is
+        not its own."""
+        ...
+
+    def accepts_signature(self, account: str, digest: bytes, signature: str, block: int) -> bool:
+        """Whether ``signature`` over ``digest`` is ``account``'s at the end of ``block``, as
+        ``commitInterval`` decides: its ECDSA signature, or, for a contract account, one its
+        ``isValidSignature`` accepts within the market's gas cap (:mod:`ledger.erc1271`).
+        A contract account can stop accepting its own orders: a defaulter at commit is then
+        named with this block (:mod:`market.defaulters`)."""
         ...
 
     def committed_root(self, interval: int) -> bytes | None:
@@ -289,6 +314,17 @@ class MemoryLedger:
     def balances_at_head(self, participants: Sequence[str]) -> tuple[int, dict[str, Balance]]:
         """The balances, at the "block" of the last commit (one per commit)."""
         return len(self.commits), self.balances_of(participants)
+
+    def has_code(self, account: str, block: int) -> bool:
+        """The memory ledger has no contract accounts."""
+        return False
+
+    def accepts_signature(self, account: str, digest: bytes, signature: str, block: int) -> bool:
+        """An ECDSA signature of ``account``'s (there are no contract accounts here)."""
+        try:
+            return signing.recover(digest, signature) == account.lower()
+        except BadSignature:
+            return False
 
     def committed_root(self, interval: int) -> bytes | None:
         entry = self.commits.get(interval)

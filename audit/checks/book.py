@@ -22,7 +22,7 @@ from audit.checks.violations import (
     is_uint,
     short,
 )
-from audit.evidence import PublishedBook, PublishedOrder
+from audit.evidence import PublishedBook, PublishedOrder, SignatureAnswer
 from ledger import eip712 as signing
 from ledger.errors import BadSignature, InputError
 from ledger.events import IntervalCommitted
@@ -68,8 +68,16 @@ def check_signatures(
     domain: signing.Domain,
     registered_before: Callable[[str], bool],
     checks: CheckLog,
+    signature_answer: Callable[[str, str, int], SignatureAnswer] | None = None,
+    commit_block: int | None = None,
 ) -> PublishedSet:
-    """The ``signatures`` check; returns the well-formed orders for the other checks."""
+    """The ``signatures`` check; returns the well-formed orders for the other checks.
+
+    An order whose signature does not recover to its participant passes only as a contract
+    account's: the publication names the block (``signatureBlock``, before the commit's
+    ``commit_block``) at which the market found it accepted, and ``signature_answer`` (the
+    chain, :attr:`audit.evidence.LedgerEvidence.signature_answers`) says the participant
+    held code there and accepted the order as ``commitInterval`` asks."""
     t = book.interval
     separator = domain.separator
     out = PublishedSet(fills={})
@@ -113,9 +121,14 @@ def check_signatures(
             problems.append(f"{label}: signature is invalid: {err.message}")
         else:
             if signer != participant.lower():
-                problems.append(
-                    f"{label}: signature recovers to {signer}, not to participant {participant}"
+                problem = _contract_signature_problem(
+                    entry, participant, order_id, signature_answer, commit_block
                 )
+                if problem is not None:
+                    problems.append(
+                        f"{label}: signature recovers to {signer}, not to participant "
+                        f"{participant}, {problem}"
+                    )
         if str(message.get("interval")) != str(t):
             problems.append(f"{label}: signed for interval {message.get('interval')!r}, not {t}")
         elif not registered_before(participant):
@@ -173,6 +186,33 @@ def _mark_expiry(
                 out.expired.add(order_id)
         except (KeyError, ValueError, TypeError):
             pass
+
+
+def _contract_signature_problem(
+    entry: PublishedOrder,
+    participant: str,
+    order_id: str,
+    signature_answer: Callable[[str, str, int], SignatureAnswer] | None,
+    commit_block: int | None,
+) -> str | None:
+    """Why ``entry`` is not accepted as a contract account's order (None when it is)."""
+    block = entry.signature_block
+    if not is_uint(block):
+        return "and no signatureBlock names where its contract account accepted it"
+    if commit_block is not None and block >= commit_block:
+        return f"and its signatureBlock {block} is not before the commit's block {commit_block}"
+    if signature_answer is None:
+        return f"and the chain was not asked at its signatureBlock {block}"
+    try:
+        key = address_key(participant)
+    except ValueError:
+        return "and its participant is no address"
+    answer = signature_answer(key, order_id, block)
+    if not answer.contract:
+        return f"and {participant} held no code at its signatureBlock {block}"
+    if not answer.accepts:
+        return f"and {participant}'s isValidSignature did not accept it at block {block}"
+    return None
 
 
 def check_book_root(

@@ -18,6 +18,14 @@ published set and the chain:
   round names: a dropped party that was not short, or a short one that was kept, fails;
 * ``C[r]`` is the clearing of the set without every party named so far.
 
+A defaulter named for a refused signature (``refused_signature``, :mod:`market.defaulters`)
+names an order of its own that ``C[r-1]`` fills; it passes when the party held code at the end
+of ``B[r]`` and its ``isValidSignature``, asked there exactly as ``commitInterval`` asks it
+(:mod:`ledger.erc1271`, read by :func:`audit.chain_source.read_signature_answers`), did not
+accept that order. A party that accepted there, or an account with no code (an ECDSA signature
+cannot be refused), fails. A refusing party the operator kept is no failure: had it refused at
+the commit, the commit would not be on-chain.
+
 The orders marked ``dropped`` must be exactly the unexpired orders of the named parties. The
 ``reclear`` and ``properties`` checks then hold the committed trades to the clearing of the set
 without the dropped parties (:attr:`audit.checks.book.PublishedSet.dropped_parties`).
@@ -35,7 +43,13 @@ from audit.checks.violations import DEFAULTERS, CheckLog, address_key, is_uint, 
 from audit.evidence import ClearingRules, LedgerEvidence, PublishedBook
 from ledger.events import IntervalCommitted
 from market import clearing
-from market.defaulters import INSUFFICIENT_COLLATERAL, commit_locks, shortfalls
+from market.defaulters import (
+    INSUFFICIENT_COLLATERAL,
+    REASONS,
+    REFUSED_SIGNATURE,
+    commit_locks,
+    shortfalls,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +61,9 @@ class Defaulter:
     participant: str
     free_base_units: int | None
     needed_base_units: int | None
+    reason: str = INSUFFICIENT_COLLATERAL
+    order: str | None = None
+    """``refused_signature``: the order (``0x`` lower-case hex) the party refused."""
 
 
 def parse_defaulters(book: PublishedBook, problems: list[str]) -> list[Defaulter]:
@@ -66,8 +83,12 @@ def parse_defaulters(book: PublishedBook, problems: list[str]) -> list[Defaulter
         except ValueError:
             problems.append(f"{label}: participant {entry.get('participant')!r} is no address")
             continue
-        if entry.get("reason") != INSUFFICIENT_COLLATERAL:
-            problems.append(f"{label}: reason {entry.get('reason')!r} is not one the rule knows")
+        reason = entry.get("reason")
+        if reason not in REASONS:
+            problems.append(f"{label}: reason {reason!r} is not one the rule knows")
+        order = entry.get("order")
+        if reason == REFUSED_SIGNATURE and not isinstance(order, str):
+            problems.append(f"{label}: a refused signature names no order")
         out.append(
             Defaulter(
                 int(str(round_)),
@@ -75,6 +96,8 @@ def parse_defaulters(book: PublishedBook, problems: list[str]) -> list[Defaulter
                 participant,
                 _amount(entry.get("freeBaseUnits")),
                 _amount(entry.get("neededBaseUnits")),
+                str(reason),
+                order.lower() if isinstance(order, str) else None,
             )
         )
     return out
@@ -127,9 +150,12 @@ def check_defaulters(
         free = {p: b[0] for p, b in rebuilt_balances(ledger, block).items()}
         short_at = shortfalls(locks, free)
         names = {d.participant for d in entries}
+        filled = {oid: owner[oid] for t in result.trades for oid in (t.buy, t.sell) if oid in owner}
         for d in sorted(entries, key=lambda d: d.participant):
             if d.participant in dropped:
                 problems.append(f"round {r}: {d.participant} was already dropped")
+            elif d.reason == REFUSED_SIGNATURE:
+                problems.extend(_refusal_problems(r, block, d, filled, ledger))
             elif d.participant not in short_at:
                 problems.append(
                     f"round {r}: {d.participant} was dropped as short at block {block}, but "
@@ -166,6 +192,34 @@ def check_defaulters(
             f"commit in {len(rounds)} round{'s' if len(rounds) != 1 else ''}: "
             + ", ".join(sorted(dropped))
         )
+
+
+def _refusal_problems(
+    r: int, block: int, d: Defaulter, filled: Mapping[str, str], ledger: LedgerEvidence
+) -> list[str]:
+    """Why ``d`` cannot be a party that refused its signature at ``block`` in round ``r``:
+    its order is not one of its own the round's clearing fills, it held no code there, or
+    the chain says its ``isValidSignature`` accepted the order there."""
+    if d.order is None:
+        return []  # parse_defaulters reported it
+    if filled.get(d.order) != d.participant:
+        return [
+            f"round {r}: {d.participant} was dropped for refusing order {short(d.order)}, "
+            "which is not an order of its that the round's clearing fills"
+        ]
+    answer = ledger.signature_answer(d.participant, d.order, block)
+    if not answer.contract:
+        return [
+            f"round {r}: {d.participant} was dropped for refusing its signature at block "
+            f"{block}, but it held no code there (an account's own ECDSA signature cannot "
+            "be refused)"
+        ]
+    if answer.accepts:
+        return [
+            f"round {r}: {d.participant} was dropped for refusing order {short(d.order)} "
+            f"at block {block}, but its isValidSignature accepted it there"
+        ]
+    return []
 
 
 def _block_problems(

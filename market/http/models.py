@@ -348,24 +348,40 @@ class PublishedOrder(BaseModel):
     reason: str | None = Field(
         default=None,
         description="why a dropped order was not cleared: insufficient_collateral, with the "
-        "free balance, the lock its participant's trades needed and the block it was read at",
+        "free balance, the lock its participant's trades needed and the block it was read at; "
+        "or refused_signature, with the order its contract account refused and the block",
+    )
+    signatureBlock: int | None = Field(
+        default=None,
+        description="for an order of a contract account (ERC-1271): the block at which its "
+        "isValidSignature accepted the order when the gate closed",
     )
 
 
 class Defaulter(BaseModel):
     """A party of the interval whose free balance, read at ``block`` when the interval was
-    committed, no longer covered what its cleared trades lock: its orders were dropped and the
-    rest of the set cleared again (round ``round``). The audit re-derives every round."""
+    committed, no longer covered what its cleared trades lock, or (a contract account) whose
+    ERC-1271 ``isValidSignature`` refused a cleared order of its at ``block``: its orders were
+    dropped and the rest of the set cleared again (round ``round``). The audit re-derives every
+    round."""
 
     round: int = Field(description="1 for the clearing of the set, r+1 for re-clearing r")
     block: int = Field(description="the chain block whose state the balance was read in")
     participant: str
-    freeBaseUnits: str = Field(description="its free balance at that block")
-    neededBaseUnits: str = Field(
-        description="what its trades of the round's clearing lock: buyer quantity * price, "
-        "seller quantity * penaltyPrice"
+    freeBaseUnits: str | None = Field(
+        default=None, description="insufficient_collateral: its free balance at that block"
     )
-    reason: Literal["insufficient_collateral"]
+    neededBaseUnits: str | None = Field(
+        default=None,
+        description="insufficient_collateral: what its trades of the round's clearing lock: "
+        "buyer quantity * price, seller quantity * penaltyPrice",
+    )
+    order: str | None = Field(
+        default=None,
+        description="refused_signature: the order of the contract account, filled by the "
+        "round's clearing, that its isValidSignature did not accept at that block",
+    )
+    reason: Literal["insufficient_collateral", "refused_signature"]
 
 
 class PublishedCancel(BaseModel):

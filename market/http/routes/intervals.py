@@ -33,15 +33,30 @@ from market.store import DROPPED, StoredOrder
 
 
 def _defaulter(entry: dict[str, Any]) -> dict[str, Any]:
-    """A stored defaulter (:mod:`market.defaulters`) as the API publishes it."""
-    return {
+    """A stored defaulter (:mod:`market.defaulters`) as the API publishes it: the amounts of
+    a party short of collateral, the refused order of one that refused its signature."""
+    out: dict[str, Any] = {
         "round": int(entry["round"]),
         "block": int(entry["block"]),
         "participant": checksum_address(str(entry["participant"])),
-        "freeBaseUnits": str(entry["freeBaseUnits"]),
-        "neededBaseUnits": str(entry["neededBaseUnits"]),
-        "reason": str(entry["reason"]),
     }
+    if "order" in entry:
+        out["order"] = str(entry["order"])
+    else:
+        out["freeBaseUnits"] = str(entry["freeBaseUnits"])
+        out["neededBaseUnits"] = str(entry["neededBaseUnits"])
+    out["reason"] = str(entry["reason"])
+    return out
+
+
+def _dropped_reason(entry: dict[str, Any]) -> str:
+    """Why a defaulter's orders were dropped, as each of them publishes it."""
+    if "order" in entry:
+        return f"{entry['reason']}: order {entry['order']} not accepted at block {entry['block']}"
+    return (
+        f"{entry['reason']}: free {entry['freeBaseUnits']} < needed {entry['neededBaseUnits']} "
+        f"at block {entry['block']}"
+    )
 
 
 def depth(orders: Sequence[StoredOrder], side: int) -> list[dict[str, Any]]:
@@ -116,21 +131,21 @@ def intervals_router(service: MarketService) -> APIRouter:
         before the gate closed, each with the signed cancel and both receipts, and
         ``refused``, the orders left out at gate closure with the reason.
 
+        An order of a contract account (its signature is not an ECDSA one of its
+        participant's) carries ``signatureBlock``, the block at which the account's
+        ERC-1271 ``isValidSignature`` accepted it when the gate closed.
+
         ``defaulters``: the parties that could no longer cover their trades when the
-        interval was committed, each with the block its balance was read at; their orders
+        interval was committed, each with the block its balance was read at, or that
+        refused (a contract account) an order of theirs at that block; their orders
         stay in the set (and its root) as ``dropped``, with the ``reason``, and the trades
         committed are the re-clearing of the set without them."""
         record, orders = service.published_orders(t)
         cancels = service.published_cancels(t)
         refusals = service.published_refusals(t)
         defaulters = (record.clearing or {}).get("defaulters", [])
-        why = {
-            str(d["participant"]): (
-                f"{d['reason']}: free {d['freeBaseUnits']} < needed {d['neededBaseUnits']} "
-                f"at block {d['block']}"
-            )
-            for d in defaulters
-        }
+        why = {str(d["participant"]): _dropped_reason(d) for d in defaulters}
+        signature_blocks = (record.clearing or {}).get("signatureBlocks") or {}
         return json_response(
             {
                 "interval": t,
@@ -148,6 +163,11 @@ def intervals_router(service: MarketService) -> APIRouter:
                         "filledWh": o.filled_wh,
                         "receipt": order_receipt(o),
                         **({"reason": why.get(o.participant)} if o.status == DROPPED else {}),
+                        **(
+                            {"signatureBlock": int(signature_blocks[o.id])}
+                            if o.id in signature_blocks
+                            else {}
+                        ),
                     }
                     for o in orders
                 ],
@@ -173,8 +193,12 @@ def intervals_router(service: MarketService) -> APIRouter:
         responses=problem_responses(InvalidRequest, IntervalNotClosed),
         tags=["intervals"],
     )
-    def interval_clearing(t: IntervalParam) -> dict[str, Any]:
+    def interval_clearing(t: IntervalParam) -> Response:
         """Clearing price, volume and trades of a closed interval, and its on-chain commit."""
+        # Sent as built: through the model, a defaulter would gain the other reason's fields.
+        return json_response(clearing_body(t))
+
+    def clearing_body(t: int) -> dict[str, Any]:
         record = service.clearing(t)
         clearing = record.clearing or {}
         committed = record.state == "committed"
@@ -230,7 +254,7 @@ def intervals_router(service: MarketService) -> APIRouter:
         "`expiry` is after the market's clock (`order_expired`); the nonce is unused "
         "(`nonce_used`).",
     )
-    def close_interval(t: IntervalParam, body: SignedCloseGate) -> dict[str, Any]:
+    def close_interval(t: IntervalParam, body: SignedCloseGate) -> Response:
         """Operator only: close ``t``'s gate now (simulations driving a remote market).
 
         The body is a ``CloseGate`` message signed by the operator key published in
