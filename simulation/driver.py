@@ -361,7 +361,8 @@ class _Run:
             grid_outcome = clearing.get("grid")
             for trade in clearing["trades"]:
                 quantity, trade_price = int(trade["quantityWh"]), int(trade["pricePerWh"])
-                sell_price = int(trade.get("sellPricePerWh", trade_price))
+                stated = trade.get("sellPricePerWh")  # null outside a grid market
+                sell_price = trade_price if stated is None else int(stated)
                 trades.append((trade["buyOrder"], trade["sellOrder"], quantity, trade_price))
                 sell_prices.append(sell_price)
                 record.trades.append(
