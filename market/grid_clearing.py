@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -60,6 +60,7 @@ from market.clearing import (
     priority_order,
 )
 from market.grid import Grid, GridError
+from market.grid_lists import OwnInterval, clear_on_lists
 from market.orders import I64, Order, OrderBook
 
 INT64_MAX = 2**63 - 1
@@ -271,6 +272,15 @@ def clear_grid(
     return _clear(book, grid, located, mech, k_checked, wide=wide)
 
 
+LIST_ENGINE_MAX_ORDERS = 2_000
+"""Books of at most this many orders clear on Python lists (:mod:`market.grid_lists`), larger
+ones on numpy arrays; the two give identical results (bench/grid_day.py, bench/clearing.py
+measure both sides of the threshold)."""
+
+Engine = Literal["lists", "arrays"]
+"""``"lists"`` or ``"arrays"``: which implementation of the algorithm clears a book."""
+
+
 def _clear(
     book: OrderBook,
     grid: Grid,
@@ -279,13 +289,72 @@ def _clear(
     k: tuple[int, int],
     *,
     wide: bool,
+    engine: Engine | None = None,
 ) -> GridClearingResult:
-    """:func:`clear_grid` after the checks; ``wide`` keeps prices as Python ints."""
+    """:func:`clear_grid` after the checks; ``wide`` keeps the arrays' prices as Python ints;
+    ``engine`` None chooses by the book's size (:data:`LIST_ENGINE_MAX_ORDERS`)."""
+    if engine is None:
+        engine = "lists" if len(book) <= LIST_ENGINE_MAX_ORDERS else "arrays"
+    tiebreak = _tiebreak(book)
+    if engine == "lists":
+        fill_list, flows, own_intervals, pairs = clear_on_lists(
+            grid,
+            located.tolist(),
+            book.is_buy.tolist(),
+            book.quantity_wh.tolist(),
+            book.price_per_wh.tolist(),
+            tiebreak.tolist(),
+            _ranks(book, buy=False),
+            _ranks(book, buy=True),
+        )
+        fill = np.array(fill_list, dtype=np.int64)
+        buy_rows, sell_rows, quantity = (np.array(x, dtype=np.int64) for x in pairs)
+        volume = sum(f for f, buy in zip(fill_list, book.is_buy.tolist(), strict=True) if not buy)
+    elif engine == "arrays":
+        fill, flows, own_intervals, (buy_rows, sell_rows, quantity) = _clear_on_arrays(
+            book, grid, located, tiebreak, wide=wide
+        )
+        volume = int(fill[~book.is_buy].sum())
+    else:
+        raise ValueError(f"unknown engine {engine!r}")  # pragma: no cover - a programming error
+    node_prices = _node_prices(grid, own_intervals, flows, volume, k)
+    trade_price, sell_price = _trade_prices(
+        book, located, node_prices, buy_rows, sell_rows, mechanism
+    )
+    return GridClearingResult(
+        book=book,
+        grid=grid,
+        order_node=located,
+        mechanism=mechanism,
+        k=k,
+        volume_wh=Wh(volume),
+        node_prices=tuple(node_prices),
+        flows_wh=tuple(flows),
+        fill_wh=_frozen(fill),
+        trade_buy_rows=_frozen(buy_rows),
+        trade_sell_rows=_frozen(sell_rows),
+        trade_quantity_wh=_frozen(quantity),
+        trade_price_per_wh=_frozen(trade_price),
+        trade_sell_price_per_wh=_frozen(sell_price),
+    )
+
+
+def _ranks(book: OrderBook, *, buy: bool) -> list[int]:
+    """Each row's position in §4 bid (``buy``) or ask priority; 0 for rows of the other side."""
+    rank = [0] * len(book)
+    for position, row in enumerate(priority_order(book, buy=buy).tolist()):
+        rank[row] = position
+    return rank
+
+
+def _clear_on_arrays(
+    book: OrderBook, grid: Grid, located: I64, tiebreak: I64, *, wide: bool
+) -> tuple[I64, list[int], list[OwnInterval], tuple[I64, I64, I64]]:
+    """The algorithm on numpy arrays: fills, flows, own intervals (§4) and trade pairs."""
     n_nodes = len(grid)
     by_node = np.argsort(located, kind="stable")
     bounds = np.searchsorted(located[by_node], np.arange(n_nodes + 1))
     own_rows = [by_node[bounds[v] : bounds[v + 1]] for v in range(n_nodes)]
-    tiebreak = _tiebreak(book)
     price = book.price_per_wh.astype(object) if wide else book.price_per_wh
 
     own_buy = np.zeros(n_nodes, dtype=np.int64)
@@ -328,29 +397,13 @@ def _clear(
         taken_at[node] = taken
         _top_down(here, taken, children[node], child_slot, lists, flows, book, fill)
 
-    volume = int(fill[~book.is_buy].sum())
-    node_prices = _node_prices(grid, lists, taken_at, flows, volume, k)
+    own_intervals: list[OwnInterval] = []
+    if fill[~book.is_buy].any():  # no prices at zero volume (§4): skip the searches
+        for node, here in enumerate(lists):
+            assert here is not None
+            own_intervals.append(_own_interval(here, taken_at[node]))
     pairs = _pairs(grid, own_rows, children, book, fill)
-    buy_rows, sell_rows, quantity = pairs
-    trade_price, sell_price = _trade_prices(
-        book, located, node_prices, buy_rows, sell_rows, mechanism
-    )
-    return GridClearingResult(
-        book=book,
-        grid=grid,
-        order_node=located,
-        mechanism=mechanism,
-        k=k,
-        volume_wh=Wh(volume),
-        node_prices=tuple(node_prices),
-        flows_wh=tuple(flows),
-        fill_wh=_frozen(fill),
-        trade_buy_rows=_frozen(buy_rows),
-        trade_sell_rows=_frozen(sell_rows),
-        trade_quantity_wh=_frozen(quantity),
-        trade_price_per_wh=_frozen(trade_price),
-        trade_sell_price_per_wh=_frozen(sell_price),
-    )
+    return fill, flows, own_intervals, pairs
 
 
 def _tiebreak(book: OrderBook) -> I64:
@@ -536,8 +589,7 @@ def _own_interval(node_list: _NodeList, taken_wh: int) -> tuple[int | None, int 
 
 def _node_prices(
     grid: Grid,
-    lists: Sequence[_NodeList | None],
-    taken_at: Sequence[int],
+    own_intervals: Sequence[OwnInterval],
     flows: Sequence[int],
     volume_wh: int,
     k: tuple[int, int],
@@ -547,9 +599,7 @@ def _node_prices(
     if volume_wh == 0:
         return prices
     for node in grid.pre_order:
-        node_list = lists[node]
-        assert node_list is not None
-        lower, upper = _own_interval(node_list, taken_at[node])
+        lower, upper = own_intervals[node]
         parent = grid.parent_index[node]
         parent_price = prices[parent] if parent >= 0 else None
         if parent_price is not None:

@@ -32,6 +32,7 @@ PURE = (
     "market.defaulters",
     "market.grid",
     "market.grid_clearing",
+    "market.grid_lists",
     "market.reference_clearing",
     "market.properties",
     "market.registrar_policy",

@@ -1,0 +1,266 @@
+"""The grid clearing of :mod:`market.grid_clearing` on plain Python lists, for small books.
+
+The same algorithm (docs/grid.md §3, §4's own intervals, §5), step for step, with each list
+a Python list of ``(price, tiebreak, Wh, source)`` tuples instead of numpy arrays. On a
+feeder of a hundred nodes and a few dozen orders most lists hold a handful of steps, and
+numpy's cost per call (a microsecond or more, some twenty calls per node) outweighs the work;
+here a node whose subtree holds no order costs a few list look-ups. Large books stay on the
+arrays (:func:`market.grid_clearing.clear_grid` chooses by the book's size), and a
+differential test holds the two to identical results.
+
+A step's ``source`` is an own order's book row (``>= 0``) or ``~c`` (``-(c + 1)``) for a step
+of child ``c``'s outgoing list ``H_c``. ``(price, tiebreak)`` is the key of §3.1 and unique
+within a list (two steps of one order at one node differ in price), so sorting the tuples
+sorts by the key alone. Prices are Python ints, exact however wide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from market.grid import Grid
+
+Step = tuple[int, int, int, int]
+"""``(effective price, tie-break key, Wh, source)``."""
+
+OwnInterval = tuple[int | None, int | None]
+"""``(L_v, U_v)`` of §4; None for −∞ / +∞."""
+
+
+def clear_on_lists(
+    grid: Grid,
+    located: Sequence[int],
+    is_buy: Sequence[bool],
+    quantity_wh: Sequence[int],
+    price: Sequence[int],
+    tiebreak: Sequence[int],
+    ask_rank: Sequence[int],
+    bid_rank: Sequence[int],
+) -> tuple[list[int], list[int], list[OwnInterval], tuple[list[int], list[int], list[int]]]:
+    """Fills by row, flows by node, own intervals by node and the trade pairs (buy rows,
+    sell rows, Wh) of one book, all by row of the book's columns.
+
+    ``located[r]`` is row ``r``'s node; ``tiebreak`` as :func:`market.grid_clearing._tiebreak`;
+    ``ask_rank``/``bid_rank`` each row's position in §4 ask/bid priority (only its own side's
+    rank is read).
+    """
+    own: list[list[int]] = [[] for _ in range(len(grid))]
+    for row, node in enumerate(located):
+        own[node].append(row)
+    lists, starts, out_starts = _bottom_up(grid, own, is_buy, quantity_wh, price, tiebreak)
+    fill, flows, own_intervals = _top_down(grid, lists, starts, out_starts, is_buy, quantity_wh)
+    pairs = _pairs(grid, own, is_buy, fill, ask_rank, bid_rank)
+    return fill, flows, own_intervals, pairs
+
+
+def _bottom_up(
+    grid: Grid,
+    own: Sequence[list[int]],
+    is_buy: Sequence[bool],
+    quantity_wh: Sequence[int],
+    price: Sequence[int],
+    tiebreak: Sequence[int],
+) -> tuple[list[list[Step]], list[int], list[int]]:
+    """``List_v``, ``y0_v`` and ``y0'_v`` of every node (§3.2)."""
+    n = len(grid)
+    children, nodes, root = grid.children, grid.nodes, grid.root_index
+    lists: list[list[Step]] = [[] for _ in range(n)]
+    starts = [0] * n
+    out_starts = [0] * n
+    out_ends = [0] * n  # y1'_v: where H_v ends
+    outgoing: list[list[Step] | None] = [None] * n
+    for node in grid.post_order:
+        rows = own[node]
+        y0 = y1 = 0
+        steps: list[Step] = []
+        for row in rows:
+            q = quantity_wh[row]
+            steps.append((price[row], tiebreak[row], q, row))
+            if is_buy[row]:
+                y0 -= q
+            else:
+                y1 += q
+        for child in children[node]:
+            y0 += out_starts[child]
+            y1 += out_ends[child]
+            handed = outgoing[child]
+            if handed:
+                steps += handed
+                outgoing[child] = None  # merged into this node's list; free it
+        if len(steps) > 1:
+            steps.sort()
+        lists[node] = steps
+        starts[node] = y0
+        if node == root:
+            continue
+        edge = nodes[node]
+        low = y0 if edge.import_cap_wh is None else max(y0, -edge.import_cap_wh)
+        high = y1 if edge.export_cap_wh is None else min(y1, edge.export_cap_wh)
+        out_starts[node] = low
+        out_ends[node] = high
+        if steps:
+            if low != y0 or high != y1:
+                steps = _clip(steps, y0, low, high)
+            outgoing[node] = _shift(steps, low, high, edge.fee_per_wh, ~node)
+    return lists, starts, out_starts
+
+
+def _clip(steps: list[Step], y0: int, low: int, high: int) -> list[Step]:
+    """The steps' parts inside ``[low, high]``, the list laid from ``y0``; a step cut by a
+    bound keeps its inside part (§3.2)."""
+    kept: list[Step] = []
+    start = y0
+    for p, t, q, source in steps:
+        end = start + q
+        if end > low:
+            if start >= high:
+                break
+            a = start if start > low else low
+            b = end if end < high else high
+            kept.append((p, t, b - a, source))
+        start = end
+    return kept
+
+
+def _shift(steps: list[Step], low: int, high: int, fee: int, code: int) -> list[Step]:
+    """``H_v`` from the clipped list on ``[low, high]``: split at 0 and shifted by ``∓fee``
+    (importing less earns the fee back, exporting more pays it); every step's source becomes
+    ``code``, the child's mark in its parent's list."""
+    if not fee:
+        return [(p, t, q, code) for p, t, q, _ in steps]
+    if high <= 0:
+        return [(p - fee, t, q, code) for p, t, q, _ in steps]
+    if low >= 0:
+        return [(p + fee, t, q, code) for p, t, q, _ in steps]
+    # The one step that ends above 0 first is the one that straddles 0, or starts at it.
+    end = low
+    i = 0
+    for i, (_p, _t, q, _s) in enumerate(steps):  # noqa: B007 - i is used after the loop
+        end += q
+        if end > 0:
+            break
+    p, t, q, _ = steps[i]
+    start = end - q
+    out = [(p - fee, t, q, code) for p, t, q, _ in steps[:i]]
+    if start < 0:
+        out.append((p - fee, t, -start, code))
+        out.append((p + fee, t, end, code))
+    else:
+        out.append((p + fee, t, q, code))
+    out += [(p + fee, t, q, code) for p, t, q, _ in steps[i + 1 :]]
+    return out
+
+
+def _top_down(
+    grid: Grid,
+    lists: Sequence[list[Step]],
+    starts: Sequence[int],
+    out_starts: Sequence[int],
+    is_buy: Sequence[bool],
+    quantity_wh: Sequence[int],
+) -> tuple[list[int], list[int], list[OwnInterval]]:
+    """Take the first ``T_v`` Wh of each node's list (§3.3), roots first: fills, flows and
+    each node's own interval ``[L_v, U_v]`` (§4)."""
+    n = len(grid)
+    children = grid.children
+    flows = [0] * n
+    child_taken = [0] * n
+    own_intervals: list[OwnInterval] = [(None, None)] * n
+    # An untaken buy step is unfilled, so every buy starts filled and loses what is taken.
+    fill = [q if buy else 0 for q, buy in zip(quantity_wh, is_buy, strict=True)]
+    for node in grid.pre_order:
+        steps = lists[node]
+        if not steps:
+            continue  # no orders below: no flow on any edge of the subtree
+        taken = flows[node] - starts[node]
+        lower: int | None = None
+        upper: int | None = steps[0][0]
+        if taken > 0:
+            end = 0
+            for i, (p, _t, q, source) in enumerate(steps):
+                start = end
+                end += q
+                part = q if end <= taken else taken - start
+                if source >= 0:
+                    fill[source] = q - part if is_buy[source] else part
+                else:
+                    child_taken[~source] += part
+                if end >= taken:
+                    lower = p
+                    untaken = i if end > taken else i + 1  # the first step not wholly taken
+                    upper = steps[untaken][0] if untaken < len(steps) else None
+                    break
+        own_intervals[node] = (lower, upper)
+        for child in children[node]:
+            flows[child] = out_starts[child] + child_taken[child]
+    return fill, flows, own_intervals
+
+
+def _pairs(
+    grid: Grid,
+    own: Sequence[list[int]],
+    is_buy: Sequence[bool],
+    fill: Sequence[int],
+    ask_rank: Sequence[int],
+    bid_rank: Sequence[int],
+) -> tuple[list[int], list[int], list[int]]:
+    """Trade pairs (§5): buy rows, sell rows and Wh, nodes in post-order, walk order within.
+
+    Each node pairs its filled orders and its children's remainders, each side sorted by §4
+    priority (the rank), by §4's two-pointer walk; the unpaired rest goes up.
+    """
+    remainders: list[tuple[bool, list[tuple[int, int, int]]] | None] = [None] * len(grid)
+    children = grid.children
+    buy_rows: list[int] = []
+    sell_rows: list[int] = []
+    quantities: list[int] = []
+    for node in grid.post_order:
+        sells: list[tuple[int, int, int]] = []
+        buys: list[tuple[int, int, int]] = []
+        for row in own[node]:
+            filled = fill[row]
+            if filled:
+                if is_buy[row]:
+                    buys.append((bid_rank[row], row, filled))
+                else:
+                    sells.append((ask_rank[row], row, filled))
+        for child in children[node]:
+            remainder = remainders[child]
+            if remainder is not None:
+                remainders[child] = None
+                (sells if remainder[0] else buys).extend(remainder[1])
+        if not buys or not sells:
+            if sells or buys:
+                rest = sells or buys
+                rest.sort()
+                remainders[node] = (bool(sells), rest)
+            continue
+        sells.sort()
+        buys.sort()
+        i = j = 0
+        _rank, sell_row, sell_left = sells[0]
+        _rank, buy_row, buy_left = buys[0]
+        while True:
+            q = sell_left if sell_left < buy_left else buy_left
+            sell_rows.append(sell_row)
+            buy_rows.append(buy_row)
+            quantities.append(q)
+            sell_left -= q
+            buy_left -= q
+            if not sell_left:
+                i += 1
+                if i < len(sells):
+                    _rank, sell_row, sell_left = sells[i]
+            if not buy_left:
+                j += 1
+                if j < len(buys):
+                    _rank, buy_row, buy_left = buys[j]
+            if i == len(sells) or j == len(buys):
+                break
+        if i < len(sells):
+            remainders[node] = (True, [(sells[i][0], sell_row, sell_left), *sells[i + 1 :]])
+        elif j < len(buys):
+            remainders[node] = (False, [(buys[j][0], buy_row, buy_left), *buys[j + 1 :]])
+    if remainders[grid.root_index] is not None:  # pragma: no cover - the Lemma of §5
+        raise AssertionError("trade pairs: energy left unpaired at the root")
+    return buy_rows, sell_rows, quantities
