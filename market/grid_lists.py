@@ -117,7 +117,8 @@ def _clip(steps: list[Step], y0: int, low: int, high: int) -> list[Step]:
                 break
             a = start if start > low else low
             b = end if end < high else high
-            kept.append((p, t, b - a, source))
+            if b > a:  # not so when both caps are 0: nothing is kept
+                kept.append((p, t, b - a, source))
         start = end
     return kept
 
