@@ -341,10 +341,10 @@ def _clear(
 
 def _ranks(book: OrderBook, *, buy: bool) -> list[int]:
     """Each row's position in §4 bid (``buy``) or ask priority; 0 for rows of the other side."""
-    rank = [0] * len(book)
-    for position, row in enumerate(priority_order(book, buy=buy).tolist()):
-        rank[row] = position
-    return rank
+    rows = priority_order(book, buy=buy)
+    rank = np.zeros(len(book), dtype=np.int64)
+    rank[rows] = np.arange(len(rows), dtype=np.int64)
+    return rank.tolist()
 
 
 def _clear_on_arrays(
@@ -598,29 +598,30 @@ def _node_prices(
     prices: list[int | None] = [None] * len(grid)
     if volume_wh == 0:
         return prices
+    nodes, parent_index = grid.nodes, grid.parent_index
     for node in grid.pre_order:
         lower, upper = own_intervals[node]
-        parent = grid.parent_index[node]
+        parent = parent_index[node]
         parent_price = prices[parent] if parent >= 0 else None
         if parent_price is not None:
-            edge = grid.nodes[node]
+            edge = nodes[node]
             flow, fee = flows[node], edge.fee_per_wh
-            lows, highs = [], []
-            if edge.export_cap_wh is None or flow < edge.export_cap_wh:
-                lows.append(parent_price - fee)  # more export must not pay
-            if flow < 0:
-                lows.append(parent_price + fee)  # the import pays
-            if edge.import_cap_wh is None or flow > -edge.import_cap_wh:
-                highs.append(parent_price + fee)  # more import must not pay
-            if flow > 0:
-                highs.append(parent_price - fee)  # the export pays
-            if lows:
-                lower = max(lows) if lower is None else max(lower, *lows)
-            if highs:
-                upper = min(highs) if upper is None else min(upper, *highs)
+            export_cap, import_cap = edge.export_cap_wh, edge.import_cap_wh
+            if export_cap is None or flow < export_cap:  # more export must not pay
+                bound = parent_price - fee
+                lower = bound if lower is None or bound > lower else lower
+            if flow < 0:  # the import pays
+                bound = parent_price + fee
+                lower = bound if lower is None or bound > lower else lower
+            if import_cap is None or flow > -import_cap:  # more import must not pay
+                bound = parent_price + fee
+                upper = bound if upper is None or bound < upper else upper
+            if flow > 0:  # the export pays
+                bound = parent_price - fee
+                upper = bound if upper is None or bound < upper else upper
         if lower is not None and upper is not None:
             if lower > upper:  # pragma: no cover - §4 proves the interval is never empty
-                raise AssertionError(f"node {grid.nodes[node].id}: empty price interval")
+                raise AssertionError(f"node {nodes[node].id}: empty price interval")
             prices[node] = k_price(lower, upper, k)
         else:
             prices[node] = lower if lower is not None else upper

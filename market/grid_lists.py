@@ -94,15 +94,50 @@ def _bottom_up(
         if node == root:
             continue
         edge = nodes[node]
-        low = y0 if edge.import_cap_wh is None else max(y0, -edge.import_cap_wh)
-        high = y1 if edge.export_cap_wh is None else min(y1, edge.export_cap_wh)
+        cap = edge.import_cap_wh
+        low = y0 if cap is None or y0 >= -cap else -cap
+        cap = edge.export_cap_wh
+        high = y1 if cap is None or y1 <= cap else cap
         out_starts[node] = low
         out_ends[node] = high
-        if steps:
+        if not steps:
+            continue
+        if len(steps) > _SHORT_LIST:
             if low != y0 or high != y1:
                 steps = _clip(steps, y0, low, high)
             outgoing[node] = _shift(steps, low, high, edge.fee_per_wh, ~node)
+        else:
+            outgoing[node] = _clip_and_shift(steps, y0, low, high, edge.fee_per_wh, ~node)
     return lists, starts, out_starts
+
+
+_SHORT_LIST = 6
+"""Lists up to this many steps are clipped and shifted in one loop; longer ones by slices
+and comprehensions, which cost more to set up and less per step."""
+
+
+def _clip_and_shift(
+    steps: list[Step], y0: int, low: int, high: int, fee: int, code: int
+) -> list[Step]:
+    """:func:`_clip` then :func:`_shift` in one pass (for short lists)."""
+    out: list[Step] = []
+    start = y0
+    for p, t, q, _source in steps:
+        end = start + q
+        a = start if start > low else low
+        b = end if end < high else high
+        if b > a:
+            if not fee:
+                out.append((p, t, b - a, code))
+            elif b <= 0:
+                out.append((p - fee, t, b - a, code))
+            elif a >= 0:
+                out.append((p + fee, t, b - a, code))
+            else:
+                out.append((p - fee, t, -a, code))
+                out.append((p + fee, t, b, code))
+        start = end
+    return out
 
 
 def _clip(steps: list[Step], y0: int, low: int, high: int) -> list[Step]:
@@ -174,24 +209,27 @@ def _top_down(
         if not steps:
             continue  # no orders below: no flow on any edge of the subtree
         taken = flows[node] - starts[node]
-        lower: int | None = None
-        upper: int | None = steps[0][0]
-        if taken > 0:
+        if not taken:
+            own_intervals[node] = (None, steps[0][0])
+        else:
+            walk = iter(steps)
             end = 0
-            for i, (p, _t, q, source) in enumerate(steps):
-                start = end
+            for p, _t, q, source in walk:  # noqa: B007 - the wholly taken steps, then the last
                 end += q
-                part = q if end <= taken else taken - start
-                if source >= 0:
-                    fill[source] = q - part if is_buy[source] else part
-                else:
-                    child_taken[~source] += part
                 if end >= taken:
-                    lower = p
-                    untaken = i if end > taken else i + 1  # the first step not wholly taken
-                    upper = steps[untaken][0] if untaken < len(steps) else None
                     break
-        own_intervals[node] = (lower, upper)
+                if source >= 0:
+                    fill[source] = 0 if is_buy[source] else q
+                else:
+                    child_taken[~source] += q
+            part = taken - (end - q)  # of the step holding the last taken Wh
+            if source >= 0:
+                fill[source] = q - part if is_buy[source] else part
+            else:
+                child_taken[~source] += part
+            # The first untaken Wh: in this step, else in the next one, else none.
+            upper = p if end > taken else next((s[0] for s in walk), None)
+            own_intervals[node] = (p, upper)
         for child in children[node]:
             flows[child] = out_starts[child] + child_taken[child]
     return fill, flows, own_intervals
