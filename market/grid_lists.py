@@ -17,6 +17,7 @@ sorts by the key alone. Prices are Python ints, exact however wide.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from market.grid import Grid
 
@@ -47,10 +48,22 @@ def clear_on_lists(
     own: list[list[int]] = [[] for _ in range(len(grid))]
     for row, node in enumerate(located):
         own[node].append(row)
-    lists, starts, out_starts = _bottom_up(grid, own, is_buy, quantity_wh, price, tiebreak)
-    fill, flows, own_intervals = _top_down(grid, lists, starts, out_starts, is_buy, quantity_wh)
+    bottom_up = _bottom_up(grid, own, is_buy, quantity_wh, price, tiebreak)
+    fill, flows, own_intervals = _top_down(grid, own, bottom_up, is_buy, quantity_wh)
     pairs = _pairs(grid, own, is_buy, fill, ask_rank, bid_rank)
     return fill, flows, own_intervals, pairs
+
+
+class _BottomUp(NamedTuple):
+    """What the bottom-up pass leaves for the top-down one, by node: ``List_v`` and where it
+    starts and ends (``y0_v``, ``y1_v``), and where ``H_v`` starts and ends (``y0'_v``,
+    ``y1'_v``)."""
+
+    lists: list[list[Step]]
+    starts: list[int]
+    ends: list[int]
+    out_starts: list[int]
+    out_ends: list[int]
 
 
 def _bottom_up(
@@ -60,14 +73,15 @@ def _bottom_up(
     quantity_wh: Sequence[int],
     price: Sequence[int],
     tiebreak: Sequence[int],
-) -> tuple[list[list[Step]], list[int], list[int]]:
-    """``List_v``, ``y0_v`` and ``y0'_v`` of every node (§3.2)."""
+) -> _BottomUp:
+    """``List_v``, ``y0_v``, ``y1_v``, ``y0'_v`` and ``y1'_v`` of every node (§3.2)."""
     n = len(grid)
     children, nodes, root = grid.children, grid.nodes, grid.root_index
     lists: list[list[Step]] = [[] for _ in range(n)]
     starts = [0] * n
+    ends = [0] * n
     out_starts = [0] * n
-    out_ends = [0] * n  # y1'_v: where H_v ends
+    out_ends = [0] * n
     outgoing: list[list[Step] | None] = [None] * n
     for node in grid.post_order:
         rows = own[node]
@@ -91,6 +105,7 @@ def _bottom_up(
             steps.sort()
         lists[node] = steps
         starts[node] = y0
+        ends[node] = y1
         if node == root:
             continue
         edge = nodes[node]
@@ -108,7 +123,7 @@ def _bottom_up(
             outgoing[node] = _shift(steps, low, high, edge.fee_per_wh, ~node)
         else:
             outgoing[node] = _clip_and_shift(steps, y0, low, high, edge.fee_per_wh, ~node)
-    return lists, starts, out_starts
+    return _BottomUp(lists, starts, ends, out_starts, out_ends)
 
 
 _SHORT_LIST = 6
@@ -189,18 +204,23 @@ def _shift(steps: list[Step], low: int, high: int, fee: int, code: int) -> list[
 
 def _top_down(
     grid: Grid,
-    lists: Sequence[list[Step]],
-    starts: Sequence[int],
-    out_starts: Sequence[int],
+    own: Sequence[list[int]],
+    bottom_up: _BottomUp,
     is_buy: Sequence[bool],
     quantity_wh: Sequence[int],
 ) -> tuple[list[int], list[int], list[OwnInterval]]:
     """Take the first ``T_v`` Wh of each node's list (§3.3), roots first: fills, flows and
-    each node's own interval ``[L_v, U_v]`` (§4)."""
+    each node's own interval ``[L_v, U_v]`` (§4).
+
+    Each list is walked from the end nearer its boundary: from the start over the taken
+    steps when less than half its Wh are taken, else from the end over the untaken ones
+    (near the root most Wh are taken).
+    """
     n = len(grid)
     children = grid.children
+    lists, starts, ends, out_starts, out_ends = bottom_up
     flows = [0] * n
-    child_taken = [0] * n
+    child_wh = [0] * n  # Wh of each child's steps walked over in its parent's list
     own_intervals: list[OwnInterval] = [(None, None)] * n
     # An untaken buy step is unfilled, so every buy starts filled and loses what is taken.
     fill = [q if buy else 0 for q, buy in zip(quantity_wh, is_buy, strict=True)]
@@ -208,31 +228,82 @@ def _top_down(
         steps = lists[node]
         if not steps:
             continue  # no orders below: no flow on any edge of the subtree
-        taken = flows[node] - starts[node]
-        if not taken:
-            own_intervals[node] = (None, steps[0][0])
+        y0 = starts[node]
+        taken = flows[node] - y0
+        total = ends[node] - y0
+        kids = children[node]
+        if 2 * taken <= total:
+            own_intervals[node] = _take_from_start(steps, taken, is_buy, fill, child_wh)
+            for child in kids:
+                flows[child] = out_starts[child] + child_wh[child]
         else:
-            walk = iter(steps)
-            end = 0
-            for p, _t, q, source in walk:  # noqa: B007 - the wholly taken steps, then the last
-                end += q
-                if end >= taken:
-                    break
-                if source >= 0:
-                    fill[source] = 0 if is_buy[source] else q
-                else:
-                    child_taken[~source] += q
-            part = taken - (end - q)  # of the step holding the last taken Wh
-            if source >= 0:
-                fill[source] = q - part if is_buy[source] else part
-            else:
-                child_taken[~source] += part
-            # The first untaken Wh: in this step, else in the next one, else none.
-            upper = p if end > taken else next((s[0] for s in walk), None)
-            own_intervals[node] = (p, upper)
-        for child in children[node]:
-            flows[child] = out_starts[child] + child_taken[child]
+            for row in own[node]:  # wholly taken, unless walked over below
+                fill[row] = 0 if is_buy[row] else quantity_wh[row]
+            own_intervals[node] = _untake_from_end(steps, total - taken, is_buy, fill, child_wh)
+            for child in kids:
+                flows[child] = out_ends[child] - child_wh[child]
     return fill, flows, own_intervals
+
+
+def _take_from_start(
+    steps: list[Step],
+    taken: int,
+    is_buy: Sequence[bool],
+    fill: list[int],
+    child_wh: list[int],
+) -> OwnInterval:
+    """Walk the first ``taken`` Wh: fill own sells, unfill own buys, count each child's
+    taken Wh; the own interval. Own orders not walked over keep their untaken fills."""
+    if not taken:
+        return None, steps[0][0]
+    walk = iter(steps)
+    end = 0
+    for p, _t, q, source in walk:  # noqa: B007 - the wholly taken steps, then the last
+        end += q
+        if end >= taken:
+            break
+        if source >= 0:
+            fill[source] = 0 if is_buy[source] else q
+        else:
+            child_wh[~source] += q
+    part = taken - (end - q)  # of the step holding the last taken Wh
+    if source >= 0:
+        fill[source] = q - part if is_buy[source] else part
+    else:
+        child_wh[~source] += part
+    # The first untaken Wh: in this step, else in the next one, else none.
+    return p, p if end > taken else next((s[0] for s in walk), None)
+
+
+def _untake_from_end(
+    steps: list[Step],
+    untaken: int,
+    is_buy: Sequence[bool],
+    fill: list[int],
+    child_wh: list[int],
+) -> OwnInterval:
+    """Walk the last ``untaken`` Wh backwards: unfill own sells, fill own buys, count each
+    child's untaken Wh; the own interval. Own orders not walked over must already hold their
+    wholly taken fills."""
+    if not untaken:
+        return steps[-1][0], None
+    walk = reversed(steps)
+    start = 0  # counted back from the end
+    for p, _t, q, source in walk:  # noqa: B007 - the wholly untaken steps, then the last
+        start += q
+        if start >= untaken:
+            break
+        if source >= 0:
+            fill[source] = q if is_buy[source] else 0
+        else:
+            child_wh[~source] += q
+    part = untaken - (start - q)  # of the step holding the first untaken Wh
+    if source >= 0:
+        fill[source] = part if is_buy[source] else q - part
+    else:
+        child_wh[~source] += part
+    # The last taken Wh: in this step, else in the one before it (there is one: taken > 0).
+    return (p if start > untaken else next(walk)[0]), p
 
 
 def _pairs(
