@@ -117,12 +117,20 @@ def _bottom_up(
         out_ends[node] = high
         if not steps:
             continue
-        if len(steps) > _SHORT_LIST:
+        fee = edge.fee_per_wh
+        if len(steps) == 1 and (not fee or high <= 0 or low >= 0):
+            # One step (a house's one order, most leaves of a feeder), not split at 0: the
+            # clip leaves [low, high] of it, the fee moves it one way.
+            if high > low:
+                p, t, _q, _source = steps[0]
+                shifted = p if not fee else p - fee if high <= 0 else p + fee
+                outgoing[node] = [(shifted, t, high - low, ~node)]
+        elif len(steps) > _SHORT_LIST:
             if low != y0 or high != y1:
                 steps = _clip(steps, y0, low, high)
-            outgoing[node] = _shift(steps, low, high, edge.fee_per_wh, ~node)
+            outgoing[node] = _shift(steps, low, high, fee, ~node)
         else:
-            outgoing[node] = _clip_and_shift(steps, y0, low, high, edge.fee_per_wh, ~node)
+            outgoing[node] = _clip_and_shift(steps, y0, low, high, fee, ~node)
     return _BottomUp(lists, starts, ends, out_starts, out_ends)
 
 
