@@ -16,6 +16,7 @@ sorts by the key alone. Prices are Python ints, exact however wide.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -84,24 +85,37 @@ def _bottom_up(
     out_ends = [0] * n
     outgoing: list[list[Step] | None] = [None] * n
     for node in grid.post_order:
-        rows = own[node]
         y0 = y1 = 0
         steps: list[Step] = []
-        for row in rows:
+        for row in own[node]:
             q = quantity_wh[row]
             steps.append((price[row], tiebreak[row], q, row))
             if is_buy[row]:
                 y0 -= q
             else:
                 y1 += q
+        longest: list[Step] = steps
         for child in children[node]:
             y0 += out_starts[child]
             y1 += out_ends[child]
             handed = outgoing[child]
             if handed:
-                steps += handed
                 outgoing[child] = None  # merged into this node's list; free it
-        if len(steps) > 1:
+                if len(handed) > len(longest):
+                    handed, longest = longest, handed
+                if handed is not steps:
+                    steps += handed
+        if longest is not steps:
+            # Merge the few other steps into the longest list (sorted, and handed over by
+            # a child, so this node may keep it) rather than sort all of them again.
+            if len(steps) <= _FEW_STEPS:
+                for step in steps:
+                    insort(longest, step)
+                steps = longest
+            else:
+                steps += longest
+                steps.sort()
+        elif len(steps) > 1:
             steps.sort()
         lists[node] = steps
         starts[node] = y0
@@ -133,6 +147,9 @@ def _bottom_up(
             outgoing[node] = _clip_and_shift(steps, y0, low, high, fee, ~node)
     return _BottomUp(lists, starts, ends, out_starts, out_ends)
 
+
+_FEW_STEPS = 8
+"""Up to this many steps are inserted one by one into a node's longest incoming list."""
 
 _SHORT_LIST = 6
 """Lists up to this many steps are clipped and shifted in one loop; longer ones by slices
