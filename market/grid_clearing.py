@@ -297,19 +297,19 @@ def _clear(
         engine = "lists" if len(book) <= LIST_ENGINE_MAX_ORDERS else "arrays"
     tiebreak = _tiebreak(book)
     if engine == "lists":
+        is_buy = book.is_buy.tolist()
         fill_list, flows, own_intervals, pairs = clear_on_lists(
             grid,
             located.tolist(),
-            book.is_buy.tolist(),
+            is_buy,
             book.quantity_wh.tolist(),
             book.price_per_wh.tolist(),
             tiebreak.tolist(),
-            _ranks(book, buy=False),
-            _ranks(book, buy=True),
+            _priority_ranks(book),
         )
         fill = np.array(fill_list, dtype=np.int64)
         buy_rows, sell_rows, quantity = (np.array(x, dtype=np.int64) for x in pairs)
-        volume = sum(f for f, buy in zip(fill_list, book.is_buy.tolist(), strict=True) if not buy)
+        volume = sum(f for f, buy in zip(fill_list, is_buy, strict=True) if not buy)
     elif engine == "arrays":
         fill, flows, own_intervals, (buy_rows, sell_rows, quantity) = _clear_on_arrays(
             book, grid, located, tiebreak, wide=wide
@@ -339,11 +339,13 @@ def _clear(
     )
 
 
-def _ranks(book: OrderBook, *, buy: bool) -> list[int]:
-    """Each row's position in §4 bid (``buy``) or ask priority; 0 for rows of the other side."""
-    rows = priority_order(book, buy=buy)
+def _priority_ranks(book: OrderBook) -> list[int]:
+    """Each row's position in §4 priority among its own side: bids by bid priority, asks by
+    ask priority."""
     rank = np.zeros(len(book), dtype=np.int64)
-    rank[rows] = np.arange(len(rows), dtype=np.int64)
+    for buy in (False, True):
+        rows = priority_order(book, buy=buy)
+        rank[rows] = np.arange(len(rows), dtype=np.int64)
     return rank.tolist()
 
 

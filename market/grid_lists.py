@@ -36,22 +36,20 @@ def clear_on_lists(
     quantity_wh: Sequence[int],
     price: Sequence[int],
     tiebreak: Sequence[int],
-    ask_rank: Sequence[int],
-    bid_rank: Sequence[int],
+    rank: Sequence[int],
 ) -> tuple[list[int], list[int], list[OwnInterval], tuple[list[int], list[int], list[int]]]:
     """Fills by row, flows by node, own intervals by node and the trade pairs (buy rows,
     sell rows, Wh) of one book, all by row of the book's columns.
 
     ``located[r]`` is row ``r``'s node; ``tiebreak`` as :func:`market.grid_clearing._tiebreak`;
-    ``ask_rank``/``bid_rank`` each row's position in §4 ask/bid priority (only its own side's
-    rank is read).
+    ``rank`` each row's position in §4 priority among the orders of its side.
     """
     own: list[list[int]] = [[] for _ in range(len(grid))]
     for row, node in enumerate(located):
         own[node].append(row)
     bottom_up = _bottom_up(grid, own, is_buy, quantity_wh, price, tiebreak)
     fill, flows, own_intervals = _top_down(grid, own, bottom_up, is_buy, quantity_wh)
-    pairs = _pairs(grid, own, is_buy, fill, ask_rank, bid_rank)
+    pairs = _pairs(grid, own, is_buy, fill, rank)
     return fill, flows, own_intervals, pairs
 
 
@@ -78,7 +76,7 @@ def _bottom_up(
     """``List_v``, ``y0_v``, ``y1_v``, ``y0'_v`` and ``y1'_v`` of every node (§3.2)."""
     n = len(grid)
     children, nodes, root = grid.children, grid.nodes, grid.root_index
-    lists: list[list[Step]] = [[] for _ in range(n)]
+    lists: list[list[Step]] = [[]] * n  # every node's is set below
     starts = [0] * n
     ends = [0] * n
     out_starts = [0] * n
@@ -336,8 +334,7 @@ def _pairs(
     own: Sequence[list[int]],
     is_buy: Sequence[bool],
     fill: Sequence[int],
-    ask_rank: Sequence[int],
-    bid_rank: Sequence[int],
+    rank: Sequence[int],
 ) -> tuple[list[int], list[int], list[int]]:
     """Trade pairs (§5): buy rows, sell rows and Wh, nodes in post-order, walk order within.
 
@@ -356,9 +353,9 @@ def _pairs(
             filled = fill[row]
             if filled:
                 if is_buy[row]:
-                    buys.append((bid_rank[row], row, filled))
+                    buys.append((rank[row], row, filled))
                 else:
-                    sells.append((ask_rank[row], row, filled))
+                    sells.append((rank[row], row, filled))
         for child in children[node]:
             remainder = remainders[child]
             if remainder is not None:
