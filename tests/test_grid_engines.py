@@ -161,7 +161,8 @@ def test_an_empty_book_clears_alike_on_both_engines(data: st.DataObject) -> None
     _assert_identical(*_both([], case.grid, [], "uniform", (1, 2)))
 
 
-def test_an_edge_with_both_caps_zero_hands_its_parent_no_step() -> None:
+@pytest.mark.parametrize("more_sells", [0, 8])  # a short list, and a long one (> 6 steps)
+def test_an_edge_with_both_caps_zero_hands_its_parent_no_step(more_sells: int) -> None:
     """At ``a`` the sell straddles zero net export; both caps 0 leave ``H_a`` empty, not a
     step of 0 Wh, so ``p`` (no orders, nothing taken) has no own interval and takes the
     root's price across its free edge."""
@@ -175,8 +176,9 @@ def test_an_edge_with_both_caps_zero_hands_its_parent_no_step() -> None:
         Order("b-a", Side.BUY, Wh(5), PricePerWh(6), 1),
         Order("s-r", Side.SELL, Wh(2), PricePerWh(10), 2),
         Order("b-r", Side.BUY, Wh(2), PricePerWh(20), 3),
-    ]
-    on_lists, on_arrays = _both(orders, grid, ["a", "a", "r", "r"], "uniform", (1, 2))
+    ] + [Order(f"x{i}", Side.SELL, Wh(1), PricePerWh(7 + i), 4 + i) for i in range(more_sells)]
+    nodes = ["a", "a", "r", "r"] + ["a"] * more_sells
+    on_lists, on_arrays = _both(orders, grid, nodes, "uniform", (1, 2))
     _assert_identical(on_lists, on_arrays)
     prices = on_lists.to_json_dict()["node_prices"]
     assert prices == {"a": 4, "p": 15, "r": 15}  # a: 3 Wh of the sell left untaken at 4
