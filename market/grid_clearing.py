@@ -17,9 +17,16 @@ Algorithm (§3): one pass up the tree, one pass down
     shifted by ``∓fee``: that is the welfare of the subtree as a concave function of its net
     export, so at the root the optimum takes the cheapest ``buy Wh`` of the root's list.
     Going down, the number of Wh taken in a node's list gives each child's flow and each own
-    order's fill. Every list is a handful of numpy arrays (price, Wh, source), sorted with one
-    ``lexsort``; time ``O(N·h·log N)``, memory ``O(N·h)`` for ``N`` orders and tree height
+    order's fill. Time ``O(N·h·log N)``, memory ``O(N·h)`` for ``N`` orders and tree height
     ``h``.
+
+Two engines, one result
+    Books of up to :data:`LIST_ENGINE_MAX_ORDERS` orders clear on Python lists of tuples
+    (:mod:`market.grid_lists`), larger ones here on numpy arrays, each list a handful of
+    arrays (price, Wh, source) sorted with one ``lexsort``. numpy costs some twenty calls, a
+    few dozen µs, per node whatever its size: on a feeder of a hundred nodes and a few dozen
+    orders that is ten times the lists' cost, while 100k orders need the arrays. Both run
+    the same steps and give identical results (tests/test_grid_engines.py forces each).
 
 Node prices (§4)
     ``[L, U]`` of the node's own list (last taken, first untaken Wh) intersected with what the
@@ -33,8 +40,9 @@ Trade pairs (§5)
 
 Integers: quantities and flows are ``int64`` (bounded by the book's total, see
 :mod:`market.orders`). Effective prices lie in ``[1 − F, max limit + F]`` (``F`` the largest
-fee sum to the root); they are ``int64`` when that fits, else Python ints in object arrays
-(slower, same results). Money is summed with Python ints.
+fee sum to the root); on the arrays they are ``int64`` when that fits, else Python ints in
+object arrays (slower, same results); the lists always hold Python ints. Money is summed with
+Python ints.
 """
 
 from __future__ import annotations
@@ -274,8 +282,10 @@ def clear_grid(
 
 LIST_ENGINE_MAX_ORDERS = 2_000
 """Books of at most this many orders clear on Python lists (:mod:`market.grid_lists`), larger
-ones on numpy arrays; the two give identical results (bench/grid_day.py, bench/clearing.py
-measure both sides of the threshold)."""
+ones on numpy arrays; the two give identical results. Measured: the lists take a tenth of the
+arrays' time at 100 orders on 116 nodes (0.3 against 4 ms), a third at 2,000 (2 against
+6 ms), and the arrays win from about 3,000 orders on a 50-node tree; on deep paths the lists
+win far beyond (the arrays pay per node)."""
 
 Engine = Literal["lists", "arrays"]
 """``"lists"`` or ``"arrays"``: which implementation of the algorithm clears a book."""
