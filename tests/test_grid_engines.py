@@ -18,6 +18,7 @@ from strategies import ks, mechanisms
 import market.grid_clearing as grid_clearing
 from ledger.units import PricePerWh, Wh
 from market.grid import Grid, check_grid
+from market.grid_arrays import clear_on_arrays
 from market.grid_clearing import (
     LIST_ENGINE_MAX_ORDERS,
     GridClearingResult,
@@ -147,9 +148,7 @@ def test_clear_grid_chooses_the_engine_by_the_books_size(
         return call
 
     monkeypatch.setattr(grid_clearing, "clear_on_lists", spy("lists", clear_on_lists))
-    monkeypatch.setattr(
-        grid_clearing, "_clear_on_arrays", spy("arrays", grid_clearing._clear_on_arrays)
-    )
+    monkeypatch.setattr(grid_clearing, "clear_on_arrays", spy("arrays", clear_on_arrays))
     clear_grid(orders, grid, nodes)
     assert used == [engine]
 

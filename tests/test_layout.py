@@ -31,6 +31,7 @@ PURE = (
     "market.clearing",
     "market.defaulters",
     "market.grid",
+    "market.grid_arrays",
     "market.grid_clearing",
     "market.grid_lists",
     "market.reference_clearing",
