@@ -125,6 +125,11 @@ class Grid:
         return tuple(_pre_order(self.parent_index, self.root_index))
 
     @cached_property
+    def children(self) -> tuple[tuple[int, ...], ...]:
+        """Each node's children, ascending by id (empty for a leaf)."""
+        return tuple(tuple(kids) for kids in _children(self.parent_index))
+
+    @cached_property
     def _nodes_json(self) -> bytes:
         """The canonical bytes of the ``nodes`` array (the part no interval changes)."""
         nodes = [
@@ -168,8 +173,9 @@ class Grid:
             parent_index=self.parent_index,
             post_order=self.post_order,
         )
-        shared = ("pre_order", "largest_fee_path", "_nodes_json")
-        other.__dict__.update({k: v for k, v in self.__dict__.items() if k in shared})
+        # Derived here once if not yet, so that every interval's copy shares them.
+        shared = ("pre_order", "children", "largest_fee_path", "_nodes_json")
+        other.__dict__.update({name: getattr(self, name) for name in shared})
         return other
 
     @cached_property

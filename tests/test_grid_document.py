@@ -88,12 +88,12 @@ def test_canonical_bytes_round_trip_and_match_rfc_8785_form(grid: Grid) -> None:
     for v in grid.post_order:  # children before parents
         assert all(c in seen for c, p in enumerate(grid.parent_index) if p == v)
         seen.add(v)
+        assert grid.children[v] == tuple(c for c, p in enumerate(grid.parent_index) if p == v)
 
 
 @settings(max_examples=50, deadline=None)
 @given(grid=grids(max_nodes=10))
 def test_the_same_nodes_for_another_interval_are_what_check_grid_gives(grid: Grid) -> None:
-    assert grid.largest_fee_path >= 0 and grid.pre_order and grid.grid_root  # to be shared
     for interval in (0, 7, MAX_GRID_INT):
         moved = grid.for_interval(interval)
         document = {**json.loads(grid.canonical_bytes), "interval": interval}
@@ -101,10 +101,12 @@ def test_the_same_nodes_for_another_interval_are_what_check_grid_gives(grid: Gri
         assert moved.canonical_bytes == checked.canonical_bytes == canonical(document)
         assert moved.grid_root == checked.grid_root == keccak(checked.canonical_bytes)
         assert moved.interval == interval
-        for name in ("nodes", "root_index", "parent_index", "post_order", "pre_order"):
+        for name in ("nodes", "root_index", "parent_index", "post_order", "pre_order", "children"):
             assert getattr(moved, name) == getattr(checked, name)
         assert dict(moved.index) == dict(checked.index)
         assert moved.largest_fee_path == checked.largest_fee_path
+        # Shared, not derived again, even when ``grid`` had not derived them before.
+        assert moved.children is grid.children and moved.pre_order is grid.pre_order
     for bad in (-1, MAX_GRID_INT + 1, True):
         with pytest.raises(GridError) as refused:
             grid.for_interval(bad)
