@@ -13,6 +13,11 @@ without a socket. Everything is synchronous. A refused request raises
 
 :class:`OrderSigner` does the signing alone (no HTTP): it fetches nothing and needs only the
 EIP-712 domain from ``GET /market``; load generators use it to pre-sign orders.
+
+A contract account (ERC-1271) places orders with the key it accepts signatures of:
+``MarketClient(app=..., account=owner_key, participant=contract_address)`` (or
+``OrderSigner(owner_key, domain, participant=contract_address)``) names the contract in its
+orders and cancels and signs them with the owner key; the market asks the contract.
 """
 
 from __future__ import annotations
@@ -75,10 +80,20 @@ class _Nonces:
 
 @dataclass
 class OrderSigner:
-    """Builds signed request bodies for one account under one market's EIP-712 domain."""
+    """Builds signed request bodies for one account under one market's EIP-712 domain.
+
+    ``participant``: the address orders and cancels name when it is not ``account``'s own: a
+    contract account (ERC-1271) whose ``isValidSignature`` accepts ``account``'s signatures.
+    """
 
     account: LocalAccount
     domain: signing.Domain
+    participant: str | None = None
+
+    @property
+    def address(self) -> str:
+        """The participant the orders and cancels name."""
+        return self.participant or str(self.account.address)
 
     def __post_init__(self) -> None:
         self._separator = self.domain.separator
@@ -108,7 +123,7 @@ class OrderSigner:
         nonce_value = nonce if nonce is not None else self._nonces.next()
         expiry_value = self._expiry(expiry)
         message = {
-            "participant": self.account.address,
+            "participant": self.address,
             "interval": interval,
             "side": side_code,
             "quantityWh": quantity_wh,
@@ -119,7 +134,7 @@ class OrderSigner:
         try:
             digest = signing.order_digest(
                 self._separator,
-                self.account.address,
+                self.address,
                 interval,
                 side_code,
                 quantity_wh,
@@ -138,7 +153,7 @@ class OrderSigner:
     ) -> dict[str, Any]:
         """The ``DELETE /orders/{id}`` body: a ``Cancel`` message and its signature."""
         message = {
-            "participant": self.account.address,
+            "participant": self.address,
             "orderHash": order_id,
             "nonce": str(nonce if nonce is not None else self._nonces.next()),
             "expiry": str(self._expiry(expiry)),
@@ -220,7 +235,9 @@ class MarketClient:
     """Synchronous client of the market API, signing with ``account``.
 
     Give ``base_url`` for a market over HTTP, ``app`` for an ASGI app in this process, or
-    ``transport`` for any httpx transport.
+    ``transport`` for any httpx transport. ``participant``: a contract account (ERC-1271)
+    whose orders and cancels ``account`` signs (:class:`OrderSigner`); default
+    ``account``'s own address.
     """
 
     def __init__(
@@ -228,6 +245,7 @@ class MarketClient:
         base_url: str | None = None,
         *,
         account: LocalAccount | None = None,
+        participant: str | None = None,
         app: Any = None,
         transport: httpx.BaseTransport | None = None,
         timeout_seconds: float = 30.0,
@@ -240,6 +258,7 @@ class MarketClient:
             timeout=timeout_seconds,
         )
         self.account = account
+        self.participant_address = participant
         self._market: dict[str, Any] | None = None
         self._signers: dict[str, OrderSigner] = {}
 
@@ -283,13 +302,16 @@ class MarketClient:
         return signing.Domain(int(d["chainId"]), d["verifyingContract"], d["name"], d["version"])
 
     def signer(self, account: LocalAccount | None = None) -> OrderSigner:
-        """An :class:`OrderSigner` for ``account`` (default: the client's account)."""
+        """An :class:`OrderSigner` for ``account`` (default: the client's account, for the
+        client's ``participant`` when it has one)."""
         who = account or self.account
         if who is None:
             raise ValueError("no account to sign with; pass account=")
-        if who.address not in self._signers:
-            self._signers[who.address] = OrderSigner(who, self.domain)
-        return self._signers[who.address]
+        participant = self.participant_address if account is None else None
+        key = f"{who.address}/{participant}"
+        if key not in self._signers:
+            self._signers[key] = OrderSigner(who, self.domain, participant)
+        return self._signers[key]
 
     def next_interval(self) -> int:
         """The first interval whose gate is still open, by the market's clock."""

@@ -29,6 +29,19 @@ after a registry event too; and when a flood of fresh keys has spent the budget,
 found among every address ever registered (an incremental scan of the registry's events, at
 most once a second) is still read. So a flood of fresh keys never stands between a
 registered participant and its order.
+
+Contract accounts (ERC-1271)
+    ``commitInterval`` accepts a contract account's order when its ``isValidSignature`` does
+    (within the market's gas cap), so intake does too: an order whose signature does not
+    recover to its participant is asked of the chain (:meth:`Collateral.contract_accepts`)
+    only when that participant is known to be registered without a read
+    (:meth:`Collateral.may_be_contract`: confirmed registered, vouched for, or among the
+    addresses ever registered, which the service scans again after each registry event,
+    :meth:`Collateral.follow_registry`) and is not known to be without code. Every such check
+    spends a lookup of the budget (its head, code and ``isValidSignature`` are read); an
+    account found without code is not asked again for :data:`UNREGISTERED_CACHE_SECONDS`.
+    So junk signatures naming fresh addresses still cost no read at all, and junk naming
+    registered participants costs at most the budget.
 """
 
 from __future__ import annotations
@@ -105,6 +118,10 @@ class Collateral:
         self._registered_ever: set[str] = set()
         self._registry_at = float("-inf")
         self._registry_lock = threading.Lock()
+        self._registry_followed: int | None = None
+        self.contracts: set[str] = set()
+        """Participants the chain showed to be contract accounts (their code stays)."""
+        self._codeless_until: dict[str, float] = {}
 
     def apply(self, facts: LedgerFacts) -> None:
         """Keep the terms of ``facts``; forget every kept registration when the ledger has
@@ -196,6 +213,61 @@ class Collateral:
                 self._registered_ever = {p.lower() for p in found}
                 self._registry_at = time.monotonic()
             return self._registered_ever
+
+    def follow_registry(self) -> None:
+        """Scan every address ever registered again (an incremental scan of the registry's
+        events) when the ledger has seen a registry event since the last scan, so that
+        :meth:`may_be_contract` knows a participant registered since without a read on the
+        intake path. A chain that fails keeps the last scan (tried again on the next call)."""
+        changes = self._registry_changes
+        if changes is None or changes == self._registry_followed:
+            return
+        with self._registry_lock:
+            try:
+                found = self.ledger.participants()
+            except LedgerCallFailed:
+                return
+            self._registered_ever = {p.lower() for p in found}
+            self._registry_followed = changes
+
+    def may_be_contract(self, participant: str) -> bool:
+        """Whether an order of ``participant`` whose signature is not its own is worth asking
+        the chain about (no read): ``participant`` is known to be registered (confirmed,
+        vouched for, or in the last registry scan) and not known to be without code."""
+        if participant in self.contracts:
+            return True
+        until = self._codeless_until.get(participant)
+        if until is not None and time.monotonic() < until:
+            return False
+        return (
+            participant in self.registered
+            or participant in self.vouched
+            or participant in self._registered_ever
+        )
+
+    def contract_accepts(self, participant: str, digest: bytes, signature: str) -> bool:
+        """Whether contract account ``participant`` accepts ``signature`` over ``digest`` at
+        the chain's head, as ``commitInterval`` would ask it (ERC-1271 within the market's
+        gas cap): a lookup of the budget (ChainBusy when none is left), then the head and
+        the free balance, the code (once per participant) and ``isValidSignature``. False,
+        and remembered for a while, when ``participant`` has no code. ChainUnavailableProblem
+        when the chain fails."""
+        self.budget.take(f"the ERC-1271 signature of {participant}")
+        block, balances = _call_ledger(self.ledger.balances_at_head, [participant])
+        with self._lock:
+            self.free.setdefault(participant, balances[participant].free)
+        if participant not in self.contracts:
+            if not _call_ledger(self.ledger.has_code, participant, block):
+                with self._lock:
+                    if len(self._codeless_until) > 100_000:
+                        self._codeless_until.clear()
+                    self._codeless_until[participant] = (
+                        time.monotonic() + UNREGISTERED_CACHE_SECONDS
+                    )
+                return False
+            with self._lock:
+                self.contracts.add(participant)
+        return _call_ledger(self.ledger.accepts_signature, participant, digest, signature, block)
 
     def free_balance(self, participant: str, refresh: bool = False) -> int:
         """The cached free balance of ``participant``, read from the chain when not cached

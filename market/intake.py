@@ -4,7 +4,9 @@ Intake (``POST /orders``)
     An order is the EIP-712 ``Order`` message of :mod:`ledger.eip712` plus its signature.
     It is accepted when, in this order of checks: every field is in range
     (:func:`market.signed_messages.parse_order`); ``quantityWh`` is at least
-    ``min_order_wh``; the signature recovers to ``participant``; ``expiry`` has not passed;
+    ``min_order_wh``; the signature recovers to ``participant``, or ``participant`` is a
+    registered contract account whose ERC-1271 ``isValidSignature`` accepts it (see below);
+    ``expiry`` has not passed;
     the participant is registered on-chain, and the order is at its participant's grid node
     (:mod:`market.grid_operator`; a market without a grid has one node, ``root``); the
     interval's gate is still open and the interval is at most ``max_ahead_intervals``
@@ -24,6 +26,18 @@ Nothing unsigned reaches the chain
     free balances are read only for participants that signed their orders, only when not
     cached, and for participants the chain never confirmed, within a budget of reads per
     second (:mod:`market.lookup_budget`).
+
+Contract accounts (ERC-1271)
+    ``commitInterval`` accepts a contract account's order when the account's
+    ``isValidSignature`` does (within the market's 50,000 gas), and intake asks the same
+    (:meth:`Intake.verify_contract_signatures`, cancels too). An order that recovers to its
+    participant never causes that read. One that does not is asked of the chain only when
+    its participant is known, without a read, to be registered and not known to lack code
+    (:meth:`market.collateral.Collateral.may_be_contract`), only when every order of the
+    request passed the other checks above, and each ask spends a lookup of the budget:
+    junk signatures naming fresh addresses are refused ``signer_mismatch`` without a read,
+    as before. A chain that fails the ask answers ``chain_unavailable``, a spent budget
+    ``chain_busy``.
 
 Bounds against splitting
     One key could split its energy into thousands of 1 Wh orders, each a trade to commit
@@ -94,6 +108,9 @@ class Authenticated:
     count: int
     orders: list[tuple[int, ParsedOrder, bytes, str]] = field(default_factory=list)
     errors: list[tuple[int, RequestError]] = field(default_factory=list)
+    unverified: list[tuple[int, ParsedOrder, bytes, str, str]] = field(default_factory=list)
+    """Orders whose signature recovers to another key (the last item) for a participant
+    that may be a contract account: :meth:`Intake.verify_contract_signatures` asks it."""
 
 
 @dataclass
@@ -165,7 +182,9 @@ class Intake:
         """The checks of a request's orders that need neither the chain nor the market's
         state, each order's in this order: fields, minimum size, signature (recovered and
         compared with ``participant``), expiry. CPU only: nothing here reads the chain, so an
-        order set nobody signed costs its signature recoveries and no more."""
+        order set nobody signed costs its signature recoveries and no more. An order signed
+        by another key for a participant that may be a contract account is set aside
+        (:attr:`Authenticated.unverified`) for :meth:`verify_contract_signatures`."""
         limit = self.max_batch_orders
         if len(signed) > limit:
             raise BatchTooLarge(f"{len(signed)} orders in one batch; at most {limit}")
@@ -175,14 +194,36 @@ class Intake:
         checked = Authenticated(count=len(signed))
         for index, item in enumerate(signed):
             try:
-                parsed, order_hash, signature = self._authenticate(item)
+                parsed, order_hash, signature, signer = self._authenticate(item)
                 if parsed.expiry <= now:
                     raise OrderExpired(f"expiry {parsed.expiry} is not after now ({now})")
             except RequestError as err:
                 checked.errors.append((index, err))
                 continue
-            checked.orders.append((index, parsed, order_hash, signature))
+            if signer == parsed.participant:
+                checked.orders.append((index, parsed, order_hash, signature))
+            else:
+                checked.unverified.append((index, parsed, order_hash, signature, signer))
         return checked
+
+    def verify_contract_signatures(self, checked: Authenticated) -> None:
+        """Ask the chain whether each order of ``checked.unverified`` is its contract
+        account's (:meth:`market.collateral.Collateral.contract_accepts`): accepted ones join
+        ``checked.orders``, refused ones are ``signer_mismatch``. Nothing is read when the
+        request is refused anyway (an order failed :meth:`authenticate`). Blocking: for a
+        worker thread. Raises ChainBusy when the lookup budget is spent and
+        ChainUnavailableProblem when the chain fails."""
+        if not checked.unverified or checked.errors:
+            return
+        for index, parsed, order_hash, signature, signer in checked.unverified:
+            participant = parsed.participant
+            if self.collateral.contract_accepts(participant, order_hash, signature):
+                checked.orders.append((index, parsed, order_hash, signature))
+            else:
+                checked.errors.append((index, _not_accepted(signer, participant)))
+        checked.unverified = []
+        checked.orders.sort(key=lambda entry: entry[0])
+        checked.errors.sort(key=lambda entry: entry[0])
 
     def unknown_participants(self, checked: Authenticated) -> set[str]:
         """Signers of ``checked`` whose registration or free balance has not been read from
@@ -208,6 +249,7 @@ class Intake:
         """
         if checked is None:
             checked = self.authenticate(signed)
+        self.verify_contract_signatures(checked)
         if checked.errors:
             raise _refusal(checked.errors, checked.count)
         errors = self._look_up(checked, signed)
@@ -269,10 +311,11 @@ class Intake:
                 self.collateral.free_balance(participant)
         return errors
 
-    def _authenticate(self, signed: SignedMessage) -> tuple[ParsedOrder, bytes, str]:
+    def _authenticate(self, signed: SignedMessage) -> tuple[ParsedOrder, bytes, str, str]:
         """Field checks, the minimum size and signature recovery (no shared state; runs
-        outside the lock); the order, its hash and its signature in canonical form (65
-        bytes, v 27/28)."""
+        outside the lock); the order, its hash, its signature in canonical form (65
+        bytes, v 27/28) and its signer: another key than ``participant`` only when
+        ``participant`` may be a contract account (SignerMismatch otherwise)."""
         parsed = parse_order(signed.message)
         if parsed.quantity_wh < self.min_order_wh:
             raise OrderTooSmall(
@@ -282,12 +325,12 @@ class Intake:
             )
         order_hash = parsed.digest(self._separator)
         signer, signature = signing.recover_canonical(order_hash, signed.signature)
-        if signer != parsed.participant:
+        if signer != parsed.participant and not self.collateral.may_be_contract(parsed.participant):
             raise SignerMismatch(
                 f"the signature is by {signer}, not by participant {parsed.participant}",
                 hint="Sign with the participant's key, over the domain GET /market publishes.",
             )
-        return parsed, order_hash, signature
+        return parsed, order_hash, signature, signer
 
     def _check_window(self, interval: int, now: int) -> None:
         book = self.book
@@ -396,13 +439,16 @@ class Intake:
         participant, nonce = cancel.participant, cancel.nonce
         cancel_digest = cancel.digest(self._separator)
         signer, signature = signing.recover_canonical(cancel_digest, signed.signature)
-        if signer != participant:
+        own = signer == participant
+        if not own and not self.collateral.may_be_contract(participant):
             raise SignerMismatch(f"the signature is by {signer}, not by {participant}")
         if cancel.order_id != order_id.lower():
             raise InvalidRequest("orderHash in the cancel differs from the order id in the path")
         now = self.clock.now()
         if cancel.expiry <= now:
             raise OrderExpired(f"expiry {cancel.expiry} is not after now ({now})")
+        if not own and not self.collateral.contract_accepts(participant, cancel_digest, signature):
+            raise _not_accepted(signer, participant)
         with self._lock:
             order = self.book.open.get(order_id.lower())
             if order is None:
@@ -468,6 +514,17 @@ class Intake:
             except StoreError as err:
                 raise ServiceUnavailable(f"the order store failed: {err.message}") from None
             self.nonces.add((signer, close.nonce))
+
+
+def _not_accepted(signer: str, participant: str) -> SignerMismatch:
+    """The refusal of a signature by ``signer`` that contract account ``participant`` (or
+    an account found to be none) does not accept."""
+    return SignerMismatch(
+        f"the signature is by {signer}, not by participant {participant}, and {participant} "
+        "does not accept it (ERC-1271 isValidSignature)",
+        hint="Sign with the participant's key, or with a key its contract account accepts, "
+        "over the domain GET /market publishes.",
+    )
 
 
 def _refusal(errors: list[tuple[int, RequestError]], count: int) -> RequestError:

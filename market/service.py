@@ -149,6 +149,7 @@ class MarketService:
         )
         self._facts: LedgerFacts = ledger.facts()
         self.collateral.apply(self._facts)
+        self.collateral.follow_registry()
         self._facts_checked = time.monotonic()
         self._facts_refreshing = threading.Lock()
         self.domain = signing.Domain(
@@ -281,6 +282,7 @@ class MarketService:
                 log.warning("reading the chain's terms, pause and roles failed: %s", err)
                 return self._facts
             self.collateral.apply(facts)
+            self.collateral.follow_registry()  # a scan only after a registry event
             self._facts = facts
             return facts
         finally:
@@ -299,6 +301,12 @@ class MarketService:
         """The checks of ``signed`` that need neither the chain nor the market's state
         (:meth:`Intake.authenticate <market.intake.Intake.authenticate>`)."""
         return self.intake.authenticate(signed)
+
+    def verify_contract_signatures(self, checked: Authenticated) -> None:
+        """Ask the chain about the orders of ``checked`` signed for a contract account
+        (:meth:`Intake.verify_contract_signatures
+        <market.intake.Intake.verify_contract_signatures>`; blocking, for a worker thread)."""
+        self.intake.verify_contract_signatures(checked)
 
     def unknown_participants(self, checked: Authenticated) -> set[str]:
         """Signers of ``checked`` whose registration or free balance has not been read from

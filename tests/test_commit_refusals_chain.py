@@ -9,9 +9,8 @@ as the contract asks), clears the rest again and commits it; the interval settle
 audit, asking the chain the same at the named block, passes. An operator that names a party
 that did accept fails the audit.
 
-The market's intake takes only ECDSA orders, so the account's bid enters the book through the
-intake's own reservation path (:meth:`market.intake.Intake.prepare_orders` with the order
-authenticated as the contract would: by the account's ``isValidSignature``).
+The account's bid, signed by its owner key, enters the book through the API: intake asks the
+account's ``isValidSignature`` as the contract would (:mod:`market.intake`, contract accounts).
 """
 
 from __future__ import annotations
@@ -36,9 +35,8 @@ from ledger import eip712 as signing
 from ledger.errors import BadSignature
 from ledger.records import Trade
 from market.chain_ledger import ChainLedger
-from market.intake import Authenticated
+from market.client import MarketClient
 from market.ledger_port import LedgerCallFailed, MemoryLedger
-from market.signed_messages import SignedMessage, parse_order
 
 BUYER, SELLER, OTHER_SELLER = 0, 2, 3
 ORDERS = [
@@ -90,27 +88,15 @@ def _flaky(session: Session) -> Flaky:
 
 
 def _place_flaky_bid(session: Session, flaky: Flaky, t: int) -> None:
-    """The account's bid, signed by its owner key, through the intake's reservation path."""
+    """The account's bid, signed by its owner key, through ``POST /orders``."""
+    # The market sees the account's registration at its next check of the chain's facts
+    # (within chain_facts_seconds); the test does not wait for it.
+    session.service.refresh_facts()
     quantity, price = FLAKY_BID
-    message = {
-        "participant": flaky.address,
-        "interval": t,
-        "side": signing.SIDE_BUY,
-        "quantityWh": quantity,
-        "pricePerWh": str(price),
-        "nonce": "7",
-        "expiry": str(session.expiry),
-    }
-    parsed = parse_order(message)
-    digest = parsed.digest(session.service.domain.separator)
-    signature = "0x" + bytes(Account.unsafe_sign_hash(digest, flaky.owner.key).signature).hex()
-    head = session.chain.block_number()
-    assert ChainLedger(session.ledger).accepts_signature(flaky.address, digest, signature, head)
-    checked = Authenticated(count=1)
-    checked.orders.append((0, parsed, digest, signature))
-    prepared = session.service.prepare_orders([SignedMessage(message, signature)], checked)
-    session.service.commit_prepared([prepared])
-    flaky.order_id = "0x" + digest.hex()
+    with MarketClient(app=session.app, account=flaky.owner, participant=flaky.address) as api:
+        placed = api.submit_order(t, "buy", quantity, price, nonce=7, expiry=session.expiry)
+    assert placed["participant"] == flaky.address and placed["status"] == "open"
+    flaky.order_id = placed["id"]
 
 
 def _run(session: Session, flaky: Flaky) -> int:

@@ -200,6 +200,8 @@ class OrderIntake:
         # Signatures first (CPU, no chain): a request with an order its participant did not
         # sign is refused here, before anything is read from the chain for any of its orders.
         checked = self.service.authenticate_orders(signed)
+        if checked.unverified and not checked.errors:  # a contract account's: ask the chain
+            await asyncio.to_thread(self.service.verify_contract_signatures, checked)
         unknown = self.service.unknown_participants(checked)
         if unknown:  # first sight: the chain reads happen beside the event loop, not on it
             await asyncio.to_thread(self.service.look_up, unknown)

@@ -103,7 +103,9 @@ Checked in this order; the first failing check answers:
    `GET /market` (a setting of the market, 10 Wh by default) (`order_too_small`);
 3. the signature recovers a key (`unverifiable_signature`: `r` or `s` out of range, a high
    `s`, or no key) and that key is `order.participant` under the EIP-712 domain of
-   `GET /market` (`signer_mismatch`);
+   `GET /market`, or `order.participant` is a registered contract account whose ERC-1271
+   `isValidSignature` accepts the signature, asked at the chain's head as the contract asks
+   it (`signer_mismatch`);
 4. `expiry` is after the market's clock (`order_expired`);
 5. the participant is registered on the market contract (`unregistered_participant`);
    in a market that clears on a grid it has a recorded node (`node_not_registered`), and
@@ -126,7 +128,9 @@ reading the chain for any of its orders (a batch then lists only the orders that
 them). The chain is read for a participant the market has not seen (check 5 and its free
 balance) within a budget of reads per second for the whole market; when it is spent the
 answer is `chain_busy` (503) with `Retry-After`, and participants the market knows are not
-held up by it.
+held up by it. A contract account's signature is asked of the chain only when every order
+passed checks 1-4 otherwise, and only for a participant the market knows to be registered
+and does not know to be without code; each ask spends a read of the same budget.
 
 `service_unavailable` and `chain_unavailable` (503) mean the order store or the chain
 failed: retry.
@@ -244,13 +248,16 @@ def orders_router(service: MarketService, intake: OrderIntake) -> APIRouter:
             OrderNotOpen,
             IntervalClosed,
             NonceUsed,
+            ChainBusy,
             ChainUnavailableProblem,
             ServiceUnavailable,
         ),
         description="Cancel an open order with the participant's signed `Cancel`, before "
         "its interval's gate closes.\n\nChecked in this order: the body's form "
         "(`invalid_request`, `bad_signature`); the signature recovers a key "
-        "(`unverifiable_signature`) and it is `cancel.participant` (`signer_mismatch`); "
+        "(`unverifiable_signature`) and it is `cancel.participant`, or the registered "
+        "contract account `cancel.participant` accepts the signature (ERC-1271, asked at the "
+        "chain's head within the lookup budget: `chain_busy`) (`signer_mismatch`); "
         "`cancel.orderHash` equals the order id of the path (`invalid_request`); `expiry` "
         "is after the market's clock (`order_expired`); the order exists "
         "(`order_not_found`) and is the signer's (`not_your_order`); it is open "
