@@ -130,6 +130,17 @@ class Grid:
         return tuple(tuple(kids) for kids in _children(self.parent_index))
 
     @cached_property
+    def edge_terms(self) -> tuple[tuple[int | None, int | None, int], ...]:
+        """Each node's ``(import_cap_wh, export_cap_wh, fee_per_wh)``, by node index: what
+        the clearing reads of every edge, once per grid rather than per interval."""
+        return tuple((n.import_cap_wh, n.export_cap_wh, n.fee_per_wh) for n in self.nodes)
+
+    @cached_property
+    def node_ids(self) -> tuple[str, ...]:
+        """Each node's id, by node index."""
+        return tuple(n.id for n in self.nodes)
+
+    @cached_property
     def _nodes_json(self) -> bytes:
         """The canonical bytes of the ``nodes`` array (the part no interval changes)."""
         nodes = [
@@ -174,7 +185,14 @@ class Grid:
             post_order=self.post_order,
         )
         # Derived here once if not yet, so that every interval's copy shares them.
-        shared = ("pre_order", "children", "largest_fee_path", "_nodes_json")
+        shared = (
+            "pre_order",
+            "children",
+            "largest_fee_path",
+            "edge_terms",
+            "node_ids",
+            "_nodes_json",
+        )
         other.__dict__.update({name: getattr(self, name) for name in shared})
         return other
 

@@ -152,9 +152,8 @@ class GridClearingResult:
     @cached_property
     def fee_revenue_base_units(self) -> BaseUnits:
         """``Σ_edges fee · |flow|``: what the edges' fees earn the grid operator."""
-        return BaseUnits(
-            sum(n.fee_per_wh * abs(z) for n, z in zip(self.grid.nodes, self.flows_wh, strict=True))
-        )
+        terms = self.grid.edge_terms
+        return BaseUnits(sum(terms[i][2] * abs(z) for i, z in enumerate(self.flows_wh) if z))
 
     @cached_property
     def grid_revenue_base_units(self) -> BaseUnits:
@@ -360,15 +359,14 @@ def _node_prices(
     prices: list[int | None] = [None] * len(grid)
     if volume_wh == 0:
         return prices
-    nodes, parent_index = grid.nodes, grid.parent_index
+    nodes, parent_index, terms = grid.nodes, grid.parent_index, grid.edge_terms
     for node in grid.pre_order:
         lower, upper = own_intervals[node]
         parent = parent_index[node]
         parent_price = prices[parent] if parent >= 0 else None
         if parent_price is not None:
-            edge = nodes[node]
-            flow, fee = flows[node], edge.fee_per_wh
-            export_cap, import_cap = edge.export_cap_wh, edge.import_cap_wh
+            import_cap, export_cap, fee = terms[node]
+            flow = flows[node]
             if export_cap is None or flow < export_cap:  # more export must not pay
                 bound = parent_price - fee
                 lower = bound if lower is None or bound > lower else lower

@@ -75,7 +75,7 @@ def _bottom_up(
 ) -> _BottomUp:
     """``List_v``, ``y0_v``, ``y1_v``, ``y0'_v`` and ``y1'_v`` of every node (§3.2)."""
     n = len(grid)
-    children, nodes, root = grid.children, grid.nodes, grid.root_index
+    children, terms, root = grid.children, grid.edge_terms, grid.root_index
     lists: list[list[Step]] = [[]] * n  # every node's is set below
     starts = [0] * n
     ends = [0] * n
@@ -120,16 +120,13 @@ def _bottom_up(
         ends[node] = y1
         if node == root:
             continue
-        edge = nodes[node]
-        cap = edge.import_cap_wh
-        low = y0 if cap is None or y0 >= -cap else -cap
-        cap = edge.export_cap_wh
-        high = y1 if cap is None or y1 <= cap else cap
+        import_cap, export_cap, fee = terms[node]
+        low = y0 if import_cap is None or y0 >= -import_cap else -import_cap
+        high = y1 if export_cap is None or y1 <= export_cap else export_cap
         out_starts[node] = low
         out_ends[node] = high
         if not steps:
             continue
-        fee = edge.fee_per_wh
         if len(steps) == 1 and (not fee or high <= 0 or low >= 0):
             # One step (a house's one order, most leaves of a feeder), not split at 0: the
             # clip leaves [low, high] of it, the fee moves it one way.

@@ -33,6 +33,7 @@ class GridWatch:
         assert scenario.grid is not None
         self.spec = scenario.grid
         self.feeder = feeder
+        self.curtail_unsold = self.spec.curtail_unsold
         self.power_flow = PowerFlow(
             scenario_network(self.spec), feeder, scenario.simulation.interval_seconds
         )
@@ -52,10 +53,13 @@ class GridWatch:
     ) -> tuple[MeterSample, int]:
         """``sample`` with its export cut to ``max(0, sold − bought)`` (taken off its
         generation), and the Wh cut; unchanged when curtailment is off."""
-        allowed = max(0, sold_wh - bought_wh)
-        if not self.spec.curtail_unsold or sample.exported_wh <= allowed:
+        exported = sample.exported_wh
+        if not exported or not self.curtail_unsold:
+            return sample, 0  # nothing to cut (most intervals of most sites), or no cutting
+        allowed = sold_wh - bought_wh if sold_wh > bought_wh else 0
+        if exported <= allowed:
             return sample, 0
-        cut = sample.exported_wh - allowed
+        cut = exported - allowed
         return (
             MeterSample(
                 imported_wh=sample.imported_wh,

@@ -521,17 +521,19 @@ def grid_outcome_of(result: Any) -> dict[str, Any]:
     """What a memory run records of a grid clearing (:class:`GridClearingResult`): node
     prices by node id, the edges at a cap, flows, fee revenue and congestion rent."""
     grid = result.grid
+    ids, terms, root = grid.node_ids, grid.edge_terms, grid.root_index
     at_cap = []
     flows = {}
-    for i, (node, z) in enumerate(zip(grid.nodes, result.flows_wh, strict=True)):
-        if i == grid.root_index:
+    for i, z in enumerate(result.flows_wh):
+        if not z or i == root:  # no flow: not at a cap either
             continue
-        if z:
-            flows[node.id] = z
-        if (z > 0 and z == node.export_cap_wh) or (z < 0 and -z == node.import_cap_wh):
-            at_cap.append(node.id)
+        node = ids[i]
+        flows[node] = z
+        import_cap, export_cap, _fee = terms[i]
+        if (z > 0 and z == export_cap) or (z < 0 and -z == import_cap):
+            at_cap.append(node)
     return {
-        "nodePrices": {n.id: p for n, p in zip(grid.nodes, result.node_prices, strict=True)},
+        "nodePrices": dict(zip(ids, result.node_prices, strict=True)),
         "flows": flows,
         "atCap": at_cap,
         "feeRevenue": int(result.fee_revenue_base_units),

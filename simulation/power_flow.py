@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.sparse import vstack as sparse_vstack
 from scipy.sparse.linalg import splu
 
 from simulation.feeder import Feeder
@@ -198,13 +199,18 @@ class _Model:
         self.base_qd = bus[:, QD].real.copy()
         self.at = lookups["bus"][np.asarray(buses, dtype=np.int64)]
         """The internal bus of each of the feeder's agent buses."""
+        self.at_unique = len(np.unique(self.at)) == len(self.at)
+        """No two agent buses share an internal bus: the loads add by plain indexing."""
         self.bus_rows = lookups["bus"][net.bus.index.to_numpy()]
         """The internal bus of each pandapower bus (what ``res_bus`` reports)."""
         branch = internal["branch"]
         self.f_bus = branch[:, F_BUS].real.astype(np.int64)
         self.t_bus = branch[:, T_BUS].real.astype(np.int64)
-        self.yf = internal["Yf"].tocsr()
-        self.yt = internal["Yt"].tocsr()
+        yf, yt = internal["Yf"].tocsr(), internal["Yt"].tocsr()
+        self.yft = sparse_vstack([yf, yt], format="csr")
+        """``Yf`` over ``Yt``: both ends' branch currents in one product (row by row the
+        same sums as each apart)."""
+        self.branches = yf.shape[0]
         in_service = np.flatnonzero(internal["branch_is"])
         position = np.full(len(internal["branch_is"]), -1, dtype=np.int64)
         position[in_service] = np.arange(len(in_service))
@@ -249,7 +255,10 @@ class _Model:
     def solve(self, sgen_mw: NDArray[np.float64], load_mw: NDArray[np.float64]) -> _Solved | None:
         """The interval's loadings, voltages and slack power; None if it did not converge."""
         pd = self.base_pd.copy()
-        np.add.at(pd, self.at, load_mw - sgen_mw)
+        if self.at_unique:
+            pd[self.at] += load_mw - sgen_mw
+        else:
+            np.add.at(pd, self.at, load_mw - sgen_mw)
         s = -(pd + 1j * self.base_qd) / self.base_mva
         others = self.others
         s_l = s[others]
@@ -275,8 +284,10 @@ class _Model:
         vm = np.abs(v)
         kv = vm * self.base_kv
         # pandapower's results_branch: S at each end, I = |S| / |V| / √3 (kA).
-        i_from = np.abs(v[self.f_bus] * np.conj(self.yf @ v)) * self.base_mva / kv[self.f_bus]
-        i_to = np.abs(v[self.t_bus] * np.conj(self.yt @ v)) * self.base_mva / kv[self.t_bus]
+        branch_y = self.yft @ v
+        n = self.branches
+        i_from = np.abs(v[self.f_bus] * np.conj(branch_y[:n])) * self.base_mva / kv[self.f_bus]
+        i_to = np.abs(v[self.t_bus] * np.conj(branch_y[n:])) * self.base_mva / kv[self.t_bus]
         i_ft = np.stack([i_from, i_to], axis=1) / _SQRT3
         lines = np.max(i_ft[self.line_rows], axis=1) / self.line_limit_ka * 100
         trafos = np.max(i_ft[self.trafo_rows] * self.trafo_scale, axis=1)
