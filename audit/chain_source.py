@@ -375,7 +375,10 @@ def commit_record(
     try:
         trades = trades_of_chunks(
             event.interval,
-            [(c.chunk, c.first_index, c.parties, c.order_ids, c.trades) for c in chunks],
+            [
+                (c.chunk, c.first_index, c.parties, c.order_ids, c.trades, c.sell_prices)
+                for c in chunks
+            ],
             event.trade_count,
         )
     except ValueError as err:

@@ -238,6 +238,7 @@ _RECORDS: dict[str, _Builder] = {
         parties=tuple(a["parties"]),
         order_ids=tuple(bytes(i) for i in a["orderIds"]),
         trades=tuple(int(w) for w in a["trades"]),
+        sell_prices=tuple(int(w) for w in a["sellPrices"]),
         tail_hash=bytes(a["tailHash"]),
         position=at,
         tx_hash=tx,

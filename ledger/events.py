@@ -210,6 +210,8 @@ class TradesCommitted:
     tail_hash: bytes = bytes(32)
     position: LogPosition = NO_POSITION
     tx_hash: str = ""
+    sell_prices: tuple[int, ...] = ()
+    """Seller price words (two per word), empty off a grid."""
 
 
 MarketEvent = (
