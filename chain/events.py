@@ -259,6 +259,9 @@ _RECORDS: dict[str, _Builder] = {
     ),
     "ParticipantSettled": _settled,
     "IntervalSettled": lambda a, at, tx: IntervalSettled(a["interval"], at, tx),
+    "GridRevenueCredited": lambda a, at, tx: ParticipantSettled(
+        a["interval"], a["gridOperator"], 0, a["amount"], at, tx, grid_revenue=True
+    ),
 }
 """How each event of the market becomes its record, from its arguments by Solidity name."""
 

@@ -171,6 +171,13 @@ def check_published_grid(
             f"the published clearing states {len(sell)} seller prices for the "
             f"{len(trades)} committed trades"
         )
+    else:
+        # The chain commits seller prices (GRID.md §8): the published ones must be them.
+        for i, (tr, stated) in enumerate(zip(trades, sell, strict=True)):
+            if tr.sell_price_per_wh is not None and tr.sell_price_per_wh != int(stated):
+                problems.append(
+                    f"trade {i}: committed seller price {tr.sell_price_per_wh}, published {stated}"
+                )
     nodes: dict[str, str] = {}
     if isinstance(published.nodes, Mapping):
         for who, node in published.nodes.items():
