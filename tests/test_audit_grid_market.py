@@ -160,6 +160,9 @@ def test_an_honest_grid_market_passes_the_audit_and_a_loosened_document_fails(
         )
         assert GRID in moved.interval(t).failed_checks, moved.lines()
         assert any(str(v).startswith(f"interval {t}: grid") for v in moved.interval(t).violations)
+        assert any(
+            "NodeRecorded names another node" in str(v) for v in moved.interval(t).violations
+        )
         changed = audit_market(base.chain, base.market, _ChangedSellPrice(session.api))
         assert GRID in changed.interval(t).failed_checks
         assert any("committed seller price" in str(v) for v in changed.interval(t).violations)
