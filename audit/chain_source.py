@@ -234,6 +234,15 @@ def read_ledger(
     readings = _with_signatures(reader, market, record.readings)
 
     states = {t: IntervalInfo.from_values(_values(view(views.intervalInfo(t)))) for t in commits}
+    grids: dict[int, tuple[bytes, str]] = {}
+    for t in commits:
+        root, operator = view(views.gridOf(t))
+        if any(bytes(root)):
+            grids[t] = (bytes(root), to_checksum_address(operator))
+    nodes: dict[str, bytes] = {}
+    node_logs = contract.events.NodeRecorded().get_logs(from_block=from_block, to_block=pinned)
+    for log in sorted(node_logs, key=lambda x: (x["blockNumber"], x["logIndex"])):
+        nodes[to_checksum_address(log["args"]["participant"])] = bytes(log["args"]["node"])
     balances: dict[str, tuple[int, int]] = {}
     for address in sorted(record.seen):
         free, locked = view(views.balanceOf(address))
@@ -263,6 +272,8 @@ def read_ledger(
         locks=tuple(record.locks),
         escrow=tuple(record.escrow),
         interval_settlements=tuple(record.interval_settlements),
+        grids=grids,
+        nodes=nodes,
         epoch=epoch,
         interval_seconds=interval_seconds,
     )
@@ -375,7 +386,10 @@ def commit_record(
     try:
         trades = trades_of_chunks(
             event.interval,
-            [(c.chunk, c.first_index, c.parties, c.order_ids, c.trades) for c in chunks],
+            [
+                (c.chunk, c.first_index, c.parties, c.order_ids, c.trades, c.sell_prices)
+                for c in chunks
+            ],
             event.trade_count,
         )
     except ValueError as err:

@@ -132,6 +132,12 @@ class LedgerEvidence:
     epoch + (t + 1) * intervalSeconds)`` (None when not read)."""
     interval_seconds: int | None = None
     """``intervalSeconds()`` of the market (None when not read)."""
+    grids: Mapping[int, tuple[bytes, str]] = field(default_factory=dict)
+    """``gridOf(t)`` of each committed interval with a nonzero gridRoot: (gridRoot, the grid
+    operator it snapshotted, checksum)."""
+    nodes: Mapping[str, bytes] = field(default_factory=dict)
+    """The registry's node per participant (checksum): the last ``NodeRecorded``'s
+    ``keccak256`` of the node id, up to the pinned block."""
     block_times: Mapping[int, int] = field(default_factory=dict)
     """Unix timestamps of the blocks right after those the published sets name defaulters at
     (:mod:`audit.checks.defaulters`): a balance read at block ``B`` was read after the gate
@@ -232,9 +238,9 @@ class PublishedGrid:
     """What a grid market publishes about one interval beyond its order set (docs/grid.md):
     the grid document's bytes and the grid operator's signature (``GET /intervals/{t}/grid``),
     the ``gridRoot`` and each committed trade's seller price as the clearing states them
-    (``GET /intervals/{t}/clearing``: the chain records neither yet), and the grid operator
-    and node registry ``GET /market`` names. Fields as published; the ``grid`` check judges
-    them."""
+    (``GET /intervals/{t}/clearing``), and the grid operator and node registry ``GET /market``
+    names. Fields as published; the ``grid`` check judges them, and against the chain's
+    (``gridOf``, ``NodeRecorded``, the committed seller prices) too."""
 
     document: bytes
     signature: Any

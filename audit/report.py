@@ -116,7 +116,7 @@ from audit.checks.book import PublishedSet, check_book_root, check_signatures
 from audit.checks.clearing import check_properties, check_reclear
 from audit.checks.commitment import check_commitment
 from audit.checks.defaulters import check_defaulters
-from audit.checks.grid import check_published_grid
+from audit.checks.grid import check_grid_on_chain, check_published_grid
 from audit.checks.market import check_code, check_conservation
 from audit.checks.meters import MeterHistory
 from audit.checks.readings import Metered, check_readings
@@ -364,6 +364,7 @@ def audit_interval(
             terms = (
                 None if state is None else Terms(state.penalty_price_per_wh, state.tolerance_bps)
             )
+            check_grid_on_chain(t, book.grid, ledger, checks)
             check_published_grid(
                 t,
                 book.grid,

@@ -47,6 +47,7 @@ from ledger.contract_errors import IntervalNotCommitted, LedgerRevert
 from ledger.eip712 import Domain, SignedReading, compact_signature
 from ledger.erc1271 import probe_accepts, probe_init_code
 from ledger.events import TradesCommitted
+from ledger.grid_nodes import node_hash
 from ledger.records import (
     Balance,
     IntervalInfo,
@@ -197,6 +198,26 @@ class LedgerClient:
         """Set the terms later commits snapshot (admin)."""
         args = (terms.penalty_price_per_wh, terms.tolerance_bps, terms.reading_window_seconds)
         return self.transact(self.contract.functions.setTerms(args), sender)
+
+    def set_grid_operator(self, operator: str, sender: str | None = None) -> TxReceipt:
+        """Set the grid operator later grid commits snapshot (admin)."""
+        fn = self.contract.functions.setGridOperator(checksum_address(operator))
+        return self.transact(fn, sender)
+
+    def grid_operator(self) -> ChecksumAddress:
+        """The grid operator in force now (the zero address: none)."""
+        return checksum_address(self._call(self.contract.functions.gridOperator()))
+
+    def grid_of(self, t: int) -> tuple[bytes, ChecksumAddress]:
+        """Interval ``t``'s gridRoot and the grid operator it snapshotted (zeros off a grid)."""
+        root, operator = self._call(self.contract.functions.gridOf(t))
+        return bytes(root), checksum_address(operator)
+
+    def record_node(self, participant: str, node_id: str, sender: str | None = None) -> TxReceipt:
+        """Record the grid node of ``participant`` (registrar): ``keccak256`` of the id's
+        UTF-8 bytes (:func:`ledger.grid_nodes.node_hash`)."""
+        fn = self.contract.functions.recordNode(checksum_address(participant), node_hash(node_id))
+        return self.transact(fn, sender)
 
     def pause(self, sender: str | None = None) -> TxReceipt:
         """Pause commit, readings, settlement and deposits (guardian)."""
@@ -366,6 +387,7 @@ class LedgerClient:
         *,
         max_bytes: int = MAX_COMMIT_BYTES,
         max_gas: int = DEFAULT_CHUNK_GAS,
+        grid_root: bytes = bytes(32),
     ) -> TxReceipt:
         """Commit interval ``t``'s trades, backed by their signed ``orders`` (by order id), in
         as many ``commitInterval`` chunks as bytes and gas require
@@ -374,7 +396,14 @@ class LedgerClient:
         A commit of several chunks that an earlier call left open (a crash between chunks)
         resumes after the chunks already on-chain: the plan is a function of its inputs."""
         receipts = self.commit_chunks(
-            t, book_root, trades, orders, sender, max_bytes=max_bytes, max_gas=max_gas
+            t,
+            book_root,
+            trades,
+            orders,
+            sender,
+            max_bytes=max_bytes,
+            max_gas=max_gas,
+            grid_root=grid_root,
         )
         return receipts[-1]
 
@@ -388,8 +417,10 @@ class LedgerClient:
         *,
         max_bytes: int = MAX_COMMIT_BYTES,
         max_gas: int = DEFAULT_CHUNK_GAS,
+        grid_root: bytes = bytes(32),
     ) -> list[TxReceipt]:
-        """:meth:`commit_interval`, returning the receipt of every chunk this call sent."""
+        """:meth:`commit_interval` (``grid_root`` zero off a grid), returning the receipt of
+        every chunk this call sent."""
         indices: dict[str, int] = {
             p: self.participant_index(p) for p in {checksum_address(x.seller) for x in trades}
         }
@@ -409,7 +440,7 @@ class LedgerClient:
                 start = counts.index(info.trade_count)
         receipts = []
         for number, chunk in enumerate(plan.chunks[start:], start=start + 1):
-            data = commit_calldata(t, book_root, chunk)
+            data = commit_calldata(t, book_root, chunk, grid_root)
             what = f"commitInterval({t}) chunk {number} of {len(plan.chunks)}"
             receipts.append(self.transact_data(data, sender, what))
         self._trades[t] = plan.trades
@@ -438,7 +469,12 @@ class LedgerClient:
             raise IntervalNotCommitted(t)
         count = sum(len(c.trades) for c in chunks)
         trades = trades_of_chunks(
-            t, [(c.chunk, c.first_index, c.parties, c.order_ids, c.trades) for c in chunks], count
+            t,
+            [
+                (c.chunk, c.first_index, c.parties, c.order_ids, c.trades, c.sell_prices)
+                for c in chunks
+            ],
+            count,
         )
         return trades, chunks[-1].tail_hash
 

@@ -238,6 +238,7 @@ _RECORDS: dict[str, _Builder] = {
         parties=tuple(a["parties"]),
         order_ids=tuple(bytes(i) for i in a["orderIds"]),
         trades=tuple(int(w) for w in a["trades"]),
+        sell_prices=tuple(int(w) for w in a["sellPrices"]),
         tail_hash=bytes(a["tailHash"]),
         position=at,
         tx_hash=tx,
@@ -258,6 +259,9 @@ _RECORDS: dict[str, _Builder] = {
     ),
     "ParticipantSettled": _settled,
     "IntervalSettled": lambda a, at, tx: IntervalSettled(a["interval"], at, tx),
+    "GridRevenueCredited": lambda a, at, tx: ParticipantSettled(
+        a["interval"], a["gridOperator"], 0, a["amount"], at, tx, grid_revenue=True
+    ),
 }
 """How each event of the market becomes its record, from its arguments by Solidity name."""
 

@@ -224,7 +224,10 @@ class EventReader:
         )
         return trades_of_chunks(
             commit.interval,
-            [(c.chunk, c.first_index, c.parties, c.order_ids, c.trades) for c in chunks],
+            [
+                (c.chunk, c.first_index, c.parties, c.order_ids, c.trades, c.sell_prices)
+                for c in chunks
+            ],
             commit.trade_count,
         )
 

@@ -146,6 +146,13 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint256 penaltyPrice;
         uint256 toleranceBps;
         uint256 table;
+        uint256 gridRevenue;
+    }
+
+    /// @dev A grid interval's gridRoot and the grid operator snapshotted at its first chunk.
+    struct Grid {
+        bytes32 root;
+        address operator;
     }
 
     IERC20 private immutable _token;
@@ -174,6 +181,9 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     mapping(uint64 interval => mapping(uint256 word => uint256)) private _commitLanes;
     /// @dev Fill plus one of each order a chunk parked (left open for a chunk after the next).
     mapping(uint64 interval => mapping(bytes32 orderId => uint256)) private _openFills;
+    /// @dev Written only for intervals with a nonzero gridRoot: a non-grid commit stores nothing more.
+    mapping(uint64 interval => Grid) private _grids;
+    address private _gridOperator;
 
     /// @notice Deploys the market.
     /// @dev Reverts ZeroAddress, InvalidIntervalLength or InvalidTerms for bad arguments.
@@ -299,13 +309,16 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     function commitInterval(
         uint64 t,
         bytes32 bookRoot,
+        bytes32 gridRoot,
         address[] calldata parties,
         uint256[] calldata orders,
         uint256[] calldata trades,
+        uint256[] calldata sellPrices,
         bytes32 tailHash
     ) external onlyRole(OPERATOR_ROLE) whenNotPaused {
         IntervalRecord storage rec = _intervals[t];
         CommitContext memory c = _openChunk(rec, t, bookRoot, tailHash);
+        _openGrid(c, gridRoot, trades, sellPrices);
         uint256 table = _loadParties(parties, c.chunk == 1 ? 0 : c.commitSeq);
         uint256[] memory partyFlags = new uint256[](parties.length);
         (uint256 ot, bytes32[] memory orderIds) = _loadOrders(c, table, parties.length, orders, partyFlags);
@@ -313,10 +326,10 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         _closeOrders(c, ot, orderIds);
         _fixSoldTotals(table, parties.length);
         if (!(c.chunk == 1 && c.last)) _checkLanes(c, table, parties.length, partyFlags);
-        bytes32 head = _chainCommitted(table, trades, tailHash);
+        bytes32 head = _chainCommitted(table, trades, sellPrices, tailHash);
         _lockCollateral(t, table, parties.length);
         _closeChunk(rec, c, head, bookRoot, trades.length);
-        emit TradesCommitted(t, uint16(c.chunk), uint64(c.firstIndex), parties, orderIds, trades, tailHash);
+        emit TradesCommitted(t, uint16(c.chunk), uint64(c.firstIndex), parties, orderIds, trades, sellPrices, tailHash);
         if (c.last) {
             emit IntervalCommitted(
                 t,
@@ -367,6 +380,46 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         c.ordersDigest = rec.ordersDigest;
         c.expectedHead = rec.expectedHead;
         c.openOrders = rec.openOrders;
+    }
+
+    /// @dev Checks the chunk's gridRoot and seller prices (GRID.md section 8): a first chunk
+    ///      with a nonzero gridRoot snapshots it with the grid operator, a later one must carry
+    ///      the first's; seller prices need a gridRoot and lie in [1, price].
+    function _openGrid(CommitContext memory c, bytes32 gridRoot, uint256[] calldata trades, uint256[] calldata sellPrices)
+        private
+    {
+        uint64 t = c.interval;
+        if (c.chunk == 1) {
+            if (gridRoot != 0) {
+                address operator = _gridOperator;
+                if (operator == address(0)) revert GridOperatorUnset();
+                _grids[t] = Grid({root: gridRoot, operator: operator});
+                emit GridCommitted(t, gridRoot, operator);
+            }
+        } else {
+            bytes32 first = _grids[t].root;
+            if (gridRoot != first) revert GridRootMismatch(t, first, gridRoot);
+        }
+        uint256 words = sellPrices.length;
+        if (words == 0) return;
+        if (gridRoot == 0) revert SellPricesWithoutGrid();
+        uint256 n = trades.length;
+        if (words != (n + 1) >> 1) revert SellPricesLength((n + 1) >> 1, words);
+        for (uint256 k; k < n;) {
+            uint256 price = trades[k] >> 128;
+            uint256 sellPrice = _sellPrice(sellPrices, k);
+            if (sellPrice == 0 || sellPrice > price) revert InvalidSellPrice(k, sellPrice, price);
+            unchecked {
+                ++k;
+            }
+        }
+        if (n & 1 != 0 && sellPrices[words - 1] >> 128 != 0) revert InvalidSellPrice(n, sellPrices[words - 1] >> 128, 0);
+    }
+
+    /// @dev Seller price of trade `k`: half `k & 1` of word `k >> 1`.
+    function _sellPrice(uint256[] calldata sellPrices, uint256 k) private pure returns (uint256) {
+        uint256 word = sellPrices[k >> 1];
+        return (k & 1 == 0) ? word & type(uint128).max : word >> 128;
     }
 
     /// @dev Stores the chunk: a first chunk the interval's record (its head is the chain's
@@ -764,18 +817,26 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     ///      last trade) to the head at its first. B_k, the seller's quantity in earlier trades of
     ///      the interval, is its sold total minus its quantity from trade k to the end of the
     ///      chunk, which this pass accumulates. _tallyTrades range-checked the positions.
-    function _chainCommitted(uint256 table, uint256[] calldata trades, bytes32 tail)
+    function _chainCommitted(uint256 table, uint256[] calldata trades, uint256[] calldata sellPrices, bytes32 tail)
         private
         pure
         returns (bytes32 head)
     {
         uint256 link = TradeChain.newLink();
         head = tail;
+        bool grid = sellPrices.length != 0;
         for (uint256 i = trades.length; i > 0;) {
             unchecked {
                 --i;
             }
             uint256 word = trades[i];
+            uint256 priceWord = word >> 128;
+            // The link's price word: price | (price - sellPrice) << 128 (_openGrid checked the range).
+            if (grid) {
+                unchecked {
+                    priceWord |= (priceWord - _sellPrice(sellPrices, i)) << 128;
+                }
+            }
             assembly ("memory-safe") {
                 let s := add(table, mul(and(shr(16, word), 0xffff), 192))
                 let q := and(shr(64, word), 0xffffffffffffffff)
@@ -785,7 +846,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
                 mstore(add(link, 32), mload(s))
                 mstore(add(link, 64), mload(add(s, 32)))
                 mstore(add(link, 96), q)
-                mstore(add(link, 128), shr(128, word))
+                mstore(add(link, 128), priceWord)
                 mstore(add(link, 160), mload(add(s, 160)))
                 mstore(add(link, 192), sub(mload(add(s, 96)), fromHere))
             }
@@ -998,10 +1059,12 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             firstIndex: firstIndex,
             penaltyPrice: rec.penaltyPricePerWh,
             toleranceBps: rec.toleranceBps,
-            table: table
+            table: table,
+            gridRevenue: 0
         });
         _settleTrades(c, trades);
         _applySettlement(t, table, parties.length);
+        if (c.gridRevenue != 0) _creditGrid(t, c.gridRevenue);
         if (last) emit IntervalSettled(t);
     }
 
@@ -1144,9 +1207,11 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     }
 
     /// @dev Nets one trade's outcome into its buyer's and seller's records and emits TradeSettled.
-    ///      payment = delivered * price, refund = (q - delivered) * price, bond = q * penaltyPrice;
-    ///      the buyer's whole lock q * price is released, refund + penalty credited; the seller's
-    ///      bond is released, payment + bond - penalty credited (penalty <= bond).
+    ///      The price word is price | fee << 128 with fee = price - sellPrice (zero off a grid).
+    ///      payment = delivered * price (what the buyer pays), refund = (q - delivered) * price,
+    ///      bond = q * penaltyPrice; the buyer's whole lock q * price is released, refund +
+    ///      penalty credited; the seller's bond is released, payment - delivered * fee + bond -
+    ///      penalty credited (penalty <= bond); delivered * fee goes to the chunk's grid revenue.
     function _book(SettleContext memory c, uint256 w, uint256 q, uint256 delivered, uint256 penalty, uint256 index)
         private
     {
@@ -1157,8 +1222,11 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         }
         uint256 interval = c.interval;
         bytes32 topic = TradeSettled.selector;
+        uint256 gridShare;
         assembly ("memory-safe") {
-            let price := calldataload(add(w, 96))
+            let priceWord := calldataload(add(w, 96))
+            let price := and(priceWord, 0xffffffffffffffffffffffffffffffff)
+            gridShare := mul(delivered, shr(128, priceWord))
             let b := add(table, mul(calldataload(w), 192))
             let s := add(table, mul(calldataload(add(w, 32)), 192))
             let payment := mul(delivered, price)
@@ -1166,7 +1234,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             mstore(add(b, 64), add(mload(add(b, 64)), add(payment, refund)))
             mstore(add(b, 96), add(mload(add(b, 96)), add(refund, penalty)))
             mstore(add(s, 64), add(mload(add(s, 64)), bond))
-            mstore(add(s, 96), add(mload(add(s, 96)), sub(add(payment, bond), penalty)))
+            mstore(add(s, 96), add(mload(add(s, 96)), sub(sub(add(payment, bond), penalty), gridShare)))
             let m := mload(0x40)
             mstore(m, index)
             mstore(add(m, 32), delivered)
@@ -1175,6 +1243,22 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             mstore(add(m, 128), penalty)
             log2(m, 160, topic, interval)
         }
+        if (gridShare != 0) {
+            unchecked {
+                c.gridRevenue += gridShare; // each share < 2^192, a chunk < 2^63 trades
+            }
+        }
+    }
+
+    /// @dev Credits a settled chunk's grid revenue to the interval's grid operator's free
+    ///      balance. The buyers' released locks paid it, so the escrow total does not change.
+    function _creditGrid(uint64 t, uint256 amount) private {
+        address operator = _grids[t].operator;
+        (uint256 slot, uint256 free, uint256 locked) = _balanceSlot(operator);
+        free += amount;
+        if (free > MAX_BALANCE) revert BalanceOverflow(operator, free);
+        _storeBalance(slot, free, locked);
+        emit GridRevenueCredited(t, operator, amount);
     }
 
     function _applySettlement(uint64 t, uint256 table, uint256 partyCount) private {
@@ -1265,6 +1349,18 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     }
 
     /// @inheritdoc IEnergyMarket
+    function setGridOperator(address operator) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _gridOperator = operator;
+        emit GridOperatorChanged(operator);
+    }
+
+    /// @inheritdoc IEnergyMarket
+    function recordNode(address participant, bytes32 node) external onlyRole(REGISTRAR_ROLE) {
+        if (!_participants[participant].registered) revert ParticipantNotRegistered(participant);
+        emit NodeRecorded(participant, node);
+    }
+
+    /// @inheritdoc IEnergyMarket
     function pause() external onlyRole(GUARDIAN_ROLE) {
         _pause();
     }
@@ -1311,6 +1407,17 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     /// @inheritdoc IEnergyMarket
     function scheduledTerms() external view returns (Terms memory next, uint64 from) {
         return (_nextTerms, _nextFrom);
+    }
+
+    /// @inheritdoc IEnergyMarket
+    function gridOperator() external view returns (address) {
+        return _gridOperator;
+    }
+
+    /// @inheritdoc IEnergyMarket
+    function gridOf(uint64 t) external view returns (bytes32 root, address operator) {
+        Grid storage g = _grids[t];
+        return (g.root, g.operator);
     }
 
     /// @inheritdoc IEnergyMarket

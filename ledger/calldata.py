@@ -200,7 +200,7 @@ def settle_chunk_args(
             where[checksum_address(t.buyer)],
             where[checksum_address(t.seller)],
             t.quantity_wh,
-            t.price_per_wh,
+            t.link_price_word,
             positions[start + i].sold_wh,
             positions[start + i].sold_before_wh,
         )

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eth_typing import ChecksumAddress
 from eth_utils.crypto import keccak
@@ -44,7 +45,9 @@ from ledger.eip712 import compact_signature
 from ledger.records import SignedOrder, Trade
 from ledger.trade_chain import settlement_chain
 
-COMMIT_SIGNATURE = "commitInterval(uint64,bytes32,address[],uint256[],uint256[],bytes32)"
+COMMIT_SIGNATURE = (
+    "commitInterval(uint64,bytes32,bytes32,address[],uint256[],uint256[],uint256[],bytes32)"
+)
 COMMIT_SELECTOR = bytes(keccak(text=COMMIT_SIGNATURE))[:4]
 
 ORDER_CONTINUED = 1
@@ -77,7 +80,7 @@ GAS_PER_TRADE = 3_000
 GAS_PER_LANE_PARTY = 3_000
 FRESH_BITS = 15
 """Bits of a party's commit lane for its fresh orders (the contract's FRESH_BITS)."""
-_HEAD_BYTES = 4 + 9 * WORD
+_HEAD_BYTES = 4 + 12 * WORD
 
 
 class CommitTooLarge(ValueError):
@@ -95,6 +98,9 @@ class CommitChunk:
     """One word per trade."""
     tail_hash: bytes
     first_index: int
+    sell_prices: tuple[int, ...] = ()
+    """Seller prices, two uint128 per word (trade 2k low, 2k+1 high); empty when every
+    trade's seller price is its price (see :func:`sell_price_words`)."""
 
     @property
     def trade_count(self) -> int:
@@ -413,7 +419,10 @@ def _assemble(
             for order_id in (bytes(trade.buy_order_id), bytes(trade.sell_order_id)):
                 filled[order_id] = filled.get(order_id, 0) + trade.quantity_wh
         last = first + len(draft.trades)
-        chunks.append(CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first))
+        sells = sell_price_words([trades[k] for k in draft.trades])
+        chunks.append(
+            CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first, sells)
+        )
         first = last
     return CommitPlan(trades, tuple(chunks))
 
@@ -431,39 +440,63 @@ def _flags(chunks_of: Sequence[int], c: int) -> int:
     return flags
 
 
+def sell_price_words(trades: Sequence[Trade]) -> tuple[int, ...]:
+    """A chunk's ``sellPrices``: empty when every trade's seller price is its price, else two
+    uint128 seller prices per word, trade 2k in the low half and 2k+1 in the high half."""
+    if all(t.sell_price_per_wh is None or t.sell_price_per_wh == t.price_per_wh for t in trades):
+        return ()
+    prices = [t.seller_price_per_wh for t in trades]
+    if len(prices) % 2:
+        prices.append(0)
+    return tuple(prices[i] | prices[i + 1] << 128 for i in range(0, len(prices), 2))
+
+
 def _array(words: Sequence[bytes]) -> bytes:
     return len(words).to_bytes(WORD, "big") + b"".join(words)
 
 
-def commit_calldata(t: int, book_root: bytes, chunk: CommitChunk) -> bytes:
-    """The calldata of ``commitInterval(t, bookRoot, parties, orders, trades, tailHash)``."""
+def commit_calldata(
+    t: int, book_root: bytes, chunk: CommitChunk, grid_root: bytes = bytes(32)
+) -> bytes:
+    """The calldata of ``commitInterval(t, bookRoot, gridRoot, parties, orders, trades,
+    sellPrices, tailHash)``; ``grid_root`` zero off a grid."""
     parties = _array([ADDRESS_PAD + address_bytes(p) for p in chunk.parties])
     orders = _array([w.to_bytes(WORD, "big") for w in chunk.orders])
     trades = _array([w.to_bytes(WORD, "big") for w in chunk.trades])
-    head = 6 * WORD
+    sells = _array([w.to_bytes(WORD, "big") for w in chunk.sell_prices])
+    head = 8 * WORD
     return b"".join(
         (
             COMMIT_SELECTOR,
             t.to_bytes(WORD, "big"),
             bytes32_word(book_root, "bookRoot"),
+            bytes32_word(grid_root, "gridRoot"),
             head.to_bytes(WORD, "big"),
             (head + len(parties)).to_bytes(WORD, "big"),
             (head + len(parties) + len(orders)).to_bytes(WORD, "big"),
+            (head + len(parties) + len(orders) + len(trades)).to_bytes(WORD, "big"),
             bytes32_word(chunk.tail_hash, "tailHash"),
             parties,
             orders,
             trades,
+            sells,
         )
     )
 
 
 def trades_of_chunk(
-    parties: Sequence[str], order_ids: Sequence[bytes], trade_words: Sequence[int]
+    parties: Sequence[str],
+    order_ids: Sequence[bytes],
+    trade_words: Sequence[int],
+    sell_prices: Sequence[int] = (),
 ) -> tuple[Trade, ...]:
     """The trades of one ``TradesCommitted`` event (ValueError for a position out of range:
-    only another contract emits one)."""
+    only another contract emits one); ``sell_prices`` its seller price words."""
     out = []
     for k, word in enumerate(trade_words):
+        sell = None
+        if sell_prices:
+            sell = (sell_prices[k >> 1] >> (128 * (k & 1))) & ((1 << 128) - 1)
         buyer, seller = word & 0xFFFF, (word >> 16) & 0xFFFF
         bo, so = (word >> 32) & 0xFFFF, (word >> 48) & 0xFFFF
         if max(buyer, seller) >= len(parties) or max(bo, so) >= len(order_ids):
@@ -476,6 +509,7 @@ def trades_of_chunk(
                 price_per_wh=word >> 128,
                 buy_order_id=bytes(order_ids[bo]),
                 sell_order_id=bytes(order_ids[so]),
+                sell_price_per_wh=sell,
             )
         )
     return tuple(out)
@@ -483,22 +517,25 @@ def trades_of_chunk(
 
 def trades_of_chunks(
     interval: int,
-    chunks: Sequence[tuple[int, int, Sequence[str], Sequence[bytes], Sequence[int]]],
+    chunks: Sequence[tuple[Any, ...]],
     trade_count: int,
 ) -> tuple[Trade, ...]:
     """The trades of an interval's commit, in commit order, from its ``TradesCommitted``
-    events given as ``(chunk, first_index, parties, order_ids, trade_words)`` in chain order.
+    events given as ``(chunk, first_index, parties, order_ids, trade_words[, sell_prices])``
+    in chain order.
 
     ValueError unless the chunks are numbered 1, 2, ... with each starting where the one
     before ended, and hold ``trade_count`` trades in all."""
     out: list[Trade] = []
-    for expected, (chunk, first_index, parties, order_ids, words) in enumerate(chunks, start=1):
+    for expected, (chunk, first_index, parties, order_ids, words, *rest) in enumerate(
+        chunks, start=1
+    ):
         if chunk != expected or first_index != len(out):
             raise ValueError(
                 f"interval {interval}'s commit chunk {chunk} (from trade {first_index}) does not "
                 f"follow chunk {expected - 1} ({len(out)} trades)"
             )
-        out.extend(trades_of_chunk(parties, order_ids, words))
+        out.extend(trades_of_chunk(parties, order_ids, words, rest[0] if rest else ()))
     if len(out) != trade_count:
         raise ValueError(
             f"interval {interval}'s commit chunks hold {len(out)} trades, its commit {trade_count}"
@@ -521,6 +558,7 @@ __all__ = [
     "group_by_seller",
     "order_words",
     "plan_commit",
+    "sell_price_words",
     "trade_word",
     "trades_of_chunk",
     "trades_of_chunks",

@@ -529,6 +529,46 @@ class PriceOutsideLimit(LedgerError):
     fields = ("trade_index", "price", "bid_limit", "ask_limit")
 
 
+class InvalidSellPrice(LedgerError):
+    """Raised when a trade's seller price is zero or above its (buyer) price."""
+
+    code = "invalid_sell_price"
+    solidity_name = "InvalidSellPrice"
+    fields = ("trade_index", "sell_price", "price")
+
+
+class SellPricesLength(LedgerError):
+    """Raised when a chunk's ``sellPrices`` is neither empty nor ceil(trades / 2) words."""
+
+    code = "sell_prices_length"
+    solidity_name = "SellPricesLength"
+    fields = ("expected", "actual")
+
+
+class SellPricesWithoutGrid(LedgerError):
+    """Raised when a chunk has seller prices but the interval no gridRoot."""
+
+    code = "sell_prices_without_grid"
+    solidity_name = "SellPricesWithoutGrid"
+    fields = ()
+
+
+class GridOperatorUnset(LedgerError):
+    """Raised when a grid interval is committed with no grid operator set."""
+
+    code = "grid_operator_unset"
+    solidity_name = "GridOperatorUnset"
+    fields = ()
+
+
+class GridRootMismatch(LedgerError):
+    """Raised when a later commit chunk's gridRoot differs from the first chunk's."""
+
+    code = "grid_root_mismatch"
+    solidity_name = "GridRootMismatch"
+    fields = ("interval", "expected", "actual")
+
+
 ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "AccessControlBadConfirmation": AccessControlBadConfirmation,
     "AccessControlUnauthorizedAccount": AccessControlUnauthorizedAccount,
@@ -541,6 +581,8 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "ChunkTooLarge": ChunkTooLarge,
     "EnforcedPause": EnforcedPause,
     "ExpectedPause": ExpectedPause,
+    "GridOperatorUnset": GridOperatorUnset,
+    "GridRootMismatch": GridRootMismatch,
     "InsufficientCollateral": InsufficientCollateral,
     "InsufficientFreeBalance": InsufficientFreeBalance,
     "IntervalAlreadyCommitted": IntervalAlreadyCommitted,
@@ -552,6 +594,7 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "IntervalTooFarAhead": IntervalTooFarAhead,
     "InvalidIntervalLength": InvalidIntervalLength,
     "InvalidMeterSignature": InvalidMeterSignature,
+    "InvalidSellPrice": InvalidSellPrice,
     "InvalidShortString": InvalidShortString,
     "InvalidTerms": InvalidTerms,
     "MalformedOrder": MalformedOrder,
@@ -577,6 +620,8 @@ ERRORS_BY_NAME: dict[str, type[LedgerError]] = {
     "RegistrationChangedDuringCommit": RegistrationChangedDuringCommit,
     "SafeERC20FailedOperation": SafeERC20FailedOperation,
     "SelfTrade": SelfTrade,
+    "SellPricesLength": SellPricesLength,
+    "SellPricesWithoutGrid": SellPricesWithoutGrid,
     "SellerSpansChunks": SellerSpansChunks,
     "SoldQuantityOverflow": SoldQuantityOverflow,
     "StringTooLong": StringTooLong,

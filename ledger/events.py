@@ -173,7 +173,8 @@ class TradeSettled:
 class ParticipantSettled:
     """``ParticipantSettled``: one settlement chunk's netted change of one party:
     ``released_base_units`` left its locked balance, ``credited_base_units`` entered its free
-    balance."""
+    balance. A ``GridRevenueCredited`` event is one too (``grid_revenue``): the grid
+    operator's credit of a chunk's ``delivered * (price - sellPrice)``, nothing released."""
 
     interval: int
     participant: str
@@ -181,6 +182,7 @@ class ParticipantSettled:
     credited_base_units: int
     position: LogPosition = NO_POSITION
     tx_hash: str = ""
+    grid_revenue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +212,8 @@ class TradesCommitted:
     tail_hash: bytes = bytes(32)
     position: LogPosition = NO_POSITION
     tx_hash: str = ""
+    sell_prices: tuple[int, ...] = ()
+    """Seller price words (two per word), empty off a grid."""
 
 
 MarketEvent = (

@@ -39,6 +39,38 @@ class Trade:
     price_per_wh: int
     buy_order_id: bytes = ZERO_ORDER_ID
     sell_order_id: bytes = ZERO_ORDER_ID
+    sell_price_per_wh: int | None = None
+    """What the seller receives per delivered Wh on a grid (GRID.md §8); None: ``price_per_wh``.
+    ``price_per_wh`` is what the buyer pays; the difference goes to the grid operator."""
+
+    @property
+    def seller_price_per_wh(self) -> int:
+        """The seller's price: ``sell_price_per_wh``, or ``price_per_wh`` off a grid."""
+        return self.price_per_wh if self.sell_price_per_wh is None else self.sell_price_per_wh
+
+    @property
+    def grid_fee_per_wh(self) -> int:
+        """``price_per_wh - seller price``: the grid operator's per delivered Wh."""
+        return self.price_per_wh - self.seller_price_per_wh
+
+    @property
+    def link_price_word(self) -> int:
+        """The trade chain's price word: ``price | (price - sellPrice) << 128`` (equal to the
+        price off a grid, so a non-grid link is unchanged)."""
+        # Masked: a seller price above the price (which commit refuses) still encodes.
+        return self.price_per_wh | (self.grid_fee_per_wh & PRICE_MASK) << 128
+
+
+PRICE_MASK = (1 << 128) - 1
+
+
+def trade_from_link_price(
+    buyer: str, seller: str, quantity_wh: int, price_word: int, **ids: bytes
+) -> Trade:
+    """The trade a chain link's (or SettleTrade's) price word describes."""
+    price, fee = price_word & PRICE_MASK, price_word >> 128
+    sell = None if fee == 0 else price - fee
+    return Trade(buyer, seller, quantity_wh, price, sell_price_per_wh=sell, **ids)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def chain_link(
         address_bytes(trade.seller),
         seller_index,
         trade.quantity_wh,
-        trade.price_per_wh,
+        trade.link_price_word,
         position,
     )
 
@@ -85,7 +85,7 @@ def settlement_chain(
             raw[trade.seller],
             index,
             trade.quantity_wh,
-            trade.price_per_wh,
+            trade.link_price_word,
             positions[k],
         )
     return tuple(heads)

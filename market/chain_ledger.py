@@ -27,6 +27,7 @@ was added); the caller decides how often to call (:class:`market.service.MarketS
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -35,10 +36,11 @@ from chain.canonical import TxFate, final_block, tx_fate
 from chain.client import LedgerClient
 from ledger import eip712 as signing
 from ledger.addresses import checksum_address
-from ledger.contract_errors import LedgerError
+from ledger.contract_errors import LedgerError, ParticipantNotRegistered
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
 from ledger.errors import BadSignature
 from ledger.events import ParticipantRegistered
+from ledger.grid_nodes import node_hash
 from ledger.records import Balance, ParticipantInfo, SignedOrder, Terms, Trade
 from ledger.roles import OPERATOR_ROLE
 from market.ledger_port import (
@@ -55,6 +57,9 @@ FACT_EVENTS = ("TermsChanged", "RoleGranted", "RoleRevoked", "Paused", "Unpaused
 """Events after which :meth:`ChainLedger.facts` reads the terms, pause and role again."""
 REGISTRY_EVENTS = ("ParticipantRegistered", "MeterRotated", "ParticipantDeregistered")
 """Events that change a registration (counted in ``LedgerFacts.registry_changes``)."""
+
+
+log = logging.getLogger(__name__)
 
 
 class ChainLedger:
@@ -284,19 +289,46 @@ class ChainLedger:
 
         return self._guard(f"reading interval {interval} at the final block", read)
 
+    def record_grid(self, grid_operator: str, nodes: Mapping[str, str]) -> None:
+        """Set the contract's grid operator (admin) unless it is already ``grid_operator``, and
+        record each participant's node (registrar) whose last ``NodeRecorded`` differs: what
+        the audit reads. Needs the market's account to hold those roles (a dev chain's single
+        key); otherwise LedgerCallFailed names the refusal."""
+
+        def send() -> None:
+            if self.client.grid_operator() != checksum_address(grid_operator):
+                self.client.set_grid_operator(grid_operator)
+            recorded: dict[str, bytes] = {}
+            for log in self.client.contract.events.NodeRecorded().get_logs(from_block=0):
+                recorded[checksum_address(log["args"]["participant"])] = bytes(log["args"]["node"])
+            for who, node in sorted(nodes.items()):
+                if recorded.get(checksum_address(who)) == node_hash(node):
+                    continue
+                try:
+                    self.client.record_node(who, node)
+                except ParticipantNotRegistered:
+                    # Recorded when it is registered: the registrar records the node again.
+                    log.warning("grid node %s of %s: not registered on-chain yet", node, who)
+
+        self._guard("recording the grid operator and nodes", send)
+
     def commit_interval(
         self,
         interval: int,
         book_root: bytes,
         trades: Sequence[Trade],
         orders: Mapping[bytes, SignedOrder],
+        *,
+        grid_root: bytes = bytes(32),
     ) -> CommitReceipt:
         """``commitInterval`` from the operator account, in as many chunks as it takes (a
         commit left open by a crash between chunks resumes). The receipt is ``final`` when
         the chain takes a mined transaction as final; else :meth:`final_commit` says when."""
 
         def send() -> CommitReceipt:
-            receipt = self.client.commit_interval(interval, book_root, trades, orders)
+            receipt = self.client.commit_interval(
+                interval, book_root, trades, orders, grid_root=grid_root
+            )
             sent = CommitReceipt(
                 tx_hash="0x" + bytes(receipt["transactionHash"]).hex().removeprefix("0x"),
                 block_number=int(receipt["blockNumber"]),

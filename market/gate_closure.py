@@ -241,9 +241,18 @@ def committed_trades(clearing: dict[str, Any]) -> list[Trade]:
             price_per_wh=int(t["pricePerWh"]),
             buy_order_id=bytes.fromhex(t["buyOrder"][2:]),
             sell_order_id=bytes.fromhex(t["sellOrder"][2:]),
+            sell_price_per_wh=int(t["sellPricePerWh"]) if "sellPricePerWh" in t else None,
         )
         for t in clearing["trades"]
     ]
+
+
+def committed_grid_root(clearing: dict[str, Any]) -> bytes:
+    """The ``gridRoot`` a stored clearing commits (zero when it cleared on no grid)."""
+    grid = clearing.get("grid")
+    if not grid:
+        return bytes(32)
+    return bytes.fromhex(str(grid["gridRoot"]).removeprefix("0x"))
 
 
 def signed_orders(book: Sequence[StoredOrder], trades: Sequence[Trade]) -> dict[bytes, SignedOrder]:
@@ -481,7 +490,11 @@ class GateClosure:
                 trades = committed_trades(clearing)
                 try:
                     orders = signed_orders(book, trades)
-                    receipt = self.ledger.commit_interval(interval, root, trades, orders)
+                    grid_root = committed_grid_root(clearing)
+                    # Only a grid interval names its root: a ledger port without a grid
+                    # keeps the four-argument call.
+                    extra = {"grid_root": grid_root} if any(grid_root) else {}
+                    receipt = self.ledger.commit_interval(interval, root, trades, orders, **extra)
                     break
                 except LedgerCallFailed as err:
                     if err.revert not in ("InsufficientCollateral", "BadOrderSignature"):

@@ -193,9 +193,17 @@ class Ledger(Protocol):
         book_root: bytes,
         trades: Sequence[Trade],
         orders: Mapping[bytes, SignedOrder],
+        *,
+        grid_root: bytes = bytes(32),
     ) -> CommitReceipt:
         """Commit ``interval``'s trades, backed by their signed ``orders`` (by order id), and
-        book root; raise LedgerCallFailed on failure."""
+        book root, and on a grid its ``grid_root`` and the trades' seller prices; raise
+        LedgerCallFailed on failure."""
+        ...
+
+    def record_grid(self, grid_operator: str, nodes: Mapping[str, str]) -> None:
+        """Put the grid operator and the participants' nodes (address -> node id) where the
+        audit reads them: on-chain for the contract, nowhere for a memory ledger."""
         ...
 
 
@@ -336,12 +344,17 @@ class MemoryLedger:
             return None
         return CommitReceipt(tx_hash="0x" + interval.to_bytes(32, "big").hex(), block_number=None)
 
+    def record_grid(self, grid_operator: str, nodes: Mapping[str, str]) -> None:
+        """Nothing to record: a memory ledger has no registry events."""
+
     def commit_interval(
         self,
         interval: int,
         book_root: bytes,
         trades: Sequence[Trade],
         orders: Mapping[bytes, SignedOrder],
+        *,
+        grid_root: bytes = bytes(32),
     ) -> CommitReceipt:
         with self._lock:
             if interval in self.commits:

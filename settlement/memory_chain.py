@@ -63,7 +63,14 @@ from ledger.events import (
     TradeSettled,
 )
 from ledger.hashing import keccak
-from ledger.records import IntervalInfo, Reading, SellerPosition, Terms, Trade
+from ledger.records import (
+    IntervalInfo,
+    Reading,
+    SellerPosition,
+    Terms,
+    Trade,
+    trade_from_link_price,
+)
 from ledger.trade_chain import ZERO_HASH, chain_link, orders_digest, settlement_chain
 from settlement.chain_port import Mined
 from settlement.errors import OutOfGas, SettlementFailed
@@ -480,7 +487,7 @@ def _chunk_head(chunk: SettleArgs) -> bytes:
             chunk.parties[buyer],
             chunk.parties[seller],
         )
-        trade = Trade(buyer_address, seller_address, quantity_wh, price_per_wh)
+        trade = trade_from_link_price(buyer_address, seller_address, quantity_wh, price_per_wh)
         head = chain_link(head, trade, seller_index, SellerPosition(sold_wh, sold_before_wh))
     return head
 

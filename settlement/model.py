@@ -38,6 +38,7 @@ from ledger.contract_errors import (
     IntervalAlreadyCommitted,
     IntervalAlreadySettled,
     IntervalNotCommitted,
+    InvalidSellPrice,
     ParticipantNotRegistered,
     ReadingAlreadySubmitted,
     SelfTrade,
@@ -64,6 +65,13 @@ class TradeOutcome:
     refund: int
     penalty: int
     bond: int
+    grid_share: int = 0
+    """``delivered * (price - sellPrice)``: the grid operator's; 0 off a grid."""
+
+    @property
+    def seller_payment(self) -> int:
+        """What the seller receives for its delivery: ``delivered * sellPrice``."""
+        return self.payment - self.grid_share
 
     @property
     def bond_released(self) -> int:
@@ -90,6 +98,11 @@ class IntervalSettlement:
 
     outcomes: tuple[TradeOutcome, ...]
     deltas: Mapping[str, BalanceDelta]
+
+    @property
+    def grid_revenue(self) -> int:
+        """Sum of the outcomes' grid shares: what the grid operator is credited."""
+        return sum(o.grid_share for o in self.outcomes)
 
 
 # ------------------------------------------------------------------------- the rules
@@ -150,6 +163,7 @@ def settle_trade(
         refund=(q - delivered) * trade.price_per_wh,
         penalty=penalty_base_units(q, delivered, terms.tolerance_bps, terms.penalty_price_per_wh),
         bond=q * terms.penalty_price_per_wh,
+        grid_share=delivered * trade.grid_fee_per_wh,
     )
 
 
@@ -178,7 +192,9 @@ def settle_range(
         released[trade.buyer] = released.get(trade.buyer, 0) + locked_payment
         credited[trade.buyer] = credited.get(trade.buyer, 0) + out.refund + out.penalty
         released[trade.seller] = released.get(trade.seller, 0) + out.bond
-        credited[trade.seller] = credited.get(trade.seller, 0) + out.payment + out.bond_released
+        credited[trade.seller] = (
+            credited.get(trade.seller, 0) + out.seller_payment + out.bond_released
+        )
     deltas = {p: BalanceDelta(released[p], credited[p]) for p in released}
     return IntervalSettlement(outcomes=tuple(outcomes), deltas=deltas)
 
@@ -213,6 +229,8 @@ class IntervalState:
     read: set[str] = field(default_factory=set)
     outcomes: list[TradeOutcome] = field(default_factory=list)
     settled: bool = False
+    grid_operator: str | None = None
+    """The grid operator snapshotted at commit (only when a trade has a seller price)."""
 
 
 class Ledger:
@@ -228,6 +246,8 @@ class Ledger:
         self.registered: set[str] = set()
         self.intervals: dict[int, IntervalState] = {}
         self.total_escrowed = 0
+        self.grid_operator: str | None = None
+        """Credited with grid intervals' revenue (the contract's ``setGridOperator``)."""
 
     def balance(self, participant: str) -> Balance:
         """The participant's balance (a zero balance if it never had one)."""
@@ -268,6 +288,11 @@ class Ledger:
         """
         if interval in self.intervals:
             raise IntervalAlreadyCommitted(interval)
+        grid = any(t.sell_price_per_wh is not None for t in trades)
+        if grid:
+            for i, t in enumerate(trades):
+                if not 1 <= t.seller_price_per_wh <= t.price_per_wh:
+                    raise InvalidSellPrice(i, t.seller_price_per_wh, t.price_per_wh)
         for party in sorted({p for t in trades for p in (t.buyer, t.seller)}, key=_addr_key):
             if party not in self.registered:
                 raise ParticipantNotRegistered(party)
@@ -294,7 +319,9 @@ class Ledger:
             bal = self.balance(party)
             bal.free -= amount
             bal.locked += amount
-        self.intervals[interval] = IntervalState(trades=tuple(trades), terms=terms)
+        self.intervals[interval] = IntervalState(
+            trades=tuple(trades), terms=terms, grid_operator=self.grid_operator if grid else None
+        )
         return {p: a for p, a in locks.items() if a}
 
     def submit_reading(self, interval: int, reading: Reading) -> None:
@@ -327,6 +354,15 @@ class Ledger:
             bal = self.balance(party)
             bal.locked -= delta.released
             bal.free += delta.credited
+        revenue = result.grid_revenue
+        if revenue:
+            operator = state.grid_operator
+            if operator is None:
+                raise ValueError(f"interval {interval} has grid revenue but no grid operator")
+            bal = self.balance(operator)
+            if bal.free + revenue > UINT128_MAX:
+                raise BalanceOverflow(operator, bal.free + revenue)
+            bal.free += revenue
         state.cursor = stop
         state.outcomes.extend(result.outcomes)
         state.settled = stop == count

@@ -264,10 +264,12 @@ class SkippingLedger(ChainLedger):
         book_root: bytes,
         trades: Sequence[Trade],
         orders: Mapping[bytes, SignedOrder],
+        *,
+        grid_root: bytes = bytes(32),
     ) -> CommitReceipt:
         if interval == self.skip:
             return CommitReceipt(tx_hash="0x" + "00" * 32, block_number=0)
-        return super().commit_interval(interval, book_root, trades, orders)
+        return super().commit_interval(interval, book_root, trades, orders, grid_root=grid_root)
 
 
 def test_an_interval_published_but_never_committed_fails_uncommitted(session: Session) -> None:

@@ -69,9 +69,13 @@ class TamperingLedger(ChainLedger):
         book_root: bytes,
         trades: Sequence[Trade],
         orders: Mapping[bytes, SignedOrder],
+        *,
+        grid_root: bytes = bytes(32),
     ) -> CommitReceipt:
         root, altered = self.tamper(interval, book_root, list(trades))
-        return super().commit_interval(interval, root, altered, {**orders, **FORGED_ORDERS})
+        return super().commit_interval(
+            interval, root, altered, {**orders, **FORGED_ORDERS}, grid_root=grid_root
+        )
 
 
 class FixedGas(Web3Middleware):

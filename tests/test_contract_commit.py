@@ -220,12 +220,27 @@ def _chunk(env: MarketEnv, t: int) -> tuple[list[str], list[int], list[int]]:
 
 
 def _send_raw(
-    env: MarketEnv, t: int, parties: Sequence[str], orders: list[int], trades: list[int]
+    env: MarketEnv,
+    t: int,
+    parties: Sequence[str],
+    orders: list[int],
+    trades: list[int],
+    sell_prices: Sequence[int] = (),
+    grid_root: bytes = bytes(32),
 ) -> None:
     """Call commitInterval with raw words (nothing range-checked on the way)."""
     body = encode(
-        ["uint64", "bytes32", "address[]", "uint256[]", "uint256[]", "bytes32"],
-        [t, BOOK_ROOT, list(parties), orders, trades, bytes(32)],
+        [
+            "uint64",
+            "bytes32",
+            "bytes32",
+            "address[]",
+            "uint256[]",
+            "uint256[]",
+            "uint256[]",
+            "bytes32",
+        ],
+        [t, BOOK_ROOT, grid_root, list(parties), orders, trades, list(sell_prices), bytes(32)],
     )
     with mapped_reverts():
         env.chain.w3.eth.call(

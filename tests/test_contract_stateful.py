@@ -16,7 +16,7 @@ import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from test_ledger_support import MarketEnv, trade
+from test_ledger_support import BOOK_ROOT, MarketEnv, trade
 
 from chain.connection import connect
 from ledger.contract_errors import (
@@ -26,7 +26,7 @@ from ledger.contract_errors import (
     PriceOutsideLimit,
 )
 from ledger.eip712 import order_digest
-from ledger.order_backing import sign_order
+from ledger.order_backing import back_trades, sign_order
 from ledger.records import Reading, Terms, Trade
 from settlement.model import Ledger
 
@@ -41,6 +41,7 @@ def _env() -> MarketEnv:
     if _ENV is None:
         _ENV = MarketEnv.build(connect(), n_participants=N, deposit=DEPOSIT)
         _ENV.set_terms_now(TERMS)
+        _ENV.ledger.set_grid_operator(_ENV.p(0))
     return _ENV
 
 
@@ -50,6 +51,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.env = _env()
         self.snap = self.env.chain.snapshot()
         self.model = Ledger()
+        self.model.grid_operator = self.env.p(0)
         for p in self.env.participants:
             self.model.register(p)
             self.model.deposit(p, DEPOSIT)
@@ -95,19 +97,34 @@ class LedgerMachine(RuleBasedStateMachine):
                 st.integers(0, N - 1),
                 st.integers(1, 10**8),
                 st.integers(1, 20),
+                st.integers(0, 21),
             ).filter(lambda x: x[0] != x[1]),
             max_size=6,
-        )
+        ),
+        grid=st.booleans(),
     )
-    def commit(self, raw: list[tuple[int, int, int, int]]) -> None:
+    def commit(self, raw: list[tuple[int, int, int, int, int]], grid: bool) -> None:
+        """A commit, on a grid in about half the cases: seller prices drawn from 0..21, so
+        some are below the price (the grid operator, participant 0, earns the difference) and
+        some are 0 or above it (both sides refuse InvalidSellPrice)."""
         t = self.env.next_interval()
         if t in self.model.intervals:
             return
         trades = [
-            trade(self.env.p(b), self.env.p(s), q, price, n=i)
-            for i, (b, s, q, price) in enumerate(raw)
+            replace(
+                trade(self.env.p(b), self.env.p(s), q, price, n=i),
+                sell_price_per_wh=sell if grid else None,
+            )
+            for i, (b, s, q, price, sell) in enumerate(raw)
         ]
-        self._both(lambda: self.env.commit(trades, t), lambda: self.model.commit(t, trades, TERMS))
+        root = b"\x6e" * 32 if grid else bytes(32)
+        backed, orders = back_trades(t, trades, self.env.ledger.domain(), self.env.keys)
+        if grid:
+            event("grid commit")
+        self._both(
+            lambda: self.env.ledger.commit_interval(t, BOOK_ROOT, backed, orders, grid_root=root),
+            lambda: self.model.commit(t, trades, TERMS),
+        )
 
     @rule(
         victim=st.integers(0, N - 1),

@@ -37,9 +37,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from audit.checks.violations import GRID, CheckLog, address_key, hex_of, short
-from audit.evidence import ClearingRules, PublishedGrid
+from audit.evidence import ClearingRules, LedgerEvidence, PublishedGrid
 from ledger.eip712 import Domain, parse_bytes32
 from ledger.errors import BadSignature, InputError
+from ledger.grid_nodes import node_hash
 from ledger.grid_signature import verify_grid_signature
 from ledger.hashing import keccak
 from ledger.records import Terms, Trade
@@ -149,6 +150,42 @@ def check_grid(
     return settled
 
 
+def check_grid_on_chain(
+    t: int, published: PublishedGrid, ledger: LedgerEvidence, checks: CheckLog
+) -> None:
+    """The grid as the market API publishes it against the chain (GRID.md §8): the stated
+    gridRoot against ``gridOf(t)``'s, the grid operator against the one the interval
+    snapshotted, and each published node against the registry's last ``NodeRecorded``
+    (``keccak256`` of the node id). FAIL for each difference."""
+    problems: list[str] = []
+    onchain = ledger.grids.get(t)
+    if onchain is None:
+        problems.append("the commit states no gridRoot on-chain (gridOf is zero)")
+    else:
+        root, operator = onchain
+        stated = published.stated_root
+        if not isinstance(stated, str) or stated.lower() != "0x" + root.hex():
+            problems.append(f"gridRoot published {stated!r}, committed 0x{root.hex()}")
+        if str(published.grid_operator).lower() != operator.lower():
+            problems.append(
+                f"grid operator published {published.grid_operator!r}, the interval's "
+                f"on-chain grid operator {operator}"
+            )
+    if isinstance(published.nodes, Mapping):
+        registry = {who.lower(): node for who, node in ledger.nodes.items()}
+        for who, node in sorted((str(k), str(v)) for k, v in published.nodes.items()):
+            recorded = registry.get(who.lower())
+            if recorded is None:
+                problems.append(f"node registry: {who} at {node!r} published, none on-chain")
+            elif recorded != node_hash(node):
+                problems.append(
+                    f"node registry: {who} published at {node!r}, the chain's NodeRecorded "
+                    "names another node"
+                )
+    if problems:
+        checks.fail_all(GRID, problems)
+
+
 def check_published_grid(
     t: int,
     published: PublishedGrid,
@@ -162,8 +199,8 @@ def check_published_grid(
     terms: Terms | None = None,
 ) -> GridSettlement | None:
     """:func:`check_grid` on what a grid market published (:class:`PublishedGrid`) and the
-    trades committed on-chain, whose seller prices the chain does not record yet: they are
-    the published clearing's, which must list one per committed trade."""
+    trades committed on-chain. The published clearing must list one seller price per
+    committed trade, equal to the committed one where the commit carries seller prices."""
     problems: list[str] = []
     sell = published.sell_prices if isinstance(published.sell_prices, list) else []
     if len(sell) != len(trades) or not all(isinstance(p, str) and p.isdigit() for p in sell):
@@ -171,6 +208,13 @@ def check_published_grid(
             f"the published clearing states {len(sell)} seller prices for the "
             f"{len(trades)} committed trades"
         )
+    else:
+        # The chain commits seller prices (GRID.md §8): the published ones must be them.
+        for i, (tr, stated) in enumerate(zip(trades, sell, strict=True)):
+            if tr.sell_price_per_wh is not None and tr.sell_price_per_wh != int(stated):
+                problems.append(
+                    f"trade {i}: committed seller price {tr.sell_price_per_wh}, published {stated}"
+                )
     nodes: dict[str, str] = {}
     if isinstance(published.nodes, Mapping):
         for who, node in published.nodes.items():
@@ -445,6 +489,7 @@ __all__ = [
     "GridSettlement",
     "GridTradeRecord",
     "check_grid",
+    "check_grid_on_chain",
     "check_published_grid",
     "dual_bound",
     "properties_of_committed",

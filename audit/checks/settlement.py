@@ -108,7 +108,11 @@ def check_settlement(
 
     found_released: dict[str, int] = {}
     found_credited: dict[str, int] = {}
+    grid_credited = 0
     for party_event in events.party_settlements:
+        if party_event.grid_revenue:
+            grid_credited += party_event.credited_base_units
+            continue
         p = party_event.participant
         found_released[p] = found_released.get(p, 0) + party_event.released_base_units
         found_credited[p] = found_credited.get(p, 0) + party_event.credited_base_units
@@ -120,11 +124,17 @@ def check_settlement(
         ):
             if a != b:
                 problems.append(f"{party}: {name} expected {a} found {b}")
+    expected_grid = sum(o.grid_share for o in expected.outcomes[:settled_count])
+    if grid_credited != expected_grid:
+        problems.append(
+            f"grid operator credited {grid_credited} base units, the committed seller prices "
+            f"give {expected_grid}"
+        )
     released, credited = sum(found_released.values()), sum(found_credited.values())
-    if released != credited:
+    if released != credited + grid_credited:
         problems.append(
             f"settlement moved value: released {released} base units from locked balances, "
-            f"credited {credited} to free balances"
+            f"credited {credited} to free balances and {grid_credited} to the grid operator"
         )
 
     marked = bool(events.settlements)

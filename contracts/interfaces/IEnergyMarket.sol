@@ -29,11 +29,13 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @notice A committed trade as replayed to settlement, with its seller's running totals.
     /// @dev sellerSoldWh is the seller's total sold in the interval; sellerSoldBeforeWh the sum of
     ///      the seller's earlier trades in commit order. Both were fixed (and hashed) at commit.
+    ///      priceWord is the chain link's price word: pricePerWh (bits 0-127, what the buyer
+    ///      pays) | (pricePerWh - sellPrice) << 128 (zero off a grid; see commitInterval).
     struct SettleTrade {
         uint32 buyer;
         uint32 seller;
         uint64 quantityWh;
-        uint128 pricePerWh;
+        uint256 priceWord;
         uint64 sellerSoldWh;
         uint64 sellerSoldBeforeWh;
     }
@@ -153,7 +155,17 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      for a continued order (not checked again), its fill so far and zero, and for an
     ///      unparked one, two zero words.
     ///      `trades` holds one word per trade: buyer position (0-15) | seller position (16-31) |
-    ///      buy order (32-47) | sell order (48-63) | quantityWh (64-127) | pricePerWh (128-255).
+    ///      buy order (32-47) | sell order (48-63) | quantityWh (64-127) | pricePerWh (128-255);
+    ///      pricePerWh is what the buyer pays.
+    ///      Grid markets (GRID.md section 8): `sellPrices` is empty when every trade's seller
+    ///      receives its price (every non-grid market), else it holds two uint128 seller prices
+    ///      per word, trade 2k in bits 0-127 and trade 2k+1 in bits 128-255 (ceil(n/2) words;
+    ///      the unused high half of an odd chunk's last word is zero). A seller price must be in
+    ///      [1, pricePerWh]; the difference times the delivered Wh is the grid operator's at
+    ///      settlement. The chain link's price word is pricePerWh | (pricePerWh - sellPrice) << 128,
+    ///      so a non-grid link is unchanged. A nonzero `gridRoot` (keccak256 of the interval's
+    ///      canonical grid document) is stored with the grid operator in force at the first
+    ///      chunk (gridOf, GridCommitted); every chunk carries the first chunk's gridRoot.
     ///      Reverts:
     ///      - EnforcedPause when paused;
     ///      - IntervalAlreadyCommitted if `t` was committed; IntervalAlreadyEnded if delivery of
@@ -167,19 +179,28 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///        OpenOrdersMismatch, OrderNotOpen, OrderOverfilled, OrderLeftOpen, OrderAlreadyFresh for the orders;
     ///      - TradeOrderMismatch, PriceOutsideLimit, ZeroQuantity, ZeroPrice, SelfTrade,
     ///        SellerSpansChunks or SoldQuantityOverflow for a trade;
-    ///      - InsufficientCollateral if a party's free balance cannot cover its lock.
+    ///      - InsufficientCollateral if a party's free balance cannot cover its lock;
+    ///      - GridRootMismatch if a later chunk's gridRoot differs from the first's;
+    ///        GridOperatorUnset for a nonzero gridRoot with no grid operator set;
+    ///        SellPricesWithoutGrid for sell prices with a zero gridRoot; SellPricesLength if
+    ///        `sellPrices` is neither empty nor ceil(n/2) words; InvalidSellPrice for a seller
+    ///        price of 0 or above its trade's price.
     /// @param t Interval number.
     /// @param bookRoot Merkle root of the interval's signed order set.
+    /// @param gridRoot keccak256 of the interval's canonical grid document, zero without a grid.
     /// @param parties Every party of the chunk's orders, strictly ascending by address.
     /// @param orders The chunk's signed orders, four words each (see above).
     /// @param trades The chunk's trades in commit order, one word each (see above).
+    /// @param sellPrices The trades' seller prices, two per word, or empty (see above).
     /// @param tailHash Chain head after the chunk's last trade (zero on the last chunk).
     function commitInterval(
         uint64 t,
         bytes32 bookRoot,
+        bytes32 gridRoot,
         address[] calldata parties,
         uint256[] calldata orders,
         uint256[] calldata trades,
+        uint256[] calldata sellPrices,
         bytes32 tailHash
     ) external;
 
@@ -239,6 +260,33 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///      before the scheduled terms' first start has ended.
     /// @param newTerms The new terms.
     function setTerms(Terms calldata newTerms) external;
+
+    /// @notice Sets the grid operator, whose free balance receives grid intervals' revenue.
+    /// @dev Caller needs DEFAULT_ADMIN_ROLE. Takes effect for grid intervals whose first chunk
+    ///      is committed from now on (each grid interval snapshots it, gridOf): what
+    ///      participants pay and receive is fixed by the committed prices, only the recipient of
+    ///      the difference changes. Zero disables grid commits. Emits GridOperatorChanged.
+    /// @param operator The grid operator's account.
+    function setGridOperator(address operator) external;
+
+    /// @notice Records the grid node a participant's orders are placed at (GRID.md section 8).
+    /// @dev Caller needs REGISTRAR_ROLE; the participant must be registered. Only emits
+    ///      NodeRecorded: intake and the audit read the registry from the events, the last one
+    ///      per participant counting. `node` is keccak256 of the node id's UTF-8 bytes (ids of
+    ///      any length; the audit compares hashes).
+    /// @param participant Registered participant.
+    /// @param node keccak256 of the node id.
+    function recordNode(address participant, bytes32 node) external;
+
+    /// @notice The grid operator in force now (zero: none).
+    /// @return The grid operator's account.
+    function gridOperator() external view returns (address);
+
+    /// @notice A grid interval's gridRoot and the grid operator it snapshotted (zeros otherwise).
+    /// @param t Interval number.
+    /// @return root The interval's gridRoot.
+    /// @return operator The grid operator credited at its settlement.
+    function gridOf(uint64 t) external view returns (bytes32 root, address operator);
 
     /// @notice Pauses commits and deposits. Withdrawals, readings and settlement keep working,
     ///         so a pause cannot change a committed interval's outcome or freeze its locks.

@@ -247,4 +247,27 @@ interface IEnergyMarketErrors {
     /// @param bidLimit The bid's limit.
     /// @param askLimit The ask's limit.
     error PriceOutsideLimit(uint256 tradeIndex, uint256 price, uint256 bidLimit, uint256 askLimit);
+
+    /// @notice Thrown when a trade's seller price is zero or above its (buyer) price.
+    /// @param tradeIndex Position of the trade in the chunk.
+    /// @param sellPrice The seller price.
+    /// @param price The trade's price.
+    error InvalidSellPrice(uint256 tradeIndex, uint256 sellPrice, uint256 price);
+
+    /// @notice Thrown when `sellPrices` is neither empty nor ceil(trades / 2) words.
+    /// @param expected ceil(trades / 2).
+    /// @param actual The words given.
+    error SellPricesLength(uint256 expected, uint256 actual);
+
+    /// @notice Thrown when a chunk has seller prices but the interval has no gridRoot.
+    error SellPricesWithoutGrid();
+
+    /// @notice Thrown when a grid interval is committed with no grid operator set.
+    error GridOperatorUnset();
+
+    /// @notice Thrown when a later chunk's gridRoot differs from the first chunk's.
+    /// @param interval Interval number.
+    /// @param expected The first chunk's gridRoot.
+    /// @param actual The chunk's gridRoot.
+    error GridRootMismatch(uint64 interval, bytes32 expected, bytes32 actual);
 }

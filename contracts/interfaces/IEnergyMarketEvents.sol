@@ -71,6 +71,7 @@ interface IEnergyMarketEvents {
     /// @param parties The chunk's party table.
     /// @param orderIds EIP-712 digests of the chunk's orders, as the trade words index them.
     /// @param trades Trade words (see IEnergyMarket.commitInterval).
+    /// @param sellPrices Seller prices, two per word, or empty (see IEnergyMarket.commitInterval).
     /// @param tailHash Chain head after the chunk's last trade (zero on the last chunk): where
     ///        settlement of a commit left unfinished stops.
     event TradesCommitted(
@@ -80,8 +81,33 @@ interface IEnergyMarketEvents {
         address[] parties,
         bytes32[] orderIds,
         uint256[] trades,
+        uint256[] sellPrices,
         bytes32 tailHash
     );
+
+    /// @notice Emitted at a grid interval's first chunk: its gridRoot and the grid operator it
+    ///         snapshotted.
+    /// @param interval Interval number.
+    /// @param gridRoot keccak256 of the interval's canonical grid document.
+    /// @param gridOperator Account credited with the interval's grid revenue.
+    event GridCommitted(uint64 indexed interval, bytes32 gridRoot, address gridOperator);
+
+    /// @notice Emitted per settled chunk of a grid interval whose trades delivered a price
+    ///         difference: sum of delivered * (price - sellPrice), credited to the operator's
+    ///         free balance.
+    /// @param interval Interval number.
+    /// @param gridOperator The interval's grid operator.
+    /// @param amount Base units credited.
+    event GridRevenueCredited(uint64 indexed interval, address indexed gridOperator, uint256 amount);
+
+    /// @notice Emitted when the admin sets the grid operator.
+    /// @param gridOperator The new grid operator (zero: none).
+    event GridOperatorChanged(address gridOperator);
+
+    /// @notice Emitted when the registrar records a participant's grid node.
+    /// @param participant The participant.
+    /// @param node keccak256 of the node id's UTF-8 bytes.
+    event NodeRecorded(address indexed participant, bytes32 node);
 
     /// @notice Emitted once per commit chunk: each party's free balance moved to locked (one
     ///         log per chunk rather than per party: a party costs 64 bytes of log data).
