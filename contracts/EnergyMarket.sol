@@ -323,6 +323,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint256[] memory partyFlags = new uint256[](parties.length);
         (uint256 ot, bytes32[] memory orderIds) = _loadOrders(c, table, parties.length, orders, partyFlags);
         c.ordersDigest = _tallyTrades(c, table, ot, orderIds, trades);
+        if (sellPrices.length != 0) _checkSellPrices(ot, trades, sellPrices);
         _closeOrders(c, ot, orderIds);
         _fixSoldTotals(table, parties.length);
         if (!(c.chunk == 1 && c.last)) _checkLanes(c, table, parties.length, partyFlags);
@@ -405,15 +406,28 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         if (gridRoot == 0) revert SellPricesWithoutGrid();
         uint256 n = trades.length;
         if (words != (n + 1) >> 1) revert SellPricesLength((n + 1) >> 1, words);
+        if (n & 1 != 0 && sellPrices[words - 1] >> 128 != 0) revert InvalidSellPrice(n, sellPrices[words - 1] >> 128, 0);
+    }
+
+    /// @dev Each trade's seller price lies in [1, price] and is at least its ask's signed limit
+    ///      (so the seller receives no less than it signed for); `_tallyTrades` range-checked
+    ///      the order positions.
+    function _checkSellPrices(uint256 ot, uint256[] calldata trades, uint256[] calldata sellPrices) private pure {
+        uint256 n = trades.length;
         for (uint256 k; k < n;) {
-            uint256 price = trades[k] >> 128;
+            uint256 word = trades[k];
+            uint256 price = word >> 128;
             uint256 sellPrice = _sellPrice(sellPrices, k);
             if (sellPrice == 0 || sellPrice > price) revert InvalidSellPrice(k, sellPrice, price);
+            uint256 askLimit;
+            assembly ("memory-safe") {
+                askLimit := mload(add(add(ot, mul(and(shr(48, word), 0xffff), 96)), 32))
+            }
+            if (sellPrice < askLimit) revert PriceOutsideLimit(k, sellPrice, price, askLimit);
             unchecked {
                 ++k;
             }
         }
-        if (n & 1 != 0 && sellPrices[words - 1] >> 128 != 0) revert InvalidSellPrice(n, sellPrices[words - 1] >> 128, 0);
     }
 
     /// @dev Seller price of trade `k`: half `k & 1` of word `k >> 1`.

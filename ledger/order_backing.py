@@ -53,20 +53,23 @@ def back_trades(
     """``trades`` (of interval ``t``) with the ids of orders that back them, and those orders.
 
     ``keys`` maps each party (any address spelling) to its private key. Orders are per
-    (party, side); ``nonce`` goes into every order (vary it to get other ids)."""
+    (party, side), a bid's limit the highest price of its trades, an ask's the lowest seller
+    price (the price off a grid); ``nonce`` goes into every order (vary it to get other ids)."""
     by_key: dict[str, bytes | coincurve.PrivateKey] = {
         checksum_address(p): k for p, k in keys.items()
     }
     totals: dict[tuple[str, int], list[int]] = {}
     for trade in trades:
-        for party, side in ((trade.buyer, 0), (trade.seller, 1)):
-            entry = totals.setdefault((checksum_address(party), side), [0, trade.price_per_wh])
+        sell_price = (
+            trade.price_per_wh if trade.sell_price_per_wh is None else trade.sell_price_per_wh
+        )
+        for party, side, price in (
+            (trade.buyer, 0, trade.price_per_wh),
+            (trade.seller, 1, sell_price),
+        ):
+            entry = totals.setdefault((checksum_address(party), side), [0, price])
             entry[0] += trade.quantity_wh
-            entry[1] = (
-                max(entry[1], trade.price_per_wh)
-                if side == 0
-                else min(entry[1], trade.price_per_wh)
-            )
+            entry[1] = max(entry[1], price) if side == 0 else min(entry[1], price)
     orders: dict[tuple[str, int], SignedOrder] = {}
     for (party, side), (quantity, limit) in totals.items():
         if party not in by_key:

@@ -26,6 +26,7 @@ from ledger.contract_errors import (
     GridRootMismatch,
     InvalidSellPrice,
     ParticipantNotRegistered,
+    PriceOutsideLimit,
     SellPricesLength,
     SellPricesWithoutGrid,
 )
@@ -114,9 +115,27 @@ def test_sell_price_zero_or_above_price_reverts(env: MarketEnv) -> None:
                 replace(ok, sell_price_per_wh=0),
             ],
         )
+    t = env.next_interval()
+    backed, orders = back_trades(t, [trade(ps[0], ps[1], 10, 9)], env.ledger.domain(), env.keys)
     with raises(InvalidSellPrice, trade_index=0, sell_price=10, price=9):
-        _commit(env, [replace(trade(ps[0], ps[1], 10, 9), sell_price_per_wh=10)])
+        env.ledger.commit_interval(
+            t, BOOK_ROOT, [replace(backed[0], sell_price_per_wh=10)], orders, grid_root=GRID_ROOT
+        )
     _commit(env, [replace(trade(ps[0], ps[1], 10, 9), sell_price_per_wh=1), ok])
+
+
+def test_a_sell_price_below_the_sellers_signed_limit_reverts(env: MarketEnv) -> None:
+    """The operator cannot hand the grid operator part of what the seller signed for."""
+    ps = env.participants
+    env.ledger.set_grid_operator(_operator(env))
+    t = env.next_interval()
+    honest = replace(trade(ps[0], ps[1], 10, 9), sell_price_per_wh=7)
+    backed, orders = back_trades(t, [honest], env.ledger.domain(), env.keys)  # ask limit 7
+    shaved = [replace(backed[0], sell_price_per_wh=6)]
+    with raises(PriceOutsideLimit, trade_index=0, price=6, bid_limit=9, ask_limit=7):
+        env.ledger.commit_interval(t, BOOK_ROOT, shaved, orders, grid_root=GRID_ROOT)
+    env.ledger.commit_interval(t, BOOK_ROOT, backed, orders, grid_root=GRID_ROOT)
+    assert env.ledger.interval_info(t).status == "committed"
 
 
 def test_sell_prices_need_a_grid_root_and_a_grid_root_an_operator(env: MarketEnv) -> None:
@@ -139,7 +158,10 @@ def test_sell_prices_length_is_checked(env: MarketEnv) -> None:
         _send_raw(env, t, parties, orders, trades, [1, 1], GRID_ROOT)
     with raises(InvalidSellPrice, trade_index=1):  # the unused high half must be zero
         _send_raw(env, t, parties, orders, trades, [1 | 1 << 128], GRID_ROOT)
-    _send_raw(env, t, parties, orders, trades, [1], GRID_ROOT)
+    price = trades[0] >> 128
+    with raises(PriceOutsideLimit, trade_index=0, price=1):  # below the ask's signed limit
+        _send_raw(env, t, parties, orders, trades, [1], GRID_ROOT)
+    _send_raw(env, t, parties, orders, trades, [price], GRID_ROOT)
 
 
 def test_later_chunk_must_carry_the_first_chunks_grid_root(env: MarketEnv) -> None:

@@ -118,7 +118,19 @@ class LedgerMachine(RuleBasedStateMachine):
             for i, (b, s, q, price, sell) in enumerate(raw)
         ]
         root = b"\x6e" * 32 if grid else bytes(32)
-        backed, orders = back_trades(t, trades, self.env.ledger.domain(), self.env.keys)
+        # The sellers sign limits their valid seller prices meet; the out-of-range ones are
+        # the operator's to commit (and be refused).
+        signed = [
+            replace(x, sell_price_per_wh=min(max(x.sell_price_per_wh, 1), x.price_per_wh))
+            if x.sell_price_per_wh is not None
+            else x
+            for x in trades
+        ]
+        backed, orders = back_trades(t, signed, self.env.ledger.domain(), self.env.keys)
+        backed = tuple(
+            replace(b, sell_price_per_wh=x.sell_price_per_wh)
+            for b, x in zip(backed, trades, strict=True)
+        )
         if grid:
             event("grid commit")
         self._both(

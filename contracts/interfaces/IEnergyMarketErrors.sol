@@ -241,10 +241,11 @@ interface IEnergyMarketErrors {
     /// @param tradeIndex Position of the trade in the chunk.
     error TradeOrderMismatch(uint256 tradeIndex);
 
-    /// @notice Thrown when a trade's price is above its bid's limit or below its ask's.
+    /// @notice Thrown when a trade's price is above its bid's limit or below its ask's, or its
+    ///         seller price (on a grid) below its ask's limit.
     /// @param tradeIndex Position of the trade in the chunk.
-    /// @param price Trade price, base units per Wh.
-    /// @param bidLimit The bid's limit.
+    /// @param price Trade price (or seller price), base units per Wh.
+    /// @param bidLimit The bid's limit (for a seller price: the trade's price).
     /// @param askLimit The ask's limit.
     error PriceOutsideLimit(uint256 tradeIndex, uint256 price, uint256 bidLimit, uint256 askLimit);
 
