@@ -47,7 +47,6 @@ from chain.rpc import unreachable_reason
 from ledger import eip712 as signing
 from ledger.commit_plan import trades_of_chunks
 from ledger.eip712 import DOMAIN_NAME, DOMAIN_VERSION
-from ledger.erc1271 import probe_accepts, probe_init_code
 from ledger.errors import BadSignature
 from ledger.events import (
     CollateralLocked,
@@ -336,14 +335,14 @@ def read_block_times(w3: Web3, blocks: Iterable[int], latest: int) -> dict[int, 
 
 
 def read_signature_answers(
-    w3: Web3, asked: Iterable[tuple[str, str, str, int]], latest: int
+    w3: Web3, market: str, asked: Iterable[tuple[str, str, str, int]], latest: int
 ) -> dict[tuple[str, str, int], SignatureAnswer]:
     """For each ``(participant, order id, signature, block)`` (blocks up to ``latest``):
     whether the participant held code at the end of the block, and whether it accepted the
     signature there as ``commitInterval`` asks (its ECDSA signature, else the market's capped
-    static ``isValidSignature`` call, replayed by an ``eth_call`` of the probe of
-    :mod:`ledger.erc1271`). Keyed by ``(participant, order id, block)``; a signature that is
-    not one (malformed) is accepted by nobody."""
+    static ``isValidSignature`` call, which the market's view ``acceptsSignature`` makes from
+    the market's own address, as at commit). Keyed by ``(participant, order id, block)``; a
+    signature that is not one (malformed) is accepted by nobody."""
     answers: dict[tuple[str, str, int], SignatureAnswer] = {}
     for participant, order_id, signature, block in asked:
         key = (participant, order_id.lower(), block)
@@ -361,9 +360,14 @@ def read_signature_answers(
             continue
         accepts = False
         if contract:
-            data = probe_init_code(participant, digest, r, vs)
-            output = w3.eth.call({"data": data}, block_identifier=block)
-            accepts = probe_accepts(bytes(output))
+            market_contract = w3.eth.contract(
+                address=to_checksum_address(market), abi=load_artifact("EnergyMarket").abi
+            )
+            accepts = bool(
+                market_contract.functions.acceptsSignature(
+                    to_checksum_address(participant), digest, r, vs
+                ).call(block_identifier=block)
+            )
         answers[key] = SignatureAnswer(contract, accepts)
     return answers
 

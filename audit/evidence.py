@@ -84,8 +84,8 @@ class CommitRecord:
 @dataclass(frozen=True, slots=True)
 class SignatureAnswer:
     """Whether an order's participant held code at the end of a block, and whether it accepted
-    the order's signature there as ``commitInterval`` asks (:mod:`ledger.erc1271`: the
-    market's capped static ``isValidSignature`` call, replayed by an ``eth_call``)."""
+    the order's signature there as ``commitInterval`` asks (``acceptsSignature``: the
+    market's capped static ``isValidSignature`` call, made by the market)."""
 
     contract: bool
     accepts: bool

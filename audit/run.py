@@ -126,7 +126,7 @@ def audit_market(
     if asked:
         say(f"asking {len(asked)} contract-account signatures at the blocks they are named at")
         try:
-            answers = read_signature_answers(w3, asked, ledger.block_number)
+            answers = read_signature_answers(w3, market_address, asked, ledger.block_number)
         except Exception as err:  # the node failed part-way
             raise AuditError(
                 f"Reading signatures from the chain failed: {type(err).__name__}: {str(err)[:300]}."

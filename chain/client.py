@@ -45,7 +45,6 @@ from ledger.commit_plan import (
 )
 from ledger.contract_errors import IntervalNotCommitted, LedgerRevert
 from ledger.eip712 import Domain, SignedReading, compact_signature
-from ledger.erc1271 import probe_accepts, probe_init_code
 from ledger.events import TradesCommitted
 from ledger.grid_nodes import node_hash
 from ledger.records import (
@@ -370,12 +369,12 @@ class LedgerClient:
     def accepts_signature(self, account: str, digest: bytes, signature: str, block: int) -> bool:
         """Whether contract account ``account`` accepts ``signature`` (65 bytes, canonical)
         over ``digest`` at the end of ``block``, as ``commitInterval`` asks it: the market's
-        capped static ``isValidSignature`` call, replayed by an ``eth_call`` of the probe of
-        :mod:`ledger.erc1271` (nothing is deployed)."""
+        capped static ``isValidSignature`` call, made by the market itself in the view
+        ``acceptsSignature`` (so the account sees the same caller as at commit)."""
         r, vs = compact_signature(signature)
-        data = probe_init_code(account, digest, r, vs)
-        output = self.w3.eth.call({"from": self.sender, "data": data}, block_identifier=block)
-        return probe_accepts(bytes(output))
+        fn = self.contract.functions.acceptsSignature(checksum_address(account), digest, r, vs)
+        with mapped_reverts():
+            return bool(fn.call({"from": self.sender}, block_identifier=block))
 
     def commit_interval(
         self,

@@ -1429,6 +1429,11 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     }
 
     /// @inheritdoc IEnergyMarket
+    function acceptsSignature(address account, bytes32 id, bytes32 r, bytes32 vs) external view returns (bool) {
+        return account.code.length != 0 && _acceptsERC1271(account, id, r, vs);
+    }
+
+    /// @inheritdoc IEnergyMarket
     function gridOf(uint64 t) external view returns (bytes32 root, address operator) {
         Grid storage g = _grids[t];
         return (g.root, g.operator);

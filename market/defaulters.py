@@ -25,7 +25,7 @@ Refused signatures (the same rule, a second reason)
     lands, and the whole commit reverts ``BadOrderSignature``: the same void as a withdrawal.
     So in round ``r`` a party of ``C[r-1]`` is also a defaulter when it is a contract account
     and one of its orders that ``C[r-1]`` fills is not accepted at ``B[r]``, asked exactly as
-    the market asks (:mod:`ledger.erc1271`); the defaulter names that order. A party both short
+    the market asks (``acceptsSignature``); the defaulter names that order. A party both short
     and refusing is named once, as short.
 
 Why it is safe to give the operator this choice
@@ -52,7 +52,7 @@ INSUFFICIENT_COLLATERAL = "insufficient_collateral"
 what its trades lock."""
 REFUSED_SIGNATURE = "refused_signature"
 """The reason a defaulter's orders were dropped: it is a contract account, and at the named block
-its ERC-1271 ``isValidSignature``, asked as ``commitInterval`` asks it (:mod:`ledger.erc1271`),
+its ERC-1271 ``isValidSignature``, asked as ``commitInterval`` asks it (``acceptsSignature``),
 did not accept the named order of its that the round's clearing fills."""
 REASONS = (INSUFFICIENT_COLLATERAL, REFUSED_SIGNATURE)
 """Every reason the rule knows."""

@@ -55,13 +55,14 @@ Defaulters at commit
 Contract accounts
     An order whose signature is not its participant's ECDSA one is a contract account's
     (ERC-1271). At gate closure the account is asked at the head, as ``commitInterval`` asks
-    it (:mod:`ledger.erc1271`): a refuser is left out (``refused_signature``), and the block
+    it (``acceptsSignature``): a refuser is left out (``refused_signature``), and the block
     each accepted order was accepted at is stored and published (``signatureBlocks``). Each
     round before a commit asks again, at the round's block, for every such order the round's
     clearing fills, and a refuser is a defaulter like a party short of collateral (reason
     ``refused_signature``, with the order). A commit that reverts ``BadOrderSignature`` is
-    met the same way; when the party it names still accepts when asked (the probe cannot
-    tell the market's call from its own), the commit waits for the next tick.
+    met the same way; when the party it names still accepts when asked (the view is
+    called from the market itself, so only an account that looks at the transaction's
+    origin or gas can answer differently), the commit waits for the next tick.
 
 The stored clearing
     :func:`clearing_document` is what the store keeps and ``GET /intervals/{t}/clearing``

@@ -172,7 +172,7 @@ class Ledger(Protocol):
     def accepts_signature(self, account: str, digest: bytes, signature: str, block: int) -> bool:
         """Whether ``signature`` over ``digest`` is ``account``'s at the end of ``block``, as
         ``commitInterval`` decides: its ECDSA signature, or, for a contract account, one its
-        ``isValidSignature`` accepts within the market's gas cap (:mod:`ledger.erc1271`).
+        ``isValidSignature`` accepts within the market's gas cap (``acceptsSignature``).
         A contract account can stop accepting its own orders: a defaulter at commit is then
         named with this block (:mod:`market.defaulters`)."""
         ...

@@ -21,7 +21,7 @@ published set and the chain:
 A defaulter named for a refused signature (``refused_signature``, :mod:`market.defaulters`)
 names an order of its own that ``C[r-1]`` fills; it passes when the party held code at the end
 of ``B[r]`` and its ``isValidSignature``, asked there exactly as ``commitInterval`` asks it
-(:mod:`ledger.erc1271`, read by :func:`audit.chain_source.read_signature_answers`), did not
+(``acceptsSignature``, read by :func:`audit.chain_source.read_signature_answers`), did not
 accept that order. A party that accepted there, or an account with no code (an ECDSA signature
 cannot be refused), fails. A refusing party the operator kept is no failure: had it refused at
 the commit, the commit would not be on-chain.

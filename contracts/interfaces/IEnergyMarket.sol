@@ -288,6 +288,17 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @return operator The grid operator credited at its settlement.
     function gridOf(uint64 t) external view returns (bytes32 root, address operator);
 
+    /// @notice Whether contract account `account` accepts the compact signature (r, vs) over
+    ///         order digest `id`, asked exactly as commitInterval asks it (from this contract,
+    ///         ERC1271_GAS gas, one word of answer), so that an account cannot answer the market
+    ///         otherwise than it answers this check.
+    /// @param account The participant (false when it holds no code).
+    /// @param id The order's EIP-712 digest.
+    /// @param r The signature's r.
+    /// @param vs The signature's vs (EIP-2098).
+    /// @return Whether the account accepts.
+    function acceptsSignature(address account, bytes32 id, bytes32 r, bytes32 vs) external view returns (bool);
+
     /// @notice Pauses commits and deposits. Withdrawals, readings and settlement keep working,
     ///         so a pause cannot change a committed interval's outcome or freeze its locks.
     /// @dev Caller needs GUARDIAN_ROLE. Reverts EnforcedPause if already paused.
