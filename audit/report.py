@@ -375,6 +375,7 @@ def audit_interval(
                 checks,
                 exported_wh=exported,
                 terms=terms,
+                order_nodes=parsed.nodes,
             )
         elif commit.trades is not None:
             check_reclear(parsed, trades, rules, checks)

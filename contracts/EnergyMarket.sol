@@ -42,7 +42,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
 
     /// @notice EIP-712 type hash of an order (the market API's signed order).
     bytes32 public constant ORDER_TYPEHASH = keccak256(
-        "Order(address participant,uint64 interval,uint8 side,uint64 quantityWh,uint128 pricePerWh,uint64 nonce,uint64 expiry)"
+        "Order(address participant,uint64 interval,uint8 side,uint64 quantityWh,uint128 pricePerWh,uint64 nonce,uint64 expiry,string node)"
     );
     /// @notice Most chunks one interval's commit may take.
     uint256 public constant MAX_COMMIT_CHUNKS = 255;
@@ -312,6 +312,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         bytes32 gridRoot,
         address[] calldata parties,
         uint256[] calldata orders,
+        bytes32[] calldata nodes,
         uint256[] calldata trades,
         uint256[] calldata sellPrices,
         bytes32 tailHash
@@ -321,7 +322,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         _openGrid(c, gridRoot, trades, sellPrices);
         uint256 table = _loadParties(parties, c.chunk == 1 ? 0 : c.commitSeq);
         uint256[] memory partyFlags = new uint256[](parties.length);
-        (uint256 ot, bytes32[] memory orderIds) = _loadOrders(c, table, parties.length, orders, partyFlags);
+        (uint256 ot, bytes32[] memory orderIds) = _loadOrders(c, table, parties.length, orders, nodes, partyFlags);
         c.ordersDigest = _tallyTrades(c, table, ot, orderIds, trades);
         if (sellPrices.length != 0) _checkSellPrices(ot, trades, sellPrices);
         _closeOrders(c, ot, orderIds);
@@ -521,6 +522,7 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
         uint256 table,
         uint256 partyCount,
         uint256[] calldata orders,
+        bytes32[] calldata nodes,
         uint256[] memory partyFlags
     ) private returns (uint256 ot, bytes32[] memory ids) {
         if (orders.length % ORDER_WORDS != 0) revert MalformedOrders(orders.length);
@@ -549,12 +551,17 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             uint256 flags = (meta >> 24) & 0xff;
             if (
                 party >= partyCount || (meta >> 16) & 0xff > 1 || flags > 15 || flags & 5 == 5 || flags & 10 == 10
-                    || (meta >> 32) & 0xffffffff != 0 || limit >> 128 != 0
+                    || (meta >> 32) & 0xffffffff >= nodes.length || limit >> 128 != 0
             ) {
                 revert MalformedOrder(i);
             }
             address account = address(uint160(PartyTable.get(table, party, PartyTable.ACCOUNT)));
-            bytes32 id = _orderDigest(separator, account, c.interval, meta, limit);
+            bytes32 node;
+            assembly ("memory-safe") {
+                // In range: checked above.
+                node := calldataload(add(nodes.offset, shl(5, and(shr(32, meta), 0xffffffff))))
+            }
+            bytes32 id = _orderDigest(separator, account, c.interval, meta, limit, node);
             if (id <= previous) revert OrdersNotAscending(i);
             previous = id;
             uint256 filled;
@@ -596,8 +603,9 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
     }
 
     /// @dev The EIP-712 digest of an Order whose fields are the first order word `meta`, the
-    ///      limit price, the party `account` and the interval.
-    function _orderDigest(bytes32 separator, address account, uint256 t, uint256 meta, uint256 limit)
+    ///      limit price, the party `account`, the interval and `node` (keccak256 of the node id,
+    ///      as EIP-712 encodes a string).
+    function _orderDigest(bytes32 separator, address account, uint256 t, uint256 meta, uint256 limit, bytes32 node)
         private
         pure
         returns (bytes32 digest)
@@ -613,7 +621,8 @@ contract EnergyMarket is IEnergyMarket, AccessControl, EIP712, Pausable, Reentra
             mstore(add(m, 160), limit)
             mstore(add(m, 192), and(shr(128, meta), 0xffffffffffffffff))
             mstore(add(m, 224), shr(192, meta))
-            let structHash := keccak256(m, 256)
+            mstore(add(m, 256), node)
+            let structHash := keccak256(m, 288)
             mstore(m, 0x1901)
             mstore(add(m, 32), separator)
             mstore(add(m, 64), structHash)

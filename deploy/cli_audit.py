@@ -44,8 +44,9 @@ the market API, --api, or an archive folder, --orders) and the chain's own recor
                committed trades and price
   properties   every clearing property of DESIGN section 4 holds on the committed result
   grid         on a grid market, instead of reclear and properties: the grid document is
-               the grid operator's (signature, gridRoot), re-clearing on it at the
-               registered nodes gives the committed trades and seller prices, P1-P6 of
+               the grid operator's (signature, gridRoot), re-clearing on it with each
+               order at its signed node (its participant's registered one) gives the
+               committed trades and seller prices, P1-P6 of
                docs/grid.md hold (P6 by the dual bound), and re-settling with both prices
                balances; until the chain records them, the document, grid operator, nodes
                and seller prices come from the market API

@@ -1,11 +1,11 @@
 """An interval's commit: its trades backed by their signed orders, split into chunks.
 
-``commitInterval`` (``contracts/EnergyMarket.sol``) takes, per transaction (*chunk*), a party
-table, the signed orders the chunk's trades fill (four words each, ascending by EIP-712
-digest) and one word per trade, plus the hash-chain head after the chunk's last trade
-(``tailHash``, zero on the last chunk). The contract recovers every order's signer and
-checks every trade against its two orders; across chunks it allows only what keeps that
-check sound:
+``commitInterval`` (``contracts/EnergyMarket.sol``) takes, per transaction (*chunk*), a
+party table, the signed orders the chunk's trades fill (four words each, ascending by
+EIP-712 digest), the hashes of the grid node ids those orders are signed for, one word per
+trade, plus the hash-chain head after the chunk's last trade (``tailHash``, zero on the last
+chunk). The contract recovers every order's signer and checks every trade against its two
+orders; across chunks it allows only what keeps that check sound:
 
 - an order comes *fresh* once: each party has a 15-bit map of (digest mod 15) of its fresh
   orders so far, and a fresh order on a set bit is refused. An order that the next chunk
@@ -42,11 +42,13 @@ from eth_utils.crypto import keccak
 from ledger.abi import ADDRESS_PAD, UINT64_LIMIT, UINT128_LIMIT, WORD, address_bytes, bytes32_word
 from ledger.addresses import checksum_address
 from ledger.eip712 import compact_signature
+from ledger.grid_nodes import node_hash
 from ledger.records import SignedOrder, Trade
 from ledger.trade_chain import settlement_chain
 
 COMMIT_SIGNATURE = (
-    "commitInterval(uint64,bytes32,bytes32,address[],uint256[],uint256[],uint256[],bytes32)"
+    "commitInterval(uint64,bytes32,bytes32,address[],uint256[],bytes32[],uint256[],uint256[],"
+    "bytes32)"
 )
 COMMIT_SELECTOR = bytes(keccak(text=COMMIT_SIGNATURE))[:4]
 
@@ -80,7 +82,8 @@ GAS_PER_TRADE = 3_000
 GAS_PER_LANE_PARTY = 3_000
 FRESH_BITS = 15
 """Bits of a party's commit lane for its fresh orders (the contract's FRESH_BITS)."""
-_HEAD_BYTES = 4 + 12 * WORD
+_HEAD_BYTES = 4 + 14 * WORD
+"""Selector, nine head words and five array lengths."""
 
 
 class CommitTooLarge(ValueError):
@@ -101,6 +104,9 @@ class CommitChunk:
     sell_prices: tuple[int, ...] = ()
     """Seller prices, two uint128 per word (trade 2k low, 2k+1 high); empty when every
     trade's seller price is its price (see :func:`sell_price_words`)."""
+    nodes: tuple[bytes, ...] = (node_hash("root"),)
+    """keccak256 of each grid node id the chunk's orders name, ascending; an order's first
+    word carries its node's position here."""
 
     @property
     def trade_count(self) -> int:
@@ -128,11 +134,13 @@ class _Draft:
     trades: list[int] = field(default_factory=list)
     parties: set[str] = field(default_factory=set)
     orders: set[bytes] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)
 
     def size(self, open_orders: int = 0, lanes: bool = False) -> tuple[int, int]:
         """(calldata bytes, estimated gas)."""
         n_parties, n_orders, n_trades = len(self.parties), len(self.orders), len(self.trades)
-        size = _HEAD_BYTES + WORD * (n_parties + n_trades) + 4 * WORD * n_orders
+        n_words = n_parties + n_trades + max(len(self.nodes), 1)
+        size = _HEAD_BYTES + WORD * n_words + 4 * WORD * n_orders
         gas = (
             GAS_BASE
             + GAS_PER_PARTY * n_parties
@@ -154,15 +162,16 @@ def group_by_seller(trades: Sequence[Trade]) -> tuple[Trade, ...]:
 
 
 def order_words(
-    order: SignedOrder, position: int, flags: int, filled_wh: int = 0
+    order: SignedOrder, position: int, flags: int, filled_wh: int = 0, node_position: int = 0
 ) -> tuple[int, int, int, int]:
-    """An order's four words in a chunk: its party at ``position``, with ``flags``; a
-    continued order carries ``filled_wh`` (its fill in the chunks before) and a zero word
-    in place of its signature."""
+    """An order's four words in a chunk: its party at ``position``, with ``flags``, its node
+    at ``node_position`` of the chunk's ``nodes``; a continued order carries ``filled_wh``
+    (its fill in the chunks before) and a zero word in place of its signature."""
     meta = (
         position
         | order.side << 16
         | flags << 24
+        | node_position << 32
         | order.quantity_wh << 64
         | order.nonce << 128
         | order.expiry << 192
@@ -223,7 +232,9 @@ def plan_commit(
     trades do not fit one chunk.
     """
     used = _used_orders(t, trades, orders)
-    draft = _Draft(list(range(len(trades))), _parties_of(used), set(used))
+    draft = _Draft(
+        list(range(len(trades))), _parties_of(used), set(used), {o.node for o in used.values()}
+    )
     size, gas = draft.size()
     if len(trades) == 0 or (
         size <= max_bytes
@@ -270,6 +281,7 @@ def _introduce(drafts: Sequence[_Draft], used: Mapping[bytes, SignedOrder]) -> N
             if first[order_id] > intro:
                 drafts[intro].orders.add(order_id)
                 drafts[intro].parties.add(party)
+                drafts[intro].nodes.add(used[order_id].node)
 
 
 def _gas_with_opens(drafts: Sequence[_Draft]) -> list[int]:
@@ -329,11 +341,11 @@ def _pack(
         end = k
         while end < len(grouped) and checksum_address(grouped[end].seller) == seller:
             end += 1
-        candidate = _with_group(current, grouped, k, end)
+        candidate = _with_group(current, grouped, used, k, end)
         if not _fits(candidate, max_bytes, max_gas) and current.trades:
             drafts.append(current)
             current = _Draft()
-            candidate = _with_group(current, grouped, k, end)
+            candidate = _with_group(current, grouped, used, k, end)
         if not _fits(candidate, max_bytes, max_gas):
             raise CommitTooLarge(
                 f"seller {seller}'s {end - k} trades, with their orders and parties, do not fit "
@@ -346,15 +358,18 @@ def _pack(
     return drafts
 
 
-def _with_group(draft: _Draft, grouped: Sequence[Trade], start: int, end: int) -> _Draft:
-    out = _Draft(list(draft.trades), set(draft.parties), set(draft.orders))
+def _with_group(
+    draft: _Draft, grouped: Sequence[Trade], used: Mapping[bytes, SignedOrder], start: int, end: int
+) -> _Draft:
+    out = _Draft(list(draft.trades), set(draft.parties), set(draft.orders), set(draft.nodes))
     for k in range(start, end):
         trade = grouped[k]
         out.trades.append(k)
         out.parties.add(checksum_address(trade.buyer))
         out.parties.add(checksum_address(trade.seller))
-        out.orders.add(bytes(trade.buy_order_id))
-        out.orders.add(bytes(trade.sell_order_id))
+        for order_id in (bytes(trade.buy_order_id), bytes(trade.sell_order_id)):
+            out.orders.add(order_id)
+            out.nodes.add(used[order_id].node)
     return out
 
 
@@ -367,6 +382,7 @@ def _fits(draft: _Draft, max_bytes: int, max_gas: int) -> bool:
         and gas <= max_gas
         and len(draft.parties) <= MAX_POSITION
         and len(draft.orders) <= MAX_POSITION
+        and len(draft.nodes) <= MAX_POSITION
     )
 
 
@@ -389,6 +405,8 @@ def _assemble(
         where = {p: i for i, p in enumerate(parties)}
         ids = sorted(draft.orders)
         order_at = {order_id: i for i, order_id in enumerate(ids)}
+        nodes = tuple(sorted({node_hash(used[order_id].node) for order_id in ids}))
+        node_at = {hashed: i for i, hashed in enumerate(nodes)}
         words: list[int] = []
         for order_id in ids:
             order = used[order_id]
@@ -399,6 +417,7 @@ def _assemble(
                     where[checksum_address(order.participant)],
                     flags,
                     filled.get(order_id, 0),
+                    node_at[node_hash(order.node)],
                 )
             )
         trade_words = []
@@ -421,7 +440,7 @@ def _assemble(
         last = first + len(draft.trades)
         sells = sell_price_words([trades[k] for k in draft.trades])
         chunks.append(
-            CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first, sells)
+            CommitChunk(parties, tuple(words), tuple(trade_words), heads[last], first, sells, nodes)
         )
         first = last
     return CommitPlan(trades, tuple(chunks))
@@ -458,26 +477,28 @@ def _array(words: Sequence[bytes]) -> bytes:
 def commit_calldata(
     t: int, book_root: bytes, chunk: CommitChunk, grid_root: bytes = bytes(32)
 ) -> bytes:
-    """The calldata of ``commitInterval(t, bookRoot, gridRoot, parties, orders, trades,
-    sellPrices, tailHash)``; ``grid_root`` zero off a grid."""
+    """The calldata of ``commitInterval(t, bookRoot, gridRoot, parties, orders, nodes,
+    trades, sellPrices, tailHash)``; ``grid_root`` zero off a grid."""
     parties = _array([ADDRESS_PAD + address_bytes(p) for p in chunk.parties])
     orders = _array([w.to_bytes(WORD, "big") for w in chunk.orders])
+    nodes = _array([bytes32_word(n, "node") for n in chunk.nodes])
     trades = _array([w.to_bytes(WORD, "big") for w in chunk.trades])
     sells = _array([w.to_bytes(WORD, "big") for w in chunk.sell_prices])
-    head = 8 * WORD
+    head = 9 * WORD
+    offsets = [head]
+    for array in (parties, orders, nodes, trades):
+        offsets.append(offsets[-1] + len(array))
     return b"".join(
         (
             COMMIT_SELECTOR,
             t.to_bytes(WORD, "big"),
             bytes32_word(book_root, "bookRoot"),
             bytes32_word(grid_root, "gridRoot"),
-            head.to_bytes(WORD, "big"),
-            (head + len(parties)).to_bytes(WORD, "big"),
-            (head + len(parties) + len(orders)).to_bytes(WORD, "big"),
-            (head + len(parties) + len(orders) + len(trades)).to_bytes(WORD, "big"),
+            *(offset.to_bytes(WORD, "big") for offset in offsets),
             bytes32_word(chunk.tail_hash, "tailHash"),
             parties,
             orders,
+            nodes,
             trades,
             sells,
         )

@@ -27,7 +27,7 @@ Domain
 Types (all integers unsigned; ``side`` is 0 for buy, 1 for sell, like a Solidity enum)::
 
     Order(address participant,uint64 interval,uint8 side,uint64 quantityWh,
-          uint128 pricePerWh,uint64 nonce,uint64 expiry)
+          uint128 pricePerWh,uint64 nonce,uint64 expiry,string node)
     Cancel(address participant,bytes32 orderHash,uint64 nonce,uint64 expiry)
     CloseGate(uint64 interval,uint64 nonce,uint64 expiry)          (operator only)
     Registration(address participant,address meter,uint64 nonce,uint64 expiry)
@@ -55,7 +55,8 @@ hash with it, the audit recovers with it), and :func:`compact_signature` /
 contract's ``(r, vs)``.
 
 Speed: the struct hash is computed here directly (every field of these types is a static
-32-byte word, so ``encodeData`` is a concatenation) and the signer is recovered with
+32-byte word or a string, encoded as the ``keccak256`` of its UTF-8 bytes, so ``encodeData``
+is a concatenation) and the signer is recovered with
 coincurve. ``tests/test_signing.py`` checks both against ``eth_account``'s reference
 ``encode_typed_data(full_message=...)`` on random messages (``tests/test_contract_readings.py``
 for readings). Signing uses ``eth_account``.
@@ -74,6 +75,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.abi import UINT_BOUNDS, static_word
 from ledger.errors import BadSignature, InputError, UnverifiableSignature
+from ledger.grid_nodes import node_hash
 from ledger.hashing import keccak
 from ledger.records import Reading
 
@@ -94,6 +96,7 @@ ORDER_TYPE: Final = [
     {"name": "pricePerWh", "type": "uint128"},
     {"name": "nonce", "type": "uint64"},
     {"name": "expiry", "type": "uint64"},
+    {"name": "node", "type": "string"},
 ]
 CANCEL_TYPE: Final = [
     {"name": "participant", "type": "address"},
@@ -170,6 +173,11 @@ FIELD_DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         ),
         "nonce": _NONCE,
         "expiry": _EXPIRY,
+        "node": (
+            "the grid node the order is for (docs/grid.md §1.2): the participant's node as the "
+            "registrar recorded it (GET /market: grid.nodes), 'root' in a market without a "
+            "grid; 1 to 128 characters of A-Z a-z 0-9 _ . : -"
+        ),
     },
     "Cancel": {
         "participant": "the 0x address (20 bytes) of the order's participant, which signs",
@@ -253,6 +261,11 @@ SIGNATURE_DESCRIPTION: Final = (
     "a message's id never depends on the form."
 )
 
+NODE_ID_PATTERN: Final = "^[A-Za-z0-9_.:-]{1,128}$"
+"""An order's ``node`` (docs/grid.md §1.1: a grid node id), the only string field of a type."""
+DEFAULT_NODE: Final = "root"
+"""The one node of a market without a grid, and the root of a grid by default."""
+
 SIDE_BUY: Final = 0
 SIDE_SELL: Final = 1
 
@@ -317,6 +330,10 @@ def _word(value: Any, kind: str, field: str) -> bytes:
             raise InputError(f"field {field!r}: {value!r} is not hex") from None
     if kind == "bytes32":
         return static_word(kind, parse_bytes32(value, field))
+    if kind == "string":
+        if not isinstance(value, str):
+            raise InputError(f"field {field!r}: expected a string, got {value!r}")
+        return node_hash(value)
     number = value
     if isinstance(number, str) and number.isascii() and number.isdigit():
         number = int(number)
@@ -338,7 +355,7 @@ def parse_bytes32(value: Any, field: str = "orderHash") -> bytes:
 
 
 def struct_hash(primary_type: str, message: Mapping[str, Any]) -> bytes:
-    """``hashStruct(message)`` for one of :data:`TYPES` (all fields are static words)."""
+    """``hashStruct(message)`` for one of :data:`TYPES` (static words and strings)."""
     fields = TYPES[primary_type]
     parts = [TYPE_HASHES[primary_type]]
     for f in fields:
@@ -366,12 +383,14 @@ def order_digest(
     price_per_wh: int,
     nonce: int,
     expiry: int,
+    node: str = DEFAULT_NODE,
 ) -> bytes:
     """:func:`digest` of an ``Order`` whose fields are already checked, without the generic
     per-field encoding (the intake's hot path; ``tests/test_signing.py`` compares the two).
 
     ``participant`` is ``0x`` + 40 hex digits; every integer must fit its EIP-712 type
-    (``int.to_bytes`` raises OverflowError otherwise, so a wrong caller cannot mis-hash).
+    (``int.to_bytes`` raises OverflowError otherwise, so a wrong caller cannot mis-hash);
+    ``node`` the order's grid node id.
     """
     encoded = b"".join(
         (
@@ -384,6 +403,7 @@ def order_digest(
             price_per_wh.to_bytes(32, "big"),
             nonce.to_bytes(32, "big"),
             expiry.to_bytes(32, "big"),
+            node_hash(node),
         )
     )
     return keccak(b"\x19\x01" + domain_separator + keccak(encoded))
@@ -460,6 +480,8 @@ def _field_schema(kind: str, description: str) -> dict[str, Any]:
         return {"type": "string", "pattern": "^0[xX][0-9a-fA-F]{40}$", "description": description}
     if kind == "bytes32":
         return {"type": "string", "pattern": "^0[xX][0-9a-fA-F]{64}$", "description": description}
+    if kind == "string":
+        return {"type": "string", "pattern": NODE_ID_PATTERN, "description": description}
     bound = UINT_BOUNDS[kind] - 1
     return {
         "description": description,
@@ -715,12 +737,14 @@ __all__ = [
     "CANCEL_RECEIPT_TYPE",
     "CANCEL_TYPE",
     "CLOSE_GATE_TYPE",
+    "DEFAULT_NODE",
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
     "EIP712_DOMAIN_TYPE",
     "FIELD_DESCRIPTIONS",
     "GRID_DOCUMENT_TYPE",
     "MESSAGE_KINDS",
+    "NODE_ID_PATTERN",
     "ORDER_RECEIPT_TYPE",
     "ORDER_TYPE",
     "READING_FIELDS",

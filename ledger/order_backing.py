@@ -14,7 +14,7 @@ from dataclasses import replace
 import coincurve
 
 from ledger.addresses import checksum_address
-from ledger.eip712 import Domain, order_digest, sign_digest
+from ledger.eip712 import DEFAULT_NODE, Domain, order_digest, sign_digest
 from ledger.records import SignedOrder, Trade
 
 DEFAULT_EXPIRY = 2**40
@@ -31,15 +31,16 @@ def sign_order(
     price_per_wh: int,
     nonce: int = 0,
     expiry: int = DEFAULT_EXPIRY,
+    node: str = DEFAULT_NODE,
 ) -> SignedOrder:
-    """An EIP-712 ``Order`` signed with ``key``."""
+    """An EIP-712 ``Order`` for grid node ``node``, signed with ``key``."""
     party = checksum_address(participant)
     order_id = order_digest(
-        domain.separator, party, interval, side, quantity_wh, price_per_wh, nonce, expiry
+        domain.separator, party, interval, side, quantity_wh, price_per_wh, nonce, expiry, node
     )
     signature = sign_digest(key, order_id)
     return SignedOrder(
-        party, interval, side, quantity_wh, price_per_wh, nonce, expiry, signature, order_id
+        party, interval, side, quantity_wh, price_per_wh, nonce, expiry, signature, order_id, node
     )
 
 
@@ -49,12 +50,14 @@ def back_trades(
     domain: Domain,
     keys: Mapping[str, bytes | coincurve.PrivateKey],
     nonce: int = 0,
+    nodes: Mapping[str, str] | None = None,
 ) -> tuple[tuple[Trade, ...], dict[bytes, SignedOrder]]:
     """``trades`` (of interval ``t``) with the ids of orders that back them, and those orders.
 
     ``keys`` maps each party (any address spelling) to its private key. Orders are per
     (party, side), a bid's limit the highest price of its trades, an ask's the lowest seller
-    price (the price off a grid); ``nonce`` goes into every order (vary it to get other ids)."""
+    price (the price off a grid); ``nonce`` goes into every order (vary it to get other ids);
+    ``nodes`` maps a party (checksum address) to the grid node its orders name (default root)."""
     by_key: dict[str, bytes | coincurve.PrivateKey] = {
         checksum_address(p): k for p, k in keys.items()
     }
@@ -74,8 +77,9 @@ def back_trades(
     for (party, side), (quantity, limit) in totals.items():
         if party not in by_key:
             raise KeyError(f"no key for {party}")
+        node = (nodes or {}).get(party, DEFAULT_NODE)
         orders[party, side] = sign_order(
-            by_key[party], domain, party, t, side, quantity, limit, nonce
+            by_key[party], domain, party, t, side, quantity, limit, nonce, node=node
         )
     backed = tuple(
         replace(

@@ -78,7 +78,8 @@ class SignedOrder:
     """An order as its participant signed it (EIP-712 ``Order``), with the signature and its
     digest ``order_id``: what a commit passes so the contract can check the trades it fills.
 
-    ``side`` is 0 for a bid, 1 for an ask; ``signature`` the 65-byte ``0x`` hex signature."""
+    ``side`` is 0 for a bid, 1 for an ask; ``signature`` the 65-byte ``0x`` hex signature;
+    ``node`` the grid node id it names (part of the signed message)."""
 
     participant: str
     interval: int
@@ -89,6 +90,8 @@ class SignedOrder:
     expiry: int
     signature: str
     order_id: bytes
+    node: str = "root"
+    """The grid node the order is signed for (``root`` off a grid)."""
 
 
 @dataclass(frozen=True)

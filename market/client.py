@@ -84,11 +84,14 @@ class OrderSigner:
 
     ``participant``: the address orders and cancels name when it is not ``account``'s own: a
     contract account (ERC-1271) whose ``isValidSignature`` accepts ``account``'s signatures.
+    ``node``: the grid node its orders are signed for unless an order names another (the
+    participant's recorded node, ``GET /market`` ``grid.nodes``; ``root`` without a grid).
     """
 
     account: LocalAccount
     domain: signing.Domain
     participant: str | None = None
+    node: str = signing.DEFAULT_NODE
 
     @property
     def address(self) -> str:
@@ -117,11 +120,14 @@ class OrderSigner:
         *,
         nonce: int | None = None,
         expiry: int | None = None,
+        node: str | None = None,
     ) -> dict[str, Any]:
-        """The ``POST /orders`` body: an ``Order`` message and its signature."""
+        """The ``POST /orders`` body: an ``Order`` message for grid node ``node`` (default
+        the signer's :attr:`node`) and its signature."""
         side_code = _side(side)
         nonce_value = nonce if nonce is not None else self._nonces.next()
         expiry_value = self._expiry(expiry)
+        node_id = self.node if node is None else node
         message = {
             "participant": self.address,
             "interval": interval,
@@ -130,6 +136,7 @@ class OrderSigner:
             "pricePerWh": str(price_per_wh),
             "nonce": str(nonce_value),
             "expiry": str(expiry_value),
+            "node": node_id,
         }
         try:
             digest = signing.order_digest(
@@ -141,6 +148,7 @@ class OrderSigner:
                 price_per_wh,
                 nonce_value,
                 expiry_value,
+                node_id,
             )
         except (OverflowError, TypeError, AttributeError):
             # A value outside its EIP-712 type (a client testing refusals): the generic
@@ -335,12 +343,36 @@ class MarketClient:
         nonce: int | None = None,
         expiry: int | None = None,
         account: LocalAccount | None = None,
+        node: str | None = None,
     ) -> dict[str, Any]:
-        """Sign and submit one order; return the stored order (``201``)."""
-        body = self.signer(account).order(
-            interval, side, quantity_wh, price_per_wh, nonce=nonce, expiry=expiry
+        """Sign and submit one order; return the stored order (``201``). ``node``: the grid
+        node to sign it for; by default the participant's node as ``GET /market`` names it
+        (``root`` in a market without a grid)."""
+        signer = self.signer(account)
+        body = signer.order(
+            interval,
+            side,
+            quantity_wh,
+            price_per_wh,
+            nonce=nonce,
+            expiry=expiry,
+            node=node if node is not None else self.node_of(signer.address),
         )
         return self.post_signed_order(body)
+
+    def node_of(self, participant: str) -> str:
+        """``participant``'s grid node as ``GET /market`` names it (``grid.nodes``, asked
+        again when it is not there yet); ``root`` in a market without a grid."""
+        for refresh in (False, True):
+            grid = self.market(refresh=refresh).get("grid")
+            if not isinstance(grid, Mapping):
+                return signing.DEFAULT_NODE
+            nodes = grid.get("nodes")
+            if isinstance(nodes, Mapping):
+                for who, node in nodes.items():
+                    if str(who).lower() == participant.lower():
+                        return str(node)
+        return signing.DEFAULT_NODE
 
     def post_signed_order(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Submit an already signed order body."""

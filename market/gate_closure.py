@@ -274,6 +274,7 @@ def signed_orders(book: Sequence[StoredOrder], trades: Sequence[Trade]) -> dict[
                 expiry=o.expiry,
                 signature=o.signature,
                 order_id=order_id,
+                node=o.node,
             )
     return out
 
@@ -422,10 +423,11 @@ class GateClosure:
         """Clear ``orders`` of ``interval``, and what the stored clearing adds for a grid.
 
         Without a grid: :func:`market.clearing.clear`. On a grid: the document in force at
-        gate closure (frozen then, ``now`` given) with each participant at its recorded node
-        (:func:`market.grid_clearing.clear_grid`); no document, no clearing: nothing trades
-        and ``grid`` is null. An order whose participant's node is not in the document does
-        not clear (it cannot be placed) and is named in ``grid.unplaced``."""
+        gate closure (frozen then, ``now`` given) with each order at the node it is signed
+        for (:func:`market.grid_clearing.clear_grid`; intake took it only at its
+        participant's recorded node); no document, no clearing: nothing trades and ``grid``
+        is null. An order whose node is not in the document does not clear (it cannot be
+        placed) and is named in ``grid.unplaced``."""
         book = [clearing_order(o) for o in orders]
         if self.grid is None:
             return clear(book, mechanism=self.mechanism, k=self.k), {}
@@ -436,13 +438,12 @@ class GateClosure:
             log.warning("interval %d: no grid document at gate closure, nothing clears", interval)
             return clear([], mechanism=self.mechanism, k=self.k), {"grid": None}
         grid = document.grid
-        nodes = {o.participant: self.grid.node_of(o.participant) for o in orders}
-        placed = [o for o in book if nodes.get(o.participant or "") in grid.index]
-        unplaced = [o.id for o in book if nodes.get(o.participant or "") not in grid.index]
-        result = clear_grid(
-            placed, grid, [str(nodes[o.participant or ""]) for o in placed], self.mechanism, self.k
-        )
-        used = {p: n for p, n in nodes.items() if n is not None and n in grid.index}
+        inside = [o.node in grid.index for o in orders]
+        placed = [c for c, ok in zip(book, inside, strict=True) if ok]
+        unplaced = [c.id for c, ok in zip(book, inside, strict=True) if not ok]
+        at = [o.node for o, ok in zip(orders, inside, strict=True) if ok]
+        result = clear_grid(placed, grid, at, self.mechanism, self.k)
+        used = {o.participant: o.node for o, ok in zip(orders, inside, strict=True) if ok}
         outcome = grid_outcome(result, used)
         if unplaced:
             outcome["unplaced"] = unplaced

@@ -208,30 +208,32 @@ class GridOperator:
             self._store.save_node(key, node)
             self._nodes[key] = node
 
-    def check_node(self, participant: str, stated: str | None) -> str:
+    def check_node(self, participant: str, stated: str) -> str:
         """The node an order of ``participant`` clears at; NodeNotRegistered when none is
-        recorded, WrongNode when the order states another one."""
+        recorded, WrongNode when the order is signed for another one."""
         node = self._nodes.get(participant)
         if node is None:
             raise NodeNotRegistered(
                 f"participant {participant}: no grid node is recorded for it",
                 hint="The registrar records each participant's node (GET /market: grid.nodes).",
             )
-        if stated is not None and stated != node:
+        if stated != node:
             raise WrongNode(
-                f"node: the order states {stated!r}, participant {participant} is recorded at "
-                f"{node!r}"
+                f"node: the order is signed for {stated!r}, participant {participant} is "
+                f"recorded at {node!r}",
+                hint="Sign the order for the participant's node (GET /market: grid.nodes).",
             )
         return node
 
 
-def check_single_node(stated: str | None) -> None:
-    """Intake in a market without a grid: an order may state no node or the one node,
+def check_single_node(stated: str) -> None:
+    """Intake in a market without a grid: an order must be signed for the one node,
     :data:`~market.grid.DEFAULT_ROOT`; WrongNode otherwise."""
-    if stated is not None and stated != DEFAULT_ROOT:
+    if stated != DEFAULT_ROOT:
         raise WrongNode(
-            f"node: the order states {stated!r}; this market clears on no grid, its one node "
-            f"is {DEFAULT_ROOT!r}"
+            f"node: the order is signed for {stated!r}; this market clears on no grid, its one "
+            f"node is {DEFAULT_ROOT!r}",
+            hint=f"Sign the order with node {DEFAULT_ROOT!r}.",
         )
 
 

@@ -252,7 +252,7 @@ class Intake:
         self.verify_contract_signatures(checked)
         if checked.errors:
             raise _refusal(checked.errors, checked.count)
-        errors = self._look_up(checked, signed)
+        errors = self._look_up(checked)
         refused = {index for index, _ in errors}
         prepared = Prepared(orders=[], locks=[])
         with self._lock:
@@ -283,9 +283,7 @@ class Intake:
             raise _refusal(errors, checked.count)
         return prepared
 
-    def _look_up(
-        self, checked: Authenticated, signed: Sequence[SignedMessage]
-    ) -> list[tuple[int, RequestError]]:
+    def _look_up(self, checked: Authenticated) -> list[tuple[int, RequestError]]:
         """Each signer's registration and grid node (:meth:`GridOperator.check_node
         <market.grid_operator.GridOperator.check_node>`), then the free balance of every
         registered signer not seen yet: chain reads for participants not in the caches
@@ -296,11 +294,10 @@ class Intake:
         for index, parsed, _, _ in checked.orders:
             try:
                 self.collateral.check_registered(parsed.participant)
-                stated = signed[index].node
                 if grid is None:
-                    check_single_node(stated)
+                    check_single_node(parsed.node)
                 else:
-                    grid.check_node(parsed.participant, stated)
+                    grid.check_node(parsed.participant, parsed.node)
             except RequestError as err:
                 errors.append((index, err))
                 continue
@@ -379,6 +376,7 @@ class Intake:
             expiry=parsed.expiry,
             signature=signature,
             received_at=now,
+            node=parsed.node,
         )
         self.nonces.add((participant, parsed.nonce))
         self.book.reserve(order, lock)

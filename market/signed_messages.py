@@ -37,9 +37,6 @@ class SignedMessage:
 
     message: Mapping[str, Any]
     signature: str
-    node: str | None = None
-    """An order's grid node as the submission states it (outside the signed message);
-    None: the participant's recorded node."""
 
 
 JSON_SAFE_MAX = 2**53 - 1
@@ -128,6 +125,7 @@ class ParsedOrder:
     price_per_wh: int
     nonce: int
     expiry: int
+    node: str = signing.DEFAULT_NODE
 
     def as_message(self) -> dict[str, Any]:
         """The message in the form the digest is computed from."""
@@ -139,6 +137,7 @@ class ParsedOrder:
             "pricePerWh": self.price_per_wh,
             "nonce": self.nonce,
             "expiry": self.expiry,
+            "node": self.node,
         }
 
     def digest(self, domain_separator: bytes) -> bytes:
@@ -152,7 +151,22 @@ class ParsedOrder:
             self.price_per_wh,
             self.nonce,
             self.expiry,
+            self.node,
         )
+
+
+_NODE_ID = re.compile(signing.NODE_ID_PATTERN)
+
+
+def parse_node(value: Any, field_name: str = "node") -> str:
+    """A grid node id (1 to 128 characters of ``A-Z a-z 0-9 _ . : -``); InvalidRequest else."""
+    if not isinstance(value, str) or _NODE_ID.match(value) is None or value.endswith("\n"):
+        raise InvalidRequest(
+            f"{field_name}: expected a grid node id (1 to 128 characters of A-Z a-z 0-9 _ . : -), "
+            f"got {value!r}"[:300],
+            hint="GET /market names each participant's node (grid.nodes); 'root' without a grid.",
+        )
+    return value
 
 
 def parse_order(message: Mapping[str, Any]) -> ParsedOrder:
@@ -179,6 +193,7 @@ def parse_order(message: Mapping[str, Any]) -> ParsedOrder:
         price_per_wh=price,
         nonce=parse_uint(message["nonce"], "nonce", 64, InvalidRequest),
         expiry=parse_uint(message["expiry"], "expiry", 64, InvalidRequest),
+        node=parse_node(message["node"]),
     )
 
 
@@ -192,6 +207,7 @@ def order_message_json(order: StoredOrder) -> dict[str, Any]:
         "pricePerWh": str(order.price_per_wh),
         "nonce": str(order.nonce),
         "expiry": str(order.expiry),
+        "node": order.node,
     }
 
 

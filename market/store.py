@@ -36,7 +36,8 @@ from market.orders import DROPPED as DROPPED_STATUS
 from market.orders import EXPIRED as EXPIRED_STATUS
 from market.sqlite_store import SqliteStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: orders carry their signed grid ``node`` (an order id of version 1 hashes no node)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -58,7 +59,8 @@ CREATE TABLE IF NOT EXISTS orders (
     status       TEXT NOT NULL,
     filled_wh    INTEGER,
     cancel       TEXT,
-    receipt      TEXT
+    receipt      TEXT,
+    node         TEXT NOT NULL DEFAULT 'root'
 );
 CREATE INDEX IF NOT EXISTS orders_by_interval ON orders (interval, status);
 CREATE INDEX IF NOT EXISTS orders_by_participant ON orders (participant, seq);
@@ -166,6 +168,8 @@ class StoredOrder(NamedTuple):
     receipt: str | None = None
     """The operator's signature of the order's ``OrderReceipt`` (``id``, ``seq``,
     ``received_at``); None only for an order stored before receipts existed."""
+    node: str = "root"
+    """The grid node the order is signed for (a field of the signed ``Order``)."""
 
 
 REGISTRATION_PENDING = "pending"
@@ -220,11 +224,12 @@ class IntervalRecord:
 
 _ORDER_COLUMNS = (
     "id, seq, participant, interval, side, quantity_wh, price_per_wh, nonce, expiry, "
-    "signature, received_at, status, filled_wh, cancel, receipt"
+    "signature, received_at, status, filled_wh, cancel, receipt, node"
 )
 _INSERT_ORDER = (
     "INSERT INTO orders (id, seq, participant, interval, side, quantity_wh, price_per_wh, "
-    "nonce, expiry, signature, received_at, status, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "nonce, expiry, signature, received_at, status, receipt, node) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_NONCE = "INSERT INTO nonces (signer, nonce) VALUES (?, ?)"
 
@@ -246,6 +251,7 @@ def _order(row: Sequence[Any]) -> StoredOrder:
         filled_wh=row[12],
         cancel=json.loads(row[13]) if row[13] else None,
         receipt=row[14],
+        node=row[15],
     )
 
 
@@ -271,15 +277,19 @@ class OrderStore(SqliteStore):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
-        self._add_receipt_column()
+        self._add_columns()
 
-    def _add_receipt_column(self) -> None:
+    def _add_columns(self) -> None:
         """Give a store made before receipts existed its ``receipt`` column (its orders keep
-        none: no receipt was signed for them)."""
+        none: no receipt was signed for them), and one made before orders named their node
+        its ``node`` column (so it opens and :meth:`bind_deployment` can refuse it: its
+        schema version is older)."""
         with self._transaction() as cur:
             columns = {row[1] for row in cur.execute("PRAGMA table_info(orders)").fetchall()}
             if "receipt" not in columns:
                 cur.execute("ALTER TABLE orders ADD COLUMN receipt TEXT")
+            if "node" not in columns:
+                cur.execute("ALTER TABLE orders ADD COLUMN node TEXT NOT NULL DEFAULT 'root'")
 
     def insert_orders(self, orders: Sequence[StoredOrder]) -> None:
         """Store accepted orders and their nonces in one durable transaction.
@@ -304,6 +314,7 @@ class OrderStore(SqliteStore):
                         o.received_at,
                         o.status,
                         o.receipt,
+                        o.node,
                     )
                     for o in orders
                 ],

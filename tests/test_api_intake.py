@@ -36,6 +36,7 @@ fresh_orders = st.builds(
     filled_wh=st.none(),
     cancel=st.none(),
     receipt=st.binary(min_size=65, max_size=65).map(lambda b: "0x" + b.hex()) | st.none(),
+    node=st.from_regex(r"[A-Za-z0-9_.:-]{1,128}", fullmatch=True) | st.text(max_size=8),
 )
 
 

@@ -231,6 +231,19 @@ def test_a_changed_message_duplicate_and_bad_fields_fail_signatures() -> None:
     assert "malformed message" in found
 
 
+def test_an_order_signed_for_a_node_fails_in_a_market_without_a_grid() -> None:
+    alice = OrderSigner(ALICE, DOMAIN)
+    at_root = _published(alice, 1)
+    body = alice.order(5, "buy", 100, PRICE, nonce=2, expiry=10**10, node="f")
+    order_id = "0x" + signing.digest(DOMAIN.separator, "Order", body["order"]).hex()
+    at_f = PublishedOrder(order_id, 2, body["order"], body["signature"], None)
+    assert _signatures([at_root], {ALICE.address}) == []
+    assert _signatures([at_root, at_f], {ALICE.address}) == [
+        f"order 1 ({order_id[:10]}…): signed for node 'f'; the market clears on no grid, its "
+        "one node is 'root'"
+    ]
+
+
 def test_registration_follows_registration_rotation_and_deregistration() -> None:
     a = ADDRESSES[0]
     history = MeterHistory(

@@ -164,6 +164,19 @@ def test_an_order_moved_to_another_node_fails_naming_the_interval() -> None:
     assert any("trade" in v.message for v in checks.violations)
 
 
+def test_orders_clear_at_their_signed_nodes_and_one_signed_elsewhere_fails() -> None:
+    """The node an order is signed for places it; it must be its participant's registered
+    node (intake takes it only there), or the interval FAILs naming the order."""
+    signed = {o.id: NODE[o.participant or ""] for o in ORDERS}
+    evidence = replace(_evidence(_document()), order_nodes=signed)
+    assert _audit(evidence, _committed(_document(), NODE)).violations == []
+    elsewhere = replace(evidence, order_nodes={**signed, "pv": "sub"})
+    checks = _audit(elsewhere, _committed(_document(), {**NODE, PARTY["pv"]: "sub"}))
+    assert [v.message for v in checks.violations] == [
+        f"order pv: signed for node 'sub', its participant {PARTY['pv']} is registered at 'f'"
+    ]
+
+
 def test_a_stated_root_other_than_the_documents_fails() -> None:
     evidence = replace(_evidence(_document()), stated_root=b"\x01" * 32)
     checks = _audit(evidence, _committed(_document(), NODE))

@@ -37,6 +37,7 @@ from ledger.contract_errors import (
     ZeroPrice,
     ZeroQuantity,
 )
+from ledger.grid_nodes import node_hash
 from ledger.order_backing import back_trades, sign_order
 from ledger.records import Terms, Trade
 from ledger.roles import OPERATOR_ROLE
@@ -227,6 +228,7 @@ def _send_raw(
     trades: list[int],
     sell_prices: Sequence[int] = (),
     grid_root: bytes = bytes(32),
+    nodes: Sequence[bytes] = (node_hash("root"),),
 ) -> None:
     """Call commitInterval with raw words (nothing range-checked on the way)."""
     body = encode(
@@ -236,11 +238,22 @@ def _send_raw(
             "bytes32",
             "address[]",
             "uint256[]",
+            "bytes32[]",
             "uint256[]",
             "uint256[]",
             "bytes32",
         ],
-        [t, BOOK_ROOT, grid_root, list(parties), orders, trades, list(sell_prices), bytes(32)],
+        [
+            t,
+            BOOK_ROOT,
+            grid_root,
+            list(parties),
+            orders,
+            list(nodes),
+            trades,
+            list(sell_prices),
+            bytes(32),
+        ],
     )
     with mapped_reverts():
         env.chain.w3.eth.call(
@@ -260,7 +273,8 @@ def test_party_table_must_be_ascending(env: MarketEnv) -> None:
 
 def test_order_fields_out_of_range_revert(env: MarketEnv) -> None:
     """The order loop reads calldata words itself, so it refuses a party position beyond the
-    table, a side other than 0/1, unknown flags, set unused bits and a limit above uint128."""
+    table, a side other than 0/1, unknown flags, a node position beyond the chunk's nodes
+    and a limit above uint128."""
     t = env.next_interval()
     parties, orders, trades = _chunk(env, t)
     for i in range(0, len(orders), 4):
@@ -268,7 +282,9 @@ def test_order_fields_out_of_range_revert(env: MarketEnv) -> None:
             orders[i] | 0xFFFF,  # party position 65,535 of a table of 2
             orders[i] | (2 << 16),  # side 2 (or 3)
             orders[i] | (4 << 24),  # flag 4
-            orders[i] | (1 << 40),  # an unused bit
+            orders[i] | (1 << 32),  # node position 1 of one node
+            orders[i] | (1 << 40),  # node position 256
+            orders[i] | (1 << 48),  # node position 65,536
         ):
             bad = list(orders)
             bad[i] = bad_meta

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -58,7 +59,8 @@ from ledger.contract_errors import (
     TradeOrderMismatch,
     TradesMismatch,
 )
-from ledger.eip712 import compact_signature
+from ledger.eip712 import compact_signature, order_digest
+from ledger.grid_nodes import node_hash
 from ledger.order_backing import sign_order
 from ledger.records import Reading, SignedOrder, Trade
 from ledger.trade_chain import settlement_chain
@@ -203,7 +205,7 @@ def test_a_commit_in_chunks_settles_like_the_same_trades_in_one(env: MarketEnv) 
     t = env.next_interval()
     trades, orders = _multi_chunk_book(env, t)
     by_id = {o.order_id: o for o in orders}
-    receipts = env.ledger.commit_chunks(t, BOOK_ROOT, trades, by_id, max_bytes=1_000)
+    receipts = env.ledger.commit_chunks(t, BOOK_ROOT, trades, by_id, max_bytes=1_100)
     assert len(receipts) == 3  # one seller per chunk
     committed = env.ledger.committed_trades(t)
     env.ledger._trades.clear()
@@ -244,7 +246,7 @@ def test_an_order_filled_in_the_first_and_third_chunk_is_parked_in_between(
         deal(env, bid, asks[2], 50),
     ]
     orders = [bid, other, *asks]
-    first, second, third = _plan(env, t, trades, orders, 900)
+    first, second, third = _plan(env, t, trades, orders, 950)
     parked = [i for i in range(first.order_count) if first.orders[4 * i] >> 24 & ORDER_PARKED]
     assert len(parked) == 1 and second.order_count == 2
     unparked = next(
@@ -282,10 +284,52 @@ def _with_flags(chunk: CommitChunk, position: int, flags: int) -> CommitChunk:
     return replace(chunk, orders=tuple(words))
 
 
+def _refused_at(env: MarketEnv, t: int, bid: SignedOrder, ask: SignedOrder, node: str) -> Any:
+    """How the contract refuses ``bid`` (signed for another node) presented at ``node``: the
+    digest it recomputes is not the signed one, so the signature check fails, unless that
+    digest already breaks the chunk's ascending order, which is checked first."""
+    moved = order_digest(
+        env.ledger.domain().separator, bid.participant, t, 0, bid.quantity_wh,
+        bid.price_per_wh, bid.nonce, bid.expiry, node,
+    )  # fmt: skip
+    if (moved < ask.order_id) == (bid.order_id < ask.order_id):
+        return raises(BadOrderSignature, participant=env.p(0))
+    return raises(OrdersNotAscending, order_index=1)
+
+
+def test_an_order_is_committed_only_at_the_grid_node_it_is_signed_for(env: MarketEnv) -> None:
+    """The node is a field of the signed Order: the contract hashes the node the chunk names
+    for each order into its digest, so moving an order to another node breaks its signature."""
+    t = env.next_interval()
+    domain = env.ledger.domain()
+    bid = sign_order(env.keys[env.p(0)], domain, env.p(0), t, 0, 10, PRICE, node="f")
+    ask = sign_order(env.keys[env.p(1)], domain, env.p(1), t, 1, 10, PRICE, node="sub")
+    (chunk,) = _plan(env, t, [deal(env, bid, ask, 10)], [bid, ask], 120_000)
+    assert sorted(chunk.nodes) == sorted((node_hash("f"), node_hash("sub")))
+    position = sorted([bid.order_id, ask.order_id]).index(bid.order_id)
+    meta = chunk.orders[4 * position]
+    moved = list(chunk.orders)
+    moved[4 * position] = meta ^ (1 << 32)  # the other node of the two
+    with _refused_at(env, t, bid, ask, "sub"):
+        _send(env, t, replace(chunk, orders=tuple(moved)))
+    renamed = tuple(node_hash("root") if n == node_hash("f") else n for n in chunk.nodes)
+    with _refused_at(env, t, bid, ask, "root"):
+        _send(env, t, replace(chunk, nodes=renamed))
+    moved[4 * position] = meta | (2 << 32)  # beyond the two nodes
+    with raises(MalformedOrder, order_index=position):
+        _send(env, t, replace(chunk, orders=tuple(moved)))
+    moved[4 * position] = meta | (1 << 48)  # node position 65,536 or more (bits 32-63)
+    with raises(MalformedOrder, order_index=position):
+        _send(env, t, replace(chunk, orders=tuple(moved)))
+    assert env.ledger.interval_info(t).status == "none"
+    _send(env, t, chunk)
+    assert env.ledger.interval_info(t).status != "none"
+
+
 def test_chunks_refuse_a_wrong_head_root_or_open_order_at_the_end(env: MarketEnv) -> None:
     t = env.next_interval()
     trades, orders = _multi_chunk_book(env, t)
-    first, second, third = _plan(env, t, trades, orders, 1_000)
+    first, second, third = _plan(env, t, trades, orders, 1_100)
     _send(env, t, first)
     assert env.ledger.interval_info(t).status == "committing"
     with raises(BookRootMismatch, interval=t):
@@ -314,7 +358,7 @@ def test_an_order_cannot_be_filled_again_in_a_later_chunk(env: MarketEnv) -> Non
     left open, or continuing beyond its quantity, all revert."""
     t = env.next_interval()
     trades, orders = _multi_chunk_book(env, t)
-    first, second, _third = _plan(env, t, trades, orders, 1_000)
+    first, second, _third = _plan(env, t, trades, orders, 1_100)
     _send(env, t, first)
     continued = next(
         i for i in range(second.order_count) if second.orders[4 * i] >> 24 & ORDER_CONTINUED
@@ -430,7 +474,7 @@ def test_a_commit_left_unfinished_settles_what_it_committed_after_the_deadline(
     t = env.next_interval()
     trades, orders = _multi_chunk_book(env, t)
     indices = {p: env.ledger.participant_index(p) for p in env.participants}
-    plan = plan_commit(t, trades, {o.order_id: o for o in orders}, indices, max_bytes=1_000)
+    plan = plan_commit(t, trades, {o.order_id: o for o in orders}, indices, max_bytes=1_100)
     first, second = plan.chunks[0], plan.chunks[1]
     _send(env, t, first)
     env.to_reading_window(t)

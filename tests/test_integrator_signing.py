@@ -155,6 +155,7 @@ def test_every_kind_signed_from_its_template_alone_is_accepted(
         "pricePerWh": str(PRICE),
         "nonce": "11",
         "expiry": expiry,
+        "node": "root",
     }
     placed = http.post("/orders", json={"order": order, "signature": signed("order", alice, order)})
     assert placed.status_code == 201, placed.text

@@ -133,6 +133,7 @@ def test_every_kind_signed_from_the_templates_by_eth_account_and_by_anvil_is_acc
             "pricePerWh": price,
             "nonce": next(nonce),
             "expiry": expiry,
+            "node": "root",
         }
 
     t1 = int(info["currentInterval"]) + 2

@@ -273,6 +273,7 @@ def _place(api_url: str, ns: dict[str, Any], trader: LocalAccount, side: int, pr
         "pricePerWh": price,
         "nonce": time.time_ns(),
         "expiry": int(time.time()) + 3600,
+        "node": "root",
     }
     template = ns["market"]["eip712"]["messages"]["order"]["template"]
     typed = encode_typed_data(full_message={**template, "message": order})

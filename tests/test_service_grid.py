@@ -20,7 +20,6 @@ from market.grid import check_grid
 from market.grid_operator import GridSetup
 from market.http.app import create_app
 from market.http.errors import NodeNotRegistered, WrongNode
-from market.signed_messages import SignedMessage
 
 DSO_KEY = (77).to_bytes(32, "big")
 DSO = Account.from_key(DSO_KEY).address
@@ -59,6 +58,7 @@ def _grid_market(tmp_path: Path, *, default: bool = True) -> Market:
     m = make_market(tmp_path, grid=setup)
     m.service.record_node(m.alice.account.address, "f")
     m.service.record_node(m.bob.account.address, "sub")
+    m.alice.node, m.bob.node = "f", "sub"  # each signs its orders for its recorded node
     return m
 
 
@@ -84,11 +84,10 @@ def _put(http: httpx.Client, t: int, data: bytes, key: bytes, m: Market) -> http
 
 def test_a_market_without_a_grid_behaves_as_before_and_has_one_node(tmp_path: Path) -> None:
     m = make_market(tmp_path)
-    body = m.alice.order(m.t, "buy", 100, PRICE)
-    m.service.submit_order(SignedMessage(body["order"], body["signature"], "root"))
-    other = m.alice.order(m.t, "buy", 100, PRICE)
+    stored = m.service.submit_order(signed(m.alice.order(m.t, "buy", 100, PRICE)))
+    assert stored.node == "root"
     with pytest.raises(WrongNode, match="clears on no grid"):
-        m.service.submit_order(SignedMessage(other["order"], other["signature"], "f"))
+        m.service.submit_order(signed(m.alice.order(m.t, "buy", 100, PRICE, node="f")))
     with _client(m) as http:
         assert http.get("/market").json()["grid"] is None
         answer = http.get(f"/intervals/{m.t}/grid")
@@ -99,21 +98,34 @@ def test_a_market_without_a_grid_behaves_as_before_and_has_one_node(tmp_path: Pa
 
 def test_intake_takes_an_order_only_at_its_participants_node(tmp_path: Path) -> None:
     m = _grid_market(tmp_path)
-    at_f = m.alice.order(m.t, "sell", 100, PRICE)
-    m.service.submit_order(SignedMessage(at_f["order"], at_f["signature"], "f"))
-    m.service.submit_order(signed(m.alice.order(m.t, "sell", 50, PRICE)))  # no node: hers
-    elsewhere = m.alice.order(m.t, "sell", 100, PRICE)
+    stored = m.service.submit_order(signed(m.alice.order(m.t, "sell", 100, PRICE, node="f")))
+    assert stored.node == "f"
     with pytest.raises(WrongNode, match="recorded at 'f'"):
-        m.service.submit_order(SignedMessage(elsewhere["order"], elsewhere["signature"], "sub"))
+        m.service.submit_order(signed(m.alice.order(m.t, "sell", 100, PRICE, node="sub")))
+    with pytest.raises(WrongNode, match="recorded at 'f'"):
+        m.service.submit_order(signed(m.alice.order(m.t, "sell", 100, PRICE, node="root")))
     with pytest.raises(NodeNotRegistered):
-        m.service.submit_order(signed(m.carol.order(m.t, "buy", 100, PRICE)))
+        m.service.submit_order(signed(m.carol.order(m.t, "buy", 100, PRICE, node="f")))
     with _client(m) as http:
-        answer = http.post(
-            "/orders", json={**m.alice.order(m.t, "sell", 100, PRICE), "node": "sub"}
-        )
+        answer = http.post("/orders", json=m.alice.order(m.t, "sell", 100, PRICE, node="sub"))
         assert answer.status_code == 422 and answer.json()["code"] == "wrong_node"
-        answer = http.post("/orders", json=m.carol.order(m.t, "buy", 100, PRICE))
+        # The node is signed: moving a signed order to the recorded node breaks its signature.
+        moved = m.alice.order(m.t, "sell", 100, PRICE, node="sub")
+        moved["order"]["node"] = "f"
+        answer = http.post("/orders", json=moved)
+        assert answer.status_code == 403 and answer.json()["code"] == "signer_mismatch"
+        # A node beside the signed message is no longer a field of the body.
+        beside = {**m.alice.order(m.t, "sell", 100, PRICE, node="f"), "node": "f"}
+        answer = http.post("/orders", json=beside)
+        assert answer.status_code == 422 and answer.json()["code"] == "invalid_request"
+        bad = m.alice.order(m.t, "sell", 100, PRICE, node="f")
+        bad["order"]["node"] = "no spaces"
+        answer = http.post("/orders", json=bad)
+        assert answer.status_code == 422 and "grid node id" in answer.json()["detail"]
+        answer = http.post("/orders", json=m.carol.order(m.t, "buy", 100, PRICE, node="f"))
         assert answer.status_code == 403 and answer.json()["code"] == "node_not_registered"
+        answer = http.get(f"/participants/{m.alice.account.address}/orders")
+        assert {o["order"]["node"] for o in answer.json()["orders"]} == {"f"}
 
 
 def test_get_market_names_the_grid_operator_and_the_node_registry(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ orders = st.fixed_dictionaries(
         "pricePerWh": st.integers(0, 2**128 - 1),
         "nonce": uint64,
         "expiry": uint64,
+        "node": st.from_regex(signing.NODE_ID_PATTERN[:-1] + r"\Z"),
     }
 )
 
@@ -62,8 +63,11 @@ def test_order_digest_fast_path_equals_the_generic_digest(
         message["pricePerWh"],
         message["nonce"],
         message["expiry"],
+        message["node"],
     )
     assert fast == signing.digest(separator, "Order", message)
+    other = "x" + message["node"][:127]
+    assert fast != signing.digest(separator, "Order", {**message, "node": other})
 
 
 @given(addresses, st.binary(min_size=32, max_size=32), uint64, uint64)
@@ -113,6 +117,7 @@ def _wallet_payload() -> dict[str, Any]:
             "pricePerWh": "250000000000000",
             "nonce": "42",
             "expiry": "1767225600",
+            "node": "feeder-1:bus.7",
         },
     }
 
@@ -182,7 +187,7 @@ def test_malformed_signature_is_refused(signature: Any) -> None:
 def test_type_strings_are_the_published_eip712_types() -> None:
     assert signing._encode_type("Order", signing.ORDER_TYPE) == (
         b"Order(address participant,uint64 interval,uint8 side,uint64 quantityWh,"
-        b"uint128 pricePerWh,uint64 nonce,uint64 expiry)"
+        b"uint128 pricePerWh,uint64 nonce,uint64 expiry,string node)"
     )
     assert signing._encode_type("Cancel", signing.CANCEL_TYPE) == (
         b"Cancel(address participant,bytes32 orderHash,uint64 nonce,uint64 expiry)"

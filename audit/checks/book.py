@@ -1,11 +1,11 @@
 """The published order set against the chain: the ``signatures`` and ``book_root`` checks.
 
 ``signatures``: every published order is a well-formed ``Order`` message for its interval,
-its id is its EIP-712 digest under the market's domain as the chain defines it, its signature
-recovers to its participant, registered when the interval was committed, and no id or ``seq``
-appears twice. ``book_root``: the Merkle root of the published ids equals the committed
-``bookRoot`` (event and ``intervalInfo``) and the root the publication states.
-"""
+its id is its EIP-712 digest under the market's domain as the chain defines it, its
+signature recovers to its participant, registered when the interval was committed, it is
+signed for node ``root`` in a market without a grid, and no id or ``seq`` appears twice.
+``book_root``: the Merkle root of the published ids equals the committed ``bookRoot`` (event
+and ``intervalInfo``) and the root the publication states."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ class PublishedSet:
     dropped_parties: set[str] = field(default_factory=set)
     """The defaulters the audit accepted (:mod:`audit.checks.defaulters`), checksum: their
     orders do not enter the clearing that was committed."""
+    nodes: dict[str, str] = field(default_factory=dict)
+    """Each well-formed order's signed grid node, by id."""
 
     def unexpired_orders(self) -> list[Order]:
         """The orders that enter the clearing of the set: every well-formed one but the
@@ -154,6 +156,13 @@ def check_signatures(
         except (KeyError, ValueError, TypeError, InputError) as err:
             problems.append(f"{label}: not an order of this market: {err}")
             continue
+        node = str(message.get("node"))
+        out.nodes[order_id] = node
+        if book.grid is None and node != signing.DEFAULT_NODE:
+            problems.append(
+                f"{label}: signed for node {node!r}; the market clears on no grid, its one "
+                f"node is {signing.DEFAULT_NODE!r}"
+            )
         _mark_expiry(out, order_id, entry, message, book.closed_at)
         if out.fills is not None:
             if entry.filled_wh is None:

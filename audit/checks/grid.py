@@ -2,7 +2,8 @@
 
 For an interval whose market clears on a radial grid, the audit takes the grid document as
 published (its canonical bytes), the grid operator's signature over it, the grid operator it
-expects, the node of each order's participant (the registry), the interval's live orders and
+expects, the node of each order's participant (the registry), the node each order is signed
+for, the interval's live orders and
 the committed trades with both prices (what the buyer pays, what the seller receives), and
 checks, each failure a violation of ``grid`` naming the interval:
 
@@ -10,10 +11,12 @@ checks, each failure a violation of ``grid`` naming the interval:
    this interval in the market's EIP-712 domain (:mod:`ledger.grid_signature`), and the one
    the commit (or the publication) states. So a loosened cap or a changed fee fails here.
 2. **Document**: the bytes parse as a grid document of this interval, in canonical form
-   (:func:`market.grid.parse_grid`), and every order's participant has a node in it.
-3. **Re-clearing**: :func:`market.grid_clearing.clear_grid` on the orders at their
-   registered nodes gives exactly the committed trades, in commit order (buy and sell order,
-   quantity, price, sell price). So an order moved to another node fails here.
+   (:func:`market.grid.parse_grid`), and every order is signed for its participant's
+   registered node, a node of the document (intake takes an order only there).
+3. **Re-clearing**: :func:`market.grid_clearing.clear_grid` on the orders at their signed
+   nodes gives exactly the committed trades, in commit order (buy and sell order,
+   quantity, price, sell price). An order cannot be moved to another node without changing
+   its id (the node is signed); a registry moved under it fails step 2.
 4. **Properties P1-P6** on the *committed* trades, with the node prices ``P`` of the
    re-clearing: fills within quantities and flows within caps (P1; the flow of each edge is
    what the pairs crossing it carry, the balance then holds by construction); no edge
@@ -34,7 +37,7 @@ Pure: values in, violations out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from audit.checks.violations import GRID, CheckLog, address_key, hex_of, short
 from audit.evidence import ClearingRules, LedgerEvidence, PublishedGrid
@@ -70,8 +73,10 @@ class GridEvidence:
 
     ``document`` the published bytes, ``signature`` the grid operator's over them,
     ``grid_operator`` the address the audit expects to have signed, ``stated_root`` the
-    ``gridRoot`` the commit or the publication states (None when neither states one), and
-    ``nodes`` the registered node of each participant (checksum address → node id).
+    ``gridRoot`` the commit or the publication states (None when neither states one),
+    ``nodes`` the registered node of each participant (checksum address → node id) and
+    ``order_nodes`` the node each order is signed for (order id → node id; an order not in
+    it is taken at its participant's registered node).
     """
 
     interval: int
@@ -80,6 +85,7 @@ class GridEvidence:
     grid_operator: str
     nodes: Mapping[str, str]
     stated_root: bytes | None = None
+    order_nodes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,16 @@ def check_grid(
         return None
     order_nodes: list[str] = []
     for order in orders:
-        node = evidence.nodes.get(order.participant or "")
-        if node is None:
+        registered = evidence.nodes.get(order.participant or "")
+        node = evidence.order_nodes.get(order.id, registered)
+        if registered is None:
             problems.append(
                 f"order {short(order.id)}: participant {order.participant} has no registered node"
+            )
+        elif node != registered:
+            problems.append(
+                f"order {short(order.id)}: signed for node {node!r}, its participant "
+                f"{order.participant} is registered at {registered!r}"
             )
         elif node not in grid.index:
             problems.append(
@@ -197,10 +209,12 @@ def check_published_grid(
     *,
     exported_wh: Mapping[str, int] | None = None,
     terms: Terms | None = None,
+    order_nodes: Mapping[str, str] | None = None,
 ) -> GridSettlement | None:
     """:func:`check_grid` on what a grid market published (:class:`PublishedGrid`) and the
-    trades committed on-chain. The published clearing must list one seller price per
-    committed trade, equal to the committed one where the commit carries seller prices."""
+    trades committed on-chain (``order_nodes``: each order's signed node, by id). The
+    published clearing must list one seller price per committed trade, equal to the
+    committed one where the commit carries seller prices."""
     problems: list[str] = []
     sell = published.sell_prices if isinstance(published.sell_prices, list) else []
     if len(sell) != len(trades) or not all(isinstance(p, str) and p.isdigit() for p in sell):
@@ -238,6 +252,7 @@ def check_published_grid(
         str(published.grid_operator),
         nodes,
         root,
+        dict(order_nodes or {}),
     )
     records = [
         GridTradeRecord(

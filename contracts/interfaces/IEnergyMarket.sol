@@ -150,7 +150,9 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     ///
     ///      Encoding (positions are 16-bit): `orders` holds four words per order, strictly
     ///      ascending by digest: word 0 = party position (bits 0-15) | side (16-23, 0 buy,
-    ///      1 sell) | flags (24-31) | quantityWh (64-127) | nonce (128-191) | expiry (192-255);
+    ///      1 sell) | flags (24-31) | node position in `nodes` (32-63) | quantityWh (64-127) |
+    ///      nonce (128-191) | expiry (192-255); `nodes` holds the keccak256 of each grid node id
+    ///      the chunk's orders name (the Order's signed `node`, "root" off a grid);
     ///      word 1 = pricePerWh limit; words 2, 3 = the signature's r and vs (EIP-2098), or,
     ///      for a continued order (not checked again), its fill so far and zero, and for an
     ///      unparked one, two zero words.
@@ -190,6 +192,7 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
     /// @param gridRoot keccak256 of the interval's canonical grid document, zero without a grid.
     /// @param parties Every party of the chunk's orders, strictly ascending by address.
     /// @param orders The chunk's signed orders, four words each (see above).
+    /// @param nodes keccak256 of the grid node ids the orders name (see above).
     /// @param trades The chunk's trades in commit order, one word each (see above).
     /// @param sellPrices The trades' seller prices, two per word, or empty (see above).
     /// @param tailHash Chain head after the chunk's last trade (zero on the last chunk).
@@ -199,6 +202,7 @@ interface IEnergyMarket is IEnergyMarketErrors, IEnergyMarketEvents {
         bytes32 gridRoot,
         address[] calldata parties,
         uint256[] calldata orders,
+        bytes32[] calldata nodes,
         uint256[] calldata trades,
         uint256[] calldata sellPrices,
         bytes32 tailHash

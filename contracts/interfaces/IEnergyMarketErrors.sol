@@ -188,7 +188,7 @@ interface IEnergyMarketErrors {
     error MalformedOrders(uint256 words);
 
     /// @notice Thrown when an order's fields are out of range (party position, side, flags,
-    ///         unused bits, limit price above uint128).
+    ///         node position, limit price above uint128).
     /// @param orderIndex Position of the order in the chunk.
     error MalformedOrder(uint256 orderIndex);
 

@@ -292,7 +292,7 @@ class MethodNotAllowed(RequestError):
 
 
 class WrongNode(RequestError):
-    """Raised when an order states a grid node other than its participant's recorded node
+    """Raised when an order is signed for a grid node other than its participant's recorded node
     (docs/grid.md §1.2: intake accepts an order only at that node)."""
 
     code, status, title = "wrong_node", 422, "Wrong grid node"

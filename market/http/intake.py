@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -51,9 +52,10 @@ ORDER_PATH = "/orders"
 BATCH_PATH = "/orders:batch"
 
 _ORDER_FIELDS = ("participant", "interval", "side", "quantityWh", "pricePerWh", "nonce", "expiry")
-_ORDER_FIELD_SET = frozenset(_ORDER_FIELDS)
+_ORDER_FIELD_SET = frozenset((*_ORDER_FIELDS, "node"))
 _SIGNED_FIELD_SET = frozenset(("order", "signature"))
-_SIGNED_WITH_NODE = frozenset(("order", "signature", "node"))
+_SAFE_NODE = re.compile(r"[A-Za-z0-9_.:-]+")
+"""A node id JSON writes as it is (intake takes no other)."""
 _BATCH_FIELD_SET = frozenset(("orders",))
 
 
@@ -95,8 +97,9 @@ def _check_extra(value: dict[str, Any], field_set: frozenset[str], loc: tuple[An
 
 def _check_order_message(value: Any, loc: tuple[str | int, ...]) -> dict[str, Any]:
     order = _check_object(value, loc)
-    if type(_field(order, "participant", loc)) is not str:
-        raise _shape_error((*loc, "participant"), "string_type", "Input should be a string")
+    for name in ("participant", "node"):
+        if type(_field(order, name, loc)) is not str:
+            raise _shape_error((*loc, name), "string_type", "Input should be a string")
     for name in _ORDER_FIELDS[1:]:
         value = _field(order, name, loc)
         kind = type(value)
@@ -120,11 +123,8 @@ def check_signed_order(body: Any, loc: tuple[str | int, ...] = ()) -> SignedMess
     signature = _field(signed, "signature", loc)
     if type(signature) is not str:
         raise _shape_error((*loc, "signature"), "string_type", "Input should be a string")
-    node = signed.get("node")
-    if node is not None and type(node) is not str:
-        raise _shape_error((*loc, "node"), "string_type", "Input should be a string")
-    _check_extra(signed, _SIGNED_WITH_NODE if "node" in signed else _SIGNED_FIELD_SET, loc)
-    return SignedMessage(order, signature, node)
+    _check_extra(signed, _SIGNED_FIELD_SET, loc)
+    return SignedMessage(order, signature)
 
 
 def check_batch(body: Any) -> list[SignedMessage]:
@@ -222,6 +222,7 @@ class OrderIntake:
             or order.filled_wh is not None
             or order.cancel is not None
             or order.receipt is None
+            or not _SAFE_NODE.fullmatch(order.node)
         ):
             return json.dumps(order_view(order), separators=(",", ":"))
         participant = checksum_address(order.participant)
@@ -233,7 +234,8 @@ class OrderIntake:
             f'"quantityWh":{order.quantity_wh},"pricePerWh":"{price}","filledWh":null,'
             f'"receivedAt":{order.received_at},"order":{{"participant":"{participant}",'
             f'"interval":{order.interval},"side":{order.side},"quantityWh":{order.quantity_wh},'
-            f'"pricePerWh":"{price}","nonce":"{order.nonce}","expiry":"{order.expiry}"}},'
+            f'"pricePerWh":"{price}","nonce":"{order.nonce}","expiry":"{order.expiry}",'
+            f'"node":"{order.node}"}},'
             f'"signature":"{order.signature}","cancel":null,"receipt":{{"seq":{order.seq},'
             f'"receivedAt":{order.received_at},"signature":"{order.receipt}"}}}}'
         )

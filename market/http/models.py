@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from market.http.wire import Address, Bytes32, PricePerWh, QuantityWh, Side, Signature, Uint64
+from market.http.wire import (
+    Address,
+    Bytes32,
+    NodeId,
+    PricePerWh,
+    QuantityWh,
+    Side,
+    Signature,
+    Uint64,
+)
 
 JsonDict = dict[str, JsonValue]
 
@@ -34,6 +43,7 @@ _EXAMPLE_ORDER: JsonDict = {
     "pricePerWh": "250000000000000",
     "nonce": "1",
     "expiry": "1767225600",
+    "node": "root",
 }
 _EXAMPLE_SIGNATURE = "0x" + "ab" * 32 + "1c" * 32 + "1b"
 _EXAMPLE_HASH = "0x" + "5e" * 32
@@ -56,6 +66,11 @@ class OrderMessage(BaseModel):
     expiry: Uint64 = Field(
         description="Unix seconds (uint64); the message is refused at or after this time"
     )
+    node: NodeId = Field(
+        description="the grid node the order is for, signed: intake takes an order only at its "
+        "participant's recorded node (GET /market: grid.nodes; wrong_node otherwise); in a "
+        "market without a grid the one node is 'root'"
+    )
 
 
 class SignedOrder(BaseModel):
@@ -70,13 +85,6 @@ class SignedOrder(BaseModel):
 
     order: OrderMessage
     signature: Signature
-    node: str | None = Field(
-        default=None,
-        description="optional, outside the signed message: the grid node the order is for. "
-        "Intake takes an order only at its participant's recorded node (GET /market: "
-        "grid.nodes; wrong_node otherwise); in a market without a grid the one node is "
-        "'root'. Absent: the participant's node.",
-    )
 
 
 class OrderBatch(BaseModel):
@@ -223,6 +231,7 @@ class OrderMessageOut(BaseModel):
     pricePerWh: str
     nonce: str
     expiry: str
+    node: str
 
 
 class ReceiptView(BaseModel):

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StrictStr
 
+from ledger.eip712 import NODE_ID_PATTERN
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 from market.signed_messages import whole_number
 
@@ -195,6 +196,13 @@ PricePerWh = Annotated[
 
 Address = Annotated[StrictStr, Field(pattern=ADDRESS_PATTERN)]
 Bytes32 = Annotated[StrictStr, Field(pattern=BYTES32_PATTERN)]
+NodeId = Annotated[
+    StrictStr,
+    Field(
+        pattern=NODE_ID_PATTERN,
+        description="a grid node id: 1 to 128 characters of A-Z a-z 0-9 _ . : -",
+    ),
+]
 Signature = Annotated[
     StrictStr,
     Field(
@@ -215,6 +223,7 @@ __all__ = [
     "UINT128_MAX",
     "Address",
     "Bytes32",
+    "NodeId",
     "PricePerWh",
     "QuantityWh",
     "Side",

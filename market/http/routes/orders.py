@@ -109,8 +109,8 @@ Checked in this order; the first failing check answers:
 4. `expiry` is after the market's clock (`order_expired`);
 5. the participant is registered on the market contract (`unregistered_participant`);
    in a market that clears on a grid it has a recorded node (`node_not_registered`), and
-   `node`, when the body states one, is that node (`wrong_node`; `GET /market`
-   `grid.nodes`); in a market without a grid `node` may only be `root`;
+   the order's signed `node` is that node (`wrong_node`; `GET /market` `grid.nodes`); in a
+   market without a grid `node` must be `root`;
 6. the interval's gate is open: the market's clock is before
    `epoch + interval * intervalSeconds - gateClosureSeconds` (`interval_closed`), and
    `interval` is at most `maxAheadIntervals` after the current one (`interval_too_far`);
