@@ -42,7 +42,7 @@ from eth_utils.crypto import keccak
 from ledger.abi import ADDRESS_PAD, UINT64_LIMIT, UINT128_LIMIT, WORD, address_bytes, bytes32_word
 from ledger.addresses import checksum_address
 from ledger.eip712 import compact_signature
-from ledger.grid_nodes import node_hash
+from ledger.grid_nodes import DEFAULT_NODE, node_hash
 from ledger.records import SignedOrder, Trade
 from ledger.trade_chain import settlement_chain
 
@@ -104,7 +104,7 @@ class CommitChunk:
     sell_prices: tuple[int, ...] = ()
     """Seller prices, two uint128 per word (trade 2k low, 2k+1 high); empty when every
     trade's seller price is its price (see :func:`sell_price_words`)."""
-    nodes: tuple[bytes, ...] = (node_hash("root"),)
+    nodes: tuple[bytes, ...] = (node_hash(DEFAULT_NODE),)
     """keccak256 of each grid node id the chunk's orders name, ascending; an order's first
     word carries its node's position here."""
 
@@ -139,7 +139,7 @@ class _Draft:
     def size(self, open_orders: int = 0, lanes: bool = False) -> tuple[int, int]:
         """(calldata bytes, estimated gas)."""
         n_parties, n_orders, n_trades = len(self.parties), len(self.orders), len(self.trades)
-        n_words = n_parties + n_trades + max(len(self.nodes), 1)
+        n_words = n_parties + n_trades + len(self.nodes)
         size = _HEAD_BYTES + WORD * n_words + 4 * WORD * n_orders
         gas = (
             GAS_BASE

@@ -75,7 +75,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.abi import UINT_BOUNDS, static_word
 from ledger.errors import BadSignature, InputError, UnverifiableSignature
-from ledger.grid_nodes import node_hash
+from ledger.grid_nodes import DEFAULT_NODE, NODE_ID_PATTERN, node_hash
 from ledger.hashing import keccak
 from ledger.records import Reading
 
@@ -260,11 +260,6 @@ SIGNATURE_DESCRIPTION: Final = (
     "stores and publishes the canonical form, 65 bytes r‖s‖v with v 27/28, lower-case hex; "
     "a message's id never depends on the form."
 )
-
-NODE_ID_PATTERN: Final = "^[A-Za-z0-9_.:-]{1,128}$"
-"""An order's ``node`` (docs/grid.md §1.1: a grid node id), the only string field of a type."""
-DEFAULT_NODE: Final = "root"
-"""The one node of a market without a grid, and the root of a grid by default."""
 
 SIDE_BUY: Final = 0
 SIDE_SELL: Final = 1

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Final
 
 from eth_utils.crypto import keccak
+
+DEFAULT_NODE: Final = "root"
+"""The one node of a market without a grid, and the root of a grid by default."""
+NODE_ID_PATTERN: Final = "^[A-Za-z0-9_.:-]{1,128}$"
+"""A grid node id (docs/grid.md §1.1, the order-id charset) as a JSON Schema pattern: an
+Order's ``node``, the only string field of a signed type."""
 
 
 @lru_cache(maxsize=65_536)
@@ -16,4 +23,4 @@ def node_hash(node_id: str) -> bytes:
     return bytes(keccak(node_id.encode("utf-8")))
 
 
-__all__ = ["node_hash"]
+__all__ = ["DEFAULT_NODE", "NODE_ID_PATTERN", "node_hash"]

@@ -12,6 +12,8 @@ from typing import Any
 
 from eth_typing import ChecksumAddress
 
+from ledger.grid_nodes import DEFAULT_NODE
+
 ZERO_ORDER_ID = b"\x00" * 32
 
 
@@ -90,7 +92,7 @@ class SignedOrder:
     expiry: int
     signature: str
     order_id: bytes
-    node: str = "root"
+    node: str = DEFAULT_NODE
     """The grid node the order is signed for (``root`` off a grid)."""
 
 

@@ -438,12 +438,15 @@ class GateClosure:
             log.warning("interval %d: no grid document at gate closure, nothing clears", interval)
             return clear([], mechanism=self.mechanism, k=self.k), {"grid": None}
         grid = document.grid
-        inside = [o.node in grid.index for o in orders]
-        placed = [c for c, ok in zip(book, inside, strict=True) if ok]
-        unplaced = [c.id for c, ok in zip(book, inside, strict=True) if not ok]
-        at = [o.node for o, ok in zip(orders, inside, strict=True) if ok]
+        placed, at, unplaced, used = [], [], [], {}
+        for stored, order in zip(orders, book, strict=True):
+            if stored.node in grid.index:
+                placed.append(order)
+                at.append(stored.node)
+                used[stored.participant] = stored.node
+            else:
+                unplaced.append(order.id)
         result = clear_grid(placed, grid, at, self.mechanism, self.k)
-        used = {o.participant: o.node for o, ok in zip(orders, inside, strict=True) if ok}
         outcome = grid_outcome(result, used)
         if unplaced:
             outcome["unplaced"] = unplaced

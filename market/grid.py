@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from ledger.errors import InputError
+from ledger.grid_nodes import DEFAULT_NODE
 from ledger.hashing import keccak
 from market.orders import ID_PATTERN
 
@@ -38,7 +39,7 @@ MAX_GRID_NODES: Final = 65_536
 """Most nodes in one grid document."""
 MAX_GRID_INT: Final = 2**63 - 1
 """Largest cap, fee or interval, and largest fee sum on a path to the root (``F``)."""
-DEFAULT_ROOT: Final = "root"
+DEFAULT_ROOT: Final = DEFAULT_NODE
 """The id of the one node of the grid used when none is given (a book without ``--grid``)."""
 
 GRID_CODES: Final = (

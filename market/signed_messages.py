@@ -27,7 +27,7 @@ from market.http.errors import (
     InvalidSide,
     OutOfBounds,
 )
-from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
+from market.orders import ID_PATTERN, MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 from market.store import StoredOrder
 
 
@@ -155,12 +155,10 @@ class ParsedOrder:
         )
 
 
-_NODE_ID = re.compile(signing.NODE_ID_PATTERN)
-
-
 def parse_node(value: Any, field_name: str = "node") -> str:
-    """A grid node id (1 to 128 characters of ``A-Z a-z 0-9 _ . : -``); InvalidRequest else."""
-    if not isinstance(value, str) or _NODE_ID.match(value) is None or value.endswith("\n"):
+    """A grid node id (1 to 128 characters of ``A-Z a-z 0-9 _ . : -``, the order-id charset
+    :data:`market.orders.ID_PATTERN`); InvalidRequest else."""
+    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
         raise InvalidRequest(
             f"{field_name}: expected a grid node id (1 to 128 characters of A-Z a-z 0-9 _ . : -), "
             f"got {value!r}"[:300],

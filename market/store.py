@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ledger.errors import WattledgerError
+from ledger.grid_nodes import DEFAULT_NODE
 from market.orders import DROPPED as DROPPED_STATUS
 from market.orders import EXPIRED as EXPIRED_STATUS
 from market.sqlite_store import SqliteStore
@@ -168,7 +169,7 @@ class StoredOrder(NamedTuple):
     receipt: str | None = None
     """The operator's signature of the order's ``OrderReceipt`` (``id``, ``seq``,
     ``received_at``); None only for an order stored before receipts existed."""
-    node: str = "root"
+    node: str = DEFAULT_NODE
     """The grid node the order is signed for (a field of the signed ``Order``)."""
 
 

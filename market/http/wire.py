@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StrictStr
 
-from ledger.eip712 import NODE_ID_PATTERN
+from ledger.grid_nodes import NODE_ID_PATTERN
 from market.orders import MAX_PRICE_PER_WH, MAX_QUANTITY_WH
 from market.signed_messages import whole_number
 
